@@ -1,0 +1,277 @@
+//! The command line: commands, their output, and exit codes.
+//!
+//! Exit codes: 0 success / nothing to do; 1 error (config, source, store); 2 changes pending
+//! (`plan`, `sync --dry-run`); 3 blocked by the safety policy; 4 applied with some operations
+//! failed (from the apply engine on).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::report::{self, Format, PlanStatus};
+use crate::run::{self, RunOptions};
+use crate::store::{self, Store, Trigger};
+use crate::telemetry::{self, LogFormat};
+
+/// Exit code: an error (bad config, unreadable source, store failure).
+pub const EXIT_ERROR: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dirsync",
+    version,
+    about = "Keep SaaS user accounts in line with your directory (LDAP or a CSV export).",
+    long_about = "dirsync reads users from a source of truth (a CSV export, LDAP), compares them \
+with what it last applied (kept in a state store: SQLite by default, Postgres in production) and \
+plans the creates, updates, role changes, disables and deletes each target application needs. \
+`dirsync plan` shows the plan without changing anything.\n\nExit codes: 0 nothing to do / \
+success, 1 error, 2 changes pending, 3 blocked by the safety policy, 4 applied with failures."
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "DIRSYNC_CONFIG",
+        default_value = config::DEFAULT_PATH
+    )]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "DIRSYNC_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More log detail: -v debug, -vv trace. `DIRSYNC_LOG` (e.g. `dirsync=debug`) overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what a sync would change, without changing anything (a dry run).
+    ///
+    /// Exit code 0: nothing to do; 2: changes pending; 3: blocked by the safety policy.
+    Plan(PlanArgs),
+    /// Bring the targets in line with the source. With --dry-run, the same as `plan`.
+    Sync(SyncArgs),
+    /// Validate the configuration; without --offline also open the state store and read the
+    /// source.
+    Check(CheckArgs),
+    /// Apply the state store's schema migrations.
+    Migrate,
+    /// List recent runs, or show one.
+    Runs(RunsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Only this target (repeatable). Default: every enabled target.
+    #[arg(short, long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Report format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Plan and report only; send nothing to any target.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply even if the safety policy blocks the plan (recorded on the run).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Only validate the configuration (no store, no source, no network). Suitable for
+    /// systemd's ExecStartPre.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub command: Option<RunsCommand>,
+    /// How many runs to list.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub limit: u32,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Show one run: its summary per target and its journaled operations.
+    Show {
+        /// The run id (from `dirsync runs`).
+        id: i64,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format, cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let code = rt.block_on(dispatch(cli));
+    ExitCode::from(code)
+}
+
+/// An error for the user: printed on stderr, exit code 1.
+fn fail(e: impl std::fmt::Display) -> u8 {
+    eprintln!("error: {e}");
+    EXIT_ERROR
+}
+
+async fn dispatch(cli: Cli) -> u8 {
+    let config = match config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    match cli.command {
+        Command::Plan(args) => plan(&config, &args, false, true).await,
+        Command::Sync(args) => {
+            if !args.dry_run {
+                return fail(
+                    "this version of dirsync cannot apply changes yet: no target connector is \
+                     available. Nothing was sent. Use `dirsync sync --dry-run` or `dirsync plan` \
+                     to see what would change.",
+                );
+            }
+            plan(&config, &args.plan, args.force, true).await
+        }
+        Command::Check(args) => check(&config, args.offline).await,
+        Command::Migrate => migrate(&config).await,
+        Command::Runs(args) => runs(&config, args).await,
+    }
+}
+
+async fn open_store(config: &Config, migrate: bool) -> Result<Box<dyn Store>, store::StoreError> {
+    store::open(&config.state.location, migrate).await
+}
+
+async fn plan(config: &Config, args: &PlanArgs, force: bool, dry_run: bool) -> u8 {
+    // Targets are checked before anything is opened or read.
+    if let Err(e) = run::select_targets(config, &args.targets) {
+        return fail(e);
+    }
+    let store = match open_store(config, config.state.auto_migrate).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let opts = RunOptions {
+        trigger: Trigger::DryRun,
+        targets: args.targets.clone(),
+        force,
+        now: chrono::Utc::now(),
+    };
+    match run::plan_run(config, store.as_ref(), &opts).await {
+        Ok(plan) => {
+            print!("{}", report::render(&plan, args.format, dry_run));
+            PlanStatus::of(&plan).exit_code()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn describe_location(loc: &store::StoreLocation) -> String {
+    match loc {
+        store::StoreLocation::Postgres { .. } => "postgres (database_url)".into(),
+        store::StoreLocation::Sqlite { path } => format!("sqlite {}", path.display()),
+    }
+}
+
+async fn check(config: &Config, offline: bool) -> u8 {
+    println!("configuration {}: OK", config.path.display());
+    println!("  state:  {}", describe_location(&config.state.location));
+    match &config.source {
+        config::SourceConfig::Csv(c) => println!("  source: csv {}", c.path.display()),
+    }
+    for t in &config.targets {
+        println!(
+            "  target: {} ({}) {}{}",
+            t.name,
+            t.kind.as_str(),
+            t.base_url,
+            if t.enabled { "" } else { " [disabled]" }
+        );
+    }
+    if offline {
+        return 0;
+    }
+    let mut failed = false;
+    match open_store(config, config.state.auto_migrate).await {
+        Ok(_) => println!("state store: OK"),
+        Err(e) => {
+            println!("state store: FAILED: {e}");
+            failed = true;
+        }
+    }
+    match run::read_source(&config.source).await {
+        Ok(s) => println!("source: OK, {} users", s.len()),
+        Err(e) => {
+            println!("source: FAILED: {e}");
+            failed = true;
+        }
+    }
+    if failed { EXIT_ERROR } else { 0 }
+}
+
+async fn migrate(config: &Config) -> u8 {
+    match open_store(config, true).await {
+        Ok(s) => {
+            println!(
+                "migrations applied ({})",
+                describe_location(&config.state.location)
+            );
+            drop(s);
+            0
+        }
+        Err(e) => fail(e),
+    }
+}
+
+async fn runs(config: &Config, args: RunsArgs) -> u8 {
+    let store = match open_store(config, config.state.auto_migrate).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match args.command {
+        None => match store.list_runs(args.limit).await {
+            Ok(list) => {
+                print!("{}", report::render_runs(&list, args.format));
+                0
+            }
+            Err(e) => fail(e),
+        },
+        Some(RunsCommand::Show { id, format }) => match store.get_run(id).await {
+            Ok(Some(r)) => match store.run_operations(id).await {
+                Ok(ops) => {
+                    print!("{}", report::render_run(&r, &ops, format));
+                    0
+                }
+                Err(e) => fail(e),
+            },
+            Ok(None) => fail(format!("no run with id {id} (see `dirsync runs`)")),
+            Err(e) => fail(e),
+        },
+    }
+}

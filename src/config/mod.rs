@@ -1,0 +1,236 @@
+//! Configuration: built-in defaults → TOML file → `DIRSYNC_` environment, then validation that
+//! collects every problem (with its key path) before reporting.
+//!
+//! The raw layer ([`raw`]) mirrors the TOML; [`load`] turns it into a validated [`Config`] whose
+//! types the rest of dirsync uses (secrets read from `*_file`, templates parsed, paths resolved
+//! against the config file's directory).
+
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+
+use crate::mapping::TargetMapping;
+use crate::plan::{OnMissing, SafetySettings};
+use crate::secret::Secret;
+use crate::source::csv::CsvSettings;
+use crate::store::StoreLocation;
+use crate::target::TargetKind;
+
+pub use raw::RawConfig;
+
+/// The default config path.
+pub const DEFAULT_PATH: &str = "/etc/dirsync/dirsync.toml";
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "DIRSYNC_";
+/// Top-level sections that environment variables may set (`DIRSYNC_SAFETY__MAX_DELETES=10`).
+/// Targets are set by name: `DIRSYNC_TARGET__<NAME>__<KEY>`.
+const ENV_SECTIONS: &[&str] = &["state", "source", "safety", "schedule"];
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub state: StateConfig,
+    pub source: SourceConfig,
+    pub safety: SafetySettings,
+    pub schedule: ScheduleConfig,
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub location: StoreLocation,
+    /// Apply pending migrations when dirsync starts (default true).
+    pub auto_migrate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Csv(CsvSettings),
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Csv(_) => "csv",
+        }
+    }
+
+    /// Names of the extra attributes the source reads (usable in templates).
+    pub fn extra_attributes(&self) -> Vec<String> {
+        match self {
+            SourceConfig::Csv(c) => c.extra.keys().cloned().collect(),
+        }
+    }
+}
+
+/// `[schedule]`: when the daemon runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleConfig {
+    /// A 6-field cron expression (seconds first); 5-field crontab lines are converted.
+    pub cron: Option<String>,
+    pub interval: Option<Duration>,
+    pub jitter: Duration,
+    pub run_on_start: bool,
+}
+
+/// Connection settings of a target. Only the ones its kind uses are set.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub token_url: Option<url::Url>,
+    pub scope: Option<String>,
+    pub tenant_key: Option<String>,
+    pub org_key: Option<String>,
+}
+
+/// One `[[target]]`.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub name: String,
+    pub kind: TargetKind,
+    /// False: skipped by every command (kept in the file).
+    pub enabled: bool,
+    pub base_url: url::Url,
+    pub credentials: Credentials,
+    pub mapping: TargetMapping,
+    pub on_missing: OnMissing,
+    pub delete_after: Duration,
+}
+
+/// One configuration problem: where (a key path such as `target[1].base_url`, or an
+/// environment variable) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded: every problem found.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "configuration {} has {n} problem{}:",
+            self.path.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn one(path: &Path, key: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![ConfigProblem {
+                key: key.to_string(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// Loads and validates the configuration at `path`, with the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    load_with_env(path, &env)
+}
+
+/// Like [`load`], with an explicit environment (for tests). Only variables starting with
+/// `DIRSYNC_` whose next part names a section are read; others (`DIRSYNC_CONFIG`, ...) are not
+/// configuration.
+pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    // figment's TOML provider treats a missing file as empty: check first, so that a wrong
+    // --config path is an error and not a silent default.
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(ConfigError::one(path, "config", "not a regular file")),
+        Err(e) => return Err(ConfigError::one(path, "config", format!("cannot read: {e}"))),
+    }
+    if let Err(e) = std::fs::File::open(path) {
+        return Err(ConfigError::one(path, "config", format!("cannot read: {e}")));
+    }
+    let sections: BTreeMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(ENV_PREFIX).is_some_and(|rest| {
+                let rest = rest.to_ascii_lowercase();
+                ENV_SECTIONS
+                    .iter()
+                    .any(|s| rest.starts_with(&format!("{s}__")))
+            })
+        })
+        .cloned()
+        .collect();
+    let env_provider = Env::prefixed(ENV_PREFIX)
+        .filter(move |k| {
+            let k = k.as_str().to_ascii_lowercase();
+            sections.keys().any(|full| full[ENV_PREFIX.len()..].eq_ignore_ascii_case(&k))
+        })
+        .split("__");
+    let figment = Figment::new().merge(Toml::file(path)).merge(env_provider);
+    let mut value: serde_json::Value = figment.extract().map_err(|e| {
+        let mut problems = Vec::new();
+        for err in e {
+            let key = if err.path.is_empty() {
+                "config".to_string()
+            } else {
+                err.path.join(".")
+            };
+            problems.push(ConfigProblem {
+                key,
+                message: err.kind.to_string(),
+            });
+        }
+        ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        }
+    })?;
+    let mut problems = Vec::new();
+    raw::apply_target_env(&mut value, env, &mut problems);
+    let raw = raw::parse(value, &mut problems);
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let config = raw.and_then(|raw| validate::validate(raw, path, &base_dir, &mut problems));
+    match config {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => Err(ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

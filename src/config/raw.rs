@@ -1,0 +1,247 @@
+//! The configuration as written: every key optional, so that validation can report all
+//! missing or wrong values at once. Unknown keys are collected (not silently ignored).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::ConfigProblem;
+use crate::secret::Secret;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub state: RawState,
+    pub source: Option<RawSource>,
+    #[serde(default)]
+    pub safety: RawSafety,
+    #[serde(default)]
+    pub schedule: RawSchedule,
+    #[serde(default)]
+    pub target: Vec<RawTarget>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawState {
+    pub database_url: Option<Secret>,
+    pub database_url_file: Option<PathBuf>,
+    pub path: Option<PathBuf>,
+    pub auto_migrate: Option<bool>,
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSource {
+    pub kind: Option<String>,
+    pub csv: Option<RawCsv>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCsv {
+    pub path: Option<PathBuf>,
+    pub delimiter: Option<String>,
+    #[serde(default)]
+    pub columns: RawCsvColumns,
+    pub enabled_values: Option<Vec<String>>,
+    pub disabled_values: Option<Vec<String>>,
+    pub groups_separator: Option<String>,
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCsvColumns {
+    pub key: Option<String>,
+    pub email: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub other_name: Option<String>,
+    pub display_name: Option<String>,
+    pub mobile: Option<String>,
+    pub enabled: Option<String>,
+    pub groups: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSafety {
+    pub min_source_users: Option<u64>,
+    pub max_source_drop_percent: Option<f64>,
+    pub max_disables: Option<u64>,
+    pub max_disable_percent: Option<f64>,
+    pub max_deletes: Option<u64>,
+    pub max_delete_percent: Option<f64>,
+    pub percent_floor: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSchedule {
+    pub cron: Option<String>,
+    pub interval: Option<String>,
+    pub jitter: Option<String>,
+    pub run_on_start: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTarget {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub enabled: Option<bool>,
+    pub base_url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub client_secret_file: Option<PathBuf>,
+    pub token_url: Option<String>,
+    pub scope: Option<String>,
+    pub tenant_key: Option<String>,
+    pub org_key: Option<String>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    #[serde(default)]
+    pub roles: Vec<RawRoleRule>,
+    pub default_roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub include_groups: Vec<String>,
+    #[serde(default)]
+    pub exclude_groups: Vec<String>,
+    pub on_missing: Option<String>,
+    pub delete_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRoleRule {
+    pub group: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Turns a serde path (`target.0.base_url`) into the form the docs use (`target[0].base_url`).
+fn display_path(path: &str) -> String {
+    let mut out = String::new();
+    for seg in path.split('.') {
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(seg);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+/// Deserialises the merged value. Unknown keys become problems; a wrong type is a problem
+/// naming its key (and, as serde stops there, the last problem of this stage).
+pub fn parse(value: serde_json::Value, problems: &mut Vec<ConfigProblem>) -> Option<RawConfig> {
+    let mut unknown = Vec::new();
+    let mut on_unknown = |path: serde_ignored::Path<'_>| {
+        unknown.push(path.to_string());
+    };
+    let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
+    let result: Result<RawConfig, _> = serde_path_to_error::deserialize(de);
+    for key in unknown {
+        problems.push(ConfigProblem {
+            key: display_path(&key),
+            message: "unknown key (check the spelling; see config/example.toml)".into(),
+        });
+    }
+    match result {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            let key = display_path(&e.path().to_string());
+            problems.push(ConfigProblem {
+                key: if key.is_empty() || key == "?" {
+                    "config".into()
+                } else {
+                    key
+                },
+                message: e.into_inner().to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// The environment spelling of a target name: upper case, `-` and `.` as `_`.
+pub fn env_name(target: &str) -> String {
+    target
+        .chars()
+        .map(|c| match c {
+            '-' | '.' | ' ' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect()
+}
+
+/// Parses an environment value the way figment does for the other sections: booleans and
+/// numbers typed, everything else a string.
+fn env_value(v: &str) -> serde_json::Value {
+    let t = v.trim();
+    if t == "true" || t == "false" {
+        return serde_json::Value::Bool(t == "true");
+    }
+    if let Ok(i) = t.parse::<i64>() {
+        return i.into();
+    }
+    if t.contains('.')
+        && let Ok(f) = t.parse::<f64>()
+        && let Some(n) = serde_json::Number::from_f64(f)
+    {
+        return serde_json::Value::Number(n);
+    }
+    serde_json::Value::String(v.to_string())
+}
+
+/// Applies `DIRSYNC_TARGET__<NAME>__<KEY>=value` to the target whose name matches `<NAME>`
+/// (see [`env_name`]). Keys are the target's top-level keys (`PASSWORD`, `BASE_URL`, ...).
+pub fn apply_target_env(
+    value: &mut serde_json::Value,
+    env: &[(String, String)],
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let prefix = format!("{}TARGET__", super::ENV_PREFIX);
+    for (k, v) in env {
+        let Some(rest) = k
+            .get(..prefix.len())
+            .filter(|p| p.eq_ignore_ascii_case(&prefix))
+            .map(|_| &k[prefix.len()..])
+        else {
+            continue;
+        };
+        let Some((name, key)) = rest.split_once("__") else {
+            problems.push(ConfigProblem {
+                key: k.clone(),
+                message: "expected DIRSYNC_TARGET__<NAME>__<KEY>".into(),
+            });
+            continue;
+        };
+        let targets = value
+            .get_mut("target")
+            .and_then(serde_json::Value::as_array_mut);
+        let found = targets.and_then(|ts| {
+            ts.iter_mut().find(|t| {
+                t.get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|n| env_name(n) == name.to_ascii_uppercase())
+            })
+        });
+        match found.and_then(serde_json::Value::as_object_mut) {
+            Some(obj) => {
+                obj.insert(key.to_ascii_lowercase(), env_value(v));
+            }
+            None => problems.push(ConfigProblem {
+                key: k.clone(),
+                message: format!(
+                    "no [[target]] whose name matches {name:?} (names are matched upper-cased, \
+                     with '-' and '.' as '_')"
+                ),
+            }),
+        }
+    }
+}

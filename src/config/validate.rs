@@ -1,0 +1,714 @@
+//! Raw → validated configuration. Every check pushes a problem with its key path and goes on,
+//! so one `dirsync check` shows everything that is wrong.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawCsv, RawSafety, RawSchedule, RawState, RawTarget};
+use super::{
+    Config, ConfigProblem, Credentials, ScheduleConfig, SourceConfig, StateConfig, TargetConfig,
+};
+use crate::mapping::{FieldMapping, RoleRule, TargetMapping, Template, UserFilter};
+use crate::plan::{OnMissing, SafetySettings};
+use crate::secret::Secret;
+use crate::source::csv::{CsvColumns, CsvSettings};
+use crate::store::StoreLocation;
+use crate::target::{Credential, TargetKind};
+
+struct Problems<'a>(&'a mut Vec<ConfigProblem>);
+
+impl Problems<'_> {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Resolves a path from the config against the config file's directory.
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Reads a `*_file` secret: the file's contents with trailing newlines trimmed.
+fn read_secret_file(base: &Path, file: &Path, key: &str, pr: &mut Problems) -> Option<Secret> {
+    let path = resolve(base, file);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let v = s.trim_end_matches(['\n', '\r']);
+            if v.is_empty() {
+                pr.push(key, format!("secret file {} is empty", path.display()));
+                None
+            } else {
+                Some(Secret::new(v))
+            }
+        }
+        Err(e) => {
+            pr.push(key, format!("cannot read secret file {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// A secret given inline or as `<key>_file` (not both).
+fn secret(
+    inline: Option<Secret>,
+    file: Option<&PathBuf>,
+    base: &Path,
+    key: &str,
+    pr: &mut Problems,
+) -> Option<Secret> {
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            pr.push(key, format!("set either {key} or {key}_file, not both"));
+            None
+        }
+        (Some(s), None) => Some(s),
+        (None, Some(f)) => read_secret_file(base, f, &format!("{key}_file"), pr),
+        (None, None) => None,
+    }
+}
+
+fn duration(v: &str, key: &str, pr: &mut Problems) -> Option<Duration> {
+    match humantime::parse_duration(v.trim()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            pr.push(key, format!("invalid duration {v:?}: {e} (examples: 15m, 1h 30m, 30d)"));
+            None
+        }
+    }
+}
+
+fn http_url(v: &str, key: &str, pr: &mut Problems) -> Option<url::Url> {
+    match url::Url::parse(v.trim()) {
+        Ok(u) if u.scheme() != "http" && u.scheme() != "https" => {
+            pr.push(key, format!("scheme {:?} not allowed (use https://)", u.scheme()));
+            None
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+            pr.push(key, "URL has no host");
+            None
+        }
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+            pr.push(key, "URL must not have a query or fragment");
+            None
+        }
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            pr.push(
+                key,
+                "URL must not carry credentials; use the username/password settings",
+            );
+            None
+        }
+        Ok(u) => Some(u),
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            pr.push(key, format!("relative URL not allowed: {v:?} (write https://host/...)"));
+            None
+        }
+        Err(e) => {
+            pr.push(key, format!("invalid URL {v:?}: {e}"));
+            None
+        }
+    }
+}
+
+pub fn validate(
+    raw: RawConfig,
+    path: &Path,
+    base: &Path,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Config> {
+    let mut pr = Problems(problems);
+    let state = state(raw.state, base, &mut pr);
+    let source = match raw.source {
+        None => {
+            pr.push("source", "missing [source] section (kind = \"csv\")");
+            None
+        }
+        Some(s) => match s.kind.as_deref() {
+            Some("csv") => match s.csv {
+                Some(csv) => csv_source(csv, base, &mut pr),
+                None => {
+                    pr.push("source.csv", "missing [source.csv] section for kind = \"csv\"");
+                    None
+                }
+            },
+            Some("ldap") => {
+                pr.push("source.kind", "kind \"ldap\" is not supported by this version (use \"csv\")");
+                None
+            }
+            Some(other) => {
+                pr.push("source.kind", format!("unknown source kind {other:?} (known: csv)"));
+                None
+            }
+            None => {
+                pr.push("source.kind", "missing (kind = \"csv\")");
+                None
+            }
+        },
+    };
+    let safety = safety(raw.safety, &mut pr);
+    let schedule = schedule(raw.schedule, &mut pr);
+    let extra = source
+        .as_ref()
+        .map(SourceConfig::extra_attributes)
+        .unwrap_or_default();
+    let mut names = HashSet::new();
+    let mut targets = Vec::new();
+    if raw.target.is_empty() {
+        pr.push("target", "no [[target]] configured");
+    }
+    for (i, t) in raw.target.into_iter().enumerate() {
+        let at = format!("target[{i}]");
+        if let Some(n) = &t.name
+            && !names.insert(n.clone())
+        {
+            pr.push(format!("{at}.name"), format!("duplicate target name {n:?}"));
+        }
+        if let Some(t) = target(t, &at, base, &extra, &mut pr) {
+            targets.push(t);
+        }
+    }
+    Some(Config {
+        path: path.to_path_buf(),
+        state: state?,
+        source: source?,
+        safety,
+        schedule: schedule?,
+        targets,
+    })
+}
+
+fn state(raw: RawState, base: &Path, pr: &mut Problems) -> Option<StateConfig> {
+    let url = secret(
+        raw.database_url,
+        raw.database_url_file.as_ref(),
+        base,
+        "state.database_url",
+        pr,
+    );
+    let max_connections = raw.max_connections.unwrap_or(5);
+    if max_connections == 0 {
+        pr.push("state.max_connections", "must be at least 1");
+    }
+    let location = match url {
+        Some(url) => {
+            if raw.path.is_some() {
+                pr.push(
+                    "state.path",
+                    "set either database_url (Postgres) or path (SQLite), not both",
+                );
+            }
+            let u = url.expose();
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                // Never echo the URL: it may hold a password.
+                pr.push(
+                    "state.database_url",
+                    "must be a postgres:// or postgresql:// URL (leave it unset for the embedded SQLite store)",
+                );
+                return None;
+            }
+            StoreLocation::Postgres {
+                url,
+                max_connections,
+            }
+        }
+        None => {
+            let path = match raw.path {
+                Some(p) => resolve(base, &p),
+                None => default_sqlite_path(),
+            };
+            StoreLocation::Sqlite { path }
+        }
+    };
+    Some(StateConfig {
+        location,
+        auto_migrate: raw.auto_migrate.unwrap_or(true),
+    })
+}
+
+/// `$STATE_DIRECTORY/dirsync.db` under systemd (`StateDirectory=`), else `./dirsync.db`.
+fn default_sqlite_path() -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        Some(dir) if !dir.is_empty() => {
+            // systemd may pass several directories separated by ':'; the first is ours.
+            let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
+            PathBuf::from(first).join("dirsync.db")
+        }
+        _ => PathBuf::from("dirsync.db"),
+    }
+}
+
+fn csv_source(raw: RawCsv, base: &Path, pr: &mut Problems) -> Option<SourceConfig> {
+    let path = match raw.path {
+        Some(p) => Some(resolve(base, &p)),
+        None => {
+            pr.push("source.csv.path", "missing: the CSV file to read");
+            None
+        }
+    };
+    let delimiter = match raw.delimiter.as_deref() {
+        None => Some(b','),
+        Some("\\t" | "tab" | "\t") => Some(b'\t'),
+        Some(d) if d.len() == 1 && d.is_ascii() => Some(d.as_bytes()[0]),
+        Some(d) => {
+            pr.push(
+                "source.csv.delimiter",
+                format!("must be one ASCII character (or \"tab\"), got {d:?}"),
+            );
+            None
+        }
+    };
+    let c = raw.columns;
+    let key = c.key.or_else(|| {
+        pr.push(
+            "source.csv.columns.key",
+            "missing: the column holding each user's stable key (an employee id, not the email)",
+        );
+        None
+    });
+    let (def_en, def_dis) = CsvSettings::default_values();
+    let enabled_values = raw.enabled_values.unwrap_or(def_en);
+    let disabled_values = raw.disabled_values.unwrap_or(def_dis);
+    for v in &enabled_values {
+        if disabled_values.iter().any(|d| d.eq_ignore_ascii_case(v)) {
+            pr.push(
+                "source.csv.enabled_values",
+                format!("{v:?} is also in disabled_values"),
+            );
+        }
+    }
+    let groups_separator = raw.groups_separator.unwrap_or_else(|| ";".into());
+    if groups_separator.is_empty() {
+        pr.push("source.csv.groups_separator", "must not be empty");
+    }
+    for name in raw.extra.keys() {
+        if crate::model::USER_FIELDS.contains(&name.as_str()) {
+            pr.push(
+                format!("source.csv.extra.{name}"),
+                "is a built-in field; map it under [source.csv.columns]",
+            );
+        }
+    }
+    Some(SourceConfig::Csv(CsvSettings {
+        path: path?,
+        delimiter: delimiter?,
+        columns: CsvColumns {
+            key: key?,
+            email: c.email.unwrap_or_else(|| "email".into()),
+            given_name: c.given_name,
+            family_name: c.family_name,
+            other_name: c.other_name,
+            display_name: c.display_name,
+            mobile: c.mobile,
+            enabled: c.enabled,
+            groups: c.groups,
+        },
+        enabled_values,
+        disabled_values,
+        groups_separator,
+        extra: raw.extra,
+    }))
+}
+
+fn percent(v: Option<f64>, default: f64, key: &str, pr: &mut Problems) -> f64 {
+    let v = v.unwrap_or(default);
+    if !(0.0..=100.0).contains(&v) {
+        pr.push(key, format!("must be between 0 and 100, got {v}"));
+        return default;
+    }
+    v
+}
+
+fn safety(raw: RawSafety, pr: &mut Problems) -> SafetySettings {
+    let d = SafetySettings::default();
+    SafetySettings {
+        min_source_users: raw.min_source_users.unwrap_or(d.min_source_users),
+        max_source_drop_percent: percent(
+            raw.max_source_drop_percent,
+            d.max_source_drop_percent,
+            "safety.max_source_drop_percent",
+            pr,
+        ),
+        max_disables: raw.max_disables.or(d.max_disables),
+        max_disable_percent: percent(
+            raw.max_disable_percent,
+            d.max_disable_percent,
+            "safety.max_disable_percent",
+            pr,
+        ),
+        max_deletes: raw.max_deletes.or(d.max_deletes),
+        max_delete_percent: percent(
+            raw.max_delete_percent,
+            d.max_delete_percent,
+            "safety.max_delete_percent",
+            pr,
+        ),
+        percent_floor: raw.percent_floor.unwrap_or(d.percent_floor),
+    }
+}
+
+/// Accepts 6-field (seconds first) cron expressions, and converts 5-field crontab lines
+/// (prepends `0` seconds; day-of-week `0` or `7` becomes `Sun`).
+pub fn normalize_cron(expr: &str) -> Result<String, String> {
+    let parts: Vec<&str> = expr.split_whitespace().collect();
+    let six = match parts.len() {
+        5 => {
+            let dow = parts[4]
+                .split(',')
+                .map(|p| match p {
+                    "0" | "7" => "Sun",
+                    p => p,
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            format!("0 {} {} {} {} {dow}", parts[0], parts[1], parts[2], parts[3])
+        }
+        6 | 7 => parts.join(" "),
+        n => {
+            return Err(format!(
+                "expected 5 fields (crontab: min hour day month weekday) or 6 (sec min hour day \
+                 month weekday), got {n}"
+            ));
+        }
+    };
+    match six.parse::<cron::Schedule>() {
+        Ok(_) => Ok(six),
+        Err(e) => Err(format!(
+            "invalid cron expression {expr:?}: {e} (5-field crontab or 6-field with seconds; \
+             weekdays 1-7 with 1 = Sunday, or names Mon..Sun)"
+        )),
+    }
+}
+
+fn schedule(raw: RawSchedule, pr: &mut Problems) -> Option<ScheduleConfig> {
+    let cron = match raw.cron.as_deref() {
+        None => None,
+        Some(c) => match normalize_cron(c) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                pr.push("schedule.cron", e);
+                return None;
+            }
+        },
+    };
+    let interval = match raw.interval.as_deref() {
+        None => None,
+        Some(i) => {
+            let d = duration(i, "schedule.interval", pr)?;
+            if d < Duration::from_secs(1) {
+                pr.push("schedule.interval", "must be at least 1s");
+            }
+            Some(d)
+        }
+    };
+    if cron.is_some() && interval.is_some() {
+        pr.push("schedule", "set either cron or interval, not both");
+    }
+    let jitter = match raw.jitter.as_deref() {
+        None => Duration::ZERO,
+        Some(j) => duration(j, "schedule.jitter", pr)?,
+    };
+    // No timing given: every 15 minutes.
+    let interval = if cron.is_none() && interval.is_none() {
+        Some(Duration::from_secs(15 * 60))
+    } else {
+        interval
+    };
+    Some(ScheduleConfig {
+        cron,
+        interval,
+        jitter,
+        run_on_start: raw.run_on_start.unwrap_or(true),
+    })
+}
+
+fn target(
+    raw: RawTarget,
+    at: &str,
+    base: &Path,
+    extra: &[String],
+    pr: &mut Problems,
+) -> Option<TargetConfig> {
+    let name = match raw.name {
+        Some(n)
+            if !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+        {
+            Some(n)
+        }
+        Some(n) => {
+            pr.push(
+                format!("{at}.name"),
+                format!("{n:?}: use letters, digits, '-', '_' and '.' only"),
+            );
+            None
+        }
+        None => {
+            pr.push(format!("{at}.name"), "missing");
+            None
+        }
+    };
+    let kind = match raw.kind.as_deref() {
+        Some(k) => TargetKind::parse(k).or_else(|| {
+            pr.push(
+                format!("{at}.kind"),
+                format!("unknown kind {k:?} (known: covata, primavera, valuekeep)"),
+            );
+            None
+        }),
+        None => {
+            pr.push(format!("{at}.kind"), "missing (covata, primavera or valuekeep)");
+            None
+        }
+    };
+    let base_url = match raw.base_url.as_deref() {
+        Some(u) => http_url(u, &format!("{at}.base_url"), pr),
+        None => {
+            pr.push(format!("{at}.base_url"), "missing");
+            None
+        }
+    };
+    let password = secret(
+        raw.password,
+        raw.password_file.as_ref(),
+        base,
+        &format!("{at}.password"),
+        pr,
+    );
+    let client_secret = secret(
+        raw.client_secret,
+        raw.client_secret_file.as_ref(),
+        base,
+        &format!("{at}.client_secret"),
+        pr,
+    );
+    let on_missing = match raw.on_missing.as_deref() {
+        None | Some("disable") => Some(OnMissing::Disable),
+        Some("delete") => Some(OnMissing::Delete),
+        Some("disable_then_delete") => Some(OnMissing::DisableThenDelete),
+        Some(o) => {
+            pr.push(
+                format!("{at}.on_missing"),
+                format!("unknown value {o:?} (disable, disable_then_delete, delete)"),
+            );
+            None
+        }
+    };
+    let delete_after = match raw.delete_after.as_deref() {
+        Some(d) => duration(d, &format!("{at}.delete_after"), pr),
+        None => Some(Duration::from_secs(30 * 86400)),
+    };
+    if raw.delete_after.is_some() && on_missing != Some(OnMissing::DisableThenDelete) {
+        pr.push(
+            format!("{at}.delete_after"),
+            "only used with on_missing = \"disable_then_delete\"",
+        );
+    }
+    let kind = kind?;
+    let spec = kind.spec();
+
+    // Credentials: the ones this kind needs must be set; others must not be.
+    let mut creds = Credentials {
+        username: raw.username,
+        password,
+        client_id: raw.client_id,
+        client_secret,
+        token_url: None,
+        scope: raw.scope,
+        tenant_key: raw.tenant_key,
+        org_key: raw.org_key,
+    };
+    let token_url_raw = raw.token_url;
+    let is_set = |c: Credential, creds: &Credentials| match c {
+        Credential::Username => creds.username.is_some(),
+        Credential::Password => creds.password.is_some(),
+        Credential::ClientId => creds.client_id.is_some(),
+        Credential::ClientSecret => creds.client_secret.is_some(),
+        Credential::TokenUrl => token_url_raw.is_some(),
+        Credential::Scope => creds.scope.is_some(),
+        Credential::TenantKey => creds.tenant_key.is_some(),
+        Credential::OrgKey => creds.org_key.is_some(),
+    };
+    let secret_key_was_given = |c: Credential| match c {
+        // A secret whose file failed to read was already reported.
+        Credential::Password => raw.password_file.is_some(),
+        Credential::ClientSecret => raw.client_secret_file.is_some(),
+        _ => false,
+    };
+    for c in Credential::ALL {
+        let needed = spec.required_credentials.contains(&c);
+        let allowed = needed || spec.optional_credentials.contains(&c);
+        let set = is_set(c, &creds);
+        if needed && !set && !secret_key_was_given(c) {
+            let hint = match c {
+                Credential::Password | Credential::ClientSecret => {
+                    format!(" (set {0} or {0}_file)", c.key())
+                }
+                _ => String::new(),
+            };
+            pr.push(
+                format!("{at}.{}", c.key()),
+                format!("required for kind {}{hint}", kind.as_str()),
+            );
+        }
+        if !allowed && (set || secret_key_was_given(c)) {
+            pr.push(
+                format!("{at}.{}", c.key()),
+                format!("not a setting of kind {}", kind.as_str()),
+            );
+        }
+    }
+    for (c, default) in spec.credential_defaults {
+        match c {
+            Credential::TokenUrl => {
+                let v = token_url_raw.as_deref().unwrap_or(default);
+                creds.token_url = http_url(v, &format!("{at}.token_url"), pr);
+            }
+            Credential::Scope => {
+                creds.scope.get_or_insert_with(|| (*default).to_string());
+            }
+            _ => {}
+        }
+    }
+    let mapping = mapping(&raw.fields, &raw.roles, raw.default_roles, raw.include_groups, raw.exclude_groups, kind, at, extra, pr);
+    Some(TargetConfig {
+        name: name?,
+        kind,
+        enabled: raw.enabled.unwrap_or(true),
+        base_url: base_url?,
+        credentials: creds,
+        mapping: mapping?,
+        on_missing: on_missing?,
+        delete_after: delete_after?,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mapping(
+    fields: &BTreeMap<String, String>,
+    roles: &[super::raw::RawRoleRule],
+    default_roles: Option<Vec<String>>,
+    include_groups: Vec<String>,
+    exclude_groups: Vec<String>,
+    kind: TargetKind,
+    at: &str,
+    extra: &[String],
+    pr: &mut Problems,
+) -> Option<TargetMapping> {
+    let spec = kind.spec();
+    let mut ok = true;
+    for name in fields.keys() {
+        if spec.field(name).is_none() {
+            let known: Vec<&str> = spec.fields.iter().map(|f| f.name).collect();
+            pr.push(
+                format!("{at}.fields.{name}"),
+                format!(
+                    "{} has no field {name:?}; known: {}",
+                    kind.as_str(),
+                    known.join(", ")
+                ),
+            );
+            ok = false;
+        }
+    }
+    let mut out = Vec::new();
+    for f in spec.fields {
+        let src = fields.get(f.name).map(String::as_str).or(f.default_template);
+        let Some(src) = src else {
+            if f.required {
+                pr.push(
+                    format!("{at}.fields.{}", f.name),
+                    format!("required by {} and has no default: map it", kind.as_str()),
+                );
+                ok = false;
+            }
+            continue;
+        };
+        let key = format!("{at}.fields.{}", f.name);
+        match Template::parse(src).and_then(|t| t.check_fields(extra).map(|()| t)) {
+            Ok(t) => out.push(FieldMapping {
+                name: f.name.to_string(),
+                kind: f.kind,
+                required: f.required,
+                template: t,
+            }),
+            Err(e) => {
+                pr.push(key, e);
+                ok = false;
+            }
+        }
+    }
+    let check_role = |role: &str, key: &str, pr: &mut Problems| -> bool {
+        if let Some(known) = spec.known_roles
+            && !known.contains(&role)
+        {
+            pr.push(
+                key,
+                format!(
+                    "unknown {} role {role:?}; known: {}",
+                    kind.as_str(),
+                    known.join(", ")
+                ),
+            );
+            return false;
+        }
+        if role.trim().is_empty() {
+            pr.push(key, "empty role name");
+            return false;
+        }
+        true
+    };
+    let mut rules = Vec::new();
+    for (i, r) in roles.iter().enumerate() {
+        let key = format!("{at}.roles[{i}]");
+        let Some(group) = r.group.as_ref().filter(|g| !g.trim().is_empty()) else {
+            pr.push(format!("{key}.group"), "missing: the group (name or DN) this rule matches");
+            ok = false;
+            continue;
+        };
+        if r.roles.is_empty() {
+            pr.push(format!("{key}.roles"), "empty: list the roles members of this group get");
+            ok = false;
+        }
+        for role in &r.roles {
+            ok &= check_role(role, &format!("{key}.roles"), pr);
+        }
+        rules.push(RoleRule {
+            group: group.trim().to_string(),
+            roles: r.roles.clone(),
+        });
+    }
+    let default_roles = default_roles
+        .unwrap_or_else(|| spec.default_roles.iter().map(|r| r.to_string()).collect());
+    for role in &default_roles {
+        ok &= check_role(role, &format!("{at}.default_roles"), pr);
+    }
+    if spec.roles_required && default_roles.is_empty() {
+        pr.push(
+            format!("{at}.default_roles"),
+            format!(
+                "{} requires every user to have a role: default_roles must not be empty",
+                kind.as_str()
+            ),
+        );
+        ok = false;
+    }
+    ok.then(|| TargetMapping {
+        fields: out,
+        role_rules: rules,
+        default_roles,
+        filter: UserFilter {
+            include_groups,
+            exclude_groups,
+        },
+        login_field: spec.login_field.to_string(),
+    })
+}

@@ -1,0 +1,27 @@
+//! dirsync keeps SaaS user accounts in line with a source of truth (LDAP or CSV).
+//!
+//! Module map (see ARCHITECTURE.md for the invariants):
+//! - [`model`]: source users, snapshots, normalisation. Pure.
+//! - [`mapping`]: source user → target account (templates, roles, filters, content hash). Pure.
+//! - [`plan`]: the diff and the safety policy. Pure.
+//! - [`config`]: load (figment) and validate the configuration.
+//! - [`secret`]: a string that never prints itself.
+//! - [`source`]: reading a snapshot from the source of truth.
+//! - [`store`]: the state store (Postgres, SQLite): accounts, runs, operations.
+//! - [`target`]: what each vendor's accounts look like (and, later, the connectors).
+//! - [`run`]: one run from source to judged plans, recorded in the store.
+//! - [`report`]: text / Markdown / JSON rendering of plans and run history.
+//! - [`cli`]: commands and exit codes. [`telemetry`]: logging.
+
+pub mod cli;
+pub mod config;
+pub mod mapping;
+pub mod model;
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod secret;
+pub mod source;
+pub mod store;
+pub mod target;
+pub mod telemetry;

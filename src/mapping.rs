@@ -1,0 +1,586 @@
+//! Source user → target account: field templates, group → role rules, default roles, filters,
+//! and the content hash of a mapped account. Pure: no I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{USER_FIELDS, User};
+
+/// How a target field's values compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    /// Compared exactly (after the source's trim + NFC).
+    Text,
+    /// Compared case-insensitively.
+    Email,
+    /// `true` / `false` (accepts 1/0/yes/no when rendered; stored canonical).
+    Bool,
+}
+
+/// A mapped value template: literal text with `{field}` or `{field | filter | ...}` holes.
+/// Fields are [`USER_FIELDS`] or extra attribute names; filters are `lower`, `upper`, `trim`.
+/// `{{` and `}}` are literal braces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Field { name: String, filters: Vec<Filter> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filter {
+    Lower,
+    Upper,
+    Trim,
+}
+
+impl Template {
+    /// Parses a template. Errors say what is wrong and where.
+    pub fn parse(src: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut chars = src.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|p| p.1) == Some('{') => {
+                    chars.next();
+                    lit.push('{');
+                }
+                '}' if chars.peek().map(|p| p.1) == Some('}') => {
+                    chars.next();
+                    lit.push('}');
+                }
+                '}' => return Err(format!("unmatched '}}' at position {i}")),
+                '{' => {
+                    let mut inner = String::new();
+                    let mut closed = false;
+                    for (_, c) in chars.by_ref() {
+                        if c == '}' {
+                            closed = true;
+                            break;
+                        }
+                        inner.push(c);
+                    }
+                    if !closed {
+                        return Err(format!("unclosed '{{' at position {i}"));
+                    }
+                    if !lit.is_empty() {
+                        parts.push(Part::Literal(std::mem::take(&mut lit)));
+                    }
+                    let mut pieces = inner.split('|').map(str::trim);
+                    let name = pieces.next().unwrap_or_default();
+                    if name.is_empty() {
+                        return Err(format!("empty field name at position {i}"));
+                    }
+                    let filters = pieces
+                        .map(|f| match f {
+                            "lower" => Ok(Filter::Lower),
+                            "upper" => Ok(Filter::Upper),
+                            "trim" => Ok(Filter::Trim),
+                            other => Err(format!(
+                                "unknown filter {other:?} (known: lower, upper, trim)"
+                            )),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    parts.push(Part::Field {
+                        name: name.to_string(),
+                        filters,
+                    });
+                }
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Literal(lit));
+        }
+        Ok(Template {
+            source: src.to_string(),
+            parts,
+        })
+    }
+
+    /// The field names the template refers to.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Field { name, .. } => Some(name.as_str()),
+            Part::Literal(_) => None,
+        })
+    }
+
+    /// Checks every field against the user fields and the given extra attribute names.
+    pub fn check_fields(&self, extra: &[String]) -> Result<(), String> {
+        for f in self.fields() {
+            if !USER_FIELDS.contains(&f) && !extra.iter().any(|e| e == f) {
+                let mut known: Vec<&str> = USER_FIELDS.to_vec();
+                known.extend(extra.iter().map(String::as_str));
+                return Err(format!(
+                    "unknown field {f:?} in template {:?}; known fields: {}",
+                    self.source,
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders for a user. Absent fields render as empty text; the result is trimmed, and
+    /// spaces left doubled by an absent field in the middle are collapsed.
+    pub fn render(&self, user: &User) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Literal(l) => out.push_str(l),
+                Part::Field { name, filters } => {
+                    let v = user.field(name).unwrap_or("");
+                    if filters.is_empty() {
+                        out.push_str(v);
+                    } else {
+                        let mut v = v.to_string();
+                        for f in filters {
+                            v = match f {
+                                Filter::Lower => v.to_lowercase(),
+                                Filter::Upper => v.to_uppercase(),
+                                Filter::Trim => v.trim().to_string(),
+                            };
+                        }
+                        out.push_str(&v);
+                    }
+                }
+            }
+        }
+        let trimmed = out.trim();
+        if trimmed.contains("  ") {
+            trimmed.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
+        } else if trimmed.len() != out.len() {
+            trimmed.to_string()
+        } else {
+            out
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+/// One target field: its name in the vendor API, how it compares, and its template.
+#[derive(Debug, Clone)]
+pub struct FieldMapping {
+    pub name: String,
+    pub kind: FieldKind,
+    pub required: bool,
+    pub template: Template,
+}
+
+/// A group → roles rule. `group` matches a user's group case-insensitively, either whole (a
+/// name, or a full DN) or, when `group` holds no `=`, the value of a DN's first RDN
+/// (`cn=Admins,ou=groups,dc=example,dc=com` matches `admins`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRule {
+    pub group: String,
+    pub roles: Vec<String>,
+}
+
+impl RoleRule {
+    pub fn matches(&self, group: &str) -> bool {
+        if group.eq_ignore_ascii_case(&self.group) || group.to_lowercase() == self.group.to_lowercase()
+        {
+            return true;
+        }
+        if self.group.contains('=') {
+            return false;
+        }
+        first_rdn_value(group).is_some_and(|v| v.to_lowercase() == self.group.to_lowercase())
+    }
+}
+
+/// The value of the first RDN of a DN-looking string (`cn=Amy Wong+sn=Kroker,ou=x` → `Amy Wong`),
+/// with `\,`-style escapes undone. `None` when the string is not DN-shaped.
+fn first_rdn_value(dn: &str) -> Option<String> {
+    let eq = dn.find('=')?;
+    let mut out = String::new();
+    let mut chars = dn[eq + 1..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            }
+            ',' | '+' => break,
+            c => out.push(c),
+        }
+    }
+    let v = out.trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// Which source users a target receives.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// When non-empty, a user must be in at least one of these groups (matched like role rules).
+    pub include_groups: Vec<String>,
+    /// A user in any of these groups is out of scope.
+    pub exclude_groups: Vec<String>,
+}
+
+impl UserFilter {
+    pub fn admits(&self, user: &User) -> bool {
+        let in_any = |list: &[String]| {
+            list.iter().any(|g| {
+                let rule = RoleRule {
+                    group: g.clone(),
+                    roles: Vec::new(),
+                };
+                user.groups.iter().any(|ug| rule.matches(ug))
+            })
+        };
+        (self.include_groups.is_empty() || in_any(&self.include_groups))
+            && !in_any(&self.exclude_groups)
+    }
+}
+
+/// The complete mapping of one target.
+#[derive(Debug, Clone)]
+pub struct TargetMapping {
+    pub fields: Vec<FieldMapping>,
+    pub role_rules: Vec<RoleRule>,
+    pub default_roles: Vec<String>,
+    pub filter: UserFilter,
+    /// The field that identifies the account to a human and for adoption (email or login).
+    pub login_field: String,
+}
+
+/// A mapped (desired) account: the target's fields, roles and enabled flag for one source key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub key: String,
+    pub fields: BTreeMap<String, String>,
+    pub roles: BTreeSet<String>,
+    pub enabled: bool,
+    /// [`content_hash`] of `fields` and `roles` (not `enabled`, which is compared directly).
+    pub hash: String,
+}
+
+impl Account {
+    /// The login (or email) shown to humans and used for adoption.
+    pub fn login<'a>(&'a self, mapping: &TargetMapping) -> Option<&'a str> {
+        self.fields.get(&mapping.login_field).map(String::as_str)
+    }
+}
+
+/// The outcome of mapping one source user for one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mapped {
+    Account(Account),
+    /// Out of this target's scope (filters): treated as absent from the source.
+    Filtered,
+    /// Cannot be mapped (a required field is empty). Left untouched and reported.
+    Invalid(String),
+}
+
+impl TargetMapping {
+    /// Maps one user.
+    pub fn map(&self, user: &User) -> Mapped {
+        if !self.filter.admits(user) {
+            return Mapped::Filtered;
+        }
+        let mut fields = BTreeMap::new();
+        for fm in &self.fields {
+            let v = fm.template.render(user);
+            if v.is_empty() {
+                if fm.required {
+                    return Mapped::Invalid(format!(
+                        "field {} is empty (template {:?}) but the target requires it",
+                        fm.name,
+                        fm.template.as_str()
+                    ));
+                }
+                continue;
+            }
+            let v = match fm.kind {
+                FieldKind::Bool => match parse_bool(&v) {
+                    Some(b) => b.to_string(),
+                    None => {
+                        return Mapped::Invalid(format!(
+                            "field {} must be true or false, template {:?} gave {v:?}",
+                            fm.name,
+                            fm.template.as_str()
+                        ));
+                    }
+                },
+                FieldKind::Text | FieldKind::Email => v,
+            };
+            fields.insert(fm.name.clone(), v);
+        }
+        let mut roles = BTreeSet::new();
+        for rule in &self.role_rules {
+            if user.groups.iter().any(|g| rule.matches(g)) {
+                roles.extend(rule.roles.iter().cloned());
+            }
+        }
+        if roles.is_empty() {
+            roles.extend(self.default_roles.iter().cloned());
+        }
+        let hash = content_hash(self, &fields, &roles);
+        Mapped::Account(Account {
+            key: user.key.clone(),
+            fields,
+            roles,
+            enabled: user.enabled,
+            hash,
+        })
+    }
+
+    pub fn field_kind(&self, name: &str) -> FieldKind {
+        self.fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.kind)
+            .unwrap_or(FieldKind::Text)
+    }
+
+    /// Whether two values of a field are the same for this target.
+    pub fn same_value(&self, field: &str, a: &str, b: &str) -> bool {
+        match self.field_kind(field) {
+            FieldKind::Email => crate::model::email_eq(a, b),
+            FieldKind::Text | FieldKind::Bool => a == b,
+        }
+    }
+}
+
+/// Parses the boolean spellings accepted in templates and sources.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "y" => Some(true),
+        "false" | "0" | "no" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+/// A stable 128-bit content hash (XXH3, hex) of an account's fields and roles. Email fields
+/// are hashed case-folded, so a change of case alone does not count as a change. The encoding
+/// is length-prefixed, so no two different accounts share an input.
+pub fn content_hash(
+    mapping: &TargetMapping,
+    fields: &BTreeMap<String, String>,
+    roles: &BTreeSet<String>,
+) -> String {
+    let mut buf = Vec::with_capacity(256);
+    let mut put = |s: &str| {
+        buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        buf.extend_from_slice(s.as_bytes());
+    };
+    put("dirsync.account.v1");
+    for (k, v) in fields {
+        put(k);
+        match mapping.field_kind(k) {
+            FieldKind::Email => put(&crate::model::email_fold(v)),
+            FieldKind::Text | FieldKind::Bool => put(v),
+        }
+    }
+    put("roles");
+    for r in roles {
+        put(r);
+    }
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> User {
+        let mut u = User::new("E1", "Alice.Smith@Example.com");
+        u.given_name = Some("Alice".into());
+        u.family_name = Some("Smith".into());
+        u.groups = vec![
+            "cn=Admins,ou=groups,dc=example,dc=com".into(),
+            "staff".into(),
+        ];
+        u.extra.insert("department".into(), "Eng".into());
+        u
+    }
+
+    fn mapping() -> TargetMapping {
+        TargetMapping {
+            fields: vec![
+                FieldMapping {
+                    name: "email".into(),
+                    kind: FieldKind::Email,
+                    required: true,
+                    template: Template::parse("{email}").unwrap(),
+                },
+                FieldMapping {
+                    name: "name".into(),
+                    kind: FieldKind::Text,
+                    required: false,
+                    template: Template::parse("{given_name} {other_name} {family_name}").unwrap(),
+                },
+                FieldMapping {
+                    name: "login".into(),
+                    kind: FieldKind::Text,
+                    required: true,
+                    template: Template::parse("{email | lower}").unwrap(),
+                },
+            ],
+            role_rules: vec![RoleRule {
+                group: "admins".into(),
+                roles: vec!["ROLE_SYSTEM_ADMIN".into()],
+            }],
+            default_roles: vec!["ROLE_COLLABORATOR".into()],
+            filter: UserFilter::default(),
+            login_field: "login".into(),
+        }
+    }
+
+    #[test]
+    fn templates_table() {
+        let u = user();
+        let cases: &[(&str, &str)] = &[
+            ("{email}", "Alice.Smith@Example.com"),
+            ("{email | lower}", "alice.smith@example.com"),
+            ("{given_name|upper}", "ALICE"),
+            ("{given_name} {family_name}", "Alice Smith"),
+            ("{given_name} {other_name} {family_name}", "Alice Smith"),
+            ("{{literal}} {key}", "{literal} E1"),
+            ("{department}-{key}", "Eng-E1"),
+            ("{mobile}", ""),
+        ];
+        for (src, want) in cases {
+            let t = Template::parse(src).unwrap();
+            assert_eq!(t.render(&u), *want, "template {src}");
+        }
+    }
+
+    #[test]
+    fn template_errors() {
+        for bad in ["{email", "email}", "{}", "{email | shout}"] {
+            assert!(Template::parse(bad).is_err(), "{bad} should fail");
+        }
+        let t = Template::parse("{emial}").unwrap();
+        let err = t.check_fields(&["department".into()]).unwrap_err();
+        assert!(err.contains("\"emial\""), "{err}");
+        assert!(err.contains("department"), "{err}");
+        assert!(Template::parse("{department}")
+            .unwrap()
+            .check_fields(&["department".into()])
+            .is_ok());
+    }
+
+    #[test]
+    fn role_rules_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("admins", "admins", true),
+            ("Admins", "admins", true),
+            ("admins", "cn=Admins,ou=groups,dc=example,dc=com", true),
+            ("cn=admins,ou=groups,dc=example,dc=com", "cn=Admins,ou=groups,dc=example,dc=com", true),
+            ("cn=admins,ou=other", "cn=Admins,ou=groups,dc=example,dc=com", false),
+            ("Amy Wong", "cn=Amy Wong+sn=Kroker,ou=people", true),
+            ("a,b", "cn=a\\,b,ou=g", true),
+            ("admin", "admins", false),
+        ];
+        for (rule, group, want) in cases {
+            let r = RoleRule {
+                group: (*rule).into(),
+                roles: vec![],
+            };
+            assert_eq!(r.matches(group), *want, "rule {rule} group {group}");
+        }
+    }
+
+    #[test]
+    fn maps_roles_and_defaults() {
+        let m = mapping();
+        let Mapped::Account(a) = m.map(&user()) else {
+            panic!("not mapped")
+        };
+        assert_eq!(a.roles.iter().collect::<Vec<_>>(), vec!["ROLE_SYSTEM_ADMIN"]);
+        assert_eq!(a.fields["login"], "alice.smith@example.com");
+        assert_eq!(a.login(&m), Some("alice.smith@example.com"));
+        let mut u = user();
+        u.groups.clear();
+        let Mapped::Account(b) = m.map(&u) else {
+            panic!("not mapped")
+        };
+        assert_eq!(b.roles.iter().collect::<Vec<_>>(), vec!["ROLE_COLLABORATOR"]);
+    }
+
+    #[test]
+    fn required_empty_is_invalid() {
+        let mut m = mapping();
+        m.fields[1].required = true;
+        let mut u = user();
+        u.given_name = None;
+        u.family_name = None;
+        assert!(matches!(m.map(&u), Mapped::Invalid(msg) if msg.contains("name")));
+    }
+
+    #[test]
+    fn filters() {
+        let mut m = mapping();
+        m.filter.include_groups = vec!["staff".into()];
+        assert!(matches!(m.map(&user()), Mapped::Account(_)));
+        m.filter.exclude_groups = vec!["admins".into()];
+        assert_eq!(m.map(&user()), Mapped::Filtered);
+        m.filter = UserFilter {
+            include_groups: vec!["contractors".into()],
+            exclude_groups: vec![],
+        };
+        assert_eq!(m.map(&user()), Mapped::Filtered);
+    }
+
+    #[test]
+    fn hash_is_stable_and_case_insensitive_for_email() {
+        let m = mapping();
+        let Mapped::Account(a) = m.map(&user()) else {
+            panic!()
+        };
+        let mut u = user();
+        u.email = "alice.smith@example.com".into();
+        let Mapped::Account(b) = m.map(&u) else {
+            panic!()
+        };
+        assert_eq!(a.hash, b.hash, "email case must not change the hash");
+        u.family_name = Some("Smyth".into());
+        let Mapped::Account(c) = m.map(&u) else {
+            panic!()
+        };
+        assert_ne!(a.hash, c.hash);
+        // Pinned: the hash is persisted, so its encoding must never change silently.
+        assert_eq!(a.hash.len(), 32);
+        let again = content_hash(&m, &a.fields, &a.roles);
+        assert_eq!(again, a.hash);
+    }
+
+    #[test]
+    fn bool_fields() {
+        let mut m = mapping();
+        m.fields.push(FieldMapping {
+            name: "isTechnician".into(),
+            kind: FieldKind::Bool,
+            required: false,
+            template: Template::parse("yes").unwrap(),
+        });
+        let Mapped::Account(a) = m.map(&user()) else {
+            panic!()
+        };
+        assert_eq!(a.fields["isTechnician"], "true");
+        m.fields.last_mut().unwrap().template = Template::parse("{department}").unwrap();
+        assert!(matches!(m.map(&user()), Mapped::Invalid(_)));
+    }
+}

@@ -1,0 +1,234 @@
+//! The source-side domain: `User`, `Snapshot`, and the normalisation rules every source applies.
+//!
+//! Normalisation (applied once, at the source boundary, by [`User::normalized`]):
+//! - every text value is trimmed; a value that is empty after trimming is absent (`None`);
+//! - names, display names and extra attributes are put in Unicode NFC, so `é` typed as one code
+//!   point or as `e` + combining accent is the same name;
+//! - emails are trimmed and kept as written, but compared case-insensitively
+//!   ([`email_eq`], [`email_fold`]): `Alice@Example.com` and `alice@example.com` are one address;
+//! - groups are trimmed, NFC, de-duplicated case-insensitively and sorted.
+
+use std::collections::BTreeMap;
+
+use unicode_normalization::UnicodeNormalization;
+
+/// One person as the source of truth describes them, after normalisation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct User {
+    /// Stable source key (CSV key column, LDAP `entryUUID` / `objectGUID`). Never the email.
+    pub key: String,
+    pub email: String,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub other_name: Option<String>,
+    pub display_name: Option<String>,
+    pub mobile: Option<String>,
+    /// False when the source marks the person disabled (CSV column, AD flag, ...).
+    pub enabled: bool,
+    /// Group names (CSV) or DNs (LDAP), sorted and de-duplicated.
+    pub groups: Vec<String>,
+    /// Further attributes the source was told to read, by name.
+    pub extra: BTreeMap<String, String>,
+}
+
+/// The names a mapping template may refer to, besides the `extra` attributes.
+pub const USER_FIELDS: &[&str] = &[
+    "key",
+    "email",
+    "given_name",
+    "family_name",
+    "other_name",
+    "display_name",
+    "mobile",
+];
+
+impl User {
+    /// A user with only a key and an email; the rest empty and enabled. Handy for tests and
+    /// sources that fill fields one by one.
+    pub fn new(key: impl Into<String>, email: impl Into<String>) -> Self {
+        User {
+            key: key.into(),
+            email: email.into(),
+            given_name: None,
+            family_name: None,
+            other_name: None,
+            display_name: None,
+            mobile: None,
+            enabled: true,
+            groups: Vec::new(),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Applies the normalisation rules of this module.
+    pub fn normalized(mut self) -> Self {
+        self.key = self.key.trim().to_string();
+        self.email = self.email.trim().to_string();
+        for f in [
+            &mut self.given_name,
+            &mut self.family_name,
+            &mut self.other_name,
+            &mut self.display_name,
+        ] {
+            *f = normalize_opt(f.take());
+        }
+        self.mobile = self
+            .mobile
+            .take()
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty());
+        let mut groups: Vec<String> = self
+            .groups
+            .iter()
+            .filter_map(|g| normalize_text(g))
+            .collect();
+        groups.sort_by_key(|g| g.to_lowercase());
+        groups.dedup_by(|a, b| a.eq_ignore_ascii_case(b) || a.to_lowercase() == b.to_lowercase());
+        self.groups = groups;
+        self.extra = std::mem::take(&mut self.extra)
+            .into_iter()
+            .filter_map(|(k, v)| normalize_text(&v).map(|v| (k, v)))
+            .collect();
+        self
+    }
+
+    /// The value of a named field for templates: one of [`USER_FIELDS`] or an extra attribute.
+    /// Absent values are `None`.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        match name {
+            "key" => Some(&self.key),
+            "email" => Some(&self.email),
+            "given_name" => self.given_name.as_deref(),
+            "family_name" => self.family_name.as_deref(),
+            "other_name" => self.other_name.as_deref(),
+            "display_name" => self.display_name.as_deref(),
+            "mobile" => self.mobile.as_deref(),
+            other => self.extra.get(other).map(String::as_str),
+        }
+    }
+}
+
+/// Trim + NFC; `None` when nothing is left.
+pub fn normalize_text(s: &str) -> Option<String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if t.is_ascii() {
+        return Some(t.to_string());
+    }
+    Some(t.nfc().collect())
+}
+
+fn normalize_opt(s: Option<String>) -> Option<String> {
+    s.and_then(|s| normalize_text(&s))
+}
+
+/// The form under which emails are compared and indexed.
+pub fn email_fold(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Case-insensitive email comparison.
+pub fn email_eq(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim()) || email_fold(a) == email_fold(b)
+}
+
+/// A complete, validated read of the source: users sorted by key, keys and emails unique.
+/// A source returns a whole snapshot or an error, never a partial one.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    users: Vec<User>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, sorting by key. Callers (sources) have already rejected duplicate
+    /// keys and emails with row-level errors; a duplicate key here is reported as an error too.
+    pub fn new(mut users: Vec<User>) -> Result<Self, DuplicateKey> {
+        users.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        if let Some(w) = users.windows(2).find(|w| w[0].key == w[1].key) {
+            return Err(DuplicateKey(w[0].key.clone()));
+        }
+        Ok(Snapshot { users })
+    }
+
+    pub fn users(&self) -> &[User] {
+        &self.users
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&User> {
+        self.users
+            .binary_search_by(|u| u.key.as_str().cmp(key))
+            .ok()
+            .map(|i| &self.users[i])
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("duplicate source key {0:?}")]
+pub struct DuplicateKey(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_table() {
+        // (input given name, expected)
+        let cases: &[(&str, Option<&str>)] = &[
+            ("  Alice ", Some("Alice")),
+            ("", None),
+            ("   ", None),
+            // e + combining acute -> precomposed é
+            ("Rene\u{301}", Some("Ren\u{e9}")),
+            ("Ren\u{e9}", Some("Ren\u{e9}")),
+            ("Bender Bending Rodr\u{ed}guez", Some("Bender Bending Rodr\u{ed}guez")),
+        ];
+        for (input, expected) in cases {
+            let mut u = User::new("k", "a@example.com");
+            u.given_name = Some((*input).to_string());
+            let u = u.normalized();
+            assert_eq!(u.given_name.as_deref(), *expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn email_rules() {
+        let u = User::new(" k1 ", "  Alice@Example.COM ").normalized();
+        assert_eq!(u.key, "k1");
+        assert_eq!(u.email, "Alice@Example.COM");
+        assert!(email_eq(&u.email, "alice@example.com"));
+        assert!(!email_eq(&u.email, "alice@example.org"));
+        assert_eq!(email_fold("ÄBC@Example.com"), "äbc@example.com");
+    }
+
+    #[test]
+    fn groups_sorted_deduped() {
+        let mut u = User::new("k", "a@b.c");
+        u.groups = vec![
+            "staff".into(),
+            " Admins ".into(),
+            "admins".into(),
+            "".into(),
+        ];
+        let u = u.normalized();
+        assert_eq!(u.groups, vec!["Admins".to_string(), "staff".to_string()]);
+    }
+
+    #[test]
+    fn snapshot_sorted_and_unique() {
+        let s = Snapshot::new(vec![User::new("b", "b@x"), User::new("a", "a@x")]).unwrap();
+        assert_eq!(s.users()[0].key, "a");
+        assert!(s.get("b").is_some());
+        assert!(s.get("c").is_none());
+        assert!(Snapshot::new(vec![User::new("a", "1@x"), User::new("a", "2@x")]).is_err());
+    }
+}

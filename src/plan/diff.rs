@@ -1,0 +1,553 @@
+//! `diff(desired, recorded) -> TargetPlan`: a merge join of two key-sorted lists, O(n).
+//! Hashes are compared first; fields and roles only for accounts whose hash differs.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DeleteReason, DisableReason, FieldChange, Op, PlannedOp, Summary, TargetPlan, UserProblem,
+};
+use crate::mapping::{Account, TargetMapping};
+use crate::store::{AccountState, RecordedAccount};
+
+/// What happens to an owned account whose user left the source (or this target's scope).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissing {
+    /// Disable it (the default). It is never deleted.
+    #[default]
+    Disable,
+    /// Disable it, then delete it once `delete_after` has passed since it was disabled.
+    DisableThenDelete,
+    /// Delete it at once.
+    Delete,
+}
+
+/// Lifecycle settings of one target, plus the clock.
+#[derive(Debug, Clone)]
+pub struct PlanSettings {
+    pub on_missing: OnMissing,
+    pub delete_after: Duration,
+    pub now: DateTime<Utc>,
+}
+
+/// Everything the planner reads for one target.
+#[derive(Debug, Clone, Copy)]
+pub struct DiffInput<'a> {
+    pub mapping: &'a TargetMapping,
+    /// Mapped source users in scope, sorted by key (byte order).
+    pub desired: &'a [Account],
+    /// Source users in scope that could not be mapped: (key, why). Their accounts are left
+    /// untouched: an unmappable user is not a missing user.
+    pub invalid: &'a [(String, String)],
+    /// Recorded accounts of the target, sorted by key (byte order).
+    pub recorded: &'a [RecordedAccount],
+    /// Applied attributes of the accounts named by [`keys_needing_state`].
+    pub states: &'a HashMap<String, AccountState>,
+}
+
+/// The keys of owned accounts whose recorded hash differs from the desired one: only those need
+/// their applied attributes loaded from the store.
+pub fn keys_needing_state(desired: &[Account], recorded: &[RecordedAccount]) -> Vec<String> {
+    let mut out = Vec::new();
+    merge(desired, recorded, |d, r| {
+        if let (Some(d), Some(r)) = (d, r)
+            && r.owned
+            && d.hash != r.hash
+        {
+            out.push(d.key.clone());
+        }
+    });
+    out
+}
+
+/// Walks both sorted lists once, calling `f` with the desired and/or recorded entry of a key.
+fn merge<'a>(
+    desired: &'a [Account],
+    recorded: &'a [RecordedAccount],
+    mut f: impl FnMut(Option<&'a Account>, Option<&'a RecordedAccount>),
+) {
+    let (mut i, mut j) = (0, 0);
+    while i < desired.len() || j < recorded.len() {
+        match (desired.get(i), recorded.get(j)) {
+            (Some(d), Some(r)) => match d.key.as_str().cmp(r.key.as_str()) {
+                std::cmp::Ordering::Less => {
+                    f(Some(d), None);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    f(None, Some(r));
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    f(Some(d), Some(r));
+                    i += 1;
+                    j += 1;
+                }
+            },
+            (Some(d), None) => {
+                f(Some(d), None);
+                i += 1;
+            }
+            (None, Some(r)) => {
+                f(None, Some(r));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+}
+
+/// Computes the plan for one target. Pure.
+///
+/// Per key:
+/// - source only: enabled → `Create`; disabled in the source → skipped (never created).
+/// - recorded only (or filtered out of scope): not owned → left alone; owned → per
+///   `on_missing` (`Disable`; `Delete`; or `Disable` then, once `delete_after` has passed since
+///   `disabled_at`, `Delete`).
+/// - both, not owned → left alone and reported (adopt it first).
+/// - both, owned → `Enable` / `Disable(SourceDisabled)` when the flag differs; when the hash
+///   differs, `Update` (changed fields only) and `SetRoles` (the delta).
+/// - source user that cannot be mapped → its account is untouched, the problem reported.
+pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
+    let invalid: HashSet<&str> = input.invalid.iter().map(|(k, _)| k.as_str()).collect();
+    let mut plan = TargetPlan {
+        summary: Summary::default(),
+        owned: input.recorded.iter().filter(|r| r.owned).count() as u64,
+        ops: Vec::new(),
+        problems: input
+            .invalid
+            .iter()
+            .map(|(key, message)| UserProblem {
+                key: key.clone(),
+                message: message.clone(),
+            })
+            .collect(),
+    };
+    plan.summary.skipped = input.invalid.len() as u64;
+    let mapping = input.mapping;
+    let s = &mut plan.summary;
+    let ops = &mut plan.ops;
+    let problems = &mut plan.problems;
+
+    merge(input.desired, input.recorded, |d, r| match (d, r) {
+        (Some(d), None) => {
+            if d.enabled {
+                s.create += 1;
+                ops.push(PlannedOp {
+                    key: d.key.clone(),
+                    label: d.login(mapping).map(str::to_string),
+                    remote_id: None,
+                    op: Op::Create { account: d.clone() },
+                });
+            } else {
+                s.skipped += 1;
+            }
+        }
+        (None, Some(r)) => {
+            if !r.owned {
+                s.not_owned += 1;
+            } else if invalid.contains(r.key.as_str()) {
+                s.unchanged += 1;
+            } else {
+                missing(r, settings, s, ops);
+            }
+        }
+        (Some(d), Some(r)) => {
+            if !r.owned {
+                s.not_owned += 1;
+                problems.push(UserProblem {
+                    key: d.key.clone(),
+                    message: format!(
+                        "an account {} exists on the target but dirsync does not own it; \
+                         run `dirsync adopt` to manage it",
+                        r.login.as_deref().or(r.remote_id.as_deref()).unwrap_or("(unknown)")
+                    ),
+                });
+                return;
+            }
+            let before = ops.len();
+            let label = d
+                .login(mapping)
+                .map(str::to_string)
+                .or_else(|| r.login.clone());
+            let op = |op| PlannedOp {
+                key: d.key.clone(),
+                label: label.clone(),
+                remote_id: r.remote_id.clone(),
+                op,
+            };
+            if d.enabled && !r.enabled {
+                s.enable += 1;
+                ops.push(op(Op::Enable));
+            }
+            if d.hash != r.hash {
+                let empty = AccountState::default();
+                let st = input.states.get(&d.key).unwrap_or(&empty);
+                let changes = field_changes(mapping, &st.fields, d);
+                if !changes.is_empty() {
+                    s.update += 1;
+                    ops.push(op(Op::Update {
+                        changes,
+                        account: d.clone(),
+                    }));
+                }
+                let add: Vec<String> = d.roles.difference(&st.roles).cloned().collect();
+                let remove: Vec<String> = st.roles.difference(&d.roles).cloned().collect();
+                if !add.is_empty() || !remove.is_empty() {
+                    s.set_roles += 1;
+                    ops.push(op(Op::SetRoles {
+                        add,
+                        remove,
+                        roles: d.roles.iter().cloned().collect(),
+                        account: d.clone(),
+                    }));
+                }
+            }
+            if !d.enabled && r.enabled {
+                s.disable += 1;
+                ops.push(op(Op::Disable {
+                    reason: DisableReason::SourceDisabled,
+                }));
+            }
+            if ops.len() == before {
+                s.unchanged += 1;
+            }
+        }
+        (None, None) => {}
+    });
+    plan
+}
+
+fn missing(
+    r: &RecordedAccount,
+    settings: &PlanSettings,
+    s: &mut Summary,
+    ops: &mut Vec<PlannedOp>,
+) {
+    let op = |op| PlannedOp {
+        key: r.key.clone(),
+        label: r.login.clone(),
+        remote_id: r.remote_id.clone(),
+        op,
+    };
+    match settings.on_missing {
+        OnMissing::Delete => {
+            s.delete += 1;
+            ops.push(op(Op::Delete {
+                reason: DeleteReason::MissingFromSource,
+            }));
+        }
+        OnMissing::Disable | OnMissing::DisableThenDelete if r.enabled => {
+            s.disable += 1;
+            ops.push(op(Op::Disable {
+                reason: DisableReason::MissingFromSource,
+            }));
+        }
+        OnMissing::Disable => s.unchanged += 1,
+        OnMissing::DisableThenDelete => {
+            let due = r.disabled_at.is_some_and(|at| {
+                chrono::Duration::from_std(settings.delete_after)
+                    .ok()
+                    .and_then(|grace| at.checked_add_signed(grace))
+                    .is_some_and(|deadline| deadline <= settings.now)
+            });
+            if due {
+                s.delete += 1;
+                ops.push(op(Op::Delete {
+                    reason: DeleteReason::GracePeriodOver,
+                }));
+            } else {
+                s.unchanged += 1;
+            }
+        }
+    }
+}
+
+/// Changed fields, in field order: a field set in one and absent in the other, or different
+/// values (emails compare case-insensitively).
+fn field_changes(
+    mapping: &TargetMapping,
+    before: &std::collections::BTreeMap<String, String>,
+    after: &Account,
+) -> Vec<FieldChange> {
+    let mut changes = Vec::new();
+    let names: std::collections::BTreeSet<&String> =
+        before.keys().chain(after.fields.keys()).collect();
+    for name in names {
+        let (b, a) = (before.get(name), after.fields.get(name));
+        let same = match (b, a) {
+            (Some(b), Some(a)) => mapping.same_value(name, b, a),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            changes.push(FieldChange {
+                field: name.clone(),
+                before: b.cloned(),
+                after: a.cloned(),
+            });
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{FieldKind, FieldMapping, Mapped, RoleRule, Template, UserFilter};
+    use crate::model::User;
+    use chrono::TimeZone;
+
+    fn mapping() -> TargetMapping {
+        let f = |name: &str, kind, tpl: &str| FieldMapping {
+            name: name.into(),
+            kind,
+            required: false,
+            template: Template::parse(tpl).unwrap(),
+        };
+        TargetMapping {
+            fields: vec![
+                f("email", FieldKind::Email, "{email}"),
+                f("firstName", FieldKind::Text, "{given_name}"),
+                f("lastName", FieldKind::Text, "{family_name}"),
+            ],
+            role_rules: vec![RoleRule {
+                group: "admins".into(),
+                roles: vec!["ADMIN".into()],
+            }],
+            default_roles: vec!["USER".into()],
+            filter: UserFilter::default(),
+            login_field: "email".into(),
+        }
+    }
+
+    fn user(key: &str, email: &str, given: &str, groups: &[&str], enabled: bool) -> User {
+        let mut u = User::new(key, email);
+        u.given_name = Some(given.into());
+        u.family_name = Some("X".into());
+        u.groups = groups.iter().map(|g| g.to_string()).collect();
+        u.enabled = enabled;
+        u.normalized()
+    }
+
+    fn map(m: &TargetMapping, u: &User) -> Account {
+        match m.map(u) {
+            Mapped::Account(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A recorded account as if `u` had been applied, with the given flags.
+    fn rec(m: &TargetMapping, u: &User, enabled: bool, owned: bool) -> (RecordedAccount, AccountState) {
+        let a = map(m, u);
+        (
+            RecordedAccount {
+                key: a.key.clone(),
+                remote_id: Some(format!("id-{}", a.key)),
+                login: Some(u.email.clone()),
+                hash: a.hash.clone(),
+                enabled,
+                owned,
+                adopted: false,
+                disabled_at: None,
+            },
+            AccountState {
+                fields: a.fields.clone(),
+                roles: a.roles.clone(),
+            },
+        )
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+    }
+
+    fn settings(on_missing: OnMissing) -> PlanSettings {
+        PlanSettings {
+            on_missing,
+            delete_after: Duration::from_secs(30 * 86400),
+            now: now(),
+        }
+    }
+
+    /// Runs the two-phase planning as the CLI does.
+    fn run(
+        m: &TargetMapping,
+        users: &[User],
+        recorded: &[(RecordedAccount, AccountState)],
+        settings: &PlanSettings,
+    ) -> TargetPlan {
+        let mut desired: Vec<Account> = users.iter().map(|u| map(m, u)).collect();
+        desired.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut recs: Vec<RecordedAccount> = recorded.iter().map(|r| r.0.clone()).collect();
+        recs.sort_by(|a, b| a.key.cmp(&b.key));
+        let need: HashSet<String> = keys_needing_state(&desired, &recs).into_iter().collect();
+        let states: HashMap<String, AccountState> = recorded
+            .iter()
+            .filter(|r| need.contains(&r.0.key))
+            .map(|r| (r.0.key.clone(), r.1.clone()))
+            .collect();
+        diff(
+            DiffInput {
+                mapping: m,
+                desired: &desired,
+                invalid: &[],
+                recorded: &recs,
+                states: &states,
+            },
+            settings,
+        )
+    }
+
+    fn kinds(p: &TargetPlan) -> Vec<(String, &'static str)> {
+        p.ops.iter().map(|o| (o.key.clone(), o.op.kind())).collect()
+    }
+
+    #[test]
+    fn first_run_creates_enabled_users_only() {
+        let m = mapping();
+        let users = [
+            user("b", "b@x.com", "B", &[], true),
+            user("a", "a@x.com", "A", &["admins"], true),
+            user("c", "c@x.com", "C", &[], false),
+        ];
+        let p = run(&m, &users, &[], &settings(OnMissing::Disable));
+        assert_eq!(kinds(&p), vec![("a".into(), "create"), ("b".into(), "create")]);
+        assert_eq!(p.summary.create, 2);
+        assert_eq!(p.summary.skipped, 1);
+        let Op::Create { account } = &p.ops[0].op else { panic!() };
+        assert!(account.roles.contains("ADMIN"));
+    }
+
+    #[test]
+    fn no_change_is_unchanged_and_loads_no_state() {
+        let m = mapping();
+        let users = [user("a", "a@x.com", "A", &[], true)];
+        let recorded = [rec(&m, &users[0], true, true)];
+        let desired = vec![map(&m, &users[0])];
+        assert!(keys_needing_state(&desired, &[recorded[0].0.clone()]).is_empty());
+        let p = run(&m, &users, &recorded, &settings(OnMissing::Disable));
+        assert!(p.ops.is_empty());
+        assert_eq!(p.summary.unchanged, 1);
+        assert_eq!(p.owned, 1);
+    }
+
+    #[test]
+    fn lifecycle_table() {
+        let m = mapping();
+        let old = user("a", "a@x.com", "Alice", &[], true);
+        let day = chrono::Duration::days(1);
+        // (description, source users, recorded enabled, disabled_at, on_missing, expected ops)
+        type Case<'a> = (&'a str, Vec<User>, bool, Option<DateTime<Utc>>, OnMissing, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            ("rename", vec![user("a", "a@x.com", "Alicia", &[], true)], true, None, OnMissing::Disable, vec!["update"]),
+            ("email case only", vec![user("a", "A@X.com", "Alice", &[], true)], true, None, OnMissing::Disable, vec![]),
+            ("role change", vec![user("a", "a@x.com", "Alice", &["admins"], true)], true, None, OnMissing::Disable, vec!["set_roles"]),
+            ("source disabled", vec![user("a", "a@x.com", "Alice", &[], false)], true, None, OnMissing::Disable, vec!["disable"]),
+            ("re-enabled with rename", vec![user("a", "a@x.com", "Al", &[], true)], false, Some(now()), OnMissing::Disable, vec!["enable", "update"]),
+            ("missing -> disable", vec![], true, None, OnMissing::Disable, vec!["disable"]),
+            ("missing, already disabled", vec![], false, Some(now() - day * 90), OnMissing::Disable, vec![]),
+            ("missing -> delete", vec![], true, None, OnMissing::Delete, vec!["delete"]),
+            ("missing disabled -> delete", vec![], false, None, OnMissing::Delete, vec!["delete"]),
+            ("then-delete: first disable", vec![], true, None, OnMissing::DisableThenDelete, vec!["disable"]),
+            ("then-delete: in grace", vec![], false, Some(now() - day * 29), OnMissing::DisableThenDelete, vec![]),
+            ("then-delete: exactly due", vec![], false, Some(now() - day * 30), OnMissing::DisableThenDelete, vec!["delete"]),
+            ("then-delete: overdue", vec![], false, Some(now() - day * 31), OnMissing::DisableThenDelete, vec!["delete"]),
+            ("then-delete: no disabled_at", vec![], false, None, OnMissing::DisableThenDelete, vec![]),
+            ("came back in grace", vec![old.clone()], false, Some(now() - day * 10), OnMissing::DisableThenDelete, vec!["enable"]),
+        ];
+        for (name, users, enabled, disabled_at, on_missing, want) in cases {
+            let (mut r, st) = rec(&m, &old, enabled, true);
+            r.disabled_at = disabled_at;
+            let p = run(&m, &users, &[(r, st)], &settings(on_missing));
+            let got: Vec<&str> = p.ops.iter().map(|o| o.op.kind()).collect();
+            assert_eq!(got, want, "case {name}");
+            assert_eq!(p.summary.changes() as usize, want.len(), "case {name}");
+        }
+    }
+
+    #[test]
+    fn update_lists_only_changed_fields() {
+        let m = mapping();
+        let old = user("a", "a@x.com", "Alice", &[], true);
+        let mut new = user("a", "alice@x.com", "Alice", &["admins"], true);
+        new.family_name = None;
+        let p = run(&m, &[new], &[rec(&m, &old, true, true)], &settings(OnMissing::Disable));
+        let Op::Update { changes, .. } = &p.ops[0].op else { panic!("{:?}", p.ops) };
+        assert_eq!(
+            changes,
+            &vec![
+                FieldChange { field: "email".into(), before: Some("a@x.com".into()), after: Some("alice@x.com".into()) },
+                FieldChange { field: "lastName".into(), before: Some("X".into()), after: None },
+            ]
+        );
+        let Op::SetRoles { add, remove, roles, .. } = &p.ops[1].op else { panic!() };
+        assert_eq!(add, &vec!["ADMIN".to_string()]);
+        assert_eq!(remove, &vec!["USER".to_string()]);
+        assert_eq!(roles, &vec!["ADMIN".to_string()]);
+        assert_eq!(p.ops[0].remote_id.as_deref(), Some("id-a"));
+    }
+
+    #[test]
+    fn never_touches_accounts_it_does_not_own() {
+        let m = mapping();
+        let u = user("a", "a@x.com", "Alice", &[], true);
+        let changed = user("a", "a@x.com", "Other", &["admins"], false);
+        for on_missing in [OnMissing::Disable, OnMissing::Delete, OnMissing::DisableThenDelete] {
+            // Missing from the source.
+            let p = run(&m, &[], &[rec(&m, &u, true, false)], &settings(on_missing));
+            assert!(p.ops.is_empty());
+            assert_eq!(p.summary.not_owned, 1);
+            // Present and different.
+            let p = run(&m, std::slice::from_ref(&changed), &[rec(&m, &u, true, false)], &settings(on_missing));
+            assert!(p.ops.is_empty());
+            assert_eq!(p.problems.len(), 1);
+            assert!(p.problems[0].message.contains("adopt"));
+        }
+    }
+
+    #[test]
+    fn unmappable_user_is_not_missing() {
+        let m = mapping();
+        let u = user("a", "a@x.com", "Alice", &[], true);
+        let (r, _) = rec(&m, &u, true, true);
+        let p = diff(
+            DiffInput {
+                mapping: &m,
+                desired: &[],
+                invalid: &[("a".into(), "field x is empty".into())],
+                recorded: &[r],
+                states: &HashMap::new(),
+            },
+            &settings(OnMissing::Delete),
+        );
+        assert!(p.ops.is_empty());
+        assert_eq!(p.problems.len(), 1);
+        assert_eq!(p.summary.skipped, 1);
+    }
+
+    #[test]
+    fn merge_join_handles_interleaved_keys() {
+        let m = mapping();
+        let users: Vec<User> = ["a", "c", "e"].iter().map(|k| user(k, &format!("{k}@x.com"), "N", &[], true)).collect();
+        let gone: Vec<User> = ["b", "d", "f"].iter().map(|k| user(k, &format!("{k}@x.com"), "N", &[], true)).collect();
+        let mut recorded: Vec<_> = gone.iter().map(|u| rec(&m, u, true, true)).collect();
+        recorded.push(rec(&m, &users[1], true, true));
+        let p = run(&m, &users, &recorded, &settings(OnMissing::Disable));
+        assert_eq!(
+            kinds(&p),
+            vec![
+                ("a".into(), "create"),
+                ("b".into(), "disable"),
+                ("d".into(), "disable"),
+                ("e".into(), "create"),
+                ("f".into(), "disable"),
+            ]
+        );
+        assert_eq!(p.summary.unchanged, 1);
+    }
+}

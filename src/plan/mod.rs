@@ -1,0 +1,133 @@
+//! The plan: what dirsync would do to one target, computed by the pure [`diff`] and judged by
+//! the pure [`policy`]. Nothing in this module does I/O.
+
+pub mod diff;
+pub mod policy;
+
+use serde::Serialize;
+
+use crate::mapping::Account;
+
+pub use diff::{DiffInput, OnMissing, PlanSettings, diff, keys_needing_state};
+pub use policy::{BlockReason, SafetySettings, SourceFacts, Verdict};
+
+/// One field that changes: before → after (`None` = absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// Why an account is disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisableReason {
+    /// The source marks the user disabled.
+    SourceDisabled,
+    /// The user is no longer in the source (or no longer in this target's scope).
+    MissingFromSource,
+}
+
+/// Why an account is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteReason {
+    /// `on_missing = "delete"`.
+    MissingFromSource,
+    /// `on_missing = "disable_then_delete"` and `delete_after` has passed since the disable.
+    GracePeriodOver,
+}
+
+/// An operation on one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Create the account (with its roles and enabled flag).
+    Create { account: Account },
+    /// Change only these fields. `account` is the desired state after the change.
+    Update {
+        changes: Vec<FieldChange>,
+        #[serde(skip)]
+        account: Account,
+    },
+    /// Add and remove roles. `roles` is the complete desired set (for APIs that replace).
+    SetRoles {
+        add: Vec<String>,
+        remove: Vec<String>,
+        roles: Vec<String>,
+        #[serde(skip)]
+        account: Account,
+    },
+    Enable,
+    Disable { reason: DisableReason },
+    Delete { reason: DeleteReason },
+}
+
+impl Op {
+    /// The stable lower-case name of the operation kind (journal `kind`, report `op`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Create { .. } => "create",
+            Op::Update { .. } => "update",
+            Op::SetRoles { .. } => "set_roles",
+            Op::Enable => "enable",
+            Op::Disable { .. } => "disable",
+            Op::Delete { .. } => "delete",
+        }
+    }
+}
+
+/// An operation with the account it is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedOp {
+    /// Source key of the account.
+    pub key: String,
+    /// Login or email, for humans.
+    pub label: Option<String>,
+    /// The account's id at the target, when known.
+    pub remote_id: Option<String>,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// Counts per kind, and the accounts left alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create: u64,
+    pub update: u64,
+    pub set_roles: u64,
+    pub enable: u64,
+    pub disable: u64,
+    pub delete: u64,
+    /// Owned accounts already as desired.
+    pub unchanged: u64,
+    /// Recorded accounts dirsync does not own (never changed).
+    pub not_owned: u64,
+    /// Source users not acted on: disabled in the source and never created, or not mappable.
+    pub skipped: u64,
+}
+
+impl Summary {
+    /// Operations planned.
+    pub fn changes(&self) -> u64 {
+        self.create + self.update + self.set_roles + self.enable + self.disable + self.delete
+    }
+}
+
+/// A source user that could not be planned for this target, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserProblem {
+    pub key: String,
+    pub message: String,
+}
+
+/// The plan for one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetPlan {
+    pub summary: Summary,
+    /// Accounts dirsync owns on this target before the run (the base of the percentages).
+    pub owned: u64,
+    pub ops: Vec<PlannedOp>,
+    pub problems: Vec<UserProblem>,
+}

@@ -1,0 +1,483 @@
+//! Rendering a planned run for people (text, Markdown) and for pipelines (JSON, versioned).
+//!
+//! JSON schema, version 1 (additive changes keep the version; anything else bumps it):
+//! `{ "schema": "dirsync.report", "version": 1, "run_id", "trigger", "dry_run", "forced",
+//!    "generated_at", "status": "no_changes" | "changes_pending" | "blocked", "exit_code",
+//!    "source": { "kind", "users", "last_applied_users", "blocked_by": [reason] },
+//!    "targets": [ { "name", "kind", "verdict": { "status": "allowed" | "blocked" | "forced",
+//!      "reasons"? }, "owned", "summary": { "create", "update", "set_roles", "enable",
+//!      "disable", "delete", "unchanged", "not_owned", "skipped" },
+//!      "ops": [ { "key", "label", "remote_id", "op", ...op fields } ],
+//!      "problems": [ { "key", "message" } ] } ] }`
+//! where a reason is `{ "rule", "limit", "actual", "message" }`.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::plan::{DeleteReason, DisableReason, Op, PlannedOp, Verdict};
+use crate::run::{RunPlan, TargetOutcome};
+use crate::store::{OperationRecord, RunRecord};
+
+/// The version of the JSON report schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// The overall state of a plan, as the exit code reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    NoChanges,
+    ChangesPending,
+    Blocked,
+}
+
+impl PlanStatus {
+    pub fn of(plan: &RunPlan) -> PlanStatus {
+        if plan.blocked() {
+            PlanStatus::Blocked
+        } else if plan.changes() > 0 {
+            PlanStatus::ChangesPending
+        } else {
+            PlanStatus::NoChanges
+        }
+    }
+
+    /// 0 nothing to do, 2 changes pending, 3 blocked by safety.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            PlanStatus::NoChanges => 0,
+            PlanStatus::ChangesPending => 2,
+            PlanStatus::Blocked => 3,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    schema: &'static str,
+    version: u32,
+    dry_run: bool,
+    status: PlanStatus,
+    exit_code: u8,
+    #[serde(flatten)]
+    plan: &'a RunPlan,
+}
+
+/// Renders the report in the chosen format.
+pub fn render(plan: &RunPlan, format: Format, dry_run: bool) -> String {
+    match format {
+        Format::Json => render_json(plan, dry_run),
+        Format::Text => render_text(plan, dry_run),
+        Format::Markdown => render_markdown(plan, dry_run),
+    }
+}
+
+pub fn render_json(plan: &RunPlan, dry_run: bool) -> String {
+    let status = PlanStatus::of(plan);
+    let report = JsonReport {
+        schema: "dirsync.report",
+        version: SCHEMA_VERSION,
+        dry_run,
+        status,
+        exit_code: status.exit_code(),
+        plan,
+    };
+    // Serialising plain data (strings, numbers, maps with string keys) cannot fail.
+    serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// Makes a value safe to print on one terminal line: control characters escaped, and quoted
+/// when it has spaces at its ends or is empty.
+fn show(v: &str) -> String {
+    let needs_quotes = v.is_empty()
+        || v.starts_with(' ')
+        || v.ends_with(' ')
+        || v.chars().any(|c| c.is_control() || c == '"');
+    if needs_quotes {
+        format!("\"{}\"", v.escape_debug())
+    } else {
+        v.to_string()
+    }
+}
+
+fn show_opt(v: Option<&String>) -> String {
+    v.map_or_else(|| "(none)".to_string(), |v| show(v))
+}
+
+fn who(op: &PlannedOp) -> String {
+    match &op.label {
+        Some(l) => format!("{} ({})", show(&op.key), show(l)),
+        None => show(&op.key),
+    }
+}
+
+fn disable_reason(r: DisableReason) -> &'static str {
+    match r {
+        DisableReason::SourceDisabled => "disabled in the source",
+        DisableReason::MissingFromSource => "no longer in the source",
+    }
+}
+
+fn delete_reason(r: DeleteReason) -> &'static str {
+    match r {
+        DeleteReason::MissingFromSource => "no longer in the source (on_missing = delete)",
+        DeleteReason::GracePeriodOver => "disabled longer than delete_after",
+    }
+}
+
+fn summary_line(t: &TargetOutcome) -> String {
+    let s = &t.plan.summary;
+    format!(
+        "{} create, {} update, {} role change, {} enable, {} disable, {} delete; {} unchanged, {} not owned, {} skipped",
+        s.create, s.update, s.set_roles, s.enable, s.disable, s.delete, s.unchanged, s.not_owned, s.skipped
+    )
+}
+
+fn verdict_line(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Allowed => "allowed",
+        Verdict::Blocked { .. } => "BLOCKED by the safety policy: nothing will be applied",
+        Verdict::Forced { .. } => "over safety limits, FORCED by --force",
+    }
+}
+
+fn reasons(v: &Verdict) -> &[crate::plan::BlockReason] {
+    match v {
+        Verdict::Allowed => &[],
+        Verdict::Blocked { reasons } | Verdict::Forced { reasons } => reasons,
+    }
+}
+
+pub fn render_text(plan: &RunPlan, dry_run: bool) -> String {
+    let mut o = String::new();
+    let status = PlanStatus::of(plan);
+    let _ = writeln!(
+        o,
+        "dirsync {} — run {}, source {}: {} users{}",
+        if dry_run { "plan (dry run)" } else { "run" },
+        plan.run_id,
+        plan.source.kind,
+        plan.source.users,
+        plan.source
+            .last_applied_users
+            .map(|n| format!(" (last applied run: {n})"))
+            .unwrap_or_default()
+    );
+    for t in &plan.targets {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "target {} ({}): {}", t.name, t.kind.as_str(), verdict_line(&t.verdict));
+        let _ = writeln!(o, "  {}", summary_line(t));
+        for r in reasons(&t.verdict) {
+            let _ = writeln!(o, "  ! {}: {}", r.rule, r.message);
+        }
+        for op in &t.plan.ops {
+            write_text_op(&mut o, op);
+        }
+        for p in &t.plan.problems {
+            let _ = writeln!(o, "  ? {}: {}", show(&p.key), p.message);
+        }
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{}",
+        match status {
+            PlanStatus::NoChanges => "Nothing to do.".to_string(),
+            PlanStatus::ChangesPending => format!("{} changes pending.", plan.changes()),
+            PlanStatus::Blocked => format!(
+                "Blocked by the safety policy ({} changes planned). Check the source; re-run with --force to apply anyway.",
+                plan.changes()
+            ),
+        }
+    );
+    o
+}
+
+fn write_text_op(o: &mut String, op: &PlannedOp) {
+    match &op.op {
+        Op::Create { account } => {
+            let roles: Vec<&str> = account.roles.iter().map(String::as_str).collect();
+            let _ = writeln!(
+                o,
+                "  + create   {}  roles [{}]{}",
+                who(op),
+                roles.join(", "),
+                if account.enabled { "" } else { " (disabled)" }
+            );
+            for (k, v) in &account.fields {
+                let _ = writeln!(o, "      {k}: {}", show(v));
+            }
+        }
+        Op::Update { changes, .. } => {
+            let _ = writeln!(o, "  ~ update   {}", who(op));
+            for c in changes {
+                let _ = writeln!(
+                    o,
+                    "      {}: {} -> {}",
+                    c.field,
+                    show_opt(c.before.as_ref()),
+                    show_opt(c.after.as_ref())
+                );
+            }
+        }
+        Op::SetRoles { add, remove, .. } => {
+            let mut parts: Vec<String> = add.iter().map(|r| format!("+{r}")).collect();
+            parts.extend(remove.iter().map(|r| format!("-{r}")));
+            let _ = writeln!(o, "  ~ roles    {}  {}", who(op), parts.join(" "));
+        }
+        Op::Enable => {
+            let _ = writeln!(o, "  > enable   {}", who(op));
+        }
+        Op::Disable { reason } => {
+            let _ = writeln!(o, "  < disable  {}  ({})", who(op), disable_reason(*reason));
+        }
+        Op::Delete { reason } => {
+            let _ = writeln!(o, "  x delete   {}  ({})", who(op), delete_reason(*reason));
+        }
+    }
+}
+
+/// Escapes text for a Markdown table cell.
+fn md(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '|' | '\\' | '`' | '*' | '_' | '<' | '>' | '[' | ']' => {
+                s.push('\\');
+                s.push(c);
+            }
+            c if c.is_control() => {
+                let _ = write!(s, "{}", c.escape_default());
+            }
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+pub fn render_markdown(plan: &RunPlan, dry_run: bool) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# dirsync {} — run {}\n\nSource **{}**: {} users.{}\n",
+        if dry_run { "plan (dry run)" } else { "run" },
+        plan.run_id,
+        plan.source.kind,
+        plan.source.users,
+        plan.source
+            .last_applied_users
+            .map(|n| format!(" Last applied run: {n}."))
+            .unwrap_or_default()
+    );
+    for t in &plan.targets {
+        let s = &t.plan.summary;
+        let _ = writeln!(o, "## {} ({})\n", md(&t.name), t.kind.as_str());
+        let _ = writeln!(o, "**{}**\n", verdict_line(&t.verdict));
+        for r in reasons(&t.verdict) {
+            let _ = writeln!(o, "- `{}`: {}", r.rule, md(&r.message));
+        }
+        let _ = writeln!(
+            o,
+            "| create | update | roles | enable | disable | delete | unchanged | not owned | skipped |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            s.create, s.update, s.set_roles, s.enable, s.disable, s.delete, s.unchanged, s.not_owned, s.skipped
+        );
+        if !t.plan.ops.is_empty() {
+            let _ = writeln!(o, "| op | key | account | details |\n|---|---|---|---|");
+            for op in &t.plan.ops {
+                let details = match &op.op {
+                    Op::Create { account } => format!(
+                        "roles: {}",
+                        md(&account.roles.iter().cloned().collect::<Vec<_>>().join(", "))
+                    ),
+                    Op::Update { changes, .. } => changes
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "{}: {} → {}",
+                                md(&c.field),
+                                md(&show_opt(c.before.as_ref())),
+                                md(&show_opt(c.after.as_ref()))
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("<br>"),
+                    Op::SetRoles { add, remove, .. } => {
+                        let mut parts: Vec<String> = add.iter().map(|r| format!("+{}", md(r))).collect();
+                        parts.extend(remove.iter().map(|r| format!("−{}", md(r))));
+                        parts.join(" ")
+                    }
+                    Op::Enable => String::new(),
+                    Op::Disable { reason } => disable_reason(*reason).to_string(),
+                    Op::Delete { reason } => md(delete_reason(*reason)),
+                };
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} |",
+                    op.op.kind(),
+                    md(&op.key),
+                    md(op.label.as_deref().unwrap_or("")),
+                    details
+                );
+            }
+            let _ = writeln!(o);
+        }
+        if !t.plan.problems.is_empty() {
+            let _ = writeln!(o, "Problems:\n");
+            for p in &t.plan.problems {
+                let _ = writeln!(o, "- {}: {}", md(&p.key), md(&p.message));
+            }
+            let _ = writeln!(o);
+        }
+    }
+    o
+}
+
+fn duration_text(r: &RunRecord) -> String {
+    match r.finished_at {
+        Some(f) => {
+            let ms = (f - r.started_at).num_milliseconds().max(0);
+            format!("{:.1}s", ms as f64 / 1000.0)
+        }
+        None => "-".into(),
+    }
+}
+
+/// `dirsync runs`: recent runs, newest first.
+pub fn render_runs(runs: &[RunRecord], format: Format) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(&serde_json::json!({
+            "schema": "dirsync.runs",
+            "version": SCHEMA_VERSION,
+            "runs": runs,
+        }))
+        .unwrap_or_default(),
+        Format::Text | Format::Markdown => {
+            let md = format == Format::Markdown;
+            let mut o = String::new();
+            if runs.is_empty() {
+                o.push_str("No runs recorded yet.\n");
+                return o;
+            }
+            if md {
+                o.push_str("| id | started | trigger | status | took | source users | planned | applied | failed | targets |\n|---:|---|---|---|---:|---:|---:|---:|---:|---|\n");
+            } else {
+                let _ = writeln!(
+                    o,
+                    "{:>6}  {:<20}  {:<9}  {:<9}  {:>7}  {:>8}  {:>8}  {:>8}  {:>6}  targets",
+                    "id", "started (UTC)", "trigger", "status", "took", "users", "planned", "applied", "failed"
+                );
+            }
+            for r in runs {
+                let started = r.started_at.format("%Y-%m-%d %H:%M:%S").to_string();
+                let users = r.source_count.map_or("-".into(), |n| n.to_string());
+                let targets = r.targets.join(",");
+                let forced = if r.forced { " (forced)" } else { "" };
+                if md {
+                    let _ = writeln!(
+                        o,
+                        "| {} | {} | {} | {}{} | {} | {} | {} | {} | {} | {} |",
+                        r.id, started, r.trigger.as_str(), r.status.as_str(), forced,
+                        duration_text(r), users, r.planned, r.applied, r.failed, md_cell(&targets)
+                    );
+                } else {
+                    let _ = writeln!(
+                        o,
+                        "{:>6}  {:<20}  {:<9}  {:<9}  {:>7}  {:>8}  {:>8}  {:>8}  {:>6}  {}{}",
+                        r.id, started, r.trigger.as_str(), r.status.as_str(), duration_text(r),
+                        users, r.planned, r.applied, r.failed, targets, forced
+                    );
+                }
+            }
+            o
+        }
+    }
+}
+
+fn md_cell(v: &str) -> String {
+    md(v)
+}
+
+/// `dirsync runs show ID`.
+pub fn render_run(run: &RunRecord, ops: &[OperationRecord], format: Format) -> String {
+    if format == Format::Json {
+        return serde_json::to_string_pretty(&serde_json::json!({
+            "schema": "dirsync.run",
+            "version": SCHEMA_VERSION,
+            "run": run,
+            "operations": ops,
+        }))
+        .unwrap_or_default();
+    }
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "run {}: {} ({}{}), started {}, took {}",
+        run.id,
+        run.status.as_str(),
+        run.trigger.as_str(),
+        if run.forced { ", forced" } else { "" },
+        run.started_at.to_rfc3339(),
+        duration_text(run)
+    );
+    let _ = writeln!(
+        o,
+        "source users: {}; planned {}, applied {}, failed {}",
+        run.source_count.map_or("-".into(), |n| n.to_string()),
+        run.planned,
+        run.applied,
+        run.failed
+    );
+    if let Some(e) = &run.error {
+        let _ = writeln!(o, "error: {e}");
+    }
+    if let Some(targets) = run.summary.get("targets").and_then(|t| t.as_array()) {
+        for t in targets {
+            let name = t.get("name").and_then(|v| v.as_str()).unwrap_or("?");
+            let kind = t.get("kind").and_then(|v| v.as_str()).unwrap_or("?");
+            let verdict = t
+                .get("verdict")
+                .and_then(|v| v.get("status"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("?");
+            let _ = writeln!(o, "\ntarget {name} ({kind}): {verdict}");
+            if let Some(s) = t.get("summary").and_then(|s| s.as_object()) {
+                let parts: Vec<String> = s.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let _ = writeln!(o, "  {}", parts.join(", "));
+            }
+            if let Some(reasons) = t.get("verdict").and_then(|v| v.get("reasons")).and_then(|r| r.as_array()) {
+                for r in reasons {
+                    let _ = writeln!(
+                        o,
+                        "  ! {}",
+                        r.get("message").and_then(|m| m.as_str()).unwrap_or("?")
+                    );
+                }
+            }
+        }
+    }
+    if ops.is_empty() {
+        let _ = writeln!(o, "\nno journaled operations{}", if run.trigger == crate::store::Trigger::DryRun { " (dry run)" } else { "" });
+    } else {
+        let _ = writeln!(o, "\noperations:");
+        for op in ops {
+            let _ = writeln!(
+                o,
+                "  {:>8}  {:<10} {:<9} {} {}{}",
+                op.id,
+                op.kind,
+                op.status,
+                op.target,
+                show(&op.source_key),
+                op.last_error.as_ref().map(|e| format!("  error: {}", show(e))).unwrap_or_default()
+            );
+        }
+    }
+    o
+}

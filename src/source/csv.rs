@@ -1,0 +1,1486 @@
+//! CSV source of truth: reads one file into a complete [`Snapshot`], or reports every problem
+//! of the file at once.
+//!
+//! # Format
+//!
+//! - UTF-8, with or without a byte-order mark; LF or CRLF line ends (a lone CR is not a line
+//!   end); RFC 4180 quoting (`"a, b"`, `"say ""hi"""`, quoted newlines). One-byte delimiter
+//!   ([`CsvSettings::delimiter`]: `,` `;` tab `|` ...).
+//! - The first non-blank record is the header. Header names are matched to the configured
+//!   columns trimmed and case-insensitively. Columns nobody configured are ignored, even when
+//!   their header appears twice.
+//! - Blank lines (nothing, or only spaces, or one empty quoted field) are skipped anywhere.
+//! - Every value is trimmed and goes through [`User::normalized`] (names NFC, groups
+//!   de-duplicated). Emails keep their case; duplicates are found with [`email_fold`].
+//! - Enabled column: a value from [`CsvSettings::enabled_values`] or
+//!   [`CsvSettings::disabled_values`], compared trimmed and case-insensitively. **An empty cell
+//!   means enabled** (as does having no enabled column at all).
+//! - Groups column: split on [`CsvSettings::groups_separator`], each part trimmed, empty parts
+//!   dropped. An empty separator keeps the whole cell as one group.
+//! - Values starting with `=`, `+`, `-` or `@` are data like any other; they are kept as they
+//!   are (whoever writes them into a spreadsheet-bound report escapes them).
+//!
+//! # Problems
+//!
+//! Reading never stops at the first problem: every row is checked and every problem is
+//! returned in one [`CsvError`], with the line where the offending record *starts* (1-based,
+//! counting physical lines, so a quoted field spanning lines moves the following records
+//! down). Any problem means no snapshot at all. Per row: field count different from the
+//! header; invalid UTF-8 in a column the mapping uses; empty key; empty or invalid email;
+//! unknown enabled value; control characters (other than tab) in the key, names, mobile or
+//! groups; duplicate key; duplicate email (case-insensitive). Both lines of a duplicate are
+//! named. Extra attributes may contain anything (including newlines); they are only trimmed
+//! and put in NFC.
+//!
+//! An empty file, or one with only a header, is a valid snapshot of zero users: the safety
+//! policy, not the parser, decides whether an empty source may be acted upon.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use csv::ByteRecord;
+
+use crate::model::{Snapshot, User, email_fold};
+
+/// How to read the CSV source (`[source.csv]` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvSettings {
+    pub path: PathBuf,
+    /// Field delimiter, one byte. Default `b','`.
+    pub delimiter: u8,
+    pub columns: CsvColumns,
+    /// Values (compared trimmed, case-insensitively) that mean enabled in the enabled column.
+    pub enabled_values: Vec<String>,
+    /// Values (compared trimmed, case-insensitively) that mean disabled in the enabled column.
+    pub disabled_values: Vec<String>,
+    /// Separator of the groups column. Default `";"`.
+    pub groups_separator: String,
+    /// Extra attributes: attribute name -> column header.
+    pub extra: BTreeMap<String, String>,
+}
+
+/// Header names, in the file, of the columns to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvColumns {
+    pub key: String,
+    pub email: String,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub other_name: Option<String>,
+    pub display_name: Option<String>,
+    pub mobile: Option<String>,
+    pub enabled: Option<String>,
+    pub groups: Option<String>,
+}
+
+impl CsvColumns {
+    /// Only the two required columns; the optional ones unset.
+    pub fn new(key: impl Into<String>, email: impl Into<String>) -> Self {
+        CsvColumns {
+            key: key.into(),
+            email: email.into(),
+            given_name: None,
+            family_name: None,
+            other_name: None,
+            display_name: None,
+            mobile: None,
+            enabled: None,
+            groups: None,
+        }
+    }
+}
+
+impl CsvSettings {
+    /// The default `(enabled_values, disabled_values)`.
+    pub fn default_values() -> (Vec<String>, Vec<String>) {
+        let enabled = ["true", "1", "yes", "y", "active", "enabled"];
+        let disabled = ["false", "0", "no", "n", "inactive", "disabled", "suspended"];
+        (
+            enabled.iter().map(|s| (*s).to_string()).collect(),
+            disabled.iter().map(|s| (*s).to_string()).collect(),
+        )
+    }
+
+    /// Settings with every default (comma, default enabled/disabled values, `;` between
+    /// groups, no extra attributes).
+    pub fn new(path: impl Into<PathBuf>, columns: CsvColumns) -> Self {
+        let (enabled_values, disabled_values) = Self::default_values();
+        CsvSettings {
+            path: path.into(),
+            delimiter: b',',
+            columns,
+            enabled_values,
+            disabled_values,
+            groups_separator: ";".to_string(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// Everything wrong with a CSV file. Displayed one problem a line, `path:line: message`
+/// (`path: message` for problems of the whole file), at most 50 of them.
+#[derive(Debug, thiserror::Error)]
+pub struct CsvError {
+    pub path: PathBuf,
+    pub problems: Vec<CsvProblem>,
+}
+
+/// One problem, at a line (where its record starts) when it concerns one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvProblem {
+    pub line: Option<u64>,
+    /// The column concerned: its header as written in the file, or the configured name when
+    /// the column is missing.
+    pub column: Option<String>,
+    pub message: String,
+}
+
+/// How many problems [`CsvError`]'s `Display` lists before summarising the rest.
+const SHOWN_PROBLEMS: usize = 50;
+
+impl fmt::Display for CsvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        for (i, p) in self.problems.iter().take(SHOWN_PROBLEMS).enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            match p.line {
+                Some(line) => write!(f, "{path}:{line}: {}", p.message)?,
+                None => write!(f, "{path}: {}", p.message)?,
+            }
+        }
+        if self.problems.len() > SHOWN_PROBLEMS {
+            write!(
+                f,
+                "\n... and {} more problems",
+                self.problems.len() - SHOWN_PROBLEMS
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for CsvProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl CsvProblem {
+    fn at(line: u64, column: Option<&str>, message: String) -> Self {
+        CsvProblem {
+            line: Some(line),
+            column: column.map(str::to_string),
+            message,
+        }
+    }
+
+    fn file(message: String) -> Self {
+        CsvProblem {
+            line: None,
+            column: None,
+            message,
+        }
+    }
+}
+
+/// Reads `settings.path`. Synchronous: call it from `spawn_blocking`.
+pub fn load(settings: &CsvSettings) -> Result<Snapshot, CsvError> {
+    let path = &settings.path;
+    let file = File::open(path).map_err(|e| CsvError {
+        path: path.clone(),
+        problems: vec![CsvProblem::file(format!("cannot open file: {e}"))],
+    })?;
+    // A rough row count from the size (~64 bytes a row) to size the tables up front.
+    let hint = file
+        .metadata()
+        .map(|m| usize::try_from(m.len() / 64).unwrap_or(usize::MAX))
+        .unwrap_or(0)
+        .min(1 << 24);
+    read(settings, path, file, hint)
+}
+
+/// Reads CSV data from `r`; `display_path` is only used in the error.
+pub fn load_from_reader<R: Read>(
+    settings: &CsvSettings,
+    display_path: &Path,
+    r: R,
+) -> Result<Snapshot, CsvError> {
+    read(settings, display_path, r, 0)
+}
+
+/// Column indexes, resolved once from the header.
+struct Layout {
+    /// Header names as written (trimmed, lossily decoded), for messages.
+    names: Vec<String>,
+    key: usize,
+    email: usize,
+    given_name: Option<usize>,
+    family_name: Option<usize>,
+    other_name: Option<usize>,
+    display_name: Option<usize>,
+    mobile: Option<usize>,
+    enabled: Option<usize>,
+    groups: Option<usize>,
+    extra: Vec<(String, usize)>,
+}
+
+/// Resolves the configured columns against the header; all missing and duplicate columns
+/// are reported.
+fn resolve(
+    settings: &CsvSettings,
+    header: &ByteRecord,
+    line: u64,
+) -> Result<Layout, Vec<CsvProblem>> {
+    let names: Vec<String> = (0..header.len())
+        .map(|i| String::from_utf8_lossy(field(header, i)).trim().to_string())
+        .collect();
+    let folded: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+    let mut problems = Vec::new();
+    let mut find = |wanted: &str, setting: &str| -> Option<usize> {
+        let w = wanted.trim().to_lowercase();
+        let hits: Vec<usize> = (0..folded.len()).filter(|&i| folded[i] == w).collect();
+        match hits.as_slice() {
+            [] => {
+                let mut message = format!(
+                    "missing column {wanted:?} ({setting}); header has: {}",
+                    names.join(", ")
+                );
+                if let Some(hint) = delimiter_hint(settings.delimiter, &names) {
+                    message.push_str(&hint);
+                }
+                problems.push(CsvProblem::at(line, Some(wanted), message));
+                None
+            }
+            [one] => Some(*one),
+            many => {
+                let at: Vec<String> = many.iter().map(|i| (i + 1).to_string()).collect();
+                problems.push(CsvProblem::at(
+                    line,
+                    Some(wanted),
+                    format!(
+                        "duplicate header {wanted:?} ({setting}): it is fields {} of the header",
+                        at.join(", ")
+                    ),
+                ));
+                None
+            }
+        }
+    };
+    let c = &settings.columns;
+    let key = find(&c.key, "source.csv.columns.key");
+    let email = find(&c.email, "source.csv.columns.email");
+    let mut opt = |name: &Option<String>, setting: &str| name.as_deref().map(|n| find(n, setting));
+    let given_name = opt(&c.given_name, "source.csv.columns.given_name");
+    let family_name = opt(&c.family_name, "source.csv.columns.family_name");
+    let other_name = opt(&c.other_name, "source.csv.columns.other_name");
+    let display_name = opt(&c.display_name, "source.csv.columns.display_name");
+    let mobile = opt(&c.mobile, "source.csv.columns.mobile");
+    let enabled = opt(&c.enabled, "source.csv.columns.enabled");
+    let groups = opt(&c.groups, "source.csv.columns.groups");
+    let extra: Vec<(String, Option<usize>)> = settings
+        .extra
+        .iter()
+        .map(|(attr, col)| (attr.clone(), find(col, &format!("source.csv.extra.{attr}"))))
+        .collect();
+    // `find` reported every column it could not resolve.
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let (Some(key), Some(email)) = (key, email) else {
+        return Err(problems);
+    };
+    // An `Option<Option<usize>>`: outer = configured, inner = found (always, by now).
+    let flat = |o: Option<Option<usize>>| o.flatten();
+    Ok(Layout {
+        names,
+        key,
+        email,
+        given_name: flat(given_name),
+        family_name: flat(family_name),
+        other_name: flat(other_name),
+        display_name: flat(display_name),
+        mobile: flat(mobile),
+        enabled: flat(enabled),
+        groups: flat(groups),
+        extra: extra
+            .into_iter()
+            .filter_map(|(attr, i)| i.map(|i| (attr, i)))
+            .collect(),
+    })
+}
+
+/// When the header is a single field that contains another usual delimiter, says so.
+fn delimiter_hint(delimiter: u8, names: &[String]) -> Option<String> {
+    let [only] = names else { return None };
+    [b',', b';', b'\t', b'|']
+        .into_iter()
+        .find(|&d| d != delimiter && only.as_bytes().contains(&d))
+        .map(|d| {
+            format!(
+                " (the header is one field containing {:?}: is source.csv.delimiter {:?} right?)",
+                char::from(d),
+                char::from(delimiter)
+            )
+        })
+}
+
+/// Field `i` of a record. Records are split on LF only (see [`read`]), so the last field of
+/// a CRLF line ends with the CR: it is dropped here.
+#[inline]
+fn field(rec: &ByteRecord, i: usize) -> &[u8] {
+    let f = rec.get(i).unwrap_or_default();
+    if i + 1 == rec.len() {
+        f.strip_suffix(b"\r").unwrap_or(f)
+    } else {
+        f
+    }
+}
+
+/// A record that is only a blank line.
+fn is_blank(rec: &ByteRecord) -> bool {
+    rec.len() == 1 && field(rec, 0).trim_ascii().is_empty()
+}
+
+/// Reads the first up to 3 bytes and gives back a reader of the whole input without the
+/// UTF-8 byte-order mark.
+fn skip_bom<R: Read>(mut r: R) -> io::Result<io::Chain<io::Cursor<Vec<u8>>, R>> {
+    let mut head = [0u8; 3];
+    let mut n = 0;
+    while n < head.len() {
+        match r.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let prefix = if head[..n] == *b"\xEF\xBB\xBF" {
+        Vec::new()
+    } else {
+        head[..n].to_vec()
+    };
+    Ok(io::Cursor::new(prefix).chain(r))
+}
+
+fn io_problem(e: &io::Error) -> CsvProblem {
+    CsvProblem::file(format!("cannot read file: {e}"))
+}
+
+fn csv_problem(e: &csv::Error) -> CsvProblem {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => io_problem(io),
+        _ => CsvProblem::file(format!("cannot read file: {e}")),
+    }
+}
+
+/// The whole read: header, rows, duplicates, snapshot.
+///
+/// Line numbers: csv's `Position::line()` of a record is where the reader stood after the
+/// previous record, which is off when blank lines were skipped in between, and, with the
+/// default CRLF terminator, off by one on CRLF files (the LF of a CRLF is consumed with the
+/// *next* record). So records are split on LF only (the CR is dropped by [`field`]), a final
+/// LF is appended to the input so that every record ends with one, and a record starts
+/// `1 + (LFs inside its fields)` lines before where the reader stands after it.
+fn read<R: Read>(
+    settings: &CsvSettings,
+    path: &Path,
+    r: R,
+    capacity_hint: usize,
+) -> Result<Snapshot, CsvError> {
+    let fail = |problems: Vec<CsvProblem>| CsvError {
+        path: path.to_path_buf(),
+        problems,
+    };
+    let input = skip_bom(r)
+        .map_err(|e| fail(vec![io_problem(&e)]))?
+        .chain(&b"\n"[..]);
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(settings.delimiter)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .buffer_capacity(1 << 16)
+        .from_reader(input);
+    let mut rec = ByteRecord::new();
+
+    let next = |rdr: &mut csv::Reader<_>, rec: &mut ByteRecord| {
+        next_record(rdr, rec).map_err(|e| fail(vec![csv_problem(&e)]))
+    };
+
+    let Some(header_line) = next(&mut rdr, &mut rec)? else {
+        return Ok(Snapshot::default());
+    };
+    let layout = resolve(settings, &rec, header_line).map_err(fail)?;
+    let width = rec.len();
+    let rules = Rules::new(settings);
+
+    let mut problems: Vec<CsvProblem> = Vec::new();
+    let mut users: Vec<User> = Vec::with_capacity(capacity_hint);
+    let mut keys: HashMap<String, u64> = HashMap::with_capacity(capacity_hint);
+    let mut emails: HashMap<String, u64> = HashMap::with_capacity(capacity_hint);
+
+    while let Some(line) = next(&mut rdr, &mut rec)? {
+        if rec.len() != width {
+            problems.push(CsvProblem::at(
+                line,
+                None,
+                format!(
+                    "expected {width} fields as in the header, found {} (an unquoted {:?} in a value?)",
+                    rec.len(),
+                    char::from(settings.delimiter)
+                ),
+            ));
+            continue;
+        }
+        let mut row = Row {
+            rec: &rec,
+            layout: &layout,
+            line,
+            problems: &mut problems,
+        };
+
+        let key = row.text(layout.key).map(str::trim);
+        let key = match key {
+            Some("") => {
+                row.problem(layout.key, "empty key".to_string());
+                None
+            }
+            Some(k) if has_control(k) => {
+                row.problem(layout.key, format!("control character in key {k:?}"));
+                None
+            }
+            k => k,
+        };
+        let email = match row.text(layout.email).map(str::trim) {
+            Some("") => {
+                row.problem(layout.email, "empty email".to_string());
+                None
+            }
+            Some(e) => match email_error(e) {
+                Some(why) => {
+                    row.problem(layout.email, format!("invalid email {e:?}: {why}"));
+                    None
+                }
+                None => Some(e),
+            },
+            None => None,
+        };
+        let given_name = row.name(layout.given_name);
+        let family_name = row.name(layout.family_name);
+        let other_name = row.name(layout.other_name);
+        let display_name = row.name(layout.display_name);
+        let mobile = row.name(layout.mobile);
+        let enabled = match layout.enabled {
+            None => true,
+            Some(i) => match row.text(i) {
+                None => true,
+                Some(v) => match rules.enabled(v) {
+                    Some(b) => b,
+                    None => {
+                        let message = rules.enabled_message(v, &layout.names[i]);
+                        row.problem(i, message);
+                        true
+                    }
+                },
+            },
+        };
+        let mut groups = Vec::new();
+        if let Some(i) = layout.groups
+            && let Some(cell) = row.text(i)
+        {
+            let mut add = |g: &str| {
+                let g = g.trim();
+                if g.is_empty() {
+                    // `a;;b`, a trailing separator: nothing
+                } else if has_control(g) {
+                    row.problem(i, format!("control character in group {g:?}"));
+                } else {
+                    groups.push(g.to_string());
+                }
+            };
+            let sep = settings.groups_separator.as_str();
+            if sep.is_empty() {
+                add(cell);
+            } else {
+                cell.split(sep).for_each(add);
+            }
+        }
+        let mut extra = BTreeMap::new();
+        for (attr, i) in &layout.extra {
+            if let Some(v) = row.text(*i) {
+                extra.insert(attr.clone(), v.to_string());
+            }
+        }
+
+        if let Some(k) = key {
+            if let Some(&first) = keys.get(k) {
+                problems.push(CsvProblem::at(
+                    line,
+                    Some(&layout.names[layout.key]),
+                    format!("duplicate key {k:?} (first on line {first})"),
+                ));
+            } else {
+                keys.insert(k.to_string(), line);
+            }
+        }
+        if let Some(e) = email {
+            let folded = email_fold(e);
+            if let Some(&first) = emails.get(&folded) {
+                problems.push(CsvProblem::at(
+                    line,
+                    Some(&layout.names[layout.email]),
+                    format!("duplicate email {e:?} (first on line {first})"),
+                ));
+            } else {
+                emails.insert(folded, line);
+            }
+        }
+
+        // Once anything is wrong no snapshot will be returned: only keep checking.
+        if problems.is_empty()
+            && let (Some(k), Some(e)) = (key, email)
+        {
+            users.push(
+                User {
+                    key: k.to_string(),
+                    email: e.to_string(),
+                    given_name,
+                    family_name,
+                    other_name,
+                    display_name,
+                    mobile,
+                    enabled,
+                    groups,
+                    extra,
+                }
+                .normalized(),
+            );
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+    Snapshot::new(users).map_err(|d| fail(vec![CsvProblem::file(d.to_string())]))
+}
+
+/// Reads the next non-blank record into `rec`; `None` at the end, else the line where the
+/// record starts (see [`read`]).
+fn next_record<R: Read>(
+    rdr: &mut csv::Reader<R>,
+    rec: &mut ByteRecord,
+) -> Result<Option<u64>, csv::Error> {
+    loop {
+        if !rdr.read_byte_record(rec)? {
+            return Ok(None);
+        }
+        if is_blank(rec) {
+            continue;
+        }
+        let before = rec.position().map_or(1, csv::Position::line);
+        let after = rdr.position().line();
+        let newlines = rec.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
+        // Never before where the reader stood: guards an unterminated quote at the very end
+        // (the appended LF then sits inside the field).
+        return Ok(Some(after.saturating_sub(1 + newlines).max(before)));
+    }
+}
+
+/// One data record being checked: `'r` borrows the record, `'p` the problem list.
+struct Row<'r, 'p> {
+    rec: &'r ByteRecord,
+    layout: &'r Layout,
+    line: u64,
+    problems: &'p mut Vec<CsvProblem>,
+}
+
+impl<'r> Row<'r, '_> {
+    fn problem(&mut self, column: usize, message: String) {
+        self.problems.push(CsvProblem::at(
+            self.line,
+            Some(&self.layout.names[column]),
+            message,
+        ));
+    }
+
+    /// Field `i` as text; `None` (and a problem) when it is not UTF-8.
+    fn text(&mut self, i: usize) -> Option<&'r str> {
+        let rec: &'r ByteRecord = self.rec;
+        match std::str::from_utf8(field(rec, i)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let name = &self.layout.names[i];
+                let message = format!(
+                    "invalid UTF-8 in column {name:?} (after byte {} of the value)",
+                    e.valid_up_to()
+                );
+                self.problem(i, message);
+                None
+            }
+        }
+    }
+
+    /// An optional name-like column: trimmed, `None` when empty, a problem on control
+    /// characters.
+    fn name(&mut self, i: Option<usize>) -> Option<String> {
+        let i = i?;
+        let v = self.text(i)?.trim();
+        if v.is_empty() {
+            return None;
+        }
+        if has_control(v) {
+            let name = &self.layout.names[i];
+            self.problem(i, format!("control character in column {name:?}: {v:?}"));
+            return None;
+        }
+        Some(v.to_string())
+    }
+}
+
+/// Control characters other than tab (C0, DEL, C1).
+fn has_control(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    } else {
+        s.chars().any(|c| c.is_control() && c != '\t')
+    }
+}
+
+/// Why `email` (trimmed, non-empty) is not an address, if it is not. Deliberately simple:
+/// one `@`, something on both sides, no whitespace or control characters.
+fn email_error(email: &str) -> Option<&'static str> {
+    let Some((local, domain)) = email.split_once('@') else {
+        return Some("no \"@\"");
+    };
+    if domain.contains('@') {
+        return Some("more than one \"@\"");
+    }
+    if local.is_empty() {
+        return Some("nothing before \"@\"");
+    }
+    if domain.is_empty() {
+        return Some("nothing after \"@\"");
+    }
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("contains whitespace or control characters");
+    }
+    None
+}
+
+/// The enabled-column vocabulary, lower-cased once.
+struct Rules {
+    enabled: Vec<String>,
+    disabled: Vec<String>,
+}
+
+impl Rules {
+    fn new(settings: &CsvSettings) -> Self {
+        let fold = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|s| s.trim().to_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        Rules {
+            enabled: fold(&settings.enabled_values),
+            disabled: fold(&settings.disabled_values),
+        }
+    }
+
+    /// `Some(enabled?)` for a known value (empty = enabled), `None` otherwise. The enabled
+    /// list wins if a value is in both.
+    fn enabled(&self, value: &str) -> Option<bool> {
+        let v = value.trim();
+        if v.is_empty() {
+            return Some(true);
+        }
+        let is_in = |list: &[String]| {
+            if v.is_ascii() {
+                list.iter().any(|a| a.eq_ignore_ascii_case(v))
+            } else {
+                let low = v.to_lowercase();
+                list.iter().any(|a| *a == low)
+            }
+        };
+        if is_in(&self.enabled) {
+            Some(true)
+        } else if is_in(&self.disabled) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    fn enabled_message(&self, value: &str, column: &str) -> String {
+        format!(
+            "unknown value {:?} in enabled column {column:?}: accepted are {} (enabled), {} (disabled), or empty (enabled)",
+            value.trim(),
+            self.enabled.join(", "),
+            self.disabled.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> CsvSettings {
+        let mut columns = CsvColumns::new("id", "email");
+        columns.given_name = Some("given".into());
+        columns.family_name = Some("family".into());
+        columns.display_name = Some("display".into());
+        columns.mobile = Some("mobile".into());
+        columns.enabled = Some("active".into());
+        columns.groups = Some("groups".into());
+        CsvSettings::new("users.csv", columns)
+    }
+
+    fn minimal() -> CsvSettings {
+        CsvSettings::new("users.csv", CsvColumns::new("id", "email"))
+    }
+
+    fn load_str(s: &CsvSettings, data: &str) -> Result<Snapshot, CsvError> {
+        load_from_reader(s, Path::new("users.csv"), data.as_bytes())
+    }
+
+    fn load_bytes(s: &CsvSettings, data: &[u8]) -> Result<Snapshot, CsvError> {
+        load_from_reader(s, Path::new("users.csv"), data)
+    }
+
+    fn ok(s: &CsvSettings, data: &str) -> Snapshot {
+        match load_str(s, data) {
+            Ok(snap) => snap,
+            Err(e) => panic!("unexpected error for {data:?}:\n{e}"),
+        }
+    }
+
+    /// `(line, message)` of each problem.
+    fn problems(s: &CsvSettings, data: &[u8]) -> Vec<(Option<u64>, String)> {
+        match load_bytes(s, data) {
+            Ok(snap) => panic!("expected problems for {data:?}, got {} users", snap.len()),
+            Err(e) => e
+                .problems
+                .into_iter()
+                .map(|p| (p.line, p.message))
+                .collect(),
+        }
+    }
+
+    /// Asserts exactly one problem, at `line`, whose message contains every fragment.
+    fn one_problem(s: &CsvSettings, data: &str, line: u64, fragments: &[&str]) {
+        let ps = problems(s, data.as_bytes());
+        assert_eq!(ps.len(), 1, "{data:?}: {ps:#?}");
+        assert_eq!(ps[0].0, Some(line), "{data:?}: {ps:#?}");
+        for f in fragments {
+            assert!(ps[0].1.contains(f), "{data:?}: {:?} lacks {f:?}", ps[0].1);
+        }
+    }
+
+    fn keys(s: &Snapshot) -> Vec<&str> {
+        s.users().iter().map(|u| u.key.as_str()).collect()
+    }
+
+    #[test]
+    fn formats_that_parse() {
+        // (description, settings delimiter, data, expected keys, expected emails by key order)
+        let cases: &[(&str, u8, &str, &[&str], &[&str])] = &[
+            (
+                "lf",
+                b',',
+                "id,email\nE1,a@x.com\nE2,b@x.com\n",
+                &["E1", "E2"],
+                &["a@x.com", "b@x.com"],
+            ),
+            (
+                "crlf",
+                b',',
+                "id,email\r\nE1,a@x.com\r\nE2,b@x.com\r\n",
+                &["E1", "E2"],
+                &["a@x.com", "b@x.com"],
+            ),
+            (
+                "no final newline",
+                b',',
+                "id,email\nE1,a@x.com",
+                &["E1"],
+                &["a@x.com"],
+            ),
+            (
+                "bom",
+                b',',
+                "\u{feff}id,email\nE1,a@x.com\n",
+                &["E1"],
+                &["a@x.com"],
+            ),
+            (
+                "bom crlf quoted header",
+                b',',
+                "\u{feff}\"id\",\"email\"\r\nE1,a@x.com\r\n",
+                &["E1"],
+                &["a@x.com"],
+            ),
+            (
+                "semicolon",
+                b';',
+                "id;email\nE1;a@x.com\n",
+                &["E1"],
+                &["a@x.com"],
+            ),
+            (
+                "tab",
+                b'\t',
+                "id\temail\nE1\ta@x.com\n",
+                &["E1"],
+                &["a@x.com"],
+            ),
+            (
+                "pipe",
+                b'|',
+                "id|email\nE1|a@x.com\n",
+                &["E1"],
+                &["a@x.com"],
+            ),
+            (
+                "header case and spaces",
+                b',',
+                " ID , Email \nE1,a@x.com\n",
+                &["E1"],
+                &["a@x.com"],
+            ),
+            (
+                "columns in any order, unused duplicates",
+                b',',
+                "x,email,x,id\n1,a@x.com,2,E1\n",
+                &["E1"],
+                &["a@x.com"],
+            ),
+            (
+                "values trimmed, email case kept",
+                b',',
+                "id,email\n  E1 ,  Alice@Example.COM \n",
+                &["E1"],
+                &["Alice@Example.COM"],
+            ),
+            (
+                "blank lines skipped",
+                b',',
+                "\n\nid,email\n\nE1,a@x.com\r\n\r\n   \nE2,b@x.com\n\n",
+                &["E1", "E2"],
+                &["a@x.com", "b@x.com"],
+            ),
+            (
+                "sorted by key",
+                b',',
+                "id,email\nE2,b@x.com\nE1,a@x.com\n",
+                &["E1", "E2"],
+                &["a@x.com", "b@x.com"],
+            ),
+            (
+                "formula prefixes are data",
+                b',',
+                "id,email\n=1+1,=cmd@x.com\n-2,+a@x.com\n@3,b@x.com\n",
+                &["-2", "=1+1", "@3"],
+                &["+a@x.com", "=cmd@x.com", "b@x.com"],
+            ),
+        ];
+        for (what, delim, data, want_keys, want_emails) in cases {
+            let mut s = minimal();
+            s.delimiter = *delim;
+            let snap = ok(&s, data);
+            assert_eq!(keys(&snap), *want_keys, "{what}");
+            let emails: Vec<&str> = snap.users().iter().map(|u| u.email.as_str()).collect();
+            assert_eq!(emails, *want_emails, "{what}");
+        }
+    }
+
+    #[test]
+    fn quoted_fields_and_line_numbers() {
+        // A quoted comma, an escaped quote and a quoted newline (LF and CRLF) on line 2-3 and
+        // 4-6: the later records' lines must count the physical lines.
+        for nl in ["\n", "\r\n"] {
+            let data = [
+                "id,email,display,note",
+                "E1,a@x.com,\"Doe, Jane\",\"multi",
+                "line\"",
+                "E2,b@x.com,\"say \"\"hi\"\"\",\"three",
+                "",
+                "lines\"",
+                "E3,,x,y",
+                "",
+                "E4,,x,y",
+            ]
+            .join(nl);
+            let mut s = minimal();
+            s.columns.display_name = Some("display".into());
+            s.extra.insert("note".into(), "note".into());
+            let ps = problems(&s, data.as_bytes());
+            assert_eq!(
+                ps,
+                vec![
+                    (Some(7), "empty email".to_string()),
+                    (Some(9), "empty email".to_string())
+                ],
+                "newline {nl:?}"
+            );
+            let fixed = data
+                .replace("E3,,", "E3,c@x.com,")
+                .replace("E4,,", "E4,d@x.com,");
+            let snap = ok(&s, &fixed);
+            let e1 = snap.get("E1").unwrap();
+            assert_eq!(e1.display_name.as_deref(), Some("Doe, Jane"));
+            assert_eq!(e1.field("note"), Some(format!("multi{nl}line").as_str()));
+            let e2 = snap.get("E2").unwrap();
+            assert_eq!(e2.display_name.as_deref(), Some("say \"hi\""));
+            assert_eq!(
+                e2.field("note"),
+                Some(format!("three{nl}{nl}lines").as_str())
+            );
+            assert_eq!(snap.len(), 4);
+        }
+    }
+
+    #[test]
+    fn quoted_newline_in_extra_is_data() {
+        let mut s = minimal();
+        s.extra.insert("address".into(), "addr".into());
+        let snap = ok(
+            &s,
+            "id,email,addr\nE1,a@x.com,\"1 Main St\nSpringfield\"\nE2,b@x.com,\n",
+        );
+        let e1 = snap.get("E1").unwrap();
+        assert_eq!(
+            e1.extra.get("address").map(String::as_str),
+            Some("1 Main St\nSpringfield")
+        );
+        assert!(snap.get("E2").unwrap().extra.is_empty());
+        // and the line after it is still numbered right
+        let ps = problems(
+            &s,
+            b"id,email,addr\nE1,a@x.com,\"1 Main St\nSpringfield\"\n,b@x.com,\n",
+        );
+        assert_eq!(ps, vec![(Some(4), "empty key".to_string())]);
+    }
+
+    #[test]
+    fn names_with_newline_are_rejected() {
+        let mut s = minimal();
+        s.columns.given_name = Some("given".into());
+        one_problem(
+            &s,
+            "id,email,given\nE1,a@x.com,\"Ja\nne\"\nE2,b@x.com,Bob\n",
+            2,
+            &["control character", "\"given\""],
+        );
+    }
+
+    #[test]
+    fn each_row_problem_with_its_line() {
+        let s = settings();
+        let h = "id,email,given,family,display,mobile,active,groups\n";
+        // (description, rows after the header, line, message fragments)
+        let cases: &[(&str, &str, u64, &[&str])] = &[
+            (
+                "empty key",
+                "E1,a@x.com,,,,,,\n  ,b@x.com,,,,,,\n",
+                3,
+                &["empty key"],
+            ),
+            ("empty email", "E1,,,,,,,\n", 2, &["empty email"]),
+            ("blank email", "E1, ,,,,,,\n", 2, &["empty email"]),
+            (
+                "email without @",
+                "E1,alice.x.com,,,,,,\n",
+                2,
+                &["invalid email \"alice.x.com\"", "no \"@\""],
+            ),
+            (
+                "email with two @",
+                "E1,a@b@x.com,,,,,,\n",
+                2,
+                &["invalid email", "more than one"],
+            ),
+            (
+                "email without local part",
+                "E1,@x.com,,,,,,\n",
+                2,
+                &["invalid email", "nothing before"],
+            ),
+            (
+                "email without domain",
+                "E1,alice@,,,,,,\n",
+                2,
+                &["invalid email", "nothing after"],
+            ),
+            (
+                "email with space",
+                "E1,al ice@x.com,,,,,,\n",
+                2,
+                &["invalid email", "whitespace"],
+            ),
+            (
+                "unknown enabled",
+                "E1,a@x.com,,,,,maybe,\n",
+                2,
+                &[
+                    "unknown value \"maybe\"",
+                    "\"active\"",
+                    "true, 1, yes",
+                    "false, 0, no",
+                ],
+            ),
+            (
+                "duplicate key",
+                "E1,a@x.com,,,,,,\nE2,b@x.com,,,,,,\nE1,c@x.com,,,,,,\n",
+                4,
+                &["duplicate key \"E1\" (first on line 2)"],
+            ),
+            (
+                "duplicate email, other case",
+                "E1,a@x.com,,,,,,\nE2,b@x.com,,,,,,\nE3,A@X.Com,,,,,,\n",
+                4,
+                &["duplicate email \"A@X.Com\" (first on line 2)"],
+            ),
+            (
+                "too few fields",
+                "E1,a@x.com,,,,,\n",
+                2,
+                &["expected 8 fields", "found 7"],
+            ),
+            (
+                "too many fields",
+                "E1,a@x.com,,,,,,,\n",
+                2,
+                &["expected 8 fields", "found 9"],
+            ),
+            (
+                "control char in given",
+                "E1,a@x.com,Al\u{7}ice,,,,,\n",
+                2,
+                &["control character", "\"given\""],
+            ),
+            (
+                "C1 control in family",
+                "E1,a@x.com,,Sm\u{85}ith,,,,\n",
+                2,
+                &["control character", "\"family\""],
+            ),
+            (
+                "control char in display",
+                "E1,a@x.com,,,\"a\u{1b}b\",,,\n",
+                2,
+                &["control character", "\"display\""],
+            ),
+            (
+                "control char in key",
+                "E\u{0}1,a@x.com,,,,,,\n",
+                2,
+                &["control character in key"],
+            ),
+            (
+                "control char in group",
+                "E1,a@x.com,,,,,,a;b\u{7f}\n",
+                2,
+                &["control character in group"],
+            ),
+        ];
+        for (what, rows, line, fragments) in cases {
+            let data = format!("{h}{rows}");
+            let ps = problems(&s, data.as_bytes());
+            assert_eq!(ps.len(), 1, "{what}: {ps:#?}");
+            assert_eq!(ps[0].0, Some(*line), "{what}: {ps:#?}");
+            for f in *fragments {
+                assert!(ps[0].1.contains(f), "{what}: {:?} lacks {f:?}", ps[0].1);
+            }
+        }
+    }
+
+    #[test]
+    fn tab_in_a_name_is_allowed() {
+        let mut s = minimal();
+        s.columns.given_name = Some("given".into());
+        let snap = ok(&s, "id,email,given\nE1,a@x.com,\"Mary\tAnn\"\n");
+        assert_eq!(snap.users()[0].given_name.as_deref(), Some("Mary\tAnn"));
+    }
+
+    #[test]
+    fn problem_columns() {
+        let s = settings();
+        let data = "ID,Mail,given,family,display,mobile,active,groups\n,,,,,,nope,\n";
+        let mut s2 = s.clone();
+        s2.columns.email = "mail".into();
+        let e = load_str(&s2, data).unwrap_err();
+        let cols: Vec<Option<&str>> = e.problems.iter().map(|p| p.column.as_deref()).collect();
+        assert_eq!(cols, vec![Some("ID"), Some("Mail"), Some("active")]);
+    }
+
+    #[test]
+    fn all_problems_reported_at_once() {
+        let s = settings();
+        let data = "\
+id,email,given,family,display,mobile,active,groups
+E1,a@x.com,Ann,,,,yes,
+,b@x.com,,,,,,
+E3,not-an-email,,,,,,
+E4,d@x.com,,,,,perhaps,
+E1,e@x.com,,,,,,
+E6,A@x.com,,,,,,
+E7,g@x.com,,,
+E8,,,,,,nah,
+";
+        let ps = problems(&s, data.as_bytes());
+        let want: Vec<(Option<u64>, &str)> = vec![
+            (Some(3), "empty key"),
+            (Some(4), "invalid email \"not-an-email\""),
+            (Some(5), "unknown value \"perhaps\""),
+            (Some(6), "duplicate key \"E1\" (first on line 2)"),
+            (Some(7), "duplicate email \"A@x.com\" (first on line 2)"),
+            (Some(8), "expected 8 fields as in the header, found 5"),
+            (Some(9), "empty email"),
+            (Some(9), "unknown value \"nah\""),
+        ];
+        assert_eq!(ps.len(), want.len(), "{ps:#?}");
+        for ((line, msg), (wline, wfrag)) in ps.iter().zip(&want) {
+            assert_eq!(line, wline, "{msg}");
+            assert!(msg.contains(wfrag), "{msg:?} lacks {wfrag:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_column() {
+        let mut s = minimal();
+        s.columns.given_name = Some("given".into());
+        s.columns.family_name = Some("family".into());
+        let data =
+            b"id,email,given,family,unused\nE1,a@x.com,Ren\xe9,Doe,\xff\nE2,b@x.com,Bob,D\xc3,x\n";
+        let ps = problems(&s, data);
+        assert_eq!(
+            ps,
+            vec![
+                (
+                    Some(2),
+                    "invalid UTF-8 in column \"given\" (after byte 3 of the value)".to_string()
+                ),
+                (
+                    Some(3),
+                    "invalid UTF-8 in column \"family\" (after byte 1 of the value)".to_string()
+                ),
+            ]
+        );
+        // invalid UTF-8 in a column nobody reads is fine
+        let snap = ok(&s, "id,email,given,family,unused\nE1,a@x.com,A,B,ok\n");
+        assert_eq!(snap.len(), 1);
+        let good = b"id,email,given,family,unused\nE1,a@x.com,A,B,\xff\n";
+        assert_eq!(load_bytes(&s, good).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn header_problems() {
+        let mut s = settings();
+        s.extra.insert("cost_centre".into(), "CostCentre".into());
+        // (header, expected (line, message) list)
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "id,given,family,display,mobile,active,groups,costcentre\n",
+                &[
+                    "missing column \"email\" (source.csv.columns.email); header has: id, given, family, display, mobile, active, groups, costcentre",
+                ],
+            ),
+            (
+                "id,email,given,family,display,mobile,active,groups\n",
+                &["missing column \"CostCentre\" (source.csv.extra.cost_centre)"],
+            ),
+            (
+                "id,email,given,family,display,mobile,active,groups,costcentre,EMAIL\n",
+                &[
+                    "duplicate header \"email\" (source.csv.columns.email): it is fields 2, 10 of the header",
+                ],
+            ),
+            (
+                "email,mobile,active,groups,costcentre\n",
+                &[
+                    "missing column \"id\" (source.csv.columns.key)",
+                    "missing column \"given\" (source.csv.columns.given_name)",
+                    "missing column \"family\" (source.csv.columns.family_name)",
+                    "missing column \"display\" (source.csv.columns.display_name)",
+                ],
+            ),
+        ];
+        for (header, want) in cases {
+            // rows with problems are not checked once the header is wrong
+            let data = format!("{header}E1,,,\n");
+            let ps = problems(&s, data.as_bytes());
+            assert_eq!(ps.len(), want.len(), "{header}: {ps:#?}");
+            for ((line, msg), w) in ps.iter().zip(*want) {
+                assert_eq!(*line, Some(1), "{msg}");
+                assert!(msg.starts_with(w), "{msg:?} does not start with {w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_delimiter_hint() {
+        let ps = problems(&minimal(), b"id;email\nE1;a@x.com\n");
+        let hint = "header has: id;email (the header is one field containing ';': is source.csv.delimiter ',' right?)";
+        assert_eq!(
+            ps,
+            vec![
+                (
+                    Some(1),
+                    format!("missing column \"id\" (source.csv.columns.key); {hint}")
+                ),
+                (
+                    Some(1),
+                    format!("missing column \"email\" (source.csv.columns.email); {hint}")
+                ),
+            ]
+        );
+        // the right delimiter reads it
+        let mut s = minimal();
+        s.delimiter = b';';
+        assert_eq!(ok(&s, "id;email\nE1;a@x.com\n").len(), 1);
+    }
+
+    #[test]
+    fn empty_and_header_only() {
+        let s = settings();
+        for data in [
+            "",
+            "\u{feff}",
+            "\n\n",
+            "\r\n",
+            "id,email,given,family,display,mobile,active,groups\n",
+            "\u{feff}id,email,given,family,display,mobile,active,groups",
+        ] {
+            let snap = ok(&s, data);
+            assert!(snap.is_empty(), "{data:?}");
+        }
+        // A header-only file is still checked.
+        one_problem(&minimal(), "id,given\n", 1, &["missing column \"email\""]);
+    }
+
+    #[test]
+    fn enabled_values() {
+        let s = settings();
+        let h = "id,email,given,family,display,mobile,active,groups\n";
+        let cases: &[(&str, bool)] = &[
+            ("", true),
+            ("  ", true),
+            ("true", true),
+            ("TRUE", true),
+            (" Yes ", true),
+            ("y", true),
+            ("1", true),
+            ("Active", true),
+            ("enabled", true),
+            ("false", false),
+            ("0", false),
+            ("No", false),
+            ("n", false),
+            ("INACTIVE", false),
+            ("disabled", false),
+            ("Suspended", false),
+        ];
+        for (value, want) in cases {
+            let snap = ok(&s, &format!("{h}E1,a@x.com,,,,,\"{value}\",\n"));
+            assert_eq!(snap.users()[0].enabled, *want, "{value:?}");
+        }
+        // no enabled column: everyone enabled
+        assert!(ok(&minimal(), "id,email\nE1,a@x.com\n").users()[0].enabled);
+        // custom, non-ASCII vocabulary
+        let mut c = s.clone();
+        c.enabled_values = vec!["Ativo".into()];
+        c.disabled_values = vec!["DESLIGADO".into(), "Ä".into()];
+        let snap = ok(
+            &c,
+            &format!("{h}E1,a@x.com,,,,,ativo,\nE2,b@x.com,,,,,desligado,\nE3,c@x.com,,,,,ä,\n"),
+        );
+        let en: Vec<bool> = snap.users().iter().map(|u| u.enabled).collect();
+        assert_eq!(en, vec![true, false, false]);
+        one_problem(
+            &c,
+            &format!("{h}E1,a@x.com,,,,,true,\n"),
+            2,
+            &[
+                "unknown value \"true\"",
+                "ativo (enabled), desligado, ä (disabled)",
+            ],
+        );
+    }
+
+    #[test]
+    fn groups_split() {
+        let s = settings();
+        let h = "id,email,given,family,display,mobile,active,groups\n";
+        let cases: &[(&str, &[&str])] = &[
+            ("", &[]),
+            ("staff", &["staff"]),
+            ("staff; admins ;;", &["admins", "staff"]),
+            (" Admins;admins;Staff", &["Admins", "Staff"]),
+            ("a,b", &["a,b"]),
+        ];
+        for (cell, want) in cases {
+            let snap = ok(&s, &format!("{h}E1,a@x.com,,,,,,\"{cell}\"\n"));
+            assert_eq!(snap.users()[0].groups, *want, "{cell:?}");
+        }
+        let mut pipe = s.clone();
+        pipe.groups_separator = "|".into();
+        let snap = ok(&pipe, &format!("{h}E1,a@x.com,,,,,,b | a\n"));
+        assert_eq!(snap.users()[0].groups, vec!["a", "b"]);
+        let mut none = s.clone();
+        none.groups_separator = String::new();
+        let snap = ok(&none, &format!("{h}E1,a@x.com,,,,,,a;b\n"));
+        assert_eq!(snap.users()[0].groups, vec!["a;b"]);
+    }
+
+    #[test]
+    fn names_normalised() {
+        let s = settings();
+        let data = "id,email,given,family,display,mobile,active,groups\n\
+            E1,bender@planetexpress.com,  Bender Bending ,Rodri\u{301}guez,Bender Bending Rodr\u{ed}guez, +1 555 0100 ,,Caf\u{e9}\n\
+            E2,rene@x.com,Rene\u{301},,,,,Cafe\u{301}\n";
+        let snap = ok(&s, data);
+        let b = snap.get("E1").unwrap();
+        assert_eq!(b.given_name.as_deref(), Some("Bender Bending"));
+        assert_eq!(b.family_name.as_deref(), Some("Rodr\u{ed}guez"));
+        assert_eq!(
+            b.display_name.as_deref(),
+            Some("Bender Bending Rodr\u{ed}guez")
+        );
+        assert_eq!(b.mobile.as_deref(), Some("+1 555 0100"));
+        assert_eq!(b.other_name, None);
+        assert_eq!(b.groups, vec!["Caf\u{e9}"]);
+        let r = snap.get("E2").unwrap();
+        assert_eq!(r.given_name.as_deref(), Some("Ren\u{e9}"));
+        assert_eq!(r.groups, vec!["Caf\u{e9}"]);
+        assert_eq!(r.family_name, None);
+    }
+
+    #[test]
+    fn extra_columns() {
+        let mut s = minimal();
+        s.extra.insert("department".into(), "Dept".into());
+        s.extra.insert("employee_no".into(), "EmpNo".into());
+        s.columns.other_name = Some("nick".into());
+        let snap = ok(
+            &s,
+            "id,email,dept,empno,nick\nE1,a@x.com, Sales ,=007,Al\nE2,b@x.com,,42,\n",
+        );
+        let a = snap.get("E1").unwrap();
+        assert_eq!(a.extra.get("department").map(String::as_str), Some("Sales"));
+        assert_eq!(a.extra.get("employee_no").map(String::as_str), Some("=007"));
+        assert_eq!(a.other_name.as_deref(), Some("Al"));
+        let b = snap.get("E2").unwrap();
+        assert_eq!(b.extra.get("department"), None);
+        assert_eq!(b.field("employee_no"), Some("42"));
+    }
+
+    #[test]
+    fn same_column_for_key_and_email() {
+        let s = CsvSettings::new("u.csv", CsvColumns::new("email", "email"));
+        let snap = ok(&s, "email\na@x.com\nb@x.com\n");
+        assert_eq!(keys(&snap), vec!["a@x.com", "b@x.com"]);
+    }
+
+    #[test]
+    fn io_errors() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk on fire"))
+            }
+        }
+        let e = load_from_reader(&minimal(), Path::new("x.csv"), Failing).unwrap_err();
+        assert_eq!(
+            e.problems,
+            vec![CsvProblem::file("cannot read file: disk on fire".into())]
+        );
+        assert_eq!(e.to_string(), "x.csv: cannot read file: disk on fire");
+
+        // fails after the first bytes: still one problem, no partial result
+        let e = load_from_reader(
+            &minimal(),
+            Path::new("x.csv"),
+            (&b"id,email\nE1,a@x.com\n"[..]).chain(Failing),
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 1);
+        assert_eq!(e.problems[0].line, None);
+
+        // a reader that hands out one byte at a time still finds the BOM
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let Some((first, rest)) = self.0.split_first() else {
+                    return Ok(0);
+                };
+                if buf.is_empty() {
+                    return Ok(0);
+                }
+                buf[0] = *first;
+                self.0 = rest;
+                Ok(1)
+            }
+        }
+        let snap = load_from_reader(
+            &minimal(),
+            Path::new("x.csv"),
+            Trickle("\u{feff}id,email\r\nE1,a@x.com\r\n".as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(keys(&snap), vec!["E1"]);
+        let e = load_from_reader(&minimal(), Path::new("x.csv"), Trickle(b"id")).unwrap_err();
+        assert_eq!(e.problems.len(), 1);
+    }
+
+    #[test]
+    fn display_caps_at_fifty() {
+        let mut data = String::from("id,email\n");
+        for _ in 0..60 {
+            data.push_str(",a@x.com\n");
+        }
+        let e = load_str(&minimal(), &data).unwrap_err();
+        // 60 empty keys, 59 duplicate emails
+        assert_eq!(e.problems.len(), 119);
+        let text = e.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 51);
+        assert_eq!(lines[0], "users.csv:2: empty key");
+        assert_eq!(lines[1], "users.csv:3: empty key");
+        assert_eq!(
+            lines[2],
+            "users.csv:3: duplicate email \"a@x.com\" (first on line 2)"
+        );
+        assert_eq!(lines[50], "... and 69 more problems");
+
+        let small = CsvError {
+            path: "f.csv".into(),
+            problems: vec![
+                CsvProblem::file("x".into()),
+                CsvProblem::at(3, None, "y".into()),
+            ],
+        };
+        assert_eq!(small.to_string(), "f.csv: x\nf.csv:3: y");
+    }
+
+    #[test]
+    fn defaults() {
+        let (en, dis) = CsvSettings::default_values();
+        assert_eq!(en, ["true", "1", "yes", "y", "active", "enabled"]);
+        assert_eq!(
+            dis,
+            ["false", "0", "no", "n", "inactive", "disabled", "suspended"]
+        );
+        let s = minimal();
+        assert_eq!(s.delimiter, b',');
+        assert_eq!(s.groups_separator, ";");
+    }
+}

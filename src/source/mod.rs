@@ -1,0 +1,4 @@
+//! Sources of truth: each returns a complete [`crate::model::Snapshot`] or an error, never a
+//! partial one.
+
+pub mod csv;

@@ -1,0 +1,251 @@
+//! The state store: what dirsync has applied (`accounts`), its run history (`runs`) and the
+//! operation journal (`operations`), behind one [`Store`] trait with Postgres and SQLite backends.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+pub mod postgres;
+pub mod sqlite;
+
+/// Errors of the state store. Messages name the backend and the operation, never the URL's
+/// password.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store ({backend}): cannot connect: {message}")]
+    Connect {
+        backend: &'static str,
+        message: String,
+    },
+    #[error("state store ({backend}): migration failed: {message}")]
+    Migrate {
+        backend: &'static str,
+        message: String,
+    },
+    #[error("state store ({backend}): {context}: {source}")]
+    Query {
+        backend: &'static str,
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("state store ({backend}): {context}: corrupt row: {message}")]
+    Corrupt {
+        backend: &'static str,
+        context: String,
+        message: String,
+    },
+}
+
+/// One recorded account, light form: what the planner needs for every account on every run.
+/// The applied attributes ([`AccountState`]) are loaded only for accounts whose hash differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedAccount {
+    pub key: String,
+    pub remote_id: Option<String>,
+    pub login: Option<String>,
+    /// Content hash of the last applied mapped account (see `mapping::Account::hash`).
+    pub hash: String,
+    pub enabled: bool,
+    /// dirsync created or adopted it. Accounts with `owned = false` are never changed.
+    pub owned: bool,
+    pub adopted: bool,
+    /// When dirsync last disabled it (start of the `delete_after` grace period).
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+/// The last applied attributes of an account: target field name → value, and its roles.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AccountState {
+    pub fields: BTreeMap<String, String>,
+    pub roles: BTreeSet<String>,
+}
+
+/// A full account row, as written after an operation was applied (or adopted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub account: RecordedAccount,
+    pub state: AccountState,
+    pub last_seen_run: Option<i64>,
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Schedule,
+    Manual,
+    DryRun,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::DryRun => "dry_run",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "schedule" => Trigger::Schedule,
+            "manual" => Trigger::Manual,
+            "dry_run" => Trigger::DryRun,
+            _ => return None,
+        })
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Partial,
+    Failed,
+    Blocked,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Blocked => "blocked",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "partial" => RunStatus::Partial,
+            "failed" => RunStatus::Failed,
+            "blocked" => RunStatus::Blocked,
+            _ => return None,
+        })
+    }
+}
+
+/// A run being started.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub trigger: Trigger,
+    pub started_at: DateTime<Utc>,
+    /// Names of the targets this run covers.
+    pub targets: Vec<String>,
+    pub forced: bool,
+}
+
+/// How a run finished.
+#[derive(Debug, Clone)]
+pub struct RunFinish {
+    pub status: RunStatus,
+    pub finished_at: DateTime<Utc>,
+    /// Users the source returned (None when the source failed).
+    pub source_count: Option<u64>,
+    pub planned: u64,
+    pub applied: u64,
+    pub failed: u64,
+    pub error: Option<String>,
+    /// Per-target summary (the report's summary objects), kept as JSON.
+    pub summary: serde_json::Value,
+}
+
+/// A run as the history shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub trigger: Trigger,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub targets: Vec<String>,
+    pub forced: bool,
+    pub source_count: Option<u64>,
+    pub planned: u64,
+    pub applied: u64,
+    pub failed: u64,
+    pub error: Option<String>,
+    pub summary: serde_json::Value,
+}
+
+/// One journaled operation as `runs show` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationRecord {
+    pub id: i64,
+    pub run_id: i64,
+    pub target: String,
+    pub source_key: String,
+    pub kind: String,
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub remote_id: Option<String>,
+    pub payload: serde_json::Value,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The state store. Every method is one or a few statements: bulk paths use multi-row
+/// statements (`UNNEST` on Postgres, batched `VALUES` on SQLite), never a round trip per row.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// `"postgres"` or `"sqlite"`.
+    fn backend(&self) -> &'static str;
+    /// Applies pending migrations of this backend.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// All recorded accounts of a target, light form, sorted by key (byte order).
+    async fn load_accounts(&self, target: &str) -> Result<Vec<RecordedAccount>, StoreError>;
+    /// The applied attributes of the given accounts of a target (missing keys are absent).
+    async fn load_account_states(
+        &self,
+        target: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, AccountState>, StoreError>;
+    /// Inserts or replaces account rows of a target, in batches, in one transaction.
+    async fn upsert_accounts(&self, target: &str, rows: &[AccountRecord])
+    -> Result<(), StoreError>;
+    /// Removes account rows of a target (after a delete took effect), in one transaction.
+    async fn delete_accounts(&self, target: &str, keys: &[String]) -> Result<(), StoreError>;
+    /// Source user count of the last run that applied changes and ended succeeded or partial
+    /// (dry runs and blocked runs are not a baseline).
+    async fn last_good_source_count(&self) -> Result<Option<u64>, StoreError>;
+    /// Records a run as `running`; returns its id.
+    async fn begin_run(&self, run: &NewRun) -> Result<i64, StoreError>;
+    async fn finish_run(&self, id: i64, finish: &RunFinish) -> Result<(), StoreError>;
+    /// The most recent runs, newest first.
+    async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
+    async fn get_run(&self, id: i64) -> Result<Option<RunRecord>, StoreError>;
+    /// Journaled operations of a run, in journal order.
+    async fn run_operations(&self, run_id: i64) -> Result<Vec<OperationRecord>, StoreError>;
+}
+
+/// Where the state lives, resolved from `[state]`.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    Postgres { url: Secret, max_connections: u32 },
+    Sqlite { path: std::path::PathBuf },
+}
+
+/// Opens (and, if asked, migrates) the configured store.
+pub async fn open(
+    location: &StoreLocation,
+    migrate: bool,
+) -> Result<Box<dyn Store>, StoreError> {
+    let store: Box<dyn Store> = match location {
+        StoreLocation::Postgres {
+            url,
+            max_connections,
+        } => Box::new(postgres::PgStore::connect(url, *max_connections).await?),
+        StoreLocation::Sqlite { path } => Box::new(sqlite::SqliteStore::open(path).await?),
+    };
+    if migrate {
+        store.migrate().await?;
+    }
+    Ok(store)
+}

@@ -1,0 +1,580 @@
+//! Postgres backend of the state store.
+//!
+//! Runtime queries only (no `query!` macros). Bulk writes send whole columns as arrays and
+//! `UNNEST` them server-side, one statement per chunk of [`CHUNK`] rows, inside one transaction.
+//! JSON columns are `JSONB`; they are written as text cast to `jsonb` and read back as text so
+//! that a row whose JSON has the wrong shape is reported as [`StoreError::Corrupt`].
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
+
+use super::{
+    AccountRecord, AccountState, NewRun, OperationRecord, RecordedAccount, RunFinish, RunRecord,
+    RunStatus, Store, StoreError, Trigger,
+};
+use crate::secret::Secret;
+
+const BACKEND: &str = "postgres";
+
+/// Rows (or keys) per statement on the bulk paths.
+const CHUNK: usize = 10_000;
+
+/// How long connecting, and later waiting for a pooled connection, may take.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Postgres state store: a connection pool.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (a `postgres://` URL) with a pool of at most `max_connections`.
+    ///
+    /// One connection is opened before this returns, so a wrong host, port, password or database
+    /// is reported here. The error never contains the URL or its password.
+    pub async fn connect(url: &Secret, max_connections: u32) -> Result<PgStore, StoreError> {
+        let options = PgConnectOptions::from_str(url.expose())
+            .map_err(|e| connect_error(url, "invalid database URL", &e))?
+            .application_name("dirsync");
+        let place = describe_place(&options);
+
+        // Open one connection directly first: the pool retries refused connections until its
+        // acquire timeout and then reports only "timed out"; a direct connection says why.
+        match tokio::time::timeout(
+            ACQUIRE_TIMEOUT,
+            sqlx::PgConnection::connect_with(&options),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => {
+                // Closing politely can fail only on a broken socket; the pool opens its own.
+                let _ = conn.close().await;
+            }
+            Ok(Err(e)) => return Err(connect_error(url, &place, &e)),
+            Err(_) => {
+                return Err(StoreError::Connect {
+                    backend: BACKEND,
+                    message: format!(
+                        "{place}: no answer within {} s",
+                        ACQUIRE_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+        }
+
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| connect_error(url, &place, &e))?;
+        Ok(PgStore { pool })
+    }
+
+    /// The connection pool (tests insert raw rows through it).
+    #[doc(hidden)]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// `host:port/database` (or the socket path), for error messages. Never the user's password.
+fn describe_place(options: &PgConnectOptions) -> String {
+    let database = options.get_database().unwrap_or("(default database)");
+    match options.get_socket() {
+        Some(socket) => format!("socket {}, database {database}", socket.display()),
+        None => format!(
+            "{}:{}, database {database}",
+            options.get_host(),
+            options.get_port()
+        ),
+    }
+}
+
+/// Builds a `Connect` error from the error's kind, then removes anything of the URL that could
+/// still have been echoed (its password, raw or percent-decoded, and the URL itself).
+fn connect_error(url: &Secret, place: &str, error: &sqlx::Error) -> StoreError {
+    let cause = match error {
+        sqlx::Error::Configuration(e) => format!("invalid configuration: {e}"),
+        sqlx::Error::Database(e) => match e.code() {
+            Some(code) => format!("server refused: {} (SQLSTATE {code})", e.message()),
+            None => format!("server refused: {}", e.message()),
+        },
+        sqlx::Error::Io(e) => format!("network error: {e}"),
+        sqlx::Error::Tls(e) => format!("TLS error: {e}"),
+        sqlx::Error::Protocol(e) => format!("protocol error: {e}"),
+        sqlx::Error::PoolTimedOut => format!(
+            "timed out after {} s waiting for a connection",
+            ACQUIRE_TIMEOUT.as_secs()
+        ),
+        other => other.to_string(),
+    };
+    StoreError::Connect {
+        backend: BACKEND,
+        message: redact(url, &format!("{place}: {cause}")),
+    }
+}
+
+/// Replaces every occurrence of the URL and of its password in `text` with `***`.
+fn redact(url: &Secret, text: &str) -> String {
+    let mut secrets: Vec<String> = Vec::new();
+    if !url.is_empty() {
+        secrets.push(url.expose().to_owned());
+    }
+    if let Ok(parsed) = url::Url::parse(url.expose())
+        && let Some(password) = parsed.password()
+        && !password.is_empty()
+    {
+        secrets.push(password.to_owned());
+        if let Ok(decoded) = percent_decode(password) {
+            secrets.push(decoded);
+        }
+    }
+    // Longest first, so that the URL is replaced as a whole before its password.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(secret.as_str(), "***");
+    }
+    out
+}
+
+/// Percent-decodes (RFC 3986, no `+` handling) a URL component.
+fn percent_decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+}
+
+fn query_error(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Query {
+        backend: BACKEND,
+        context,
+        source,
+    }
+}
+
+fn corrupt(context: impl Into<String>, message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        backend: BACKEND,
+        context: context.into(),
+        message: message.into(),
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64, what: &str, context: &str) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| corrupt(context, format!("{what} is negative ({n})")))
+}
+
+/// The rows to write, the last occurrence of a key winning (one `INSERT ... ON CONFLICT`
+/// statement may not touch a row twice).
+fn last_wins(rows: &[AccountRecord]) -> Vec<&AccountRecord> {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(rows.len());
+    let mut out: Vec<&AccountRecord> = rows
+        .iter()
+        .rev()
+        .filter(|r| seen.insert(r.account.key.as_str()))
+        .collect();
+    out.reverse();
+    out
+}
+
+const UPSERT_ACCOUNTS: &str = r#"
+INSERT INTO accounts (target, source_key, remote_id, login, attributes, roles, hash,
+                      enabled, owned, adopted, disabled_at, last_seen_run,
+                      created_at, updated_at)
+SELECT $1, u.source_key, u.remote_id, u.login, u.attributes::jsonb, u.roles::jsonb, u.hash,
+       u.enabled, u.owned, u.adopted, u.disabled_at, u.last_seen_run, now(), now()
+FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::bool[], $9::bool[], $10::bool[], $11::timestamptz[], $12::int8[])
+     AS u(source_key, remote_id, login, attributes, roles, hash,
+          enabled, owned, adopted, disabled_at, last_seen_run)
+ON CONFLICT (target, source_key) DO UPDATE SET
+    remote_id     = EXCLUDED.remote_id,
+    login         = EXCLUDED.login,
+    attributes    = EXCLUDED.attributes,
+    roles         = EXCLUDED.roles,
+    hash          = EXCLUDED.hash,
+    enabled       = EXCLUDED.enabled,
+    owned         = EXCLUDED.owned,
+    adopted       = EXCLUDED.adopted,
+    disabled_at   = EXCLUDED.disabled_at,
+    last_seen_run = EXCLUDED.last_seen_run,
+    updated_at    = now()
+"#;
+
+const RUN_COLUMNS: &str = "id, trigger, status, started_at, finished_at, targets::text AS targets, \
+     forced, source_count, planned, applied, failed, error, summary::text AS summary";
+
+fn run_from_row(row: &PgRow, context: &str) -> Result<RunRecord, StoreError> {
+    let get_err = |e: sqlx::Error| StoreError::Query {
+        backend: BACKEND,
+        context: context.to_owned(),
+        source: e,
+    };
+    let id: i64 = row.try_get("id").map_err(get_err)?;
+    let context = format!("{context}: run {id}");
+    let trigger: String = row.try_get("trigger").map_err(get_err)?;
+    let status: String = row.try_get("status").map_err(get_err)?;
+    let targets: String = row.try_get("targets").map_err(get_err)?;
+    let summary: String = row.try_get("summary").map_err(get_err)?;
+    let source_count: Option<i64> = row.try_get("source_count").map_err(get_err)?;
+    let planned: i64 = row.try_get("planned").map_err(get_err)?;
+    let applied: i64 = row.try_get("applied").map_err(get_err)?;
+    let failed: i64 = row.try_get("failed").map_err(get_err)?;
+    Ok(RunRecord {
+        id,
+        trigger: Trigger::parse(&trigger)
+            .ok_or_else(|| corrupt(&context, format!("unknown trigger {trigger:?}")))?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| corrupt(&context, format!("unknown status {status:?}")))?,
+        started_at: row.try_get("started_at").map_err(get_err)?,
+        finished_at: row.try_get("finished_at").map_err(get_err)?,
+        targets: serde_json::from_str(&targets)
+            .map_err(|e| corrupt(&context, format!("targets: {e}")))?,
+        forced: row.try_get("forced").map_err(get_err)?,
+        source_count: source_count
+            .map(|n| to_u64(n, "source_count", &context))
+            .transpose()?,
+        planned: to_u64(planned, "planned", &context)?,
+        applied: to_u64(applied, "applied", &context)?,
+        failed: to_u64(failed, "failed", &context)?,
+        error: row.try_get("error").map_err(get_err)?,
+        summary: serde_json::from_str(&summary)
+            .map_err(|e| corrupt(&context, format!("summary: {e}")))?,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migrate {
+                backend: BACKEND,
+                message: e.to_string(),
+            })
+    }
+
+    async fn load_accounts(&self, target: &str) -> Result<Vec<RecordedAccount>, StoreError> {
+        sqlx::query(
+            r#"SELECT source_key, remote_id, login, hash, enabled, owned, adopted, disabled_at
+               FROM accounts WHERE target = $1 ORDER BY source_key COLLATE "C""#,
+        )
+        .bind(target)
+        .try_map(|row: PgRow| {
+            Ok(RecordedAccount {
+                key: row.try_get(0)?,
+                remote_id: row.try_get(1)?,
+                login: row.try_get(2)?,
+                hash: row.try_get(3)?,
+                enabled: row.try_get(4)?,
+                owned: row.try_get(5)?,
+                adopted: row.try_get(6)?,
+                disabled_at: row.try_get(7)?,
+            })
+        })
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(format!("load accounts of target {target:?}")))
+    }
+
+    async fn load_account_states(
+        &self,
+        target: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, AccountState>, StoreError> {
+        let context = format!("load account states of target {target:?}");
+        let mut out = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(CHUNK) {
+            let rows: Vec<(String, String, String)> = sqlx::query(
+                "SELECT source_key, attributes::text, roles::text FROM accounts \
+                 WHERE target = $1 AND source_key = ANY($2)",
+            )
+            .bind(target)
+            .bind(chunk)
+            .try_map(|row: PgRow| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error(context.clone()))?;
+            for (key, attributes, roles) in rows {
+                let fields = serde_json::from_str(&attributes).map_err(|e| {
+                    corrupt(&context, format!("key {key:?}: attributes: {e}"))
+                })?;
+                let roles = serde_json::from_str(&roles)
+                    .map_err(|e| corrupt(&context, format!("key {key:?}: roles: {e}")))?;
+                out.insert(key, AccountState { fields, roles });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn upsert_accounts(
+        &self,
+        target: &str,
+        rows: &[AccountRecord],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let context = format!("upsert {} accounts of target {target:?}", rows.len());
+        let rows = last_wins(rows);
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error(context.clone()))?;
+        for chunk in rows.chunks(CHUNK) {
+            let n = chunk.len();
+            let mut keys = Vec::with_capacity(n);
+            let mut remote_ids = Vec::with_capacity(n);
+            let mut logins = Vec::with_capacity(n);
+            let mut attributes = Vec::with_capacity(n);
+            let mut roles = Vec::with_capacity(n);
+            let mut hashes = Vec::with_capacity(n);
+            let mut enabled = Vec::with_capacity(n);
+            let mut owned = Vec::with_capacity(n);
+            let mut adopted = Vec::with_capacity(n);
+            let mut disabled_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+            let mut last_seen_run = Vec::with_capacity(n);
+            for row in chunk {
+                let a = &row.account;
+                keys.push(a.key.as_str());
+                remote_ids.push(a.remote_id.as_deref());
+                logins.push(a.login.as_deref());
+                // Serialising string maps and sets cannot fail.
+                attributes.push(serde_json::to_string(&row.state.fields).unwrap_or_default());
+                roles.push(serde_json::to_string(&row.state.roles).unwrap_or_default());
+                hashes.push(a.hash.as_str());
+                enabled.push(a.enabled);
+                owned.push(a.owned);
+                adopted.push(a.adopted);
+                disabled_at.push(a.disabled_at);
+                last_seen_run.push(row.last_seen_run);
+            }
+            sqlx::query(UPSERT_ACCOUNTS)
+                .bind(target)
+                .bind(keys)
+                .bind(remote_ids)
+                .bind(logins)
+                .bind(attributes)
+                .bind(roles)
+                .bind(hashes)
+                .bind(enabled)
+                .bind(owned)
+                .bind(adopted)
+                .bind(disabled_at)
+                .bind(last_seen_run)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error(context.clone()))?;
+        }
+        tx.commit().await.map_err(query_error(context))
+    }
+
+    async fn delete_accounts(&self, target: &str, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let context = format!("delete {} accounts of target {target:?}", keys.len());
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error(context.clone()))?;
+        for chunk in keys.chunks(CHUNK) {
+            sqlx::query("DELETE FROM accounts WHERE target = $1 AND source_key = ANY($2)")
+                .bind(target)
+                .bind(chunk)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error(context.clone()))?;
+        }
+        tx.commit().await.map_err(query_error(context))
+    }
+
+    async fn last_good_source_count(&self) -> Result<Option<u64>, StoreError> {
+        let context = "read the source count of the last good run";
+        let count: Option<i64> = sqlx::query_scalar(
+            "SELECT source_count FROM runs \
+             WHERE trigger <> 'dry_run' AND status IN ('succeeded', 'partial') \
+               AND source_count IS NOT NULL \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error(context))?;
+        count.map(|n| to_u64(n, "source_count", context)).transpose()
+    }
+
+    async fn begin_run(&self, run: &NewRun) -> Result<i64, StoreError> {
+        let context = format!("record the start of a {} run", run.trigger.as_str());
+        let targets = serde_json::to_string(&run.targets).unwrap_or_else(|_| "[]".to_owned());
+        sqlx::query_scalar(
+            "INSERT INTO runs (trigger, status, started_at, targets, forced) \
+             VALUES ($1, 'running', $2, $3::jsonb, $4) RETURNING id",
+        )
+        .bind(run.trigger.as_str())
+        .bind(run.started_at)
+        .bind(targets)
+        .bind(run.forced)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error(context))
+    }
+
+    async fn finish_run(&self, id: i64, finish: &RunFinish) -> Result<(), StoreError> {
+        let context = format!("record the end of run {id}");
+        let summary = serde_json::to_string(&finish.summary).unwrap_or_else(|_| "{}".to_owned());
+        let done = sqlx::query(
+            "UPDATE runs SET status = $2, finished_at = $3, source_count = $4, planned = $5, \
+             applied = $6, failed = $7, error = $8, summary = $9::jsonb WHERE id = $1",
+        )
+        .bind(id)
+        .bind(finish.status.as_str())
+        .bind(finish.finished_at)
+        .bind(finish.source_count.map(to_i64))
+        .bind(to_i64(finish.planned))
+        .bind(to_i64(finish.applied))
+        .bind(to_i64(finish.failed))
+        .bind(finish.error.as_deref())
+        .bind(summary)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error(context.clone()))?;
+        if done.rows_affected() == 0 {
+            return Err(query_error(context)(sqlx::Error::RowNotFound));
+        }
+        Ok(())
+    }
+
+    async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let context = "list runs";
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT $1"
+        )))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(context))?;
+        rows.iter().map(|row| run_from_row(row, context)).collect()
+    }
+
+    async fn get_run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
+        let context = format!("read run {id}");
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error(context.clone()))?;
+        row.map(|row| run_from_row(&row, &context)).transpose()
+    }
+
+    async fn run_operations(&self, run_id: i64) -> Result<Vec<OperationRecord>, StoreError> {
+        let context = format!("list operations of run {run_id}");
+        let rows = sqlx::query(
+            "SELECT id, run_id, target, source_key, kind, status, attempts, last_error, \
+             remote_id, payload::text AS payload, updated_at \
+             FROM operations WHERE run_id = $1 ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(context.clone()))?;
+        rows.iter()
+            .map(|row| {
+                let get_err = |e: sqlx::Error| StoreError::Query {
+                    backend: BACKEND,
+                    context: context.clone(),
+                    source: e,
+                };
+                let id: i64 = row.try_get("id").map_err(get_err)?;
+                let attempts: i32 = row.try_get("attempts").map_err(get_err)?;
+                let payload: String = row.try_get("payload").map_err(get_err)?;
+                let op_context = format!("{context}: operation {id}");
+                Ok(OperationRecord {
+                    id,
+                    run_id: row.try_get("run_id").map_err(get_err)?,
+                    target: row.try_get("target").map_err(get_err)?,
+                    source_key: row.try_get("source_key").map_err(get_err)?,
+                    kind: row.try_get("kind").map_err(get_err)?,
+                    status: row.try_get("status").map_err(get_err)?,
+                    attempts: u32::try_from(attempts).map_err(|_| {
+                        corrupt(&op_context, format!("attempts is negative ({attempts})"))
+                    })?,
+                    last_error: row.try_get("last_error").map_err(get_err)?,
+                    remote_id: row.try_get("remote_id").map_err(get_err)?,
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| corrupt(&op_context, format!("payload: {e}")))?,
+                    updated_at: row.try_get("updated_at").map_err(get_err)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_removes_password_and_url() {
+        let url = Secret::new("postgres://u:s3cr%40t@db.example:5432/x");
+        let text = "failed for postgres://u:s3cr%40t@db.example:5432/x and s3cr@t and s3cr%40t";
+        let out = redact(&url, text);
+        assert!(!out.contains("s3cr"), "{out}");
+    }
+
+    #[test]
+    fn percent_decode_handles_escapes_and_bad_input() {
+        assert_eq!(percent_decode("a%40b").ok().as_deref(), Some("a@b"));
+        assert_eq!(percent_decode("a%4").ok().as_deref(), Some("a%4"));
+        assert_eq!(percent_decode("%zz").ok().as_deref(), Some("%zz"));
+    }
+
+    #[tokio::test]
+    async fn connect_error_does_not_echo_password() {
+        let url = Secret::new("postgres://u:s3cretpw@127.0.0.1:1/db");
+        let Err(e) = PgStore::connect(&url, 1).await else {
+            panic!("connected to port 1");
+        };
+        let text = e.to_string();
+        assert!(!text.contains("s3cretpw"), "{text}");
+        assert!(text.contains("127.0.0.1:1"), "{text}");
+    }
+}

@@ -1,0 +1,564 @@
+//! SQLite backend of the state store: the embedded default when no database URL is configured.
+//!
+//! Conventions (see `migrations/sqlite/0001_init.sql`): timestamps are TEXT in RFC 3339, UTC,
+//! with microseconds (`2026-11-25T09:01:02.123456Z`, the precision Postgres keeps); booleans are
+//! INTEGER 0/1; JSON is TEXT. Bulk writes are multi-row `INSERT ... VALUES (..),(..) ON CONFLICT`
+//! statements of [`UPSERT_CHUNK`] rows inside one transaction; key lookups go in chunks of
+//! [`KEY_CHUNK`] placeholders.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::TryStreamExt;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{
+    AccountRecord, AccountState, NewRun, OperationRecord, RecordedAccount, RunFinish, RunRecord,
+    RunStatus, Store, StoreError, Trigger,
+};
+
+const BACKEND: &str = "sqlite";
+
+/// Keys per `IN (...)` list.
+const KEY_CHUNK: usize = 500;
+
+/// Rows per multi-row upsert. Each row takes [`UPSERT_VARS_PER_ROW`] numbered variables, plus
+/// two shared ones (`?1` the target, `?2` the timestamp): 2 + 2500 × 11 = 27502, under
+/// SQLite's default limit of 32766.
+const UPSERT_CHUNK: usize = 2_500;
+const UPSERT_VARS_PER_ROW: usize = 11;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SQLite state store: a connection pool on one database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if missing) the database file at `path`, in WAL
+    /// mode, with a 5 s busy timeout and foreign keys enforced.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| StoreError::Connect {
+                    backend: BACKEND,
+                    message: format!("cannot create directory {}: {e}", dir.display()),
+                })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Connect {
+                backend: BACKEND,
+                message: format!("{}: {e}", path.display()),
+            })?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// A private in-memory database on a single connection that is never recycled (closing it
+    /// would drop the data). For tests.
+    pub async fn open_memory() -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Connect {
+                backend: BACKEND,
+                message: format!("in-memory database: {e}"),
+            })?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// The connection pool (tests insert raw rows through it).
+    #[doc(hidden)]
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// A timestamp as stored: RFC 3339, UTC, microseconds.
+fn format_ts(ts: &DateTime<Utc>) -> String {
+    ts.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("bad timestamp {text:?}: {e}"))
+}
+
+fn query_error(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Query {
+        backend: BACKEND,
+        context,
+        source,
+    }
+}
+
+fn corrupt(context: impl Into<String>, message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        backend: BACKEND,
+        context: context.into(),
+        message: message.into(),
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64, what: &str, context: &str) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| corrupt(context, format!("{what} is negative ({n})")))
+}
+
+/// The rows to write, the last occurrence of a key winning (as on Postgres, where one statement
+/// may not touch a row twice).
+fn last_wins(rows: &[AccountRecord]) -> Vec<&AccountRecord> {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(rows.len());
+    let mut out: Vec<&AccountRecord> = rows
+        .iter()
+        .rev()
+        .filter(|r| seen.insert(r.account.key.as_str()))
+        .collect();
+    out.reverse();
+    out
+}
+
+/// `?{first}, ?{first+1}, ... ` for `n` numbered placeholders.
+fn placeholders(first: usize, n: usize) -> String {
+    let mut sql = String::with_capacity(n * 6);
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(sql, "?{}", first + i);
+    }
+    sql
+}
+
+fn upsert_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(600 + rows * 80);
+    sql.push_str(
+        "INSERT INTO accounts (target, source_key, remote_id, login, attributes, roles, hash, \
+         enabled, owned, adopted, disabled_at, last_seen_run, created_at, updated_at) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?1, ");
+        sql.push_str(&placeholders(3 + r * UPSERT_VARS_PER_ROW, UPSERT_VARS_PER_ROW));
+        sql.push_str(", ?2, ?2)");
+    }
+    sql.push_str(
+        " ON CONFLICT (target, source_key) DO UPDATE SET \
+         remote_id = excluded.remote_id, login = excluded.login, \
+         attributes = excluded.attributes, roles = excluded.roles, hash = excluded.hash, \
+         enabled = excluded.enabled, owned = excluded.owned, adopted = excluded.adopted, \
+         disabled_at = excluded.disabled_at, last_seen_run = excluded.last_seen_run, \
+         updated_at = excluded.updated_at",
+    );
+    sql
+}
+
+fn recorded_from_row(row: &SqliteRow, context: &str) -> Result<RecordedAccount, StoreError> {
+    let get_err = |e: sqlx::Error| StoreError::Query {
+        backend: BACKEND,
+        context: context.to_owned(),
+        source: e,
+    };
+    let key: String = row.try_get(0).map_err(get_err)?;
+    let disabled_at: Option<String> = row.try_get(7).map_err(get_err)?;
+    let disabled_at = disabled_at
+        .as_deref()
+        .map(parse_ts)
+        .transpose()
+        .map_err(|e| corrupt(context, format!("key {key:?}: disabled_at: {e}")))?;
+    Ok(RecordedAccount {
+        remote_id: row.try_get(1).map_err(get_err)?,
+        login: row.try_get(2).map_err(get_err)?,
+        hash: row.try_get(3).map_err(get_err)?,
+        enabled: row.try_get(4).map_err(get_err)?,
+        owned: row.try_get(5).map_err(get_err)?,
+        adopted: row.try_get(6).map_err(get_err)?,
+        key,
+        disabled_at,
+    })
+}
+
+const RUN_COLUMNS: &str = "id, trigger, status, started_at, finished_at, targets, forced, \
+     source_count, planned, applied, failed, error, summary";
+
+fn run_from_row(row: &SqliteRow, context: &str) -> Result<RunRecord, StoreError> {
+    let get_err = |e: sqlx::Error| StoreError::Query {
+        backend: BACKEND,
+        context: context.to_owned(),
+        source: e,
+    };
+    let id: i64 = row.try_get("id").map_err(get_err)?;
+    let context = format!("{context}: run {id}");
+    let trigger: String = row.try_get("trigger").map_err(get_err)?;
+    let status: String = row.try_get("status").map_err(get_err)?;
+    let started_at: String = row.try_get("started_at").map_err(get_err)?;
+    let finished_at: Option<String> = row.try_get("finished_at").map_err(get_err)?;
+    let targets: String = row.try_get("targets").map_err(get_err)?;
+    let summary: String = row.try_get("summary").map_err(get_err)?;
+    let source_count: Option<i64> = row.try_get("source_count").map_err(get_err)?;
+    let planned: i64 = row.try_get("planned").map_err(get_err)?;
+    let applied: i64 = row.try_get("applied").map_err(get_err)?;
+    let failed: i64 = row.try_get("failed").map_err(get_err)?;
+    Ok(RunRecord {
+        id,
+        trigger: Trigger::parse(&trigger)
+            .ok_or_else(|| corrupt(&context, format!("unknown trigger {trigger:?}")))?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| corrupt(&context, format!("unknown status {status:?}")))?,
+        started_at: parse_ts(&started_at)
+            .map_err(|e| corrupt(&context, format!("started_at: {e}")))?,
+        finished_at: finished_at
+            .as_deref()
+            .map(parse_ts)
+            .transpose()
+            .map_err(|e| corrupt(&context, format!("finished_at: {e}")))?,
+        targets: serde_json::from_str(&targets)
+            .map_err(|e| corrupt(&context, format!("targets: {e}")))?,
+        forced: row.try_get("forced").map_err(get_err)?,
+        source_count: source_count
+            .map(|n| to_u64(n, "source_count", &context))
+            .transpose()?,
+        planned: to_u64(planned, "planned", &context)?,
+        applied: to_u64(applied, "applied", &context)?,
+        failed: to_u64(failed, "failed", &context)?,
+        error: row.try_get("error").map_err(get_err)?,
+        summary: serde_json::from_str(&summary)
+            .map_err(|e| corrupt(&context, format!("summary: {e}")))?,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migrate {
+                backend: BACKEND,
+                message: e.to_string(),
+            })
+    }
+
+    async fn load_accounts(&self, target: &str) -> Result<Vec<RecordedAccount>, StoreError> {
+        let context = format!("load accounts of target {target:?}");
+        let mut out = Vec::new();
+        let mut rows = sqlx::query(
+            "SELECT source_key, remote_id, login, hash, enabled, owned, adopted, disabled_at \
+             FROM accounts WHERE target = ?1 ORDER BY source_key",
+        )
+        .bind(target)
+        .fetch(&self.pool);
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(query_error(context.clone()))?
+        {
+            out.push(recorded_from_row(&row, &context)?);
+        }
+        Ok(out)
+    }
+
+    async fn load_account_states(
+        &self,
+        target: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, AccountState>, StoreError> {
+        let context = format!("load account states of target {target:?}");
+        let mut out = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(KEY_CHUNK) {
+            let sql = format!(
+                "SELECT source_key, attributes, roles FROM accounts \
+                 WHERE target = ?1 AND source_key IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(target);
+            for key in chunk {
+                query = query.bind(key.as_str());
+            }
+            let rows: Vec<(String, String, String)> = query
+                .try_map(|row: SqliteRow| {
+                    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+                })
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_error(context.clone()))?;
+            for (key, attributes, roles) in rows {
+                let fields = serde_json::from_str(&attributes).map_err(|e| {
+                    corrupt(&context, format!("key {key:?}: attributes: {e}"))
+                })?;
+                let roles = serde_json::from_str(&roles)
+                    .map_err(|e| corrupt(&context, format!("key {key:?}: roles: {e}")))?;
+                out.insert(key, AccountState { fields, roles });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn upsert_accounts(
+        &self,
+        target: &str,
+        rows: &[AccountRecord],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let context = format!("upsert {} accounts of target {target:?}", rows.len());
+        let rows = last_wins(rows);
+        let now = format_ts(&Utc::now());
+        let mut full_chunk_sql: Option<String> = None;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error(context.clone()))?;
+        for chunk in rows.chunks(UPSERT_CHUNK) {
+            let sql = if chunk.len() == UPSERT_CHUNK {
+                full_chunk_sql
+                    .get_or_insert_with(|| upsert_sql(UPSERT_CHUNK))
+                    .clone()
+            } else {
+                upsert_sql(chunk.len())
+            };
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(target)
+                .bind(now.as_str());
+            for row in chunk {
+                let a = &row.account;
+                query = query
+                    .bind(a.key.as_str())
+                    .bind(a.remote_id.as_deref())
+                    .bind(a.login.as_deref())
+                    // Serialising string maps and sets cannot fail.
+                    .bind(serde_json::to_string(&row.state.fields).unwrap_or_default())
+                    .bind(serde_json::to_string(&row.state.roles).unwrap_or_default())
+                    .bind(a.hash.as_str())
+                    .bind(a.enabled)
+                    .bind(a.owned)
+                    .bind(a.adopted)
+                    .bind(a.disabled_at.as_ref().map(format_ts))
+                    .bind(row.last_seen_run);
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error(context.clone()))?;
+        }
+        tx.commit().await.map_err(query_error(context))
+    }
+
+    async fn delete_accounts(&self, target: &str, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let context = format!("delete {} accounts of target {target:?}", keys.len());
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error(context.clone()))?;
+        for chunk in keys.chunks(KEY_CHUNK) {
+            let sql = format!(
+                "DELETE FROM accounts WHERE target = ?1 AND source_key IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(target);
+            for key in chunk {
+                query = query.bind(key.as_str());
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error(context.clone()))?;
+        }
+        tx.commit().await.map_err(query_error(context))
+    }
+
+    async fn last_good_source_count(&self) -> Result<Option<u64>, StoreError> {
+        let context = "read the source count of the last good run";
+        let count: Option<i64> = sqlx::query_scalar(
+            "SELECT source_count FROM runs \
+             WHERE trigger <> 'dry_run' AND status IN ('succeeded', 'partial') \
+               AND source_count IS NOT NULL \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error(context))?;
+        count.map(|n| to_u64(n, "source_count", context)).transpose()
+    }
+
+    async fn begin_run(&self, run: &NewRun) -> Result<i64, StoreError> {
+        let context = format!("record the start of a {} run", run.trigger.as_str());
+        let targets = serde_json::to_string(&run.targets).unwrap_or_else(|_| "[]".to_owned());
+        sqlx::query_scalar(
+            "INSERT INTO runs (trigger, status, started_at, targets, forced) \
+             VALUES (?1, 'running', ?2, ?3, ?4) RETURNING id",
+        )
+        .bind(run.trigger.as_str())
+        .bind(format_ts(&run.started_at))
+        .bind(targets)
+        .bind(run.forced)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error(context))
+    }
+
+    async fn finish_run(&self, id: i64, finish: &RunFinish) -> Result<(), StoreError> {
+        let context = format!("record the end of run {id}");
+        let summary = serde_json::to_string(&finish.summary).unwrap_or_else(|_| "{}".to_owned());
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?2, finished_at = ?3, source_count = ?4, planned = ?5, \
+             applied = ?6, failed = ?7, error = ?8, summary = ?9 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(finish.status.as_str())
+        .bind(format_ts(&finish.finished_at))
+        .bind(finish.source_count.map(to_i64))
+        .bind(to_i64(finish.planned))
+        .bind(to_i64(finish.applied))
+        .bind(to_i64(finish.failed))
+        .bind(finish.error.as_deref())
+        .bind(summary)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error(context.clone()))?;
+        if done.rows_affected() == 0 {
+            return Err(query_error(context)(sqlx::Error::RowNotFound));
+        }
+        Ok(())
+    }
+
+    async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let context = "list runs";
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?1"
+        )))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(context))?;
+        rows.iter().map(|row| run_from_row(row, context)).collect()
+    }
+
+    async fn get_run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
+        let context = format!("read run {id}");
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error(context.clone()))?;
+        row.map(|row| run_from_row(&row, &context)).transpose()
+    }
+
+    async fn run_operations(&self, run_id: i64) -> Result<Vec<OperationRecord>, StoreError> {
+        let context = format!("list operations of run {run_id}");
+        let rows = sqlx::query(
+            "SELECT id, run_id, target, source_key, kind, status, attempts, last_error, \
+             remote_id, payload, updated_at FROM operations WHERE run_id = ?1 ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(context.clone()))?;
+        rows.iter()
+            .map(|row| {
+                let get_err = |e: sqlx::Error| StoreError::Query {
+                    backend: BACKEND,
+                    context: context.clone(),
+                    source: e,
+                };
+                let id: i64 = row.try_get("id").map_err(get_err)?;
+                let attempts: i64 = row.try_get("attempts").map_err(get_err)?;
+                let payload: String = row.try_get("payload").map_err(get_err)?;
+                let updated_at: String = row.try_get("updated_at").map_err(get_err)?;
+                let op_context = format!("{context}: operation {id}");
+                Ok(OperationRecord {
+                    id,
+                    run_id: row.try_get("run_id").map_err(get_err)?,
+                    target: row.try_get("target").map_err(get_err)?,
+                    source_key: row.try_get("source_key").map_err(get_err)?,
+                    kind: row.try_get("kind").map_err(get_err)?,
+                    status: row.try_get("status").map_err(get_err)?,
+                    attempts: u32::try_from(attempts).map_err(|_| {
+                        corrupt(&op_context, format!("attempts out of range ({attempts})"))
+                    })?,
+                    last_error: row.try_get("last_error").map_err(get_err)?,
+                    remote_id: row.try_get("remote_id").map_err(get_err)?,
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| corrupt(&op_context, format!("payload: {e}")))?,
+                    updated_at: parse_ts(&updated_at)
+                        .map_err(|e| corrupt(&op_context, format!("updated_at: {e}")))?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_with_microseconds() {
+        let ts = DateTime::parse_from_rfc3339("2026-11-25T09:01:02.123456Z")
+            .map(|t| t.with_timezone(&Utc))
+            .ok();
+        let Some(ts) = ts else {
+            panic!("test timestamp does not parse");
+        };
+        let text = format_ts(&ts);
+        assert_eq!(text, "2026-11-25T09:01:02.123456Z");
+        assert_eq!(parse_ts(&text), Ok(ts));
+        // What the column defaults write (milliseconds) parses too.
+        assert!(parse_ts("2026-11-25T09:01:02.123Z").is_ok());
+    }
+
+    #[test]
+    fn upsert_sql_numbers_placeholders() {
+        let sql = upsert_sql(2);
+        assert!(sql.contains("(?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?2, ?2)"));
+        assert!(sql.contains("(?1, ?14, ?15,"));
+        assert!(sql.contains("?24, ?2, ?2)"));
+        assert!(2 + UPSERT_CHUNK * UPSERT_VARS_PER_ROW <= 32_766);
+    }
+}

@@ -1,0 +1,5 @@
+//! The integration test binary: real Postgres, real SQLite, the real CLI.
+
+mod csv_source;
+mod store;
+mod support;

@@ -1,0 +1,1 @@
+//! State store integration tests (placeholder; another engineer writes this file).

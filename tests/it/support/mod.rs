@@ -1,0 +1,3 @@
+//! The integration tests' harness: real servers started per test process, fakes and helpers.
+
+pub mod pg;
