@@ -8,13 +8,12 @@
 mod raw;
 mod validate;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Format, Serialized, Toml};
 
 use crate::mapping::TargetMapping;
 use crate::plan::{OnMissing, SafetySettings};
@@ -31,7 +30,7 @@ pub const DEFAULT_PATH: &str = "/etc/dirsync/dirsync.toml";
 pub const ENV_PREFIX: &str = "DIRSYNC_";
 /// Top-level sections that environment variables may set (`DIRSYNC_SAFETY__MAX_DELETES=10`).
 /// Targets are set by name: `DIRSYNC_TARGET__<NAME>__<KEY>`.
-const ENV_SECTIONS: &[&str] = &["state", "source", "safety", "schedule"];
+pub(crate) const ENV_SECTIONS: &[&str] = &["state", "source", "safety", "schedule"];
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -133,6 +132,11 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
+        if let [only] = self.problems.as_slice()
+            && only.key == "config"
+        {
+            return write!(f, "configuration {}: {}", self.path.display(), only.message);
+        }
         write!(
             f,
             "configuration {} has {n} problem{}:",
@@ -178,25 +182,10 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Co
     if let Err(e) = std::fs::File::open(path) {
         return Err(ConfigError::one(path, "config", format!("cannot read: {e}")));
     }
-    let sections: BTreeMap<String, String> = env
-        .iter()
-        .filter(|(k, _)| {
-            k.strip_prefix(ENV_PREFIX).is_some_and(|rest| {
-                let rest = rest.to_ascii_lowercase();
-                ENV_SECTIONS
-                    .iter()
-                    .any(|s| rest.starts_with(&format!("{s}__")))
-            })
-        })
-        .cloned()
-        .collect();
-    let env_provider = Env::prefixed(ENV_PREFIX)
-        .filter(move |k| {
-            let k = k.as_str().to_ascii_lowercase();
-            sections.keys().any(|full| full[ENV_PREFIX.len()..].eq_ignore_ascii_case(&k))
-        })
-        .split("__");
-    let figment = Figment::new().merge(Toml::file(path)).merge(env_provider);
+    let overlay = raw::env_overlay(env);
+    let figment = Figment::new()
+        .merge(Toml::file(path))
+        .merge(Serialized::defaults(overlay));
     let mut value: serde_json::Value = figment.extract().map_err(|e| {
         let mut problems = Vec::new();
         for err in e {

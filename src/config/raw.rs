@@ -121,7 +121,7 @@ pub struct RawRoleRule {
 /// Turns a serde path (`target.0.base_url`) into the form the docs use (`target[0].base_url`).
 fn display_path(path: &str) -> String {
     let mut out = String::new();
-    for seg in path.split('.') {
+    for seg in path.split('.').filter(|s| *s != "?") {
         if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
             out.push('[');
             out.push_str(seg);
@@ -196,6 +196,50 @@ fn env_value(v: &str) -> serde_json::Value {
         return serde_json::Value::Number(n);
     }
     serde_json::Value::String(v.to_string())
+}
+
+/// The section overrides from the environment, as a nested object:
+/// `DIRSYNC_SAFETY__MAX_DELETES=10` → `{"safety": {"max_deletes": 10}}`. Only variables whose
+/// first part names a section are configuration (`DIRSYNC_CONFIG` and friends are not).
+pub fn env_overlay(env: &[(String, String)]) -> serde_json::Value {
+    let mut root = serde_json::Map::new();
+    for (k, v) in env {
+        let Some(rest) = k
+            .get(..super::ENV_PREFIX.len())
+            .filter(|p| p.eq_ignore_ascii_case(super::ENV_PREFIX))
+            .map(|_| k[super::ENV_PREFIX.len()..].to_ascii_lowercase())
+        else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.split("__").collect();
+        if parts.len() < 2
+            || parts.iter().any(|p| p.is_empty())
+            || !super::ENV_SECTIONS.contains(&parts[0])
+        {
+            continue;
+        }
+        let mut value = env_value(v);
+        for p in parts[1..].iter().rev() {
+            let mut m = serde_json::Map::new();
+            m.insert((*p).to_string(), value);
+            value = serde_json::Value::Object(m);
+        }
+        merge_into(&mut root, parts[0], value);
+    }
+    serde_json::Value::Object(root)
+}
+
+fn merge_into(map: &mut serde_json::Map<String, serde_json::Value>, key: &str, value: serde_json::Value) {
+    match (map.get_mut(key), value) {
+        (Some(serde_json::Value::Object(existing)), serde_json::Value::Object(new)) => {
+            for (k, v) in new {
+                merge_into(existing, &k, v);
+            }
+        }
+        (_, value) => {
+            map.insert(key.to_string(), value);
+        }
+    }
 }
 
 /// Applies `DIRSYNC_TARGET__<NAME>__<KEY>=value` to the target whose name matches `<NAME>`

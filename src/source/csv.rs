@@ -707,7 +707,7 @@ impl Rules {
                 list.iter().any(|a| a.eq_ignore_ascii_case(v))
             } else {
                 let low = v.to_lowercase();
-                list.iter().any(|a| *a == low)
+                list.contains(&low)
             }
         };
         if is_in(&self.enabled) {
@@ -792,7 +792,8 @@ mod tests {
     #[test]
     fn formats_that_parse() {
         // (description, settings delimiter, data, expected keys, expected emails by key order)
-        let cases: &[(&str, u8, &str, &[&str], &[&str])] = &[
+        type Case<'a> = (&'a str, u8, &'a str, &'a [&'a str], &'a [&'a str]);
+        let cases: &[Case] = &[
             (
                 "lf",
                 b',',

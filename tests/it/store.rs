@@ -1,1 +1,699 @@
-//! State store integration tests (placeholder; another engineer writes this file).
+//! State store tests. Every test body is written once and runs against both backends: SQLite
+//! (a file in a temp dir) and a real Postgres (a fresh database on the harness' cluster).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use dirsync::secret::Secret;
+use dirsync::store::postgres::PgStore;
+use dirsync::store::sqlite::SqliteStore;
+use dirsync::store::{
+    AccountRecord, AccountState, NewRun, RecordedAccount, RunFinish, RunStatus, Store,
+    StoreError, Trigger,
+};
+
+use crate::support::pg::pg_url;
+
+/// A migrated store of one backend, with raw access for what the trait does not expose.
+enum Fixture {
+    Sqlite {
+        store: SqliteStore,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        store: PgStore,
+    },
+}
+
+impl Fixture {
+    async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory that does not exist yet: open creates it.
+        let store = SqliteStore::open(&dir.path().join("state").join("dirsync.db"))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        Fixture::Sqlite { store, _dir: dir }
+    }
+
+    async fn postgres() -> Fixture {
+        let store = PgStore::connect(&Secret::new(pg_url().await), 4)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        Fixture::Postgres { store }
+    }
+
+    fn store(&self) -> &dyn Store {
+        match self {
+            Fixture::Sqlite { store, .. } => store,
+            Fixture::Postgres { store } => store,
+        }
+    }
+
+    /// `(created_at, updated_at)` of an account row, as the database prints them.
+    async fn stamps(&self, target: &str, key: &str) -> (String, String) {
+        match self {
+            Fixture::Sqlite { store, .. } => sqlx::query_as(
+                "SELECT created_at, updated_at FROM accounts \
+                 WHERE target = ?1 AND source_key = ?2",
+            )
+            .bind(target)
+            .bind(key)
+            .fetch_one(store.pool())
+            .await
+            .unwrap(),
+            Fixture::Postgres { store } => sqlx::query_as(
+                "SELECT created_at::text, updated_at::text FROM accounts \
+                 WHERE target = $1 AND source_key = $2",
+            )
+            .bind(target)
+            .bind(key)
+            .fetch_one(store.pool())
+            .await
+            .unwrap(),
+        }
+    }
+
+    /// Overwrites the attributes column of a row with `json` (valid JSON of the wrong shape on
+    /// Postgres, whose JSONB column cannot hold invalid JSON; `raw` text on SQLite).
+    async fn corrupt_attributes(&self, target: &str, key: &str) {
+        match self {
+            Fixture::Sqlite { store, .. } => {
+                sqlx::query(
+                    "UPDATE accounts SET attributes = '{\"mail\": \"a' \
+                     WHERE target = ?1 AND source_key = ?2",
+                )
+                .bind(target)
+                .bind(key)
+                .execute(store.pool())
+                .await
+                .unwrap();
+            }
+            Fixture::Postgres { store } => {
+                sqlx::query(
+                    "UPDATE accounts SET attributes = '[1, 2]'::jsonb \
+                     WHERE target = $1 AND source_key = $2",
+                )
+                .bind(target)
+                .bind(key)
+                .execute(store.pool())
+                .await
+                .unwrap();
+            }
+        }
+    }
+
+    /// Journals an operation the way the engine will. Returns the database's error, if any.
+    async fn insert_operation(
+        &self,
+        run_id: i64,
+        key: &str,
+        kind: &str,
+        status: &str,
+        payload: &str,
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            Fixture::Sqlite { store, .. } => sqlx::query(
+                "INSERT INTO operations (run_id, target, source_key, kind, payload, status, \
+                 attempts, last_error, remote_id) VALUES (?1, 'covata', ?2, ?3, ?4, ?5, 2, \
+                 'HTTP 503', 'r-1')",
+            )
+            .bind(run_id)
+            .bind(key)
+            .bind(kind)
+            .bind(payload)
+            .bind(status)
+            .execute(store.pool())
+            .await
+            .map(drop),
+            Fixture::Postgres { store } => sqlx::query(
+                "INSERT INTO operations (run_id, target, source_key, kind, payload, status, \
+                 attempts, last_error, remote_id) VALUES ($1, 'covata', $2, $3, $4::jsonb, $5, \
+                 2, 'HTTP 503', 'r-1')",
+            )
+            .bind(run_id)
+            .bind(key)
+            .bind(kind)
+            .bind(payload)
+            .bind(status)
+            .execute(store.pool())
+            .await
+            .map(drop),
+        }
+    }
+}
+
+/// Runs each listed `async fn NAME(&Fixture)` as `NAME::sqlite` and `NAME::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(&super::Fixture::sqlite().await).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name(&super::Fixture::postgres().await).await;
+                }
+            }
+        )*
+    };
+}
+
+on_both_backends!(
+    migrate_twice_is_fine,
+    upsert_then_load_round_trips,
+    load_accounts_is_in_byte_order,
+    upsert_25k_rows_then_update_half,
+    load_account_states_of_a_subset,
+    delete_accounts_removes_only_those,
+    targets_are_isolated,
+    duplicate_keys_in_one_upsert_last_wins,
+    runs_begin_finish_list_get,
+    last_good_source_count_ignores_dry_blocked_failed_running,
+    run_operations_in_journal_order,
+    corrupt_json_is_reported_with_its_key,
+);
+
+fn ts(micros: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 12, 30, 0).unwrap() + Duration::microseconds(micros)
+}
+
+fn record(key: &str, hash: &str) -> AccountRecord {
+    AccountRecord {
+        account: RecordedAccount {
+            key: key.to_owned(),
+            remote_id: Some(format!("r-{key}")),
+            login: Some(format!("{key}@example.com")),
+            hash: hash.to_owned(),
+            enabled: true,
+            owned: true,
+            adopted: false,
+            disabled_at: None,
+        },
+        state: AccountState {
+            fields: BTreeMap::from([("email".to_owned(), format!("{key}@example.com"))]),
+            roles: BTreeSet::from(["user".to_owned()]),
+        },
+        last_seen_run: Some(1),
+    }
+}
+
+fn keys(records: &[AccountRecord]) -> Vec<String> {
+    records.iter().map(|r| r.account.key.clone()).collect()
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn migrate_twice_is_fine(fx: &Fixture) {
+    let store = fx.store();
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    assert!(matches!(store.backend(), "sqlite" | "postgres"));
+    assert!(store.load_accounts("covata").await.unwrap().is_empty());
+    assert!(store.list_runs(10).await.unwrap().is_empty());
+    assert_eq!(store.last_good_source_count().await.unwrap(), None);
+}
+
+async fn upsert_then_load_round_trips(fx: &Fixture) {
+    let store = fx.store();
+    let tricky = [
+        "plain",
+        "with/slash",
+        "o'neil",
+        "with space",
+        "tab\there",
+        "ünïcödé-ключ",
+        "日本語",
+        "crab🦀",
+        "semi;colon--",
+        "quote\"double",
+        "back\\slash",
+        "percent%_",
+    ];
+    let mut rows: Vec<AccountRecord> = Vec::new();
+    for (i, key) in tricky.iter().enumerate() {
+        let mut r = record(key, &format!("h{i}"));
+        r.state.fields.insert(
+            "display".to_owned(),
+            "She said \"hi\"\nand left 'now' \\ {json} \u{1F600}".to_owned(),
+        );
+        r.state.fields.insert("empty".to_owned(), String::new());
+        r.state.roles = BTreeSet::from([
+            "admin".to_owned(),
+            "read only".to_owned(),
+            "rôle\"x".to_owned(),
+        ]);
+        r.last_seen_run = Some(i64::try_from(i).unwrap() + 7);
+        match i % 3 {
+            0 => {
+                r.account.enabled = false;
+                r.account.disabled_at = Some(ts(123_456));
+            }
+            1 => {
+                r.account.remote_id = None;
+                r.account.login = None;
+                r.account.owned = false;
+                r.account.adopted = true;
+                r.last_seen_run = None;
+            }
+            _ => {
+                r.state.roles.clear();
+                r.state.fields.clear();
+            }
+        }
+        rows.push(r);
+    }
+    store.upsert_accounts("covata-prod", &rows).await.unwrap();
+
+    let mut expected: Vec<RecordedAccount> = rows.iter().map(|r| r.account.clone()).collect();
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(store.load_accounts("covata-prod").await.unwrap(), expected);
+
+    let states = store
+        .load_account_states("covata-prod", &keys(&rows))
+        .await
+        .unwrap();
+    let want: HashMap<String, AccountState> = rows
+        .iter()
+        .map(|r| (r.account.key.clone(), r.state.clone()))
+        .collect();
+    assert_eq!(states, want);
+
+    // Upserting the same rows again changes nothing.
+    store.upsert_accounts("covata-prod", &rows).await.unwrap();
+    assert_eq!(store.load_accounts("covata-prod").await.unwrap(), expected);
+    // An empty upsert is a no-op.
+    store.upsert_accounts("covata-prod", &[]).await.unwrap();
+    assert_eq!(store.load_accounts("covata-prod").await.unwrap().len(), rows.len());
+}
+
+async fn load_accounts_is_in_byte_order(fx: &Fixture) {
+    let store = fx.store();
+    let rows: Vec<AccountRecord> = ["B", "a", "Z", "é", "10", "9", "e", "É", "_", "~"]
+        .iter()
+        .map(|k| record(k, "h"))
+        .collect();
+    store.upsert_accounts("t", &rows).await.unwrap();
+    let got: Vec<String> = store
+        .load_accounts("t")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.key)
+        .collect();
+    assert_eq!(
+        got,
+        strings(&["10", "9", "B", "Z", "_", "a", "e", "~", "É", "é"])
+    );
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(got, sorted, "byte order is Rust's String order");
+}
+
+async fn upsert_25k_rows_then_update_half(fx: &Fixture) {
+    let store = fx.store();
+    let rows: Vec<AccountRecord> = (0..25_000)
+        .map(|i| record(&format!("E{i:08}"), "v1"))
+        .collect();
+    store.upsert_accounts("big", &rows).await.unwrap();
+    let loaded = store.load_accounts("big").await.unwrap();
+    assert_eq!(loaded.len(), 25_000);
+    assert!(loaded.iter().all(|a| a.hash == "v1"));
+    let (created_before, updated_before) = fx.stamps("big", "E00000000").await;
+
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let updated: Vec<AccountRecord> = rows
+        .iter()
+        .step_by(2)
+        .map(|r| {
+            let mut r = r.clone();
+            r.account.hash = "v2".to_owned();
+            r.account.enabled = false;
+            r.account.disabled_at = Some(ts(1));
+            r.state
+                .fields
+                .insert("department".to_owned(), "R&D".to_owned());
+            r.last_seen_run = Some(2);
+            r
+        })
+        .collect();
+    assert_eq!(updated.len(), 12_500);
+    store.upsert_accounts("big", &updated).await.unwrap();
+
+    let loaded = store.load_accounts("big").await.unwrap();
+    assert_eq!(loaded.len(), 25_000);
+    assert_eq!(loaded.iter().filter(|a| a.hash == "v2").count(), 12_500);
+    assert_eq!(loaded.iter().filter(|a| a.hash == "v1").count(), 12_500);
+    assert_eq!(loaded[0].key, "E00000000");
+    assert_eq!(loaded[0].hash, "v2");
+    assert_eq!(loaded[0].disabled_at, Some(ts(1)));
+    assert!(!loaded[0].enabled);
+    assert_eq!(loaded[1].hash, "v1");
+    assert_eq!(loaded[24_999].key, "E00024999");
+
+    let (created_after, updated_after) = fx.stamps("big", "E00000000").await;
+    assert_eq!(created_after, created_before, "created_at is kept on update");
+    assert_ne!(updated_after, updated_before, "updated_at moves on update");
+
+    let states = store
+        .load_account_states("big", &strings(&["E00000000", "E00000001", "E00024998"]))
+        .await
+        .unwrap();
+    assert_eq!(states.len(), 3);
+    assert_eq!(states["E00000000"].fields["department"], "R&D");
+    assert!(!states["E00000001"].fields.contains_key("department"));
+    assert_eq!(states["E00024998"].fields["department"], "R&D");
+}
+
+async fn load_account_states_of_a_subset(fx: &Fixture) {
+    let store = fx.store();
+    let rows: Vec<AccountRecord> = (0..1_500)
+        .map(|i| {
+            let mut r = record(&format!("k{i}"), "h");
+            r.state.fields.insert("n".to_owned(), i.to_string());
+            r
+        })
+        .collect();
+    store.upsert_accounts("t", &rows).await.unwrap();
+
+    let wanted = strings(&["k3", "missing", "k1499", "k0", "also-missing"]);
+    let states = store.load_account_states("t", &wanted).await.unwrap();
+    let mut got: Vec<&String> = states.keys().collect();
+    got.sort();
+    assert_eq!(got, ["k0", "k1499", "k3"]);
+    assert_eq!(states["k1499"].fields["n"], "1499");
+    assert_eq!(states["k3"], rows[3].state);
+
+    // More keys than one chunk of placeholders, half of them missing.
+    let many: Vec<String> = (0..2_400).map(|i| format!("k{}", i * 2)).collect();
+    let states = store.load_account_states("t", &many).await.unwrap();
+    assert_eq!(states.len(), 750);
+
+    assert!(store.load_account_states("t", &[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .load_account_states("other", &strings(&["k1"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn delete_accounts_removes_only_those(fx: &Fixture) {
+    let store = fx.store();
+    let rows: Vec<AccountRecord> = (0..1_200).map(|i| record(&format!("d{i:04}"), "h")).collect();
+    store.upsert_accounts("t", &rows).await.unwrap();
+
+    store
+        .delete_accounts("t", &strings(&["d0000", "d0005", "not-there"]))
+        .await
+        .unwrap();
+    let left = store.load_accounts("t").await.unwrap();
+    assert_eq!(left.len(), 1_198);
+    assert!(left.iter().all(|a| a.key != "d0000" && a.key != "d0005"));
+
+    // Across several batches: everything but the last ten.
+    let batch: Vec<String> = (0..1_190).map(|i| format!("d{i:04}")).collect();
+    store.delete_accounts("t", &batch).await.unwrap();
+    let left: Vec<String> = store
+        .load_accounts("t")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.key)
+        .collect();
+    let want: Vec<String> = (1_190..1_200).map(|i| format!("d{i:04}")).collect();
+    assert_eq!(left, want);
+
+    store.delete_accounts("t", &[]).await.unwrap();
+    assert_eq!(store.load_accounts("t").await.unwrap().len(), 10);
+}
+
+async fn targets_are_isolated(fx: &Fixture) {
+    let store = fx.store();
+    let mut a = record("same-key", "hash-a");
+    a.state.fields.insert("who".to_owned(), "a".to_owned());
+    let mut b = record("same-key", "hash-b");
+    b.state.fields.insert("who".to_owned(), "b".to_owned());
+    store.upsert_accounts("covata", &[a.clone()]).await.unwrap();
+    store
+        .upsert_accounts("primavera", &[b.clone(), record("only-b", "h")])
+        .await
+        .unwrap();
+
+    assert_eq!(store.load_accounts("covata").await.unwrap(), vec![a.account.clone()]);
+    assert_eq!(store.load_accounts("primavera").await.unwrap().len(), 2);
+    let keys = strings(&["same-key", "only-b"]);
+    let sa = store.load_account_states("covata", &keys).await.unwrap();
+    assert_eq!(sa.len(), 1);
+    assert_eq!(sa["same-key"].fields["who"], "a");
+    let sb = store.load_account_states("primavera", &keys).await.unwrap();
+    assert_eq!(sb["same-key"].fields["who"], "b");
+
+    store.delete_accounts("covata", &keys).await.unwrap();
+    assert!(store.load_accounts("covata").await.unwrap().is_empty());
+    assert_eq!(store.load_accounts("primavera").await.unwrap().len(), 2);
+    assert!(store.load_accounts("valuekeep").await.unwrap().is_empty());
+}
+
+async fn duplicate_keys_in_one_upsert_last_wins(fx: &Fixture) {
+    let store = fx.store();
+    let rows = vec![record("k", "first"), record("other", "h"), record("k", "last")];
+    store.upsert_accounts("t", &rows).await.unwrap();
+    let loaded = store.load_accounts("t").await.unwrap();
+    assert_eq!(loaded.len(), 2);
+    assert_eq!(loaded[0].key, "k");
+    assert_eq!(loaded[0].hash, "last");
+}
+
+fn new_run(trigger: Trigger, minute: i64) -> NewRun {
+    NewRun {
+        trigger,
+        started_at: ts(minute * 60_000_000),
+        targets: strings(&["covata-prod", "primavera"]),
+        forced: false,
+    }
+}
+
+fn finish(status: RunStatus, source_count: Option<u64>) -> RunFinish {
+    RunFinish {
+        status,
+        finished_at: ts(999_999),
+        source_count,
+        planned: 10,
+        applied: 8,
+        failed: 2,
+        error: None,
+        summary: serde_json::json!({}),
+    }
+}
+
+async fn runs_begin_finish_list_get(fx: &Fixture) {
+    let store = fx.store();
+    let first = store.begin_run(&new_run(Trigger::Schedule, 1)).await.unwrap();
+    let mut forced = new_run(Trigger::Manual, 2);
+    forced.forced = true;
+    let second = store.begin_run(&forced).await.unwrap();
+    let third = store.begin_run(&new_run(Trigger::DryRun, 3)).await.unwrap();
+    assert!(first < second && second < third);
+
+    let running = store.get_run(first).await.unwrap().unwrap();
+    assert_eq!(running.id, first);
+    assert_eq!(running.trigger, Trigger::Schedule);
+    assert_eq!(running.status, RunStatus::Running);
+    assert_eq!(running.started_at, ts(60_000_000));
+    assert_eq!(running.finished_at, None);
+    assert_eq!(running.targets, strings(&["covata-prod", "primavera"]));
+    assert!(!running.forced);
+    assert_eq!(running.source_count, None);
+    assert_eq!((running.planned, running.applied, running.failed), (0, 0, 0));
+    assert_eq!(running.error, None);
+
+    let summary = serde_json::json!({
+        "covata-prod": {"create": 3, "note": "quote \" and\nnewline"},
+        "primavera": {"disable": 1}
+    });
+    let done = RunFinish {
+        status: RunStatus::Partial,
+        finished_at: ts(120_000_001),
+        source_count: Some(1_000_000),
+        planned: 40,
+        applied: 38,
+        failed: 2,
+        error: Some("target \"primavera\": 2 operations failed".to_owned()),
+        summary: summary.clone(),
+    };
+    store.finish_run(second, &done).await.unwrap();
+    let got = store.get_run(second).await.unwrap().unwrap();
+    assert_eq!(got.trigger, Trigger::Manual);
+    assert_eq!(got.status, RunStatus::Partial);
+    assert!(got.forced);
+    assert_eq!(got.finished_at, Some(ts(120_000_001)));
+    assert_eq!(got.source_count, Some(1_000_000));
+    assert_eq!((got.planned, got.applied, got.failed), (40, 38, 2));
+    assert_eq!(got.error, done.error);
+    assert_eq!(got.summary, summary);
+
+    let listed = store.list_runs(2).await.unwrap();
+    assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), [third, second]);
+    assert_eq!(listed[0].trigger, Trigger::DryRun);
+    let all = store.list_runs(100).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), [third, second, first]);
+    assert!(store.list_runs(0).await.unwrap().is_empty());
+
+    assert!(store.get_run(third + 1000).await.unwrap().is_none());
+    let missing = store
+        .finish_run(third + 1000, &finish(RunStatus::Failed, None))
+        .await;
+    assert!(matches!(missing, Err(StoreError::Query { .. })), "{missing:?}");
+}
+
+async fn last_good_source_count_ignores_dry_blocked_failed_running(fx: &Fixture) {
+    let store = fx.store();
+    assert_eq!(store.last_good_source_count().await.unwrap(), None);
+
+    let run = |trigger, status, count| async move {
+        let id = store.begin_run(&new_run(trigger, 1)).await.unwrap();
+        if let Some(status) = status {
+            store.finish_run(id, &finish(status, count)).await.unwrap();
+        }
+    };
+    // Nothing good yet.
+    run(Trigger::Schedule, Some(RunStatus::Failed), Some(5)).await;
+    run(Trigger::DryRun, Some(RunStatus::Succeeded), Some(6)).await;
+    assert_eq!(store.last_good_source_count().await.unwrap(), None);
+
+    run(Trigger::Schedule, Some(RunStatus::Succeeded), Some(100)).await;
+    assert_eq!(store.last_good_source_count().await.unwrap(), Some(100));
+    run(Trigger::Manual, Some(RunStatus::Partial), Some(90)).await;
+    assert_eq!(store.last_good_source_count().await.unwrap(), Some(90));
+
+    // None of these is a baseline.
+    run(Trigger::DryRun, Some(RunStatus::Succeeded), Some(1)).await;
+    run(Trigger::DryRun, Some(RunStatus::Partial), Some(2)).await;
+    run(Trigger::Schedule, Some(RunStatus::Blocked), Some(3)).await;
+    run(Trigger::Schedule, Some(RunStatus::Failed), Some(4)).await;
+    run(Trigger::Schedule, Some(RunStatus::Succeeded), None).await;
+    run(Trigger::Schedule, None, None).await;
+    assert_eq!(store.last_good_source_count().await.unwrap(), Some(90));
+}
+
+async fn run_operations_in_journal_order(fx: &Fixture) {
+    let store = fx.store();
+    let run = store.begin_run(&new_run(Trigger::Schedule, 1)).await.unwrap();
+    let other = store.begin_run(&new_run(Trigger::Schedule, 2)).await.unwrap();
+    assert!(store.run_operations(run).await.unwrap().is_empty());
+
+    fx.insert_operation(run, "b-key", "create", "pending", r#"{"email": "b@x"}"#)
+        .await
+        .unwrap();
+    fx.insert_operation(other, "x", "delete", "succeeded", "{}")
+        .await
+        .unwrap();
+    fx.insert_operation(run, "a-key", "disable", "failed", r#"["n", 1]"#)
+        .await
+        .unwrap();
+    // The journal's status is constrained, and its run must exist.
+    assert!(
+        fx.insert_operation(run, "c", "create", "bogus", "{}")
+            .await
+            .is_err()
+    );
+    assert!(
+        fx.insert_operation(other + 1000, "c", "create", "pending", "{}")
+            .await
+            .is_err()
+    );
+
+    let ops = store.run_operations(run).await.unwrap();
+    assert_eq!(ops.len(), 2);
+    assert!(ops[0].id < ops[1].id);
+    assert_eq!(ops[0].run_id, run);
+    assert_eq!(ops[0].target, "covata");
+    assert_eq!(ops[0].source_key, "b-key");
+    assert_eq!(ops[0].kind, "create");
+    assert_eq!(ops[0].status, "pending");
+    assert_eq!(ops[0].attempts, 2);
+    assert_eq!(ops[0].last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(ops[0].remote_id.as_deref(), Some("r-1"));
+    assert_eq!(ops[0].payload, serde_json::json!({"email": "b@x"}));
+    assert!((Utc::now() - ops[0].updated_at).num_minutes().abs() < 10);
+    assert_eq!(ops[1].source_key, "a-key");
+    assert_eq!(ops[1].payload, serde_json::json!(["n", 1]));
+    assert_eq!(store.run_operations(other).await.unwrap().len(), 1);
+}
+
+async fn corrupt_json_is_reported_with_its_key(fx: &Fixture) {
+    let store = fx.store();
+    let rows = vec![record("fine", "h"), record("broken o'key", "h")];
+    store.upsert_accounts("covata-prod", &rows).await.unwrap();
+    fx.corrupt_attributes("covata-prod", "broken o'key").await;
+
+    // The light load does not read the JSON.
+    assert_eq!(store.load_accounts("covata-prod").await.unwrap().len(), 2);
+    // Loading only the sound row works.
+    store
+        .load_account_states("covata-prod", &strings(&["fine"]))
+        .await
+        .unwrap();
+
+    let err = store
+        .load_account_states("covata-prod", &keys(&rows))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("broken o'key"), "{text}");
+    assert!(text.contains("covata-prod"), "{text}");
+}
+
+#[tokio::test]
+async fn connect_error_does_not_contain_the_password() {
+    for url in [
+        "postgres://u:s3cretpw@127.0.0.1:1/db",
+        "postgres://u:s3cretpw@127.0.0.1:1/db?sslmode=bogus",
+        "postgres://u:s3cretpw@[::1:1/db",
+    ] {
+        let Err(err) = PgStore::connect(&Secret::new(url), 1).await else {
+            panic!("connected with {url}");
+        };
+        assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("s3cretpw"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn connect_error_from_the_server_names_no_password() {
+    // The harness' server trusts every local connection, so ask for a database that does not
+    // exist: the server refuses, and the message must still not echo the URL.
+    let url = pg_url().await;
+    let mut parsed = url::Url::parse(&url).unwrap();
+    parsed.set_password(Some("s3cretpw")).unwrap();
+    parsed.set_path("/no_such_database");
+    let Err(err) = PgStore::connect(&Secret::new(parsed.to_string()), 1).await else {
+        panic!("connected to a database that does not exist");
+    };
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("s3cretpw"), "{text}");
+    assert!(text.contains("no_such_database"), "{text}");
+}
+
+#[tokio::test]
+async fn sqlite_memory_store_works() {
+    let store = SqliteStore::open_memory().await.unwrap();
+    store.migrate().await.unwrap();
+    store
+        .upsert_accounts("t", &[record("a", "h")])
+        .await
+        .unwrap();
+    // The single connection is reused: the data is still there.
+    assert_eq!(store.load_accounts("t").await.unwrap().len(), 1);
+    assert_eq!(store.backend(), "sqlite");
+}
