@@ -185,8 +185,17 @@ async fn plan(config: &Config, args: &PlanArgs, force: bool, dry_run: bool) -> u
     };
     match run::plan_run(config, store.as_ref(), &opts).await {
         Ok(plan) => {
-            print!("{}", report::render(&plan, args.format, dry_run));
-            PlanStatus::of(&plan).exit_code()
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let written = report::write_report(&mut out, &plan, args.format, dry_run)
+                .and_then(|()| std::io::Write::flush(&mut out));
+            match written {
+                // A closed pipe (`dirsync plan | head`) is the reader's choice, not an error.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    fail(format!("cannot write the report: {e}"))
+                }
+                _ => PlanStatus::of(&plan).exit_code(),
+            }
         }
         Err(e) => fail(e),
     }

@@ -12,6 +12,7 @@
 //! where a reason is `{ "rule", "limit", "actual", "message" }`.
 
 use std::fmt::Write as _;
+use std::io;
 
 use serde::Serialize;
 
@@ -70,16 +71,68 @@ struct JsonReport<'a> {
     plan: &'a RunPlan,
 }
 
-/// Renders the report in the chosen format.
-pub fn render(plan: &RunPlan, format: Format, dry_run: bool) -> String {
-    match format {
-        Format::Json => render_json(plan, dry_run),
-        Format::Text => render_text(plan, dry_run),
-        Format::Markdown => render_markdown(plan, dry_run),
+/// Streams formatted text into an `io::Write`, keeping the first I/O error (a report of 100k
+/// changes is written as it is rendered, never held whole in memory).
+struct Out<'a> {
+    w: &'a mut dyn io::Write,
+    err: Option<io::Error>,
+}
+
+impl std::fmt::Write for Out<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.err.is_some() {
+            return Err(std::fmt::Error);
+        }
+        self.w.write_all(s.as_bytes()).map_err(|e| {
+            self.err = Some(e);
+            std::fmt::Error
+        })
     }
 }
 
-pub fn render_json(plan: &RunPlan, dry_run: bool) -> String {
+impl<'a> Out<'a> {
+    fn new(w: &'a mut dyn io::Write) -> Self {
+        Out { w, err: None }
+    }
+    fn finish(self) -> io::Result<()> {
+        match self.err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes the report in the chosen format.
+pub fn write_report(
+    w: &mut dyn io::Write,
+    plan: &RunPlan,
+    format: Format,
+    dry_run: bool,
+) -> io::Result<()> {
+    match format {
+        Format::Json => write_json(w, plan, dry_run),
+        Format::Text => {
+            let mut o = Out::new(w);
+            write_text(&mut o, plan, dry_run);
+            o.finish()
+        }
+        Format::Markdown => {
+            let mut o = Out::new(w);
+            write_markdown(&mut o, plan, dry_run);
+            o.finish()
+        }
+    }
+}
+
+/// The report as a string.
+pub fn render(plan: &RunPlan, format: Format, dry_run: bool) -> String {
+    let mut buf = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = write_report(&mut buf, plan, format, dry_run);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn write_json(w: &mut dyn io::Write, plan: &RunPlan, dry_run: bool) -> io::Result<()> {
     let status = PlanStatus::of(plan);
     let report = JsonReport {
         schema: "dirsync.report",
@@ -89,8 +142,8 @@ pub fn render_json(plan: &RunPlan, dry_run: bool) -> String {
         exit_code: status.exit_code(),
         plan,
     };
-    // Serialising plain data (strings, numbers, maps with string keys) cannot fail.
-    serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    serde_json::to_writer_pretty(&mut *w, &report)?;
+    writeln!(w)
 }
 
 /// Makes a value safe to print on one terminal line: control characters escaped, and quoted
@@ -155,8 +208,7 @@ fn reasons(v: &Verdict) -> &[crate::plan::BlockReason] {
     }
 }
 
-pub fn render_text(plan: &RunPlan, dry_run: bool) -> String {
-    let mut o = String::new();
+fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
     let status = PlanStatus::of(plan);
     let _ = writeln!(
         o,
@@ -178,7 +230,7 @@ pub fn render_text(plan: &RunPlan, dry_run: bool) -> String {
             let _ = writeln!(o, "  ! {}: {}", r.rule, r.message);
         }
         for op in &t.plan.ops {
-            write_text_op(&mut o, op);
+            write_text_op(o, op);
         }
         for p in &t.plan.problems {
             let _ = writeln!(o, "  ? {}: {}", show(&p.key), p.message);
@@ -197,10 +249,9 @@ pub fn render_text(plan: &RunPlan, dry_run: bool) -> String {
             ),
         }
     );
-    o
 }
 
-fn write_text_op(o: &mut String, op: &PlannedOp) {
+fn write_text_op(o: &mut Out<'_>, op: &PlannedOp) {
     match &op.op {
         Op::Create { account } => {
             let roles: Vec<&str> = account.roles.iter().map(String::as_str).collect();
@@ -262,8 +313,7 @@ fn md(v: &str) -> String {
     s
 }
 
-pub fn render_markdown(plan: &RunPlan, dry_run: bool) -> String {
-    let mut o = String::new();
+fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
     let _ = writeln!(
         o,
         "# dirsync {} — run {}\n\nSource **{}**: {} users.{}\n",
@@ -336,7 +386,6 @@ pub fn render_markdown(plan: &RunPlan, dry_run: bool) -> String {
             let _ = writeln!(o);
         }
     }
-    o
 }
 
 fn duration_text(r: &RunRecord) -> String {

@@ -12,8 +12,7 @@ use crate::mapping::{Account, Mapped};
 use crate::model::Snapshot;
 use crate::plan::policy::{judge_plan, judge_source};
 use crate::plan::{
-    BlockReason, DiffInput, PlanSettings, SourceFacts, TargetPlan, Verdict, diff,
-    keys_needing_state,
+    BlockReason, DiffInput, PlanSettings, SourceFacts, TargetPlan, Verdict, diff, triage,
 };
 use crate::source::csv::CsvError;
 use crate::store::{NewRun, RunFinish, RunStatus, Store, StoreError, Trigger};
@@ -135,7 +134,8 @@ pub fn select_targets<'a>(
     Ok(selected)
 }
 
-/// Maps every user of the snapshot for one target. The result stays sorted by key.
+/// Maps every user of the snapshot for one target (for adoption and tests; the planner maps
+/// lazily). The result stays sorted by key.
 pub fn map_users(target: &TargetConfig, snapshot: &Snapshot) -> (Vec<Account>, Vec<(String, String)>) {
     let mut desired = Vec::with_capacity(snapshot.len());
     let mut invalid = Vec::new();
@@ -149,20 +149,23 @@ pub fn map_users(target: &TargetConfig, snapshot: &Snapshot) -> (Vec<Account>, V
     (desired, invalid)
 }
 
-/// Plans one target against the store.
+/// Plans one target against the store: light rows for every account, stored attributes only
+/// for the accounts whose content hash changed.
 pub async fn plan_target(
     store: &dyn Store,
     target: &TargetConfig,
     snapshot: &Snapshot,
     now: DateTime<Utc>,
 ) -> Result<TargetPlan, StoreError> {
-    let (desired, invalid) = map_users(target, snapshot);
     let recorded = store.load_accounts(&target.name).await?;
-    let need = keys_needing_state(&desired, &recorded);
-    let states = if need.is_empty() {
+    let users = snapshot.users();
+    let triage = triage(&target.mapping, users, &recorded);
+    let states = if triage.need_state.is_empty() {
         HashMap::new()
     } else {
-        store.load_account_states(&target.name, &need).await?
+        store
+            .load_account_states(&target.name, &triage.need_state)
+            .await?
     };
     let settings = PlanSettings {
         on_missing: target.on_missing,
@@ -172,9 +175,9 @@ pub async fn plan_target(
     Ok(diff(
         DiffInput {
             mapping: &target.mapping,
-            desired: &desired,
-            invalid: &invalid,
+            users,
             recorded: &recorded,
+            triage: &triage,
             states: &states,
         },
         &settings,

@@ -1,7 +1,11 @@
-//! `diff(desired, recorded) -> TargetPlan`: a merge join of two key-sorted lists, O(n).
-//! Hashes are compared first; fields and roles only for accounts whose hash differs.
+//! `diff(users, recorded) -> TargetPlan`: a merge join of two key-sorted lists, O(n).
+//!
+//! Two passes keep a no-change run cheap: [`triage`] maps each user that has an owned account
+//! and compares content hashes, naming the accounts whose stored attributes must be loaded;
+//! [`diff`] then maps again only the users that need an operation, and compares fields and
+//! roles only for hash misses. Mapped accounts exist in memory only for planned operations.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     DeleteReason, DisableReason, FieldChange, Op, PlannedOp, Summary, TargetPlan, UserProblem,
 };
-use crate::mapping::{Account, TargetMapping};
+use crate::mapping::{Account, Mapped, TargetMapping};
+use crate::model::User;
 use crate::store::{AccountState, RecordedAccount};
 
 /// What happens to an owned account whose user left the source (or this target's scope).
@@ -34,71 +39,89 @@ pub struct PlanSettings {
     pub now: DateTime<Utc>,
 }
 
+/// The first pass: which users are already as recorded, and which accounts need their stored
+/// attributes to be compared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Triage {
+    /// Per user (snapshot order): mapped, owned, and the hash equals the recorded one.
+    pub same: Vec<bool>,
+    /// Keys of owned accounts whose hash differs: load their [`AccountState`].
+    pub need_state: Vec<String>,
+}
+
 /// Everything the planner reads for one target.
 #[derive(Debug, Clone, Copy)]
 pub struct DiffInput<'a> {
     pub mapping: &'a TargetMapping,
-    /// Mapped source users in scope, sorted by key (byte order).
-    pub desired: &'a [Account],
-    /// Source users in scope that could not be mapped: (key, why). Their accounts are left
-    /// untouched: an unmappable user is not a missing user.
-    pub invalid: &'a [(String, String)],
+    /// Source users, sorted by key (byte order), as in a [`crate::model::Snapshot`].
+    pub users: &'a [User],
     /// Recorded accounts of the target, sorted by key (byte order).
     pub recorded: &'a [RecordedAccount],
-    /// Applied attributes of the accounts named by [`keys_needing_state`].
+    /// The result of [`triage`] on the same users and accounts.
+    pub triage: &'a Triage,
+    /// Applied attributes of the accounts named by `triage.need_state`.
     pub states: &'a HashMap<String, AccountState>,
 }
 
-/// The keys of owned accounts whose recorded hash differs from the desired one: only those need
-/// their applied attributes loaded from the store.
-pub fn keys_needing_state(desired: &[Account], recorded: &[RecordedAccount]) -> Vec<String> {
-    let mut out = Vec::new();
-    merge(desired, recorded, |d, r| {
-        if let (Some(d), Some(r)) = (d, r)
-            && r.owned
-            && d.hash != r.hash
-        {
-            out.push(d.key.clone());
-        }
-    });
-    out
+/// One key of the merge: the user (with its index) and/or the recorded account.
+enum Side<'a> {
+    User(&'a User),
+    Recorded(&'a RecordedAccount),
+    Both(usize, &'a User, &'a RecordedAccount),
 }
 
-/// Walks both sorted lists once, calling `f` with the desired and/or recorded entry of a key.
-fn merge<'a>(
-    desired: &'a [Account],
-    recorded: &'a [RecordedAccount],
-    mut f: impl FnMut(Option<&'a Account>, Option<&'a RecordedAccount>),
-) {
+/// Walks both sorted lists once, calling `f` for each key.
+fn merge<'a>(users: &'a [User], recorded: &'a [RecordedAccount], mut f: impl FnMut(Side<'a>)) {
     let (mut i, mut j) = (0, 0);
-    while i < desired.len() || j < recorded.len() {
-        match (desired.get(i), recorded.get(j)) {
-            (Some(d), Some(r)) => match d.key.as_str().cmp(r.key.as_str()) {
+    loop {
+        match (users.get(i), recorded.get(j)) {
+            (Some(u), Some(r)) => match u.key.as_str().cmp(r.key.as_str()) {
                 std::cmp::Ordering::Less => {
-                    f(Some(d), None);
+                    f(Side::User(u));
                     i += 1;
                 }
                 std::cmp::Ordering::Greater => {
-                    f(None, Some(r));
+                    f(Side::Recorded(r));
                     j += 1;
                 }
                 std::cmp::Ordering::Equal => {
-                    f(Some(d), Some(r));
+                    f(Side::Both(i, u, r));
                     i += 1;
                     j += 1;
                 }
             },
-            (Some(d), None) => {
-                f(Some(d), None);
+            (Some(u), None) => {
+                f(Side::User(u));
                 i += 1;
             }
             (None, Some(r)) => {
-                f(None, Some(r));
+                f(Side::Recorded(r));
                 j += 1;
             }
             (None, None) => break,
         }
     }
+}
+
+/// The first pass (see the module docs). Pure.
+pub fn triage(mapping: &TargetMapping, users: &[User], recorded: &[RecordedAccount]) -> Triage {
+    let mut t = Triage {
+        same: vec![false; users.len()],
+        need_state: Vec::new(),
+    };
+    merge(users, recorded, |side| {
+        if let Side::Both(i, u, r) = side
+            && r.owned
+            && let Mapped::Account(a) = mapping.map(u)
+        {
+            if a.hash == r.hash {
+                t.same[i] = true;
+            } else {
+                t.need_state.push(a.key);
+            }
+        }
+    });
+    t
 }
 
 /// Computes the plan for one target. Pure.
@@ -111,115 +134,143 @@ fn merge<'a>(
 /// - both, not owned → left alone and reported (adopt it first).
 /// - both, owned → `Enable` / `Disable(SourceDisabled)` when the flag differs; when the hash
 ///   differs, `Update` (changed fields only) and `SetRoles` (the delta).
-/// - source user that cannot be mapped → its account is untouched, the problem reported.
+/// - a user that cannot be mapped (a required field empty) → its account is untouched and the
+///   problem reported: an unmappable user is not a missing user.
 pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
-    let invalid: HashSet<&str> = input.invalid.iter().map(|(k, _)| k.as_str()).collect();
     let mut plan = TargetPlan {
         summary: Summary::default(),
         owned: input.recorded.iter().filter(|r| r.owned).count() as u64,
         ops: Vec::new(),
-        problems: input
-            .invalid
-            .iter()
-            .map(|(key, message)| UserProblem {
-                key: key.clone(),
-                message: message.clone(),
-            })
-            .collect(),
+        problems: Vec::new(),
     };
-    plan.summary.skipped = input.invalid.len() as u64;
     let mapping = input.mapping;
     let s = &mut plan.summary;
     let ops = &mut plan.ops;
     let problems = &mut plan.problems;
+    let mut invalid = |key: &str, why: String, s: &mut Summary| {
+        s.skipped += 1;
+        problems.push(UserProblem {
+            key: key.to_string(),
+            message: why,
+        });
+    };
 
-    merge(input.desired, input.recorded, |d, r| match (d, r) {
-        (Some(d), None) => {
-            if d.enabled {
+    merge(input.users, input.recorded, |side| match side {
+        Side::User(u) => match mapping.map(u) {
+            Mapped::Account(d) if d.enabled => {
                 s.create += 1;
                 ops.push(PlannedOp {
                     key: d.key.clone(),
                     label: d.login(mapping).map(str::to_string),
                     remote_id: None,
-                    op: Op::Create { account: d.clone() },
+                    op: Op::Create { account: d },
                 });
-            } else {
-                s.skipped += 1;
             }
-        }
-        (None, Some(r)) => {
-            if !r.owned {
-                s.not_owned += 1;
-            } else if invalid.contains(r.key.as_str()) {
-                s.unchanged += 1;
-            } else {
+            Mapped::Account(_) => s.skipped += 1,
+            Mapped::Filtered => {}
+            Mapped::Invalid(why) => invalid(&u.key, why, s),
+        },
+        Side::Recorded(r) => {
+            if r.owned {
                 missing(r, settings, s, ops);
+            } else {
+                s.not_owned += 1;
             }
         }
-        (Some(d), Some(r)) => {
+        Side::Both(i, u, r) => {
             if !r.owned {
                 s.not_owned += 1;
-                problems.push(UserProblem {
-                    key: d.key.clone(),
-                    message: format!(
-                        "an account {} exists on the target but dirsync does not own it; \
-                         run `dirsync adopt` to manage it",
-                        r.login.as_deref().or(r.remote_id.as_deref()).unwrap_or("(unknown)")
-                    ),
-                });
+                if matches!(mapping.map(u), Mapped::Account(_)) {
+                    invalid(
+                        &u.key,
+                        format!(
+                            "an account {} exists on the target but dirsync does not own it; \
+                             run `dirsync adopt` to manage it",
+                            r.login.as_deref().or(r.remote_id.as_deref()).unwrap_or("(unknown)")
+                        ),
+                        &mut Summary::default(),
+                    );
+                }
                 return;
             }
-            let before = ops.len();
-            let label = d
-                .login(mapping)
-                .map(str::to_string)
-                .or_else(|| r.login.clone());
-            let op = |op| PlannedOp {
-                key: d.key.clone(),
-                label: label.clone(),
-                remote_id: r.remote_id.clone(),
-                op,
-            };
-            if d.enabled && !r.enabled {
-                s.enable += 1;
-                ops.push(op(Op::Enable));
-            }
-            if d.hash != r.hash {
-                let empty = AccountState::default();
-                let st = input.states.get(&d.key).unwrap_or(&empty);
-                let changes = field_changes(mapping, &st.fields, d);
-                if !changes.is_empty() {
-                    s.update += 1;
-                    ops.push(op(Op::Update {
-                        changes,
-                        account: d.clone(),
-                    }));
-                }
-                let add: Vec<String> = d.roles.difference(&st.roles).cloned().collect();
-                let remove: Vec<String> = st.roles.difference(&d.roles).cloned().collect();
-                if !add.is_empty() || !remove.is_empty() {
-                    s.set_roles += 1;
-                    ops.push(op(Op::SetRoles {
-                        add,
-                        remove,
-                        roles: d.roles.iter().cloned().collect(),
-                        account: d.clone(),
-                    }));
-                }
-            }
-            if !d.enabled && r.enabled {
-                s.disable += 1;
-                ops.push(op(Op::Disable {
-                    reason: DisableReason::SourceDisabled,
-                }));
-            }
-            if ops.len() == before {
+            if input.triage.same.get(i).copied().unwrap_or(false) && u.enabled == r.enabled {
                 s.unchanged += 1;
+                return;
             }
+            let d = match mapping.map(u) {
+                Mapped::Account(d) => d,
+                Mapped::Filtered => {
+                    missing(r, settings, s, ops);
+                    return;
+                }
+                Mapped::Invalid(why) => {
+                    invalid(&u.key, why, s);
+                    return;
+                }
+            };
+            existing(mapping, d, r, input.states, s, ops);
         }
-        (None, None) => {}
     });
     plan
+}
+
+/// Operations for a user with an owned account.
+fn existing(
+    mapping: &TargetMapping,
+    d: Account,
+    r: &RecordedAccount,
+    states: &HashMap<String, AccountState>,
+    s: &mut Summary,
+    ops: &mut Vec<PlannedOp>,
+) {
+    let before = ops.len();
+    let label = d
+        .login(mapping)
+        .map(str::to_string)
+        .or_else(|| r.login.clone());
+    let op = |op| PlannedOp {
+        key: d.key.clone(),
+        label: label.clone(),
+        remote_id: r.remote_id.clone(),
+        op,
+    };
+    if d.enabled && !r.enabled {
+        s.enable += 1;
+        ops.push(op(Op::Enable));
+    }
+    if d.hash != r.hash {
+        let empty = AccountState::default();
+        let st = states.get(&d.key).unwrap_or(&empty);
+        let changes = field_changes(mapping, &st.fields, &d);
+        let add: Vec<String> = d.roles.difference(&st.roles).cloned().collect();
+        let remove: Vec<String> = st.roles.difference(&d.roles).cloned().collect();
+        let roles_change = !add.is_empty() || !remove.is_empty();
+        if !changes.is_empty() {
+            s.update += 1;
+            ops.push(op(Op::Update {
+                changes,
+                account: d.clone(),
+            }));
+        }
+        if roles_change {
+            s.set_roles += 1;
+            ops.push(op(Op::SetRoles {
+                add,
+                remove,
+                roles: d.roles.iter().cloned().collect(),
+                account: d.clone(),
+            }));
+        }
+    }
+    if !d.enabled && r.enabled {
+        s.disable += 1;
+        ops.push(op(Op::Disable {
+            reason: DisableReason::SourceDisabled,
+        }));
+    }
+    if ops.len() == before {
+        s.unchanged += 1;
+    }
 }
 
 fn missing(
@@ -298,7 +349,8 @@ fn field_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{FieldKind, FieldMapping, Mapped, RoleRule, Template, UserFilter};
+    use crate::mapping::{FieldKind, FieldMapping, RoleRule, Template, UserFilter};
+    use std::collections::HashSet;
     use crate::model::User;
     use chrono::TimeZone;
 
@@ -381,11 +433,12 @@ mod tests {
         recorded: &[(RecordedAccount, AccountState)],
         settings: &PlanSettings,
     ) -> TargetPlan {
-        let mut desired: Vec<Account> = users.iter().map(|u| map(m, u)).collect();
-        desired.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut users = users.to_vec();
+        users.sort_by(|a, b| a.key.cmp(&b.key));
         let mut recs: Vec<RecordedAccount> = recorded.iter().map(|r| r.0.clone()).collect();
         recs.sort_by(|a, b| a.key.cmp(&b.key));
-        let need: HashSet<String> = keys_needing_state(&desired, &recs).into_iter().collect();
+        let t = triage(m, &users, &recs);
+        let need: HashSet<String> = t.need_state.iter().cloned().collect();
         let states: HashMap<String, AccountState> = recorded
             .iter()
             .filter(|r| need.contains(&r.0.key))
@@ -394,9 +447,9 @@ mod tests {
         diff(
             DiffInput {
                 mapping: m,
-                desired: &desired,
-                invalid: &[],
+                users: &users,
                 recorded: &recs,
+                triage: &t,
                 states: &states,
             },
             settings,
@@ -428,8 +481,9 @@ mod tests {
         let m = mapping();
         let users = [user("a", "a@x.com", "A", &[], true)];
         let recorded = [rec(&m, &users[0], true, true)];
-        let desired = vec![map(&m, &users[0])];
-        assert!(keys_needing_state(&desired, &[recorded[0].0.clone()]).is_empty());
+        let t = triage(&m, &users, &[recorded[0].0.clone()]);
+        assert!(t.need_state.is_empty());
+        assert_eq!(t.same, vec![true]);
         let p = run(&m, &users, &recorded, &settings(OnMissing::Disable));
         assert!(p.ops.is_empty());
         assert_eq!(p.summary.unchanged, 1);
@@ -512,22 +566,30 @@ mod tests {
 
     #[test]
     fn unmappable_user_is_not_missing() {
-        let m = mapping();
+        let mut m = mapping();
+        m.fields[1].required = true;
         let u = user("a", "a@x.com", "Alice", &[], true);
-        let (r, _) = rec(&m, &u, true, true);
-        let p = diff(
-            DiffInput {
-                mapping: &m,
-                desired: &[],
-                invalid: &[("a".into(), "field x is empty".into())],
-                recorded: &[r],
-                states: &HashMap::new(),
-            },
-            &settings(OnMissing::Delete),
-        );
-        assert!(p.ops.is_empty());
+        let recorded = [rec(&m, &u, true, true)];
+        let mut nameless = u.clone();
+        nameless.given_name = None;
+        let p = run(&m, &[nameless], &recorded, &settings(OnMissing::Delete));
+        assert!(p.ops.is_empty(), "{:?}", p.ops);
         assert_eq!(p.problems.len(), 1);
+        assert!(p.problems[0].message.contains("firstName"), "{:?}", p.problems);
         assert_eq!(p.summary.skipped, 1);
+    }
+
+    #[test]
+    fn filtered_out_user_is_missing() {
+        let mut m = mapping();
+        let u = user("a", "a@x.com", "Alice", &["staff"], true);
+        let recorded = [rec(&m, &u, true, true)];
+        m.filter.exclude_groups = vec!["staff".into()];
+        let p = run(&m, &[u.clone()], &recorded, &settings(OnMissing::Disable));
+        assert_eq!(kinds(&p), vec![("a".into(), "disable")]);
+        // And a filtered user with no account is simply not created.
+        let p = run(&m, &[u], &[], &settings(OnMissing::Disable));
+        assert!(p.ops.is_empty());
     }
 
     #[test]

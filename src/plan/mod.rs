@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::mapping::Account;
 
-pub use diff::{DiffInput, OnMissing, PlanSettings, diff, keys_needing_state};
+pub use diff::{DiffInput, OnMissing, PlanSettings, Triage, diff, triage};
 pub use policy::{BlockReason, SafetySettings, SourceFacts, Verdict};
 
 /// One field that changes: before → after (`None` = absent).

@@ -35,7 +35,7 @@
 //! An empty file, or one with only a header, is a valid snapshot of zero users: the safety
 //! policy, not the parser, decides whether an empty source may be acted upon.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -198,13 +198,7 @@ pub fn load(settings: &CsvSettings) -> Result<Snapshot, CsvError> {
         path: path.clone(),
         problems: vec![CsvProblem::file(format!("cannot open file: {e}"))],
     })?;
-    // A rough row count from the size (~64 bytes a row) to size the tables up front.
-    let hint = file
-        .metadata()
-        .map(|m| usize::try_from(m.len() / 64).unwrap_or(usize::MAX))
-        .unwrap_or(0)
-        .min(1 << 24);
-    read(settings, path, file, hint)
+    read(settings, path, file)
 }
 
 /// Reads CSV data from `r`; `display_path` is only used in the error.
@@ -213,7 +207,7 @@ pub fn load_from_reader<R: Read>(
     display_path: &Path,
     r: R,
 ) -> Result<Snapshot, CsvError> {
-    read(settings, display_path, r, 0)
+    read(settings, display_path, r)
 }
 
 /// Column indexes, resolved once from the header.
@@ -389,12 +383,7 @@ fn csv_problem(e: &csv::Error) -> CsvProblem {
 /// *next* record). So records are split on LF only (the CR is dropped by [`field`]), a final
 /// LF is appended to the input so that every record ends with one, and a record starts
 /// `1 + (LFs inside its fields)` lines before where the reader stands after it.
-fn read<R: Read>(
-    settings: &CsvSettings,
-    path: &Path,
-    r: R,
-    capacity_hint: usize,
-) -> Result<Snapshot, CsvError> {
+fn read<R: Read>(settings: &CsvSettings, path: &Path, r: R) -> Result<Snapshot, CsvError> {
     let fail = |problems: Vec<CsvProblem>| CsvError {
         path: path.to_path_buf(),
         problems,
@@ -423,9 +412,9 @@ fn read<R: Read>(
     let rules = Rules::new(settings);
 
     let mut problems: Vec<CsvProblem> = Vec::new();
-    let mut users: Vec<User> = Vec::with_capacity(capacity_hint);
-    let mut keys: HashMap<String, u64> = HashMap::with_capacity(capacity_hint);
-    let mut emails: HashMap<String, u64> = HashMap::with_capacity(capacity_hint);
+    let mut users: Vec<User> = Vec::new();
+    // The line of each user, for the duplicate report.
+    let mut lines: Vec<u64> = Vec::new();
 
     while let Some(line) = next(&mut rdr, &mut rec)? {
         if rec.len() != width {
@@ -520,56 +509,173 @@ fn read<R: Read>(
             }
         }
 
-        if let Some(k) = key {
-            if let Some(&first) = keys.get(k) {
-                problems.push(CsvProblem::at(
-                    line,
-                    Some(&layout.names[layout.key]),
-                    format!("duplicate key {k:?} (first on line {first})"),
-                ));
-            } else {
-                keys.insert(k.to_string(), line);
+        // Every row with a usable key or email is kept, with its line, for the duplicate
+        // check at the end. Once anything is wrong no snapshot will be returned, so the rest
+        // of the row is not built any more.
+        let full = problems.is_empty();
+        let user = match (key, email) {
+            (Some(k), Some(e)) if full => User {
+                key: k.to_string(),
+                email: e.to_string(),
+                given_name,
+                family_name,
+                other_name,
+                display_name,
+                mobile,
+                enabled,
+                groups,
+                extra,
             }
-        }
-        if let Some(e) = email {
-            let folded = email_fold(e);
-            if let Some(&first) = emails.get(&folded) {
-                problems.push(CsvProblem::at(
-                    line,
-                    Some(&layout.names[layout.email]),
-                    format!("duplicate email {e:?} (first on line {first})"),
-                ));
-            } else {
-                emails.insert(folded, line);
-            }
-        }
-
-        // Once anything is wrong no snapshot will be returned: only keep checking.
-        if problems.is_empty()
-            && let (Some(k), Some(e)) = (key, email)
-        {
-            users.push(
-                User {
-                    key: k.to_string(),
-                    email: e.to_string(),
-                    given_name,
-                    family_name,
-                    other_name,
-                    display_name,
-                    mobile,
-                    enabled,
-                    groups,
-                    extra,
-                }
-                .normalized(),
-            );
-        }
+            .normalized(),
+            (None, None) => continue,
+            // An unusable key or email is left empty: the duplicate check skips empty ones.
+            (k, e) => User::new(k.unwrap_or_default(), e.unwrap_or_default()),
+        };
+        users.push(user);
+        lines.push(line);
     }
 
+    let names = &layout.names;
+    let (order, duplicates) = duplicate_keys(&users, &lines, &names[layout.key]);
+    problems.extend(duplicates);
+    problems.extend(duplicate_emails(&users, &lines, &names[layout.email]));
     if !problems.is_empty() {
+        // Row problems were pushed in line order, the duplicates after them: a stable sort
+        // puts each duplicate after the other problems of its line.
+        problems.sort_by_key(|p| p.line);
         return Err(fail(problems));
     }
+    // Hand the users over in key order, so that `Snapshot::new`'s sort only has to check it.
+    permute(&mut users, order);
     Snapshot::new(users).map_err(|d| fail(vec![CsvProblem::file(d.to_string())]))
+}
+
+/// The first 8 bytes of `bytes` (after `map`), zero-padded, big-endian: ordering by it then by
+/// the whole value is ordering by the whole value, and most comparisons stop at it.
+#[inline]
+fn prefix(bytes: &[u8], map: impl Fn(u8) -> u8) -> u64 {
+    let mut p = [0u8; 8];
+    for (d, s) in p.iter_mut().zip(bytes) {
+        *d = map(*s);
+    }
+    u64::from_be_bytes(p)
+}
+
+/// Sorts the users with a key by key (then by line) and reports each repeated key, naming
+/// the line of its first occurrence. Returns the order (indexes into `users`).
+fn duplicate_keys(users: &[User], lines: &[u64], column: &str) -> (Vec<usize>, Vec<CsvProblem>) {
+    let mut order: Vec<(u64, usize)> = users
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| !u.key.is_empty())
+        .map(|(i, u)| (prefix(u.key.as_bytes(), |b| b), i))
+        .collect();
+    let key = |e: &(u64, usize)| users[e.1].key.as_str();
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| key(a).cmp(key(b)))
+            .then(a.1.cmp(&b.1))
+    });
+    let mut problems = Vec::new();
+    let mut first = 0;
+    for j in 1..order.len() {
+        if order[j].0 == order[first].0 && key(&order[j]) == key(&order[first]) {
+            let k = key(&order[j]);
+            problems.push(CsvProblem::at(
+                lines[order[j].1],
+                Some(column),
+                format!(
+                    "duplicate key {k:?} (first on line {})",
+                    lines[order[first].1]
+                ),
+            ));
+        } else {
+            first = j;
+        }
+    }
+    (order.into_iter().map(|e| e.1).collect(), problems)
+}
+
+/// Reports each email that an earlier row already has, compared as [`email_fold`] does,
+/// without folding (allocating) the ASCII ones.
+fn duplicate_emails(users: &[User], lines: &[u64], column: &str) -> Vec<CsvProblem> {
+    // `email_fold` of the non-ASCII emails; an ASCII email's fold is its ASCII lower case.
+    let mut folds: Vec<String> = Vec::new();
+    // (prefix of the fold, user index, index in `folds` or usize::MAX)
+    let mut order: Vec<(u64, usize, usize)> = Vec::with_capacity(users.len());
+    for (i, u) in users.iter().enumerate() {
+        if u.email.is_empty() {
+            continue;
+        }
+        let f = if u.email.is_ascii() {
+            usize::MAX
+        } else {
+            folds.push(email_fold(&u.email));
+            folds.len() - 1
+        };
+        order.push((0, i, f));
+    }
+    // Folded text: lower-casing its ASCII bytes again is harmless, so one comparison serves.
+    let fold = |e: &(u64, usize, usize)| -> &[u8] {
+        match folds.get(e.2) {
+            Some(f) => f.as_bytes(),
+            None => users[e.1].email.as_bytes(),
+        }
+    };
+    for e in &mut order {
+        e.0 = prefix(fold(e), |b| b.to_ascii_lowercase());
+    }
+    let same = |a: &(u64, usize, usize), b: &(u64, usize, usize)| {
+        a.0 == b.0 && fold(a).eq_ignore_ascii_case(fold(b))
+    };
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| {
+                let lower = |e| fold(e).iter().map(u8::to_ascii_lowercase);
+                lower(a).cmp(lower(b))
+            })
+            .then(a.1.cmp(&b.1))
+    });
+    let mut problems = Vec::new();
+    let mut first = 0;
+    for j in 1..order.len() {
+        if same(&order[j], &order[first]) {
+            let e = &users[order[j].1].email;
+            problems.push(CsvProblem::at(
+                lines[order[j].1],
+                Some(column),
+                format!(
+                    "duplicate email {e:?} (first on line {})",
+                    lines[order[first].1]
+                ),
+            ));
+        } else {
+            first = j;
+        }
+    }
+    problems
+}
+
+/// Reorders `items` so that `items[i]` becomes the old `items[order[i]]`; `order` must be a
+/// permutation of `0..items.len()` (anything else leaves `items` in some order, never
+/// loses an item). Linear, in place.
+fn permute<T>(items: &mut [T], mut order: Vec<usize>) {
+    if order.len() != items.len() {
+        return;
+    }
+    for start in 0..order.len() {
+        let mut cur = start;
+        // Follow the cycle through `start`, marking each visited slot with its own index.
+        loop {
+            let next = order[cur];
+            order[cur] = cur;
+            if next == start || next == cur || next >= items.len() {
+                break;
+            }
+            items.swap(cur, next);
+            cur = next;
+        }
+    }
 }
 
 /// Reads the next non-blank record into `rec`; `None` at the end, else the line where the
@@ -1470,6 +1576,129 @@ E8,,,,,,nah,
             ],
         };
         assert_eq!(small.to_string(), "f.csv: x\nf.csv:3: y");
+    }
+
+    #[test]
+    fn duplicates_in_depth() {
+        let s = minimal();
+        // (rows after the header, expected (line, message) list)
+        let cases: &[(&str, &[(u64, &str)])] = &[
+            (
+                "E1,a@x.com\nE1,b@x.com\nE1,c@x.com\n",
+                &[
+                    (3, "duplicate key \"E1\" (first on line 2)"),
+                    (4, "duplicate key \"E1\" (first on line 2)"),
+                ],
+            ),
+            // keys are compared exactly (case and all), after trimming
+            ("e1,a@x.com\nE1,b@x.com\n", &[]),
+            (
+                " E1 ,a@x.com\nE1,b@x.com\n",
+                &[(3, "duplicate key \"E1\" (first on line 2)")],
+            ),
+            // long keys sharing the 8-byte sort prefix
+            (
+                "user-000001,a@x.com\nuser-000002,b@x.com\nuser-000001,c@x.com\n",
+                &[(4, "duplicate key \"user-000001\" (first on line 2)")],
+            ),
+            // emails: case-insensitively, non-ASCII too, and across ASCII/non-ASCII
+            (
+                "E1,\u{c9}mile@x.com\nE2,\u{e9}MILE@X.com\nE3,emile@x.com\n",
+                &[(3, "duplicate email \"\u{e9}MILE@X.com\" (first on line 2)")],
+            ),
+            (
+                "E1,Kelvin@x.com\nE2,\u{212a}elvin@x.com\n",
+                &[(
+                    3,
+                    "duplicate email \"\u{212a}elvin@x.com\" (first on line 2)",
+                )],
+            ),
+            (
+                "E1,a@x.com\nE2,b@x.com\nE3,A@X.COM\nE4,B@x.com\nE5,a@x.com\n",
+                &[
+                    (4, "duplicate email \"A@X.COM\" (first on line 2)"),
+                    (5, "duplicate email \"B@x.com\" (first on line 3)"),
+                    (6, "duplicate email \"a@x.com\" (first on line 2)"),
+                ],
+            ),
+            // a row with an unusable email still takes part with its key, and vice versa
+            (
+                "E1,bad\nE1,a@x.com\n,a@x.com\n",
+                &[
+                    (2, "invalid email \"bad\": no \"@\""),
+                    (3, "duplicate key \"E1\" (first on line 2)"),
+                    (4, "empty key"),
+                    (4, "duplicate email \"a@x.com\" (first on line 3)"),
+                ],
+            ),
+        ];
+        for (rows, want) in cases {
+            let data = format!("id,email\n{rows}");
+            let got = match load_str(&s, &data) {
+                Ok(snap) => {
+                    assert_eq!(snap.len(), rows.lines().count(), "{rows:?}");
+                    Vec::new()
+                }
+                Err(e) => e
+                    .problems
+                    .into_iter()
+                    .map(|p| (p.line, p.message))
+                    .collect(),
+            };
+            let want: Vec<(Option<u64>, String)> = want
+                .iter()
+                .map(|(l, m)| (Some(*l), (*m).to_string()))
+                .collect();
+            assert_eq!(got, want, "{rows:?}");
+        }
+    }
+
+    #[test]
+    fn permute_reorders_in_place() {
+        let cases: &[(&[usize], &str)] = &[
+            (&[], ""),
+            (&[0], "a"),
+            (&[2, 0, 1], "cab"),
+            (&[1, 0, 3, 2], "badc"),
+            (&[4, 3, 2, 1, 0], "edcba"),
+            (&[0, 1, 2, 3, 4], "abcde"),
+        ];
+        for (order, want) in cases {
+            let mut items: Vec<char> = "abcde".chars().take(order.len()).collect();
+            permute(&mut items, order.to_vec());
+            assert_eq!(items.iter().collect::<String>(), *want, "{order:?}");
+        }
+        // a wrong order never loses items
+        let mut items = vec!['a', 'b', 'c'];
+        permute(&mut items, vec![0, 0, 7]);
+        items.sort_unstable();
+        assert_eq!(items, ['a', 'b', 'c']);
+        permute(&mut items, vec![1]);
+        assert_eq!(items, ['a', 'b', 'c']);
+    }
+
+    #[test]
+    fn sort_prefix_orders_like_the_bytes() {
+        let words = [
+            "",
+            "a",
+            "a\0",
+            "a\0b",
+            "ab",
+            "abcdefgh",
+            "abcdefghi",
+            "abcdefgh\0",
+            "b",
+            "\u{e9}",
+        ];
+        for x in words {
+            for y in words {
+                let (px, py) = (prefix(x.as_bytes(), |b| b), prefix(y.as_bytes(), |b| b));
+                if px != py {
+                    assert_eq!(px.cmp(&py), x.cmp(y), "{x:?} {y:?}");
+                }
+            }
+        }
     }
 
     #[test]

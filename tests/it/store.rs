@@ -697,3 +697,31 @@ async fn sqlite_memory_store_works() {
     assert_eq!(store.load_accounts("t").await.unwrap().len(), 1);
     assert_eq!(store.backend(), "sqlite");
 }
+
+#[tokio::test]
+async fn tmp_perf_1m() {
+    for fx in [Fixture::sqlite().await] {
+        let store = fx.store();
+        let rows: Vec<AccountRecord> = (0..1_000_000)
+            .map(|i| record(&format!("E{i:08}"), "v1"))
+            .collect();
+        let t = std::time::Instant::now();
+        store.upsert_accounts("big", &rows).await.unwrap();
+        eprintln!("{} upsert 1M: {:?}", store.backend(), t.elapsed());
+        for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let l = store.load_accounts("big").await.unwrap();
+        eprintln!("{} load 1M: {:?} {}", store.backend(), t.elapsed(), l.len());
+        }
+        let ks: Vec<String> = (0..100_000).map(|i| format!("E{:08}", i * 10)).collect();
+        let t = std::time::Instant::now();
+        let s = store.load_account_states("big", &ks).await.unwrap();
+        eprintln!("{} states 100k: {:?} {}", store.backend(), t.elapsed(), s.len());
+        let t = std::time::Instant::now();
+        store.upsert_accounts("big", &rows[..100_000]).await.unwrap();
+        eprintln!("{} update 100k: {:?}", store.backend(), t.elapsed());
+        let t = std::time::Instant::now();
+        store.delete_accounts("big", &ks).await.unwrap();
+        eprintln!("{} delete 100k: {:?}", store.backend(), t.elapsed());
+    }
+}
