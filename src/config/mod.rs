@@ -94,6 +94,37 @@ pub struct Credentials {
     pub org_key: Option<String>,
 }
 
+/// HTTP behaviour of a target's client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// TCP + TLS connect timeout (default 10s).
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (default 30s).
+    pub request_timeout: Duration,
+    /// Requests in flight at once (default 8).
+    pub concurrency: usize,
+    /// Requests per second, all of this target's calls together (default: no limit).
+    pub requests_per_second: Option<f64>,
+    /// Retries of one request after 429 / 503 / a connection error (default 5).
+    pub max_retries: u32,
+    /// Cap of the exponential backoff between retries, and of an honoured `Retry-After`
+    /// (default 60s).
+    pub max_backoff: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            concurrency: 8,
+            requests_per_second: None,
+            max_retries: 5,
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
 /// One `[[target]]`.
 #[derive(Debug, Clone)]
 pub struct TargetConfig {
@@ -106,6 +137,15 @@ pub struct TargetConfig {
     pub mapping: TargetMapping,
     pub on_missing: OnMissing,
     pub delete_after: Duration,
+    pub http: HttpSettings,
+    /// Accounts per bulk call (enable / disable / delete, batch jobs; default 500).
+    pub batch_size: usize,
+    /// Covata: end a user's sessions (`action=expire`) before disabling or deleting it
+    /// (default true).
+    pub expire_sessions_on_disable: bool,
+    /// Covata: create through the CSV import endpoint when a run has at least this many
+    /// creates (default: never).
+    pub bulk_import_min: Option<usize>,
 }
 
 /// One configuration problem: where (a key path such as `target[1].base_url`, or an

@@ -109,6 +109,15 @@ pub struct RawTarget {
     pub exclude_groups: Vec<String>,
     pub on_missing: Option<String>,
     pub delete_after: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub concurrency: Option<usize>,
+    pub requests_per_second: Option<f64>,
+    pub max_retries: Option<u32>,
+    pub max_backoff: Option<String>,
+    pub batch_size: Option<usize>,
+    pub expire_sessions_on_disable: Option<bool>,
+    pub bulk_import_min: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawCsv, RawSafety, RawSchedule, RawState, RawTarget};
 use super::{
-    Config, ConfigProblem, Credentials, ScheduleConfig, SourceConfig, StateConfig, TargetConfig,
+    Config, ConfigProblem, Credentials, HttpSettings, ScheduleConfig, SourceConfig, StateConfig,
+    TargetConfig,
 };
 use crate::mapping::{FieldMapping, RoleRule, TargetMapping, Template, UserFilter};
 use crate::plan::{OnMissing, SafetySettings};
@@ -436,6 +437,7 @@ fn target(
     extra: &[String],
     pr: &mut Problems,
 ) -> Option<TargetConfig> {
+    let http = http_settings(&raw, at, pr);
     let name = match raw.name {
         Some(n)
             if !n.is_empty()
@@ -512,8 +514,28 @@ fn target(
             "only used with on_missing = \"disable_then_delete\"",
         );
     }
+    let batch_size = raw.batch_size.unwrap_or(500);
+    if batch_size == 0 {
+        pr.push(format!("{at}.batch_size"), "must be at least 1");
+    }
     let kind = kind?;
     let spec = kind.spec();
+    if kind != TargetKind::Covata {
+        for (set, key) in [
+            (raw.expire_sessions_on_disable.is_some(), "expire_sessions_on_disable"),
+            (raw.bulk_import_min.is_some(), "bulk_import_min"),
+        ] {
+            if set {
+                pr.push(
+                    format!("{at}.{key}"),
+                    format!("not a setting of kind {}", kind.as_str()),
+                );
+            }
+        }
+    }
+    if raw.bulk_import_min == Some(0) {
+        pr.push(format!("{at}.bulk_import_min"), "must be at least 1 (leave it unset to never import)");
+    }
 
     // Credentials: the ones this kind needs must be set; others must not be.
     let mut creds = Credentials {
@@ -588,6 +610,45 @@ fn target(
         mapping: mapping?,
         on_missing: on_missing?,
         delete_after: delete_after?,
+        http: http?,
+        batch_size,
+        expire_sessions_on_disable: raw.expire_sessions_on_disable.unwrap_or(true),
+        bulk_import_min: raw.bulk_import_min,
+    })
+}
+
+fn http_settings(raw: &RawTarget, at: &str, pr: &mut Problems) -> Option<HttpSettings> {
+    let d = HttpSettings::default();
+    let dur = |v: &Option<String>, key: &str, default: Duration, pr: &mut Problems| match v {
+        Some(v) => {
+            let got = duration(v, &format!("{at}.{key}"), pr)?;
+            if got.is_zero() {
+                pr.push(format!("{at}.{key}"), "must be more than 0");
+                return None;
+            }
+            Some(got)
+        }
+        None => Some(default),
+    };
+    let connect_timeout = dur(&raw.connect_timeout, "connect_timeout", d.connect_timeout, pr);
+    let request_timeout = dur(&raw.request_timeout, "request_timeout", d.request_timeout, pr);
+    let max_backoff = dur(&raw.max_backoff, "max_backoff", d.max_backoff, pr);
+    let concurrency = raw.concurrency.unwrap_or(d.concurrency);
+    if concurrency == 0 || concurrency > 1024 {
+        pr.push(format!("{at}.concurrency"), "must be between 1 and 1024");
+    }
+    if let Some(rps) = raw.requests_per_second
+        && !(rps > 0.0 && rps.is_finite())
+    {
+        pr.push(format!("{at}.requests_per_second"), "must be more than 0");
+    }
+    Some(HttpSettings {
+        connect_timeout: connect_timeout?,
+        request_timeout: request_timeout?,
+        concurrency,
+        requests_per_second: raw.requests_per_second,
+        max_retries: raw.max_retries.unwrap_or(d.max_retries),
+        max_backoff: max_backoff?,
     })
 }
 

@@ -6,6 +6,15 @@ use serde::Serialize;
 
 use crate::mapping::FieldKind;
 
+pub mod connector;
+pub mod covata;
+pub mod http;
+
+pub use connector::{
+    Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
+    StatusItem,
+};
+
 /// The vendors dirsync can sync to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -698,7 +698,7 @@ async fn sqlite_memory_store_works() {
     assert_eq!(store.backend(), "sqlite");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tmp_perf_1m() {
     for fx in [Fixture::sqlite().await] {
         let store = fx.store();
@@ -708,20 +708,22 @@ async fn tmp_perf_1m() {
         let t = std::time::Instant::now();
         store.upsert_accounts("big", &rows).await.unwrap();
         eprintln!("{} upsert 1M: {:?}", store.backend(), t.elapsed());
+        let Fixture::Sqlite { store: s, .. } = &fx else { panic!() };
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(s.pool()).await.unwrap();
         for _ in 0..3 {
-        let t = std::time::Instant::now();
-        let l = store.load_accounts("big").await.unwrap();
-        eprintln!("{} load 1M: {:?} {}", store.backend(), t.elapsed(), l.len());
+            let t = std::time::Instant::now();
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts WHERE target = 'big'").fetch_one(s.pool()).await.unwrap();
+            eprintln!("count: {:?} {n}", t.elapsed());
+            let t = std::time::Instant::now();
+            let n: i64 = sqlx::query_scalar("SELECT sum(length(source_key) + length(hash) + length(remote_id) + length(login) + enabled + owned + adopted) FROM accounts WHERE target = 'big'").fetch_one(s.pool()).await.unwrap();
+            eprintln!("sum: {:?} {n}", t.elapsed());
+            let t = std::time::Instant::now();
+            let rows = sqlx::query("SELECT source_key, remote_id, login, hash, enabled, owned, adopted, disabled_at FROM accounts WHERE target = 'big' ORDER BY source_key").fetch_all(s.pool()).await.unwrap();
+            eprintln!("raw rows: {:?} {}", t.elapsed(), rows.len());
+            drop(rows);
+            let t = std::time::Instant::now();
+            let l = store.load_accounts("big").await.unwrap();
+            eprintln!("{} load 1M: {:?} {}", store.backend(), t.elapsed(), l.len());
         }
-        let ks: Vec<String> = (0..100_000).map(|i| format!("E{:08}", i * 10)).collect();
-        let t = std::time::Instant::now();
-        let s = store.load_account_states("big", &ks).await.unwrap();
-        eprintln!("{} states 100k: {:?} {}", store.backend(), t.elapsed(), s.len());
-        let t = std::time::Instant::now();
-        store.upsert_accounts("big", &rows[..100_000]).await.unwrap();
-        eprintln!("{} update 100k: {:?}", store.backend(), t.elapsed());
-        let t = std::time::Instant::now();
-        store.delete_accounts("big", &ks).await.unwrap();
-        eprintln!("{} delete 100k: {:?}", store.backend(), t.elapsed());
     }
 }

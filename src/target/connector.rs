@@ -1,0 +1,156 @@
+//! The `Connector` trait: what the apply engine asks of a vendor API. The engine never matches
+//! on vendor names; it reads [`Capabilities`] and calls these methods.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::mapping::Account;
+use crate::plan::FieldChange;
+
+/// How a target sets roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleSemantics {
+    /// The API takes the complete set (Covata `roles`, Primavera `roles`).
+    Replace,
+    /// The API adds and removes (Valuekeep `roles/add`, `roles/remove`).
+    AddRemove,
+}
+
+/// What a connector can do; the engine plans its calls from this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Enable / disable / delete many accounts in one call, at most this many per call.
+    /// `None`: one call per account.
+    pub bulk_status_batch: Option<usize>,
+    /// Create many accounts in one call (at most this many). `None`: one call per account.
+    pub bulk_create_batch: Option<usize>,
+    /// `list_accounts` is available (adoption, drift, crash reconciliation).
+    pub can_list: bool,
+    pub roles: RoleSemantics,
+}
+
+/// One account as the target reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteAccount {
+    pub remote_id: String,
+    /// The login or email the target shows (what adoption matches on).
+    pub login: Option<String>,
+    pub email: Option<String>,
+    /// Target field name → value, in the same names as the mapping's fields.
+    pub fields: BTreeMap<String, String>,
+    pub roles: BTreeSet<String>,
+    pub enabled: bool,
+}
+
+/// Why one operation failed. Messages carry the target's words (the response body, truncated)
+/// and never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// The account already exists (duplicate email / login): a conflict to resolve by adoption,
+    /// never retried.
+    #[error("conflict: {message}")]
+    Conflict { message: String },
+    /// The account is not there (404 on update / enable / disable).
+    #[error("not found: {message}")]
+    NotFound { message: String },
+    /// The target refused the request (400, 403, 422, ...); not retried.
+    #[error("rejected ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// The operation cannot be expressed in this API (e.g. an email change on Covata).
+    #[error("unsupported: {message}")]
+    Unsupported { message: String },
+    /// Transport, timeout, 5xx or 429 after the retry budget: the outcome may be unknown.
+    #[error("unavailable: {message}")]
+    Unavailable { message: String },
+    /// The connector could not authenticate.
+    #[error("authentication failed: {message}")]
+    Auth { message: String },
+}
+
+/// The outcome of a create: the new account's id, and anything worth reporting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub remote_id: String,
+    /// A partial success the target reported (kept on the operation record).
+    pub note: Option<String>,
+}
+
+/// One account in a bulk status call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusItem {
+    pub key: String,
+    pub remote_id: String,
+    /// Login or email, for APIs that address accounts by it.
+    pub login: Option<String>,
+}
+
+/// A status change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusAction {
+    Enable,
+    Disable,
+    Delete,
+}
+
+/// A vendor API. Implementations own their HTTP client, auth and pacing; every method is safe
+/// to call concurrently.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync {
+    fn capabilities(&self) -> Capabilities;
+
+    /// Creates one account (enabled, with its roles).
+    async fn create(&self, account: &Account) -> Result<Created, OpError>;
+
+    /// Creates many accounts (only called when `bulk_create_batch` is set). The result has one
+    /// entry per input, in order.
+    async fn create_many(&self, accounts: &[Account]) -> Vec<Result<Created, OpError>> {
+        let mut out = Vec::with_capacity(accounts.len());
+        for a in accounts {
+            out.push(self.create(a).await);
+        }
+        out
+    }
+
+    /// Changes only the given fields; `desired` is the complete desired account.
+    async fn update(
+        &self,
+        remote_id: &str,
+        changes: &[FieldChange],
+        desired: &Account,
+    ) -> Result<(), OpError>;
+
+    /// Sets roles: `roles` is the complete desired set, `add`/`remove` the delta.
+    async fn set_roles(
+        &self,
+        remote_id: &str,
+        add: &[String],
+        remove: &[String],
+        roles: &[String],
+    ) -> Result<(), OpError>;
+
+    /// Enables, disables or deletes accounts; at most `bulk_status_batch` items per call when
+    /// set, else one. One result per item, in order. A delete of an account that is already
+    /// gone is a success.
+    async fn set_status(
+        &self,
+        action: StatusAction,
+        items: &[StatusItem],
+    ) -> Vec<Result<(), OpError>>;
+
+    /// Every account on the target (paged as the API requires).
+    async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, OpError>;
+
+    /// Looks an account up by its login / email (crash reconciliation: did a create that was
+    /// sent take effect?). The default lists everything.
+    async fn find_account(&self, login: &str) -> Result<Option<RemoteAccount>, OpError> {
+        let all = self.list_accounts().await?;
+        Ok(all.into_iter().find(|a| {
+            a.login
+                .as_deref()
+                .or(a.email.as_deref())
+                .is_some_and(|l| crate::model::email_eq(l, login))
+        }))
+    }
+}

@@ -1,0 +1,1 @@
+//! Covata connector (being written).

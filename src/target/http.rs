@@ -1,0 +1,1 @@
+//! Shared HTTP client (being written).
