@@ -60,6 +60,9 @@ pub enum Command {
     /// Validate the configuration; without --offline also open the state store and read the
     /// source.
     Check(CheckArgs),
+    /// Take over existing accounts of a target: match them to source users and record them as
+    /// managed by dirsync. Changes nothing on the target.
+    Adopt(AdoptArgs),
     /// Apply the state store's schema migrations.
     Migrate,
     /// List recent runs, or show one.
@@ -86,6 +89,22 @@ pub struct SyncArgs {
     pub force: bool,
     #[command(flatten)]
     pub plan: PlanArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The target whose accounts to adopt.
+    #[arg(short, long = "target", value_name = "NAME")]
+    pub target: String,
+    /// Match remote accounts to source users by email or by the target's login field.
+    #[arg(long = "match", value_enum, default_value = "email")]
+    pub match_on: crate::adopt::MatchOn,
+    /// Show what would be adopted; record nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Report format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -149,15 +168,13 @@ async fn dispatch(cli: Cli) -> u8 {
     match cli.command {
         Command::Plan(args) => plan(&config, &args, false, true).await,
         Command::Sync(args) => {
-            if !args.dry_run {
-                return fail(
-                    "this version of dirsync cannot apply changes yet: no target connector is \
-                     available. Nothing was sent. Use `dirsync sync --dry-run` or `dirsync plan` \
-                     to see what would change.",
-                );
+            if args.dry_run {
+                plan(&config, &args.plan, args.force, true).await
+            } else {
+                sync(&config, &args).await
             }
-            plan(&config, &args.plan, args.force, true).await
         }
+        Command::Adopt(args) => adopt(&config, &args).await,
         Command::Check(args) => check(&config, args.offline).await,
         Command::Migrate => migrate(&config).await,
         Command::Runs(args) => runs(&config, args).await,
@@ -183,19 +200,87 @@ async fn plan(config: &Config, args: &PlanArgs, force: bool, dry_run: bool) -> u
         force,
         now: chrono::Utc::now(),
     };
-    match run::plan_run(config, store.as_ref(), &opts).await {
-        Ok(plan) => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            let written = report::write_report(&mut out, &plan, args.format, dry_run)
-                .and_then(|()| std::io::Write::flush(&mut out));
-            match written {
-                // A closed pipe (`dirsync plan | head`) is the reader's choice, not an error.
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    fail(format!("cannot write the report: {e}"))
-                }
-                _ => PlanStatus::of(&plan).exit_code(),
+    match run::execute(config, store.as_ref(), &opts, None).await {
+        Ok(plan) => print_report(&plan, args.format, dry_run),
+        Err(e) => fail(e),
+    }
+}
+
+/// Prints a report on stdout; returns the exit code of the plan.
+fn print_report(plan: &run::RunPlan, format: Format, dry_run: bool) -> u8 {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let written = report::write_report(&mut out, plan, format, dry_run)
+        .and_then(|()| std::io::Write::flush(&mut out));
+    match written {
+        // A closed pipe (`dirsync plan | head`) is the reader's choice, not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            fail(format!("cannot write the report: {e}"))
+        }
+        _ => PlanStatus::of(plan).exit_code(),
+    }
+}
+
+async fn sync(config: &Config, args: &SyncArgs) -> u8 {
+    let targets = match run::select_targets(config, &args.plan.targets) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let mut connectors = run::Connectors::new();
+    for t in targets {
+        match crate::target::connect(t) {
+            Ok(c) => {
+                connectors.insert(t.name.clone(), c);
             }
+            Err(e) => return fail(e),
+        }
+    }
+    let store = match open_store(config, config.state.auto_migrate).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let opts = RunOptions {
+        trigger: Trigger::Manual,
+        targets: args.plan.targets.clone(),
+        force: args.force,
+        now: chrono::Utc::now(),
+    };
+    match run::execute(config, store.as_ref(), &opts, Some(&connectors)).await {
+        Ok(plan) => print_report(&plan, args.plan.format, false),
+        Err(e) => fail(e),
+    }
+}
+
+async fn adopt(config: &Config, args: &AdoptArgs) -> u8 {
+    let target = match run::select_targets(config, std::slice::from_ref(&args.target)) {
+        Ok(t) => t[0],
+        Err(e) => return fail(e),
+    };
+    let connector = match crate::target::connect(target) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let store = match open_store(config, config.state.auto_migrate).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let snapshot = match run::read_source(&config.source).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match crate::adopt::adopt(
+        store.as_ref(),
+        connector.as_ref(),
+        target,
+        &snapshot,
+        args.match_on,
+        args.dry_run,
+    )
+    .await
+    {
+        Ok(result) => {
+            print!("{}", crate::adopt::render(&result, args.format));
+            0
         }
         Err(e) => fail(e),
     }

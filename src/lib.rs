@@ -9,12 +9,16 @@
 //! - [`source`]: reading a snapshot from the source of truth.
 //! - [`store`]: the state store (Postgres, SQLite): accounts, runs, operations.
 //! - [`target`]: what each vendor's accounts look like (and, later, the connectors).
+//! - [`engine`]: applies a plan through a connector; the journal and crash reconciliation.
 //! - [`run`]: one run from source to judged plans, recorded in the store.
 //! - [`report`]: text / Markdown / JSON rendering of plans and run history.
+//! - [`adopt`]: taking over existing remote accounts.
 //! - [`cli`]: commands and exit codes. [`telemetry`]: logging.
 
+pub mod adopt;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod mapping;
 pub mod model;
 pub mod plan;

@@ -62,33 +62,36 @@ impl User {
 
     /// Applies the normalisation rules of this module.
     pub fn normalized(mut self) -> Self {
-        self.key = self.key.trim().to_string();
-        self.email = self.email.trim().to_string();
+        trim_in_place(&mut self.key);
+        trim_in_place(&mut self.email);
         for f in [
             &mut self.given_name,
             &mut self.family_name,
             &mut self.other_name,
             &mut self.display_name,
         ] {
-            *f = normalize_opt(f.take());
+            normalize_opt_in_place(f);
         }
-        self.mobile = self
-            .mobile
-            .take()
-            .map(|m| m.trim().to_string())
-            .filter(|m| !m.is_empty());
-        let mut groups: Vec<String> = self
-            .groups
-            .iter()
-            .filter_map(|g| normalize_text(g))
-            .collect();
-        groups.sort_by_key(|g| g.to_lowercase());
-        groups.dedup_by(|a, b| a.eq_ignore_ascii_case(b) || a.to_lowercase() == b.to_lowercase());
-        self.groups = groups;
-        self.extra = std::mem::take(&mut self.extra)
-            .into_iter()
-            .filter_map(|(k, v)| normalize_text(&v).map(|v| (k, v)))
-            .collect();
+        if let Some(m) = &mut self.mobile {
+            trim_in_place(m);
+        }
+        self.mobile = self.mobile.take().filter(|m| !m.is_empty());
+        for g in &mut self.groups {
+            normalize_in_place(g);
+        }
+        self.groups.retain(|g| !g.is_empty());
+        self.groups.sort_by(|a, b| cmp_lower(a, b));
+        self.groups.dedup_by(|a, b| {
+            if a.is_ascii() && b.is_ascii() {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a.to_lowercase() == b.to_lowercase()
+            }
+        });
+        self.extra.retain(|_, v| {
+            normalize_in_place(v);
+            !v.is_empty()
+        });
         self
     }
 
@@ -120,8 +123,37 @@ pub fn normalize_text(s: &str) -> Option<String> {
     Some(t.nfc().collect())
 }
 
-fn normalize_opt(s: Option<String>) -> Option<String> {
-    s.and_then(|s| normalize_text(&s))
+fn trim_in_place(s: &mut String) {
+    let end = s.trim_end().len();
+    s.truncate(end);
+    let start = s.len() - s.trim_start().len();
+    if start > 0 {
+        s.drain(..start);
+    }
+}
+
+fn normalize_in_place(s: &mut String) {
+    trim_in_place(s);
+    if !s.is_ascii() && !unicode_normalization::is_nfc(s) {
+        *s = s.nfc().collect();
+    }
+}
+
+fn normalize_opt_in_place(s: &mut Option<String>) {
+    if let Some(v) = s {
+        normalize_in_place(v);
+    }
+    if s.as_deref() == Some("") {
+        *s = None;
+    }
+}
+
+fn cmp_lower(a: &str, b: &str) -> std::cmp::Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        a.bytes().map(|c| c.to_ascii_lowercase()).cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+    } else {
+        a.to_lowercase().cmp(&b.to_lowercase())
+    }
 }
 
 /// The form under which emails are compared and indexed.

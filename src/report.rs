@@ -37,12 +37,24 @@ pub enum PlanStatus {
     NoChanges,
     ChangesPending,
     Blocked,
+    /// Applied, every operation succeeded.
+    Applied,
+    /// Applied, some operations failed.
+    Partial,
 }
 
 impl PlanStatus {
     pub fn of(plan: &RunPlan) -> PlanStatus {
         if plan.blocked() {
             PlanStatus::Blocked
+        } else if !plan.dry_run {
+            if plan.applied_failed().1 > 0 {
+                PlanStatus::Partial
+            } else if plan.changes() > 0 {
+                PlanStatus::Applied
+            } else {
+                PlanStatus::NoChanges
+            }
         } else if plan.changes() > 0 {
             PlanStatus::ChangesPending
         } else {
@@ -50,12 +62,13 @@ impl PlanStatus {
         }
     }
 
-    /// 0 nothing to do, 2 changes pending, 3 blocked by safety.
+    /// 0 nothing to do / applied, 2 changes pending, 3 blocked by safety, 4 some failed.
     pub fn exit_code(self) -> u8 {
         match self {
-            PlanStatus::NoChanges => 0,
+            PlanStatus::NoChanges | PlanStatus::Applied => 0,
             PlanStatus::ChangesPending => 2,
             PlanStatus::Blocked => 3,
+            PlanStatus::Partial => 4,
         }
     }
 }
@@ -64,7 +77,6 @@ impl PlanStatus {
 struct JsonReport<'a> {
     schema: &'static str,
     version: u32,
-    dry_run: bool,
     status: PlanStatus,
     exit_code: u8,
     #[serde(flatten)]
@@ -110,7 +122,7 @@ pub fn write_report(
     dry_run: bool,
 ) -> io::Result<()> {
     match format {
-        Format::Json => write_json(w, plan, dry_run),
+        Format::Json => write_json(w, plan),
         Format::Text => {
             let mut o = Out::new(w);
             write_text(&mut o, plan, dry_run);
@@ -132,12 +144,11 @@ pub fn render(plan: &RunPlan, format: Format, dry_run: bool) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-fn write_json(w: &mut dyn io::Write, plan: &RunPlan, dry_run: bool) -> io::Result<()> {
+fn write_json(w: &mut dyn io::Write, plan: &RunPlan) -> io::Result<()> {
     let status = PlanStatus::of(plan);
     let report = JsonReport {
         schema: "dirsync.report",
         version: SCHEMA_VERSION,
-        dry_run,
         status,
         exit_code: status.exit_code(),
         plan,
@@ -213,7 +224,7 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
     let _ = writeln!(
         o,
         "dirsync {} — run {}, source {}: {} users{}",
-        if dry_run { "plan (dry run)" } else { "run" },
+        if dry_run { "plan (dry run)" } else { "sync" },
         plan.run_id,
         plan.source.kind,
         plan.source.users,
@@ -235,6 +246,28 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
         for p in &t.plan.problems {
             let _ = writeln!(o, "  ? {}: {}", show(&p.key), p.message);
         }
+        if let Some(r) = &t.recovered
+            && r.superseded + r.confirmed + r.replanned > 0
+        {
+            let _ = writeln!(
+                o,
+                "  recovered an interrupted run: {} create(s) confirmed on the target, {} re-planned, {} never sent",
+                r.confirmed, r.replanned, r.superseded
+            );
+        }
+        if let Some(a) = &t.applied {
+            let _ = writeln!(
+                o,
+                "  applied {}, failed {}, skipped {}",
+                a.applied, a.failed, a.skipped
+            );
+            for f in &a.failures {
+                let _ = writeln!(o, "  ! failed {} {}: {}", f.op, show(&f.key), f.error);
+            }
+            for n in &a.notes {
+                let _ = writeln!(o, "  note {} {}: {}", n.op, show(&n.key), n.error);
+            }
+        }
     }
     let _ = writeln!(o);
     let _ = writeln!(
@@ -247,6 +280,11 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
                 "Blocked by the safety policy ({} changes planned). Check the source; re-run with --force to apply anyway.",
                 plan.changes()
             ),
+            PlanStatus::Applied => format!("Applied {} changes.", plan.applied_failed().0),
+            PlanStatus::Partial => {
+                let (a, f) = plan.applied_failed();
+                format!("Applied {a} changes; {f} failed (they are retried on the next run).")
+            }
         }
     );
 }
@@ -377,6 +415,19 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
                 );
             }
             let _ = writeln!(o);
+        }
+        if let Some(a) = &t.applied {
+            let _ = writeln!(
+                o,
+                "Applied {}, failed {}, skipped {}.\n",
+                a.applied, a.failed, a.skipped
+            );
+            for f in &a.failures {
+                let _ = writeln!(o, "- failed `{}` {}: {}", f.op, md(&f.key), md(&f.error));
+            }
+            if !a.failures.is_empty() {
+                let _ = writeln!(o);
+            }
         }
         if !t.plan.problems.is_empty() {
             let _ = writeln!(o, "Problems:\n");

@@ -2,12 +2,14 @@
 //! store, apply the safety policy, and record the run. Applying plans comes with the engine.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::config::{Config, SourceConfig, TargetConfig};
+use crate::engine::{self, ApplySummary, EngineError, RecoverySummary};
 use crate::mapping::{Account, Mapped};
 use crate::model::Snapshot;
 use crate::plan::policy::{judge_plan, judge_source};
@@ -16,7 +18,7 @@ use crate::plan::{
 };
 use crate::source::csv::CsvError;
 use crate::store::{NewRun, RunFinish, RunStatus, Store, StoreError, Trigger};
-use crate::target::TargetKind;
+use crate::target::{Connector, TargetKind};
 
 /// Errors of a run. Each names the part that failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,10 @@ pub enum RunError {
     UnknownTarget { name: String, known: String },
     #[error("no enabled target to plan (all targets have enabled = false)")]
     NoTargets,
+    #[error("target {0:?}: no connector")]
+    NoConnector(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 /// What the caller asks of a run.
@@ -63,6 +69,12 @@ pub struct TargetOutcome {
     pub verdict: Verdict,
     #[serde(flatten)]
     pub plan: TargetPlan,
+    /// What reconciling an interrupted earlier run did (apply mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<RecoverySummary>,
+    /// What applying the plan did (absent in dry runs and for blocked targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<ApplySummary>,
 }
 
 /// The result of planning a run: what the reports render.
@@ -70,6 +82,8 @@ pub struct TargetOutcome {
 pub struct RunPlan {
     pub run_id: i64,
     pub trigger: Trigger,
+    /// Planned only: nothing was sent.
+    pub dry_run: bool,
     pub forced: bool,
     pub generated_at: DateTime<Utc>,
     pub source: SourceSummary,
@@ -83,6 +97,25 @@ impl RunPlan {
 
     pub fn changes(&self) -> u64 {
         self.targets.iter().map(|t| t.plan.summary.changes()).sum()
+    }
+
+    /// Operations applied and failed, over all targets.
+    pub fn applied_failed(&self) -> (u64, u64) {
+        self.targets
+            .iter()
+            .filter_map(|t| t.applied.as_ref())
+            .fold((0, 0), |(a, f), s| (a + s.applied, f + s.failed))
+    }
+
+    /// How the run ended: blocked if any target was blocked, partial if any operation failed.
+    pub fn status(&self) -> RunStatus {
+        if self.blocked() {
+            RunStatus::Blocked
+        } else if self.applied_failed().1 > 0 {
+            RunStatus::Partial
+        } else {
+            RunStatus::Succeeded
+        }
     }
 }
 
@@ -184,13 +217,19 @@ pub async fn plan_target(
     ))
 }
 
-/// Reads the source, plans and judges every selected target, and records the run (a dry run
-/// records a `dry_run` run row and changes no account). Errors before the run row exists
-/// (config, source) write nothing.
-pub async fn plan_run(
+/// The connectors of the targets a run applies to, by target name.
+pub type Connectors = HashMap<String, Arc<dyn Connector>>;
+
+/// Reads the source, plans and judges every selected target, and records the run. Without
+/// connectors it is a dry run: a `dry_run` run row is recorded and no account changes. With
+/// connectors, each target first reconciles what an interrupted run left unfinished, then its
+/// plan is applied if the safety policy allows it (or `--force`). Errors before the run row
+/// exists (config, source) write nothing.
+pub async fn execute(
     config: &Config,
     store: &dyn Store,
     opts: &RunOptions,
+    connectors: Option<&Connectors>,
 ) -> Result<RunPlan, RunError> {
     let targets = select_targets(config, &opts.targets)?;
     let snapshot = read_source(&config.source).await?;
@@ -209,59 +248,54 @@ pub async fn plan_run(
         })
         .await?;
     info!(run_id, trigger = opts.trigger.as_str(), users = facts.users, "run started");
-    let result = plan_targets(store, &targets, &snapshot, &config.safety, &source_reasons, opts).await;
-    let outcomes = match result {
-        Ok(o) => o,
-        Err(e) => {
-            let finish = RunFinish {
-                status: RunStatus::Failed,
-                finished_at: Utc::now(),
-                source_count: Some(facts.users),
-                planned: 0,
-                applied: 0,
-                failed: 0,
-                error: Some(e.to_string()),
-                summary: serde_json::Value::Null,
-            };
-            if let Err(e2) = store.finish_run(run_id, &finish).await {
-                warn!(run_id, error = %e2, "could not record the failed run");
-            }
-            return Err(e.into());
-        }
-    };
-    let plan = RunPlan {
+    let mut plan = RunPlan {
         run_id,
         trigger: opts.trigger,
+        dry_run: connectors.is_none(),
         forced: opts.force,
         generated_at: Utc::now(),
         source: SourceSummary {
             kind: config.source.kind(),
             users: facts.users,
             last_applied_users: last_good,
-            blocked_by: source_reasons,
+            blocked_by: source_reasons.clone(),
         },
-        targets: outcomes,
+        targets: Vec::with_capacity(targets.len()),
     };
-    let status = if plan.blocked() {
-        RunStatus::Blocked
-    } else {
-        RunStatus::Succeeded
+    let mut error = None;
+    for t in &targets {
+        match run_target(store, t, &snapshot, config, &source_reasons, opts, connectors, run_id).await {
+            Ok(outcome) => plan.targets.push(outcome),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let status = match &error {
+        Some(_) => RunStatus::Failed,
+        None => plan.status(),
     };
-    store
-        .finish_run(
-            run_id,
-            &RunFinish {
-                status,
-                finished_at: Utc::now(),
-                source_count: Some(facts.users),
-                planned: plan.changes(),
-                applied: 0,
-                failed: 0,
-                error: None,
-                summary: run_summary(&plan),
-            },
-        )
-        .await?;
+    let (applied, failed) = plan.applied_failed();
+    let finish = RunFinish {
+        status,
+        finished_at: Utc::now(),
+        source_count: Some(facts.users),
+        planned: plan.changes(),
+        applied,
+        failed,
+        error: error.as_ref().map(ToString::to_string),
+        summary: run_summary(&plan),
+    };
+    if let Err(e) = store.finish_run(run_id, &finish).await {
+        warn!(run_id, error = %e, "could not record the end of the run");
+        if error.is_none() {
+            return Err(e.into());
+        }
+    }
+    if let Some(e) = error {
+        return Err(e);
+    }
     for t in &plan.targets {
         if let Verdict::Blocked { reasons } = &t.verdict {
             for r in reasons {
@@ -269,33 +303,59 @@ pub async fn plan_run(
             }
         }
     }
-    info!(run_id, status = status.as_str(), changes = plan.changes(), "run planned");
+    info!(run_id, status = status.as_str(), changes = plan.changes(), applied, failed, "run finished");
     Ok(plan)
 }
 
-async fn plan_targets(
+#[allow(clippy::too_many_arguments)]
+async fn run_target(
     store: &dyn Store,
-    targets: &[&TargetConfig],
+    t: &TargetConfig,
     snapshot: &Snapshot,
-    safety: &crate::plan::SafetySettings,
+    config: &Config,
     source_reasons: &[BlockReason],
     opts: &RunOptions,
-) -> Result<Vec<TargetOutcome>, StoreError> {
-    let mut out = Vec::with_capacity(targets.len());
-    for t in targets {
-        let plan = plan_target(store, t, snapshot, opts.now).await?;
-        let mut reasons = source_reasons.to_vec();
-        reasons.extend(judge_plan(safety, &plan));
-        info!(target = %t.name, creates = plan.summary.create, updates = plan.summary.update,
-              disables = plan.summary.disable, deletes = plan.summary.delete, "target planned");
-        out.push(TargetOutcome {
-            name: t.name.clone(),
-            kind: t.kind,
-            verdict: Verdict::from_reasons(reasons, opts.force),
-            plan,
-        });
+    connectors: Option<&Connectors>,
+    run_id: i64,
+) -> Result<TargetOutcome, RunError> {
+    let connector = match connectors {
+        Some(c) => Some(c.get(&t.name).cloned().ok_or_else(|| RunError::NoConnector(t.name.clone()))?),
+        None => None,
+    };
+    let recovered = match &connector {
+        Some(c) => Some(engine::recover(store, c.as_ref(), t, run_id).await?),
+        None => None,
+    };
+    let plan = plan_target(store, t, snapshot, opts.now).await?;
+    let mut reasons = source_reasons.to_vec();
+    reasons.extend(judge_plan(&config.safety, &plan));
+    let verdict = Verdict::from_reasons(reasons, opts.force);
+    info!(run_id, target = %t.name, creates = plan.summary.create, updates = plan.summary.update,
+          roles = plan.summary.set_roles, enables = plan.summary.enable,
+          disables = plan.summary.disable, deletes = plan.summary.delete,
+          verdict = verdict_name(&verdict), "target planned");
+    let applied = match (&connector, &verdict) {
+        (Some(c), Verdict::Allowed | Verdict::Forced { .. }) => {
+            Some(engine::apply(store, c.as_ref(), t, run_id, &plan, opts.now).await?)
+        }
+        _ => None,
+    };
+    Ok(TargetOutcome {
+        name: t.name.clone(),
+        kind: t.kind,
+        verdict,
+        plan,
+        recovered,
+        applied,
+    })
+}
+
+fn verdict_name(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Allowed => "allowed",
+        Verdict::Blocked { .. } => "blocked",
+        Verdict::Forced { .. } => "forced",
     }
-    Ok(out)
 }
 
 /// The per-target summary stored on the run row (what `dirsync runs show` prints).
@@ -308,6 +368,8 @@ pub fn run_summary(plan: &RunPlan) -> serde_json::Value {
             "verdict": t.verdict,
             "owned": t.plan.owned,
             "summary": t.plan.summary,
+            "recovered": t.recovered,
+            "applied": t.applied,
         })).collect::<Vec<_>>(),
     })
 }

@@ -43,6 +43,8 @@ use std::path::{Path, PathBuf};
 
 use csv::ByteRecord;
 
+use xxhash_rust::xxh3::xxh3_64;
+
 use crate::model::{Snapshot, User, email_fold};
 
 /// How to read the CSV source (`[source.csv]` in the config).
@@ -550,14 +552,14 @@ fn read<R: Read>(settings: &CsvSettings, path: &Path, r: R) -> Result<Snapshot, 
     Snapshot::new(users).map_err(|d| fail(vec![CsvProblem::file(d.to_string())]))
 }
 
-/// The first 8 bytes of `bytes` (after `map`), zero-padded, big-endian: ordering by it then by
-/// the whole value is ordering by the whole value, and most comparisons stop at it.
+/// The first 8 bytes of `bytes`, zero-padded, big-endian: ordering by it then by the whole
+/// value is ordering by the whole value, and most comparisons stop at it (the rest are a
+/// `memcmp`).
 #[inline]
-fn prefix(bytes: &[u8], map: impl Fn(u8) -> u8) -> u64 {
+fn prefix(bytes: &[u8]) -> u64 {
     let mut p = [0u8; 8];
-    for (d, s) in p.iter_mut().zip(bytes) {
-        *d = map(*s);
-    }
+    let n = bytes.len().min(8);
+    p[..n].copy_from_slice(&bytes[..n]);
     u64::from_be_bytes(p)
 }
 
@@ -568,7 +570,7 @@ fn duplicate_keys(users: &[User], lines: &[u64], column: &str) -> (Vec<usize>, V
         .iter()
         .enumerate()
         .filter(|(_, u)| !u.key.is_empty())
-        .map(|(i, u)| (prefix(u.key.as_bytes(), |b| b), i))
+        .map(|(i, u)| (prefix(u.key.as_bytes()), i))
         .collect();
     let key = |e: &(u64, usize)| users[e.1].key.as_str();
     order.sort_unstable_by(|a, b| {
@@ -596,64 +598,62 @@ fn duplicate_keys(users: &[User], lines: &[u64], column: &str) -> (Vec<usize>, V
     (order.into_iter().map(|e| e.1).collect(), problems)
 }
 
-/// Reports each email that an earlier row already has, compared as [`email_fold`] does,
-/// without folding (allocating) the ASCII ones.
+/// Reports each email that an earlier row already has, compared as [`email_fold`] does.
+///
+/// Sorts `(hash of the folded email, index)` pairs: equal emails end up next to each other,
+/// earliest row first; within a run of equal hashes the emails themselves are compared, so a
+/// hash collision is never taken for a duplicate. ASCII emails are folded into a reused
+/// buffer, without allocating.
 fn duplicate_emails(users: &[User], lines: &[u64], column: &str) -> Vec<CsvProblem> {
-    // `email_fold` of the non-ASCII emails; an ASCII email's fold is its ASCII lower case.
-    let mut folds: Vec<String> = Vec::new();
-    // (prefix of the fold, user index, index in `folds` or usize::MAX)
-    let mut order: Vec<(u64, usize, usize)> = Vec::with_capacity(users.len());
+    let mut buf: Vec<u8> = Vec::new();
+    let mut order: Vec<(u64, usize)> = Vec::with_capacity(users.len());
     for (i, u) in users.iter().enumerate() {
-        if u.email.is_empty() {
-            continue;
+        if !u.email.is_empty() {
+            order.push((xxh3_64(fold_into(&u.email, &mut buf)), i));
         }
-        let f = if u.email.is_ascii() {
-            usize::MAX
-        } else {
-            folds.push(email_fold(&u.email));
-            folds.len() - 1
-        };
-        order.push((0, i, f));
     }
-    // Folded text: lower-casing its ASCII bytes again is harmless, so one comparison serves.
-    let fold = |e: &(u64, usize, usize)| -> &[u8] {
-        match folds.get(e.2) {
-            Some(f) => f.as_bytes(),
-            None => users[e.1].email.as_bytes(),
-        }
-    };
-    for e in &mut order {
-        e.0 = prefix(fold(e), |b| b.to_ascii_lowercase());
-    }
-    let same = |a: &(u64, usize, usize), b: &(u64, usize, usize)| {
-        a.0 == b.0 && fold(a).eq_ignore_ascii_case(fold(b))
-    };
-    order.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| {
-                let lower = |e| fold(e).iter().map(u8::to_ascii_lowercase);
-                lower(a).cmp(lower(b))
-            })
-            .then(a.1.cmp(&b.1))
-    });
+    order.sort_unstable();
     let mut problems = Vec::new();
-    let mut first = 0;
-    for j in 1..order.len() {
-        if same(&order[j], &order[first]) {
-            let e = &users[order[j].1].email;
-            problems.push(CsvProblem::at(
-                lines[order[j].1],
-                Some(column),
-                format!(
-                    "duplicate email {e:?} (first on line {})",
-                    lines[order[first].1]
-                ),
-            ));
-        } else {
-            first = j;
+    // The distinct folded emails of the current run of equal hashes, with their first user:
+    // one entry unless the hash collides, however often an email repeats.
+    let mut distinct: Vec<(Vec<u8>, usize)> = Vec::new();
+    let mut run = 0;
+    while run < order.len() {
+        let mut end = run + 1;
+        while end < order.len() && order[end].0 == order[run].0 {
+            end += 1;
         }
+        if end - run > 1 {
+            distinct.clear();
+            for &(_, b) in &order[run..end] {
+                let folded = fold_into(&users[b].email, &mut buf);
+                match distinct.iter().find(|(f, _)| f.as_slice() == folded) {
+                    Some(&(_, a)) => {
+                        let e = &users[b].email;
+                        problems.push(CsvProblem::at(
+                            lines[b],
+                            Some(column),
+                            format!("duplicate email {e:?} (first on line {})", lines[a]),
+                        ));
+                    }
+                    None => distinct.push((folded.to_vec(), b)),
+                }
+            }
+        }
+        run = end;
     }
     problems
+}
+
+/// [`email_fold`] into `buf`, without allocating for ASCII emails.
+fn fold_into<'b>(email: &str, buf: &'b mut Vec<u8>) -> &'b [u8] {
+    buf.clear();
+    if email.is_ascii() {
+        buf.extend(email.trim().bytes().map(|b| b.to_ascii_lowercase()));
+    } else {
+        buf.extend_from_slice(email_fold(email).as_bytes());
+    }
+    buf
 }
 
 /// Reorders `items` so that `items[i]` becomes the old `items[order[i]]`; `order` must be a
@@ -753,11 +753,15 @@ impl<'r> Row<'r, '_> {
 
 /// Control characters other than tab (C0, DEL, C1).
 fn has_control(s: &str) -> bool {
-    if s.is_ascii() {
-        s.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
-    } else {
-        s.chars().any(|c| c.is_control() && c != '\t')
-    }
+    // A branch-free pass over the bytes (vectorised) for C0 and DEL; C1 controls are
+    // U+0080..=U+009F, encoded 0xC2 0x80..=0x9F, so only look for them when 0xC2 occurs.
+    let (c0, c2) = s.bytes().fold((false, false), |(c0, c2), b| {
+        (
+            c0 | ((b < 0x20) & (b != b'\t')) | (b == 0x7f),
+            c2 | (b == 0xc2),
+        )
+    });
+    c0 || (c2 && s.chars().any(|c| c.is_control()))
 }
 
 /// Why `email` (trimmed, non-empty) is not an address, if it is not. Deliberately simple:
@@ -1654,6 +1658,24 @@ E8,,,,,,nah,
     }
 
     #[test]
+    fn mass_repeats_stay_linear() {
+        // 20 000 rows with one key and one email: every repeat named, quickly.
+        let mut data = String::from("id,email\n");
+        for _ in 0..20_000 {
+            data.push_str("E1,Same@x.com\n");
+        }
+        let started = std::time::Instant::now();
+        let e = load_str(&minimal(), &data).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(e.problems.len(), 2 * 19_999);
+        assert_eq!(
+            e.problems[39_997].message,
+            "duplicate email \"Same@x.com\" (first on line 2)"
+        );
+        assert_eq!(e.problems[39_997].line, Some(20_001));
+    }
+
+    #[test]
     fn permute_reorders_in_place() {
         let cases: &[(&[usize], &str)] = &[
             (&[], ""),
@@ -1680,6 +1702,9 @@ E8,,,,,,nah,
     #[test]
     fn sort_prefix_orders_like_the_bytes() {
         let words = [
+            "abcdefgh",
+            "abcdefgh1",
+            "abcdefgi",
             "",
             "a",
             "a\0",
@@ -1693,12 +1718,79 @@ E8,,,,,,nah,
         ];
         for x in words {
             for y in words {
-                let (px, py) = (prefix(x.as_bytes(), |b| b), prefix(y.as_bytes(), |b| b));
+                let (px, py) = (prefix(x.as_bytes()), prefix(y.as_bytes()));
                 if px != py {
                     assert_eq!(px.cmp(&py), x.cmp(y), "{x:?} {y:?}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn control_characters() {
+        let cases: &[(&str, bool)] = &[
+            ("Alice", false),
+            ("Mary\tAnn", false),
+            ("Ren\u{e9} \u{c2}ngstr\u{f6}m", false),
+            ("non\u{a0}breaking", false), // 0xC2 0xA0: not C1
+            ("\u{1f600}", false),
+            ("a\nb", true),
+            ("a\rb", true),
+            ("\u{0}", true),
+            ("a\u{1b}[31m", true),
+            ("del\u{7f}", true),
+            ("nel\u{85}", true),
+            ("c1\u{9f}", true),
+            ("Ren\u{e9}\u{7}", true),
+        ];
+        for (s, want) in cases {
+            assert_eq!(has_control(s), *want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn email_folding_matches_the_model() {
+        let mut buf = Vec::new();
+        for e in [
+            "a@x.com",
+            "Alice@Example.COM",
+            "\u{c9}mile@X.com",
+            "\u{212a}@x",
+            "\u{130}@x",
+            "\u{3a3}\u{3a3}@x",
+        ] {
+            assert_eq!(fold_into(e, &mut buf), email_fold(e).as_bytes(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn unterminated_quote_at_the_end() {
+        // The quote swallows the rest of the file: one field, reported where it starts.
+        for tail in ["", "\n", "\r\n"] {
+            let data = format!("id,email\nE1,a@x.com\n\"E2,b@x.com{tail}");
+            let ps = problems(&minimal(), data.as_bytes());
+            assert_eq!(ps.len(), 1, "{tail:?}: {ps:?}");
+            assert_eq!(ps[0].0, Some(3), "{tail:?}: {ps:?}");
+            assert!(
+                ps[0]
+                    .1
+                    .starts_with("expected 2 fields as in the header, found 1")
+            );
+        }
+    }
+
+    #[test]
+    fn display_of_exactly_fifty() {
+        let problems: Vec<CsvProblem> = (1..=50)
+            .map(|l| CsvProblem::at(l, None, format!("p{l}")))
+            .collect();
+        let e = CsvError {
+            path: "f.csv".into(),
+            problems,
+        };
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), 50);
+        assert!(text.ends_with("f.csv:50: p50"));
     }
 
     #[test]

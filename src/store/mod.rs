@@ -191,6 +191,119 @@ pub struct OperationRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// An operation to journal (as `pending`).
+#[derive(Debug, Clone)]
+pub struct NewOperation {
+    pub source_key: String,
+    /// `create`, `update`, `set_roles`, `enable`, `disable`, `delete`.
+    pub kind: String,
+    /// What is needed to reconcile it after a crash (the desired account, the change).
+    pub payload: serde_json::Value,
+}
+
+/// A journal status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpStatus {
+    Pending,
+    Sent,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl OpStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpStatus::Pending => "pending",
+            OpStatus::Sent => "sent",
+            OpStatus::Succeeded => "succeeded",
+            OpStatus::Failed => "failed",
+            OpStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// The outcome of one journaled operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpOutcome {
+    pub id: i64,
+    pub status: OpStatus,
+    /// The error (failed), the reason (skipped) or a note (a partial success).
+    pub error: Option<String>,
+    /// The account's id at the target, when the operation learned it.
+    pub remote_id: Option<String>,
+}
+
+/// A change to an account row that an operation's outcome brings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountChange {
+    Upsert(AccountRecord),
+    SetEnabled {
+        key: String,
+        enabled: bool,
+        disabled_at: Option<DateTime<Utc>>,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+impl AccountChange {
+    pub fn key(&self) -> &str {
+        match self {
+            AccountChange::Upsert(r) => &r.account.key,
+            AccountChange::SetEnabled { key, .. } | AccountChange::Delete { key } => key,
+        }
+    }
+}
+
+/// Account changes folded per key in order, so that each key is written once per statement
+/// (Postgres refuses to upsert the same row twice in one `INSERT ... ON CONFLICT`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CoalescedChanges {
+    pub upserts: Vec<AccountRecord>,
+    /// (key, enabled, disabled_at)
+    pub set_enabled: Vec<(String, bool, Option<DateTime<Utc>>)>,
+    pub deletes: Vec<String>,
+}
+
+/// Folds a sequence of changes into the last effect per key (an upsert followed by a status
+/// change is one upsert with that status).
+pub fn coalesce(changes: &[AccountChange]) -> CoalescedChanges {
+    let mut last: HashMap<&str, AccountChange> = HashMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    for c in changes {
+        let key = c.key();
+        let merged = match (last.remove(key), c) {
+            (Some(AccountChange::Upsert(mut rec)), AccountChange::SetEnabled { enabled, disabled_at, .. }) => {
+                rec.account.enabled = *enabled;
+                rec.account.disabled_at = *disabled_at;
+                AccountChange::Upsert(rec)
+            }
+            (prev, c) => {
+                if prev.is_none() {
+                    order.push(key);
+                }
+                c.clone()
+            }
+        };
+        last.insert(key, merged);
+    }
+    let mut out = CoalescedChanges::default();
+    for key in order {
+        match last.remove(key) {
+            Some(AccountChange::Upsert(r)) => out.upserts.push(r),
+            Some(AccountChange::SetEnabled { key, enabled, disabled_at }) => {
+                out.set_enabled.push((key, enabled, disabled_at))
+            }
+            Some(AccountChange::Delete { key }) => out.deletes.push(key),
+            None => {}
+        }
+    }
+    out
+}
+
 /// The state store. Every method is one or a few statements: bulk paths use multi-row
 /// statements (`UNNEST` on Postgres, batched `VALUES` on SQLite), never a round trip per row.
 #[async_trait::async_trait]
@@ -223,6 +336,57 @@ pub trait Store: Send + Sync {
     async fn get_run(&self, id: i64) -> Result<Option<RunRecord>, StoreError>;
     /// Journaled operations of a run, in journal order.
     async fn run_operations(&self, run_id: i64) -> Result<Vec<OperationRecord>, StoreError>;
+
+    /// Full rows (with applied attributes) of the given accounts of a target.
+    async fn load_account_records(
+        &self,
+        target: &str,
+        keys: &[String],
+    ) -> Result<Vec<AccountRecord>, StoreError> {
+        let _ = (target, keys);
+        Err(self.pending_impl("load_account_records"))
+    }
+    /// Journals operations as `pending`, in one transaction; returns their ids in input order.
+    async fn journal(
+        &self,
+        run_id: i64,
+        target: &str,
+        ops: &[NewOperation],
+    ) -> Result<Vec<i64>, StoreError> {
+        let _ = (run_id, target, ops);
+        Err(self.pending_impl("journal"))
+    }
+    /// Marks operations `sent` (and counts the attempt), just before their requests go out.
+    async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let _ = ids;
+        Err(self.pending_impl("mark_sent"))
+    }
+    /// Records operation outcomes and the account changes they bring, in one transaction.
+    async fn record_outcomes(
+        &self,
+        target: &str,
+        outcomes: &[OpOutcome],
+        changes: &[AccountChange],
+    ) -> Result<(), StoreError> {
+        let _ = (target, outcomes, changes);
+        Err(self.pending_impl("record_outcomes"))
+    }
+    /// Operations of a target left `pending` or `sent` (by a run that was interrupted), oldest
+    /// first.
+    async fn unfinished_operations(&self, target: &str)
+    -> Result<Vec<OperationRecord>, StoreError> {
+        let _ = target;
+        Err(self.pending_impl("unfinished_operations"))
+    }
+
+    #[doc(hidden)]
+    fn pending_impl(&self, what: &str) -> StoreError {
+        StoreError::Corrupt {
+            backend: self.backend(),
+            context: what.to_string(),
+            message: "not implemented".into(),
+        }
+    }
 }
 
 /// Where the state lives, resolved from `[state]`.

@@ -4,6 +4,9 @@
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use crate::config::TargetConfig;
 use crate::mapping::FieldKind;
 
 pub mod connector;
@@ -217,3 +220,28 @@ pub static VALUEKEEP: VendorSpec = VendorSpec {
         (Credential::Scope, "application"),
     ],
 };
+
+/// Why a target's connector could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("target {target:?}: kind {kind} cannot apply changes in this version (plan and dry runs work)")]
+    NotAvailable { target: String, kind: &'static str },
+    #[error("target {target:?}: {message}")]
+    Client { target: String, message: String },
+}
+
+/// Builds the connector of a target. Nothing is sent: connectors authenticate on first use.
+pub fn connect(target: &TargetConfig) -> Result<Arc<dyn Connector>, ConnectError> {
+    match target.kind {
+        TargetKind::Covata => covata::CovataConnector::new(target)
+            .map(|c| Arc::new(c) as Arc<dyn Connector>)
+            .map_err(|e| ConnectError::Client {
+                target: target.name.clone(),
+                message: e.to_string(),
+            }),
+        kind @ (TargetKind::Primavera | TargetKind::Valuekeep) => Err(ConnectError::NotAvailable {
+            target: target.name.clone(),
+            kind: kind.as_str(),
+        }),
+    }
+}

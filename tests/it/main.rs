@@ -1,6 +1,7 @@
 //! The integration test binary: real Postgres, real SQLite, the real CLI.
 
 mod cli;
+mod covata_fake;
 mod csv_source;
 mod store;
 mod support;

@@ -8,8 +8,8 @@ use dirsync::secret::Secret;
 use dirsync::store::postgres::PgStore;
 use dirsync::store::sqlite::SqliteStore;
 use dirsync::store::{
-    AccountRecord, AccountState, NewRun, RecordedAccount, RunFinish, RunStatus, Store,
-    StoreError, Trigger,
+    AccountRecord, AccountState, NewRun, RecordedAccount, RunFinish, RunStatus, Store, StoreError,
+    Trigger,
 };
 
 use crate::support::pg::pg_url;
@@ -235,6 +235,11 @@ async fn upsert_then_load_round_trips(fx: &Fixture) {
         "quote\"double",
         "back\\slash",
         "percent%_",
+        "new\nline",
+        "cr\rreturn",
+        "bell\u{7}del\u{7f}",
+        "\\N",
+        "",
     ];
     let mut rows: Vec<AccountRecord> = Vec::new();
     for (i, key) in tricky.iter().enumerate() {
@@ -290,7 +295,10 @@ async fn upsert_then_load_round_trips(fx: &Fixture) {
     assert_eq!(store.load_accounts("covata-prod").await.unwrap(), expected);
     // An empty upsert is a no-op.
     store.upsert_accounts("covata-prod", &[]).await.unwrap();
-    assert_eq!(store.load_accounts("covata-prod").await.unwrap().len(), rows.len());
+    assert_eq!(
+        store.load_accounts("covata-prod").await.unwrap().len(),
+        rows.len()
+    );
 }
 
 async fn load_accounts_is_in_byte_order(fx: &Fixture) {
@@ -358,7 +366,10 @@ async fn upsert_25k_rows_then_update_half(fx: &Fixture) {
     assert_eq!(loaded[24_999].key, "E00024999");
 
     let (created_after, updated_after) = fx.stamps("big", "E00000000").await;
-    assert_eq!(created_after, created_before, "created_at is kept on update");
+    assert_eq!(
+        created_after, created_before,
+        "created_at is kept on update"
+    );
     assert_ne!(updated_after, updated_before, "updated_at moves on update");
 
     let states = store
@@ -395,7 +406,13 @@ async fn load_account_states_of_a_subset(fx: &Fixture) {
     let states = store.load_account_states("t", &many).await.unwrap();
     assert_eq!(states.len(), 750);
 
-    assert!(store.load_account_states("t", &[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .load_account_states("t", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         store
             .load_account_states("other", &strings(&["k1"]))
@@ -407,7 +424,9 @@ async fn load_account_states_of_a_subset(fx: &Fixture) {
 
 async fn delete_accounts_removes_only_those(fx: &Fixture) {
     let store = fx.store();
-    let rows: Vec<AccountRecord> = (0..1_200).map(|i| record(&format!("d{i:04}"), "h")).collect();
+    let rows: Vec<AccountRecord> = (0..1_200)
+        .map(|i| record(&format!("d{i:04}"), "h"))
+        .collect();
     store.upsert_accounts("t", &rows).await.unwrap();
 
     store
@@ -447,7 +466,10 @@ async fn targets_are_isolated(fx: &Fixture) {
         .await
         .unwrap();
 
-    assert_eq!(store.load_accounts("covata").await.unwrap(), vec![a.account.clone()]);
+    assert_eq!(
+        store.load_accounts("covata").await.unwrap(),
+        vec![a.account.clone()]
+    );
     assert_eq!(store.load_accounts("primavera").await.unwrap().len(), 2);
     let keys = strings(&["same-key", "only-b"]);
     let sa = store.load_account_states("covata", &keys).await.unwrap();
@@ -460,11 +482,29 @@ async fn targets_are_isolated(fx: &Fixture) {
     assert!(store.load_accounts("covata").await.unwrap().is_empty());
     assert_eq!(store.load_accounts("primavera").await.unwrap().len(), 2);
     assert!(store.load_accounts("valuekeep").await.unwrap().is_empty());
+
+    // Target names are data, never SQL.
+    let odd = "o'brien\\prod\"; DROP TABLE accounts; --";
+    store.upsert_accounts(odd, &[record("k", "h")]).await.unwrap();
+    assert_eq!(store.load_accounts(odd).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .load_account_states(odd, &strings(&["k"]))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.load_accounts("primavera").await.unwrap().len(), 2);
 }
 
 async fn duplicate_keys_in_one_upsert_last_wins(fx: &Fixture) {
     let store = fx.store();
-    let rows = vec![record("k", "first"), record("other", "h"), record("k", "last")];
+    let rows = vec![
+        record("k", "first"),
+        record("other", "h"),
+        record("k", "last"),
+    ];
     store.upsert_accounts("t", &rows).await.unwrap();
     let loaded = store.load_accounts("t").await.unwrap();
     assert_eq!(loaded.len(), 2);
@@ -496,7 +536,10 @@ fn finish(status: RunStatus, source_count: Option<u64>) -> RunFinish {
 
 async fn runs_begin_finish_list_get(fx: &Fixture) {
     let store = fx.store();
-    let first = store.begin_run(&new_run(Trigger::Schedule, 1)).await.unwrap();
+    let first = store
+        .begin_run(&new_run(Trigger::Schedule, 1))
+        .await
+        .unwrap();
     let mut forced = new_run(Trigger::Manual, 2);
     forced.forced = true;
     let second = store.begin_run(&forced).await.unwrap();
@@ -512,7 +555,10 @@ async fn runs_begin_finish_list_get(fx: &Fixture) {
     assert_eq!(running.targets, strings(&["covata-prod", "primavera"]));
     assert!(!running.forced);
     assert_eq!(running.source_count, None);
-    assert_eq!((running.planned, running.applied, running.failed), (0, 0, 0));
+    assert_eq!(
+        (running.planned, running.applied, running.failed),
+        (0, 0, 0)
+    );
     assert_eq!(running.error, None);
 
     let summary = serde_json::json!({
@@ -541,17 +587,26 @@ async fn runs_begin_finish_list_get(fx: &Fixture) {
     assert_eq!(got.summary, summary);
 
     let listed = store.list_runs(2).await.unwrap();
-    assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), [third, second]);
+    assert_eq!(
+        listed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [third, second]
+    );
     assert_eq!(listed[0].trigger, Trigger::DryRun);
     let all = store.list_runs(100).await.unwrap();
-    assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), [third, second, first]);
+    assert_eq!(
+        all.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [third, second, first]
+    );
     assert!(store.list_runs(0).await.unwrap().is_empty());
 
     assert!(store.get_run(third + 1000).await.unwrap().is_none());
     let missing = store
         .finish_run(third + 1000, &finish(RunStatus::Failed, None))
         .await;
-    assert!(matches!(missing, Err(StoreError::Query { .. })), "{missing:?}");
+    assert!(
+        matches!(missing, Err(StoreError::Query { .. })),
+        "{missing:?}"
+    );
 }
 
 async fn last_good_source_count_ignores_dry_blocked_failed_running(fx: &Fixture) {
@@ -586,8 +641,14 @@ async fn last_good_source_count_ignores_dry_blocked_failed_running(fx: &Fixture)
 
 async fn run_operations_in_journal_order(fx: &Fixture) {
     let store = fx.store();
-    let run = store.begin_run(&new_run(Trigger::Schedule, 1)).await.unwrap();
-    let other = store.begin_run(&new_run(Trigger::Schedule, 2)).await.unwrap();
+    let run = store
+        .begin_run(&new_run(Trigger::Schedule, 1))
+        .await
+        .unwrap();
+    let other = store
+        .begin_run(&new_run(Trigger::Schedule, 2))
+        .await
+        .unwrap();
     assert!(store.run_operations(run).await.unwrap().is_empty());
 
     fx.insert_operation(run, "b-key", "create", "pending", r#"{"email": "b@x"}"#)
@@ -700,7 +761,7 @@ async fn sqlite_memory_store_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tmp_perf_1m() {
-    for fx in [Fixture::sqlite().await] {
+    for fx in [Fixture::postgres().await] {
         let store = fx.store();
         let rows: Vec<AccountRecord> = (0..1_000_000)
             .map(|i| record(&format!("E{i:08}"), "v1"))
@@ -708,22 +769,65 @@ async fn tmp_perf_1m() {
         let t = std::time::Instant::now();
         store.upsert_accounts("big", &rows).await.unwrap();
         eprintln!("{} upsert 1M: {:?}", store.backend(), t.elapsed());
-        let Fixture::Sqlite { store: s, .. } = &fx else { panic!() };
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(s.pool()).await.unwrap();
+        let Fixture::Postgres { store: s } = &fx else {
+            panic!()
+        };
+        sqlx::query("VACUUM ANALYZE accounts")
+            .execute(s.pool())
+            .await
+            .unwrap();
         for _ in 0..3 {
             let t = std::time::Instant::now();
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts WHERE target = 'big'").fetch_one(s.pool()).await.unwrap();
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts WHERE target = 'big'")
+                .fetch_one(s.pool())
+                .await
+                .unwrap();
             eprintln!("count: {:?} {n}", t.elapsed());
             let t = std::time::Instant::now();
-            let n: i64 = sqlx::query_scalar("SELECT sum(length(source_key) + length(hash) + length(remote_id) + length(login) + enabled + owned + adopted) FROM accounts WHERE target = 'big'").fetch_one(s.pool()).await.unwrap();
-            eprintln!("sum: {:?} {n}", t.elapsed());
-            let t = std::time::Instant::now();
-            let rows = sqlx::query("SELECT source_key, remote_id, login, hash, enabled, owned, adopted, disabled_at FROM accounts WHERE target = 'big' ORDER BY source_key").fetch_all(s.pool()).await.unwrap();
-            eprintln!("raw rows: {:?} {}", t.elapsed(), rows.len());
-            drop(rows);
+            use sqlx::Row;
+            let old: Vec<RecordedAccount> = sqlx::query(
+            r#"SELECT source_key, remote_id, login, hash, enabled, owned, adopted, disabled_at
+               FROM accounts WHERE target = $1 ORDER BY source_key COLLATE "C""#,
+        )
+        .bind("big")
+        .try_map(|row: sqlx::postgres::PgRow| {
+            Ok(RecordedAccount {
+                key: row.try_get(0)?,
+                remote_id: row.try_get(1)?,
+                login: row.try_get(2)?,
+                hash: row.try_get(3)?,
+                enabled: row.try_get(4)?,
+                owned: row.try_get(5)?,
+                adopted: row.try_get(6)?,
+                disabled_at: row.try_get(7)?,
+            })
+        })
+        .fetch_all(s.pool()).await.unwrap();
+            eprintln!("old way: {:?} {}", t.elapsed(), old.len());
+            drop(old);
             let t = std::time::Instant::now();
             let l = store.load_accounts("big").await.unwrap();
             eprintln!("{} load 1M: {:?} {}", store.backend(), t.elapsed(), l.len());
         }
+        let ks: Vec<String> = (0..100_000).map(|i| format!("E{:08}", i * 10)).collect();
+        let t = std::time::Instant::now();
+        let st = store.load_account_states("big", &ks).await.unwrap();
+        eprintln!(
+            "{} states 100k: {:?} {}",
+            store.backend(),
+            t.elapsed(),
+            st.len()
+        );
+        let t = std::time::Instant::now();
+        store
+            .upsert_accounts("big", &rows[..100_000])
+            .await
+            .unwrap();
+        eprintln!("{} update 100k: {:?}", store.backend(), t.elapsed());
+        let t = std::time::Instant::now();
+        store.delete_accounts("big", &ks).await.unwrap();
+        eprintln!("{} delete 100k: {:?}", store.backend(), t.elapsed());
+        let plan: Vec<String> = sqlx::query_scalar("EXPLAIN ANALYZE SELECT source_key, remote_id, login, hash, enabled, owned, adopted, disabled_at FROM accounts WHERE target = 'big' ORDER BY source_key COLLATE \"C\"").fetch_all(s.pool()).await.unwrap();
+        eprintln!("{}", plan.join("\n"));
     }
 }

@@ -1,3 +1,4 @@
 //! The integration tests' harness: real servers started per test process, fakes and helpers.
 
+pub mod covata;
 pub mod pg;

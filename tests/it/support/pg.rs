@@ -156,7 +156,10 @@ extern "C" fn stop_all() {
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if s.exited.as_ref().is_none_or(|e| e.lock().map(|e| *e).unwrap_or(true)) {
+            if s.exited
+                .as_ref()
+                .is_none_or(|e| e.lock().map(|e| *e).unwrap_or(true))
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -372,7 +375,7 @@ fn find_binaries() -> Result<(PathBuf, PathBuf), String> {
             Some((version, e.path().join("bin")))
         })
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
     dirs.extend(versioned.into_iter().map(|(_, dir)| dir));
     let is_exe = |p: &Path| {
         fs::metadata(p)

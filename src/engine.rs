@@ -1,0 +1,732 @@
+//! The apply engine: journals a target's allowed plan, sends it through the target's
+//! `Connector` (batched, concurrent), and records each outcome together with the account row it
+//! changes. Also reconciles operations a crashed run left `pending` or `sent`.
+//!
+//! Protocol, per operation: inserted `pending` (all of a plan at once, before anything is sent)
+//! → marked `sent` (in windows, just before the requests go out) → `succeeded` / `failed` with
+//! the account change in the same transaction. A crash leaves `sent` rows: [`recover`] asks the
+//! target whether creates took effect before anything is planned again; every other operation is
+//! idempotent and simply re-planned.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use crate::config::TargetConfig;
+use crate::mapping::{Account, content_hash};
+use crate::plan::{Op, PlannedOp, TargetPlan};
+use crate::store::{
+    AccountChange, AccountRecord, AccountState, NewOperation, OpOutcome, OpStatus, RecordedAccount,
+    Store, StoreError,
+};
+use crate::target::{Connector, OpError, StatusAction, StatusItem};
+
+/// Outcomes are written at least this often while a target is being applied.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+/// ... or when this many are waiting.
+const FLUSH_MAX: usize = 1024;
+
+/// Errors that stop applying a target (individual operation failures do not: they are recorded
+/// and counted).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "target {target:?}: cannot reconcile {count} operation(s) left unfinished by an earlier \
+         run: {message}; nothing was sent"
+    )]
+    Reconcile {
+        target: String,
+        count: usize,
+        message: String,
+    },
+}
+
+/// One failed operation, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub key: String,
+    pub op: &'static str,
+    pub error: String,
+}
+
+/// What applying one target did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ApplySummary {
+    pub applied: u64,
+    pub failed: u64,
+    /// Operations not sent because an earlier operation of the same account failed.
+    pub skipped: u64,
+    pub failures: Vec<Failure>,
+    /// Partial successes and other remarks the target made (e.g. "created, but ...").
+    pub notes: Vec<Failure>,
+}
+
+/// What [`recover`] found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecoverySummary {
+    /// `pending` operations of earlier runs, never sent: marked skipped (the new plan redoes them).
+    pub superseded: u64,
+    /// `sent` creates the target has: recorded as succeeded (the account is owned).
+    pub confirmed: u64,
+    /// `sent` operations that did not take effect or cannot be known: failed, re-planned.
+    pub replanned: u64,
+}
+
+/// The payload journaled with an operation: enough to reconcile it after a crash.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Payload {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<Account>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op: Option<serde_json::Value>,
+}
+
+fn payload(op: &PlannedOp) -> serde_json::Value {
+    let account = match &op.op {
+        Op::Create { account } | Op::Update { account, .. } | Op::SetRoles { account, .. } => {
+            Some(account.clone())
+        }
+        _ => None,
+    };
+    let p = Payload {
+        label: op.label.clone(),
+        remote_id: op.remote_id.clone(),
+        account,
+        op: serde_json::to_value(&op.op).ok(),
+    };
+    serde_json::to_value(p).unwrap_or(serde_json::Value::Null)
+}
+
+fn error_text(e: &OpError) -> String {
+    e.to_string()
+}
+
+/// Reconciles operations that an earlier run of this target left `pending` or `sent`.
+/// Must run before the target is planned, so that a create that took effect is recorded and
+/// not sent twice. If the target cannot be asked, nothing is changed and the run must stop.
+pub async fn recover(
+    store: &dyn Store,
+    connector: &dyn Connector,
+    target: &TargetConfig,
+    run_id: i64,
+) -> Result<RecoverySummary, EngineError> {
+    let unfinished = store.unfinished_operations(&target.name).await?;
+    let mut summary = RecoverySummary::default();
+    if unfinished.is_empty() {
+        return Ok(summary);
+    }
+    info!(run_id, target = %target.name, count = unfinished.len(), "reconciling unfinished operations");
+    let mut outcomes = Vec::new();
+    let mut changes = Vec::new();
+    for op in &unfinished {
+        if op.status == "pending" {
+            summary.superseded += 1;
+            outcomes.push(OpOutcome {
+                id: op.id,
+                status: OpStatus::Skipped,
+                error: Some("not sent before the run stopped; re-planned".into()),
+                remote_id: None,
+            });
+            continue;
+        }
+        let p: Option<Payload> = serde_json::from_value(op.payload.clone()).ok();
+        let account = p.as_ref().and_then(|p| p.account.clone());
+        match (op.kind.as_str(), account) {
+            ("create", Some(account)) => {
+                let login = account
+                    .fields
+                    .get(&target.mapping.login_field)
+                    .cloned()
+                    .unwrap_or_default();
+                let found = connector.find_account(&login).await.map_err(|e| {
+                    EngineError::Reconcile {
+                        target: target.name.clone(),
+                        count: unfinished.len(),
+                        message: format!("looking up {login:?}: {e}"),
+                    }
+                })?;
+                match found {
+                    Some(remote) => {
+                        summary.confirmed += 1;
+                        debug!(run_id, target = %target.name, key = %op.source_key, "create took effect before the interruption");
+                        changes.push(AccountChange::Upsert(created_record(
+                            &account,
+                            remote.remote_id.clone(),
+                            &target.mapping.login_field,
+                            run_id,
+                        )));
+                        outcomes.push(OpOutcome {
+                            id: op.id,
+                            status: OpStatus::Succeeded,
+                            error: Some(
+                                "reconciled after an interruption: the target has the account"
+                                    .into(),
+                            ),
+                            remote_id: Some(remote.remote_id),
+                        });
+                    }
+                    None => {
+                        summary.replanned += 1;
+                        outcomes.push(OpOutcome {
+                            id: op.id,
+                            status: OpStatus::Failed,
+                            error: Some(
+                                "interrupted before the target created the account; re-planned"
+                                    .into(),
+                            ),
+                            remote_id: None,
+                        });
+                    }
+                }
+            }
+            _ => {
+                // Updates, role changes, enable/disable/delete are idempotent: the account row
+                // was not changed, so the next plan sends them again if still needed.
+                summary.replanned += 1;
+                outcomes.push(OpOutcome {
+                    id: op.id,
+                    status: OpStatus::Failed,
+                    error: Some("interrupted with an unknown outcome; re-planned".into()),
+                    remote_id: None,
+                });
+            }
+        }
+    }
+    store
+        .record_outcomes(&target.name, &outcomes, &changes)
+        .await?;
+    Ok(summary)
+}
+
+fn created_record(account: &Account, remote_id: String, login_field: &str, run_id: i64) -> AccountRecord {
+    AccountRecord {
+        account: RecordedAccount {
+            key: account.key.clone(),
+            remote_id: Some(remote_id),
+            login: account.fields.get(login_field).cloned(),
+            hash: account.hash.clone(),
+            enabled: true,
+            owned: true,
+            adopted: false,
+            disabled_at: None,
+        },
+        state: AccountState {
+            fields: account.fields.clone(),
+            roles: account.roles.clone(),
+        },
+        last_seen_run: Some(run_id),
+    }
+}
+
+/// A unit of work the pipeline runs: the operations of one account in order, or a bulk call.
+#[derive(Clone)]
+enum Work {
+    /// Indexes into the plan's ops, all of one account, in plan order.
+    Chain(Vec<usize>),
+    /// One bulk status call.
+    Status(StatusAction, Vec<usize>),
+    /// One bulk create call.
+    CreateMany(Vec<usize>),
+}
+
+impl Work {
+    fn ops(&self) -> &[usize] {
+        match self {
+            Work::Chain(v) | Work::Status(_, v) | Work::CreateMany(v) => v,
+        }
+    }
+}
+
+/// The result of one unit of work: outcomes and account changes to record atomically.
+#[derive(Default)]
+struct Done {
+    outcomes: Vec<OpOutcome>,
+    changes: Vec<AccountChange>,
+    failures: Vec<Failure>,
+    notes: Vec<Failure>,
+    applied: u64,
+    skipped: u64,
+}
+
+struct Ctx<'a> {
+    plan: &'a TargetPlan,
+    ids: &'a [i64],
+    target: &'a TargetConfig,
+    connector: &'a dyn Connector,
+    records: &'a HashMap<String, AccountRecord>,
+    run_id: i64,
+    now: DateTime<Utc>,
+}
+
+impl Ctx<'_> {
+    fn ok(&self, d: &mut Done, i: usize, remote_id: Option<String>, note: Option<String>) {
+        d.applied += 1;
+        if let Some(n) = &note {
+            d.notes.push(Failure {
+                key: self.plan.ops[i].key.clone(),
+                op: self.plan.ops[i].op.kind(),
+                error: n.clone(),
+            });
+        }
+        d.outcomes.push(OpOutcome {
+            id: self.ids[i],
+            status: OpStatus::Succeeded,
+            error: note,
+            remote_id,
+        });
+    }
+
+    fn fail(&self, d: &mut Done, i: usize, e: &OpError) {
+        let op = &self.plan.ops[i];
+        let text = error_text(e);
+        warn!(run_id = self.run_id, target = %self.target.name, op = op.op.kind(), key = %op.key, error = %text, "operation failed");
+        d.failures.push(Failure {
+            key: op.key.clone(),
+            op: op.op.kind(),
+            error: text.clone(),
+        });
+        d.outcomes.push(OpOutcome {
+            id: self.ids[i],
+            status: OpStatus::Failed,
+            error: Some(text),
+            remote_id: None,
+        });
+    }
+
+    fn skip(&self, d: &mut Done, i: usize, why: &str) {
+        d.skipped += 1;
+        d.outcomes.push(OpOutcome {
+            id: self.ids[i],
+            status: OpStatus::Skipped,
+            error: Some(why.to_string()),
+            remote_id: None,
+        });
+    }
+
+    /// A create that hit an existing account: remembered as a not-owned account so that later
+    /// runs report it (and `dirsync adopt` can take it over) instead of creating again.
+    fn conflict_record(&self, account: &Account) -> AccountChange {
+        let mut rec = created_record(account, String::new(), &self.target.mapping.login_field, self.run_id);
+        rec.account.remote_id = None;
+        rec.account.owned = false;
+        AccountChange::Upsert(rec)
+    }
+
+    async fn run(&self, work: Work) -> Done {
+        let mut d = Done::default();
+        match work {
+            Work::Chain(idx) => self.chain(&idx, &mut d).await,
+            Work::Status(action, idx) => self.status(action, &idx, &mut d).await,
+            Work::CreateMany(idx) => self.create_many(&idx, &mut d).await,
+        }
+        d
+    }
+
+    async fn chain(&self, idx: &[usize], d: &mut Done) {
+        let Some(&first) = idx.first() else { return };
+        let key = &self.plan.ops[first].key;
+        // The running state of the account as the target now has it.
+        let mut current = self.records.get(key).cloned();
+        let mut broken: Option<String> = None;
+        for &i in idx {
+            if let Some(why) = &broken {
+                self.skip(d, i, why);
+                continue;
+            }
+            let op = &self.plan.ops[i];
+            let remote_id = current
+                .as_ref()
+                .and_then(|r| r.account.remote_id.clone())
+                .or_else(|| op.remote_id.clone());
+            match &op.op {
+                Op::Create { account } => match self.connector.create(account).await {
+                    Ok(created) => {
+                        let rec = created_record(
+                            account,
+                            created.remote_id.clone(),
+                            &self.target.mapping.login_field,
+                            self.run_id,
+                        );
+                        d.changes.push(AccountChange::Upsert(rec.clone()));
+                        current = Some(rec);
+                        self.ok(d, i, Some(created.remote_id), created.note);
+                    }
+                    Err(e) => {
+                        if matches!(e, OpError::Conflict { .. }) {
+                            d.changes.push(self.conflict_record(account));
+                        }
+                        self.fail(d, i, &e);
+                        broken = Some("skipped: the create of this account failed".into());
+                    }
+                },
+                Op::Update { changes, account } => {
+                    let Some(rid) = remote_id else {
+                        self.fail(d, i, &OpError::NotFound { message: "no remote id recorded for this account".into() });
+                        continue;
+                    };
+                    match self.connector.update(&rid, changes, account).await {
+                        Ok(()) => {
+                            if let Some(rec) = current.as_mut() {
+                                for c in changes {
+                                    match &c.after {
+                                        Some(v) => rec.state.fields.insert(c.field.clone(), v.clone()),
+                                        None => rec.state.fields.remove(&c.field),
+                                    };
+                                }
+                                self.rehash(rec);
+                                d.changes.push(AccountChange::Upsert(rec.clone()));
+                            }
+                            self.ok(d, i, None, None);
+                        }
+                        Err(e) => self.fail(d, i, &e),
+                    }
+                }
+                Op::SetRoles { add, remove, roles, .. } => {
+                    let Some(rid) = remote_id else {
+                        self.fail(d, i, &OpError::NotFound { message: "no remote id recorded for this account".into() });
+                        continue;
+                    };
+                    match self.connector.set_roles(&rid, add, remove, roles).await {
+                        Ok(()) => {
+                            if let Some(rec) = current.as_mut() {
+                                rec.state.roles = roles.iter().cloned().collect();
+                                self.rehash(rec);
+                                d.changes.push(AccountChange::Upsert(rec.clone()));
+                            }
+                            self.ok(d, i, None, None);
+                        }
+                        Err(e) => self.fail(d, i, &e),
+                    }
+                }
+                Op::Enable | Op::Disable { .. } | Op::Delete { .. } => {
+                    let action = status_action(&op.op);
+                    let Some(rid) = remote_id else {
+                        self.fail(d, i, &OpError::NotFound { message: "no remote id recorded for this account".into() });
+                        continue;
+                    };
+                    let item = StatusItem {
+                        key: op.key.clone(),
+                        remote_id: rid,
+                        login: op.label.clone(),
+                    };
+                    let res = self.connector.set_status(action, std::slice::from_ref(&item)).await;
+                    match res.into_iter().next() {
+                        Some(Ok(())) => {
+                            d.changes.push(self.status_change(action, &op.key));
+                            self.ok(d, i, None, None);
+                        }
+                        Some(Err(e)) => self.fail(d, i, &e),
+                        None => self.fail(d, i, &OpError::Unavailable { message: "connector returned no result".into() }),
+                    }
+                }
+            }
+        }
+    }
+
+    fn rehash(&self, rec: &mut AccountRecord) {
+        rec.account.hash = content_hash(&self.target.mapping, &rec.state.fields, &rec.state.roles);
+        rec.last_seen_run = Some(self.run_id);
+    }
+
+    fn status_change(&self, action: StatusAction, key: &str) -> AccountChange {
+        match action {
+            StatusAction::Enable => AccountChange::SetEnabled {
+                key: key.to_string(),
+                enabled: true,
+                disabled_at: None,
+            },
+            StatusAction::Disable => AccountChange::SetEnabled {
+                key: key.to_string(),
+                enabled: false,
+                disabled_at: Some(self.now),
+            },
+            StatusAction::Delete => AccountChange::Delete {
+                key: key.to_string(),
+            },
+        }
+    }
+
+    async fn status(&self, action: StatusAction, idx: &[usize], d: &mut Done) {
+        let mut items = Vec::with_capacity(idx.len());
+        let mut sent = Vec::with_capacity(idx.len());
+        for &i in idx {
+            let op = &self.plan.ops[i];
+            match &op.remote_id {
+                Some(rid) => {
+                    items.push(StatusItem {
+                        key: op.key.clone(),
+                        remote_id: rid.clone(),
+                        login: op.label.clone(),
+                    });
+                    sent.push(i);
+                }
+                None => self.fail(d, i, &OpError::NotFound { message: "no remote id recorded for this account".into() }),
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        let results = self.connector.set_status(action, &items).await;
+        for (n, &i) in sent.iter().enumerate() {
+            match results.get(n) {
+                Some(Ok(())) => {
+                    d.changes.push(self.status_change(action, &self.plan.ops[i].key));
+                    self.ok(d, i, None, None);
+                }
+                Some(Err(e)) => self.fail(d, i, e),
+                None => self.fail(d, i, &OpError::Unavailable { message: "connector returned no result for this account".into() }),
+            }
+        }
+    }
+
+    async fn create_many(&self, idx: &[usize], d: &mut Done) {
+        let accounts: Vec<Account> = idx
+            .iter()
+            .filter_map(|&i| match &self.plan.ops[i].op {
+                Op::Create { account } => Some(account.clone()),
+                _ => None,
+            })
+            .collect();
+        let results = self.connector.create_many(&accounts).await;
+        for (n, &i) in idx.iter().enumerate() {
+            let account = &accounts[n.min(accounts.len().saturating_sub(1))];
+            match results.get(n) {
+                Some(Ok(created)) => {
+                    d.changes.push(AccountChange::Upsert(created_record(
+                        account,
+                        created.remote_id.clone(),
+                        &self.target.mapping.login_field,
+                        self.run_id,
+                    )));
+                    self.ok(d, i, Some(created.remote_id.clone()), created.note.clone());
+                }
+                Some(Err(e)) => {
+                    if matches!(e, OpError::Conflict { .. }) {
+                        d.changes.push(self.conflict_record(account));
+                    }
+                    self.fail(d, i, e);
+                }
+                None => self.fail(d, i, &OpError::Unavailable { message: "connector returned no result for this account".into() }),
+            }
+        }
+    }
+}
+
+fn status_action(op: &Op) -> StatusAction {
+    match op {
+        Op::Enable => StatusAction::Enable,
+        Op::Delete { .. } => StatusAction::Delete,
+        _ => StatusAction::Disable,
+    }
+}
+
+/// Groups a plan's operations into units of work: one chain per account (in plan order) for
+/// creates, updates and role changes; bulk calls for enable / disable / delete (and creates)
+/// where the connector has them.
+fn work_units(plan: &TargetPlan, connector: &dyn Connector) -> Vec<Work> {
+    let caps = connector.capabilities();
+    let creates = plan.ops.iter().filter(|o| matches!(o.op, Op::Create { .. })).count();
+    let bulk_create = caps.bulk_create_batch.filter(|_| creates > 1);
+    let mut chains: Vec<Work> = Vec::new();
+    let mut chain_of: HashMap<&str, usize> = HashMap::new();
+    let mut status: [(StatusAction, Vec<usize>); 3] = [
+        (StatusAction::Enable, Vec::new()),
+        (StatusAction::Disable, Vec::new()),
+        (StatusAction::Delete, Vec::new()),
+    ];
+    let mut create_batch: Vec<usize> = Vec::new();
+    for (i, op) in plan.ops.iter().enumerate() {
+        let bulkable = caps.bulk_status_batch.is_some()
+            && matches!(op.op, Op::Enable | Op::Disable { .. } | Op::Delete { .. });
+        if bulkable {
+            let slot = match op.op {
+                Op::Enable => 0,
+                Op::Disable { .. } => 1,
+                _ => 2,
+            };
+            status[slot].1.push(i);
+            continue;
+        }
+        if bulk_create.is_some() && matches!(op.op, Op::Create { .. }) {
+            create_batch.push(i);
+            continue;
+        }
+        match chain_of.get(op.key.as_str()) {
+            Some(&c) => {
+                if let Work::Chain(v) = &mut chains[c] {
+                    v.push(i);
+                }
+            }
+            None => {
+                chain_of.insert(op.key.as_str(), chains.len());
+                chains.push(Work::Chain(vec![i]));
+            }
+        }
+    }
+    let mut units = Vec::new();
+    if let Some(n) = bulk_create {
+        for c in create_batch.chunks(n.max(1)) {
+            units.push(Work::CreateMany(c.to_vec()));
+        }
+    }
+    units.extend(chains);
+    let batch = caps.bulk_status_batch.unwrap_or(1).max(1);
+    for (action, idx) in status {
+        for c in idx.chunks(batch) {
+            units.push(Work::Status(action, c.to_vec()));
+        }
+    }
+    units
+}
+
+/// Applies an allowed plan to one target. Individual failures are recorded and counted; an
+/// error is returned only when the journal itself cannot be written (then nothing further is
+/// sent).
+pub async fn apply(
+    store: &dyn Store,
+    connector: &dyn Connector,
+    target: &TargetConfig,
+    run_id: i64,
+    plan: &TargetPlan,
+    now: DateTime<Utc>,
+) -> Result<ApplySummary, EngineError> {
+    let mut summary = ApplySummary::default();
+    if plan.ops.is_empty() {
+        return Ok(summary);
+    }
+    // 1. Journal every operation as pending, before anything is sent.
+    let new_ops: Vec<NewOperation> = plan
+        .ops
+        .iter()
+        .map(|o| NewOperation {
+            source_key: o.key.clone(),
+            kind: o.op.kind().to_string(),
+            payload: payload(o),
+        })
+        .collect();
+    let ids = store.journal(run_id, &target.name, &new_ops).await?;
+    // 2. Full rows of the existing accounts that change (one query).
+    let mut keys: Vec<String> = plan
+        .ops
+        .iter()
+        .filter(|o| !matches!(o.op, Op::Create { .. }))
+        .map(|o| o.key.clone())
+        .collect();
+    keys.dedup();
+    let records: HashMap<String, AccountRecord> = store
+        .load_account_records(&target.name, &keys)
+        .await?
+        .into_iter()
+        .map(|r| (r.account.key.clone(), r))
+        .collect();
+    let ctx = Ctx {
+        plan,
+        ids: &ids,
+        target,
+        connector,
+        records: &records,
+        run_id,
+        now,
+    };
+    let units = work_units(plan, connector);
+    info!(run_id, target = %target.name, ops = plan.ops.len(), units = units.len(), "applying");
+    // 3. Pipeline: mark a window `sent`, run its units concurrently, record outcomes in
+    //    batched transactions. The window runs ahead of the workers so they never wait on it.
+    let concurrency = target.http.concurrency.max(1);
+    let window = (concurrency * 4).max(16);
+    let units = Arc::new(units);
+    let (tx, rx) = tokio::sync::mpsc::channel::<usize>(window * 2);
+    let marker = {
+        let units = Arc::clone(&units);
+        let ids = &ids;
+        async move {
+            let mut start = 0;
+            while start < units.len() {
+                let end = (start + window).min(units.len());
+                let sent: Vec<i64> = units[start..end]
+                    .iter()
+                    .flat_map(|u| u.ops().iter().map(|&i| ids[i]))
+                    .collect();
+                store.mark_sent(&sent).await?;
+                for u in start..end {
+                    if tx.send(u).await.is_err() {
+                        return Ok::<(), StoreError>(());
+                    }
+                }
+                start = end;
+            }
+            Ok(())
+        }
+    };
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Done>(window * 2);
+    let workers = {
+        let units = Arc::clone(&units);
+        let ctx = &ctx;
+        async move {
+            let stream = futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|u| (u, rx))
+            });
+            let mut results = std::pin::pin!(
+                stream
+                    .map(|u| {
+                        let units = Arc::clone(&units);
+                        async move { ctx.run(units[u].clone()).await }
+                    })
+                    .buffer_unordered(concurrency)
+            );
+            while let Some(done) = results.next().await {
+                if done_tx.send(done).await.is_err() {
+                    break;
+                }
+            }
+        }
+    };
+    let writer = async {
+        let mut batch = Done::default();
+        let mut since: Option<std::time::Instant> = None;
+        loop {
+            let wait = since.map_or(std::time::Duration::from_secs(3600), |t| {
+                FLUSH_EVERY.saturating_sub(t.elapsed())
+            });
+            let next = tokio::time::timeout(wait, done_rx.recv()).await;
+            let closed = matches!(next, Ok(None));
+            if let Ok(Some(d)) = next {
+                batch.outcomes.extend(d.outcomes);
+                batch.changes.extend(d.changes);
+                summary.applied += d.applied;
+                summary.skipped += d.skipped;
+                summary.failed += d.failures.len() as u64;
+                summary.failures.extend(d.failures);
+                summary.notes.extend(d.notes);
+                since.get_or_insert_with(std::time::Instant::now);
+            }
+            let due = since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY);
+            if !batch.outcomes.is_empty() && (closed || due || batch.outcomes.len() >= FLUSH_MAX) {
+                store
+                    .record_outcomes(&target.name, &batch.outcomes, &batch.changes)
+                    .await?;
+                batch = Done::default();
+                since = None;
+            }
+            if closed {
+                return Ok::<(), StoreError>(());
+            }
+        }
+    };
+    let (m, (), w) = tokio::join!(marker, workers, writer);
+    m?;
+    w?;
+    info!(run_id, target = %target.name, applied = summary.applied, failed = summary.failed, skipped = summary.skipped, "applied");
+    Ok(summary)
+}
+

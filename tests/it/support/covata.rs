@@ -1,0 +1,1637 @@
+//! A fake Covata Access Service (the contract of `/work/shared/api/README.md`, section "Covata
+//! Access Service"), strict enough that a connector which breaks the contract fails against it.
+//!
+//! [`FakeCovata::start`] binds `127.0.0.1:0` and serves from a dedicated thread with its own
+//! tokio runtime, so the fake keeps answering while a test blocks (for example on the real CLI
+//! run as a child process); dropping the [`FakeCovata`] stops it.
+//!
+//! What it enforces: the OAuth2 password grant (client id/secret in HTTP Basic) and a valid,
+//! unexpired bearer token on every `/api/v1/...` call; JSON content types; required fields, the
+//! five documented roles and no unknown fields; unique emails (case-insensitive); `email` not
+//! updatable; a JSON object body on bulk actions; the CSV import template; ids matched exactly
+//! after percent-decoding of one path segment (so an id holding `/` or `%` only matches when the
+//! client encoded it).
+//!
+//! Where the contract is silent, the choice made is marked "assumed" where it is made.
+//!
+//! Faults ([`FakeCovata::inject`]) fire on the next N requests that match a method and a path
+//! (exact, prefix or `{param}` template): 429/503 with `Retry-After`, any status, latency, and a
+//! dropped connection (before or after the change is applied). A dropped connection is made by
+//! breaking the accepted socket: every later read or write on it fails, so hyper closes the
+//! connection without writing a single byte of the response, and the client sees the connection
+//! closed before any response (reqwest: "error sending request", caused by hyper's
+//! `IncompleteMessage`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::connect_info::Connected;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Multipart, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::serve::{IncomingStream, Listener};
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The service account the tests configure (password grant `username`).
+pub const USERNAME: &str = "svc-dirsync";
+/// The service account's password.
+pub const PASSWORD: &str = "s3cret-pw!";
+/// The OAuth client id (HTTP Basic user on the token endpoint).
+pub const CLIENT_ID: &str = "dirsync-client";
+/// The OAuth client secret (HTTP Basic password on the token endpoint).
+pub const CLIENT_SECRET: &str = "client-s3cret";
+
+/// The five documented roles.
+pub const ROLES: [&str; 5] = [
+    "ROLE_SYSTEM_ADMIN",
+    "ROLE_COLLABORATOR",
+    "ROLE_ORIGINATOR",
+    "ROLE_ADHOC_COLLABORATOR",
+    "ROLE_USER_ADMIN",
+];
+
+/// The CSV import template's columns (assumed: the admin guide's template). Matched
+/// case-insensitively, in any order; all seven must be present and no other.
+pub const IMPORT_COLUMNS: [&str; 7] = [
+    "Email",
+    "First Name",
+    "Last Name",
+    "Mobile Number",
+    "Role",
+    "Account Type",
+    "Plan",
+];
+
+/// Default access-token lifetime.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
+/// `GET /api/v1/users` page size when `limit` is absent (assumed).
+pub const DEFAULT_PAGE_LIMIT: usize = 50;
+/// The largest page: a bigger `limit` is clamped to this (assumed).
+pub const MAX_PAGE_LIMIT: usize = 100;
+
+/// Query parameters `GET /api/v1/users` accepts; any other is a 400 (assumed, to catch a
+/// connector that invents paging parameters).
+const LIST_PARAMETERS: [&str; 6] = ["offset", "limit", "email", "name", "role", "enabled"];
+const BULK_ACTIONS: [&str; 5] = ["disable", "enable", "expire", "resetPassword", "delete"];
+const MAX_BODY: usize = 256 * 1024 * 1024;
+
+/// A user as the fake holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeUser {
+    /// Server-generated (UUID v4 text) unless given to [`FakeCovata::insert_user`].
+    pub id: String,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub other_name: Option<String>,
+    pub mobile_number: Option<String>,
+    pub plan_id: Option<String>,
+    pub account_type: Option<String>,
+    /// Sorted, without duplicates.
+    pub roles: Vec<String>,
+    pub enabled: bool,
+    pub account_non_locked: bool,
+    pub num_failed_logins: u32,
+    /// Set by `PUT {forceResetPassword}` and by the bulk `resetPassword` action.
+    pub force_reset_password: bool,
+    /// How many bulk `resetPassword` actions hit this user.
+    pub password_resets: u32,
+    /// How many bulk `expire` actions hit this user.
+    pub sessions_expired: u32,
+}
+
+impl FakeUser {
+    /// An enabled, unlocked user with these roles and no other field; the id is generated on
+    /// insertion (set `id` to choose it).
+    pub fn new(email: &str, roles: &[&str]) -> FakeUser {
+        FakeUser {
+            id: String::new(),
+            email: email.to_owned(),
+            first_name: None,
+            last_name: None,
+            other_name: None,
+            mobile_number: None,
+            plan_id: None,
+            account_type: None,
+            roles: normalize_roles(roles.iter().map(|r| (*r).to_owned()).collect()),
+            enabled: true,
+            account_non_locked: true,
+            num_failed_logins: 0,
+            force_reset_password: false,
+            password_resets: 0,
+            sessions_expired: 0,
+        }
+    }
+}
+
+/// One request as the fake received it (every request, the token calls included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The raw path, as sent (still percent-encoded).
+    pub path: String,
+    /// The raw query string, without `?`.
+    pub query: Option<String>,
+    /// The body, lossily decoded as UTF-8.
+    pub body: String,
+    pub content_type: Option<String>,
+    /// Whether it carried `Authorization: Bearer <valid unexpired access token>`.
+    pub authorized: bool,
+}
+
+/// Which request paths a fault applies to (matched against the raw, still-encoded path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// The path equals this.
+    Exact(String),
+    /// The path starts with this (`/api/v1/users` also matches `/api/v1/users/bulk`).
+    Prefix(String),
+    /// Same number of segments; a `{..}` segment matches any one segment
+    /// (`/api/v1/users/{id}` matches `/api/v1/users/42`, not `/api/v1/users/42/enable`).
+    Template(String),
+}
+
+impl PathMatch {
+    pub fn exact(path: &str) -> PathMatch {
+        PathMatch::Exact(path.to_owned())
+    }
+
+    pub fn prefix(path: &str) -> PathMatch {
+        PathMatch::Prefix(path.to_owned())
+    }
+
+    pub fn template(path: &str) -> PathMatch {
+        PathMatch::Template(path.to_owned())
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Template(t) => {
+                let want: Vec<&str> = t.split('/').collect();
+                let got: Vec<&str> = path.split('/').collect();
+                want.len() == got.len()
+                    && want.iter().zip(&got).all(|(w, g)| {
+                        (w.starts_with('{') && w.ends_with('}') && !g.is_empty()) || w == g
+                    })
+            }
+        }
+    }
+}
+
+/// An exact path.
+impl From<&str> for PathMatch {
+    fn from(path: &str) -> PathMatch {
+        PathMatch::exact(path)
+    }
+}
+
+/// What an injected fault does to a matching request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// 429 with a JSON error body and, if given, `Retry-After` (seconds or an HTTP date, sent
+    /// verbatim). Nothing is applied.
+    Status429 { retry_after: Option<String> },
+    /// 503 with a JSON error body and, if given, `Retry-After`. Nothing is applied.
+    Status503 { retry_after: Option<String> },
+    /// This status with a JSON error body. Nothing is applied.
+    Status(u16),
+    /// Wait, then handle the request normally.
+    Latency(Duration),
+    /// Close the connection without any response. Nothing is applied.
+    Drop,
+    /// Handle the request (the change takes effect), then close the connection without any
+    /// response.
+    DropAfterApply,
+}
+
+struct FaultRule {
+    method: String,
+    path: PathMatch,
+    fault: Fault,
+    remaining: usize,
+}
+
+struct Inner {
+    /// By creation order.
+    users: BTreeMap<u64, FakeUser>,
+    by_id: HashMap<String, u64>,
+    /// Lowercased email.
+    by_email: HashMap<String, u64>,
+    next_seq: u64,
+    /// Access token → expiry.
+    access_tokens: HashMap<String, Instant>,
+    refresh_tokens: HashSet<String>,
+    token_ttl: Duration,
+    password_grants: usize,
+    refresh_grants: usize,
+    requests: Vec<RecordedRequest>,
+    bulk_batches: Vec<(String, usize)>,
+    bulk_limit: Option<usize>,
+    toggle_calls: usize,
+    faults: Vec<FaultRule>,
+    latency: Duration,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Inner {
+    fn new() -> Inner {
+        Inner {
+            users: BTreeMap::new(),
+            by_id: HashMap::new(),
+            by_email: HashMap::new(),
+            next_seq: 0,
+            access_tokens: HashMap::new(),
+            refresh_tokens: HashSet::new(),
+            token_ttl: DEFAULT_TOKEN_TTL,
+            password_grants: 0,
+            refresh_grants: 0,
+            requests: Vec::new(),
+            bulk_batches: Vec::new(),
+            bulk_limit: None,
+            toggle_calls: 0,
+            faults: Vec::new(),
+            latency: Duration::ZERO,
+        }
+    }
+
+    fn email_taken(&self, email: &str) -> bool {
+        self.by_email.contains_key(&email.to_lowercase())
+    }
+
+    /// Inserts a user whose email is known to be free; generates the id when it is empty.
+    fn insert(&mut self, mut user: FakeUser) -> String {
+        if user.id.is_empty() {
+            user.id = uuid::Uuid::new_v4().to_string();
+        }
+        assert!(
+            !self.by_id.contains_key(&user.id),
+            "fake Covata: duplicate user id {:?}",
+            user.id
+        );
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_id.insert(user.id.clone(), seq);
+        self.by_email.insert(user.email.to_lowercase(), seq);
+        let id = user.id.clone();
+        self.users.insert(seq, user);
+        id
+    }
+
+    fn user_mut(&mut self, id: &str) -> Option<&mut FakeUser> {
+        let seq = *self.by_id.get(id)?;
+        self.users.get_mut(&seq)
+    }
+
+    fn remove(&mut self, id: &str) -> Option<FakeUser> {
+        let seq = self.by_id.remove(id)?;
+        let user = self.users.remove(&seq)?;
+        self.by_email.remove(&user.email.to_lowercase());
+        Some(user)
+    }
+
+    fn issue_tokens(&mut self) -> Value {
+        let access = uuid::Uuid::new_v4().simple().to_string();
+        let refresh = uuid::Uuid::new_v4().simple().to_string();
+        self.access_tokens
+            .insert(access.clone(), Instant::now() + self.token_ttl);
+        self.refresh_tokens.insert(refresh.clone());
+        json!({
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": "bearer",
+            "expires_in": self.token_ttl.as_secs(),
+        })
+    }
+
+    fn check_bearer(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let invalid =
+            |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", message);
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(invalid(
+                "Full authentication is required to access this resource",
+            ));
+        };
+        let value = value.to_str().unwrap_or("");
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err(invalid("expected a Bearer token")),
+        };
+        match self.access_tokens.get(token) {
+            Some(expiry) if Instant::now() < *expiry => Ok(()),
+            Some(_) => Err(invalid("Access token expired")),
+            None => Err(invalid("Invalid access token")),
+        }
+    }
+
+    fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
+        let rule = self.faults.iter_mut().find(|r| {
+            r.remaining > 0
+                && (r.method == "*" || r.method.eq_ignore_ascii_case(method))
+                && r.path.matches(path)
+        })?;
+        rule.remaining -= 1;
+        let fault = rule.fault.clone();
+        self.faults.retain(|r| r.remaining > 0);
+        Some(fault)
+    }
+}
+
+/// The running fake. Dropping it stops the server.
+pub struct FakeCovata {
+    base_url: String,
+    shared: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for FakeCovata {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            // The server thread may already be gone; nothing to do then.
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+impl FakeCovata {
+    /// Starts the fake on `127.0.0.1:<free port>`.
+    pub async fn start() -> FakeCovata {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fake Covata: bind");
+        listener
+            .set_nonblocking(true)
+            .expect("fake Covata: set_nonblocking");
+        let addr = listener.local_addr().expect("fake Covata: local_addr");
+        let shared: Shared = Arc::new(Mutex::new(Inner::new()));
+        let app = router(shared.clone());
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("fake-covata-{}", addr.port()))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("fake Covata: runtime");
+                runtime.block_on(async move {
+                    let listener = KillListener {
+                        inner: TcpListener::from_std(listener).expect("fake Covata: listener"),
+                    };
+                    let server = axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<ConnHandle>(),
+                    );
+                    tokio::select! {
+                        result = std::future::IntoFuture::into_future(server) => {
+                            result.expect("fake Covata: server");
+                        }
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime cancels the connection tasks.
+            })
+            .expect("fake Covata: thread");
+        FakeCovata {
+            base_url: format!("http://{addr}"),
+            shared,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash); the API is under `/api/...`.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.shared)
+    }
+
+    /// Every user, in creation order.
+    pub fn users(&self) -> Vec<FakeUser> {
+        self.lock().users.values().cloned().collect()
+    }
+
+    /// The user with this id.
+    pub fn user(&self, id: &str) -> Option<FakeUser> {
+        let inner = self.lock();
+        let seq = inner.by_id.get(id)?;
+        inner.users.get(seq).cloned()
+    }
+
+    /// The user with this email (case-insensitive).
+    pub fn user_by_email(&self, email: &str) -> Option<FakeUser> {
+        let inner = self.lock();
+        let seq = inner.by_email.get(&email.to_lowercase())?;
+        inner.users.get(seq).cloned()
+    }
+
+    /// Adds a pre-existing account (no validation of roles); returns its id (generated when
+    /// `user.id` is empty). Panics on a duplicate email or id: that is a bug in the test.
+    pub fn insert_user(&self, mut user: FakeUser) -> String {
+        let mut inner = self.lock();
+        assert!(
+            !inner.email_taken(&user.email),
+            "fake Covata: a user with email {:?} already exists",
+            user.email
+        );
+        user.roles = normalize_roles(std::mem::take(&mut user.roles));
+        inner.insert(user)
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+
+    /// `(action, number of ids in the body)` of every accepted bulk call, in order.
+    pub fn bulk_batches(&self) -> Vec<(String, usize)> {
+        self.lock().bulk_batches.clone()
+    }
+
+    /// Calls of `PUT /api/v1/users/{id}/enable` (the toggle dirsync must never use).
+    pub fn toggle_calls(&self) -> usize {
+        self.lock().toggle_calls
+    }
+
+    /// `(password grants, refresh grants)` successfully answered.
+    pub fn token_grants(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.password_grants, inner.refresh_grants)
+    }
+
+    /// Lifetime of the access tokens issued from now on (default 300 s).
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        self.lock().token_ttl = ttl;
+    }
+
+    /// Every access token issued so far stops working now; refresh tokens stay valid.
+    pub fn expire_all_tokens(&self) {
+        let now = Instant::now();
+        for expiry in self.lock().access_tokens.values_mut() {
+            *expiry = now;
+        }
+    }
+
+    /// Every refresh token issued so far stops working (forces a new password grant).
+    pub fn revoke_refresh_tokens(&self) {
+        self.lock().refresh_tokens.clear();
+    }
+
+    /// A bulk call with more ids than this is a 400 (the real limit is undocumented; none by
+    /// default).
+    pub fn set_bulk_limit(&self, limit: Option<usize>) {
+        self.lock().bulk_limit = limit;
+    }
+
+    /// A delay added to every request before it is handled.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Applies `fault` to the next `times` requests whose method is `method` (`"*"`: any) and
+    /// whose raw path matches `path` (a `&str` is an exact path). When several rules match, the
+    /// one injected first fires; a request fires at most one rule.
+    pub fn inject(&self, method: &str, path: impl Into<PathMatch>, fault: Fault, times: usize) {
+        if let Fault::Status(code) = fault {
+            assert!(
+                StatusCode::from_u16(code).is_ok(),
+                "fake Covata: invalid status {code}"
+            );
+        }
+        self.lock().faults.push(FaultRule {
+            method: method.to_owned(),
+            path: path.into(),
+            fault,
+            remaining: times,
+        });
+    }
+
+    /// How many fault firings are still pending.
+    pub fn pending_faults(&self) -> usize {
+        self.lock().faults.iter().map(|r| r.remaining).sum()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections that a fault can break.
+
+/// Accepts TCP connections, each paired with a handle that can break it.
+struct KillListener {
+    inner: TcpListener,
+}
+
+/// Reaches the handlers as `ConnectInfo<ConnHandle>`.
+#[derive(Clone, Debug)]
+struct ConnHandle {
+    killed: Arc<AtomicBool>,
+}
+
+impl ConnHandle {
+    /// From now on every read and write on the connection fails, so hyper drops it without
+    /// writing the response.
+    fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Listener for KillListener {
+    type Io = KillableStream;
+    type Addr = ConnHandle;
+
+    async fn accept(&mut self) -> (KillableStream, ConnHandle) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, _)) => {
+                    // Only a latency tweak; the connection works without it.
+                    let _ = stream.set_nodelay(true);
+                    let killed = Arc::new(AtomicBool::new(false));
+                    let handle = ConnHandle {
+                        killed: killed.clone(),
+                    };
+                    return (KillableStream { stream, killed }, handle);
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<ConnHandle> {
+        self.inner.local_addr().map(|_| ConnHandle {
+            killed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, KillListener>> for ConnHandle {
+    fn connect_info(stream: IncomingStream<'_, KillListener>) -> ConnHandle {
+        stream.remote_addr().clone()
+    }
+}
+
+struct KillableStream {
+    stream: TcpStream,
+    killed: Arc<AtomicBool>,
+}
+
+impl KillableStream {
+    fn killed(&self) -> Option<io::Error> {
+        self.killed.load(Ordering::SeqCst).then(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "fake Covata: connection dropped by an injected fault",
+            )
+        })
+    }
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(e) = this.killed() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(e) = this.killed() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(e) = this.killed() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(e) = this.killed() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/// A JSON error answer: `{"error": <code>, "message": <text>}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn not_found(id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no user with id {id:?}"),
+        )
+    }
+
+    fn unsupported_media_type(expected: &str, got: Option<&str>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type must be {expected}, got {}",
+                got.unwrap_or("none")
+            ),
+        )
+    }
+
+    fn oauth(status: StatusCode, error: &'static str, description: &str) -> ApiError {
+        ApiError::new(status, error, description)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = if self.error.starts_with("invalid_")
+            || self.error.starts_with("unsupported_grant")
+        {
+            // OAuth style.
+            json!({"error": self.error, "error_description": self.message, "message": self.message})
+        } else {
+            json!({"error": self.error, "message": self.message})
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge = if self.error == "invalid_token" {
+                "Bearer error=\"invalid_token\""
+            } else {
+                "Basic realm=\"oauth2/client\""
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing and the front middleware (recording, latency, faults, bearer check).
+
+fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/api/oauth/token", post(token))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/users/bulk", post(bulk))
+        .route("/api/v1/users/import", post(import))
+        .route(
+            "/api/v1/users/{id}",
+            get(get_user).put(update_user).delete(delete_user),
+        )
+        .route("/api/v1/users/{id}/enable", put(toggle_user))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(shared.clone(), front))
+        .with_state(shared)
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not supported on {}", uri.path()),
+    )
+}
+
+fn needs_bearer(path: &str) -> bool {
+    path == "/api/v1" || path.starts_with("/api/v1/")
+}
+
+async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let conn = request
+        .extensions()
+        .get::<ConnectInfo<ConnHandle>>()
+        .map(|info| info.0.clone());
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(e) => return ApiError::bad_request(format!("unreadable body: {e}")).into_response(),
+    };
+    let method = parts.method.as_str().to_owned();
+    let path = parts.uri.path().to_owned();
+    let (auth, latency, fault) = {
+        let mut inner = lock(&shared);
+        let auth = inner.check_bearer(&parts.headers);
+        inner.requests.push(RecordedRequest {
+            method: method.clone(),
+            path: path.clone(),
+            query: parts.uri.query().map(str::to_owned),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            content_type: content_type(&parts.headers).map(str::to_owned),
+            authorized: auth.is_ok(),
+        });
+        let fault = inner.take_fault(&method, &path);
+        (auth, inner.latency, fault)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let kill = || {
+        conn.as_ref()
+            .expect("fake Covata: the connection handle is always set")
+            .kill();
+    };
+    match &fault {
+        Some(Fault::Status429 { retry_after }) => {
+            return fault_status(StatusCode::TOO_MANY_REQUESTS, retry_after.as_deref());
+        }
+        Some(Fault::Status503 { retry_after }) => {
+            return fault_status(StatusCode::SERVICE_UNAVAILABLE, retry_after.as_deref());
+        }
+        Some(Fault::Status(code)) => {
+            let status = StatusCode::from_u16(*code).expect("checked by inject");
+            return fault_status(status, None);
+        }
+        Some(Fault::Latency(delay)) => tokio::time::sleep(*delay).await,
+        Some(Fault::Drop) => {
+            kill();
+            // Never written: the connection fails first.
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        Some(Fault::DropAfterApply) | None => {}
+    }
+    let response = match auth {
+        Err(e) if needs_bearer(&path) => e.into_response(),
+        _ => next.run(Request::from_parts(parts, Body::from(body))).await,
+    };
+    if fault == Some(Fault::DropAfterApply) {
+        kill();
+    }
+    response
+}
+
+fn fault_status(status: StatusCode, retry_after: Option<&str>) -> Response {
+    let error = match status {
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
+        s if s.is_server_error() => "server_error",
+        _ => "injected_fault",
+    };
+    let body = json!({"error": error, "message": format!("injected fault: {status}")});
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(retry_after) = retry_after {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(retry_after).expect("fake Covata: Retry-After header value"),
+        );
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request helpers.
+
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::CONTENT_TYPE)?.to_str().ok()
+}
+
+/// Whether the content type's essence (before `;`) is `expected`.
+fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
+    content_type(headers).is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case(expected)
+    })
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    if has_content_type(headers, "application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type(
+            "application/json",
+            content_type(headers),
+        ))
+    }
+}
+
+/// The body as a JSON object.
+fn json_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "a JSON object body is required (at least {})",
+        ));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("malformed JSON: {e}"))),
+    }
+}
+
+/// The path's `{id}`, percent-decoded by axum (an undecodable segment is a 400).
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id)
+        .map_err(|e| ApiError::bad_request(format!("invalid user id in path: {e}")))
+}
+
+fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let mut seen = HashSet::new();
+    let mut pairs = Vec::new();
+    for (key, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if !seen.insert(key.clone().into_owned()) {
+            return Err(ApiError::bad_request(format!(
+                "query parameter `{key}` given more than once"
+            )));
+        }
+        pairs.push((key.into_owned(), value.into_owned()));
+    }
+    Ok(pairs)
+}
+
+fn opt_string(field: &str, value: &Value) -> Result<Option<String>, ApiError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(ApiError::bad_request(format!(
+            "field `{field}` must be a string or null"
+        ))),
+    }
+}
+
+/// `planId`: a string or an integer (assumed; kept as text).
+fn plan_id(value: &Value) -> Result<Option<String>, ApiError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+        _ => Err(ApiError::bad_request(
+            "field `planId` must be a string, an integer or null",
+        )),
+    }
+}
+
+fn boolean(field: &str, value: &Value) -> Result<bool, ApiError> {
+    value
+        .as_bool()
+        .ok_or_else(|| ApiError::bad_request(format!("field `{field}` must be true or false")))
+}
+
+fn normalize_roles(mut roles: Vec<String>) -> Vec<String> {
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+fn check_role(role: &str) -> Result<(), String> {
+    if ROLES.contains(&role) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown role `{role}`: expected one of {}",
+            ROLES.join(", ")
+        ))
+    }
+}
+
+/// `roles`: a non-empty array of documented roles.
+fn roles(value: &Value) -> Result<Vec<String>, ApiError> {
+    let Value::Array(items) = value else {
+        return Err(ApiError::bad_request(
+            "field `roles` must be an array of roles",
+        ));
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "field `roles` must hold at least one role",
+        ));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::String(role) = item else {
+            return Err(ApiError::bad_request(
+                "field `roles` must hold only strings",
+            ));
+        };
+        check_role(role).map_err(ApiError::bad_request)?;
+        out.push(role.clone());
+    }
+    Ok(normalize_roles(out))
+}
+
+/// A plausible address: one `@`, a non-empty local part, a dotted domain, no whitespace
+/// (assumed; the real rules are undocumented).
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn user_json(user: &FakeUser) -> Value {
+    let plan = user.plan_id.as_ref().map(|id| {
+        json!({"id": id, "name": format!("Plan {id}"), "description": null, "quota": null, "default": false})
+    });
+    json!({
+        "id": user.id,
+        "email": user.email,
+        "firstName": user.first_name,
+        "lastName": user.last_name,
+        "otherName": user.other_name,
+        "mobileNumber": user.mobile_number,
+        "planId": user.plan_id,
+        "plan": plan,
+        "enabled": user.enabled,
+        "accountNonLocked": user.account_non_locked,
+        "numFailedLogins": user.num_failed_logins,
+        "accountType": user.account_type,
+        "roles": user.roles,
+    })
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// The HTTP Basic credentials.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(base64_decode(encoded.trim())?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers.
+
+/// `POST /api/oauth/token`.
+async fn token(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !has_content_type(&headers, "application/x-www-form-urlencoded") {
+        return Err(ApiError::oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    match basic_credentials(&headers) {
+        Some((id, secret)) if id == CLIENT_ID && secret == CLIENT_SECRET => {}
+        _ => {
+            return Err(ApiError::oauth(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "Bad client credentials",
+            ));
+        }
+    }
+    let mut form = HashMap::new();
+    for (key, value) in url::form_urlencoded::parse(&body) {
+        if form
+            .insert(key.clone().into_owned(), value.into_owned())
+            .is_some()
+        {
+            return Err(ApiError::oauth(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("parameter `{key}` given more than once"),
+            ));
+        }
+    }
+    let field = |name: &str| form.get(name).map(String::as_str);
+    let mut inner = lock(&shared);
+    let answer = match field("grant_type") {
+        Some("password") => {
+            if field("username") != Some(USERNAME) || field("password") != Some(PASSWORD) {
+                return Err(ApiError::oauth(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_grant",
+                    "Bad credentials",
+                ));
+            }
+            inner.password_grants += 1;
+            inner.issue_tokens()
+        }
+        Some("refresh_token") => {
+            let Some(refresh) = field("refresh_token") else {
+                return Err(ApiError::oauth(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "missing refresh_token",
+                ));
+            };
+            if !inner.refresh_tokens.remove(refresh) {
+                return Err(ApiError::oauth(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_grant",
+                    "Invalid refresh token",
+                ));
+            }
+            inner.refresh_grants += 1;
+            inner.issue_tokens()
+        }
+        Some(other) => {
+            return Err(ApiError::oauth(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                &format!("Unsupported grant type: {other}"),
+            ));
+        }
+        None => {
+            return Err(ApiError::oauth(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "missing grant_type",
+            ));
+        }
+    };
+    drop(inner);
+    let mut response = axum::Json(answer).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `GET /api/v1/users?offset=&limit=&email=&name=&role=&enabled=`.
+async fn list_users(
+    State(shared): State<Shared>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<Value>, ApiError> {
+    let mut offset = 0usize;
+    let mut limit = DEFAULT_PAGE_LIMIT;
+    let mut email = None;
+    let mut name = None;
+    let mut role = None;
+    let mut enabled = None;
+    for (key, value) in query_pairs(query.as_deref())? {
+        let number = |v: &str| {
+            v.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "query parameter `{key}` must be a non-negative integer"
+                ))
+            })
+        };
+        match key.as_str() {
+            "offset" => offset = number(&value)?,
+            "limit" => limit = number(&value)?.min(MAX_PAGE_LIMIT),
+            "email" => email = Some(value.to_lowercase()),
+            "name" => name = Some(value.to_lowercase()),
+            "role" => role = Some(value),
+            "enabled" => {
+                enabled = Some(value.parse::<bool>().map_err(|_| {
+                    ApiError::bad_request("query parameter `enabled` must be true or false")
+                })?);
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{key}` (known: {})",
+                    LIST_PARAMETERS.join(", ")
+                )));
+            }
+        }
+    }
+    let inner = lock(&shared);
+    let matching: Vec<&FakeUser> = inner
+        .users
+        .values()
+        .filter(|u| {
+            email
+                .as_ref()
+                .is_none_or(|e| u.email.to_lowercase().contains(e.as_str()))
+        })
+        .filter(|u| {
+            name.as_ref().is_none_or(|n| {
+                [&u.first_name, &u.last_name, &u.other_name]
+                    .into_iter()
+                    .flatten()
+                    .any(|part| part.to_lowercase().contains(n.as_str()))
+            })
+        })
+        .filter(|u| role.as_ref().is_none_or(|r| u.roles.contains(r)))
+        .filter(|u| enabled.is_none_or(|e| u.enabled == e))
+        .collect();
+    let items: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|u| user_json(u))
+        .collect();
+    Ok(axum::Json(json!({
+        "items": items,
+        "count": matching.len(),
+        "offset": offset,
+    })))
+}
+
+/// `GET /api/v1/users/{id}`.
+async fn get_user(
+    State(shared): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let id = path_id(path)?;
+    let inner = lock(&shared);
+    let seq = inner
+        .by_id
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    Ok(axum::Json(user_json(&inner.users[seq])))
+}
+
+/// `POST /api/v1/users`.
+async fn create_user(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
+    let fields = json_object(&body)?;
+    let mut user = FakeUser::new("", &[]);
+    let mut email = None;
+    let mut role_set = None;
+    for (key, value) in &fields {
+        match key.as_str() {
+            "email" => email = opt_string(key, value)?,
+            "firstName" => user.first_name = opt_string(key, value)?,
+            "lastName" => user.last_name = opt_string(key, value)?,
+            "otherName" => user.other_name = opt_string(key, value)?,
+            "mobileNumber" => user.mobile_number = opt_string(key, value)?,
+            "planId" => user.plan_id = plan_id(value)?,
+            "roles" => role_set = Some(roles(value)?),
+            _ => return Err(ApiError::bad_request(format!("unknown field `{key}`"))),
+        }
+    }
+    let email = email
+        .filter(|e| !e.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("field `email` is required"))?;
+    if !valid_email(&email) {
+        return Err(ApiError::bad_request(format!(
+            "field `email`: {email:?} is not a valid address"
+        )));
+    }
+    user.email = email;
+    user.roles = role_set.ok_or_else(|| ApiError::bad_request("field `roles` is required"))?;
+    let mut inner = lock(&shared);
+    if inner.email_taken(&user.email) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("a user with email {} already exists", user.email),
+        ));
+    }
+    let id = inner.insert(user);
+    let seq = inner.by_id[&id];
+    let body = user_json(&inner.users[&seq]);
+    drop(inner);
+    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/users/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `PUT /api/v1/users/{id}`.
+async fn update_user(
+    State(shared): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let id = path_id(path)?;
+    require_json(&headers)?;
+    let fields = json_object(&body)?;
+    // Validate everything before changing anything.
+    type Change = Box<dyn FnOnce(&mut FakeUser) + Send>;
+    let mut changes: Vec<Change> = Vec::new();
+    for (key, value) in &fields {
+        match key.as_str() {
+            "email" => {
+                return Err(ApiError::bad_request("field `email` cannot be updated"));
+            }
+            "firstName" => {
+                let v = opt_string(key, value)?;
+                changes.push(Box::new(move |u| u.first_name = v));
+            }
+            "lastName" => {
+                let v = opt_string(key, value)?;
+                changes.push(Box::new(move |u| u.last_name = v));
+            }
+            "otherName" => {
+                let v = opt_string(key, value)?;
+                changes.push(Box::new(move |u| u.other_name = v));
+            }
+            "mobileNumber" => {
+                let v = opt_string(key, value)?;
+                changes.push(Box::new(move |u| u.mobile_number = v));
+            }
+            "planId" => {
+                let v = plan_id(value)?;
+                changes.push(Box::new(move |u| u.plan_id = v));
+            }
+            "roles" => {
+                let v = roles(value)?;
+                changes.push(Box::new(move |u| u.roles = v));
+            }
+            "forceResetPassword" => {
+                let v = boolean(key, value)?;
+                changes.push(Box::new(move |u| u.force_reset_password = v));
+            }
+            "resetFailedLogins" => {
+                if boolean(key, value)? {
+                    changes.push(Box::new(|u| {
+                        u.num_failed_logins = 0;
+                        u.account_non_locked = true;
+                    }));
+                }
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown or read-only field `{key}`"
+                )));
+            }
+        }
+    }
+    let mut inner = lock(&shared);
+    let user = inner
+        .user_mut(&id)
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    for change in changes {
+        change(user);
+    }
+    Ok(axum::Json(user_json(user)))
+}
+
+/// `DELETE /api/v1/users/{id}`.
+async fn delete_user(
+    State(shared): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_id(path)?;
+    lock(&shared)
+        .remove(&id)
+        .map(|_| StatusCode::NO_CONTENT)
+        .ok_or_else(|| ApiError::not_found(&id))
+}
+
+/// `PUT /api/v1/users/{id}/enable`: the documented toggle (counted; dirsync must not use it).
+async fn toggle_user(
+    State(shared): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let mut inner = lock(&shared);
+    inner.toggle_calls += 1;
+    let id = path_id(path)?;
+    let user = inner
+        .user_mut(&id)
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    user.enabled = !user.enabled;
+    Ok(axum::Json(user_json(user)))
+}
+
+/// `POST /api/v1/users/bulk?action=..` with `{"ids": [..]}` (at least `{}`) → 200, empty body.
+/// Unknown ids are ignored (assumed).
+async fn bulk(
+    State(shared): State<Shared>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let mut action = None;
+    for (key, value) in query_pairs(query.as_deref())? {
+        if key == "action" {
+            action = Some(value);
+        } else {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter `{key}`"
+            )));
+        }
+    }
+    let action = action.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "query parameter `action` is required (one of {})",
+            BULK_ACTIONS.join(", ")
+        ))
+    })?;
+    if !BULK_ACTIONS.contains(&action.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "unknown action `{action}`: expected one of {}",
+            BULK_ACTIONS.join(", ")
+        )));
+    }
+    // A missing body is a 400 even without a content type: that is the documented mistake.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "a JSON object body is required (at least {})",
+        ));
+    }
+    require_json(&headers)?;
+    let fields = json_object(&body)?;
+    let mut ids = Vec::new();
+    for (key, value) in &fields {
+        match (key.as_str(), value) {
+            ("ids", Value::Null) => {}
+            ("ids", Value::Array(items)) => {
+                for item in items {
+                    let Value::String(id) = item else {
+                        return Err(ApiError::bad_request("field `ids` must hold only strings"));
+                    };
+                    ids.push(id.clone());
+                }
+            }
+            ("ids", _) => {
+                return Err(ApiError::bad_request(
+                    "field `ids` must be an array of user ids",
+                ));
+            }
+            _ => return Err(ApiError::bad_request(format!("unknown field `{key}`"))),
+        }
+    }
+    let mut inner = lock(&shared);
+    if let Some(limit) = inner.bulk_limit
+        && ids.len() > limit
+    {
+        return Err(ApiError::bad_request(format!(
+            "at most {limit} ids per bulk request, got {}",
+            ids.len()
+        )));
+    }
+    for id in &ids {
+        if action == "delete" {
+            inner.remove(id);
+            continue;
+        }
+        let Some(user) = inner.user_mut(id) else {
+            continue;
+        };
+        match action.as_str() {
+            "disable" => user.enabled = false,
+            "enable" => user.enabled = true,
+            "expire" => user.sessions_expired += 1,
+            "resetPassword" => {
+                user.force_reset_password = true;
+                user.password_resets += 1;
+            }
+            _ => unreachable!("checked above"),
+        }
+    }
+    inner.bulk_batches.push((action, ids.len()));
+    Ok(StatusCode::OK)
+}
+
+/// `POST /api/v1/users/import`: `multipart/form-data` with one part `file` holding the CSV.
+async fn import(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if !has_content_type(&headers, "multipart/form-data") {
+        return Err(ApiError::unsupported_media_type(
+            "multipart/form-data",
+            content_type(&headers),
+        ));
+    }
+    let mut multipart =
+        multipart.map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?;
+    let mut file: Option<Bytes> = None;
+    loop {
+        let field = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?;
+        let Some(field) = field else { break };
+        let name = field.name().unwrap_or("").to_owned();
+        if name != "file" {
+            return Err(ApiError::bad_request(format!(
+                "unexpected part `{name}`: only `file` is accepted"
+            )));
+        }
+        if file.is_some() {
+            return Err(ApiError::bad_request("more than one part named `file`"));
+        }
+        file = Some(
+            field
+                .bytes()
+                .await
+                .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?,
+        );
+    }
+    let file = file.ok_or_else(|| ApiError::bad_request("the part `file` is required"))?;
+    let errors = import_csv(&mut lock(&shared), &file)?;
+    Ok(axum::Json(json!({ "errors": errors })))
+}
+
+/// Creates a user per valid row; returns `"Line <n>: <email>: <reason>"` per bad row, `n` the
+/// 1-based physical line where the row starts (the header is line 1). A bad header fails the
+/// whole file (400).
+fn import_csv(inner: &mut Inner, data: &[u8]) -> Result<Vec<String>, ApiError> {
+    let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(data);
+    let mut records = reader.byte_records();
+    let header = match records.next() {
+        None => return Err(ApiError::bad_request("the CSV file is empty")),
+        Some(Err(e)) => return Err(ApiError::bad_request(format!("unreadable CSV: {e}"))),
+        Some(Ok(header)) => header,
+    };
+    let names: Vec<String> = header
+        .iter()
+        .map(|h| String::from_utf8_lossy(h).trim().to_lowercase())
+        .collect();
+    let mut index = [0usize; IMPORT_COLUMNS.len()];
+    for (slot, column) in index.iter_mut().zip(IMPORT_COLUMNS) {
+        let wanted = column.to_lowercase();
+        let found: Vec<usize> = (0..names.len()).filter(|&i| names[i] == wanted).collect();
+        match found.as_slice() {
+            [i] => *slot = *i,
+            [] => {
+                return Err(ApiError::bad_request(format!(
+                    "CSV header: missing column `{column}` (expected {})",
+                    IMPORT_COLUMNS.join(", ")
+                )));
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "CSV header: column `{column}` given more than once"
+                )));
+            }
+        }
+    }
+    if let Some(extra) = names
+        .iter()
+        .find(|n| !IMPORT_COLUMNS.iter().any(|c| c.to_lowercase() == **n))
+    {
+        return Err(ApiError::bad_request(format!(
+            "CSV header: unknown column `{extra}` (expected {})",
+            IMPORT_COLUMNS.join(", ")
+        )));
+    }
+    let mut errors = Vec::new();
+    for record in records {
+        let record = record.map_err(|e| ApiError::bad_request(format!("unreadable CSV: {e}")))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let field = |i: usize| -> Result<String, ()> {
+            let raw = record.get(index[i]).unwrap_or(b"");
+            std::str::from_utf8(raw)
+                .map(|s| s.trim().to_owned())
+                .map_err(|_| ())
+        };
+        let email = field(0).unwrap_or_default();
+        let row = (|| -> Result<FakeUser, String> {
+            if record.len() != names.len() {
+                return Err(format!(
+                    "expected {} fields, found {}",
+                    names.len(),
+                    record.len()
+                ));
+            }
+            let mut values = Vec::with_capacity(IMPORT_COLUMNS.len());
+            for (i, column) in IMPORT_COLUMNS.iter().enumerate() {
+                values.push(field(i).map_err(|()| format!("{column}: invalid UTF-8"))?);
+            }
+            let optional = |s: &String| (!s.is_empty()).then(|| s.clone());
+            if values[0].is_empty() {
+                return Err("Email is required".to_owned());
+            }
+            if !valid_email(&values[0]) {
+                return Err("Email is not a valid address".to_owned());
+            }
+            if inner.email_taken(&values[0]) {
+                return Err(format!("a user with email {} already exists", values[0]));
+            }
+            let roles: Vec<String> = values[4]
+                .split(';')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if roles.is_empty() {
+                return Err("Role is required".to_owned());
+            }
+            for role in &roles {
+                check_role(role)?;
+            }
+            let mut user = FakeUser::new(&values[0], &[]);
+            user.first_name = optional(&values[1]);
+            user.last_name = optional(&values[2]);
+            user.mobile_number = optional(&values[3]);
+            user.roles = normalize_roles(roles);
+            user.account_type = optional(&values[5]);
+            user.plan_id = optional(&values[6]);
+            Ok(user)
+        })();
+        match row {
+            Ok(user) => {
+                inner.insert(user);
+            }
+            Err(reason) => errors.push(format!("Line {line}: {email}: {reason}")),
+        }
+    }
+    Ok(errors)
+}
