@@ -141,7 +141,12 @@ pub async fn adopt(
     };
     let mut records = Vec::new();
     let mut matched_keys = std::collections::HashSet::new();
-    let field_names: Vec<&str> = target.mapping.fields.iter().map(|f| f.name.as_str()).collect();
+    let field_names: Vec<&str> = target
+        .mapping
+        .fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
     for r in &remote {
         if owned_remote.contains(r.remote_id.as_str()) {
             result.already_owned += 1;
@@ -152,7 +157,13 @@ pub async fn adopt(
             result.unmatched_remote.push(entry(r, None, None));
             continue;
         };
-        if value.as_ref().and_then(|v| seen.get(v)).copied().unwrap_or(0) > 1 {
+        if value
+            .as_ref()
+            .and_then(|v| seen.get(v))
+            .copied()
+            .unwrap_or(0)
+            > 1
+        {
             result.conflicts.push(entry(
                 r,
                 Some(key),
@@ -252,7 +263,10 @@ pub fn render(r: &AdoptResult, format: Format) -> String {
             e.key.as_deref().unwrap_or("-"),
             e.login.as_deref().unwrap_or("-"),
             e.remote_id.as_deref().unwrap_or("-"),
-            e.note.as_deref().map(|n| format!("  ({n})")).unwrap_or_default()
+            e.note
+                .as_deref()
+                .map(|n| format!("  ({n})"))
+                .unwrap_or_default()
         );
     };
     for e in &r.adopted {

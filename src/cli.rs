@@ -40,7 +40,13 @@ pub struct Cli {
     )]
     pub config: PathBuf,
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "DIRSYNC_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "DIRSYNC_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// More log detail: -v debug, -vv trace. `DIRSYNC_LOG` (e.g. `dirsync=debug`) overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -143,7 +149,10 @@ pub enum RunsCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format, cli.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

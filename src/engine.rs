@@ -148,13 +148,15 @@ pub async fn recover(
                     .get(&target.mapping.login_field)
                     .cloned()
                     .unwrap_or_default();
-                let found = connector.find_account(&login).await.map_err(|e| {
-                    EngineError::Reconcile {
-                        target: target.name.clone(),
-                        count: unfinished.len(),
-                        message: format!("looking up {login:?}: {e}"),
-                    }
-                })?;
+                let found =
+                    connector
+                        .find_account(&login)
+                        .await
+                        .map_err(|e| EngineError::Reconcile {
+                            target: target.name.clone(),
+                            count: unfinished.len(),
+                            message: format!("looking up {login:?}: {e}"),
+                        })?;
                 match found {
                     Some(remote) => {
                         summary.confirmed += 1;
@@ -208,7 +210,12 @@ pub async fn recover(
     Ok(summary)
 }
 
-fn created_record(account: &Account, remote_id: String, login_field: &str, run_id: i64) -> AccountRecord {
+fn created_record(
+    account: &Account,
+    remote_id: String,
+    login_field: &str,
+    run_id: i64,
+) -> AccountRecord {
     AccountRecord {
         account: RecordedAccount {
             key: account.key.clone(),
@@ -316,7 +323,12 @@ impl Ctx<'_> {
     /// A create that hit an existing account: remembered as a not-owned account so that later
     /// runs report it (and `dirsync adopt` can take it over) instead of creating again.
     fn conflict_record(&self, account: &Account) -> AccountChange {
-        let mut rec = created_record(account, String::new(), &self.target.mapping.login_field, self.run_id);
+        let mut rec = created_record(
+            account,
+            String::new(),
+            &self.target.mapping.login_field,
+            self.run_id,
+        );
         rec.account.remote_id = None;
         rec.account.owned = false;
         AccountChange::Upsert(rec)
@@ -361,6 +373,33 @@ impl Ctx<'_> {
                         current = Some(rec);
                         self.ok(d, i, Some(created.remote_id), created.note);
                     }
+                    Err(OpError::Unavailable { message }) => {
+                        // The request may have taken effect (a dropped connection after the
+                        // target created the account): ask before calling it failed, so the
+                        // next run does not create it twice.
+                        match self.confirm_create(account).await {
+                            Some(remote_id) => {
+                                let rec = created_record(
+                                    account,
+                                    remote_id.clone(),
+                                    &self.target.mapping.login_field,
+                                    self.run_id,
+                                );
+                                d.changes.push(AccountChange::Upsert(rec.clone()));
+                                current = Some(rec);
+                                self.ok(
+                                    d,
+                                    i,
+                                    Some(remote_id),
+                                    Some(format!("the target created the account although the request failed ({message})")),
+                                );
+                            }
+                            None => {
+                                self.fail(d, i, &OpError::Unavailable { message });
+                                broken = Some("skipped: the create of this account failed".into());
+                            }
+                        }
+                    }
                     Err(e) => {
                         if matches!(e, OpError::Conflict { .. }) {
                             d.changes.push(self.conflict_record(account));
@@ -371,7 +410,13 @@ impl Ctx<'_> {
                 },
                 Op::Update { changes, account } => {
                     let Some(rid) = remote_id else {
-                        self.fail(d, i, &OpError::NotFound { message: "no remote id recorded for this account".into() });
+                        self.fail(
+                            d,
+                            i,
+                            &OpError::NotFound {
+                                message: "no remote id recorded for this account".into(),
+                            },
+                        );
                         continue;
                     };
                     match self.connector.update(&rid, changes, account).await {
@@ -379,7 +424,9 @@ impl Ctx<'_> {
                             if let Some(rec) = current.as_mut() {
                                 for c in changes {
                                     match &c.after {
-                                        Some(v) => rec.state.fields.insert(c.field.clone(), v.clone()),
+                                        Some(v) => {
+                                            rec.state.fields.insert(c.field.clone(), v.clone())
+                                        }
                                         None => rec.state.fields.remove(&c.field),
                                     };
                                 }
@@ -391,9 +438,17 @@ impl Ctx<'_> {
                         Err(e) => self.fail(d, i, &e),
                     }
                 }
-                Op::SetRoles { add, remove, roles, .. } => {
+                Op::SetRoles {
+                    add, remove, roles, ..
+                } => {
                     let Some(rid) = remote_id else {
-                        self.fail(d, i, &OpError::NotFound { message: "no remote id recorded for this account".into() });
+                        self.fail(
+                            d,
+                            i,
+                            &OpError::NotFound {
+                                message: "no remote id recorded for this account".into(),
+                            },
+                        );
                         continue;
                     };
                     match self.connector.set_roles(&rid, add, remove, roles).await {
@@ -411,7 +466,13 @@ impl Ctx<'_> {
                 Op::Enable | Op::Disable { .. } | Op::Delete { .. } => {
                     let action = status_action(&op.op);
                     let Some(rid) = remote_id else {
-                        self.fail(d, i, &OpError::NotFound { message: "no remote id recorded for this account".into() });
+                        self.fail(
+                            d,
+                            i,
+                            &OpError::NotFound {
+                                message: "no remote id recorded for this account".into(),
+                            },
+                        );
                         continue;
                     };
                     let item = StatusItem {
@@ -419,16 +480,37 @@ impl Ctx<'_> {
                         remote_id: rid,
                         login: op.label.clone(),
                     };
-                    let res = self.connector.set_status(action, std::slice::from_ref(&item)).await;
+                    let res = self
+                        .connector
+                        .set_status(action, std::slice::from_ref(&item))
+                        .await;
                     match res.into_iter().next() {
                         Some(Ok(())) => {
                             d.changes.push(self.status_change(action, &op.key));
                             self.ok(d, i, None, None);
                         }
                         Some(Err(e)) => self.fail(d, i, &e),
-                        None => self.fail(d, i, &OpError::Unavailable { message: "connector returned no result".into() }),
+                        None => self.fail(
+                            d,
+                            i,
+                            &OpError::Unavailable {
+                                message: "connector returned no result".into(),
+                            },
+                        ),
                     }
                 }
+            }
+        }
+    }
+
+    /// After a create with an unknown outcome: the account's remote id if the target has it.
+    async fn confirm_create(&self, account: &Account) -> Option<String> {
+        let login = account.fields.get(&self.target.mapping.login_field)?;
+        match self.connector.find_account(login).await {
+            Ok(found) => found.map(|r| r.remote_id),
+            Err(e) => {
+                warn!(run_id = self.run_id, target = %self.target.name, key = %account.key, error = %e, "could not check whether a failed create took effect");
+                None
             }
         }
     }
@@ -470,7 +552,13 @@ impl Ctx<'_> {
                     });
                     sent.push(i);
                 }
-                None => self.fail(d, i, &OpError::NotFound { message: "no remote id recorded for this account".into() }),
+                None => self.fail(
+                    d,
+                    i,
+                    &OpError::NotFound {
+                        message: "no remote id recorded for this account".into(),
+                    },
+                ),
             }
         }
         if items.is_empty() {
@@ -480,11 +568,18 @@ impl Ctx<'_> {
         for (n, &i) in sent.iter().enumerate() {
             match results.get(n) {
                 Some(Ok(())) => {
-                    d.changes.push(self.status_change(action, &self.plan.ops[i].key));
+                    d.changes
+                        .push(self.status_change(action, &self.plan.ops[i].key));
                     self.ok(d, i, None, None);
                 }
                 Some(Err(e)) => self.fail(d, i, e),
-                None => self.fail(d, i, &OpError::Unavailable { message: "connector returned no result for this account".into() }),
+                None => self.fail(
+                    d,
+                    i,
+                    &OpError::Unavailable {
+                        message: "connector returned no result for this account".into(),
+                    },
+                ),
             }
         }
     }
@@ -516,7 +611,13 @@ impl Ctx<'_> {
                     }
                     self.fail(d, i, e);
                 }
-                None => self.fail(d, i, &OpError::Unavailable { message: "connector returned no result for this account".into() }),
+                None => self.fail(
+                    d,
+                    i,
+                    &OpError::Unavailable {
+                        message: "connector returned no result for this account".into(),
+                    },
+                ),
             }
         }
     }
@@ -535,7 +636,11 @@ fn status_action(op: &Op) -> StatusAction {
 /// where the connector has them.
 fn work_units(plan: &TargetPlan, connector: &dyn Connector) -> Vec<Work> {
     let caps = connector.capabilities();
-    let creates = plan.ops.iter().filter(|o| matches!(o.op, Op::Create { .. })).count();
+    let creates = plan
+        .ops
+        .iter()
+        .filter(|o| matches!(o.op, Op::Create { .. }))
+        .count();
     let bulk_create = caps.bulk_create_batch.filter(|_| creates > 1);
     let mut chains: Vec<Work> = Vec::new();
     let mut chain_of: HashMap<&str, usize> = HashMap::new();
@@ -669,28 +774,29 @@ pub async fn apply(
         }
     };
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Done>(window * 2);
-    let workers = {
-        let units = Arc::clone(&units);
-        let ctx = &ctx;
-        async move {
-            let stream = futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|u| (u, rx))
-            });
-            let mut results = std::pin::pin!(
-                stream
-                    .map(|u| {
-                        let units = Arc::clone(&units);
-                        async move { ctx.run(units[u].clone()).await }
-                    })
-                    .buffer_unordered(concurrency)
-            );
-            while let Some(done) = results.next().await {
-                if done_tx.send(done).await.is_err() {
-                    break;
+    let workers =
+        {
+            let units = Arc::clone(&units);
+            let ctx = &ctx;
+            async move {
+                let stream = futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|u| (u, rx))
+                });
+                let mut results = std::pin::pin!(
+                    stream
+                        .map(|u| {
+                            let units = Arc::clone(&units);
+                            async move { ctx.run(units[u].clone()).await }
+                        })
+                        .buffer_unordered(concurrency)
+                );
+                while let Some(done) = results.next().await {
+                    if done_tx.send(done).await.is_err() {
+                        break;
+                    }
                 }
             }
-        }
-    };
+        };
     let writer = async {
         let mut batch = Done::default();
         let mut since: Option<std::time::Instant> = None;
@@ -729,4 +835,3 @@ pub async fn apply(
     info!(run_id, target = %target.name, applied = summary.applied, failed = summary.failed, skipped = summary.skipped, "applied");
     Ok(summary)
 }
-

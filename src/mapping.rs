@@ -158,7 +158,11 @@ impl Template {
         }
         let trimmed = out.trim();
         if trimmed.contains("  ") {
-            trimmed.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
+            trimmed
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
         } else if trimmed.len() != out.len() {
             trimmed.to_string()
         } else {
@@ -197,7 +201,8 @@ pub struct RoleRule {
 
 impl RoleRule {
     pub fn matches(&self, group: &str) -> bool {
-        if group.eq_ignore_ascii_case(&self.group) || group.to_lowercase() == self.group.to_lowercase()
+        if group.eq_ignore_ascii_case(&self.group)
+            || group.to_lowercase() == self.group.to_lowercase()
         {
             return true;
         }
@@ -476,10 +481,12 @@ mod tests {
         let err = t.check_fields(&["department".into()]).unwrap_err();
         assert!(err.contains("\"emial\""), "{err}");
         assert!(err.contains("department"), "{err}");
-        assert!(Template::parse("{department}")
-            .unwrap()
-            .check_fields(&["department".into()])
-            .is_ok());
+        assert!(
+            Template::parse("{department}")
+                .unwrap()
+                .check_fields(&["department".into()])
+                .is_ok()
+        );
     }
 
     #[test]
@@ -488,8 +495,16 @@ mod tests {
             ("admins", "admins", true),
             ("Admins", "admins", true),
             ("admins", "cn=Admins,ou=groups,dc=example,dc=com", true),
-            ("cn=admins,ou=groups,dc=example,dc=com", "cn=Admins,ou=groups,dc=example,dc=com", true),
-            ("cn=admins,ou=other", "cn=Admins,ou=groups,dc=example,dc=com", false),
+            (
+                "cn=admins,ou=groups,dc=example,dc=com",
+                "cn=Admins,ou=groups,dc=example,dc=com",
+                true,
+            ),
+            (
+                "cn=admins,ou=other",
+                "cn=Admins,ou=groups,dc=example,dc=com",
+                false,
+            ),
             ("Amy Wong", "cn=Amy Wong+sn=Kroker,ou=people", true),
             ("a,b", "cn=a\\,b,ou=g", true),
             ("admin", "admins", false),
@@ -509,7 +524,10 @@ mod tests {
         let Mapped::Account(a) = m.map(&user()) else {
             panic!("not mapped")
         };
-        assert_eq!(a.roles.iter().collect::<Vec<_>>(), vec!["ROLE_SYSTEM_ADMIN"]);
+        assert_eq!(
+            a.roles.iter().collect::<Vec<_>>(),
+            vec!["ROLE_SYSTEM_ADMIN"]
+        );
         assert_eq!(a.fields["login"], "alice.smith@example.com");
         assert_eq!(a.login(&m), Some("alice.smith@example.com"));
         let mut u = user();
@@ -517,7 +535,10 @@ mod tests {
         let Mapped::Account(b) = m.map(&u) else {
             panic!("not mapped")
         };
-        assert_eq!(b.roles.iter().collect::<Vec<_>>(), vec!["ROLE_COLLABORATOR"]);
+        assert_eq!(
+            b.roles.iter().collect::<Vec<_>>(),
+            vec!["ROLE_COLLABORATOR"]
+        );
     }
 
     #[test]

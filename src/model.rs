@@ -150,7 +150,9 @@ fn normalize_opt_in_place(s: &mut Option<String>) {
 
 fn cmp_lower(a: &str, b: &str) -> std::cmp::Ordering {
     if a.is_ascii() && b.is_ascii() {
-        a.bytes().map(|c| c.to_ascii_lowercase()).cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+        a.bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
     } else {
         a.to_lowercase().cmp(&b.to_lowercase())
     }
@@ -222,7 +224,10 @@ mod tests {
             // e + combining acute -> precomposed é
             ("Rene\u{301}", Some("Ren\u{e9}")),
             ("Ren\u{e9}", Some("Ren\u{e9}")),
-            ("Bender Bending Rodr\u{ed}guez", Some("Bender Bending Rodr\u{ed}guez")),
+            (
+                "Bender Bending Rodr\u{ed}guez",
+                Some("Bender Bending Rodr\u{ed}guez"),
+            ),
         ];
         for (input, expected) in cases {
             let mut u = User::new("k", "a@example.com");

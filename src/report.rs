@@ -200,7 +200,15 @@ fn summary_line(t: &TargetOutcome) -> String {
     let s = &t.plan.summary;
     format!(
         "{} create, {} update, {} role change, {} enable, {} disable, {} delete; {} unchanged, {} not owned, {} skipped",
-        s.create, s.update, s.set_roles, s.enable, s.disable, s.delete, s.unchanged, s.not_owned, s.skipped
+        s.create,
+        s.update,
+        s.set_roles,
+        s.enable,
+        s.disable,
+        s.delete,
+        s.unchanged,
+        s.not_owned,
+        s.skipped
     )
 }
 
@@ -235,7 +243,13 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
     );
     for t in &plan.targets {
         let _ = writeln!(o);
-        let _ = writeln!(o, "target {} ({}): {}", t.name, t.kind.as_str(), verdict_line(&t.verdict));
+        let _ = writeln!(
+            o,
+            "target {} ({}): {}",
+            t.name,
+            t.kind.as_str(),
+            verdict_line(&t.verdict)
+        );
         let _ = writeln!(o, "  {}", summary_line(t));
         for r in reasons(&t.verdict) {
             let _ = writeln!(o, "  ! {}: {}", r.rule, r.message);
@@ -374,7 +388,15 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
         let _ = writeln!(
             o,
             "| create | update | roles | enable | disable | delete | unchanged | not owned | skipped |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            s.create, s.update, s.set_roles, s.enable, s.disable, s.delete, s.unchanged, s.not_owned, s.skipped
+            s.create,
+            s.update,
+            s.set_roles,
+            s.enable,
+            s.disable,
+            s.delete,
+            s.unchanged,
+            s.not_owned,
+            s.skipped
         );
         if !t.plan.ops.is_empty() {
             let _ = writeln!(o, "| op | key | account | details |\n|---|---|---|---|");
@@ -397,7 +419,8 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
                         .collect::<Vec<_>>()
                         .join("<br>"),
                     Op::SetRoles { add, remove, .. } => {
-                        let mut parts: Vec<String> = add.iter().map(|r| format!("+{}", md(r))).collect();
+                        let mut parts: Vec<String> =
+                            add.iter().map(|r| format!("+{}", md(r))).collect();
                         parts.extend(remove.iter().map(|r| format!("−{}", md(r))));
                         parts.join(" ")
                     }
@@ -471,7 +494,15 @@ pub fn render_runs(runs: &[RunRecord], format: Format) -> String {
                 let _ = writeln!(
                     o,
                     "{:>6}  {:<20}  {:<9}  {:<9}  {:>7}  {:>8}  {:>8}  {:>8}  {:>6}  targets",
-                    "id", "started (UTC)", "trigger", "status", "took", "users", "planned", "applied", "failed"
+                    "id",
+                    "started (UTC)",
+                    "trigger",
+                    "status",
+                    "took",
+                    "users",
+                    "planned",
+                    "applied",
+                    "failed"
                 );
             }
             for r in runs {
@@ -483,15 +514,33 @@ pub fn render_runs(runs: &[RunRecord], format: Format) -> String {
                     let _ = writeln!(
                         o,
                         "| {} | {} | {} | {}{} | {} | {} | {} | {} | {} | {} |",
-                        r.id, started, r.trigger.as_str(), r.status.as_str(), forced,
-                        duration_text(r), users, r.planned, r.applied, r.failed, md_cell(&targets)
+                        r.id,
+                        started,
+                        r.trigger.as_str(),
+                        r.status.as_str(),
+                        forced,
+                        duration_text(r),
+                        users,
+                        r.planned,
+                        r.applied,
+                        r.failed,
+                        md_cell(&targets)
                     );
                 } else {
                     let _ = writeln!(
                         o,
                         "{:>6}  {:<20}  {:<9}  {:<9}  {:>7}  {:>8}  {:>8}  {:>8}  {:>6}  {}{}",
-                        r.id, started, r.trigger.as_str(), r.status.as_str(), duration_text(r),
-                        users, r.planned, r.applied, r.failed, targets, forced
+                        r.id,
+                        started,
+                        r.trigger.as_str(),
+                        r.status.as_str(),
+                        duration_text(r),
+                        users,
+                        r.planned,
+                        r.applied,
+                        r.failed,
+                        targets,
+                        forced
                     );
                 }
             }
@@ -551,7 +600,11 @@ pub fn render_run(run: &RunRecord, ops: &[OperationRecord], format: Format) -> S
                 let parts: Vec<String> = s.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 let _ = writeln!(o, "  {}", parts.join(", "));
             }
-            if let Some(reasons) = t.get("verdict").and_then(|v| v.get("reasons")).and_then(|r| r.as_array()) {
+            if let Some(reasons) = t
+                .get("verdict")
+                .and_then(|v| v.get("reasons"))
+                .and_then(|r| r.as_array())
+            {
                 for r in reasons {
                     let _ = writeln!(
                         o,
@@ -563,7 +616,15 @@ pub fn render_run(run: &RunRecord, ops: &[OperationRecord], format: Format) -> S
         }
     }
     if ops.is_empty() {
-        let _ = writeln!(o, "\nno journaled operations{}", if run.trigger == crate::store::Trigger::DryRun { " (dry run)" } else { "" });
+        let _ = writeln!(
+            o,
+            "\nno journaled operations{}",
+            if run.trigger == crate::store::Trigger::DryRun {
+                " (dry run)"
+            } else {
+                ""
+            }
+        );
     } else {
         let _ = writeln!(o, "\noperations:");
         for op in ops {
@@ -575,7 +636,10 @@ pub fn render_run(run: &RunRecord, ops: &[OperationRecord], format: Format) -> S
                 op.status,
                 op.target,
                 show(&op.source_key),
-                op.last_error.as_ref().map(|e| format!("  error: {}", show(e))).unwrap_or_default()
+                op.last_error
+                    .as_ref()
+                    .map(|e| format!("  error: {}", show(e)))
+                    .unwrap_or_default()
             );
         }
     }

@@ -169,7 +169,10 @@ pub fn select_targets<'a>(
 
 /// Maps every user of the snapshot for one target (for adoption and tests; the planner maps
 /// lazily). The result stays sorted by key.
-pub fn map_users(target: &TargetConfig, snapshot: &Snapshot) -> (Vec<Account>, Vec<(String, String)>) {
+pub fn map_users(
+    target: &TargetConfig,
+    snapshot: &Snapshot,
+) -> (Vec<Account>, Vec<(String, String)>) {
     let mut desired = Vec::with_capacity(snapshot.len());
     let mut invalid = Vec::new();
     for u in snapshot.users() {
@@ -247,7 +250,12 @@ pub async fn execute(
             forced: opts.force,
         })
         .await?;
-    info!(run_id, trigger = opts.trigger.as_str(), users = facts.users, "run started");
+    info!(
+        run_id,
+        trigger = opts.trigger.as_str(),
+        users = facts.users,
+        "run started"
+    );
     let mut plan = RunPlan {
         run_id,
         trigger: opts.trigger,
@@ -264,7 +272,18 @@ pub async fn execute(
     };
     let mut error = None;
     for t in &targets {
-        match run_target(store, t, &snapshot, config, &source_reasons, opts, connectors, run_id).await {
+        match run_target(
+            store,
+            t,
+            &snapshot,
+            config,
+            &source_reasons,
+            opts,
+            connectors,
+            run_id,
+        )
+        .await
+        {
             Ok(outcome) => plan.targets.push(outcome),
             Err(e) => {
                 error = Some(e);
@@ -303,7 +322,14 @@ pub async fn execute(
             }
         }
     }
-    info!(run_id, status = status.as_str(), changes = plan.changes(), applied, failed, "run finished");
+    info!(
+        run_id,
+        status = status.as_str(),
+        changes = plan.changes(),
+        applied,
+        failed,
+        "run finished"
+    );
     Ok(plan)
 }
 
@@ -319,7 +345,11 @@ async fn run_target(
     run_id: i64,
 ) -> Result<TargetOutcome, RunError> {
     let connector = match connectors {
-        Some(c) => Some(c.get(&t.name).cloned().ok_or_else(|| RunError::NoConnector(t.name.clone()))?),
+        Some(c) => Some(
+            c.get(&t.name)
+                .cloned()
+                .ok_or_else(|| RunError::NoConnector(t.name.clone()))?,
+        ),
         None => None,
     };
     let recovered = match &connector {

@@ -217,10 +217,20 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Co
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => {}
         Ok(_) => return Err(ConfigError::one(path, "config", "not a regular file")),
-        Err(e) => return Err(ConfigError::one(path, "config", format!("cannot read: {e}"))),
+        Err(e) => {
+            return Err(ConfigError::one(
+                path,
+                "config",
+                format!("cannot read: {e}"),
+            ));
+        }
     }
     if let Err(e) = std::fs::File::open(path) {
-        return Err(ConfigError::one(path, "config", format!("cannot read: {e}")));
+        return Err(ConfigError::one(
+            path,
+            "config",
+            format!("cannot read: {e}"),
+        ));
     }
     let overlay = raw::env_overlay(env);
     let figment = Figment::new()

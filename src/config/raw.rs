@@ -238,7 +238,11 @@ pub fn env_overlay(env: &[(String, String)]) -> serde_json::Value {
     serde_json::Value::Object(root)
 }
 
-fn merge_into(map: &mut serde_json::Map<String, serde_json::Value>, key: &str, value: serde_json::Value) {
+fn merge_into(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    value: serde_json::Value,
+) {
     match (map.get_mut(key), value) {
         (Some(serde_json::Value::Object(existing)), serde_json::Value::Object(new)) => {
             for (k, v) in new {

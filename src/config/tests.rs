@@ -48,8 +48,10 @@ impl Dir {
         self.dir.path().join("dirsync.toml")
     }
     fn load(&self, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         load_with_env(&self.path(), &env)
     }
 }
@@ -67,9 +69,18 @@ fn good_config_loads_with_defaults() {
     let c = d.load(&[]).unwrap();
     assert_eq!(c.targets.len(), 2);
     let cov = &c.targets[0];
-    assert_eq!(cov.credentials.password.as_ref().unwrap().expose(), "pw-inline-secret");
-    assert_eq!(cov.credentials.client_secret.as_ref().unwrap().expose(), "file-secret");
-    assert_eq!(cov.mapping.default_roles, vec!["ROLE_COLLABORATOR".to_string()]);
+    assert_eq!(
+        cov.credentials.password.as_ref().unwrap().expose(),
+        "pw-inline-secret"
+    );
+    assert_eq!(
+        cov.credentials.client_secret.as_ref().unwrap().expose(),
+        "file-secret"
+    );
+    assert_eq!(
+        cov.mapping.default_roles,
+        vec!["ROLE_COLLABORATOR".to_string()]
+    );
     assert_eq!(cov.on_missing, OnMissing::Disable);
     let vk = &c.targets[1];
     assert_eq!(vk.credentials.scope.as_deref(), Some("application"));
@@ -106,7 +117,10 @@ fn environment_overrides() {
     assert_eq!(c.safety.max_deletes, Some(7));
     assert_eq!(c.safety.max_disable_percent, 2.5);
     assert!(matches!(c.state.location, StoreLocation::Postgres { .. }));
-    assert_eq!(c.targets[0].credentials.password.as_ref().unwrap().expose(), "from-env");
+    assert_eq!(
+        c.targets[0].credentials.password.as_ref().unwrap().expose(),
+        "from-env"
+    );
 }
 
 #[test]
@@ -117,25 +131,46 @@ fn bad_configs_report_every_problem_with_its_key() {
             "unknown keys anywhere",
             &GOOD
                 .replace("[source]", "[source]\nkindd = \"x\"")
-                .replace("username = \"svc\"", "username = \"svc\"\nbase_urll = \"x\"")
-                .replace("[source.csv.columns]", "[source.csv.columns]\nemial = \"e\""),
-            &["source.kindd: unknown key", "target[0].base_urll: unknown key", "source.csv.columns.emial: unknown key"],
+                .replace(
+                    "username = \"svc\"",
+                    "username = \"svc\"\nbase_urll = \"x\"",
+                )
+                .replace(
+                    "[source.csv.columns]",
+                    "[source.csv.columns]\nemial = \"e\"",
+                ),
+            &[
+                "source.kindd: unknown key",
+                "target[0].base_urll: unknown key",
+                "source.csv.columns.emial: unknown key",
+            ],
         ),
         (
             "relative url and bad kind",
             &GOOD
                 .replace("https://access.example.com", "/api")
                 .replace("kind = \"valuekeep\"", "kind = \"workday\""),
-            &["target[0].base_url: relative URL not allowed", "target[1].kind: unknown kind \"workday\""],
+            &[
+                "target[0].base_url: relative URL not allowed",
+                "target[1].kind: unknown kind \"workday\"",
+            ],
         ),
         (
             "missing secret file and missing credential",
-            &GOOD.replace("client-secret.txt", "nope.txt").replace("username = \"svc\"\n", ""),
-            &["target[0].client_secret_file: cannot read secret file", "target[0].username: required for kind covata"],
+            &GOOD
+                .replace("client-secret.txt", "nope.txt")
+                .replace("username = \"svc\"\n", ""),
+            &[
+                "target[0].client_secret_file: cannot read secret file",
+                "target[0].username: required for kind covata",
+            ],
         ),
         (
             "secret given twice",
-            &GOOD.replace("password = \"pw-inline-secret\"", "password = \"a\"\npassword_file = \"client-secret.txt\""),
+            &GOOD.replace(
+                "password = \"pw-inline-secret\"",
+                "password = \"a\"\npassword_file = \"client-secret.txt\"",
+            ),
             &["target[0].password: set either"],
         ),
         (
@@ -145,42 +180,90 @@ fn bad_configs_report_every_problem_with_its_key() {
         ),
         (
             "template errors",
-            &GOOD.replace("({department})", "({dept})").replace("[target.fields]", "[target.fields]\nfoo = \"{email}\""),
-            &["target[1].fields.name: unknown field \"dept\"", "target[1].fields.foo: valuekeep has no field"],
+            &GOOD
+                .replace("({department})", "({dept})")
+                .replace("[target.fields]", "[target.fields]\nfoo = \"{email}\""),
+            &[
+                "target[1].fields.name: unknown field \"dept\"",
+                "target[1].fields.foo: valuekeep has no field",
+            ],
         ),
         (
             "unknown role and duplicate names",
-            &GOOD.replace("name = \"vk\"", "name = \"covata-prod\"")
-                .replace("client_secret_file = \"client-secret.txt\"", "client_secret_file = \"client-secret.txt\"\ndefault_roles = [\"ROLE_GOD\"]"),
-            &["target[1].name: duplicate target name", "target[0].default_roles: unknown covata role \"ROLE_GOD\""],
+            &GOOD
+                .replace("name = \"vk\"", "name = \"covata-prod\"")
+                .replace(
+                    "client_secret_file = \"client-secret.txt\"",
+                    "client_secret_file = \"client-secret.txt\"\ndefault_roles = [\"ROLE_GOD\"]",
+                ),
+            &[
+                "target[1].name: duplicate target name",
+                "target[0].default_roles: unknown covata role \"ROLE_GOD\"",
+            ],
         ),
         (
             "safety and schedule values",
             &format!("{GOOD}\n[safety]\nmax_disable_percent = 150\n[schedule]\ncron = \"* * *\"\n"),
-            &["safety.max_disable_percent: must be between 0 and 100", "schedule.cron: expected 5 fields"],
+            &[
+                "safety.max_disable_percent: must be between 0 and 100",
+                "schedule.cron: expected 5 fields",
+            ],
         ),
         (
             "lifecycle values",
-            &GOOD.replace("client_id = \"app\"", "client_id = \"app\"\non_missing = \"purge\"\ndelete_after = \"soon\""),
-            &["target[1].on_missing: unknown value \"purge\"", "target[1].delete_after: invalid duration"],
+            &GOOD.replace(
+                "client_id = \"app\"",
+                "client_id = \"app\"\non_missing = \"purge\"\ndelete_after = \"soon\"",
+            ),
+            &[
+                "target[1].on_missing: unknown value \"purge\"",
+                "target[1].delete_after: invalid duration",
+            ],
         ),
-        ("no source, no target", "[state]\n", &["source: missing", "target: no [[target]]"]),
-        ("primavera needs organization",
+        (
+            "no source, no target",
+            "[state]\n",
+            &["source: missing", "target: no [[target]]"],
+        ),
+        (
+            "primavera needs organization",
             "[source]\nkind=\"csv\"\n[source.csv]\npath=\"u.csv\"\ncolumns={key=\"id\"}\n[[target]]\nname=\"p\"\nkind=\"primavera\"\nbase_url=\"https://p.example.com/cloudapi/restapi\"\nusername=\"u\"\npassword=\"p\"\n",
-            &["target[0].fields.organization: required by primavera"]),
-        ("wrong type names the key", &GOOD.replace("[source.csv.columns]", "[safety]\nmax_deletes = \"many\"\n[source.csv.columns]"), &["safety.max_deletes:"]),
+            &["target[0].fields.organization: required by primavera"],
+        ),
+        (
+            "wrong type names the key",
+            &GOOD.replace(
+                "[source.csv.columns]",
+                "[safety]\nmax_deletes = \"many\"\n[source.csv.columns]",
+            ),
+            &["safety.max_deletes:"],
+        ),
         ("bad toml", "[source\nkind = 1", &["config: "]),
-        ("ldap not yet", &GOOD.replace("kind = \"csv\"", "kind = \"ldap\""), &["source.kind: kind \"ldap\" is not supported"]),
-        ("postgres url must be postgres", &format!("[state]\ndatabase_url = \"mysql://u:hunter2@h/db\"\n{GOOD}"), &["state.database_url: must be a postgres://"]),
+        (
+            "ldap not yet",
+            &GOOD.replace("kind = \"csv\"", "kind = \"ldap\""),
+            &["source.kind: kind \"ldap\" is not supported"],
+        ),
+        (
+            "postgres url must be postgres",
+            &format!("[state]\ndatabase_url = \"mysql://u:hunter2@h/db\"\n{GOOD}"),
+            &["state.database_url: must be a postgres://"],
+        ),
     ];
     for (name, text, want) in cases {
         let d = Dir::new(text);
         let got = problems(d.load(&[]));
         for w in *want {
-            assert!(got.iter().any(|g| g.starts_with(w)), "case {name}: expected {w:?} in {got:#?}");
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "case {name}: expected {w:?} in {got:#?}"
+            );
         }
         for g in &got {
-            assert!(!g.contains("hunter2") && !g.contains("pw-inline-secret"), "case {name}: secret leaked: {g}");
+            assert!(
+                !g.contains("hunter2") && !g.contains("pw-inline-secret"),
+                "case {name}: secret leaked: {g}"
+            );
         }
     }
 }
@@ -199,7 +282,11 @@ fn missing_and_unreadable_config_file() {
 fn env_for_unknown_target_is_a_problem() {
     let d = Dir::new(GOOD);
     let got = problems(d.load(&[("DIRSYNC_TARGET__NOPE__PASSWORD", "x")]));
-    assert!(got.iter().any(|g| g.starts_with("DIRSYNC_TARGET__NOPE__PASSWORD: no [[target]]")), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("DIRSYNC_TARGET__NOPE__PASSWORD: no [[target]]")),
+        "{got:?}"
+    );
 }
 
 #[test]

@@ -51,7 +51,10 @@ fn read_secret_file(base: &Path, file: &Path, key: &str, pr: &mut Problems) -> O
             }
         }
         Err(e) => {
-            pr.push(key, format!("cannot read secret file {}: {e}", path.display()));
+            pr.push(
+                key,
+                format!("cannot read secret file {}: {e}", path.display()),
+            );
             None
         }
     }
@@ -80,7 +83,10 @@ fn duration(v: &str, key: &str, pr: &mut Problems) -> Option<Duration> {
     match humantime::parse_duration(v.trim()) {
         Ok(d) => Some(d),
         Err(e) => {
-            pr.push(key, format!("invalid duration {v:?}: {e} (examples: 15m, 1h 30m, 30d)"));
+            pr.push(
+                key,
+                format!("invalid duration {v:?}: {e} (examples: 15m, 1h 30m, 30d)"),
+            );
             None
         }
     }
@@ -89,7 +95,10 @@ fn duration(v: &str, key: &str, pr: &mut Problems) -> Option<Duration> {
 fn http_url(v: &str, key: &str, pr: &mut Problems) -> Option<url::Url> {
     match url::Url::parse(v.trim()) {
         Ok(u) if u.scheme() != "http" && u.scheme() != "https" => {
-            pr.push(key, format!("scheme {:?} not allowed (use https://)", u.scheme()));
+            pr.push(
+                key,
+                format!("scheme {:?} not allowed (use https://)", u.scheme()),
+            );
             None
         }
         Ok(u) if u.host_str().is_none_or(str::is_empty) => {
@@ -109,7 +118,10 @@ fn http_url(v: &str, key: &str, pr: &mut Problems) -> Option<url::Url> {
         }
         Ok(u) => Some(u),
         Err(url::ParseError::RelativeUrlWithoutBase) => {
-            pr.push(key, format!("relative URL not allowed: {v:?} (write https://host/...)"));
+            pr.push(
+                key,
+                format!("relative URL not allowed: {v:?} (write https://host/...)"),
+            );
             None
         }
         Err(e) => {
@@ -136,16 +148,25 @@ pub fn validate(
             Some("csv") => match s.csv {
                 Some(csv) => csv_source(csv, base, &mut pr),
                 None => {
-                    pr.push("source.csv", "missing [source.csv] section for kind = \"csv\"");
+                    pr.push(
+                        "source.csv",
+                        "missing [source.csv] section for kind = \"csv\"",
+                    );
                     None
                 }
             },
             Some("ldap") => {
-                pr.push("source.kind", "kind \"ldap\" is not supported by this version (use \"csv\")");
+                pr.push(
+                    "source.kind",
+                    "kind \"ldap\" is not supported by this version (use \"csv\")",
+                );
                 None
             }
             Some(other) => {
-                pr.push("source.kind", format!("unknown source kind {other:?} (known: csv)"));
+                pr.push(
+                    "source.kind",
+                    format!("unknown source kind {other:?} (known: csv)"),
+                );
                 None
             }
             None => {
@@ -239,7 +260,12 @@ fn default_sqlite_path() -> PathBuf {
     match std::env::var_os("STATE_DIRECTORY") {
         Some(dir) if !dir.is_empty() => {
             // systemd may pass several directories separated by ':'; the first is ours.
-            let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
+            let first = dir
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
             PathBuf::from(first).join("dirsync.db")
         }
         _ => PathBuf::from("dirsync.db"),
@@ -369,7 +395,10 @@ pub fn normalize_cron(expr: &str) -> Result<String, String> {
                 })
                 .collect::<Vec<_>>()
                 .join(",");
-            format!("0 {} {} {} {} {dow}", parts[0], parts[1], parts[2], parts[3])
+            format!(
+                "0 {} {} {} {} {dow}",
+                parts[0], parts[1], parts[2], parts[3]
+            )
         }
         6 | 7 => parts.join(" "),
         n => {
@@ -467,7 +496,10 @@ fn target(
             None
         }),
         None => {
-            pr.push(format!("{at}.kind"), "missing (covata, primavera or valuekeep)");
+            pr.push(
+                format!("{at}.kind"),
+                "missing (covata, primavera or valuekeep)",
+            );
             None
         }
     };
@@ -522,7 +554,10 @@ fn target(
     let spec = kind.spec();
     if kind != TargetKind::Covata {
         for (set, key) in [
-            (raw.expire_sessions_on_disable.is_some(), "expire_sessions_on_disable"),
+            (
+                raw.expire_sessions_on_disable.is_some(),
+                "expire_sessions_on_disable",
+            ),
             (raw.bulk_import_min.is_some(), "bulk_import_min"),
         ] {
             if set {
@@ -534,7 +569,10 @@ fn target(
         }
     }
     if raw.bulk_import_min == Some(0) {
-        pr.push(format!("{at}.bulk_import_min"), "must be at least 1 (leave it unset to never import)");
+        pr.push(
+            format!("{at}.bulk_import_min"),
+            "must be at least 1 (leave it unset to never import)",
+        );
     }
 
     // Credentials: the ones this kind needs must be set; others must not be.
@@ -600,7 +638,17 @@ fn target(
             _ => {}
         }
     }
-    let mapping = mapping(&raw.fields, &raw.roles, raw.default_roles, raw.include_groups, raw.exclude_groups, kind, at, extra, pr);
+    let mapping = mapping(
+        &raw.fields,
+        &raw.roles,
+        raw.default_roles,
+        raw.include_groups,
+        raw.exclude_groups,
+        kind,
+        at,
+        extra,
+        pr,
+    );
     Some(TargetConfig {
         name: name?,
         kind,
@@ -630,8 +678,18 @@ fn http_settings(raw: &RawTarget, at: &str, pr: &mut Problems) -> Option<HttpSet
         }
         None => Some(default),
     };
-    let connect_timeout = dur(&raw.connect_timeout, "connect_timeout", d.connect_timeout, pr);
-    let request_timeout = dur(&raw.request_timeout, "request_timeout", d.request_timeout, pr);
+    let connect_timeout = dur(
+        &raw.connect_timeout,
+        "connect_timeout",
+        d.connect_timeout,
+        pr,
+    );
+    let request_timeout = dur(
+        &raw.request_timeout,
+        "request_timeout",
+        d.request_timeout,
+        pr,
+    );
     let max_backoff = dur(&raw.max_backoff, "max_backoff", d.max_backoff, pr);
     let concurrency = raw.concurrency.unwrap_or(d.concurrency);
     if concurrency == 0 || concurrency > 1024 {
@@ -682,7 +740,10 @@ fn mapping(
     }
     let mut out = Vec::new();
     for f in spec.fields {
-        let src = fields.get(f.name).map(String::as_str).or(f.default_template);
+        let src = fields
+            .get(f.name)
+            .map(String::as_str)
+            .or(f.default_template);
         let Some(src) = src else {
             if f.required {
                 pr.push(
@@ -731,12 +792,18 @@ fn mapping(
     for (i, r) in roles.iter().enumerate() {
         let key = format!("{at}.roles[{i}]");
         let Some(group) = r.group.as_ref().filter(|g| !g.trim().is_empty()) else {
-            pr.push(format!("{key}.group"), "missing: the group (name or DN) this rule matches");
+            pr.push(
+                format!("{key}.group"),
+                "missing: the group (name or DN) this rule matches",
+            );
             ok = false;
             continue;
         };
         if r.roles.is_empty() {
-            pr.push(format!("{key}.roles"), "empty: list the roles members of this group get");
+            pr.push(
+                format!("{key}.roles"),
+                "empty: list the roles members of this group get",
+            );
             ok = false;
         }
         for role in &r.roles {
@@ -747,8 +814,8 @@ fn mapping(
             roles: r.roles.clone(),
         });
     }
-    let default_roles = default_roles
-        .unwrap_or_else(|| spec.default_roles.iter().map(|r| r.to_string()).collect());
+    let default_roles =
+        default_roles.unwrap_or_else(|| spec.default_roles.iter().map(|r| r.to_string()).collect());
     for role in &default_roles {
         ok &= check_role(role, &format!("{at}.default_roles"), pr);
     }

@@ -186,7 +186,10 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
                         format!(
                             "an account {} exists on the target but dirsync does not own it; \
                              run `dirsync adopt` to manage it",
-                            r.login.as_deref().or(r.remote_id.as_deref()).unwrap_or("(unknown)")
+                            r.login
+                                .as_deref()
+                                .or(r.remote_id.as_deref())
+                                .unwrap_or("(unknown)")
                         ),
                         &mut Summary::default(),
                     );
@@ -350,9 +353,9 @@ fn field_changes(
 mod tests {
     use super::*;
     use crate::mapping::{FieldKind, FieldMapping, RoleRule, Template, UserFilter};
-    use std::collections::HashSet;
     use crate::model::User;
     use chrono::TimeZone;
+    use std::collections::HashSet;
 
     fn mapping() -> TargetMapping {
         let f = |name: &str, kind, tpl: &str| FieldMapping {
@@ -394,7 +397,12 @@ mod tests {
     }
 
     /// A recorded account as if `u` had been applied, with the given flags.
-    fn rec(m: &TargetMapping, u: &User, enabled: bool, owned: bool) -> (RecordedAccount, AccountState) {
+    fn rec(
+        m: &TargetMapping,
+        u: &User,
+        enabled: bool,
+        owned: bool,
+    ) -> (RecordedAccount, AccountState) {
         let a = map(m, u);
         (
             RecordedAccount {
@@ -469,10 +477,15 @@ mod tests {
             user("c", "c@x.com", "C", &[], false),
         ];
         let p = run(&m, &users, &[], &settings(OnMissing::Disable));
-        assert_eq!(kinds(&p), vec![("a".into(), "create"), ("b".into(), "create")]);
+        assert_eq!(
+            kinds(&p),
+            vec![("a".into(), "create"), ("b".into(), "create")]
+        );
         assert_eq!(p.summary.create, 2);
         assert_eq!(p.summary.skipped, 1);
-        let Op::Create { account } = &p.ops[0].op else { panic!() };
+        let Op::Create { account } = &p.ops[0].op else {
+            panic!()
+        };
         assert!(account.roles.contains("ADMIN"));
     }
 
@@ -496,23 +509,135 @@ mod tests {
         let old = user("a", "a@x.com", "Alice", &[], true);
         let day = chrono::Duration::days(1);
         // (description, source users, recorded enabled, disabled_at, on_missing, expected ops)
-        type Case<'a> = (&'a str, Vec<User>, bool, Option<DateTime<Utc>>, OnMissing, Vec<&'a str>);
+        type Case<'a> = (
+            &'a str,
+            Vec<User>,
+            bool,
+            Option<DateTime<Utc>>,
+            OnMissing,
+            Vec<&'a str>,
+        );
         let cases: Vec<Case> = vec![
-            ("rename", vec![user("a", "a@x.com", "Alicia", &[], true)], true, None, OnMissing::Disable, vec!["update"]),
-            ("email case only", vec![user("a", "A@X.com", "Alice", &[], true)], true, None, OnMissing::Disable, vec![]),
-            ("role change", vec![user("a", "a@x.com", "Alice", &["admins"], true)], true, None, OnMissing::Disable, vec!["set_roles"]),
-            ("source disabled", vec![user("a", "a@x.com", "Alice", &[], false)], true, None, OnMissing::Disable, vec!["disable"]),
-            ("re-enabled with rename", vec![user("a", "a@x.com", "Al", &[], true)], false, Some(now()), OnMissing::Disable, vec!["enable", "update"]),
-            ("missing -> disable", vec![], true, None, OnMissing::Disable, vec!["disable"]),
-            ("missing, already disabled", vec![], false, Some(now() - day * 90), OnMissing::Disable, vec![]),
-            ("missing -> delete", vec![], true, None, OnMissing::Delete, vec!["delete"]),
-            ("missing disabled -> delete", vec![], false, None, OnMissing::Delete, vec!["delete"]),
-            ("then-delete: first disable", vec![], true, None, OnMissing::DisableThenDelete, vec!["disable"]),
-            ("then-delete: in grace", vec![], false, Some(now() - day * 29), OnMissing::DisableThenDelete, vec![]),
-            ("then-delete: exactly due", vec![], false, Some(now() - day * 30), OnMissing::DisableThenDelete, vec!["delete"]),
-            ("then-delete: overdue", vec![], false, Some(now() - day * 31), OnMissing::DisableThenDelete, vec!["delete"]),
-            ("then-delete: no disabled_at", vec![], false, None, OnMissing::DisableThenDelete, vec![]),
-            ("came back in grace", vec![old.clone()], false, Some(now() - day * 10), OnMissing::DisableThenDelete, vec!["enable"]),
+            (
+                "rename",
+                vec![user("a", "a@x.com", "Alicia", &[], true)],
+                true,
+                None,
+                OnMissing::Disable,
+                vec!["update"],
+            ),
+            (
+                "email case only",
+                vec![user("a", "A@X.com", "Alice", &[], true)],
+                true,
+                None,
+                OnMissing::Disable,
+                vec![],
+            ),
+            (
+                "role change",
+                vec![user("a", "a@x.com", "Alice", &["admins"], true)],
+                true,
+                None,
+                OnMissing::Disable,
+                vec!["set_roles"],
+            ),
+            (
+                "source disabled",
+                vec![user("a", "a@x.com", "Alice", &[], false)],
+                true,
+                None,
+                OnMissing::Disable,
+                vec!["disable"],
+            ),
+            (
+                "re-enabled with rename",
+                vec![user("a", "a@x.com", "Al", &[], true)],
+                false,
+                Some(now()),
+                OnMissing::Disable,
+                vec!["enable", "update"],
+            ),
+            (
+                "missing -> disable",
+                vec![],
+                true,
+                None,
+                OnMissing::Disable,
+                vec!["disable"],
+            ),
+            (
+                "missing, already disabled",
+                vec![],
+                false,
+                Some(now() - day * 90),
+                OnMissing::Disable,
+                vec![],
+            ),
+            (
+                "missing -> delete",
+                vec![],
+                true,
+                None,
+                OnMissing::Delete,
+                vec!["delete"],
+            ),
+            (
+                "missing disabled -> delete",
+                vec![],
+                false,
+                None,
+                OnMissing::Delete,
+                vec!["delete"],
+            ),
+            (
+                "then-delete: first disable",
+                vec![],
+                true,
+                None,
+                OnMissing::DisableThenDelete,
+                vec!["disable"],
+            ),
+            (
+                "then-delete: in grace",
+                vec![],
+                false,
+                Some(now() - day * 29),
+                OnMissing::DisableThenDelete,
+                vec![],
+            ),
+            (
+                "then-delete: exactly due",
+                vec![],
+                false,
+                Some(now() - day * 30),
+                OnMissing::DisableThenDelete,
+                vec!["delete"],
+            ),
+            (
+                "then-delete: overdue",
+                vec![],
+                false,
+                Some(now() - day * 31),
+                OnMissing::DisableThenDelete,
+                vec!["delete"],
+            ),
+            (
+                "then-delete: no disabled_at",
+                vec![],
+                false,
+                None,
+                OnMissing::DisableThenDelete,
+                vec![],
+            ),
+            (
+                "came back in grace",
+                vec![old.clone()],
+                false,
+                Some(now() - day * 10),
+                OnMissing::DisableThenDelete,
+                vec!["enable"],
+            ),
         ];
         for (name, users, enabled, disabled_at, on_missing, want) in cases {
             let (mut r, st) = rec(&m, &old, enabled, true);
@@ -530,16 +655,36 @@ mod tests {
         let old = user("a", "a@x.com", "Alice", &[], true);
         let mut new = user("a", "alice@x.com", "Alice", &["admins"], true);
         new.family_name = None;
-        let p = run(&m, &[new], &[rec(&m, &old, true, true)], &settings(OnMissing::Disable));
-        let Op::Update { changes, .. } = &p.ops[0].op else { panic!("{:?}", p.ops) };
+        let p = run(
+            &m,
+            &[new],
+            &[rec(&m, &old, true, true)],
+            &settings(OnMissing::Disable),
+        );
+        let Op::Update { changes, .. } = &p.ops[0].op else {
+            panic!("{:?}", p.ops)
+        };
         assert_eq!(
             changes,
             &vec![
-                FieldChange { field: "email".into(), before: Some("a@x.com".into()), after: Some("alice@x.com".into()) },
-                FieldChange { field: "lastName".into(), before: Some("X".into()), after: None },
+                FieldChange {
+                    field: "email".into(),
+                    before: Some("a@x.com".into()),
+                    after: Some("alice@x.com".into())
+                },
+                FieldChange {
+                    field: "lastName".into(),
+                    before: Some("X".into()),
+                    after: None
+                },
             ]
         );
-        let Op::SetRoles { add, remove, roles, .. } = &p.ops[1].op else { panic!() };
+        let Op::SetRoles {
+            add, remove, roles, ..
+        } = &p.ops[1].op
+        else {
+            panic!()
+        };
         assert_eq!(add, &vec!["ADMIN".to_string()]);
         assert_eq!(remove, &vec!["USER".to_string()]);
         assert_eq!(roles, &vec!["ADMIN".to_string()]);
@@ -551,13 +696,22 @@ mod tests {
         let m = mapping();
         let u = user("a", "a@x.com", "Alice", &[], true);
         let changed = user("a", "a@x.com", "Other", &["admins"], false);
-        for on_missing in [OnMissing::Disable, OnMissing::Delete, OnMissing::DisableThenDelete] {
+        for on_missing in [
+            OnMissing::Disable,
+            OnMissing::Delete,
+            OnMissing::DisableThenDelete,
+        ] {
             // Missing from the source.
             let p = run(&m, &[], &[rec(&m, &u, true, false)], &settings(on_missing));
             assert!(p.ops.is_empty());
             assert_eq!(p.summary.not_owned, 1);
             // Present and different.
-            let p = run(&m, std::slice::from_ref(&changed), &[rec(&m, &u, true, false)], &settings(on_missing));
+            let p = run(
+                &m,
+                std::slice::from_ref(&changed),
+                &[rec(&m, &u, true, false)],
+                &settings(on_missing),
+            );
             assert!(p.ops.is_empty());
             assert_eq!(p.problems.len(), 1);
             assert!(p.problems[0].message.contains("adopt"));
@@ -575,7 +729,11 @@ mod tests {
         let p = run(&m, &[nameless], &recorded, &settings(OnMissing::Delete));
         assert!(p.ops.is_empty(), "{:?}", p.ops);
         assert_eq!(p.problems.len(), 1);
-        assert!(p.problems[0].message.contains("firstName"), "{:?}", p.problems);
+        assert!(
+            p.problems[0].message.contains("firstName"),
+            "{:?}",
+            p.problems
+        );
         assert_eq!(p.summary.skipped, 1);
     }
 
@@ -585,7 +743,12 @@ mod tests {
         let u = user("a", "a@x.com", "Alice", &["staff"], true);
         let recorded = [rec(&m, &u, true, true)];
         m.filter.exclude_groups = vec!["staff".into()];
-        let p = run(&m, &[u.clone()], &recorded, &settings(OnMissing::Disable));
+        let p = run(
+            &m,
+            std::slice::from_ref(&u),
+            &recorded,
+            &settings(OnMissing::Disable),
+        );
         assert_eq!(kinds(&p), vec![("a".into(), "disable")]);
         // And a filtered user with no account is simply not created.
         let p = run(&m, &[u], &[], &settings(OnMissing::Disable));
@@ -595,8 +758,14 @@ mod tests {
     #[test]
     fn merge_join_handles_interleaved_keys() {
         let m = mapping();
-        let users: Vec<User> = ["a", "c", "e"].iter().map(|k| user(k, &format!("{k}@x.com"), "N", &[], true)).collect();
-        let gone: Vec<User> = ["b", "d", "f"].iter().map(|k| user(k, &format!("{k}@x.com"), "N", &[], true)).collect();
+        let users: Vec<User> = ["a", "c", "e"]
+            .iter()
+            .map(|k| user(k, &format!("{k}@x.com"), "N", &[], true))
+            .collect();
+        let gone: Vec<User> = ["b", "d", "f"]
+            .iter()
+            .map(|k| user(k, &format!("{k}@x.com"), "N", &[], true))
+            .collect();
         let mut recorded: Vec<_> = gone.iter().map(|u| rec(&m, u, true, true)).collect();
         recorded.push(rec(&m, &users[1], true, true));
         let p = run(&m, &users, &recorded, &settings(OnMissing::Disable));

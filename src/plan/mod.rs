@@ -44,7 +44,9 @@ pub enum DeleteReason {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Create the account (with its roles and enabled flag).
-    Create { account: Account },
+    Create {
+        account: Account,
+    },
     /// Change only these fields. `account` is the desired state after the change.
     Update {
         changes: Vec<FieldChange>,
@@ -60,8 +62,12 @@ pub enum Op {
         account: Account,
     },
     Enable,
-    Disable { reason: DisableReason },
-    Delete { reason: DeleteReason },
+    Disable {
+        reason: DisableReason,
+    },
+    Delete {
+        reason: DeleteReason,
+    },
 }
 
 impl Op {

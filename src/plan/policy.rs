@@ -67,9 +67,13 @@ pub struct BlockReason {
 pub enum Verdict {
     Allowed,
     /// Over a limit: nothing is applied.
-    Blocked { reasons: Vec<BlockReason> },
+    Blocked {
+        reasons: Vec<BlockReason>,
+    },
     /// Over a limit, applied anyway because of `--force` (recorded on the run).
-    Forced { reasons: Vec<BlockReason> },
+    Forced {
+        reasons: Vec<BlockReason>,
+    },
 }
 
 impl Verdict {
@@ -111,7 +115,11 @@ pub fn judge_source(settings: &SafetySettings, facts: SourceFacts) -> Vec<BlockR
         && last > facts.users
     {
         let dropped = last - facts.users;
-        let limit = percent_limit(last, settings.max_source_drop_percent, settings.percent_floor);
+        let limit = percent_limit(
+            last,
+            settings.max_source_drop_percent,
+            settings.percent_floor,
+        );
         if dropped > limit {
             reasons.push(BlockReason {
                 rule: "max_source_drop_percent",
@@ -137,31 +145,39 @@ pub fn judge_source(settings: &SafetySettings, facts: SourceFacts) -> Vec<BlockR
 pub fn judge_plan(settings: &SafetySettings, plan: &TargetPlan) -> Vec<BlockReason> {
     let mut reasons = Vec::new();
     let owned = plan.owned;
-    let mut check = |rule: &'static str, what: &str, actual: u64, limit: Option<u64>, how: String| {
-        if let Some(limit) = limit
-            && actual > limit
-        {
-            reasons.push(BlockReason {
-                rule,
-                limit,
-                actual,
-                message: format!("{actual} {what} planned, over {how} (limit {limit})"),
-            });
-        }
-    };
+    let mut check =
+        |rule: &'static str, what: &str, actual: u64, limit: Option<u64>, how: String| {
+            if let Some(limit) = limit
+                && actual > limit
+            {
+                reasons.push(BlockReason {
+                    rule,
+                    limit,
+                    actual,
+                    message: format!("{actual} {what} planned, over {how} (limit {limit})"),
+                });
+            }
+        };
     let (disables, deletes) = (plan.summary.disable, plan.summary.delete);
     check(
         "max_disables",
         "disables",
         disables,
         settings.max_disables,
-        format!("max_disables = {}", settings.max_disables.unwrap_or_default()),
+        format!(
+            "max_disables = {}",
+            settings.max_disables.unwrap_or_default()
+        ),
     );
     check(
         "max_disable_percent",
         "disables",
         disables,
-        Some(percent_limit(owned, settings.max_disable_percent, settings.percent_floor)),
+        Some(percent_limit(
+            owned,
+            settings.max_disable_percent,
+            settings.percent_floor,
+        )),
         format!(
             "max_disable_percent = {}% of {owned} owned accounts",
             settings.max_disable_percent
@@ -178,7 +194,11 @@ pub fn judge_plan(settings: &SafetySettings, plan: &TargetPlan) -> Vec<BlockReas
         "max_delete_percent",
         "deletes",
         deletes,
-        Some(percent_limit(owned, settings.max_delete_percent, settings.percent_floor)),
+        Some(percent_limit(
+            owned,
+            settings.max_delete_percent,
+            settings.percent_floor,
+        )),
         format!(
             "max_delete_percent = {}% of {owned} owned accounts",
             settings.max_delete_percent
@@ -216,22 +236,53 @@ mod tests {
         let cases: &[(u64, Option<u64>, &[&str])] = &[
             (0, None, &["min_source_users"]),
             (1, None, &[]),
-            (0, Some(100), &["min_source_users", "max_source_drop_percent"]),
-            (80, Some(100), &[]),                             // exactly 20 %
-            (79, Some(100), &["max_source_drop_percent"]),    // one over
-            (120, Some(100), &[]),                            // growth
-            (3, Some(5), &[]),                                // 2 gone: within the floor
-            (2, Some(5), &["max_source_drop_percent"]),       // 3 gone: over floor and 20 %
+            (
+                0,
+                Some(100),
+                &["min_source_users", "max_source_drop_percent"],
+            ),
+            (80, Some(100), &[]),                          // exactly 20 %
+            (79, Some(100), &["max_source_drop_percent"]), // one over
+            (120, Some(100), &[]),                         // growth
+            (3, Some(5), &[]),                             // 2 gone: within the floor
+            (2, Some(5), &["max_source_drop_percent"]),    // 3 gone: over floor and 20 %
             (800_000, Some(1_000_000), &[]),
             (799_999, Some(1_000_000), &["max_source_drop_percent"]),
         ];
         for (users, last_good, want) in cases {
-            let got = judge_source(&s, SourceFacts { users: *users, last_good: *last_good });
+            let got = judge_source(
+                &s,
+                SourceFacts {
+                    users: *users,
+                    last_good: *last_good,
+                },
+            );
             assert_eq!(rules(&got), *want, "users {users} last {last_good:?}");
         }
-        let custom = SafetySettings { min_source_users: 10, ..SafetySettings::default() };
-        assert_eq!(rules(&judge_source(&custom, SourceFacts { users: 10, last_good: None })), Vec::<&str>::new());
-        assert_eq!(rules(&judge_source(&custom, SourceFacts { users: 9, last_good: None })), vec!["min_source_users"]);
+        let custom = SafetySettings {
+            min_source_users: 10,
+            ..SafetySettings::default()
+        };
+        assert_eq!(
+            rules(&judge_source(
+                &custom,
+                SourceFacts {
+                    users: 10,
+                    last_good: None
+                }
+            )),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            rules(&judge_source(
+                &custom,
+                SourceFacts {
+                    users: 9,
+                    last_good: None
+                }
+            )),
+            vec!["min_source_users"]
+        );
     }
 
     #[test]
@@ -239,12 +290,12 @@ mod tests {
         let s = SafetySettings::default();
         // (owned, disables, deletes, expected rules)
         let cases: &[(u64, u64, u64, &[&str])] = &[
-            (1000, 100, 0, &[]),                               // exactly 10 %
-            (1000, 101, 0, &["max_disable_percent"]),          // one over
-            (1000, 0, 50, &[]),                                // exactly 5 % and max_deletes 50
+            (1000, 100, 0, &[]),                      // exactly 10 %
+            (1000, 101, 0, &["max_disable_percent"]), // one over
+            (1000, 0, 50, &[]),                       // exactly 5 % and max_deletes 50
             (1000, 0, 51, &["max_deletes", "max_delete_percent"]),
-            (2000, 0, 51, &["max_deletes"]),                   // 5 % = 100, absolute 50 wins
-            (10, 2, 0, &[]),                                   // floor: small installation
+            (2000, 0, 51, &["max_deletes"]), // 5 % = 100, absolute 50 wins
+            (10, 2, 0, &[]),                 // floor: small installation
             (10, 3, 0, &["max_disable_percent"]),
             (15, 0, 2, &[]),
             (15, 0, 3, &["max_delete_percent"]),
@@ -252,20 +303,45 @@ mod tests {
         ];
         for (owned, dis, del, want) in cases {
             let got = judge_plan(&s, &plan(*owned, *dis, *del));
-            assert_eq!(rules(&got), *want, "owned {owned} disables {dis} deletes {del}");
+            assert_eq!(
+                rules(&got),
+                *want,
+                "owned {owned} disables {dis} deletes {del}"
+            );
         }
-        let abs = SafetySettings { max_disables: Some(5), ..SafetySettings::default() };
-        assert_eq!(rules(&judge_plan(&abs, &plan(1000, 5, 0))), Vec::<&str>::new());
-        assert_eq!(rules(&judge_plan(&abs, &plan(1000, 6, 0))), vec!["max_disables"]);
+        let abs = SafetySettings {
+            max_disables: Some(5),
+            ..SafetySettings::default()
+        };
+        assert_eq!(
+            rules(&judge_plan(&abs, &plan(1000, 5, 0))),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            rules(&judge_plan(&abs, &plan(1000, 6, 0))),
+            vec!["max_disables"]
+        );
         let msg = &judge_plan(&s, &plan(1000, 101, 0))[0].message;
-        assert!(msg.contains("101 disables") && msg.contains("limit 100"), "{msg}");
+        assert!(
+            msg.contains("101 disables") && msg.contains("limit 100"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn verdicts() {
         assert_eq!(Verdict::from_reasons(vec![], false), Verdict::Allowed);
-        let r = judge_source(&SafetySettings::default(), SourceFacts { users: 0, last_good: None });
+        let r = judge_source(
+            &SafetySettings::default(),
+            SourceFacts {
+                users: 0,
+                last_good: None,
+            },
+        );
         assert!(Verdict::from_reasons(r.clone(), false).is_blocked());
-        assert!(matches!(Verdict::from_reasons(r, true), Verdict::Forced { .. }));
+        assert!(matches!(
+            Verdict::from_reasons(r, true),
+            Verdict::Forced { .. }
+        ));
     }
 }

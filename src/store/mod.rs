@@ -276,7 +276,14 @@ pub fn coalesce(changes: &[AccountChange]) -> CoalescedChanges {
     for c in changes {
         let key = c.key();
         let merged = match (last.remove(key), c) {
-            (Some(AccountChange::Upsert(mut rec)), AccountChange::SetEnabled { enabled, disabled_at, .. }) => {
+            (
+                Some(AccountChange::Upsert(mut rec)),
+                AccountChange::SetEnabled {
+                    enabled,
+                    disabled_at,
+                    ..
+                },
+            ) => {
                 rec.account.enabled = *enabled;
                 rec.account.disabled_at = *disabled_at;
                 AccountChange::Upsert(rec)
@@ -294,9 +301,11 @@ pub fn coalesce(changes: &[AccountChange]) -> CoalescedChanges {
     for key in order {
         match last.remove(key) {
             Some(AccountChange::Upsert(r)) => out.upserts.push(r),
-            Some(AccountChange::SetEnabled { key, enabled, disabled_at }) => {
-                out.set_enabled.push((key, enabled, disabled_at))
-            }
+            Some(AccountChange::SetEnabled {
+                key,
+                enabled,
+                disabled_at,
+            }) => out.set_enabled.push((key, enabled, disabled_at)),
             Some(AccountChange::Delete { key }) => out.deletes.push(key),
             None => {}
         }
@@ -373,8 +382,10 @@ pub trait Store: Send + Sync {
     }
     /// Operations of a target left `pending` or `sent` (by a run that was interrupted), oldest
     /// first.
-    async fn unfinished_operations(&self, target: &str)
-    -> Result<Vec<OperationRecord>, StoreError> {
+    async fn unfinished_operations(
+        &self,
+        target: &str,
+    ) -> Result<Vec<OperationRecord>, StoreError> {
         let _ = target;
         Err(self.pending_impl("unfinished_operations"))
     }
@@ -397,10 +408,7 @@ pub enum StoreLocation {
 }
 
 /// Opens (and, if asked, migrates) the configured store.
-pub async fn open(
-    location: &StoreLocation,
-    migrate: bool,
-) -> Result<Box<dyn Store>, StoreError> {
+pub async fn open(location: &StoreLocation, migrate: bool) -> Result<Box<dyn Store>, StoreError> {
     let store: Box<dyn Store> = match location {
         StoreLocation::Postgres {
             url,

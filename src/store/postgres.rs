@@ -10,13 +10,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use futures::TryStreamExt;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
 use super::{
-    AccountRecord, AccountState, NewRun, OperationRecord, RecordedAccount, RunFinish, RunRecord,
-    RunStatus, Store, StoreError, Trigger,
+    AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OperationRecord,
+    RecordedAccount, RunFinish, RunRecord, RunStatus, Store, StoreError, Trigger, coalesce,
 };
 use crate::secret::Secret;
 
@@ -79,7 +79,7 @@ impl PgStore {
     }
 }
 
-/// `host:port/database` (or the socket path), for error messages. Never the user's password.
+/// `host:port, database NAME` (or the socket path), for error messages. Never a password.
 fn describe_place(options: &PgConnectOptions) -> String {
     let database = options.get_database().unwrap_or("(default database)");
     match options.get_socket() {
@@ -96,7 +96,10 @@ fn describe_place(options: &PgConnectOptions) -> String {
 /// still have been echoed (its password, raw or percent-decoded, and the URL itself).
 fn connect_error(url: &Secret, place: &str, error: &sqlx::Error) -> StoreError {
     let cause = match error {
-        sqlx::Error::Configuration(e) => format!("invalid configuration: {e}"),
+        sqlx::Error::Configuration(e) => e
+            .to_string()
+            .trim_start_matches("error with configuration: ")
+            .to_owned(),
         sqlx::Error::Database(e) => match e.code() {
             Some(code) => format!("server refused: {} (SQLSTATE {code})", e.message()),
             None => format!("server refused: {}", e.message()),
@@ -122,13 +125,18 @@ fn redact(url: &Secret, text: &str) -> String {
     if !url.is_empty() {
         secrets.push(url.expose().to_owned());
     }
-    if let Ok(parsed) = url::Url::parse(url.expose())
-        && let Some(password) = parsed.password()
-        && !password.is_empty()
-    {
-        secrets.push(password.to_owned());
-        if let Ok(decoded) = percent_decode(password) {
-            secrets.push(decoded);
+    if let Ok(parsed) = url::Url::parse(url.expose()) {
+        if let Some(password) = parsed.password() {
+            secrets.push(password.to_owned());
+            if let Ok(decoded) = percent_decode(password) {
+                secrets.push(decoded);
+            }
+        }
+        // `?password=...` is accepted too.
+        for (name, value) in parsed.query_pairs() {
+            if name == "password" {
+                secrets.push(value.into_owned());
+            }
         }
     }
     // Longest first, so that the URL is replaced as a whole before its password.
@@ -420,6 +428,9 @@ impl Store for PgStore {
             .await
             .map_err(query_error(context.clone()))?;
         let mut out = Vec::new();
+        // A row that does not parse: remembered, and the stream still read to its end, since
+        // a connection left in the middle of a COPY cannot be used (or rolled back) again.
+        let mut failure: Option<StoreError> = None;
         {
             let mut stream = tx
                 .copy_out_raw(LOAD_ACCOUNTS_COPY)
@@ -431,6 +442,9 @@ impl Store for PgStore {
                 .await
                 .map_err(query_error(context.clone()))?
             {
+                if failure.is_some() {
+                    continue;
+                }
                 // Postgres sends one row per message; do not rely on it.
                 let mut data: &[u8] = &chunk;
                 while let Some(end) = data.iter().position(|&b| b == b'\n') {
@@ -440,17 +454,29 @@ impl Store for PgStore {
                         pending.extend_from_slice(&data[..end]);
                         pending.as_slice()
                     };
-                    out.push(parse_light_row(line, &context)?);
+                    match parse_light_row(line, &context) {
+                        Ok(row) => out.push(row),
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
                     pending.clear();
                     data = &data[end + 1..];
                 }
                 pending.extend_from_slice(data);
             }
-            if !pending.is_empty() {
-                out.push(parse_light_row(&pending, &context)?);
+            if failure.is_none() && !pending.is_empty() {
+                match parse_light_row(&pending, &context) {
+                    Ok(row) => out.push(row),
+                    Err(e) => failure = Some(e),
+                }
             }
         }
         tx.rollback().await.map_err(query_error(context))?;
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
         Ok(out)
     }
 
@@ -498,51 +524,7 @@ impl Store for PgStore {
             .begin()
             .await
             .map_err(query_error(context.clone()))?;
-        for chunk in rows.chunks(CHUNK) {
-            let n = chunk.len();
-            let mut keys = Vec::with_capacity(n);
-            let mut remote_ids = Vec::with_capacity(n);
-            let mut logins = Vec::with_capacity(n);
-            let mut attributes = Vec::with_capacity(n);
-            let mut roles = Vec::with_capacity(n);
-            let mut hashes = Vec::with_capacity(n);
-            let mut enabled = Vec::with_capacity(n);
-            let mut owned = Vec::with_capacity(n);
-            let mut adopted = Vec::with_capacity(n);
-            let mut disabled_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
-            let mut last_seen_run = Vec::with_capacity(n);
-            for row in chunk {
-                let a = &row.account;
-                keys.push(a.key.as_str());
-                remote_ids.push(a.remote_id.as_deref());
-                logins.push(a.login.as_deref());
-                // Serialising string maps and sets cannot fail.
-                attributes.push(serde_json::to_string(&row.state.fields).unwrap_or_default());
-                roles.push(serde_json::to_string(&row.state.roles).unwrap_or_default());
-                hashes.push(a.hash.as_str());
-                enabled.push(a.enabled);
-                owned.push(a.owned);
-                adopted.push(a.adopted);
-                disabled_at.push(a.disabled_at);
-                last_seen_run.push(row.last_seen_run);
-            }
-            sqlx::query(UPSERT_ACCOUNTS)
-                .bind(target)
-                .bind(keys)
-                .bind(remote_ids)
-                .bind(logins)
-                .bind(attributes)
-                .bind(roles)
-                .bind(hashes)
-                .bind(enabled)
-                .bind(owned)
-                .bind(adopted)
-                .bind(disabled_at)
-                .bind(last_seen_run)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error(context.clone()))?;
-        }
+        upsert_in(&mut tx, target, &rows, &context).await?;
         tx.commit().await.map_err(query_error(context))
     }
 
@@ -556,14 +538,7 @@ impl Store for PgStore {
             .begin()
             .await
             .map_err(query_error(context.clone()))?;
-        for chunk in keys.chunks(CHUNK) {
-            sqlx::query("DELETE FROM accounts WHERE target = $1 AND source_key = ANY($2)")
-                .bind(target)
-                .bind(chunk)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error(context.clone()))?;
-        }
+        delete_in(&mut tx, target, keys, &context).await?;
         tx.commit().await.map_err(query_error(context))
     }
 
@@ -650,45 +625,352 @@ impl Store for PgStore {
 
     async fn run_operations(&self, run_id: i64) -> Result<Vec<OperationRecord>, StoreError> {
         let context = format!("list operations of run {run_id}");
-        let rows = sqlx::query(
-            "SELECT id, run_id, target, source_key, kind, status, attempts, last_error, \
-             remote_id, payload::text AS payload, updated_at \
-             FROM operations WHERE run_id = $1 ORDER BY id",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations WHERE run_id = $1 ORDER BY id"
+        )))
         .bind(run_id)
         .fetch_all(&self.pool)
         .await
         .map_err(query_error(context.clone()))?;
         rows.iter()
-            .map(|row| {
-                let get_err = |e: sqlx::Error| StoreError::Query {
-                    backend: BACKEND,
-                    context: context.clone(),
-                    source: e,
-                };
-                let id: i64 = row.try_get("id").map_err(get_err)?;
-                let attempts: i32 = row.try_get("attempts").map_err(get_err)?;
-                let payload: String = row.try_get("payload").map_err(get_err)?;
-                let op_context = format!("{context}: operation {id}");
-                Ok(OperationRecord {
-                    id,
-                    run_id: row.try_get("run_id").map_err(get_err)?,
-                    target: row.try_get("target").map_err(get_err)?,
-                    source_key: row.try_get("source_key").map_err(get_err)?,
-                    kind: row.try_get("kind").map_err(get_err)?,
-                    status: row.try_get("status").map_err(get_err)?,
-                    attempts: u32::try_from(attempts).map_err(|_| {
-                        corrupt(&op_context, format!("attempts is negative ({attempts})"))
-                    })?,
-                    last_error: row.try_get("last_error").map_err(get_err)?,
-                    remote_id: row.try_get("remote_id").map_err(get_err)?,
-                    payload: serde_json::from_str(&payload)
-                        .map_err(|e| corrupt(&op_context, format!("payload: {e}")))?,
-                    updated_at: row.try_get("updated_at").map_err(get_err)?,
-                })
-            })
+            .map(|row| operation_from_row(row, &context))
             .collect()
     }
+
+    async fn load_account_records(
+        &self,
+        target: &str,
+        keys: &[String],
+    ) -> Result<Vec<AccountRecord>, StoreError> {
+        let context = format!("load account records of target {target:?}");
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(CHUNK) {
+            let rows = sqlx::query(
+                r#"SELECT source_key, remote_id, login, hash, enabled, owned, adopted, disabled_at,
+                          attributes::text AS attributes, roles::text AS roles, last_seen_run
+                   FROM accounts WHERE target = $1 AND source_key = ANY($2)
+                   ORDER BY source_key COLLATE "C""#,
+            )
+            .bind(target)
+            .bind(chunk)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error(context.clone()))?;
+            for row in &rows {
+                out.push(record_from_row(row, &context)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn journal(
+        &self,
+        run_id: i64,
+        target: &str,
+        ops: &[NewOperation],
+    ) -> Result<Vec<i64>, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let context = format!(
+            "journal {} operations of run {run_id}, target {target:?}",
+            ops.len()
+        );
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error(context.clone()))?;
+        let mut ids = Vec::with_capacity(ops.len());
+        for chunk in ops.chunks(CHUNK) {
+            // Ids are taken from the sequence first and inserted explicitly, so that they are
+            // known to follow the input order.
+            let mut chunk_ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT nextval(pg_get_serial_sequence('operations', 'id')) \
+                 FROM generate_series(1, $1)",
+            )
+            .bind(i64::try_from(chunk.len()).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_error(context.clone()))?;
+            chunk_ids.sort_unstable();
+            let keys: Vec<&str> = chunk.iter().map(|o| o.source_key.as_str()).collect();
+            let kinds: Vec<&str> = chunk.iter().map(|o| o.kind.as_str()).collect();
+            let payloads: Vec<String> = chunk
+                .iter()
+                .map(|o| serde_json::to_string(&o.payload).unwrap_or_else(|_| "null".to_owned()))
+                .collect();
+            sqlx::query(
+                "INSERT INTO operations (id, run_id, target, source_key, kind, payload, status, \
+                 attempts, created_at, updated_at) \
+                 SELECT u.id, $1, $2, u.source_key, u.kind, u.payload::jsonb, 'pending', 0, \
+                        now(), now() \
+                 FROM UNNEST($3::int8[], $4::text[], $5::text[], $6::text[]) \
+                      AS u(id, source_key, kind, payload)",
+            )
+            .bind(run_id)
+            .bind(target)
+            .bind(&chunk_ids)
+            .bind(keys)
+            .bind(kinds)
+            .bind(payloads)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(context.clone()))?;
+            ids.extend(chunk_ids);
+        }
+        tx.commit().await.map_err(query_error(context))?;
+        Ok(ids)
+    }
+
+    async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let context = format!("mark {} operations sent", ids.len());
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error(context.clone()))?;
+        for chunk in ids.chunks(CHUNK) {
+            sqlx::query(
+                "UPDATE operations SET status = 'sent', attempts = attempts + 1, \
+                 updated_at = now() WHERE id = ANY($1)",
+            )
+            .bind(chunk)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(context.clone()))?;
+        }
+        tx.commit().await.map_err(query_error(context))
+    }
+
+    async fn record_outcomes(
+        &self,
+        target: &str,
+        outcomes: &[OpOutcome],
+        changes: &[AccountChange],
+    ) -> Result<(), StoreError> {
+        if outcomes.is_empty() && changes.is_empty() {
+            return Ok(());
+        }
+        let context = format!(
+            "record {} operation outcomes and {} account changes of target {target:?}",
+            outcomes.len(),
+            changes.len()
+        );
+        let changes = coalesce(changes);
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error(context.clone()))?;
+        // The last outcome of an operation wins (an UPDATE ... FROM takes one arbitrarily).
+        let mut seen = HashSet::with_capacity(outcomes.len());
+        let mut outcomes: Vec<&OpOutcome> = outcomes
+            .iter()
+            .rev()
+            .filter(|o| seen.insert(o.id))
+            .collect();
+        outcomes.reverse();
+        for chunk in outcomes.chunks(CHUNK) {
+            let ids: Vec<i64> = chunk.iter().map(|o| o.id).collect();
+            let statuses: Vec<&str> = chunk.iter().map(|o| o.status.as_str()).collect();
+            let errors: Vec<Option<&str>> = chunk.iter().map(|o| o.error.as_deref()).collect();
+            let remote_ids: Vec<Option<&str>> =
+                chunk.iter().map(|o| o.remote_id.as_deref()).collect();
+            sqlx::query(
+                "UPDATE operations AS o SET status = u.status, last_error = u.error, \
+                 remote_id = COALESCE(u.remote_id, o.remote_id), updated_at = now() \
+                 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[]) \
+                      AS u(id, status, error, remote_id) \
+                 WHERE o.id = u.id",
+            )
+            .bind(ids)
+            .bind(statuses)
+            .bind(errors)
+            .bind(remote_ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(context.clone()))?;
+        }
+        let upserts: Vec<&AccountRecord> = changes.upserts.iter().collect();
+        upsert_in(&mut tx, target, &upserts, &context).await?;
+        for chunk in changes.set_enabled.chunks(CHUNK) {
+            let keys: Vec<&str> = chunk.iter().map(|(k, _, _)| k.as_str()).collect();
+            let enabled: Vec<bool> = chunk.iter().map(|(_, e, _)| *e).collect();
+            let disabled_at: Vec<Option<DateTime<Utc>>> =
+                chunk.iter().map(|(_, _, d)| *d).collect();
+            sqlx::query(
+                r#"UPDATE accounts AS a SET enabled = u.enabled, disabled_at = u.disabled_at,
+                          updated_at = now()
+                   FROM UNNEST($2::text[], $3::bool[], $4::timestamptz[])
+                        AS u(source_key, enabled, disabled_at)
+                   WHERE a.target = $1 AND a.source_key = u.source_key COLLATE "C""#,
+            )
+            .bind(target)
+            .bind(keys)
+            .bind(enabled)
+            .bind(disabled_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(context.clone()))?;
+        }
+        delete_in(&mut tx, target, &changes.deletes, &context).await?;
+        tx.commit().await.map_err(query_error(context))
+    }
+
+    async fn unfinished_operations(
+        &self,
+        target: &str,
+    ) -> Result<Vec<OperationRecord>, StoreError> {
+        let context = format!("list unfinished operations of target {target:?}");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations \
+             WHERE target = $1 AND status IN ('pending', 'sent') ORDER BY id"
+        )))
+        .bind(target)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(context.clone()))?;
+        rows.iter()
+            .map(|row| operation_from_row(row, &context))
+            .collect()
+    }
+}
+
+/// Upserts rows (keys unique) of a target inside a transaction, [`CHUNK`] rows per statement.
+async fn upsert_in(
+    conn: &mut PgConnection,
+    target: &str,
+    rows: &[&AccountRecord],
+    context: &str,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(CHUNK) {
+        let n = chunk.len();
+        let mut keys = Vec::with_capacity(n);
+        let mut remote_ids = Vec::with_capacity(n);
+        let mut logins = Vec::with_capacity(n);
+        let mut attributes = Vec::with_capacity(n);
+        let mut roles = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
+        let mut enabled = Vec::with_capacity(n);
+        let mut owned = Vec::with_capacity(n);
+        let mut adopted = Vec::with_capacity(n);
+        let mut disabled_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+        let mut last_seen_run = Vec::with_capacity(n);
+        for row in chunk {
+            let a = &row.account;
+            keys.push(a.key.as_str());
+            remote_ids.push(a.remote_id.as_deref());
+            logins.push(a.login.as_deref());
+            // Serialising string maps and sets cannot fail.
+            attributes.push(serde_json::to_string(&row.state.fields).unwrap_or_default());
+            roles.push(serde_json::to_string(&row.state.roles).unwrap_or_default());
+            hashes.push(a.hash.as_str());
+            enabled.push(a.enabled);
+            owned.push(a.owned);
+            adopted.push(a.adopted);
+            disabled_at.push(a.disabled_at);
+            last_seen_run.push(row.last_seen_run);
+        }
+        sqlx::query(UPSERT_ACCOUNTS)
+            .bind(target)
+            .bind(keys)
+            .bind(remote_ids)
+            .bind(logins)
+            .bind(attributes)
+            .bind(roles)
+            .bind(hashes)
+            .bind(enabled)
+            .bind(owned)
+            .bind(adopted)
+            .bind(disabled_at)
+            .bind(last_seen_run)
+            .execute(&mut *conn)
+            .await
+            .map_err(query_error(context))?;
+    }
+    Ok(())
+}
+
+/// Deletes account rows of a target inside a transaction, [`CHUNK`] keys per statement.
+async fn delete_in(
+    conn: &mut PgConnection,
+    target: &str,
+    keys: &[String],
+    context: &str,
+) -> Result<(), StoreError> {
+    for chunk in keys.chunks(CHUNK) {
+        sqlx::query("DELETE FROM accounts WHERE target = $1 AND source_key = ANY($2)")
+            .bind(target)
+            .bind(chunk)
+            .execute(&mut *conn)
+            .await
+            .map_err(query_error(context))?;
+    }
+    Ok(())
+}
+
+const OPERATION_COLUMNS: &str = "id, run_id, target, source_key, kind, status, attempts, \
+     last_error, remote_id, payload::text AS payload, updated_at";
+
+fn operation_from_row(row: &PgRow, context: &str) -> Result<OperationRecord, StoreError> {
+    let get_err = |e: sqlx::Error| StoreError::Query {
+        backend: BACKEND,
+        context: context.to_owned(),
+        source: e,
+    };
+    let id: i64 = row.try_get("id").map_err(get_err)?;
+    let attempts: i32 = row.try_get("attempts").map_err(get_err)?;
+    let payload: String = row.try_get("payload").map_err(get_err)?;
+    let op_context = format!("{context}: operation {id}");
+    Ok(OperationRecord {
+        id,
+        run_id: row.try_get("run_id").map_err(get_err)?,
+        target: row.try_get("target").map_err(get_err)?,
+        source_key: row.try_get("source_key").map_err(get_err)?,
+        kind: row.try_get("kind").map_err(get_err)?,
+        status: row.try_get("status").map_err(get_err)?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| corrupt(&op_context, format!("attempts is negative ({attempts})")))?,
+        last_error: row.try_get("last_error").map_err(get_err)?,
+        remote_id: row.try_get("remote_id").map_err(get_err)?,
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| corrupt(&op_context, format!("payload: {e}")))?,
+        updated_at: row.try_get("updated_at").map_err(get_err)?,
+    })
+}
+
+/// A full account row (light columns, `attributes`, `roles`, `last_seen_run`).
+fn record_from_row(row: &PgRow, context: &str) -> Result<AccountRecord, StoreError> {
+    let get_err = |e: sqlx::Error| StoreError::Query {
+        backend: BACKEND,
+        context: context.to_owned(),
+        source: e,
+    };
+    let key: String = row.try_get("source_key").map_err(get_err)?;
+    let attributes: String = row.try_get("attributes").map_err(get_err)?;
+    let roles: String = row.try_get("roles").map_err(get_err)?;
+    let fields = serde_json::from_str(&attributes)
+        .map_err(|e| corrupt(context, format!("key {key:?}: attributes: {e}")))?;
+    let roles = serde_json::from_str(&roles)
+        .map_err(|e| corrupt(context, format!("key {key:?}: roles: {e}")))?;
+    Ok(AccountRecord {
+        account: RecordedAccount {
+            remote_id: row.try_get("remote_id").map_err(get_err)?,
+            login: row.try_get("login").map_err(get_err)?,
+            hash: row.try_get("hash").map_err(get_err)?,
+            enabled: row.try_get("enabled").map_err(get_err)?,
+            owned: row.try_get("owned").map_err(get_err)?,
+            adopted: row.try_get("adopted").map_err(get_err)?,
+            disabled_at: row.try_get("disabled_at").map_err(get_err)?,
+            key,
+        },
+        state: AccountState { fields, roles },
+        last_seen_run: row.try_get("last_seen_run").map_err(get_err)?,
+    })
 }
 
 #[cfg(test)]
@@ -701,6 +983,9 @@ mod tests {
         let text = "failed for postgres://u:s3cr%40t@db.example:5432/x and s3cr@t and s3cr%40t";
         let out = redact(&url, text);
         assert!(!out.contains("s3cr"), "{out}");
+        let url = Secret::new("postgres://u@db/x?password=qu%3Dery&sslmode=require");
+        let out = redact(&url, "echo qu=ery");
+        assert_eq!(out, "echo ***");
     }
 
     #[test]
@@ -742,9 +1027,15 @@ mod tests {
             Some(1_700_000_000_123_456)
         );
         let short = parse_light_row(b"k\t\\N", "ctx");
-        assert!(matches!(short, Err(StoreError::Corrupt { .. })), "{short:?}");
+        assert!(
+            matches!(short, Err(StoreError::Corrupt { .. })),
+            "{short:?}"
+        );
         let bad_flag = parse_light_row(b"k\tr\tl\th\tx\tf\tf\t\\N", "ctx");
-        assert!(matches!(bad_flag, Err(StoreError::Corrupt { .. })), "{bad_flag:?}");
+        assert!(
+            matches!(bad_flag, Err(StoreError::Corrupt { .. })),
+            "{bad_flag:?}"
+        );
     }
 
     #[tokio::test]

@@ -33,10 +33,6 @@ const UPSERT_CHUNK: usize = 2_000;
 const UPSERT_VARS_PER_ROW: usize = 14;
 const _: () = assert!(UPSERT_CHUNK * UPSERT_VARS_PER_ROW <= 32_766);
 
-/// Rows the connection's worker thread may read ahead of the caller (sqlx's default, 50, makes
-/// the two threads hand over every few rows).
-const ROW_BUFFER: usize = 4096;
-
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The SQLite state store: a connection pool on one database file.
@@ -62,8 +58,7 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            .row_buffer_size(ROW_BUFFER);
+            .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
@@ -356,7 +351,10 @@ impl Store for SqliteStore {
                  WHERE target = ? AND source_key IN ({})",
                 placeholders(chunk.len())
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(target);
+            // Only the full-size statement is worth keeping prepared (see `UPSERT_CHUNK`).
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .persistent(chunk.len() == KEY_CHUNK)
+                .bind(target);
             for key in chunk {
                 query = query.bind(key.as_str());
             }
@@ -401,7 +399,9 @@ impl Store for SqliteStore {
             } else {
                 upsert_sql(chunk.len())
             };
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            // Only the full-size statement is kept prepared: a cached statement per tail size
+            // would pile up large statements in each connection's cache.
+            let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(chunk.len() == UPSERT_CHUNK);
             for row in chunk {
                 let a = &row.account;
                 query = query
@@ -444,7 +444,10 @@ impl Store for SqliteStore {
                 "DELETE FROM accounts WHERE target = ? AND source_key IN ({})",
                 placeholders(chunk.len())
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(target);
+            // Only the full-size statement is worth keeping prepared (see `UPSERT_CHUNK`).
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .persistent(chunk.len() == KEY_CHUNK)
+                .bind(target);
             for key in chunk {
                 query = query.bind(key.as_str());
             }

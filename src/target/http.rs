@@ -160,8 +160,8 @@ impl From<HttpError> for OpError {
                     message: e.message(),
                 },
             },
-            HttpError::Auth { .. } => OpError::Auth {
-                message: e.to_string(),
+            HttpError::Auth { target, message } => OpError::Auth {
+                message: format!("{target}: {message}"),
             },
             HttpError::Url { .. } | HttpError::Setup { .. } => OpError::Unsupported {
                 message: e.to_string(),

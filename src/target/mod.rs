@@ -28,7 +28,11 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 3] = [TargetKind::Covata, TargetKind::Primavera, TargetKind::Valuekeep];
+    pub const ALL: [TargetKind; 3] = [
+        TargetKind::Covata,
+        TargetKind::Primavera,
+        TargetKind::Valuekeep,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -200,7 +204,12 @@ pub static PRIMAVERA: VendorSpec = VendorSpec {
 pub static VALUEKEEP: VendorSpec = VendorSpec {
     fields: &[
         field("userKey", FieldKind::Text, true, Some("{key}")),
-        field("name", FieldKind::Text, true, Some("{given_name} {family_name}")),
+        field(
+            "name",
+            FieldKind::Text,
+            true,
+            Some("{given_name} {family_name}"),
+        ),
         field("email", FieldKind::Email, false, Some("{email}")),
         field("isTechnician", FieldKind::Bool, true, Some("false")),
     ],
@@ -216,7 +225,10 @@ pub static VALUEKEEP: VendorSpec = VendorSpec {
     ],
     optional_credentials: &[Credential::TokenUrl, Credential::Scope],
     credential_defaults: &[
-        (Credential::TokenUrl, "https://identity.primaverabss.com/connect/token"),
+        (
+            Credential::TokenUrl,
+            "https://identity.primaverabss.com/connect/token",
+        ),
         (Credential::Scope, "application"),
     ],
 };
@@ -224,9 +236,12 @@ pub static VALUEKEEP: VendorSpec = VendorSpec {
 /// Why a target's connector could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("target {target:?}: kind {kind} cannot apply changes in this version (plan and dry runs work)")]
+    #[error(
+        "target {target:?}: kind {kind} cannot apply changes in this version (plan and dry runs work)"
+    )]
     NotAvailable { target: String, kind: &'static str },
-    #[error("target {target:?}: {message}")]
+    /// The HTTP client could not be built (the message names the target).
+    #[error("{message}")]
     Client { target: String, message: String },
 }
 

@@ -103,7 +103,9 @@ roles = ["ROLE_SYSTEM_ADMIN"]
 
     async fn store(&self) -> Box<dyn Store> {
         let config = dirsync::config::load_with_env(&self.config_path(), &[]).unwrap();
-        dirsync::store::open(&config.state.location, true).await.unwrap()
+        dirsync::store::open(&config.state.location, true)
+            .await
+            .unwrap()
     }
 
     /// Records every enabled, mapped source user as created on every target, and a successful
@@ -182,7 +184,9 @@ fn op_lines(text: &str) -> Vec<String> {
     text.lines()
         .filter(|l| {
             let t = l.trim_start();
-            ["+ ", "~ ", "> ", "< ", "x "].iter().any(|m| t.starts_with(m))
+            ["+ ", "~ ", "> ", "< ", "x "]
+                .iter()
+                .any(|m| t.starts_with(m))
         })
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect()
@@ -271,7 +275,10 @@ E5,erin@example.com,Erin,Stone,disabled,staff
     let out = env.run(&["plan", "--format", "markdown"]);
     let md = stdout(&out);
     assert!(md.contains("## covata-test (covata)"), "{md}");
-    assert!(md.contains("| disable | E4 | dave@example.com | no longer in the source |"), "{md}");
+    assert!(
+        md.contains("| disable | E4 | dave@example.com | no longer in the source |"),
+        "{md}"
+    );
 
     // Dry runs never touched the accounts.
     let store = env.store().await;
@@ -288,7 +295,11 @@ E5,erin@example.com,Erin,Stone,disabled,staff
     let newest_id = store.list_runs(1).await.unwrap()[0].id.to_string();
     let out = env.run(&["runs", "show", &newest_id]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(stdout(&out).contains("target covata-test (covata): allowed"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("target covata-test (covata): allowed"),
+        "{}",
+        stdout(&out)
+    );
     let out = env.run(&["runs", "show", "999999"]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("no run with id 999999"));
@@ -320,13 +331,20 @@ async fn safety(backend: Backend) {
     assert!(text.contains("BLOCKED"), "{text}");
     assert!(text.contains("max_source_drop_percent"), "{text}");
     assert!(text.contains("max_disable_percent"), "{text}");
-    assert!(stderr(&out).contains("blocked by safety policy"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("blocked by safety policy"),
+        "{}",
+        stderr(&out)
+    );
     let out = env.run(&["plan", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "blocked");
     assert_eq!(v["exit_code"], 3);
     assert_eq!(v["targets"][0]["verdict"]["status"], "blocked");
-    assert_eq!(v["source"]["blocked_by"][0]["rule"], "max_source_drop_percent");
+    assert_eq!(
+        v["source"]["blocked_by"][0]["rule"],
+        "max_source_drop_percent"
+    );
 
     // --force shows the plan as forced (still a dry run: exit 2).
     let out = env.run(&["sync", "--dry-run", "--force"]);
@@ -337,7 +355,11 @@ async fn safety(backend: Backend) {
     env.write_csv("");
     let out = env.run(&["plan"]);
     assert_eq!(code(&out), 3, "{}", stdout(&out));
-    assert!(stdout(&out).contains("min_source_users"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("min_source_users"),
+        "{}",
+        stdout(&out)
+    );
 
     // A run that stays under the limits is allowed: 3 gone of 30 = 10 %.
     let fine: String = many.lines().take(27).map(|l| format!("{l}\n")).collect();
@@ -386,8 +408,14 @@ async fn bad_input_is_an_error_and_writes_nothing() {
     let cases: &[(&str, &str)] = &[
         ("base_url = \"https://covata.example.com\"", "[source\n"),
         ("client_id = \"dirsync\"", "client_idd = \"dirsync\""),
-        ("password_file = \"pw.txt\"", "password_file = \"missing.txt\""),
-        ("base_url = \"https://covata.example.com\"", "base_url = \"covata.example.com/api\""),
+        (
+            "password_file = \"pw.txt\"",
+            "password_file = \"missing.txt\"",
+        ),
+        (
+            "base_url = \"https://covata.example.com\"",
+            "base_url = \"covata.example.com/api\"",
+        ),
     ];
     let expected = [
         "TOML parse error",
@@ -400,7 +428,11 @@ async fn bad_input_is_an_error_and_writes_nothing() {
         std::fs::write(env.config_path(), good.replace(from, to)).unwrap();
         let out = env.run(&["plan"]);
         assert_eq!(code(&out), 1, "{from} -> {to}");
-        assert!(stderr(&out).contains(want), "{want:?} not in {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(want),
+            "{want:?} not in {}",
+            stderr(&out)
+        );
         assert!(!stderr(&out).contains("password-value"));
         assert!(!stderr(&out).contains("client-secret-value"));
         let out = env.run(&["check", "--offline"]);
@@ -414,16 +446,27 @@ async fn bad_input_is_an_error_and_writes_nothing() {
 
     // Config path that does not exist, or is a directory.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
-    let out = cmd.args(["plan", "--config", "/nonexistent/dirsync.toml"]).output().unwrap();
+    let out = cmd
+        .args(["plan", "--config", "/nonexistent/dirsync.toml"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("/nonexistent/dirsync.toml: cannot read"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/dirsync.toml: cannot read"),
+        "{}",
+        stderr(&out)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_dirsync"))
         .args(["plan", "--config"])
         .arg(env.dir.path())
         .output()
         .unwrap();
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("not a regular file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
 
     // Malformed CSV: every problem named with file and line; exit 1; no run, no account.
     env.write_csv(
@@ -448,7 +491,11 @@ E6,f@example.com,F,G,maybe,staff
     assert!(store.load_accounts("covata-test").await.unwrap().is_empty());
 
     // Missing column.
-    std::fs::write(env.dir.path().join("users.csv"), "id,mail\nE1,a@example.com\n").unwrap();
+    std::fs::write(
+        env.dir.path().join("users.csv"),
+        "id,mail\nE1,a@example.com\n",
+    )
+    .unwrap();
     let out = env.run(&["plan"]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("email"), "{}", stderr(&out));
@@ -472,7 +519,11 @@ async fn sync_without_dry_run_never_pretends() {
     let env = Env::new(Backend::Sqlite, USERS).await;
     let out = env.run(&["sync"]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("cannot apply changes yet"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot apply changes yet"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!env.dir.path().join("state.db").exists());
 }
 
@@ -489,7 +540,11 @@ async fn target_selection_and_migrate_and_check() {
     assert!(stdout(&out).contains("migrations applied"));
     let out = env.run(&["check"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("source: OK, 5 users"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("source: OK, 5 users"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -516,7 +571,10 @@ async fn bundled_example_plans() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("config/example.toml"))
         .unwrap()
-        .replace("path = \"example-users.csv\"", &format!("path = {:?}", root.join("config/example-users.csv")))
+        .replace(
+            "path = \"example-users.csv\"",
+            &format!("path = {:?}", root.join("config/example-users.csv")),
+        )
         .replace("path = \"../dirsync-example.db\"", "path = \"example.db\"");
     let cfg = dir.path().join("example.toml");
     std::fs::write(&cfg, text).unwrap();
@@ -527,6 +585,9 @@ async fn bundled_example_plans() {
         .unwrap();
     assert_eq!(code(&out), 2, "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("target covata-prod (covata): allowed"), "{text}");
+    assert!(
+        text.contains("target covata-prod (covata): allowed"),
+        "{text}"
+    );
     assert!(text.contains("Bending Rodríguez"), "{text}");
 }

@@ -485,7 +485,10 @@ async fn targets_are_isolated(fx: &Fixture) {
 
     // Target names are data, never SQL.
     let odd = "o'brien\\prod\"; DROP TABLE accounts; --";
-    store.upsert_accounts(odd, &[record("k", "h")]).await.unwrap();
+    store
+        .upsert_accounts(odd, &[record("k", "h")])
+        .await
+        .unwrap();
     assert_eq!(store.load_accounts(odd).await.unwrap().len(), 1);
     assert_eq!(
         store
@@ -759,75 +762,15 @@ async fn sqlite_memory_store_works() {
     assert_eq!(store.backend(), "sqlite");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tmp_perf_1m() {
-    for fx in [Fixture::postgres().await] {
-        let store = fx.store();
-        let rows: Vec<AccountRecord> = (0..1_000_000)
-            .map(|i| record(&format!("E{i:08}"), "v1"))
-            .collect();
-        let t = std::time::Instant::now();
-        store.upsert_accounts("big", &rows).await.unwrap();
-        eprintln!("{} upsert 1M: {:?}", store.backend(), t.elapsed());
-        let Fixture::Postgres { store: s } = &fx else {
-            panic!()
-        };
-        sqlx::query("VACUUM ANALYZE accounts")
-            .execute(s.pool())
-            .await
-            .unwrap();
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts WHERE target = 'big'")
-                .fetch_one(s.pool())
-                .await
-                .unwrap();
-            eprintln!("count: {:?} {n}", t.elapsed());
-            let t = std::time::Instant::now();
-            use sqlx::Row;
-            let old: Vec<RecordedAccount> = sqlx::query(
-            r#"SELECT source_key, remote_id, login, hash, enabled, owned, adopted, disabled_at
-               FROM accounts WHERE target = $1 ORDER BY source_key COLLATE "C""#,
-        )
-        .bind("big")
-        .try_map(|row: sqlx::postgres::PgRow| {
-            Ok(RecordedAccount {
-                key: row.try_get(0)?,
-                remote_id: row.try_get(1)?,
-                login: row.try_get(2)?,
-                hash: row.try_get(3)?,
-                enabled: row.try_get(4)?,
-                owned: row.try_get(5)?,
-                adopted: row.try_get(6)?,
-                disabled_at: row.try_get(7)?,
-            })
-        })
-        .fetch_all(s.pool()).await.unwrap();
-            eprintln!("old way: {:?} {}", t.elapsed(), old.len());
-            drop(old);
-            let t = std::time::Instant::now();
-            let l = store.load_accounts("big").await.unwrap();
-            eprintln!("{} load 1M: {:?} {}", store.backend(), t.elapsed(), l.len());
-        }
-        let ks: Vec<String> = (0..100_000).map(|i| format!("E{:08}", i * 10)).collect();
-        let t = std::time::Instant::now();
-        let st = store.load_account_states("big", &ks).await.unwrap();
-        eprintln!(
-            "{} states 100k: {:?} {}",
-            store.backend(),
-            t.elapsed(),
-            st.len()
-        );
-        let t = std::time::Instant::now();
-        store
-            .upsert_accounts("big", &rows[..100_000])
-            .await
-            .unwrap();
-        eprintln!("{} update 100k: {:?}", store.backend(), t.elapsed());
-        let t = std::time::Instant::now();
-        store.delete_accounts("big", &ks).await.unwrap();
-        eprintln!("{} delete 100k: {:?}", store.backend(), t.elapsed());
-        let plan: Vec<String> = sqlx::query_scalar("EXPLAIN ANALYZE SELECT source_key, remote_id, login, hash, enabled, owned, adopted, disabled_at FROM accounts WHERE target = 'big' ORDER BY source_key COLLATE \"C\"").fetch_all(s.pool()).await.unwrap();
-        eprintln!("{}", plan.join("\n"));
-    }
+#[tokio::test]
+async fn a_connected_store_does_not_debug_print_the_password() {
+    // The harness' server trusts local connections, so any password is accepted.
+    let mut url = url::Url::parse(&pg_url().await).unwrap();
+    url.set_password(Some("s3cretpw")).unwrap();
+    let store = PgStore::connect(&Secret::new(url.to_string()), 2)
+        .await
+        .unwrap();
+    let text = format!("{store:?}");
+    assert!(!text.contains("s3cretpw"), "{text}");
+    assert_eq!(store.backend(), "postgres");
 }

@@ -25,7 +25,7 @@
 //! - **Create conflicts** (`wire::is_duplicate_message`): 409, or a 400 whose body says
 //!   "duplicate", "already ..." or "... exists" (not "does not exist"), is a `Conflict`.
 //! - **Import CSV** (`wire::import_csv`): header `Email,First Name,Last Name,Mobile Number,Role,
-//!   Account Type,Plan` (the admin guide's template), CRLF line ends, several roles joined with
+//!   Account Type,Plan` (the admin guide's template), `\n` line ends, several roles joined with
 //!   `;`, `Account Type` empty (server default), `Plan` holding `planId`. `otherName` has no
 //!   column: it is set by a PUT after the import (a failure there is a note on the created
 //!   account). Accounts with a line break in a value are created one by one instead (it would
@@ -541,5 +541,139 @@ impl Connector for CovataConnector {
             Err(e) => return Err(e),
         }
         Ok(self.list_accounts().await?.into_iter().find(|a| matches(a)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Duration;
+
+    use crate::config::{Credentials, HttpSettings};
+    use crate::mapping::{TargetMapping, UserFilter};
+    use crate::secret::Secret;
+    use crate::target::TargetKind;
+
+    fn target(bulk_import_min: Option<usize>) -> TargetConfig {
+        TargetConfig {
+            name: "cov".into(),
+            kind: TargetKind::Covata,
+            enabled: true,
+            base_url: Url::parse("https://covata.example/prefix/").unwrap(),
+            credentials: Credentials {
+                username: Some("svc".into()),
+                password: Some(Secret::new("pw-hunter2")),
+                client_id: Some("cid".into()),
+                client_secret: Some(Secret::new("cs-hunter3")),
+                ..Default::default()
+            },
+            mapping: TargetMapping {
+                fields: vec![],
+                role_rules: vec![],
+                default_roles: vec![],
+                filter: UserFilter::default(),
+                login_field: "email".into(),
+            },
+            on_missing: Default::default(),
+            delete_after: Duration::ZERO,
+            http: HttpSettings::default(),
+            batch_size: 250,
+            expire_sessions_on_disable: true,
+            bulk_import_min,
+        }
+    }
+
+    #[test]
+    fn capabilities_follow_the_settings() {
+        let c = CovataConnector::new(&target(None)).unwrap();
+        assert_eq!(
+            c.capabilities(),
+            Capabilities {
+                bulk_status_batch: Some(250),
+                bulk_create_batch: None,
+                can_list: true,
+                roles: RoleSemantics::Replace,
+            }
+        );
+        let c = CovataConnector::new(&target(Some(20))).unwrap();
+        assert_eq!(c.capabilities().bulk_create_batch, Some(250));
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter"), "{debug}");
+        assert_eq!(
+            c.url("api/v1/users", Some("a/b")).unwrap().as_str(),
+            "https://covata.example/prefix/api/v1/users/a%2Fb"
+        );
+    }
+
+    #[test]
+    fn missing_credentials_are_named() {
+        let mut t = target(None);
+        t.credentials.client_secret = None;
+        let e = CovataConnector::new(&t).unwrap_err();
+        assert!(e.to_string().contains("client_secret"), "{e}");
+        let mut t = target(None);
+        t.credentials.password = Some(Secret::new(""));
+        let e = CovataConnector::new(&t).unwrap_err();
+        assert!(e.to_string().contains("password") && !e.to_string().contains("hunter"));
+    }
+
+    fn status(status: u16, body: &str) -> HttpError {
+        HttpError::Status {
+            target: "cov".into(),
+            method: "POST".into(),
+            path: "/api/v1/users".into(),
+            status,
+            body: body.into(),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn create_errors() {
+        let conflict = |e: OpError| match e {
+            OpError::Conflict { message } => message,
+            other => panic!("{other:?}"),
+        };
+        let m = conflict(create_error(status(409, ""), "a@x.io"));
+        assert!(m.contains("a@x.io") && m.contains("HTTP 409"), "{m}");
+        let m = conflict(create_error(status(400, "User already exists"), "a@x.io"));
+        assert!(
+            m.contains("a@x.io") && m.contains("User already exists"),
+            "{m}"
+        );
+        assert_eq!(
+            create_error(status(400, "invalid role"), "a@x.io"),
+            OpError::Rejected {
+                status: 400,
+                message: "invalid role".into()
+            }
+        );
+        assert!(matches!(
+            create_error(status(422, "already there"), "a@x.io"),
+            OpError::Rejected { status: 422, .. }
+        ));
+        assert!(matches!(
+            create_error(status(500, "already exists"), "a@x.io"),
+            OpError::Unavailable { .. }
+        ));
+    }
+
+    #[test]
+    fn context_keeps_the_kind() {
+        let e = with_context(
+            OpError::Rejected {
+                status: 400,
+                message: "bad".into(),
+            },
+            "expiring failed",
+        );
+        assert_eq!(
+            e,
+            OpError::Rejected {
+                status: 400,
+                message: "expiring failed: bad".into()
+            }
+        );
     }
 }

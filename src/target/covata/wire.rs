@@ -133,9 +133,9 @@ pub(crate) fn importable(account: &Account) -> bool {
 /// line `i + 2`). `Account Type` is left empty (the server's default) and `Plan` carries the
 /// `planId` field (ASSUMED). `otherName` has no column: the connector sets it afterwards.
 pub(crate) fn import_csv(accounts: &[&Account]) -> Result<Vec<u8>, String> {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::new());
+    // `\n` line ends (the csv default): with `\r\n`, csv-crate readers report record
+    // lines one too low, which would break `Line <n>` matching on such servers.
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
     w.write_record(IMPORT_HEADER).map_err(|e| e.to_string())?;
     for a in accounts {
         let f = |name: &str| a.fields.get(name).map(String::as_str).unwrap_or("");
@@ -527,9 +527,9 @@ mod tests {
         let csv = String::from_utf8(import_csv(&[&a, &b]).unwrap()).unwrap();
         assert_eq!(
             csv,
-            "Email,First Name,Last Name,Mobile Number,Role,Account Type,Plan\r\n\
-             a@x.io,Ann,\"Lee, Jr\",,ROLE_COLLABORATOR;ROLE_ORIGINATOR,,p1\r\n\
-             b@x.io,,,+1 555,ROLE_COLLABORATOR,,\r\n"
+            "Email,First Name,Last Name,Mobile Number,Role,Account Type,Plan\n\
+             a@x.io,Ann,\"Lee, Jr\",,ROLE_COLLABORATOR;ROLE_ORIGINATOR,,p1\n\
+             b@x.io,,,+1 555,ROLE_COLLABORATOR,,\n"
         );
     }
 

@@ -1,0 +1,585 @@
+//! `dirsync sync` against the fake Covata server and a real store: what is sent, what the
+//! fake ends up holding, what the journal and the account rows say, and what happens under
+//! faults and kills.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use dirsync::store::Store;
+
+use crate::support::covata::{self, FakeCovata, FakeUser, Fault, PathMatch};
+
+const HEADER: &str = "id,email,first,last,status,groups\n";
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    fake: FakeCovata,
+    db_url: Option<String>,
+}
+
+fn users(n: usize) -> String {
+    (1..=n)
+        .map(|i| {
+            let groups = if i % 10 == 1 { "staff;admins" } else { "staff" };
+            format!("E{i:05},user{i}@example.com,First{i},Last{i},active,{groups}\n")
+        })
+        .collect()
+}
+
+impl Env {
+    async fn new(backend: Backend, csv: &str) -> Env {
+        let fake = FakeCovata::start().await;
+        let db_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(crate::support::pg::pg_url().await),
+        };
+        let env = Env {
+            dir: tempfile::tempdir().unwrap(),
+            fake,
+            db_url,
+        };
+        env.write_csv(csv);
+        env.write_config("");
+        env
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("dirsync.toml")
+    }
+
+    fn write_csv(&self, body: &str) {
+        std::fs::write(self.dir.path().join("users.csv"), format!("{HEADER}{body}")).unwrap();
+    }
+
+    fn write_config(&self, extra: &str) {
+        let state = match &self.db_url {
+            Some(url) => format!("database_url = \"{url}\""),
+            None => "path = \"state.db\"".to_string(),
+        };
+        std::fs::write(
+            self.dir.path().join("client-secret"),
+            format!("{}\n", covata::CLIENT_SECRET),
+        )
+        .unwrap();
+        let text = format!(
+            r#"
+[state]
+{state}
+
+[source]
+kind = "csv"
+[source.csv]
+path = "users.csv"
+[source.csv.columns]
+key = "id"
+given_name = "first"
+family_name = "last"
+enabled = "status"
+groups = "groups"
+
+[[target]]
+name = "covata"
+kind = "covata"
+base_url = "{base}"
+username = "{user}"
+password = "{password}"
+client_id = "{client}"
+client_secret_file = "client-secret"
+concurrency = 8
+max_backoff = "2s"
+{extra}
+[[target.roles]]
+group = "admins"
+roles = ["ROLE_SYSTEM_ADMIN"]
+"#,
+            base = self.fake.base_url(),
+            user = covata::USERNAME,
+            password = covata::PASSWORD,
+            client = covata::CLIENT_ID,
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
+        cmd.args(args).arg("--config").arg(self.config_path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("DIRSYNC_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("NO_COLOR", "1");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    async fn store(&self) -> Box<dyn Store> {
+        let config = dirsync::config::load_with_env(&self.config_path(), &[]).unwrap();
+        dirsync::store::open(&config.state.location, true)
+            .await
+            .unwrap()
+    }
+
+    /// Non-token requests the fake received.
+    fn api_requests(&self) -> Vec<(String, String)> {
+        self.fake
+            .requests()
+            .into_iter()
+            .filter(|r| !r.path.starts_with("/api/oauth"))
+            .map(|r| (r.method, r.path))
+            .collect()
+    }
+}
+
+fn out(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn emails(fake: &FakeCovata) -> Vec<String> {
+    let mut v: Vec<String> = fake.users().into_iter().map(|u| u.email).collect();
+    v.sort();
+    v
+}
+
+async fn full_lifecycle(backend: Backend) {
+    let env = Env::new(backend, &users(5)).await;
+
+    // First sync: everyone created with the right roles.
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Applied 5 changes."),
+        "{}",
+        out(&o)
+    );
+    let fake_users = env.fake.users();
+    assert_eq!(fake_users.len(), 5);
+    let alice = env.fake.user_by_email("user1@example.com").unwrap();
+    assert_eq!(alice.roles, vec!["ROLE_SYSTEM_ADMIN".to_string()]);
+    assert_eq!(alice.first_name.as_deref(), Some("First1"));
+    let bob = env.fake.user_by_email("user2@example.com").unwrap();
+    assert_eq!(bob.roles, vec!["ROLE_COLLABORATOR".to_string()]);
+    let store = env.store().await;
+    let accounts = store.load_accounts("covata").await.unwrap();
+    assert_eq!(accounts.len(), 5);
+    assert!(
+        accounts
+            .iter()
+            .all(|a| a.owned && a.enabled && a.remote_id.is_some())
+    );
+    assert_eq!(
+        accounts
+            .iter()
+            .find(|a| a.key == "E00001")
+            .unwrap()
+            .remote_id
+            .as_deref(),
+        Some(alice.id.as_str())
+    );
+    let run = &store.list_runs(1).await.unwrap()[0];
+    assert_eq!(run.status, dirsync::store::RunStatus::Succeeded);
+    assert_eq!(run.applied, 5);
+    let ops = store.run_operations(run.id).await.unwrap();
+    assert_eq!(ops.len(), 5);
+    assert!(
+        ops.iter()
+            .all(|o| o.status == "succeeded" && o.remote_id.is_some())
+    );
+
+    // Second sync, nothing changed: not a single request, not even a token.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.fake.requests().is_empty(), "{:?}", env.fake.requests());
+
+    // Rename, role change, source disable, removal.
+    let mut csv = users(5);
+    csv = csv.replace(
+        "E00001,user1@example.com,First1,Last1",
+        "E00001,user1@example.com,First1,Renamed",
+    );
+    csv = csv.replace(
+        "E00002,user2@example.com,First2,Last2,active,staff",
+        "E00002,user2@example.com,First2,Last2,active,staff;admins",
+    );
+    csv = csv.replace(
+        "E00003,user3@example.com,First3,Last3,active",
+        "E00003,user3@example.com,First3,Last3,disabled",
+    );
+    csv = csv.replace("E00004,user4@example.com,First4,Last4,active,staff\n", "");
+    env.write_csv(&csv);
+    env.write_config("max_disable_percent = 50");
+    // (max_disable_percent is a [safety] key, not a target key: the config must refuse it.)
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 1, "{}", out(&o));
+    env.write_config("");
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let bob_id = bob.id.clone();
+    let carol = env.fake.user_by_email("user3@example.com").unwrap();
+    let dave = env.fake.user_by_email("user4@example.com").unwrap();
+    let mut reqs = env.api_requests();
+    reqs.sort();
+    let mut expected = vec![
+        ("PUT".to_string(), format!("/api/v1/users/{}", alice.id)),
+        ("PUT".to_string(), format!("/api/v1/users/{bob_id}")),
+        ("POST".to_string(), "/api/v1/users/bulk".to_string()),
+        ("POST".to_string(), "/api/v1/users/bulk".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(reqs, expected, "{}", out(&o));
+    assert_eq!(
+        env.fake.bulk_batches(),
+        vec![("expire".to_string(), 2), ("disable".to_string(), 2)]
+    );
+    assert_eq!(
+        env.fake.user(&alice.id).unwrap().last_name.as_deref(),
+        Some("Renamed")
+    );
+    let mut bob_roles = env.fake.user(&bob_id).unwrap().roles;
+    bob_roles.sort();
+    assert_eq!(bob_roles, vec!["ROLE_SYSTEM_ADMIN".to_string()]);
+    assert!(!env.fake.user(&carol.id).unwrap().enabled);
+    assert!(!env.fake.user(&dave.id).unwrap().enabled);
+    assert_eq!(env.fake.user(&dave.id).unwrap().sessions_expired, 1);
+    assert_eq!(env.fake.toggle_calls(), 0);
+    let accounts = store.load_accounts("covata").await.unwrap();
+    let dave_row = accounts.iter().find(|a| a.key == "E00004").unwrap();
+    assert!(!dave_row.enabled && dave_row.disabled_at.is_some());
+
+    // Carol enabled again in the source: one bulk enable; nothing else.
+    env.write_csv(&csv.replace("First3,Last3,disabled", "First3,Last3,active"));
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(
+        env.api_requests(),
+        vec![("POST".to_string(), "/api/v1/users/bulk".to_string())]
+    );
+    assert!(env.fake.user(&carol.id).unwrap().enabled);
+
+    // And then nothing again.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.api_requests().is_empty(), "{:?}", env.api_requests());
+
+    // A dry run against the same config sends nothing at all.
+    env.write_csv(&users(5));
+    env.fake.clear_requests();
+    let o = env.run(&["sync", "--dry-run"]);
+    assert_eq!(code(&o), 2, "{}", out(&o));
+    assert!(env.fake.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_against_fake_covata_sqlite() {
+    full_lifecycle(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_against_fake_covata_postgres() {
+    full_lifecycle(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_disables_are_batched() {
+    let env = Env::new(Backend::Postgres, &users(1234)).await;
+    env.write_config("concurrency = 32");
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.fake.users().len(), 1234);
+    // Everyone leaves: blocked without --force, applied in 3 batches with it.
+    env.write_csv("X1,x1@example.com,X,One,active,staff\n");
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 3, "{}", out(&o));
+    assert!(env.fake.users().iter().all(|u| u.enabled));
+    let o = env.run(&["sync", "--force"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let disables: Vec<usize> = env
+        .fake
+        .bulk_batches()
+        .into_iter()
+        .filter(|(a, _)| a == "disable")
+        .map(|(_, n)| n)
+        .collect();
+    let mut sorted = disables.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![234, 500, 500], "{disables:?}");
+    assert_eq!(env.fake.users().iter().filter(|u| !u.enabled).count(), 1234);
+    let store = env.store().await;
+    let run = &store.list_runs(1).await.unwrap()[0];
+    assert!(run.forced);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limit_storm_is_absorbed() {
+    let env = Env::new(Backend::Sqlite, &users(6)).await;
+    env.fake.inject(
+        "POST",
+        PathMatch::exact("/api/v1/users"),
+        Fault::Status429 {
+            retry_after: Some("1".into()),
+        },
+        3,
+    );
+    env.fake.inject(
+        "*",
+        PathMatch::prefix("/api/v1/users"),
+        Fault::Status503 { retry_after: None },
+        2,
+    );
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.fake.users().len(), 6);
+    assert_eq!(env.fake.pending_faults(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_error_fails_one_operation_and_the_next_run_retries_it() {
+    let env = Env::new(Backend::Sqlite, &users(4)).await;
+    env.fake.inject(
+        "POST",
+        PathMatch::exact("/api/v1/users"),
+        Fault::Status(500),
+        1,
+    );
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("failed 1"), "{text}");
+    assert_eq!(env.fake.users().len(), 3);
+    let store = env.store().await;
+    let run = &store.list_runs(1).await.unwrap()[0];
+    assert_eq!(run.status, dirsync::store::RunStatus::Partial);
+    assert_eq!((run.applied, run.failed), (3, 1));
+    let ops = store.run_operations(run.id).await.unwrap();
+    let failed: Vec<_> = ops.iter().filter(|o| o.status == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("500"),
+        "{failed:?}"
+    );
+    // Next run: only the failed one is created.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.fake.users().len(), 4);
+    let creates = env
+        .api_requests()
+        .iter()
+        .filter(|(m, p)| m == "POST" && p == "/api/v1/users")
+        .count();
+    assert_eq!(creates, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_response_after_create_creates_nobody_twice() {
+    let env = Env::new(Backend::Postgres, &users(5)).await;
+    env.fake.inject(
+        "POST",
+        PathMatch::exact("/api/v1/users"),
+        Fault::DropAfterApply,
+        2,
+    );
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(emails(&env.fake).len(), 5);
+    let store = env.store().await;
+    assert_eq!(store.load_accounts("covata").await.unwrap().len(), 5);
+    // A second run sends nothing and creates nothing.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.api_requests().is_empty(), "{:?}", env.api_requests());
+    assert_eq!(env.fake.users().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_mid_run_then_restarted_creates_nobody_twice() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let env = Env::new(backend, &users(40)).await;
+        env.write_config("concurrency = 4");
+        env.fake.set_latency(Duration::from_millis(150));
+        let mut child = env
+            .command(&["sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Let some creates through, then kill -9 in the middle.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while env.fake.users().len() < 8 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let created_before = env.fake.users().len();
+        assert!(
+            created_before > 0 && created_before < 40,
+            "{created_before}"
+        );
+        env.fake.set_latency(Duration::ZERO);
+        let o = env.run(&["sync"]);
+        assert_eq!(code(&o), 0, "{backend:?}: {}", out(&o));
+        let all = emails(&env.fake);
+        let mut unique = all.clone();
+        unique.dedup();
+        assert_eq!(all.len(), 40, "{backend:?}");
+        assert_eq!(unique.len(), 40, "{backend:?}: duplicate creates");
+        let store = env.store().await;
+        let accounts = store.load_accounts("covata").await.unwrap();
+        assert_eq!(accounts.len(), 40);
+        assert!(accounts.iter().all(|a| a.owned));
+        // Nothing is left unfinished in the journal.
+        assert!(
+            store
+                .unfinished_operations("covata")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // And the third run has nothing to do.
+        let o = env.run(&["sync"]);
+        assert_eq!(code(&o), 0, "{}", out(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("Nothing to do."),
+            "{}",
+            out(&o)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conflict_without_adoption_then_adopt() {
+    let env = Env::new(Backend::Sqlite, &users(3)).await;
+    // Someone created user2 by hand; user3 exists with different names.
+    let hand = env.fake.insert_user(FakeUser {
+        first_name: Some("Hand".into()),
+        ..FakeUser::new("User2@Example.com", &["ROLE_ORIGINATOR"])
+    });
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("conflict"), "{text}");
+    // The hand-made account is untouched; dirsync remembers it as not owned.
+    let u = env.fake.user(&hand).unwrap();
+    assert_eq!(u.first_name.as_deref(), Some("Hand"));
+    let store = env.store().await;
+    let row = store
+        .load_accounts("covata")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.key == "E00002")
+        .unwrap();
+    assert!(!row.owned);
+    // The next plan reports it instead of creating again.
+    let o = env.run(&["plan"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("dirsync adopt"),
+        "{}",
+        out(&o)
+    );
+
+    // Adopt: dry run records nothing; then for real.
+    env.fake.clear_requests();
+    let o = env.run(&["adopt", "--target", "covata", "--dry-run"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("would adopt 1"),
+        "{}",
+        out(&o)
+    );
+    let row = store
+        .load_accounts("covata")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.key == "E00002")
+        .unwrap();
+    assert!(!row.owned);
+    let o = env.run(&["adopt", "--target", "covata"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("adopted 1"),
+        "{}",
+        out(&o)
+    );
+    // Adoption changed nothing remotely: only listing calls.
+    assert!(
+        env.api_requests().iter().all(|(m, _)| m == "GET"),
+        "{:?}",
+        env.api_requests()
+    );
+    let row = store
+        .load_accounts("covata")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.key == "E00002")
+        .unwrap();
+    assert!(row.owned && row.adopted);
+    assert_eq!(row.remote_id.as_deref(), Some(hand.as_str()));
+    // Now sync brings it in line: name and roles, no create.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(
+        !env.api_requests()
+            .iter()
+            .any(|(m, p)| m == "POST" && p == "/api/v1/users")
+    );
+    let u = env.fake.user(&hand).unwrap();
+    assert_eq!(u.first_name.as_deref(), Some("First2"));
+    assert_eq!(u.roles, vec!["ROLE_COLLABORATOR".to_string()]);
+    assert_eq!(env.fake.users().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_credentials_fail_clearly_without_secrets() {
+    let env = Env::new(Backend::Sqlite, &users(2)).await;
+    std::fs::write(
+        env.dir.path().join("client-secret"),
+        "wrong-client-secret\n",
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(env.config_path()).unwrap().replace(
+        "client_secret_file = \"client-secret\"",
+        "client_secret = \"wrong-client-secret\"",
+    );
+    std::fs::write(env.config_path(), cfg).unwrap();
+    let o = env.run(&["sync", "-vv"]);
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    let all = out(&o);
+    assert!(all.contains("authentication"), "{all}");
+    for secret in [covata::PASSWORD, "wrong-client-secret"] {
+        assert!(!all.contains(secret), "secret {secret} printed");
+    }
+    assert!(env.fake.users().is_empty());
+}
