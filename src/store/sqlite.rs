@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow,
 };
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{
-    AccountRecord, AccountState, NewRun, OperationRecord, RecordedAccount, RunFinish, RunRecord,
-    RunStatus, Store, StoreError, Trigger,
+    AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OperationRecord,
+    RecordedAccount, RunFinish, RunRecord, RunStatus, Store, StoreError, Trigger, coalesce,
 };
 
 const BACKEND: &str = "sqlite";
@@ -32,6 +33,10 @@ const KEY_CHUNK: usize = 500;
 const UPSERT_CHUNK: usize = 2_000;
 const UPSERT_VARS_PER_ROW: usize = 14;
 const _: () = assert!(UPSERT_CHUNK * UPSERT_VARS_PER_ROW <= 32_766);
+
+/// Operations per journal `INSERT` (7 variables each).
+const JOURNAL_CHUNK: usize = 4_000;
+const _: () = assert!(JOURNAL_CHUNK * 7 <= 32_766);
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -385,47 +390,12 @@ impl Store for SqliteStore {
         let context = format!("upsert {} accounts of target {target:?}", rows.len());
         let rows = last_wins(rows);
         let now = format_ts(&Utc::now());
-        let mut full_chunk_sql: Option<String> = None;
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(query_error(context.clone()))?;
-        for chunk in rows.chunks(UPSERT_CHUNK) {
-            let sql = if chunk.len() == UPSERT_CHUNK {
-                full_chunk_sql
-                    .get_or_insert_with(|| upsert_sql(UPSERT_CHUNK))
-                    .clone()
-            } else {
-                upsert_sql(chunk.len())
-            };
-            // Only the full-size statement is kept prepared: a cached statement per tail size
-            // would pile up large statements in each connection's cache.
-            let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(chunk.len() == UPSERT_CHUNK);
-            for row in chunk {
-                let a = &row.account;
-                query = query
-                    .bind(target)
-                    .bind(a.key.as_str())
-                    .bind(a.remote_id.as_deref())
-                    .bind(a.login.as_deref())
-                    // Serialising string maps and sets cannot fail.
-                    .bind(serde_json::to_string(&row.state.fields).unwrap_or_default())
-                    .bind(serde_json::to_string(&row.state.roles).unwrap_or_default())
-                    .bind(a.hash.as_str())
-                    .bind(a.enabled)
-                    .bind(a.owned)
-                    .bind(a.adopted)
-                    .bind(a.disabled_at.as_ref().map(format_ts))
-                    .bind(row.last_seen_run)
-                    .bind(now.as_str())
-                    .bind(now.as_str());
-            }
-            query
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error(context.clone()))?;
-        }
+        upsert_in(&mut tx, target, &rows, &now, &context).await?;
         tx.commit().await.map_err(query_error(context))
     }
 
@@ -439,23 +409,7 @@ impl Store for SqliteStore {
             .begin()
             .await
             .map_err(query_error(context.clone()))?;
-        for chunk in keys.chunks(KEY_CHUNK) {
-            let sql = format!(
-                "DELETE FROM accounts WHERE target = ? AND source_key IN ({})",
-                placeholders(chunk.len())
-            );
-            // Only the full-size statement is worth keeping prepared (see `UPSERT_CHUNK`).
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .persistent(chunk.len() == KEY_CHUNK)
-                .bind(target);
-            for key in chunk {
-                query = query.bind(key.as_str());
-            }
-            query
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error(context.clone()))?;
-        }
+        delete_in(&mut tx, target, keys, &context).await?;
         tx.commit().await.map_err(query_error(context))
     }
 
@@ -542,46 +496,376 @@ impl Store for SqliteStore {
 
     async fn run_operations(&self, run_id: i64) -> Result<Vec<OperationRecord>, StoreError> {
         let context = format!("list operations of run {run_id}");
-        let rows = sqlx::query(
-            "SELECT id, run_id, target, source_key, kind, status, attempts, last_error, \
-             remote_id, payload, updated_at FROM operations WHERE run_id = ?1 ORDER BY id",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations WHERE run_id = ? ORDER BY id"
+        )))
         .bind(run_id)
         .fetch_all(&self.pool)
         .await
         .map_err(query_error(context.clone()))?;
         rows.iter()
-            .map(|row| {
-                let get_err = |e: sqlx::Error| StoreError::Query {
-                    backend: BACKEND,
-                    context: context.clone(),
-                    source: e,
-                };
-                let id: i64 = row.try_get("id").map_err(get_err)?;
-                let attempts: i64 = row.try_get("attempts").map_err(get_err)?;
-                let payload: String = row.try_get("payload").map_err(get_err)?;
-                let updated_at: String = row.try_get("updated_at").map_err(get_err)?;
-                let op_context = format!("{context}: operation {id}");
-                Ok(OperationRecord {
-                    id,
-                    run_id: row.try_get("run_id").map_err(get_err)?,
-                    target: row.try_get("target").map_err(get_err)?,
-                    source_key: row.try_get("source_key").map_err(get_err)?,
-                    kind: row.try_get("kind").map_err(get_err)?,
-                    status: row.try_get("status").map_err(get_err)?,
-                    attempts: u32::try_from(attempts).map_err(|_| {
-                        corrupt(&op_context, format!("attempts out of range ({attempts})"))
-                    })?,
-                    last_error: row.try_get("last_error").map_err(get_err)?,
-                    remote_id: row.try_get("remote_id").map_err(get_err)?,
-                    payload: serde_json::from_str(&payload)
-                        .map_err(|e| corrupt(&op_context, format!("payload: {e}")))?,
-                    updated_at: parse_ts(&updated_at)
-                        .map_err(|e| corrupt(&op_context, format!("updated_at: {e}")))?,
-                })
-            })
+            .map(|row| operation_from_row(row, &context))
             .collect()
     }
+
+    async fn load_account_records(
+        &self,
+        target: &str,
+        keys: &[String],
+    ) -> Result<Vec<AccountRecord>, StoreError> {
+        let context = format!("load account records of target {target:?}");
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(KEY_CHUNK) {
+            let sql = format!(
+                "SELECT source_key, remote_id, login, hash, enabled, owned, adopted, \
+                 disabled_at, attributes, roles, last_seen_run FROM accounts \
+                 WHERE target = ? AND source_key IN ({}) ORDER BY source_key",
+                placeholders(chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .persistent(chunk.len() == KEY_CHUNK)
+                .bind(target);
+            for key in chunk {
+                query = query.bind(key.as_str());
+            }
+            let rows = query
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_error(context.clone()))?;
+            for row in &rows {
+                out.push(record_from_row(row, &context)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn journal(
+        &self,
+        run_id: i64,
+        target: &str,
+        ops: &[NewOperation],
+    ) -> Result<Vec<i64>, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let context = format!(
+            "journal {} operations of run {run_id}, target {target:?}",
+            ops.len()
+        );
+        let now = format_ts(&Utc::now());
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error(context.clone()))?;
+        let mut ids = Vec::with_capacity(ops.len());
+        for chunk in ops.chunks(JOURNAL_CHUNK) {
+            let mut sql = String::with_capacity(200 + chunk.len() * 24);
+            sql.push_str(
+                "INSERT INTO operations (run_id, target, source_key, kind, payload, created_at, \
+                 updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
+            }
+            sql.push_str(" RETURNING id");
+            let mut query =
+                sqlx::query_scalar(AssertSqlSafe(sql)).persistent(chunk.len() == JOURNAL_CHUNK);
+            for op in chunk {
+                query = query
+                    .bind(run_id)
+                    .bind(target)
+                    .bind(op.source_key.as_str())
+                    .bind(op.kind.as_str())
+                    .bind(serde_json::to_string(&op.payload).unwrap_or_else(|_| "null".to_owned()))
+                    .bind(now.as_str())
+                    .bind(now.as_str());
+            }
+            // Rows are inserted, and ids assigned, in VALUES order; RETURNING's order is not
+            // promised, so sort.
+            let mut chunk_ids: Vec<i64> = query
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(query_error(context.clone()))?;
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids);
+        }
+        tx.commit().await.map_err(query_error(context))?;
+        Ok(ids)
+    }
+
+    async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let context = format!("mark {} operations sent", ids.len());
+        let now = format_ts(&Utc::now());
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error(context.clone()))?;
+        for chunk in ids.chunks(KEY_CHUNK) {
+            let sql = format!(
+                "UPDATE operations SET status = 'sent', attempts = attempts + 1, updated_at = ? \
+                 WHERE id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .persistent(chunk.len() == KEY_CHUNK)
+                .bind(now.as_str());
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error(context.clone()))?;
+        }
+        tx.commit().await.map_err(query_error(context))
+    }
+
+    async fn record_outcomes(
+        &self,
+        target: &str,
+        outcomes: &[OpOutcome],
+        changes: &[AccountChange],
+    ) -> Result<(), StoreError> {
+        if outcomes.is_empty() && changes.is_empty() {
+            return Ok(());
+        }
+        let context = format!(
+            "record {} operation outcomes and {} account changes of target {target:?}",
+            outcomes.len(),
+            changes.len()
+        );
+        let changes = coalesce(changes);
+        let now = format_ts(&Utc::now());
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error(context.clone()))?;
+        // The last outcome of an operation wins (as on Postgres).
+        let mut seen = HashSet::with_capacity(outcomes.len());
+        let mut outcomes: Vec<&OpOutcome> = outcomes
+            .iter()
+            .rev()
+            .filter(|o| seen.insert(o.id))
+            .collect();
+        outcomes.reverse();
+        for chunk in outcomes.chunks(KEY_CHUNK) {
+            let sql = format!(
+                "UPDATE operations SET status = v.column2, last_error = v.column3, \
+                 remote_id = COALESCE(v.column4, operations.remote_id), updated_at = ? \
+                 FROM (VALUES {}) AS v WHERE operations.id = v.column1",
+                vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .persistent(chunk.len() == KEY_CHUNK)
+                .bind(now.as_str());
+            for o in chunk {
+                query = query
+                    .bind(o.id)
+                    .bind(o.status.as_str())
+                    .bind(o.error.as_deref())
+                    .bind(o.remote_id.as_deref());
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error(context.clone()))?;
+        }
+        let upserts: Vec<&AccountRecord> = changes.upserts.iter().collect();
+        upsert_in(&mut tx, target, &upserts, &now, &context).await?;
+        for chunk in changes.set_enabled.chunks(KEY_CHUNK) {
+            let sql = format!(
+                "UPDATE accounts SET enabled = v.column2, disabled_at = v.column3, \
+                 updated_at = ? FROM (VALUES {}) AS v \
+                 WHERE accounts.target = ? AND accounts.source_key = v.column1",
+                vec!["(?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .persistent(chunk.len() == KEY_CHUNK)
+                .bind(now.as_str());
+            for (key, enabled, disabled_at) in chunk {
+                query = query
+                    .bind(key.as_str())
+                    .bind(*enabled)
+                    .bind(disabled_at.as_ref().map(format_ts));
+            }
+            query
+                .bind(target)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error(context.clone()))?;
+        }
+        delete_in(&mut tx, target, &changes.deletes, &context).await?;
+        tx.commit().await.map_err(query_error(context))
+    }
+
+    async fn unfinished_operations(
+        &self,
+        target: &str,
+    ) -> Result<Vec<OperationRecord>, StoreError> {
+        let context = format!("list unfinished operations of target {target:?}");
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations \
+             WHERE target = ? AND status IN ('pending', 'sent') ORDER BY id"
+        )))
+        .bind(target)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(context.clone()))?;
+        rows.iter()
+            .map(|row| operation_from_row(row, &context))
+            .collect()
+    }
+}
+
+/// Upserts rows (keys unique) of a target inside a transaction, [`UPSERT_CHUNK`] rows per
+/// statement; `now` is the rows' `updated_at` (and `created_at` of new ones).
+async fn upsert_in(
+    conn: &mut SqliteConnection,
+    target: &str,
+    rows: &[&AccountRecord],
+    now: &str,
+    context: &str,
+) -> Result<(), StoreError> {
+    let mut full_chunk_sql: Option<String> = None;
+    for chunk in rows.chunks(UPSERT_CHUNK) {
+        let sql = if chunk.len() == UPSERT_CHUNK {
+            full_chunk_sql
+                .get_or_insert_with(|| upsert_sql(UPSERT_CHUNK))
+                .clone()
+        } else {
+            upsert_sql(chunk.len())
+        };
+        // Only the full-size statement is kept prepared: a cached statement per tail size
+        // would pile up large statements in each connection's cache.
+        let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(chunk.len() == UPSERT_CHUNK);
+        for row in chunk {
+            let a = &row.account;
+            query = query
+                .bind(target)
+                .bind(a.key.as_str())
+                .bind(a.remote_id.as_deref())
+                .bind(a.login.as_deref())
+                // Serialising string maps and sets cannot fail.
+                .bind(serde_json::to_string(&row.state.fields).unwrap_or_default())
+                .bind(serde_json::to_string(&row.state.roles).unwrap_or_default())
+                .bind(a.hash.as_str())
+                .bind(a.enabled)
+                .bind(a.owned)
+                .bind(a.adopted)
+                .bind(a.disabled_at.as_ref().map(format_ts))
+                .bind(row.last_seen_run)
+                .bind(now)
+                .bind(now);
+        }
+        query
+            .execute(&mut *conn)
+            .await
+            .map_err(query_error(context))?;
+    }
+    Ok(())
+}
+
+/// Deletes account rows of a target inside a transaction, [`KEY_CHUNK`] keys per statement.
+async fn delete_in(
+    conn: &mut SqliteConnection,
+    target: &str,
+    keys: &[String],
+    context: &str,
+) -> Result<(), StoreError> {
+    for chunk in keys.chunks(KEY_CHUNK) {
+        let sql = format!(
+            "DELETE FROM accounts WHERE target = ? AND source_key IN ({})",
+            placeholders(chunk.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .persistent(chunk.len() == KEY_CHUNK)
+            .bind(target);
+        for key in chunk {
+            query = query.bind(key.as_str());
+        }
+        query
+            .execute(&mut *conn)
+            .await
+            .map_err(query_error(context))?;
+    }
+    Ok(())
+}
+
+const OPERATION_COLUMNS: &str = "id, run_id, target, source_key, kind, status, attempts, \
+     last_error, remote_id, payload, updated_at";
+
+fn operation_from_row(row: &SqliteRow, context: &str) -> Result<OperationRecord, StoreError> {
+    let get_err = |e: sqlx::Error| StoreError::Query {
+        backend: BACKEND,
+        context: context.to_owned(),
+        source: e,
+    };
+    let id: i64 = row.try_get("id").map_err(get_err)?;
+    let attempts: i64 = row.try_get("attempts").map_err(get_err)?;
+    let payload: String = row.try_get("payload").map_err(get_err)?;
+    let updated_at: String = row.try_get("updated_at").map_err(get_err)?;
+    let op_context = format!("{context}: operation {id}");
+    Ok(OperationRecord {
+        id,
+        run_id: row.try_get("run_id").map_err(get_err)?,
+        target: row.try_get("target").map_err(get_err)?,
+        source_key: row.try_get("source_key").map_err(get_err)?,
+        kind: row.try_get("kind").map_err(get_err)?,
+        status: row.try_get("status").map_err(get_err)?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| corrupt(&op_context, format!("attempts out of range ({attempts})")))?,
+        last_error: row.try_get("last_error").map_err(get_err)?,
+        remote_id: row.try_get("remote_id").map_err(get_err)?,
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| corrupt(&op_context, format!("payload: {e}")))?,
+        updated_at: parse_ts(&updated_at)
+            .map_err(|e| corrupt(&op_context, format!("updated_at: {e}")))?,
+    })
+}
+
+/// A full account row (light columns, `attributes`, `roles`, `last_seen_run`).
+fn record_from_row(row: &SqliteRow, context: &str) -> Result<AccountRecord, StoreError> {
+    let get_err = |e: sqlx::Error| StoreError::Query {
+        backend: BACKEND,
+        context: context.to_owned(),
+        source: e,
+    };
+    let key: String = row.try_get("source_key").map_err(get_err)?;
+    let attributes: String = row.try_get("attributes").map_err(get_err)?;
+    let roles: String = row.try_get("roles").map_err(get_err)?;
+    let disabled_at: Option<String> = row.try_get("disabled_at").map_err(get_err)?;
+    let fields = serde_json::from_str(&attributes)
+        .map_err(|e| corrupt(context, format!("key {key:?}: attributes: {e}")))?;
+    let roles = serde_json::from_str(&roles)
+        .map_err(|e| corrupt(context, format!("key {key:?}: roles: {e}")))?;
+    let disabled_at = disabled_at
+        .as_deref()
+        .map(parse_ts)
+        .transpose()
+        .map_err(|e| corrupt(context, format!("key {key:?}: disabled_at: {e}")))?;
+    Ok(AccountRecord {
+        account: RecordedAccount {
+            remote_id: row.try_get("remote_id").map_err(get_err)?,
+            login: row.try_get("login").map_err(get_err)?,
+            hash: row.try_get("hash").map_err(get_err)?,
+            enabled: row.try_get("enabled").map_err(get_err)?,
+            owned: row.try_get("owned").map_err(get_err)?,
+            adopted: row.try_get("adopted").map_err(get_err)?,
+            disabled_at,
+            key,
+        },
+        state: AccountState { fields, roles },
+        last_seen_run: row.try_get("last_seen_run").map_err(get_err)?,
+    })
 }
 
 #[cfg(test)]

@@ -4,5 +4,5 @@ mod cli;
 mod covata_fake;
 mod csv_source;
 mod store;
-mod sync;
 mod support;
+mod sync;

@@ -8,8 +8,8 @@ use dirsync::secret::Secret;
 use dirsync::store::postgres::PgStore;
 use dirsync::store::sqlite::SqliteStore;
 use dirsync::store::{
-    AccountRecord, AccountState, NewRun, RecordedAccount, RunFinish, RunStatus, Store, StoreError,
-    Trigger,
+    AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OpStatus,
+    RecordedAccount, RunFinish, RunStatus, Store, StoreError, Trigger,
 };
 
 use crate::support::pg::pg_url;
@@ -176,6 +176,10 @@ on_both_backends!(
     last_good_source_count_ignores_dry_blocked_failed_running,
     run_operations_in_journal_order,
     corrupt_json_is_reported_with_its_key,
+    load_account_records_returns_full_rows,
+    journal_then_mark_sent_then_record_outcomes,
+    journal_keeps_input_order_across_batches,
+    record_outcomes_folds_changes_per_key,
 );
 
 fn ts(micros: i64) -> DateTime<Utc> {
@@ -773,4 +777,291 @@ async fn a_connected_store_does_not_debug_print_the_password() {
     let text = format!("{store:?}");
     assert!(!text.contains("s3cretpw"), "{text}");
     assert_eq!(store.backend(), "postgres");
+}
+
+fn new_op(key: &str, kind: &str) -> NewOperation {
+    NewOperation {
+        source_key: key.to_owned(),
+        kind: kind.to_owned(),
+        payload: serde_json::json!({"key": key, "note": "quote \" newline \n"}),
+    }
+}
+
+fn outcome(id: i64, status: OpStatus, error: Option<&str>, remote_id: Option<&str>) -> OpOutcome {
+    OpOutcome {
+        id,
+        status,
+        error: error.map(str::to_owned),
+        remote_id: remote_id.map(str::to_owned),
+    }
+}
+
+async fn load_account_records_returns_full_rows(fx: &Fixture) {
+    let store = fx.store();
+    let mut rows: Vec<AccountRecord> = (0..1_200)
+        .map(|i| record(&format!("r{i:04}"), "h"))
+        .collect();
+    rows[7].account.disabled_at = Some(ts(42));
+    rows[7].account.enabled = false;
+    rows[7].last_seen_run = None;
+    rows[7].state.roles.insert("admin".to_owned());
+    store.upsert_accounts("t", &rows).await.unwrap();
+
+    let wanted = strings(&["r0007", "missing", "r1199", "r0000"]);
+    let got = store.load_account_records("t", &wanted).await.unwrap();
+    let mut got_keys: Vec<&str> = got.iter().map(|r| r.account.key.as_str()).collect();
+    got_keys.sort_unstable();
+    assert_eq!(got_keys, ["r0000", "r0007", "r1199"]);
+    let r7 = got.iter().find(|r| r.account.key == "r0007").unwrap();
+    assert_eq!(r7, &rows[7]);
+
+    // Across batches of keys.
+    let all: Vec<String> = keys(&rows);
+    let got = store.load_account_records("t", &all).await.unwrap();
+    assert_eq!(got.len(), 1_200);
+    assert!(
+        store
+            .load_account_records("t", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    fx.corrupt_attributes("t", "r0000").await;
+    let err = store.load_account_records("t", &wanted).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("r0000"), "{err}");
+}
+
+async fn journal_then_mark_sent_then_record_outcomes(fx: &Fixture) {
+    let store = fx.store();
+    let run = store
+        .begin_run(&new_run(Trigger::Schedule, 1))
+        .await
+        .unwrap();
+    store
+        .upsert_accounts("covata", &[record("b", "h"), record("c", "h")])
+        .await
+        .unwrap();
+    let ops = vec![
+        new_op("a", "create"),
+        new_op("b", "disable"),
+        new_op("c", "delete"),
+        new_op("d", "update"),
+    ];
+    let ids = store.journal(run, "covata", &ops).await.unwrap();
+    assert_eq!(ids.len(), 4);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let other = store
+        .journal(run, "primavera", &[new_op("a", "create")])
+        .await
+        .unwrap();
+    assert!(store.journal(run, "covata", &[]).await.unwrap().is_empty());
+
+    let journaled = store.run_operations(run).await.unwrap();
+    assert_eq!(journaled.len(), 5);
+    assert_eq!(journaled[0].id, ids[0]);
+    assert_eq!(journaled[0].source_key, "a");
+    assert_eq!(journaled[0].kind, "create");
+    assert_eq!(journaled[0].status, "pending");
+    assert_eq!(journaled[0].attempts, 0);
+    assert_eq!(journaled[0].payload, ops[0].payload);
+    assert_eq!(journaled[3].source_key, "d");
+    assert_eq!(journaled[4].id, other[0]);
+    assert_eq!(journaled[4].target, "primavera");
+
+    let unfinished = store.unfinished_operations("covata").await.unwrap();
+    assert_eq!(unfinished.iter().map(|o| o.id).collect::<Vec<_>>(), ids);
+
+    store.mark_sent(&ids[..3]).await.unwrap();
+    store.mark_sent(&ids[..1]).await.unwrap();
+    store.mark_sent(&[]).await.unwrap();
+    let journaled = store.run_operations(run).await.unwrap();
+    assert_eq!(
+        journaled
+            .iter()
+            .map(|o| (o.status.as_str(), o.attempts))
+            .collect::<Vec<_>>(),
+        [
+            ("sent", 2),
+            ("sent", 1),
+            ("sent", 1),
+            ("pending", 0),
+            ("pending", 0)
+        ]
+    );
+
+    let mut created = record("a", "h-a");
+    created.account.remote_id = Some("r-new".to_owned());
+    store
+        .record_outcomes(
+            "covata",
+            &[
+                outcome(ids[0], OpStatus::Succeeded, None, Some("r-new")),
+                outcome(ids[1], OpStatus::Failed, Some("HTTP 500: \"oops\""), None),
+                outcome(ids[2], OpStatus::Succeeded, Some("already gone"), None),
+            ],
+            &[
+                AccountChange::Upsert(created.clone()),
+                AccountChange::Delete {
+                    key: "c".to_owned(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    let journaled = store.run_operations(run).await.unwrap();
+    assert_eq!(journaled[0].status, "succeeded");
+    assert_eq!(journaled[0].remote_id.as_deref(), Some("r-new"));
+    assert_eq!(journaled[0].last_error, None);
+    assert_eq!(journaled[1].status, "failed");
+    assert_eq!(
+        journaled[1].last_error.as_deref(),
+        Some("HTTP 500: \"oops\"")
+    );
+    assert_eq!(journaled[2].last_error.as_deref(), Some("already gone"));
+    assert_eq!(journaled[3].status, "pending");
+
+    let unfinished = store.unfinished_operations("covata").await.unwrap();
+    assert_eq!(
+        unfinished.iter().map(|o| o.id).collect::<Vec<_>>(),
+        [ids[3]]
+    );
+
+    let accounts = store.load_accounts("covata").await.unwrap();
+    assert_eq!(
+        accounts.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(accounts[0], created.account);
+
+    // A later outcome without a remote id keeps the one learned before.
+    store
+        .record_outcomes(
+            "covata",
+            &[outcome(ids[0], OpStatus::Skipped, Some("re-planned"), None)],
+            &[],
+        )
+        .await
+        .unwrap();
+    let journaled = store.run_operations(run).await.unwrap();
+    assert_eq!(journaled[0].status, "skipped");
+    assert_eq!(journaled[0].remote_id.as_deref(), Some("r-new"));
+    store.record_outcomes("covata", &[], &[]).await.unwrap();
+}
+
+async fn journal_keeps_input_order_across_batches(fx: &Fixture) {
+    let store = fx.store();
+    let run = store
+        .begin_run(&new_run(Trigger::Schedule, 1))
+        .await
+        .unwrap();
+    // Keys in an order that is not their sort order, over several statements.
+    let ops: Vec<NewOperation> = (0..10_500)
+        .map(|i| new_op(&format!("k{}", (i * 7919) % 10_500), "update"))
+        .collect();
+    let ids = store.journal(run, "t", &ops).await.unwrap();
+    assert_eq!(ids.len(), ops.len());
+    let journaled = store.run_operations(run).await.unwrap();
+    assert_eq!(journaled.len(), ops.len());
+    let by_id: HashMap<i64, &str> = journaled
+        .iter()
+        .map(|o| (o.id, o.source_key.as_str()))
+        .collect();
+    for (op, id) in ops.iter().zip(&ids) {
+        assert_eq!(by_id[id], op.source_key);
+    }
+
+    store.mark_sent(&ids).await.unwrap();
+    let outcomes: Vec<OpOutcome> = ids
+        .iter()
+        .map(|&id| outcome(id, OpStatus::Succeeded, None, None))
+        .collect();
+    store.record_outcomes("t", &outcomes, &[]).await.unwrap();
+    assert!(store.unfinished_operations("t").await.unwrap().is_empty());
+    let journaled = store.run_operations(run).await.unwrap();
+    assert!(
+        journaled
+            .iter()
+            .all(|o| o.status == "succeeded" && o.attempts == 1)
+    );
+}
+
+async fn record_outcomes_folds_changes_per_key(fx: &Fixture) {
+    let store = fx.store();
+    let run = store
+        .begin_run(&new_run(Trigger::Schedule, 1))
+        .await
+        .unwrap();
+    let ids = store
+        .journal(run, "t", &[new_op("x", "create"), new_op("y", "disable")])
+        .await
+        .unwrap();
+    store
+        .upsert_accounts("t", &[record("y", "h"), record("z", "h")])
+        .await
+        .unwrap();
+    let (created_y, _) = fx.stamps("t", "y").await;
+
+    let changes = vec![
+        AccountChange::Upsert(record("x", "h-x")),
+        AccountChange::SetEnabled {
+            key: "x".to_owned(),
+            enabled: false,
+            disabled_at: Some(ts(5)),
+        },
+        AccountChange::SetEnabled {
+            key: "y".to_owned(),
+            enabled: false,
+            disabled_at: Some(ts(6)),
+        },
+        AccountChange::SetEnabled {
+            key: "not-recorded".to_owned(),
+            enabled: false,
+            disabled_at: None,
+        },
+    ];
+    let outcomes = vec![
+        outcome(ids[0], OpStatus::Succeeded, None, Some("r-x")),
+        outcome(ids[1], OpStatus::Succeeded, None, None),
+    ];
+    store
+        .record_outcomes("t", &outcomes, &changes)
+        .await
+        .unwrap();
+
+    let accounts = store.load_accounts("t").await.unwrap();
+    assert_eq!(
+        accounts.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+        ["x", "y", "z"]
+    );
+    assert!(!accounts[0].enabled);
+    assert_eq!(accounts[0].disabled_at, Some(ts(5)));
+    assert_eq!(accounts[0].hash, "h-x");
+    assert!(!accounts[1].enabled);
+    assert_eq!(accounts[1].disabled_at, Some(ts(6)));
+    assert_eq!(
+        accounts[1].hash, "h",
+        "a status change keeps the rest of the row"
+    );
+    assert!(accounts[2].enabled);
+    let (created_after, _) = fx.stamps("t", "y").await;
+    assert_eq!(created_after, created_y);
+
+    // Re-enabling clears disabled_at.
+    store
+        .record_outcomes(
+            "t",
+            &[],
+            &[AccountChange::SetEnabled {
+                key: "y".to_owned(),
+                enabled: true,
+                disabled_at: None,
+            }],
+        )
+        .await
+        .unwrap();
+    let accounts = store.load_accounts("t").await.unwrap();
+    assert!(accounts[1].enabled);
+    assert_eq!(accounts[1].disabled_at, None);
 }

@@ -92,7 +92,6 @@ username = "{user}"
 password = "{password}"
 client_id = "{client}"
 client_secret_file = "client-secret"
-concurrency = 8
 max_backoff = "2s"
 {extra}
 [[target.roles]]
