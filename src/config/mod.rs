@@ -146,6 +146,16 @@ pub struct TargetConfig {
     /// Covata: create through the CSV import endpoint when a run has at least this many
     /// creates (default: never).
     pub bulk_import_min: Option<usize>,
+    /// Valuekeep: send the invitation (`POST /identity/users/sendInvitation`) after a create
+    /// (default false).
+    pub send_invitation: bool,
+    /// Valuekeep: also set `status` (1 active, 2 inactive) when enabling / disabling, besides
+    /// `isActive` (default false).
+    pub set_status: bool,
+    /// Primavera: how long a user job may run before its operations fail (default 10m).
+    pub job_timeout: Duration,
+    /// Primavera: the first delay between job status polls; it doubles up to 30s (default 1s).
+    pub job_poll_interval: Duration,
 }
 
 /// One configuration problem: where (a key path such as `target[1].base_url`, or an

@@ -118,6 +118,10 @@ pub struct RawTarget {
     pub batch_size: Option<usize>,
     pub expire_sessions_on_disable: Option<bool>,
     pub bulk_import_min: Option<usize>,
+    pub send_invitation: Option<bool>,
+    pub set_status: Option<bool>,
+    pub job_timeout: Option<String>,
+    pub job_poll_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

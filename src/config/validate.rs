@@ -467,6 +467,15 @@ fn target(
     pr: &mut Problems,
 ) -> Option<TargetConfig> {
     let http = http_settings(&raw, at, pr);
+    let raw_rps = raw.requests_per_second;
+    let job_timeout = match raw.job_timeout.as_deref() {
+        Some(v) => duration(v, &format!("{at}.job_timeout"), pr),
+        None => Some(Duration::from_secs(600)),
+    };
+    let job_poll_interval = match raw.job_poll_interval.as_deref() {
+        Some(v) => duration(v, &format!("{at}.job_poll_interval"), pr),
+        None => Some(Duration::from_secs(1)),
+    };
     let name = match raw.name {
         Some(n)
             if !n.is_empty()
@@ -552,20 +561,48 @@ fn target(
     }
     let kind = kind?;
     let spec = kind.spec();
-    if kind != TargetKind::Covata {
-        for (set, key) in [
-            (
-                raw.expire_sessions_on_disable.is_some(),
-                "expire_sessions_on_disable",
-            ),
-            (raw.bulk_import_min.is_some(), "bulk_import_min"),
-        ] {
-            if set {
-                pr.push(
-                    format!("{at}.{key}"),
-                    format!("not a setting of kind {}", kind.as_str()),
-                );
-            }
+    // Settings that belong to one vendor only.
+    for (set, key, only) in [
+        (
+            raw.expire_sessions_on_disable.is_some(),
+            "expire_sessions_on_disable",
+            TargetKind::Covata,
+        ),
+        (
+            raw.bulk_import_min.is_some(),
+            "bulk_import_min",
+            TargetKind::Covata,
+        ),
+        (
+            raw.send_invitation.is_some(),
+            "send_invitation",
+            TargetKind::Valuekeep,
+        ),
+        (
+            raw.set_status.is_some(),
+            "set_status",
+            TargetKind::Valuekeep,
+        ),
+        (
+            raw.job_timeout.is_some(),
+            "job_timeout",
+            TargetKind::Primavera,
+        ),
+        (
+            raw.job_poll_interval.is_some(),
+            "job_poll_interval",
+            TargetKind::Primavera,
+        ),
+    ] {
+        if set && kind != only {
+            pr.push(
+                format!("{at}.{key}"),
+                format!(
+                    "not a setting of kind {} (only of {})",
+                    kind.as_str(),
+                    only.as_str()
+                ),
+            );
         }
     }
     if raw.bulk_import_min == Some(0) {
@@ -658,10 +695,21 @@ fn target(
         mapping: mapping?,
         on_missing: on_missing?,
         delete_after: delete_after?,
-        http: http?,
         batch_size,
         expire_sessions_on_disable: raw.expire_sessions_on_disable.unwrap_or(true),
         bulk_import_min: raw.bulk_import_min,
+        send_invitation: raw.send_invitation.unwrap_or(false),
+        set_status: raw.set_status.unwrap_or(false),
+        job_timeout: job_timeout?,
+        job_poll_interval: job_poll_interval?,
+        http: match (http, kind) {
+            // Valuekeep's API allows 60 requests a minute per client: pace at that by default.
+            (Some(mut h), TargetKind::Valuekeep) if raw_rps.is_none() => {
+                h.requests_per_second = Some(1.0);
+                Some(h)
+            }
+            (h, _) => h,
+        }?,
     })
 }
 

@@ -139,6 +139,14 @@ pub trait Connector: Send + Sync {
         items: &[StatusItem],
     ) -> Vec<Result<(), OpError>>;
 
+    /// How many requests an operation costs on this API (for the plan's duration estimate on
+    /// rate-limited targets). Bulk-capable operations are counted per account; the engine
+    /// divides by the batch size.
+    fn requests_for(&self, op: &crate::plan::Op) -> u32 {
+        let _ = op;
+        1
+    }
+
     /// Every account on the target (paged as the API requires).
     async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, OpError>;
 

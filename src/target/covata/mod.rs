@@ -581,6 +581,10 @@ mod tests {
             batch_size: 250,
             expire_sessions_on_disable: true,
             bulk_import_min,
+            send_invitation: false,
+            set_status: false,
+            job_timeout: Duration::from_secs(600),
+            job_poll_interval: Duration::from_secs(1),
         }
     }
 
