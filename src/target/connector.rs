@@ -29,6 +29,10 @@ pub struct Capabilities {
     /// `list_accounts` is available (adoption, drift, crash reconciliation).
     pub can_list: bool,
     pub roles: RoleSemantics,
+    /// Changes the target accepted may still be in progress this long after the request
+    /// returned (job-based APIs). After an interruption, reconciliation keeps looking for a
+    /// `sent` create for up to this long before it is declared not applied (and re-planned).
+    pub settle_time: Option<std::time::Duration>,
 }
 
 /// One account as the target reports it.

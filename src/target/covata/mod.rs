@@ -398,6 +398,7 @@ impl Connector for CovataConnector {
             bulk_create_batch: self.bulk_import_min.map(|_| self.batch_size),
             can_list: true,
             roles: RoleSemantics::Replace,
+            settle_time: None,
         }
     }
 
@@ -598,6 +599,7 @@ mod tests {
                 bulk_create_batch: None,
                 can_list: true,
                 roles: RoleSemantics::Replace,
+                settle_time: None,
             }
         );
         let c = CovataConnector::new(&target(Some(20))).unwrap();
