@@ -149,8 +149,7 @@ pub async fn recover(
                     .cloned()
                     .unwrap_or_default();
                 let found =
-                    connector
-                        .find_account(&login)
+                    find_settled(connector, &login)
                         .await
                         .map_err(|e| EngineError::Reconcile {
                             target: target.name.clone(),
@@ -208,6 +207,30 @@ pub async fn recover(
         .record_outcomes(&target.name, &outcomes, &changes)
         .await?;
     Ok(summary)
+}
+
+/// Looks an account up; on targets whose changes settle later (jobs), keeps looking until the
+/// settle time has passed, so that a create still in progress is not sent a second time.
+async fn find_settled(
+    connector: &dyn Connector,
+    login: &str,
+) -> Result<Option<crate::target::RemoteAccount>, OpError> {
+    let settle = connector.capabilities().settle_time;
+    let deadline = settle.map(|t| std::time::Instant::now() + t);
+    let mut delay = std::time::Duration::from_millis(250);
+    loop {
+        if let Some(found) = connector.find_account(login).await? {
+            return Ok(Some(found));
+        }
+        match deadline {
+            Some(d) if std::time::Instant::now() < d => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                tokio::time::sleep(delay.min(left)).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            _ => return Ok(None),
+        }
+    }
 }
 
 fn created_record(
