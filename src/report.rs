@@ -251,6 +251,17 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
             verdict_line(&t.verdict)
         );
         let _ = writeln!(o, "  {}", summary_line(t));
+        if let Some(e) = &t.estimate
+            && e.requests > 0
+        {
+            let _ = writeln!(
+                o,
+                "  expected duration: about {} ({} requests at {}/s)",
+                humantime::format_duration(std::time::Duration::from_secs(e.seconds)),
+                e.requests,
+                e.requests_per_second
+            );
+        }
         for r in reasons(&t.verdict) {
             let _ = writeln!(o, "  ! {}: {}", r.rule, r.message);
         }

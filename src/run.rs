@@ -75,6 +75,51 @@ pub struct TargetOutcome {
     /// What applying the plan did (absent in dry runs and for blocked targets).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied: Option<ApplySummary>,
+    /// How long applying takes on a rate-limited target (`requests_per_second` set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
+}
+
+/// The expected cost of applying a plan on a paced target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Estimate {
+    pub requests: u64,
+    pub requests_per_second: f64,
+    pub seconds: u64,
+}
+
+/// Requests a plan needs and, with the target's pacing, the time they take. Bulk-capable
+/// operations count one request per batch.
+pub fn estimate(
+    t: &TargetConfig,
+    plan: &TargetPlan,
+    connector: Option<&dyn Connector>,
+) -> Option<Estimate> {
+    let rps = t.http.requests_per_second?;
+    let caps = connector.map(|c| c.capabilities());
+    let mut requests = 0u64;
+    let mut bulk = [0u64; 3];
+    for op in &plan.ops {
+        let status_slot = match op.op {
+            crate::plan::Op::Enable => Some(0),
+            crate::plan::Op::Disable { .. } => Some(1),
+            crate::plan::Op::Delete { .. } => Some(2),
+            _ => None,
+        };
+        match (status_slot, caps.as_ref().and_then(|c| c.bulk_status_batch)) {
+            (Some(slot), Some(_)) => bulk[slot] += 1,
+            _ => requests += u64::from(connector.map_or(1, |c| c.requests_for(&op.op))),
+        }
+    }
+    if let Some(batch) = caps.as_ref().and_then(|c| c.bulk_status_batch) {
+        let batch = batch.max(1) as u64;
+        requests += bulk.iter().map(|n| n.div_ceil(batch)).sum::<u64>();
+    }
+    Some(Estimate {
+        requests,
+        requests_per_second: rps,
+        seconds: (requests as f64 / rps).ceil() as u64,
+    })
 }
 
 /// The result of planning a run: what the reports render.
@@ -370,6 +415,14 @@ async fn run_target(
         }
         _ => None,
     };
+    let estimate = match &connector {
+        Some(c) => estimate(t, &plan, Some(c.as_ref())),
+        // A dry run builds the connector only to know its request costs (no I/O).
+        None => {
+            let c = crate::target::connect(t).ok();
+            estimate(t, &plan, c.as_deref())
+        }
+    };
     Ok(TargetOutcome {
         name: t.name.clone(),
         kind: t.kind,
@@ -377,6 +430,7 @@ async fn run_target(
         plan,
         recovered,
         applied,
+        estimate,
     })
 }
 

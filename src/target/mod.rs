@@ -12,6 +12,7 @@ use crate::mapping::FieldKind;
 pub mod connector;
 pub mod covata;
 pub mod http;
+pub mod primavera;
 
 pub use connector::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
@@ -254,7 +255,13 @@ pub fn connect(target: &TargetConfig) -> Result<Arc<dyn Connector>, ConnectError
                 target: target.name.clone(),
                 message: e.to_string(),
             }),
-        kind @ (TargetKind::Primavera | TargetKind::Valuekeep) => Err(ConnectError::NotAvailable {
+        TargetKind::Primavera => primavera::PrimaveraConnector::new(target)
+            .map(|c| Arc::new(c) as Arc<dyn Connector>)
+            .map_err(|e| ConnectError::Client {
+                target: target.name.clone(),
+                message: e.to_string(),
+            }),
+        kind @ TargetKind::Valuekeep => Err(ConnectError::NotAvailable {
             target: target.name.clone(),
             kind: kind.as_str(),
         }),

@@ -582,3 +582,50 @@ async fn wrong_credentials_fail_clearly_without_secrets() {
     }
     assert!(env.fake.users().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_creates_go_through_the_csv_import() {
+    let env = Env::new(Backend::Sqlite, &users(30)).await;
+    env.write_config("bulk_import_min = 10");
+    // One of them exists already (made by hand): its import row fails as a conflict.
+    let hand = env
+        .fake
+        .insert_user(FakeUser::new("user7@example.com", &["ROLE_ORIGINATOR"]));
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    let imports = env
+        .api_requests()
+        .into_iter()
+        .filter(|(m, p)| m == "POST" && p == "/api/v1/users/import")
+        .count();
+    assert_eq!(imports, 1, "{:?}", env.api_requests());
+    assert!(
+        !env.api_requests()
+            .iter()
+            .any(|(m, p)| m == "POST" && p == "/api/v1/users")
+    );
+    assert_eq!(env.fake.users().len(), 30);
+    // Every created user is recorded with the id the listing gave; the conflict is not owned.
+    let store = env.store().await;
+    let accounts = store.load_accounts("covata").await.unwrap();
+    assert_eq!(accounts.len(), 30);
+    for a in &accounts {
+        let email = format!(
+            "user{}@example.com",
+            a.key.trim_start_matches('E').trim_start_matches('0')
+        );
+        let fake_user = env.fake.user_by_email(&email).unwrap();
+        if a.key == "E00007" {
+            assert!(!a.owned);
+            assert_eq!(fake_user.id, hand);
+        } else {
+            assert!(a.owned, "{a:?}");
+            assert_eq!(a.remote_id.as_deref(), Some(fake_user.id.as_str()));
+        }
+    }
+    // Next run: nothing to create; the conflict is reported, not retried.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.api_requests().is_empty(), "{:?}", env.api_requests());
+}

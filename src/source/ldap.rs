@@ -1,0 +1,1280 @@
+//! LDAP source of truth (OpenLDAP, 389-DS, FreeIPA, Active Directory): one paged search of
+//! the user entries into a complete [`Snapshot`], or an error listing every problem.
+//!
+//! # Reading
+//!
+//! - Connects to `ldap://` (optionally upgraded with StartTLS) or `ldaps://`, verifying the
+//!   server certificate against [`LdapSettings::ca_file`] (else the system roots). Skipping
+//!   verification is possible and logged loudly at every connect.
+//! - Simple bind with a DN and password, or no bind at all (anonymous) when so configured.
+//! - The users are read with the Simple Paged Results control ([`LdapSettings::page_size`]
+//!   entries a page), so a directory bigger than the server's size limit is read completely.
+//! - **A read that is cut short is an error, never a partial snapshot:** any page ending with
+//!   a result code other than success (sizeLimitExceeded, timeLimitExceeded, referral, busy,
+//!   ...), continuation references the server wants us to follow elsewhere, a connection
+//!   dropped or an operation timing out: the whole read fails.
+//!
+//! # Entries
+//!
+//! - Key: [`LdapAttributes::key`] (default `entryUUID`; `objectGUID` for Active Directory,
+//!   whose 16 bytes are written as the canonical GUID string
+//!   `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lower case). An entry without it is an error
+//!   naming its DN. The DN is never the key: it changes when an entry is renamed or moved.
+//! - Each mapped field lists one or more attributes; the first one present wins, and of a
+//!   multi-valued attribute the first value is used. Values are UTF-8 (non-UTF-8 bytes of a
+//!   name are replaced) and go through [`User::normalized`] (trim, NFC).
+//! - No email: skipped and reported ([`MissingEmail::Skip`], the default) or an error.
+//! - Enabled: Active Directory's `userAccountControl` bit 0x2 (ACCOUNTDISABLE) and / or a
+//!   configured attribute with disabled values (`nsAccountLock: TRUE`) or whose presence
+//!   means disabled (`pwdAccountLockedTime`).
+//! - Groups (as DNs): the `memberOf` attribute, or a search of group entries under a group
+//!   base (`member` / `uniqueMember` DNs, `memberUid` user ids); nested groups optionally.
+//! - Duplicate keys and duplicate emails (case-insensitive) are errors naming both DNs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
+use ldap3::{DerefAliases, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use tracing::{debug, info, warn};
+
+use crate::model::{Snapshot, User, email_fold};
+use crate::secret::Secret;
+
+/// Which kind of directory: decides the defaults of the key, the filter, the enabled rule and
+/// the groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerType {
+    /// OpenLDAP, 389-DS, FreeIPA and other RFC 4512 directories.
+    Generic,
+    ActiveDirectory,
+}
+
+impl ServerType {
+    pub fn parse(s: &str) -> Option<ServerType> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "generic" | "openldap" | "389ds" | "389-ds" | "freeipa" => Some(ServerType::Generic),
+            "active_directory" | "ad" | "activedirectory" => Some(ServerType::ActiveDirectory),
+            _ => None,
+        }
+    }
+}
+
+/// Search scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchScope {
+    Base,
+    One,
+    Sub,
+}
+
+impl SearchScope {
+    pub fn parse(s: &str) -> Option<SearchScope> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "base" => Some(SearchScope::Base),
+            "one" | "onelevel" | "one_level" | "single_level" => Some(SearchScope::One),
+            "sub" | "subtree" | "whole_subtree" => Some(SearchScope::Sub),
+            _ => None,
+        }
+    }
+
+    fn ldap(self) -> Scope {
+        match self {
+            SearchScope::Base => Scope::Base,
+            SearchScope::One => Scope::OneLevel,
+            SearchScope::Sub => Scope::Subtree,
+        }
+    }
+}
+
+/// How the key attribute's value becomes the key string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// `objectGUID` as a GUID; any other attribute as text, or lower-case hex when it is not
+    /// UTF-8.
+    Auto,
+    /// UTF-8 text (an entry whose value is not UTF-8 is an error).
+    Text,
+    /// 16 bytes in Microsoft's mixed-endian layout, written as the canonical GUID string.
+    Guid,
+    /// Lower-case hex of the raw bytes.
+    Hex,
+}
+
+impl KeyFormat {
+    pub fn parse(s: &str) -> Option<KeyFormat> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(KeyFormat::Auto),
+            "text" => Some(KeyFormat::Text),
+            "guid" => Some(KeyFormat::Guid),
+            "hex" => Some(KeyFormat::Hex),
+            _ => None,
+        }
+    }
+}
+
+/// Which attributes feed which field. Every list is tried in order; the first attribute
+/// present on the entry wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdapAttributes {
+    pub key: String,
+    pub email: Vec<String>,
+    pub given_name: Vec<String>,
+    pub family_name: Vec<String>,
+    pub other_name: Vec<String>,
+    pub display_name: Vec<String>,
+    pub mobile: Vec<String>,
+}
+
+impl LdapAttributes {
+    pub fn defaults(server: ServerType) -> Self {
+        let v = |names: &[&str]| names.iter().map(|s| (*s).to_string()).collect();
+        LdapAttributes {
+            key: match server {
+                ServerType::Generic => "entryUUID".into(),
+                ServerType::ActiveDirectory => "objectGUID".into(),
+            },
+            email: v(&["mail"]),
+            given_name: v(&["givenName"]),
+            family_name: v(&["sn"]),
+            other_name: Vec::new(),
+            display_name: v(&["displayName"]),
+            mobile: v(&["mobile", "telephoneNumber"]),
+        }
+    }
+}
+
+/// A configured attribute that marks accounts disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledRule {
+    pub attribute: String,
+    /// Values (compared trimmed, case-insensitively) that mean disabled. Empty: the
+    /// attribute's presence means disabled.
+    pub values: Vec<String>,
+}
+
+/// Where group memberships come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupSource {
+    None,
+    /// A DN-valued attribute of the user entry (`memberOf`).
+    MemberOf { attribute: String },
+    /// A search of group entries.
+    Search(GroupSearch),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSearch {
+    pub base_dn: String,
+    pub scope: SearchScope,
+    pub filter: String,
+    /// Attributes of a group holding member DNs (`member`, `uniqueMember`).
+    pub member_attributes: Vec<String>,
+    /// Attribute of a group holding member user ids (`memberUid`), matched against
+    /// [`GroupSearch::user_id_attribute`] of the users.
+    pub member_uid_attribute: Option<String>,
+    pub user_id_attribute: String,
+}
+
+impl GroupSearch {
+    pub fn new(base_dn: impl Into<String>) -> Self {
+        GroupSearch {
+            base_dn: base_dn.into(),
+            scope: SearchScope::Sub,
+            filter: "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup))"
+                .into(),
+            member_attributes: vec!["member".into(), "uniqueMember".into()],
+            member_uid_attribute: Some("memberUid".into()),
+            user_id_attribute: "uid".into(),
+        }
+    }
+}
+
+/// What to do with an entry without an email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingEmail {
+    /// Leave the entry out of the snapshot and report it (a warning per run).
+    Skip,
+    /// The whole read fails.
+    Error,
+}
+
+/// How to read the LDAP source (`[source.ldap]` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdapSettings {
+    /// `ldap://host[:port]` or `ldaps://host[:port]`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    pub starttls: bool,
+    /// PEM file of the CA certificates to trust (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// Accept any server certificate. Logged as a warning at every connect.
+    pub tls_skip_verify: bool,
+    /// `None`: anonymous (no bind).
+    pub bind_dn: Option<String>,
+    pub bind_password: Option<Secret>,
+    pub connect_timeout: Duration,
+    /// Per operation; for a search, the longest wait for the next entry.
+    pub operation_timeout: Duration,
+    pub base_dn: String,
+    pub scope: SearchScope,
+    pub filter: String,
+    pub page_size: u32,
+    pub attributes: LdapAttributes,
+    pub key_format: KeyFormat,
+    /// Disabled when bit 0x2 of `userAccountControl` is set.
+    pub user_account_control: bool,
+    pub disabled: Option<DisabledRule>,
+    pub groups: GroupSource,
+    pub nested_groups: bool,
+    pub missing_email: MissingEmail,
+    /// Extra attributes: attribute name (for templates) -> LDAP attribute.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl LdapSettings {
+    /// The default user filter of a server type.
+    pub fn default_filter(server: ServerType) -> &'static str {
+        match server {
+            ServerType::Generic => "(objectClass=inetOrgPerson)",
+            ServerType::ActiveDirectory => "(&(objectCategory=person)(objectClass=user))",
+        }
+    }
+
+    /// Settings with every default of `server`: anonymous, subtree, paged by 500, groups from
+    /// `memberOf`, users without an email skipped.
+    pub fn new(url: impl Into<String>, base_dn: impl Into<String>, server: ServerType) -> Self {
+        LdapSettings {
+            url: url.into(),
+            starttls: false,
+            ca_file: None,
+            tls_skip_verify: false,
+            bind_dn: None,
+            bind_password: None,
+            connect_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(60),
+            base_dn: base_dn.into(),
+            scope: SearchScope::Sub,
+            filter: Self::default_filter(server).into(),
+            page_size: 500,
+            attributes: LdapAttributes::defaults(server),
+            key_format: KeyFormat::Auto,
+            user_account_control: server == ServerType::ActiveDirectory,
+            disabled: None,
+            groups: GroupSource::MemberOf {
+                attribute: "memberOf".into(),
+            },
+            nested_groups: false,
+            missing_email: MissingEmail::Skip,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// Everything wrong with a read. Displayed one problem a line, at most 50 of them.
+#[derive(Debug, thiserror::Error)]
+pub struct LdapSourceError {
+    /// The server URL.
+    pub server: String,
+    pub problems: Vec<LdapProblem>,
+}
+
+/// One problem, of one entry when `dn` is set, else of the whole read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdapProblem {
+    pub dn: Option<String>,
+    pub message: String,
+}
+
+const SHOWN_PROBLEMS: usize = 50;
+
+impl fmt::Display for LdapProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.dn {
+            Some(dn) => write!(f, "entry {dn:?}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl fmt::Display for LdapSourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().take(SHOWN_PROBLEMS).enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{}: {p}", self.server)?;
+        }
+        if self.problems.len() > SHOWN_PROBLEMS {
+            write!(
+                f,
+                "\n... and {} more problems",
+                self.problems.len() - SHOWN_PROBLEMS
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl LdapProblem {
+    fn read(message: impl Into<String>) -> Self {
+        LdapProblem {
+            dn: None,
+            message: message.into(),
+        }
+    }
+
+    fn entry(dn: &str, message: impl Into<String>) -> Self {
+        LdapProblem {
+            dn: Some(dn.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+/// A complete read: the snapshot, and the entries left out of it (no email, with
+/// [`MissingEmail::Skip`]).
+#[derive(Debug)]
+pub struct LdapRead {
+    pub snapshot: Snapshot,
+    /// Entries matched by the filter.
+    pub entries: u64,
+    pub skipped: Vec<LdapProblem>,
+    pub elapsed: Duration,
+}
+
+/// What `dirsync check` reports: the search ran to the end, and what it found.
+#[derive(Debug, Default)]
+pub struct LdapCheck {
+    pub entries: u64,
+    /// Entries that would be users.
+    pub users: u64,
+    pub disabled: u64,
+    pub without_groups: u64,
+    /// DNs of entries without the key attribute.
+    pub without_key: Vec<String>,
+    /// DNs of entries without an email.
+    pub without_email: Vec<String>,
+    /// Every problem that would make a sync fail (missing keys, duplicates, ...).
+    pub problems: Vec<LdapProblem>,
+    pub elapsed: Duration,
+}
+
+/// Reads the source into a snapshot; skipped entries are logged as warnings.
+pub async fn load(settings: &LdapSettings) -> Result<Snapshot, LdapSourceError> {
+    let read = read(settings).await?;
+    if !read.skipped.is_empty() {
+        let shown: Vec<String> = read
+            .skipped
+            .iter()
+            .take(20)
+            .map(ToString::to_string)
+            .collect();
+        warn!(
+            skipped = read.skipped.len(),
+            "LDAP source: {} entries left out of the snapshot: {}{}",
+            read.skipped.len(),
+            shown.join("; "),
+            if read.skipped.len() > 20 { "; ..." } else { "" }
+        );
+    }
+    info!(
+        entries = read.entries,
+        users = read.snapshot.len(),
+        elapsed_ms = read.elapsed.as_millis() as u64,
+        "LDAP source read"
+    );
+    Ok(read.snapshot)
+}
+
+/// Reads the source completely: a snapshot, or every problem found.
+pub async fn read(settings: &LdapSettings) -> Result<LdapRead, LdapSourceError> {
+    let started = Instant::now();
+    let c = collect(settings).await?;
+    let mut problems = c.problems;
+    if settings.missing_email == MissingEmail::Error {
+        problems.extend(c.without_email.iter().map(|dn| {
+            LdapProblem::entry(
+                dn,
+                format!(
+                    "no email ({}); set source.ldap.missing_email = \"skip\" to leave such entries out",
+                    settings.attributes.email.join(" / ")
+                ),
+            )
+        }));
+    }
+    let fail = |problems| LdapSourceError {
+        server: settings.url.clone(),
+        problems,
+    };
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+    let skipped = c
+        .without_email
+        .iter()
+        .map(|dn| {
+            LdapProblem::entry(
+                dn,
+                format!("skipped: no email ({})", settings.attributes.email.join(" / ")),
+            )
+        })
+        .collect();
+    let snapshot =
+        Snapshot::new(c.users).map_err(|d| fail(vec![LdapProblem::read(d.to_string())]))?;
+    Ok(LdapRead {
+        snapshot,
+        entries: c.entries,
+        skipped,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Binds and runs the whole search, reporting what a sync would find. Connection, bind and
+/// search failures are errors; problems of entries are in the report.
+pub async fn check(settings: &LdapSettings) -> Result<LdapCheck, LdapSourceError> {
+    let started = Instant::now();
+    let c = collect(settings).await?;
+    Ok(LdapCheck {
+        entries: c.entries,
+        users: c.users.len() as u64,
+        disabled: c.users.iter().filter(|u| !u.enabled).count() as u64,
+        without_groups: c.users.iter().filter(|u| u.groups.is_empty()).count() as u64,
+        without_key: c.without_key,
+        without_email: c.without_email,
+        problems: c.problems,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The raw outcome of a read: users, and the entries that could not be users.
+struct Collected {
+    entries: u64,
+    users: Vec<User>,
+    without_key: Vec<String>,
+    without_email: Vec<String>,
+    problems: Vec<LdapProblem>,
+}
+
+async fn collect(s: &LdapSettings) -> Result<Collected, LdapSourceError> {
+    let fail = |message: String| LdapSourceError {
+        server: s.url.clone(),
+        problems: vec![LdapProblem::read(message)],
+    };
+    let mut ldap = connect(s).await.map_err(fail)?;
+    let result = collect_on(s, &mut ldap).await;
+    // Best effort: the server closes the connection on its own anyway.
+    let _ = tokio::time::timeout(Duration::from_secs(2), ldap.unbind()).await;
+    result.map_err(fail)
+}
+
+async fn collect_on(s: &LdapSettings, ldap: &mut Ldap) -> Result<Collected, String> {
+    // Group search first: the user pass then needs only one lookup per entry.
+    let index = match &s.groups {
+        GroupSource::Search(g) => Some(group_index(s, g, ldap).await?),
+        _ => None,
+    };
+    let attrs = user_attributes(s);
+    let mut c = Collected {
+        entries: 0,
+        users: Vec::new(),
+        without_key: Vec::new(),
+        without_email: Vec::new(),
+        problems: Vec::new(),
+    };
+    // DN of each user, for duplicate reports.
+    let mut dns: Vec<String> = Vec::new();
+    paged_search(
+        s,
+        ldap,
+        &s.base_dn,
+        s.scope,
+        &s.filter,
+        &attrs,
+        "users",
+        |e| {
+            c.entries += 1;
+            match entry_to_user(s, &e, index.as_ref()) {
+                Outcome::User(u) => {
+                    c.users.push(*u);
+                    dns.push(e.dn);
+                }
+                Outcome::NoKey => c.without_key.push(e.dn),
+                Outcome::NoEmail => c.without_email.push(e.dn),
+                Outcome::Problems(p) => c.problems.extend(p),
+            }
+        },
+    )
+    .await?;
+    if s.nested_groups {
+        match (&s.groups, &index) {
+            (GroupSource::Search(_), Some(index)) => {
+                for u in &mut c.users {
+                    u.groups = index.closure(&u.groups);
+                }
+            }
+            (GroupSource::MemberOf { attribute }, _) => {
+                nest_member_of(s, ldap, attribute, &mut c.users).await?;
+            }
+            _ => {}
+        }
+    }
+    let users = std::mem::take(&mut c.users);
+    c.users = users.into_iter().map(User::normalized).collect();
+    for dn in &c.without_key {
+        c.problems.push(LdapProblem::entry(
+            dn,
+            format!(
+                "no key attribute {:?} (is it readable by the bind DN?)",
+                s.attributes.key
+            ),
+        ));
+    }
+    c.problems.extend(duplicates(&c.users, &dns));
+    Ok(c)
+}
+
+/// Opens, secures and binds a connection.
+async fn connect(s: &LdapSettings) -> Result<Ldap, String> {
+    let url = url::Url::parse(&s.url).map_err(|e| format!("invalid URL: {e}"))?;
+    let tls = url.scheme() == "ldaps" || s.starttls;
+    let mut cs = LdapConnSettings::new()
+        .set_conn_timeout(s.connect_timeout)
+        .set_starttls(s.starttls && url.scheme() == "ldap");
+    if tls && s.tls_skip_verify {
+        warn!(
+            server = %s.url,
+            "source.ldap.tls_skip_verify is set: the LDAP server's certificate is NOT verified; \
+             anyone able to intercept the connection can read the bind password and feed dirsync \
+             a forged directory"
+        );
+        cs = cs.set_no_tls_verify(true);
+    } else if tls && let Some(ca) = &s.ca_file {
+        cs = cs.set_config(tls_config(ca)?);
+    }
+    if !tls && s.bind_dn.is_some() && !is_loopback(&url) {
+        warn!(
+            server = %s.url,
+            "the LDAP bind password is sent unencrypted: use ldaps:// or starttls = true"
+        );
+    }
+    let (conn, mut ldap) = LdapConnAsync::with_settings(cs, &s.url)
+        .await
+        .map_err(|e| format!("cannot connect: {}", describe(&e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.drive().await {
+            debug!("LDAP connection ended: {e}");
+        }
+    });
+    if let Some(dn) = &s.bind_dn {
+        let pw = s.bind_password.as_ref().map(Secret::expose).unwrap_or("");
+        let res = ldap
+            .with_timeout(s.operation_timeout)
+            .simple_bind(dn, pw)
+            .await
+            .map_err(|e| format!("bind as {dn:?}: {}", describe(&e)))?;
+        if res.rc != 0 {
+            return Err(format!(
+                "bind as {dn:?} failed: {} ({}){}",
+                rc_name(res.rc),
+                res.rc,
+                text(&res.text)
+            ));
+        }
+    }
+    Ok(ldap)
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => true,
+    }
+}
+
+/// A rustls config trusting only the certificates of `ca` (PEM).
+fn tls_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bytes = std::fs::read(ca).map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&bytes) {
+        let cert = cert.map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "ca_file {}: no PEM certificate in it",
+            ca.display()
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A search of every entry, page by page; `on_entry` sees each entry. Fails on anything but
+/// a complete result.
+#[allow(clippy::too_many_arguments)]
+async fn paged_search(
+    s: &LdapSettings,
+    ldap: &mut Ldap,
+    base: &str,
+    scope: SearchScope,
+    filter: &str,
+    attrs: &[String],
+    what: &str,
+    mut on_entry: impl FnMut(SearchEntry),
+) -> Result<(), String> {
+    let mut cookie: Vec<u8> = Vec::new();
+    let mut pages = 0u64;
+    loop {
+        pages += 1;
+        let control: RawControl = PagedResults {
+            size: i32::try_from(s.page_size).unwrap_or(i32::MAX),
+            cookie: std::mem::take(&mut cookie),
+        }
+        .into();
+        ldap.with_controls(control)
+            .with_timeout(s.operation_timeout)
+            .with_search_options(ldap3::SearchOptions::new().deref(DerefAliases::Never));
+        let at = || format!("search of {what} (base {base:?}, filter {filter:?}, page {pages})");
+        let mut stream = ldap
+            .streaming_search(base, scope.ldap(), filter, attrs.to_vec())
+            .await
+            .map_err(|e| format!("{}: {}", at(), describe(&e)))?;
+        let mut refs: Vec<String> = Vec::new();
+        loop {
+            match stream.next().await {
+                Ok(Some(re)) if re.is_ref() => refs.extend(ldap3::parse_refs(re.0)),
+                Ok(Some(re)) if re.is_intermediate() => {}
+                Ok(Some(re)) => on_entry(SearchEntry::construct(re)),
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = stream.finish().await;
+                    return Err(format!(
+                        "{}: {} (the read is incomplete: nothing is synced)",
+                        at(),
+                        describe(&e)
+                    ));
+                }
+            }
+        }
+        let res = stream.finish().await;
+        if res.rc != 0 {
+            let hint = match res.rc {
+                4 => " (the server's size limit cut the result short: does it allow paged \
+                       results beyond its size limit? OpenLDAP: `limits ... size.prtotal=unlimited`)",
+                3 => " (the server's time limit cut the result short)",
+                10 => " (the server referred to another server, which dirsync does not follow: \
+                        point source.ldap.url at a server holding the base DN, e.g. an AD global \
+                        catalog)",
+                _ => "",
+            };
+            let mut m = format!(
+                "{}: {} ({}){}{hint}",
+                at(),
+                rc_name(res.rc),
+                res.rc,
+                text(&res.text)
+            );
+            if !res.refs.is_empty() {
+                m.push_str(&format!("; referrals: {}", res.refs.join(", ")));
+            }
+            return Err(m);
+        }
+        if !refs.is_empty() {
+            return Err(format!(
+                "{}: the server returned continuation references that dirsync does not follow \
+                 ({}): the read would be incomplete",
+                at(),
+                refs.join(", ")
+            ));
+        }
+        let next = res.ctrls.iter().find_map(|c| match c {
+            Control(Some(ControlType::PagedResults), raw) => Some(raw.parse::<PagedResults>()),
+            _ => None,
+        });
+        match next {
+            Some(pr) if !pr.cookie.is_empty() => cookie = pr.cookie,
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn text(t: &str) -> String {
+    let t = t.trim();
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!(": {t}")
+    }
+}
+
+fn describe(e: &ldap3::LdapError) -> String {
+    match e {
+        ldap3::LdapError::EndOfStream => "the server closed the connection".into(),
+        ldap3::LdapError::Timeout { .. } => "timed out (source.ldap.operation_timeout)".into(),
+        ldap3::LdapError::LdapResult { result } => format!(
+            "{} ({}){}",
+            rc_name(result.rc),
+            result.rc,
+            text(&result.text)
+        ),
+        e => e.to_string(),
+    }
+}
+
+/// The name of an LDAP result code (RFC 4511).
+fn rc_name(rc: u32) -> &'static str {
+    match rc {
+        0 => "success",
+        1 => "operationsError",
+        2 => "protocolError",
+        3 => "timeLimitExceeded",
+        4 => "sizeLimitExceeded",
+        7 => "authMethodNotSupported",
+        8 => "strongerAuthRequired",
+        10 => "referral",
+        11 => "adminLimitExceeded",
+        12 => "unavailableCriticalExtension",
+        13 => "confidentialityRequired",
+        32 => "noSuchObject",
+        34 => "invalidDNSyntax",
+        48 => "inappropriateAuthentication",
+        49 => "invalidCredentials",
+        50 => "insufficientAccessRights",
+        51 => "busy",
+        52 => "unavailable",
+        53 => "unwillingToPerform",
+        80 => "other",
+        85 => "timeout",
+        87 => "filterError",
+        88 => "userCanceled",
+        _ => "error",
+    }
+}
+
+/// The attributes to request for users.
+fn user_attributes(s: &LdapSettings) -> Vec<String> {
+    let a = &s.attributes;
+    let mut out: Vec<String> = vec![a.key.clone()];
+    for list in [
+        &a.email,
+        &a.given_name,
+        &a.family_name,
+        &a.other_name,
+        &a.display_name,
+        &a.mobile,
+    ] {
+        out.extend(list.iter().cloned());
+    }
+    if s.user_account_control {
+        out.push("userAccountControl".into());
+    }
+    if let Some(d) = &s.disabled {
+        out.push(d.attribute.clone());
+    }
+    match &s.groups {
+        GroupSource::MemberOf { attribute } => out.push(attribute.clone()),
+        GroupSource::Search(g) if g.member_uid_attribute.is_some() => {
+            out.push(g.user_id_attribute.clone())
+        }
+        _ => {}
+    }
+    out.extend(s.extra.values().cloned());
+    let mut seen = HashSet::new();
+    out.retain(|a| seen.insert(a.to_ascii_lowercase()));
+    out
+}
+
+/// The values of attribute `name` (case-insensitive; options such as `;binary` ignored), text
+/// values first.
+fn values<'e>(e: &'e SearchEntry, name: &str) -> Vec<&'e [u8]> {
+    let matches = |k: &str| {
+        let base = k.split(';').next().unwrap_or(k);
+        base.eq_ignore_ascii_case(name)
+    };
+    let mut out: Vec<&[u8]> = Vec::new();
+    for (k, vs) in &e.attrs {
+        if matches(k) {
+            out.extend(vs.iter().map(|v| v.as_bytes()));
+        }
+    }
+    for (k, vs) in &e.bin_attrs {
+        if matches(k) {
+            out.extend(vs.iter().map(Vec::as_slice));
+        }
+    }
+    out
+}
+
+/// The first value of the first attribute of `names` present, as text.
+fn first_text(e: &SearchEntry, names: &[String]) -> Option<String> {
+    names.iter().find_map(|n| {
+        values(e, n)
+            .into_iter()
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+            .find(|v| !v.is_empty())
+    })
+}
+
+enum Outcome {
+    User(Box<User>),
+    NoKey,
+    NoEmail,
+    Problems(Vec<LdapProblem>),
+}
+
+fn entry_to_user(s: &LdapSettings, e: &SearchEntry, groups: Option<&GroupIndex>) -> Outcome {
+    let a = &s.attributes;
+    let mut problems = Vec::new();
+    let key_values = values(e, &a.key);
+    let Some(raw_key) = key_values.first() else {
+        return Outcome::NoKey;
+    };
+    if key_values.len() > 1 {
+        problems.push(LdapProblem::entry(
+            &e.dn,
+            format!("key attribute {:?} has {} values", a.key, key_values.len()),
+        ));
+    }
+    let key = match format_key(raw_key, &a.key, s.key_format) {
+        Ok(k) if k.trim().is_empty() => {
+            problems.push(LdapProblem::entry(&e.dn, format!("empty key {:?}", a.key)));
+            None
+        }
+        Ok(k) => Some(k),
+        Err(m) => {
+            problems.push(LdapProblem::entry(&e.dn, m));
+            None
+        }
+    };
+    let email = first_text(e, &a.email);
+    let Some(email) = email else {
+        return if problems.is_empty() {
+            Outcome::NoEmail
+        } else {
+            Outcome::Problems(problems)
+        };
+    };
+    if let Some(why) = email_error(&email) {
+        problems.push(LdapProblem::entry(
+            &e.dn,
+            format!("invalid email {email:?}: {why}"),
+        ));
+    }
+    let mut enabled = true;
+    if s.user_account_control
+        && let Some(v) = values(e, "userAccountControl").first()
+    {
+        match std::str::from_utf8(v).ok().and_then(|t| t.trim().parse::<i64>().ok()) {
+            Some(flags) => enabled &= flags & 0x2 == 0,
+            None => problems.push(LdapProblem::entry(
+                &e.dn,
+                format!(
+                    "userAccountControl {:?} is not a number",
+                    String::from_utf8_lossy(v)
+                ),
+            )),
+        }
+    }
+    if let Some(rule) = &s.disabled {
+        let vs = values(e, &rule.attribute);
+        let disabled = if rule.values.is_empty() {
+            !vs.is_empty()
+        } else {
+            vs.iter().any(|v| {
+                let v = String::from_utf8_lossy(v);
+                rule.values
+                    .iter()
+                    .any(|d| d.trim().eq_ignore_ascii_case(v.trim()))
+            })
+        };
+        enabled &= !disabled;
+    }
+    let group_dns: Vec<String> = match &s.groups {
+        GroupSource::None => Vec::new(),
+        GroupSource::MemberOf { attribute } => values(e, attribute)
+            .into_iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect(),
+        GroupSource::Search(g) => {
+            let uid = g
+                .member_uid_attribute
+                .as_ref()
+                .and_then(|_| first_text(e, std::slice::from_ref(&g.user_id_attribute)));
+            groups.map_or_else(Vec::new, |idx| idx.groups_of(&e.dn, uid.as_deref()))
+        }
+    };
+    let mut extra = BTreeMap::new();
+    for (name, attr) in &s.extra {
+        if let Some(v) = first_text(e, std::slice::from_ref(attr)) {
+            extra.insert(name.clone(), v);
+        }
+    }
+    let Some(key) = key else {
+        return Outcome::Problems(problems);
+    };
+    if !problems.is_empty() {
+        return Outcome::Problems(problems);
+    }
+    Outcome::User(Box::new(User {
+        key,
+        email,
+        given_name: first_text(e, &a.given_name),
+        family_name: first_text(e, &a.family_name),
+        other_name: first_text(e, &a.other_name),
+        display_name: first_text(e, &a.display_name),
+        mobile: first_text(e, &a.mobile),
+        enabled,
+        groups: group_dns,
+        extra,
+    }))
+}
+
+/// Why `e` is not a usable email, if it is not.
+fn email_error(e: &str) -> Option<&'static str> {
+    let Some((local, domain)) = e.rsplit_once('@') else {
+        return Some("no @");
+    };
+    if local.is_empty() || domain.is_empty() {
+        return Some("empty local part or domain");
+    }
+    if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("contains spaces or control characters");
+    }
+    None
+}
+
+/// Formats a key value.
+pub fn format_key(raw: &[u8], attribute: &str, format: KeyFormat) -> Result<String, String> {
+    let format = match format {
+        KeyFormat::Auto if attribute.eq_ignore_ascii_case("objectGUID") => KeyFormat::Guid,
+        KeyFormat::Auto if std::str::from_utf8(raw).is_ok() => KeyFormat::Text,
+        KeyFormat::Auto => KeyFormat::Hex,
+        f => f,
+    };
+    match format {
+        KeyFormat::Guid => guid_string(raw).ok_or_else(|| {
+            format!(
+                "key attribute {attribute:?} is {} bytes long, not the 16 of a GUID",
+                raw.len()
+            )
+        }),
+        KeyFormat::Hex => Ok(raw.iter().map(|b| format!("{b:02x}")).collect()),
+        _ => match std::str::from_utf8(raw) {
+            Ok(t) if t.chars().any(char::is_control) => Err(format!(
+                "control character in key attribute {attribute:?}"
+            )),
+            Ok(t) => Ok(t.trim().to_string()),
+            Err(_) => Err(format!(
+                "key attribute {attribute:?} is not UTF-8 text (set source.ldap.key_format = \"hex\" or \"guid\")"
+            )),
+        },
+    }
+}
+
+/// Active Directory's `objectGUID` (16 bytes, the first three fields little-endian) as the
+/// canonical lower-case GUID string.
+pub fn guid_string(raw: &[u8]) -> Option<String> {
+    let b: [u8; 16] = raw.try_into().ok()?;
+    Some(uuid::Uuid::from_bytes_le(b).hyphenated().to_string())
+}
+
+/// A DN in a form where equal DNs compare equal: lower case, without spaces around the
+/// separators. (Not a full RFC 4514 normalisation: attribute type aliases and hex escapes are
+/// not unified, which directories do not produce in member values of their own DNs.)
+pub fn dn_key(dn: &str) -> String {
+    let mut out = String::with_capacity(dn.len());
+    let mut chars = dn.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.push('\\');
+                if let Some(n) = chars.next() {
+                    out.extend(n.to_lowercase());
+                }
+            }
+            ',' | '+' | '=' => {
+                while out.ends_with(' ') && !out.ends_with("\\ ") {
+                    out.pop();
+                }
+                out.push(c);
+                while chars.peek() == Some(&' ') {
+                    chars.next();
+                }
+            }
+            c => out.extend(c.to_lowercase()),
+        }
+    }
+    out
+}
+
+/// Memberships read from group entries.
+struct GroupIndex {
+    /// Member DN key -> DNs of the groups listing it.
+    by_member_dn: HashMap<String, Vec<Arc<str>>>,
+    /// Member user id -> DNs of the groups listing it.
+    by_uid: HashMap<String, Vec<Arc<str>>>,
+}
+
+impl GroupIndex {
+    fn groups_of(&self, dn: &str, uid: Option<&str>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        if let Some(gs) = self.by_member_dn.get(&dn_key(dn)) {
+            out.extend(gs.iter().map(|g| g.to_string()));
+        }
+        if let Some(uid) = uid
+            && let Some(gs) = self.by_uid.get(uid)
+        {
+            out.extend(gs.iter().map(|g| g.to_string()));
+        }
+        out
+    }
+
+    /// `groups` and every group that contains one of them, transitively (cycles are fine).
+    fn closure(&self, groups: &[String]) -> Vec<String> {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut out = Vec::new();
+        let mut todo: Vec<String> = groups.to_vec();
+        while let Some(g) = todo.pop() {
+            if !seen.insert(dn_key(&g)) {
+                continue;
+            }
+            if let Some(parents) = self.by_member_dn.get(&dn_key(&g)) {
+                todo.extend(parents.iter().map(|p| p.to_string()));
+            }
+            out.push(g);
+        }
+        out
+    }
+}
+
+async fn group_index(
+    s: &LdapSettings,
+    g: &GroupSearch,
+    ldap: &mut Ldap,
+) -> Result<GroupIndex, String> {
+    let mut attrs = g.member_attributes.clone();
+    attrs.extend(g.member_uid_attribute.iter().cloned());
+    let mut index = GroupIndex {
+        by_member_dn: HashMap::new(),
+        by_uid: HashMap::new(),
+    };
+    paged_search(s, ldap, &g.base_dn, g.scope, &g.filter, &attrs, "groups", |e| {
+        let dn: Arc<str> = Arc::from(e.dn.as_str());
+        for m in &g.member_attributes {
+            for v in values(&e, m) {
+                let member = String::from_utf8_lossy(v);
+                // uniqueMember may carry an optional `#'0101'B` UID suffix.
+                let member = member.split('#').next().unwrap_or_default();
+                index
+                    .by_member_dn
+                    .entry(dn_key(member))
+                    .or_default()
+                    .push(Arc::clone(&dn));
+            }
+        }
+        if let Some(mu) = &g.member_uid_attribute {
+            for v in values(&e, mu) {
+                let uid = String::from_utf8_lossy(v).trim().to_string();
+                index.by_uid.entry(uid).or_default().push(Arc::clone(&dn));
+            }
+        }
+    })
+    .await?;
+    Ok(index)
+}
+
+/// Adds, to each user's groups, the groups containing them (read from each group's
+/// `memberOf`, one base search per group).
+async fn nest_member_of(
+    s: &LdapSettings,
+    ldap: &mut Ldap,
+    attribute: &str,
+    users: &mut [User],
+) -> Result<(), String> {
+    let mut parents: HashMap<String, Vec<String>> = HashMap::new();
+    let mut todo: Vec<String> = users.iter().flat_map(|u| u.groups.clone()).collect();
+    while let Some(g) = todo.pop() {
+        let k = dn_key(&g);
+        if parents.contains_key(&k) {
+            continue;
+        }
+        let mut found = Vec::new();
+        let mut res = ldap
+            .with_timeout(s.operation_timeout)
+            .search(&g, Scope::Base, "(objectClass=*)", vec![attribute])
+            .await
+            .map_err(|e| format!("reading the groups of group {g:?}: {}", describe(&e)))?;
+        match res.1.rc {
+            0 => {
+                for re in std::mem::take(&mut res.0) {
+                    let e = SearchEntry::construct(re);
+                    found.extend(
+                        values(&e, attribute)
+                            .into_iter()
+                            .map(|v| String::from_utf8_lossy(v).into_owned()),
+                    );
+                }
+            }
+            // A memberOf value pointing at an entry we cannot see: no parents.
+            32 => {}
+            rc => {
+                return Err(format!(
+                    "reading the groups of group {g:?}: {} ({rc}){}",
+                    rc_name(rc),
+                    text(&res.1.text)
+                ));
+            }
+        }
+        todo.extend(found.iter().cloned());
+        parents.insert(k, found);
+    }
+    for u in users {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut out = Vec::new();
+        let mut todo = u.groups.clone();
+        while let Some(g) = todo.pop() {
+            let k = dn_key(&g);
+            if !seen.insert(k.clone()) {
+                continue;
+            }
+            if let Some(p) = parents.get(&k) {
+                todo.extend(p.iter().cloned());
+            }
+            out.push(g);
+        }
+        u.groups = out;
+    }
+    Ok(())
+}
+
+/// Duplicate keys and emails, each naming both DNs.
+fn duplicates(users: &[User], dns: &[String]) -> Vec<LdapProblem> {
+    let mut problems = Vec::new();
+    let mut keys: HashMap<&str, usize> = HashMap::with_capacity(users.len());
+    let mut emails: HashMap<String, usize> = HashMap::with_capacity(users.len());
+    for (i, u) in users.iter().enumerate() {
+        if let Some(&first) = keys.get(u.key.as_str()) {
+            problems.push(LdapProblem::entry(
+                &dns[i],
+                format!("duplicate key {:?} (also on {:?})", u.key, dns[first]),
+            ));
+        } else {
+            keys.insert(&u.key, i);
+        }
+        let folded = email_fold(&u.email);
+        if let Some(&first) = emails.get(&folded) {
+            problems.push(LdapProblem::entry(
+                &dns[i],
+                format!("duplicate email {:?} (also on {:?})", u.email, dns[first]),
+            ));
+        } else {
+            emails.insert(folded, i);
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_is_mixed_endian() {
+        // The bytes of {01020304-0506-0708-090a-0b0c0d0e0f10} as AD stores them.
+        let raw = [
+            0x04, 0x03, 0x02, 0x01, 0x06, 0x05, 0x08, 0x07, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+            0x0f, 0x10,
+        ];
+        assert_eq!(
+            guid_string(&raw).as_deref(),
+            Some("01020304-0506-0708-090a-0b0c0d0e0f10")
+        );
+        assert_eq!(guid_string(&raw[..15]), None);
+        // objectGUID is a GUID even when its bytes happen to be valid UTF-8.
+        let ascii = *b"ABCDEFGHIJKLMNOP";
+        assert_eq!(
+            format_key(&ascii, "objectGUID", KeyFormat::Auto).unwrap(),
+            "44434241-4645-4847-494a-4b4c4d4e4f50"
+        );
+    }
+
+    #[test]
+    fn key_formats() {
+        assert_eq!(
+            format_key(b" abc ", "entryUUID", KeyFormat::Auto).unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            format_key(&[0xff, 0x01], "x", KeyFormat::Auto).unwrap(),
+            "ff01"
+        );
+        assert!(format_key(&[0xff], "x", KeyFormat::Text).is_err());
+        assert!(format_key(b"a\nb", "x", KeyFormat::Text).is_err());
+        assert!(format_key(b"abc", "x", KeyFormat::Guid).is_err());
+        assert_eq!(format_key(b"AB", "x", KeyFormat::Hex).unwrap(), "4142");
+    }
+
+    #[test]
+    fn dn_keys() {
+        assert_eq!(
+            dn_key("CN=Amy Wong + sn=Kroker, OU=People,dc=Example"),
+            "cn=amy wong+sn=kroker,ou=people,dc=example"
+        );
+        assert_eq!(dn_key(r"cn=a\, b,dc=x"), r"cn=a\, b,dc=x");
+        assert_eq!(dn_key("cn=x\\ ,dc=y"), "cn=x\\ ,dc=y");
+    }
+
+    #[test]
+    fn group_closure_handles_cycles() {
+        let g = |s: &str| -> Arc<str> { Arc::from(s) };
+        let mut by_member_dn = HashMap::new();
+        by_member_dn.insert("cn=a".to_string(), vec![g("cn=B")]);
+        by_member_dn.insert("cn=b".to_string(), vec![g("cn=C")]);
+        by_member_dn.insert("cn=c".to_string(), vec![g("cn=A")]);
+        let idx = GroupIndex {
+            by_member_dn,
+            by_uid: HashMap::new(),
+        };
+        let mut all = idx.closure(&["cn=A".to_string()]);
+        all.sort();
+        assert_eq!(all, vec!["cn=A", "cn=B", "cn=C"]);
+    }
+
+    #[test]
+    fn emails_checked() {
+        assert!(email_error("a@b.c").is_none());
+        assert!(email_error("ab.c").is_some());
+        assert!(email_error("a b@c").is_some());
+        assert!(email_error("@c").is_some());
+    }
+
+    #[test]
+    fn error_lists_problems() {
+        let e = LdapSourceError {
+            server: "ldap://h".into(),
+            problems: vec![
+                LdapProblem::read("cannot connect"),
+                LdapProblem::entry("uid=a,dc=x", "no key"),
+            ],
+        };
+        assert_eq!(
+            e.to_string(),
+            "ldap://h: cannot connect\nldap://h: entry \"uid=a,dc=x\": no key"
+        );
+    }
+}
