@@ -124,6 +124,7 @@ request_timeout = "60s"
         run_id,
         &plan,
         now,
+        &Default::default(),
     )
     .await
     .expect("apply");
@@ -152,6 +153,7 @@ request_timeout = "60s"
         run_id,
         &plan,
         now,
+        &Default::default(),
     )
     .await
     .expect("apply");

@@ -57,6 +57,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run as a service: scheduled syncs per [schedule] until SIGTERM (see systemd/).
+    Run(RunArgs),
     /// Show what a sync would change, without changing anything (a dry run).
     ///
     /// Exit code 0: nothing to do; 2: changes pending; 3: blocked by the safety policy.
@@ -73,6 +75,16 @@ pub enum Command {
     Migrate,
     /// List recent runs, or show one.
     Runs(RunsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// One run, then exit (for systemd timers or cron).
+    #[arg(long)]
+    pub once: bool,
+    /// Allow running as root (not recommended: use a dedicated system user).
+    #[arg(long)]
+    pub allow_root: bool,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +187,16 @@ async fn dispatch(cli: Cli) -> u8 {
         Err(e) => return fail(e),
     };
     match cli.command {
+        Command::Run(args) => {
+            let opts = crate::daemon::DaemonOptions {
+                once: args.once,
+                allow_root: args.allow_root,
+            };
+            match crate::daemon::run(&cli.config, config, opts).await {
+                Ok(code) => code,
+                Err(e) => fail(e),
+            }
+        }
         Command::Plan(args) => plan(&config, &args, false, true).await,
         Command::Sync(args) => {
             if args.dry_run {
@@ -208,6 +230,7 @@ async fn plan(config: &Config, args: &PlanArgs, force: bool, dry_run: bool) -> u
         targets: args.targets.clone(),
         force,
         now: chrono::Utc::now(),
+        stop: Default::default(),
     };
     match run::execute(config, store.as_ref(), &opts, None).await {
         Ok(plan) => print_report(&plan, args.format, dry_run),
@@ -253,6 +276,7 @@ async fn sync(config: &Config, args: &SyncArgs) -> u8 {
         targets: args.plan.targets.clone(),
         force: args.force,
         now: chrono::Utc::now(),
+        stop: Default::default(),
     };
     match run::execute(config, store.as_ref(), &opts, Some(&connectors)).await {
         Ok(plan) => print_report(&plan, args.plan.format, false),
@@ -307,6 +331,10 @@ async fn check(config: &Config, offline: bool) -> u8 {
     println!("  state:  {}", describe_location(&config.state.location));
     match &config.source {
         config::SourceConfig::Csv(c) => println!("  source: csv {}", c.path.display()),
+        config::SourceConfig::Ldap(l) => println!(
+            "  source: ldap {} base {:?} filter {:?}",
+            l.url, l.base_dn, l.filter
+        ),
     }
     for t in &config.targets {
         println!(
@@ -328,14 +356,79 @@ async fn check(config: &Config, offline: bool) -> u8 {
             failed = true;
         }
     }
-    match run::read_source(&config.source).await {
-        Ok(s) => println!("source: OK, {} users", s.len()),
-        Err(e) => {
-            println!("source: FAILED: {e}");
-            failed = true;
+    if let config::SourceConfig::Ldap(l) = &config.source {
+        failed |= !check_ldap(l).await;
+    } else {
+        match run::read_source(&config.source).await {
+            Ok(s) => println!("source: OK, {} users", s.len()),
+            Err(e) => {
+                println!("source: FAILED: {e}");
+                failed = true;
+            }
         }
     }
     if failed { EXIT_ERROR } else { 0 }
+}
+
+/// `check` of an LDAP source: binds, runs the whole search and reports what it found.
+/// False when a sync would fail.
+async fn check_ldap(l: &crate::source::ldap::LdapSettings) -> bool {
+    let c = match crate::source::ldap::check(l).await {
+        Ok(c) => c,
+        Err(e) => {
+            println!("source: FAILED: {e}");
+            return false;
+        }
+    };
+    println!(
+        "source: bind and search OK ({} ms): {} entries found, {} users ({} disabled, {} without groups)",
+        c.elapsed.as_millis(),
+        c.entries,
+        c.users,
+        c.disabled,
+        c.without_groups
+    );
+    let list = |what: &str, dns: &[String]| {
+        if dns.is_empty() {
+            return;
+        }
+        println!("  {} entries {what}:", dns.len());
+        for dn in dns.iter().take(20) {
+            println!("    {dn}");
+        }
+        if dns.len() > 20 {
+            println!("    ... and {} more", dns.len() - 20);
+        }
+    };
+    list(
+        &format!("lacking the key attribute {:?}", l.attributes.key),
+        &c.without_key,
+    );
+    let skip = l.missing_email == crate::source::ldap::MissingEmail::Skip;
+    list(
+        &format!(
+            "lacking an email ({}){}",
+            l.attributes.email.join(" / "),
+            if skip { ", skipped" } else { "" }
+        ),
+        &c.without_email,
+    );
+    let other: Vec<_> = c
+        .problems
+        .iter()
+        .filter(|p| p.dn.as_ref().is_none_or(|dn| !c.without_key.contains(dn)))
+        .collect();
+    if !other.is_empty() {
+        println!("  {} other problems:", other.len());
+        for p in other.iter().take(50) {
+            println!("    {p}");
+        }
+    }
+    let ok = c.problems.is_empty() && (skip || c.without_email.is_empty());
+    if !ok {
+        println!("source: FAILED: a sync would stop on the problems above");
+    }
+    ok
 }
 
 async fn migrate(config: &Config) -> u8 {

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -55,9 +56,21 @@ pub struct Failure {
     pub error: String,
 }
 
+/// Outcomes of one kind of operation.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KindCounts {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub skipped: u64,
+}
+
 /// What applying one target did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ApplySummary {
+    /// Outcomes per operation kind (`create`, `update`, ...).
+    pub by_kind: std::collections::BTreeMap<String, KindCounts>,
+    /// Operations left `pending` because a shutdown was requested (the next run does them).
+    pub interrupted: u64,
     pub applied: u64,
     pub failed: u64,
     /// Operations not sent because an earlier operation of the same account failed.
@@ -286,6 +299,7 @@ struct Done {
     notes: Vec<Failure>,
     applied: u64,
     skipped: u64,
+    kinds: Vec<(&'static str, OpStatus)>,
 }
 
 struct Ctx<'a> {
@@ -301,6 +315,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn ok(&self, d: &mut Done, i: usize, remote_id: Option<String>, note: Option<String>) {
         d.applied += 1;
+        d.kinds.push((self.plan.ops[i].op.kind(), OpStatus::Succeeded));
         if let Some(n) = &note {
             d.notes.push(Failure {
                 key: self.plan.ops[i].key.clone(),
@@ -318,6 +333,7 @@ impl Ctx<'_> {
 
     fn fail(&self, d: &mut Done, i: usize, e: &OpError) {
         let op = &self.plan.ops[i];
+        d.kinds.push((op.op.kind(), OpStatus::Failed));
         let text = error_text(e);
         warn!(run_id = self.run_id, target = %self.target.name, op = op.op.kind(), key = %op.key, error = %text, "operation failed");
         d.failures.push(Failure {
@@ -335,6 +351,7 @@ impl Ctx<'_> {
 
     fn skip(&self, d: &mut Done, i: usize, why: &str) {
         d.skipped += 1;
+        d.kinds.push((self.plan.ops[i].op.kind(), OpStatus::Skipped));
         d.outcomes.push(OpOutcome {
             id: self.ids[i],
             status: OpStatus::Skipped,
@@ -727,8 +744,10 @@ pub async fn apply(
     run_id: i64,
     plan: &TargetPlan,
     now: DateTime<Utc>,
+    stop: &AtomicBool,
 ) -> Result<ApplySummary, EngineError> {
     let mut summary = ApplySummary::default();
+    let interrupted = AtomicU64::new(0);
     if plan.ops.is_empty() {
         return Ok(summary);
     }
@@ -777,9 +796,13 @@ pub async fn apply(
     let marker = {
         let units = Arc::clone(&units);
         let ids = &ids;
+        let interrupted = &interrupted;
         async move {
             let mut start = 0;
             while start < units.len() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 let end = (start + window).min(units.len());
                 let sent: Vec<i64> = units[start..end]
                     .iter()
@@ -787,13 +810,34 @@ pub async fn apply(
                     .collect();
                 store.mark_sent(&sent).await?;
                 for u in start..end {
-                    if tx.send(u).await.is_err() {
-                        return Ok::<(), StoreError>(());
+                    // Marked `sent` but never sent: put back as skipped so the next run plans
+                    // it again without a reconciliation look-up.
+                    if stop.load(Ordering::SeqCst) || tx.send(u).await.is_err() {
+                        let left: Vec<OpOutcome> = units[u..end]
+                            .iter()
+                            .flat_map(|w| w.ops().iter())
+                            .map(|&i| OpOutcome {
+                                id: ids[i],
+                                status: OpStatus::Skipped,
+                                error: Some("not sent: dirsync was shutting down; re-planned".into()),
+                                remote_id: None,
+                            })
+                            .collect();
+                        interrupted.fetch_add(left.len() as u64, Ordering::SeqCst);
+                        store.record_outcomes(&target.name, &left, &[]).await?;
+                        start = units.len();
+                        break;
                     }
                 }
-                start = end;
+                start = start.max(end);
             }
-            Ok(())
+            // Units never marked stay `pending`; the next run's reconciliation skips them.
+            let never: u64 = units[start.min(units.len())..]
+                .iter()
+                .map(|u| u.ops().len() as u64)
+                .sum();
+            interrupted.fetch_add(never, Ordering::SeqCst);
+            Ok::<(), StoreError>(())
         }
     };
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Done>(window * 2);
@@ -837,6 +881,14 @@ pub async fn apply(
                 summary.failed += d.failures.len() as u64;
                 summary.failures.extend(d.failures);
                 summary.notes.extend(d.notes);
+                for (kind, status) in d.kinds {
+                    let c = summary.by_kind.entry(kind.to_string()).or_default();
+                    match status {
+                        OpStatus::Succeeded => c.succeeded += 1,
+                        OpStatus::Failed => c.failed += 1,
+                        _ => c.skipped += 1,
+                    }
+                }
                 since.get_or_insert_with(std::time::Instant::now);
             }
             let due = since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY);
@@ -855,6 +907,10 @@ pub async fn apply(
     let (m, (), w) = tokio::join!(marker, workers, writer);
     m?;
     w?;
+    summary.interrupted = interrupted.load(Ordering::SeqCst);
+    if summary.interrupted > 0 {
+        warn!(run_id, target = %target.name, left = summary.interrupted, "shutdown: operations left for the next run");
+    }
     info!(run_id, target = %target.name, applied = summary.applied, failed = summary.failed, skipped = summary.skipped, "applied");
     Ok(summary)
 }

@@ -13,13 +13,17 @@
 //! - [`run`]: one run from source to judged plans, recorded in the store.
 //! - [`report`]: text / Markdown / JSON rendering of plans and run history.
 //! - [`adopt`]: taking over existing remote accounts.
+//! - [`daemon`]: `dirsync run`: schedule, signals, systemd notifications, the HTTP listener.
+//! - [`metrics`]: counters for `/metrics`.
 //! - [`cli`]: commands and exit codes. [`telemetry`]: logging.
 
 pub mod adopt;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod mapping;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod report;

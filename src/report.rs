@@ -243,6 +243,10 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
     );
     for t in &plan.targets {
         let _ = writeln!(o);
+        if let Some(why) = &t.skipped {
+            let _ = writeln!(o, "target {} ({}): skipped: {why}", t.name, t.kind.as_str());
+            continue;
+        }
         let _ = writeln!(
             o,
             "target {} ({}): {}",
@@ -574,6 +578,21 @@ pub fn render_run(run: &RunRecord, ops: &[OperationRecord], format: Format) -> S
             "operations": ops,
         }))
         .unwrap_or_default();
+    }
+    if format == Format::Markdown
+        && let Some(md) = run.summary.get("report_markdown").and_then(|v| v.as_str())
+    {
+        let mut o = md.to_string();
+        let _ = writeln!(
+            o,
+            "\nRun {} ended **{}** ({}), applied {}, failed {}.",
+            run.id,
+            run.status.as_str(),
+            run.trigger.as_str(),
+            run.applied,
+            run.failed
+        );
+        return o;
     }
     let mut o = String::new();
     let _ = writeln!(

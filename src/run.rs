@@ -25,6 +25,8 @@ use crate::target::{Connector, TargetKind};
 pub enum RunError {
     #[error("source: {0}")]
     Csv(#[from] CsvError),
+    #[error("source: {0}")]
+    Ldap(#[from] crate::source::ldap::LdapSourceError),
     #[error("source: the reader task failed: {0}")]
     SourceTask(String),
     #[error(transparent)]
@@ -48,6 +50,8 @@ pub struct RunOptions {
     /// Apply even when the safety policy blocks (recorded on the run).
     pub force: bool,
     pub now: DateTime<Utc>,
+    /// Set by a shutdown request: applying stops dispatching new operations.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The source read, as the report shows it.
@@ -78,6 +82,17 @@ pub struct TargetOutcome {
     /// How long applying takes on a rate-limited target (`requests_per_second` set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Estimate>,
+    /// Why the target was not planned or applied in this run (another instance holds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// How this instance names itself to the others (locks, logs): host and process id.
+pub fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
 }
 
 /// The expected cost of applying a plan on a paced target.
@@ -174,6 +189,9 @@ pub async fn read_source(source: &SourceConfig) -> Result<Snapshot, RunError> {
                 .map_err(|e| RunError::SourceTask(e.to_string()))?
                 .map_err(RunError::from)
         }
+        SourceConfig::Ldap(settings) => crate::source::ldap::load(settings)
+            .await
+            .map_err(RunError::from),
     }
 }
 
@@ -397,6 +415,46 @@ async fn run_target(
         ),
         None => None,
     };
+    // One instance applies a target at a time: take its lock for the whole apply.
+    let lock = match &connector {
+        Some(_) => match store.try_lock_target(&t.name, &instance_name()).await? {
+            Some(lock) => Some(lock),
+            None => {
+                warn!(run_id, target = %t.name, "another dirsync instance is applying this target; skipped");
+                return Ok(TargetOutcome {
+                    name: t.name.clone(),
+                    kind: t.kind,
+                    verdict: Verdict::Allowed,
+                    plan: TargetPlan::default(),
+                    recovered: None,
+                    applied: None,
+                    estimate: None,
+                    skipped: Some("another dirsync instance is applying this target".into()),
+                });
+            }
+        },
+        None => None,
+    };
+    let result = apply_locked(store, t, snapshot, config, source_reasons, opts, connector, run_id).await;
+    if let Some(lock) = lock
+        && let Err(e) = lock.release().await
+    {
+        warn!(run_id, target = %t.name, error = %e, "could not release the target lock (it ends with the session or lease)");
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_locked(
+    store: &dyn Store,
+    t: &TargetConfig,
+    snapshot: &Snapshot,
+    config: &Config,
+    source_reasons: &[BlockReason],
+    opts: &RunOptions,
+    connector: Option<Arc<dyn Connector>>,
+    run_id: i64,
+) -> Result<TargetOutcome, RunError> {
     let recovered = match &connector {
         Some(c) => Some(engine::recover(store, c.as_ref(), t, run_id).await?),
         None => None,
@@ -411,7 +469,7 @@ async fn run_target(
           verdict = verdict_name(&verdict), "target planned");
     let applied = match (&connector, &verdict) {
         (Some(c), Verdict::Allowed | Verdict::Forced { .. }) => {
-            Some(engine::apply(store, c.as_ref(), t, run_id, &plan, opts.now).await?)
+            Some(engine::apply(store, c.as_ref(), t, run_id, &plan, opts.now, &opts.stop).await?)
         }
         _ => None,
     };
@@ -431,6 +489,7 @@ async fn run_target(
         recovered,
         applied,
         estimate,
+        skipped: None,
     })
 }
 
@@ -442,9 +501,17 @@ fn verdict_name(v: &Verdict) -> &'static str {
     }
 }
 
+/// Runs with more operations than this keep their summary but not their full report.
+pub const REPORT_KEEP_MAX_OPS: usize = 5_000;
+
 /// The per-target summary stored on the run row (what `dirsync runs show` prints).
 pub fn run_summary(plan: &RunPlan) -> serde_json::Value {
+    // The run's report is kept with it (`dirsync runs show ID --format markdown`), up to a size
+    // where it is still a report rather than a dump.
+    let report = (plan.targets.iter().map(|t| t.plan.ops.len()).sum::<usize>() <= REPORT_KEEP_MAX_OPS)
+        .then(|| crate::report::render(plan, crate::report::Format::Markdown, plan.dry_run));
     serde_json::json!({
+        "report_markdown": report,
         "source": plan.source,
         "targets": plan.targets.iter().map(|t| serde_json::json!({
             "name": t.name,

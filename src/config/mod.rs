@@ -19,6 +19,7 @@ use crate::mapping::TargetMapping;
 use crate::plan::{OnMissing, SafetySettings};
 use crate::secret::Secret;
 use crate::source::csv::CsvSettings;
+use crate::source::ldap::LdapSettings;
 use crate::store::StoreLocation;
 use crate::target::TargetKind;
 
@@ -30,7 +31,7 @@ pub const DEFAULT_PATH: &str = "/etc/dirsync/dirsync.toml";
 pub const ENV_PREFIX: &str = "DIRSYNC_";
 /// Top-level sections that environment variables may set (`DIRSYNC_SAFETY__MAX_DELETES=10`).
 /// Targets are set by name: `DIRSYNC_TARGET__<NAME>__<KEY>`.
-pub(crate) const ENV_SECTIONS: &[&str] = &["state", "source", "safety", "schedule"];
+pub(crate) const ENV_SECTIONS: &[&str] = &["state", "source", "safety", "schedule", "daemon", "http"];
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -41,7 +42,25 @@ pub struct Config {
     pub source: SourceConfig,
     pub safety: SafetySettings,
     pub schedule: ScheduleConfig,
+    pub daemon: DaemonConfig,
+    pub http: HttpListenConfig,
     pub targets: Vec<TargetConfig>,
+}
+
+/// `[daemon]`: how `dirsync run` behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// After SIGTERM, how long in-flight requests may finish before the process exits
+    /// (default 30s). Operations not sent by then stay journaled for the next start.
+    pub shutdown_timeout: Duration,
+}
+
+/// `[http]`: the daemon's health and metrics listener (off unless `listen` is set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpListenConfig {
+    pub listen: Option<std::net::SocketAddr>,
+    /// `/readyz` fails after this many failed runs in a row (default 3).
+    pub unready_after_failures: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -54,12 +73,14 @@ pub struct StateConfig {
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     Csv(CsvSettings),
+    Ldap(Box<LdapSettings>),
 }
 
 impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Csv(_) => "csv",
+            SourceConfig::Ldap(_) => "ldap",
         }
     }
 
@@ -67,6 +88,7 @@ impl SourceConfig {
     pub fn extra_attributes(&self) -> Vec<String> {
         match self {
             SourceConfig::Csv(c) => c.extra.keys().cloned().collect(),
+            SourceConfig::Ldap(l) => l.extra.keys().cloned().collect(),
         }
     }
 }

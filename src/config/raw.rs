@@ -19,7 +19,22 @@ pub struct RawConfig {
     #[serde(default)]
     pub schedule: RawSchedule,
     #[serde(default)]
+    pub daemon: RawDaemon,
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
     pub target: Vec<RawTarget>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDaemon {
+    pub shutdown_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+    pub unready_after_failures: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +50,81 @@ pub struct RawState {
 pub struct RawSource {
     pub kind: Option<String>,
     pub csv: Option<RawCsv>,
+    pub ldap: Option<RawLdap>,
+}
+
+/// `[source.ldap]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLdap {
+    pub server_type: Option<String>,
+    pub url: Option<String>,
+    pub starttls: Option<bool>,
+    pub ca_file: Option<PathBuf>,
+    pub tls_skip_verify: Option<bool>,
+    pub anonymous: Option<bool>,
+    pub bind_dn: Option<String>,
+    pub bind_password: Option<Secret>,
+    pub bind_password_file: Option<PathBuf>,
+    pub connect_timeout: Option<String>,
+    pub operation_timeout: Option<String>,
+    pub base_dn: Option<String>,
+    pub scope: Option<String>,
+    pub filter: Option<String>,
+    pub page_size: Option<i64>,
+    pub key_format: Option<String>,
+    #[serde(default)]
+    pub attributes: RawLdapAttributes,
+    pub user_account_control: Option<bool>,
+    pub disabled_attribute: Option<String>,
+    pub disabled_values: Option<Vec<String>>,
+    pub disabled_when_present: Option<bool>,
+    pub groups: Option<String>,
+    pub member_of_attribute: Option<String>,
+    pub nested_groups: Option<bool>,
+    pub group_search: Option<RawLdapGroupSearch>,
+    pub missing_email: Option<String>,
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// One attribute name, or a list tried in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `[source.ldap.attributes]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLdapAttributes {
+    pub key: Option<String>,
+    pub email: Option<OneOrMany>,
+    pub given_name: Option<OneOrMany>,
+    pub family_name: Option<OneOrMany>,
+    pub other_name: Option<OneOrMany>,
+    pub display_name: Option<OneOrMany>,
+    pub mobile: Option<OneOrMany>,
+}
+
+/// `[source.ldap.group_search]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLdapGroupSearch {
+    pub base_dn: Option<String>,
+    pub scope: Option<String>,
+    pub filter: Option<String>,
+    pub member_attributes: Option<Vec<String>>,
+    pub member_uid_attribute: Option<String>,
+    pub user_id_attribute: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -92,6 +92,7 @@ fn good_config_loads_with_defaults() {
             assert_eq!(csv.path, d.dir.path().join("users.csv"));
             assert_eq!(csv.columns.email, "email");
         }
+        SourceConfig::Ldap(_) => panic!("csv source expected"),
     }
     assert!(matches!(c.state.location, StoreLocation::Sqlite { .. }));
     // Debug output of the whole config never shows a secret.
@@ -240,9 +241,65 @@ fn bad_configs_report_every_problem_with_its_key() {
         ),
         ("bad toml", "[source\nkind = 1", &["config: "]),
         (
-            "ldap not yet",
+            "ldap without its section",
             &GOOD.replace("kind = \"csv\"", "kind = \"ldap\""),
-            &["source.kind: kind \"ldap\" is not supported"],
+            &["source.ldap: missing [source.ldap] section"],
+        ),
+        (
+            "ldap: every problem of [source.ldap] with its key",
+            &GOOD.replace(
+                "kind = \"csv\"",
+                "kind = \"ldap\"\n[source.ldap]\nurl = \"https://dc1\"\nbind_dn = \"cn=svc\"\n\
+                 page_size = 0\nscope = \"deep\"\nfilter = \"(objectClass=person\"\n\
+                 connect_timeout = \"soon\"\nserver_type = \"novell\"\nkey_format = \"b64\"\n\
+                 groups = \"search\"\ndisabled_values = [\"TRUE\"]\nmissing_email = \"ignore\"\n\
+                 tls_skip_verify = true\n[source.ldap.extra]\nemail = \"mail\"",
+            ),
+            &[
+                "source.ldap.server_type: unknown server type \"novell\"",
+                "source.ldap.url: scheme \"https\" not supported",
+                "source.ldap.bind_password: required with bind_dn",
+                "source.ldap.connect_timeout: invalid duration",
+                "source.ldap.base_dn: missing",
+                "source.ldap.scope: unknown scope \"deep\"",
+                "source.ldap.filter: invalid LDAP filter",
+                "source.ldap.page_size: must be at least 1",
+                "source.ldap.key_format: unknown format",
+                "source.ldap.disabled_attribute: missing",
+                "source.ldap.group_search.base_dn: missing",
+                "source.ldap.missing_email: unknown value",
+                "source.ldap.extra.email: is a built-in field",
+            ],
+        ),
+        (
+            "ldap: bind settings and TLS settings that contradict",
+            &GOOD.replace(
+                "kind = \"csv\"",
+                "kind = \"ldap\"\n[source.ldap]\nurl = \"ldaps://dc1\"\nstarttls = true\n\
+                 anonymous = true\nbind_dn = \"cn=svc\"\nbind_password = \"ldap-pw-secret\"\n\
+                 bind_password_file = \"client-secret.txt\"\nbase_dn = \"dc=x\"\n\
+                 ca_file = \"nope.pem\"\ndisabled_attribute = \"nsAccountLock\"",
+            ),
+            &[
+                "source.ldap.starttls: StartTLS is for ldap:// URLs",
+                "source.ldap.anonymous: set either bind_dn or anonymous = true",
+                "source.ldap.bind_password: set either",
+                "source.ldap.ca_file: cannot read",
+                "source.ldap.disabled_values: missing",
+            ],
+        ),
+        (
+            "ldap: a URL with a path, no bind at all",
+            &GOOD.replace(
+                "kind = \"csv\"",
+                "kind = \"ldap\"\n[source.ldap]\nurl = \"ldap://dc1/dc=x??sub\"\nbase_dn = \"people\"\n\
+                 ca_file = \"client-secret.txt\"",
+            ),
+            &[
+                "source.ldap.url: only scheme, host and port",
+                "source.ldap.bind_dn: missing",
+                "source.ldap.base_dn: \"people\" is not a DN",
+            ],
         ),
         (
             "postgres url must be postgres",
@@ -308,6 +365,79 @@ fn cron_conversion_table() {
             Err(()) => assert!(got.is_err(), "{input} should fail: {got:?}"),
         }
     }
+}
+
+#[test]
+fn ldap_config_loads_with_defaults_per_server_type() {
+    use crate::source::ldap::{GroupSource, KeyFormat, MissingEmail, SearchScope};
+    let ldap = "kind = \"ldap\"\n[source.ldap]\nurl = \"ldaps://dc1.corp.example\"\n\
+                server_type = \"active_directory\"\nbind_dn = \"CN=svc,DC=corp\"\n\
+                bind_password_file = \"client-secret.txt\"\nbase_dn = \"DC=corp\"\n\
+                nested_groups = true\n[source.ldap.attributes]\nemail = [\"mail\", \"userPrincipalName\"]\n\
+                [source.ldap.extra]\ndepartment = \"department\"";
+    let d = Dir::new(&GOOD.replace("kind = \"csv\"", ldap));
+    let c = d.load(&[]).unwrap();
+    let SourceConfig::Ldap(l) = &c.source else {
+        panic!("ldap expected")
+    };
+    assert_eq!(c.source.kind(), "ldap");
+    assert_eq!(c.source.extra_attributes(), vec!["department".to_string()]);
+    assert_eq!(l.url, "ldaps://dc1.corp.example");
+    assert_eq!(l.bind_password.as_ref().unwrap().expose(), "file-secret");
+    assert_eq!(l.attributes.key, "objectGUID");
+    assert_eq!(l.attributes.email, vec!["mail", "userPrincipalName"]);
+    assert_eq!(l.attributes.mobile, vec!["mobile", "telephoneNumber"]);
+    assert_eq!(l.filter, "(&(objectCategory=person)(objectClass=user))");
+    assert!(l.user_account_control);
+    assert_eq!(l.key_format, KeyFormat::Auto);
+    assert_eq!(l.scope, SearchScope::Sub);
+    assert_eq!(l.page_size, 500);
+    assert_eq!(l.missing_email, MissingEmail::Skip);
+    assert!(l.nested_groups);
+    assert_eq!(
+        l.groups,
+        GroupSource::MemberOf {
+            attribute: "memberOf".into()
+        }
+    );
+    assert!(!format!("{c:?}").contains("file-secret"));
+
+    // Generic directory, anonymous, group search, presence-means-disabled.
+    let ldap = "kind = \"ldap\"\n[source.ldap]\nurl = \"ldap://ldap.example.com\"\nstarttls = true\n\
+                anonymous = true\nbase_dn = \"ou=people,dc=example,dc=com\"\nscope = \"one\"\n\
+                disabled_attribute = \"pwdAccountLockedTime\"\ndisabled_when_present = true\n\
+                groups = \"search\"\n[source.ldap.group_search]\nbase_dn = \"ou=groups,dc=example,dc=com\"\n\
+                [source.ldap.extra]\ndepartment = \"departmentNumber\"";
+    let d = Dir::new(&GOOD.replace("kind = \"csv\"", ldap));
+    let c = d.load(&[]).unwrap();
+    let SourceConfig::Ldap(l) = &c.source else {
+        panic!("ldap expected")
+    };
+    assert_eq!(l.attributes.key, "entryUUID");
+    assert_eq!(l.bind_dn, None);
+    assert!(l.starttls);
+    assert!(!l.user_account_control);
+    assert_eq!(l.scope, SearchScope::One);
+    assert_eq!(l.disabled.as_ref().unwrap().values, Vec::<String>::new());
+    let GroupSource::Search(g) = &l.groups else {
+        panic!("group search expected")
+    };
+    assert_eq!(g.base_dn, "ou=groups,dc=example,dc=com");
+    assert_eq!(g.member_uid_attribute.as_deref(), Some("memberUid"));
+}
+
+#[test]
+fn example_ldap_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example-ldap.toml");
+    let dir = tempfile::tempdir().unwrap();
+    // The example reads its bind password from a file next to it: copy both.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(dir.path().join("dirsync.toml"), &text).unwrap();
+    std::fs::write(dir.path().join("ldap-bind-password"), "pw\n").unwrap();
+    std::fs::write(dir.path().join("covata-client-secret"), "s\n").unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+    let c = load_with_env(&dir.path().join("dirsync.toml"), &[]).unwrap();
+    assert_eq!(c.source.kind(), "ldap");
 }
 
 #[test]

@@ -129,7 +129,7 @@ pub struct UserProblem {
 }
 
 /// The plan for one target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TargetPlan {
     pub summary: Summary,
     /// Accounts dirsync owns on this target before the run (the base of the percentages).

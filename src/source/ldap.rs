@@ -161,7 +161,9 @@ pub struct DisabledRule {
 pub enum GroupSource {
     None,
     /// A DN-valued attribute of the user entry (`memberOf`).
-    MemberOf { attribute: String },
+    MemberOf {
+        attribute: String,
+    },
     /// A search of group entries.
     Search(GroupSearch),
 }
@@ -419,7 +421,10 @@ pub async fn read(settings: &LdapSettings) -> Result<LdapRead, LdapSourceError> 
         .map(|dn| {
             LdapProblem::entry(
                 dn,
-                format!("skipped: no email ({})", settings.attributes.email.join(" / ")),
+                format!(
+                    "skipped: no email ({})",
+                    settings.attributes.email.join(" / ")
+                ),
             )
         })
         .collect();
@@ -601,7 +606,8 @@ fn is_loopback(url: &url::Url) -> bool {
 fn tls_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let bytes = std::fs::read(ca).map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+    let bytes =
+        std::fs::read(ca).map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&bytes) {
         let cert = cert.map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
@@ -674,12 +680,16 @@ async fn paged_search(
         let res = stream.finish().await;
         if res.rc != 0 {
             let hint = match res.rc {
-                4 => " (the server's size limit cut the result short: does it allow paged \
-                       results beyond its size limit? OpenLDAP: `limits ... size.prtotal=unlimited`)",
+                4 => {
+                    " (the server's size limit cut the result short: does it allow paged \
+                       results beyond its size limit? OpenLDAP: `limits ... size.prtotal=unlimited`)"
+                }
                 3 => " (the server's time limit cut the result short)",
-                10 => " (the server referred to another server, which dirsync does not follow: \
+                10 => {
+                    " (the server referred to another server, which dirsync does not follow: \
                         point source.ldap.url at a server holding the base DN, e.g. an AD global \
-                        catalog)",
+                        catalog)"
+                }
                 _ => "",
             };
             let mut m = format!(
@@ -879,7 +889,10 @@ fn entry_to_user(s: &LdapSettings, e: &SearchEntry, groups: Option<&GroupIndex>)
     if s.user_account_control
         && let Some(v) = values(e, "userAccountControl").first()
     {
-        match std::str::from_utf8(v).ok().and_then(|t| t.trim().parse::<i64>().ok()) {
+        match std::str::from_utf8(v)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+        {
             Some(flags) => enabled &= flags & 0x2 == 0,
             None => problems.push(LdapProblem::entry(
                 &e.dn,
@@ -975,9 +988,9 @@ pub fn format_key(raw: &[u8], attribute: &str, format: KeyFormat) -> Result<Stri
         }),
         KeyFormat::Hex => Ok(raw.iter().map(|b| format!("{b:02x}")).collect()),
         _ => match std::str::from_utf8(raw) {
-            Ok(t) if t.chars().any(char::is_control) => Err(format!(
-                "control character in key attribute {attribute:?}"
-            )),
+            Ok(t) if t.chars().any(char::is_control) => {
+                Err(format!("control character in key attribute {attribute:?}"))
+            }
             Ok(t) => Ok(t.trim().to_string()),
             Err(_) => Err(format!(
                 "key attribute {attribute:?} is not UTF-8 text (set source.ldap.key_format = \"hex\" or \"guid\")"
@@ -1073,27 +1086,36 @@ async fn group_index(
         by_member_dn: HashMap::new(),
         by_uid: HashMap::new(),
     };
-    paged_search(s, ldap, &g.base_dn, g.scope, &g.filter, &attrs, "groups", |e| {
-        let dn: Arc<str> = Arc::from(e.dn.as_str());
-        for m in &g.member_attributes {
-            for v in values(&e, m) {
-                let member = String::from_utf8_lossy(v);
-                // uniqueMember may carry an optional `#'0101'B` UID suffix.
-                let member = member.split('#').next().unwrap_or_default();
-                index
-                    .by_member_dn
-                    .entry(dn_key(member))
-                    .or_default()
-                    .push(Arc::clone(&dn));
+    paged_search(
+        s,
+        ldap,
+        &g.base_dn,
+        g.scope,
+        &g.filter,
+        &attrs,
+        "groups",
+        |e| {
+            let dn: Arc<str> = Arc::from(e.dn.as_str());
+            for m in &g.member_attributes {
+                for v in values(&e, m) {
+                    let member = String::from_utf8_lossy(v);
+                    // uniqueMember may carry an optional `#'0101'B` UID suffix.
+                    let member = member.split('#').next().unwrap_or_default();
+                    index
+                        .by_member_dn
+                        .entry(dn_key(member))
+                        .or_default()
+                        .push(Arc::clone(&dn));
+                }
             }
-        }
-        if let Some(mu) = &g.member_uid_attribute {
-            for v in values(&e, mu) {
-                let uid = String::from_utf8_lossy(v).trim().to_string();
-                index.by_uid.entry(uid).or_default().push(Arc::clone(&dn));
+            if let Some(mu) = &g.member_uid_attribute {
+                for v in values(&e, mu) {
+                    let uid = String::from_utf8_lossy(v).trim().to_string();
+                    index.by_uid.entry(uid).or_default().push(Arc::clone(&dn));
+                }
             }
-        }
-    })
+        },
+    )
     .await?;
     Ok(index)
 }

@@ -2,3 +2,4 @@
 //! partial one.
 
 pub mod csv;
+pub mod ldap;

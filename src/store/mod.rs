@@ -313,6 +313,17 @@ pub fn coalesce(changes: &[AccountChange]) -> CoalescedChanges {
     out
 }
 
+/// A held per-target lock: while it is held, no other dirsync instance applies the target.
+/// Released by [`TargetLock::release`]; if the process dies, Postgres ends the session (and
+/// its advisory lock) and a SQLite lease expires.
+#[async_trait::async_trait]
+pub trait TargetLock: Send + Sync {
+    async fn release(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// How long a SQLite lock lease lasts without renewal (renewed every third of it).
+pub const LOCK_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The state store. Every method is one or a few statements: bulk paths use multi-row
 /// statements (`UNNEST` on Postgres, batched `VALUES` on SQLite), never a round trip per row.
 #[async_trait::async_trait]
@@ -380,6 +391,13 @@ pub trait Store: Send + Sync {
         let _ = (target, outcomes, changes);
         Err(self.pending_impl("record_outcomes"))
     }
+    /// Takes the target's leader lock if no other instance holds it. `holder` names this
+    /// instance (host and pid) for the other instances' logs.
+    async fn try_lock_target(
+        &self,
+        target: &str,
+        holder: &str,
+    ) -> Result<Option<Box<dyn TargetLock>>, StoreError>;
     /// Operations of a target left `pending` or `sent` (by a run that was interrupted), oldest
     /// first.
     async fn unfinished_operations(

@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Row};
 
 use super::{
+    TargetLock,
     AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OperationRecord,
     RecordedAccount, RunFinish, RunRecord, RunStatus, Store, StoreError, Trigger, coalesce,
 };
@@ -821,6 +822,32 @@ impl Store for PgStore {
         tx.commit().await.map_err(query_error(context))
     }
 
+    async fn try_lock_target(
+        &self,
+        target: &str,
+        holder: &str,
+    ) -> Result<Option<Box<dyn TargetLock>>, StoreError> {
+        let context = format!("lock target {target:?}");
+        // A dedicated session: the advisory lock lives exactly as long as this connection, so
+        // a crashed instance never leaves a target locked, and pool connections never carry a
+        // lock back into the pool.
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options())
+            .await
+            .map_err(query_error(context.clone()))?;
+        let key = lock_key(target);
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(query_error(context.clone()))?;
+        if !got {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        tracing::debug!(target = %target, holder, "target lock taken");
+        Ok(Some(Box::new(PgLock { conn, key, context })))
+    }
+
     async fn unfinished_operations(
         &self,
         target: &str,
@@ -1047,5 +1074,33 @@ mod tests {
         let text = e.to_string();
         assert!(!text.contains("s3cretpw"), "{text}");
         assert!(text.contains("127.0.0.1:1"), "{text}");
+    }
+}
+
+/// The advisory lock key of a target: a stable 64-bit hash of its name, in dirsync's own space.
+fn lock_key(target: &str) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(format!("dirsync.target-lock.v1:{target}").as_bytes()) as i64
+}
+
+struct PgLock {
+    conn: PgConnection,
+    key: i64,
+    context: String,
+}
+
+#[async_trait::async_trait]
+impl TargetLock for PgLock {
+    async fn release(self: Box<Self>) -> Result<(), StoreError> {
+        let PgLock {
+            mut conn,
+            key,
+            context,
+        } = *self;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .execute(&mut conn)
+            .await
+            .map_err(query_error(context.clone()))?;
+        conn.close().await.map_err(query_error(context))
     }
 }

@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{
+    LOCK_LEASE, TargetLock,
     AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OperationRecord,
     RecordedAccount, RunFinish, RunRecord, RunStatus, Store, StoreError, Trigger, coalesce,
 };
@@ -707,6 +708,40 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(query_error(context))
     }
 
+    async fn try_lock_target(
+        &self,
+        target: &str,
+        holder: &str,
+    ) -> Result<Option<Box<dyn TargetLock>>, StoreError> {
+        let context = format!("lock target {target:?}");
+        let holder = format!("{holder}#{}", uuid::Uuid::new_v4());
+        if !take_lease(&self.pool, target, &holder, &context).await? {
+            return Ok(None);
+        }
+        // Renew the lease while the lock is held; a crashed holder's lease simply expires.
+        let renew = {
+            let pool = self.pool.clone();
+            let target = target.to_string();
+            let holder = holder.clone();
+            let context = context.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LOCK_LEASE / 3).await;
+                    if let Err(e) = take_lease(&pool, &target, &holder, &context).await {
+                        tracing::warn!(target = %target, error = %e, "could not renew the target lock");
+                    }
+                }
+            })
+        };
+        Ok(Some(Box::new(SqliteLock {
+            pool: self.pool.clone(),
+            target: target.to_string(),
+            holder,
+            context,
+            renew,
+        })))
+    }
+
     async fn unfinished_operations(
         &self,
         target: &str,
@@ -896,5 +931,58 @@ mod tests {
             "{sql}"
         );
         assert_eq!(sql.matches('?').count(), 2 * UPSERT_VARS_PER_ROW);
+    }
+}
+
+/// Takes or renews the lease on a target's lock row: succeeds when the row is free, expired, or
+/// already ours.
+async fn take_lease(
+    pool: &SqlitePool,
+    target: &str,
+    holder: &str,
+    context: &str,
+) -> Result<bool, StoreError> {
+    let now = Utc::now();
+    let expires = now + chrono::Duration::from_std(LOCK_LEASE).unwrap_or(chrono::Duration::MAX);
+    let done = sqlx::query(
+        "INSERT INTO target_locks (target, holder, expires_at) VALUES (?, ?, ?) \
+         ON CONFLICT (target) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+         WHERE target_locks.holder = excluded.holder OR target_locks.expires_at < ?",
+    )
+    .bind(target)
+    .bind(holder)
+    .bind(format_ts(&expires))
+    .bind(format_ts(&now))
+    .execute(pool)
+    .await
+    .map_err(query_error(context.to_string()))?;
+    Ok(done.rows_affected() == 1)
+}
+
+struct SqliteLock {
+    pool: SqlitePool,
+    target: String,
+    holder: String,
+    context: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SqliteLock {
+    fn drop(&mut self) {
+        self.renew.abort();
+    }
+}
+
+#[async_trait::async_trait]
+impl TargetLock for SqliteLock {
+    async fn release(self: Box<Self>) -> Result<(), StoreError> {
+        self.renew.abort();
+        sqlx::query("DELETE FROM target_locks WHERE target = ? AND holder = ?")
+            .bind(&self.target)
+            .bind(&self.holder)
+            .execute(&self.pool)
+            .await
+            .map_err(query_error(self.context.clone()))?;
+        Ok(())
     }
 }

@@ -858,6 +858,7 @@ impl HttpClient {
                 None => backoff(retries, settings.max_backoff),
             };
             retries += 1;
+            crate::metrics::record_http_retry(&self.inner.target, reason == "HTTP 429");
             tracing::warn!(
                 target = %self.inner.target,
                 method = %method,

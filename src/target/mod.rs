@@ -13,6 +13,7 @@ pub mod connector;
 pub mod covata;
 pub mod http;
 pub mod primavera;
+pub mod valuekeep;
 
 pub use connector::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
@@ -261,9 +262,11 @@ pub fn connect(target: &TargetConfig) -> Result<Arc<dyn Connector>, ConnectError
                 target: target.name.clone(),
                 message: e.to_string(),
             }),
-        kind @ TargetKind::Valuekeep => Err(ConnectError::NotAvailable {
-            target: target.name.clone(),
-            kind: kind.as_str(),
-        }),
+        TargetKind::Valuekeep => valuekeep::ValuekeepConnector::new(target)
+            .map(|c| Arc::new(c) as Arc<dyn Connector>)
+            .map_err(|e| ConnectError::Client {
+                target: target.name.clone(),
+                message: e.to_string(),
+            }),
     }
 }

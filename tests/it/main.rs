@@ -3,6 +3,9 @@
 mod cli;
 mod covata_fake;
 mod csv_source;
+mod ldap_source;
+mod primavera;
 mod store;
 mod support;
 mod sync;
+mod valuekeep;

@@ -55,7 +55,9 @@ pub(crate) fn create_body(account: &Account) -> Result<Value, String> {
     }
     for required in REQUIRED {
         if !m.contains_key(required) {
-            return Err(format!("the account has no {required} (required by Valuekeep)"));
+            return Err(format!(
+                "the account has no {required} (required by Valuekeep)"
+            ));
         }
     }
     if !account.roles.is_empty() {
@@ -452,7 +454,14 @@ mod tests {
 
     #[test]
     fn invitation_names_the_user() {
-        let a = account(&[("userKey", "k"), ("email", "k@x.io"), ("isTechnician", "true")], &[]);
+        let a = account(
+            &[
+                ("userKey", "k"),
+                ("email", "k@x.io"),
+                ("isTechnician", "true"),
+            ],
+            &[],
+        );
         assert_eq!(
             invitation_body(&a),
             json!({"userKey": "k", "email": "k@x.io"})

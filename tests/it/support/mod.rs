@@ -2,3 +2,6 @@
 
 pub mod covata;
 pub mod pg;
+pub mod slapd;
+pub mod primavera;
+pub mod valuekeep;

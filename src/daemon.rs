@@ -1,0 +1,340 @@
+//! `dirsync run`: the long-lived service. Scheduled runs that never overlap, per-target leader
+//! locks (taken by each run), SIGTERM/SIGINT graceful shutdown, SIGHUP reload, systemd
+//! notifications (READY, STATUS, WATCHDOG), and the optional health/metrics listener.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{RwLock, watch};
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config, ScheduleConfig};
+use crate::run::{self, Connectors, RunOptions};
+use crate::store::{RunStatus, Store, Trigger};
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "refusing to run as root: run dirsync as its own system user (see systemd/dirsync.service), or pass --allow-root"
+    )]
+    Root,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("http.listen {addr}: cannot listen: {message}")]
+    Listen { addr: SocketAddr, message: String },
+}
+
+/// Options of `dirsync run`.
+#[derive(Debug, Clone, Copy)]
+pub struct DaemonOptions {
+    /// One run, then exit (for systemd timers and cron).
+    pub once: bool,
+    pub allow_root: bool,
+}
+
+/// When the next run starts, from `[schedule]`.
+pub fn next_run(schedule: &ScheduleConfig, last_start: Instant) -> Instant {
+    let jitter = if schedule.jitter.is_zero() {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(fastrand::u64(0..=schedule.jitter.as_millis() as u64))
+    };
+    if let Some(expr) = &schedule.cron
+        && let Ok(s) = cron::Schedule::from_str(expr)
+        && let Some(next) = s.upcoming(Utc).next()
+    {
+        let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        return Instant::now() + wait + jitter;
+    }
+    let interval = schedule.interval.unwrap_or(Duration::from_secs(900));
+    let next = last_start + interval + jitter;
+    if next < Instant::now() {
+        warn!(
+            interval_s = interval.as_secs(),
+            "the last run took longer than the interval; the next run starts now"
+        );
+        return Instant::now();
+    }
+    next
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    // Without NOTIFY_SOCKET (not under systemd) this is a no-op.
+    let _ = sd_notify::notify(state);
+}
+
+/// Shared state of the running daemon.
+struct Daemon {
+    config: RwLock<Config>,
+    config_path: PathBuf,
+    store: Box<dyn Store>,
+    stop: Arc<AtomicBool>,
+    failures_in_row: AtomicU32,
+}
+
+/// Runs the daemon until SIGTERM / SIGINT (or one run with `once`). Returns the exit code.
+pub async fn run(config_path: &Path, config: Config, opts: DaemonOptions) -> Result<u8, DaemonError> {
+    // SAFETY: geteuid has no preconditions, touches no memory and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && !opts.allow_root {
+        return Err(DaemonError::Root);
+    }
+    let store = crate::store::open(&config.state.location, config.state.auto_migrate).await?;
+    let listen = config.http.listen;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let daemon = Arc::new(Daemon {
+        config: RwLock::new(config),
+        config_path: config_path.to_path_buf(),
+        store,
+        stop: Arc::new(AtomicBool::new(false)),
+        failures_in_row: AtomicU32::new(0),
+    });
+    if let Some(addr) = listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| DaemonError::Listen { addr, message: e.to_string() })?;
+        info!(%addr, "health and metrics listener started");
+        let d = Arc::clone(&daemon);
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let app = router(d);
+            let res = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = res {
+                error!(error = %e, "health and metrics listener failed");
+            }
+        });
+    }
+    spawn_signals(Arc::clone(&daemon), stop_tx);
+    spawn_watchdog(stop_rx.clone());
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("waiting for the first run")]);
+    info!(once = opts.once, "dirsync daemon ready");
+
+    let mut first = true;
+    let mut last_start = Instant::now();
+    let mut stop_rx = stop_rx;
+    loop {
+        let (schedule, run_on_start, shutdown_timeout) = {
+            let c = daemon.config.read().await;
+            (c.schedule.clone(), c.schedule.run_on_start, c.daemon.shutdown_timeout)
+        };
+        if !(first && (run_on_start || opts.once)) {
+            let at = next_run(&schedule, last_start);
+            let wait = at.saturating_duration_since(Instant::now());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop_rx.wait_for(|s| *s) => {}
+            }
+        }
+        first = false;
+        if *stop_rx.borrow() {
+            break;
+        }
+        last_start = Instant::now();
+        let run = one_run(&daemon);
+        tokio::pin!(run);
+        let status = tokio::select! {
+            s = &mut run => s,
+            _ = stop_rx.wait_for(|s| *s) => {
+                info!(timeout_s = shutdown_timeout.as_secs(), "shutdown requested: letting requests in flight finish");
+                match tokio::time::timeout(shutdown_timeout, &mut run).await {
+                    Ok(s) => s,
+                    Err(_) => {
+                        warn!("shutdown timeout reached: stopping; unfinished operations stay journaled for the next start");
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(status) = status {
+            notify(&[sd_notify::NotifyState::Status(&format!(
+                "last run {} at {}",
+                status.as_str(),
+                Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+            ))]);
+        }
+        if opts.once || *stop_rx.borrow() {
+            break;
+        }
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    info!("dirsync daemon stopped");
+    Ok(0)
+}
+
+/// One scheduled run of every enabled target. Errors are logged and counted (the daemon goes
+/// on); the status is returned for STATUS= and the metrics.
+async fn one_run(d: &Daemon) -> Option<RunStatus> {
+    let config = d.config.read().await.clone();
+    let started = Instant::now();
+    let targets = match run::select_targets(&config, &[]) {
+        Ok(t) => t,
+        Err(e) => {
+            error!(error = %e, "no target to run");
+            return None;
+        }
+    };
+    let mut connectors = Connectors::new();
+    let mut names = Vec::new();
+    for t in targets {
+        match crate::target::connect(t) {
+            Ok(c) => {
+                connectors.insert(t.name.clone(), c);
+                names.push(t.name.clone());
+            }
+            Err(e) => error!(target = %t.name, error = %e, "target skipped"),
+        }
+    }
+    if names.is_empty() {
+        return None;
+    }
+    let opts = RunOptions {
+        trigger: Trigger::Schedule,
+        targets: names,
+        force: false,
+        now: Utc::now(),
+        stop: Arc::clone(&d.stop),
+    };
+    let result = run::execute(&config, d.store.as_ref(), &opts, Some(&connectors)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(plan) => {
+            let status = plan.status();
+            crate::metrics::record_run(status, Some(&plan), seconds);
+            if status == RunStatus::Failed {
+                d.failures_in_row.fetch_add(1, Ordering::SeqCst);
+            } else {
+                d.failures_in_row.store(0, Ordering::SeqCst);
+            }
+            Some(status)
+        }
+        Err(e) => {
+            error!(error = %e, "run failed");
+            crate::metrics::record_run(RunStatus::Failed, None, seconds);
+            d.failures_in_row.fetch_add(1, Ordering::SeqCst);
+            Some(RunStatus::Failed)
+        }
+    }
+}
+
+fn spawn_signals(d: Arc<Daemon>, stop_tx: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+                _ = hup.recv() => {
+                    reload(&d).await;
+                    continue;
+                }
+            }
+            info!("shutdown signal received");
+            notify(&[sd_notify::NotifyState::Stopping]);
+            d.stop.store(true, Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+            return;
+        }
+    });
+}
+
+/// SIGHUP: re-read and validate the configuration; keep the old one if the new one is invalid.
+async fn reload(d: &Daemon) {
+    notify(&[sd_notify::NotifyState::Reloading]);
+    match config::load(&d.config_path) {
+        Ok(new) => {
+            let mut cur = d.config.write().await;
+            if !same_store(&cur, &new) {
+                warn!("the [state] settings changed: they take effect after a restart");
+            }
+            *cur = new;
+            info!(path = %d.config_path.display(), "configuration reloaded");
+        }
+        Err(e) => {
+            error!(path = %d.config_path.display(), problems = e.problems.len(), error = %e, "configuration reload rejected; keeping the previous configuration");
+        }
+    }
+    notify(&[sd_notify::NotifyState::Ready]);
+}
+
+fn same_store(a: &Config, b: &Config) -> bool {
+    use crate::store::StoreLocation as L;
+    match (&a.state.location, &b.state.location) {
+        (L::Sqlite { path: p1 }, L::Sqlite { path: p2 }) => p1 == p2,
+        (L::Postgres { url: u1, .. }, L::Postgres { url: u2, .. }) => u1.expose() == u2.expose(),
+        _ => false,
+    }
+}
+
+/// WATCHDOG=1 at half the interval systemd asks for (`WATCHDOG_USEC`).
+fn spawn_watchdog(mut stop: watch::Receiver<bool>) {
+    let Some(timeout) = sd_notify::watchdog_enabled().filter(|t| !t.is_zero()) else {
+        return;
+    };
+    let every = timeout / 2;
+    tokio::spawn(async move {
+        loop {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}
+
+fn router(d: Arc<Daemon>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get({
+                let d = Arc::clone(&d);
+                move || {
+                    let d = Arc::clone(&d);
+                    async move {
+                        if let Err(e) = d.store.list_runs(1).await {
+                            return (StatusCode::SERVICE_UNAVAILABLE, format!("state store unreachable: {e}\n"));
+                        }
+                        let limit = d.config.read().await.http.unready_after_failures;
+                        let failures = d.failures_in_row.load(Ordering::SeqCst);
+                        if failures >= limit {
+                            return (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("the last {failures} runs failed\n"),
+                            );
+                        }
+                        (StatusCode::OK, "ready\n".to_string())
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    crate::metrics::render(),
+                )
+            }),
+        )
+}

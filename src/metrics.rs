@@ -1,0 +1,118 @@
+//! Process-wide counters for the daemon's `/metrics` (Prometheus text format): runs, operations,
+//! run durations, source size, last success, HTTP retries and throttling per target.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use crate::run::RunPlan;
+use crate::store::RunStatus;
+
+/// Upper bounds (seconds) of the run duration histogram.
+const DURATION_BUCKETS: [f64; 9] = [0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
+#[derive(Debug, Default)]
+struct State {
+    runs: BTreeMap<&'static str, u64>,
+    /// (target, kind, outcome) → count
+    operations: BTreeMap<(String, String, &'static str), u64>,
+    duration_buckets: [u64; DURATION_BUCKETS.len()],
+    duration_sum: f64,
+    duration_count: u64,
+    source_users: Option<u64>,
+    last_success: Option<i64>,
+    /// target → (retries, 429 answers)
+    http: BTreeMap<String, (u64, u64)>,
+}
+
+static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| Mutex::new(State::default()));
+
+fn state() -> MutexGuard<'static, State> {
+    // A poisoned lock only means a panic elsewhere while counting: the counters stay usable.
+    STATE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts one retry of an HTTP request of `target`; `throttled` when the answer was 429.
+pub fn record_http_retry(target: &str, throttled: bool) {
+    let mut s = state();
+    let e = s.http.entry(target.to_string()).or_default();
+    e.0 += 1;
+    if throttled {
+        e.1 += 1;
+    }
+}
+
+/// Counts a finished run (planned and applied by the daemon).
+pub fn record_run(status: RunStatus, plan: Option<&RunPlan>, seconds: f64) {
+    let mut s = state();
+    *s.runs.entry(status.as_str()).or_default() += 1;
+    for (i, b) in DURATION_BUCKETS.iter().enumerate() {
+        if seconds <= *b {
+            s.duration_buckets[i] += 1;
+        }
+    }
+    s.duration_sum += seconds;
+    s.duration_count += 1;
+    if matches!(status, RunStatus::Succeeded) {
+        s.last_success = Some(chrono::Utc::now().timestamp());
+    }
+    let Some(plan) = plan else { return };
+    s.source_users = Some(plan.source.users);
+    for t in &plan.targets {
+        let Some(a) = &t.applied else { continue };
+        for (kind, c) in &a.by_kind {
+            for (outcome, n) in [("succeeded", c.succeeded), ("failed", c.failed), ("skipped", c.skipped)] {
+                if n > 0 {
+                    *s.operations
+                        .entry((t.name.clone(), kind.clone(), outcome))
+                        .or_default() += n;
+                }
+            }
+        }
+    }
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The counters in Prometheus text exposition format.
+pub fn render() -> String {
+    let s = state();
+    let mut o = String::new();
+    let _ = writeln!(o, "# HELP dirsync_runs_total Runs by final status.\n# TYPE dirsync_runs_total counter");
+    for status in ["succeeded", "partial", "failed", "blocked"] {
+        let _ = writeln!(o, "dirsync_runs_total{{status=\"{status}\"}} {}", s.runs.get(status).copied().unwrap_or(0));
+    }
+    let _ = writeln!(o, "# HELP dirsync_operations_total Operations applied, by target, kind and outcome.\n# TYPE dirsync_operations_total counter");
+    for ((target, kind, outcome), n) in &s.operations {
+        let _ = writeln!(
+            o,
+            "dirsync_operations_total{{target=\"{}\",kind=\"{}\",outcome=\"{outcome}\"}} {n}",
+            label(target),
+            label(kind)
+        );
+    }
+    let _ = writeln!(o, "# HELP dirsync_run_duration_seconds Duration of runs.\n# TYPE dirsync_run_duration_seconds histogram");
+    for (i, b) in DURATION_BUCKETS.iter().enumerate() {
+        let _ = writeln!(o, "dirsync_run_duration_seconds_bucket{{le=\"{b}\"}} {}", s.duration_buckets[i]);
+    }
+    let _ = writeln!(o, "dirsync_run_duration_seconds_bucket{{le=\"+Inf\"}} {}", s.duration_count);
+    let _ = writeln!(o, "dirsync_run_duration_seconds_sum {}", s.duration_sum);
+    let _ = writeln!(o, "dirsync_run_duration_seconds_count {}", s.duration_count);
+    if let Some(n) = s.source_users {
+        let _ = writeln!(o, "# HELP dirsync_source_users Users in the source at the last run.\n# TYPE dirsync_source_users gauge\ndirsync_source_users {n}");
+    }
+    if let Some(t) = s.last_success {
+        let _ = writeln!(o, "# HELP dirsync_last_success_timestamp_seconds End of the last succeeded run.\n# TYPE dirsync_last_success_timestamp_seconds gauge\ndirsync_last_success_timestamp_seconds {t}");
+    }
+    let _ = writeln!(o, "# HELP dirsync_http_retries_total HTTP requests retried, by target.\n# TYPE dirsync_http_retries_total counter");
+    for (target, (retries, _)) in &s.http {
+        let _ = writeln!(o, "dirsync_http_retries_total{{target=\"{}\"}} {retries}", label(target));
+    }
+    let _ = writeln!(o, "# HELP dirsync_http_throttled_total HTTP 429 answers, by target.\n# TYPE dirsync_http_throttled_total counter");
+    for (target, (_, throttled)) in &s.http {
+        let _ = writeln!(o, "dirsync_http_throttled_total{{target=\"{}\"}} {throttled}", label(target));
+    }
+    o
+}

@@ -1,0 +1,505 @@
+//! `dirsync sync` against the fake Primavera server and a real store: jobs for creates,
+//! modifications and deletions, batched change-status, per-user job failures, one job at a
+//! time, and a kill during a running job.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use dirsync::store::Store;
+use serde_json::Value;
+
+use crate::support::primavera::{self, FailOp, FakePrimavera, Fault};
+
+const HEADER: &str = "id,email,first,last,status,groups,dept\n";
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    fake: FakePrimavera,
+    db_url: Option<String>,
+}
+
+fn user_line(i: usize, last: &str, status: &str, groups: &str, dept: &str) -> String {
+    format!("E{i:05},user{i}@example.com,First{i},{last},{status},{groups},{dept}\n")
+}
+
+fn users(n: usize) -> String {
+    (1..=n)
+        .map(|i| {
+            let groups = if i % 10 == 1 { "staff;admins" } else { "staff" };
+            user_line(i, &format!("Last{i}"), "active", groups, "sfo")
+        })
+        .collect()
+}
+
+impl Env {
+    async fn new(backend: Backend, csv: &str) -> Env {
+        let fake = FakePrimavera::start().await;
+        let db_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(crate::support::pg::pg_url().await),
+        };
+        let env = Env {
+            dir: tempfile::tempdir().unwrap(),
+            fake,
+            db_url,
+        };
+        env.write_csv(csv);
+        env.write_config("");
+        env
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("dirsync.toml")
+    }
+
+    fn write_csv(&self, body: &str) {
+        std::fs::write(self.dir.path().join("users.csv"), format!("{HEADER}{body}")).unwrap();
+    }
+
+    /// `extra`: more `[[target]]` keys.
+    fn write_config(&self, extra: &str) {
+        let state = match &self.db_url {
+            Some(url) => format!("database_url = \"{url}\""),
+            None => "path = \"state.db\"".to_string(),
+        };
+        std::fs::write(
+            self.dir.path().join("p6-password"),
+            format!("{}\n", primavera::PASSWORD),
+        )
+        .unwrap();
+        let text = format!(
+            r#"
+[state]
+{state}
+
+[source]
+kind = "csv"
+[source.csv]
+path = "users.csv"
+[source.csv.columns]
+key = "id"
+given_name = "first"
+family_name = "last"
+enabled = "status"
+groups = "groups"
+[source.csv.extra]
+department = "dept"
+
+[safety]
+max_source_drop_percent = 100
+max_disable_percent = 100
+max_deletes = 1000
+max_delete_percent = 100
+
+[[target]]
+name = "p6"
+kind = "primavera"
+base_url = "{base}"
+username = "{user}"
+password_file = "p6-password"
+max_backoff = "1s"
+job_poll_interval = "50ms"
+job_timeout = "60s"
+default_roles = ["PrimaveraViewer"]
+{extra}
+[target.fields]
+loginId = "{{email | lower}}"
+emailAddress = "{{email}}"
+firstName = "{{given_name}}"
+lastName = "{{family_name}}"
+employeeNumber = "{{key}}"
+organization = "{{department}}"
+userType = "EMP"
+
+[[target.roles]]
+group = "admins"
+roles = ["PrimaveraAdmin"]
+"#,
+            base = self.fake.base_url(),
+            user = primavera::USERNAME,
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
+        cmd.args(args).arg("--config").arg(self.config_path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("DIRSYNC_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("NO_COLOR", "1");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    async fn store(&self) -> Box<dyn Store> {
+        let config = dirsync::config::load_with_env(&self.config_path(), &[]).unwrap();
+        dirsync::store::open(&config.state.location, true)
+            .await
+            .unwrap()
+    }
+
+    fn api_requests(&self) -> Vec<(String, String)> {
+        self.fake
+            .requests()
+            .into_iter()
+            .map(|r| (r.method, r.path))
+            .collect()
+    }
+
+    /// The job submissions (`POST /user` bodies) received since the last clear.
+    fn jobs(&self) -> Vec<Value> {
+        self.fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path == "/user")
+            .map(|r| r.json())
+            .collect()
+    }
+}
+
+fn out(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// The loginIds in a job body's list.
+fn logins(job: &Value, list: &str) -> Vec<String> {
+    job[list]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u["loginId"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn count(jobs: &[Value], list: &str) -> usize {
+    jobs.iter()
+        .map(|j| j[list].as_array().map_or(0, Vec::len))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_against_fake_primavera_postgres() {
+    let env = Env::new(Backend::Postgres, &users(5)).await;
+    env.write_config("on_missing = \"delete\"");
+
+    // First sync: one `added` job with everyone; server ids recorded.
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let all = env.fake.users();
+    assert_eq!(all.len(), 5);
+    let jobs = env.jobs();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(logins(&jobs[0], "added").len(), 5);
+    assert!(
+        env.fake.requests().iter().all(|r| r.authorized),
+        "every request carries HTTP Basic"
+    );
+    let u1 = env.fake.user("user1@example.com").unwrap();
+    assert_eq!(u1.roles, vec!["PrimaveraAdmin".to_string()]);
+    assert_eq!(u1.organization, "sfo");
+    assert_eq!(u1.user_type.as_deref(), Some("EMP"));
+    assert_eq!(u1.employee_number.as_deref(), Some("E00001"));
+    assert_eq!(u1.email, "user1@example.com");
+    assert!(!u1.disabled);
+    let u2 = env.fake.user("user2@example.com").unwrap();
+    assert_eq!(u2.roles, vec!["PrimaveraViewer".to_string()]);
+    let store = env.store().await;
+    let accounts = store.load_accounts("p6").await.unwrap();
+    assert_eq!(accounts.len(), 5);
+    for a in &accounts {
+        let login = a.login.clone().unwrap();
+        let remote = env.fake.user(&login).unwrap();
+        assert_eq!(a.remote_id.as_deref(), Some(remote.id.as_str()), "{login}");
+        assert!(a.owned && a.enabled);
+    }
+
+    // Second sync, nothing changed: not a single request.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.fake.requests().is_empty(), "{:?}", env.api_requests());
+
+    // Rename, role change, org move, source disable, removal (on_missing = delete).
+    let csv = [
+        user_line(1, "Renamed", "active", "staff;admins", "sfo"),
+        user_line(2, "Last2", "active", "staff;admins", "sfo"),
+        user_line(3, "Last3", "disabled", "staff", "sfo"),
+        user_line(5, "Last5", "active", "staff", "nyc"),
+    ]
+    .concat();
+    env.write_csv(&csv);
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let u1 = env.fake.user("user1@example.com").unwrap();
+    assert_eq!(u1.last_name, "Renamed");
+    assert_eq!(u1.roles, vec!["PrimaveraAdmin".to_string()]);
+    let u2 = env.fake.user("user2@example.com").unwrap();
+    assert_eq!(u2.roles, vec!["PrimaveraAdmin".to_string()]);
+    assert_eq!(u2.last_name, "Last2");
+    assert!(env.fake.user("user3@example.com").unwrap().disabled);
+    assert!(env.fake.user("user4@example.com").is_none());
+    let u5 = env.fake.user("user5@example.com").unwrap();
+    assert_eq!(u5.organization, "nyc");
+    assert_eq!(env.fake.users().len(), 4);
+    let jobs = env.jobs();
+    assert_eq!(count(&jobs, "added"), 0, "{jobs:?}");
+    assert_eq!(count(&jobs, "modified"), 3, "{jobs:?}");
+    assert_eq!(count(&jobs, "deleted"), 1, "{jobs:?}");
+    let deleted: Vec<String> = jobs.iter().flat_map(|j| logins(j, "deleted")).collect();
+    assert_eq!(deleted, vec!["user4@example.com".to_string()]);
+    for j in &jobs {
+        for u in j["deleted"].as_array().unwrap() {
+            assert!(u["id"].is_string(), "{u}");
+        }
+    }
+    assert_eq!(env.fake.status_batches(), vec![1]);
+    // No per-user endpoints: only jobs, their status, change-status (and listing).
+    for (m, p) in env.api_requests() {
+        assert!(
+            (m == "POST" && p == "/user")
+                || (m == "GET" && (p.starts_with("/user/status/") || p == "/user"))
+                || (m == "PUT" && p == "/user/change-status"),
+            "{m} {p}"
+        );
+    }
+    assert_eq!(env.fake.busy_refusals(), 0);
+    let accounts = store.load_accounts("p6").await.unwrap();
+    assert_eq!(accounts.len(), 4);
+    assert!(!accounts.iter().find(|a| a.key == "E00003").unwrap().enabled);
+
+    // User 3 active again: one change-status call, nothing else.
+    env.write_csv(&csv.replace("Last3,disabled", "Last3,active"));
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(
+        env.api_requests(),
+        vec![("PUT".to_string(), "/user/change-status".to_string())]
+    );
+    assert!(!env.fake.user("user3@example.com").unwrap().disabled);
+
+    // And then nothing again.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.fake.requests().is_empty(), "{:?}", env.api_requests());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_user_job_failure_fails_only_that_user_and_is_retried() {
+    let env = Env::new(Backend::Sqlite, &users(4)).await;
+    env.fake.fail_next(
+        FailOp::Add,
+        "user3@example.com",
+        "identity store refused the user",
+    );
+    env.fake.partial_next(
+        "user2@example.com",
+        "User created, but Application Access failed",
+    );
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("identity store refused the user"), "{text}");
+    assert!(text.contains("Application Access failed"), "{text}");
+    assert_eq!(env.fake.users().len(), 3);
+    let store = env.store().await;
+    let run = &store.list_runs(1).await.unwrap()[0];
+    assert_eq!((run.applied, run.failed), (3, 1));
+    let ops = store.run_operations(run.id).await.unwrap();
+    let failed: Vec<_> = ops.iter().filter(|o| o.status == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].source_key, "E00003");
+    // The partial success is kept on the operation.
+    let partial = ops.iter().find(|o| o.source_key == "E00002").unwrap();
+    assert_eq!(partial.status, "succeeded");
+    assert!(
+        partial
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("Application Access failed"),
+        "{partial:?}"
+    );
+
+    // Next run: only user 3 is sent again, and created.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let jobs = env.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        logins(&jobs[0], "added"),
+        vec!["user3@example.com".to_string()]
+    );
+    assert_eq!(env.fake.users().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_during_a_running_job_then_restarted_does_not_resubmit() {
+    let env = Env::new(Backend::Postgres, &users(6)).await;
+    env.fake.set_job_delay(Duration::from_secs(4));
+    let mut child = env
+        .command(&["sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the job to be submitted and polled, then kill -9.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let polled = env
+            .fake
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("/user/status/"));
+        if polled || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(env.fake.job_running(), "the job must still be running");
+    assert!(env.fake.users().is_empty());
+    let submitted = env.fake.submitted_jobs();
+    assert_eq!(submitted.len(), 1);
+
+    // Restart: reconciliation waits for the job instead of submitting the users again.
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let submitted = env.fake.submitted_jobs();
+    assert_eq!(
+        submitted.len(),
+        1,
+        "the additions were submitted again: {submitted:?}"
+    );
+    assert_eq!(env.fake.busy_refusals(), 0);
+    let all = env.fake.users();
+    assert_eq!(all.len(), 6);
+    let mut logins: Vec<String> = all.iter().map(|u| u.login_id.clone()).collect();
+    logins.sort();
+    logins.dedup();
+    assert_eq!(logins.len(), 6);
+    let store = env.store().await;
+    let accounts = store.load_accounts("p6").await.unwrap();
+    assert_eq!(accounts.len(), 6);
+    for a in &accounts {
+        let remote = env.fake.user(a.login.as_deref().unwrap()).unwrap();
+        assert!(a.owned);
+        assert_eq!(a.remote_id.as_deref(), Some(remote.id.as_str()));
+    }
+    assert!(store.unfinished_operations("p6").await.unwrap().is_empty());
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Nothing to do."),
+        "{}",
+        out(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_updates_share_jobs_one_job_at_a_time() {
+    let env = Env::new(Backend::Sqlite, &users(40)).await;
+    env.write_config("concurrency = 8\nbatch_size = 16");
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.fake.users().len(), 40);
+    // batch_size 16: three `added` jobs.
+    let sizes: Vec<usize> = env
+        .jobs()
+        .iter()
+        .map(|j| logins(j, "added").len())
+        .collect();
+    assert_eq!(sizes, vec![16, 16, 8]);
+    // Everyone renamed: updates arrive concurrently and are gathered into few jobs.
+    let csv: String = (1..=40)
+        .map(|i| {
+            user_line(
+                i,
+                &format!("New{i}"),
+                "active",
+                if i % 10 == 1 { "staff;admins" } else { "staff" },
+                "sfo",
+            )
+        })
+        .collect();
+    env.write_csv(&csv);
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let jobs = env.jobs();
+    assert_eq!(count(&jobs, "modified"), 40);
+    assert!(jobs.len() <= 10, "{} jobs for 40 updates", jobs.len());
+    assert!(jobs.iter().all(|j| logins(j, "modified").len() <= 16));
+    assert_eq!(
+        env.fake.busy_refusals(),
+        0,
+        "the connector ran two jobs at once"
+    );
+    assert!(
+        env.fake
+            .users()
+            .iter()
+            .all(|u| u.last_name.starts_with("New"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn change_status_errors_fail_the_batch_and_the_next_run_retries() {
+    let env = Env::new(Backend::Sqlite, &users(3)).await;
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.write_csv(&users(3).replace(",active,", ",disabled,"));
+    env.fake
+        .inject("PUT", "/user/change-status", Fault::Status(400), 1);
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("injected fault"),
+        "{}",
+        out(&o)
+    );
+    assert!(env.fake.users().iter().all(|u| !u.disabled));
+    // A job refused with 500: the creates of a new user fail with the body kept.
+    env.write_csv(&format!(
+        "{}{}",
+        users(3).replace(",active,", ",disabled,"),
+        user_line(9, "Last9", "active", "staff", "sfo")
+    ));
+    env.fake.inject("POST", "/user", Fault::Status(500), 1);
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    assert!(env.fake.users().iter().all(|u| u.disabled));
+    assert!(env.fake.user("user9@example.com").is_none());
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.fake.user("user9@example.com").is_some());
+    assert_eq!(env.fake.status_batches(), vec![3]);
+}

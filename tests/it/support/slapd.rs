@@ -1,0 +1,472 @@
+//! A real, ephemeral OpenLDAP server (`slapd`) per test.
+//!
+//! [`Slapd::start`] writes a `slapd.conf` in a temp dir (mdb backend, the memberof overlay,
+//! schema core / cosine / inetorgperson / nis plus a small test schema with `nsAccountLock`,
+//! `objectGUID` and `userAccountControl`), loads the given LDIF with `slapadd` (fast, no
+//! overlays: `memberOf` is only maintained for what is added later with [`Slapd::modify`]),
+//! and starts `slapd -d 0` on a free port of 127.0.0.1.
+//!
+//! As root, `slapadd` and `slapd` run as the `openldap` system user (or `nobody`). The server
+//! is spawned by a keeper thread that lives as long as the server, with
+//! `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the test process whatever happens; dropping
+//! the [`Slapd`] kills it and removes the temp dir. [`Slapd::stop`] kills it at once (to
+//! simulate a server going away mid-search).
+//!
+//! The database is `dc=example,dc=com`; [`ROOT_DN`] / [`ROOT_PASSWORD`] is the rootdn (no
+//! limits apply to it), [`READER_DN`] / [`READER_PASSWORD`] an ordinary entry for binding,
+//! to which the size limit applies.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+const NOT_FOUND: &str = "slapd not found (on PATH or /usr/sbin): install the Debian packages \
+     slapd and ldap-utils (apt-get install -y slapd ldap-utils)";
+
+pub const SUFFIX: &str = "dc=example,dc=com";
+pub const ROOT_DN: &str = "cn=admin,dc=example,dc=com";
+pub const ROOT_PASSWORD: &str = "admin-secret";
+pub const READER_DN: &str = "cn=reader,dc=example,dc=com";
+pub const READER_PASSWORD: &str = "reader-secret";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Attributes that OpenLDAP lacks but the LDAP source handles: 389-DS's `nsAccountLock` and
+/// Active Directory's `objectGUID` (binary) and `userAccountControl`, on an auxiliary class.
+const TEST_SCHEMA: &str = "\
+attributetype ( 2.16.840.1.113730.3.1.610 NAME 'nsAccountLock'
+  EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.2.840.113556.1.4.2 NAME 'objectGUID'
+  EQUALITY octetStringMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.40 SINGLE-VALUE )
+attributetype ( 1.2.840.113556.1.4.8 NAME 'userAccountControl'
+  EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+objectclass ( 1.3.6.1.4.1.4203.666.11.99.1 NAME 'dirsyncTestAccount' AUXILIARY
+  MAY ( nsAccountLock $ objectGUID $ userAccountControl ) )
+";
+
+/// How to configure the server.
+#[derive(Debug, Clone)]
+pub struct SlapdOptions {
+    /// The server's size limit (`sizelimit size.soft=N size.hard=N`); None: unlimited.
+    pub size_limit: Option<u32>,
+    /// Let paged searches return more than the size limit in total
+    /// (`size.prtotal=unlimited`), as directories meant to be read with paging are set up.
+    /// False: OpenLDAP's default, paged results are capped at the hard limit too.
+    pub paged_total_unlimited: bool,
+}
+
+impl Default for SlapdOptions {
+    fn default() -> Self {
+        SlapdOptions {
+            size_limit: None,
+            paged_total_unlimited: true,
+        }
+    }
+}
+
+/// The base entries every server has: the suffix, `ou=people`, `ou=groups` and the reader.
+pub fn base_ldif() -> String {
+    format!(
+        "dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n\
+         dn: ou=people,{SUFFIX}\nobjectClass: organizationalUnit\nou: people\n\n\
+         dn: ou=groups,{SUFFIX}\nobjectClass: organizationalUnit\nou: groups\n\n\
+         dn: {READER_DN}\nobjectClass: person\nobjectClass: simpleSecurityObject\ncn: reader\n\
+         sn: reader\nuserPassword: {READER_PASSWORD}\n\n"
+    )
+}
+
+pub struct Slapd {
+    port: u16,
+    root: PathBuf,
+    log: PathBuf,
+    pid: u32,
+    exited: Arc<Mutex<bool>>,
+}
+
+impl Slapd {
+    /// Starts a server holding [`base_ldif`] followed by `ldif` (loaded with slapadd).
+    pub fn start(options: SlapdOptions, ldif: &str) -> Slapd {
+        match Self::try_start(&options, ldif) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn try_start(options: &SlapdOptions, ldif: &str) -> Result<Slapd, String> {
+        let (slapd, slapadd) = find_binaries()?;
+        let user = server_user()?;
+        let io_err = |what: &str, e: io::Error| format!("test slapd: {what}: {e}");
+        let root = tempfile::Builder::new()
+            .prefix("dirsync-slapd-")
+            .tempdir_in(std::env::temp_dir())
+            .map_err(|e| io_err("create a temp dir", e))?
+            .keep();
+        // From here on a failure must remove `root`.
+        let cleanup = |e: String| {
+            let _ = fs::remove_dir_all(&root);
+            e
+        };
+        let db = root.join("db");
+        fs::create_dir(&db)
+            .map_err(|e| io_err("create the db dir", e))
+            .map_err(cleanup)?;
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755))
+            .map_err(|e| io_err("chmod the temp dir", e))
+            .map_err(cleanup)?;
+        fs::write(root.join("test.schema"), TEST_SCHEMA)
+            .map_err(|e| io_err("write test.schema", e))
+            .map_err(cleanup)?;
+        let limits = match options.size_limit {
+            None => "sizelimit unlimited".to_string(),
+            Some(n) if options.paged_total_unlimited => {
+                format!("sizelimit size.soft={n} size.hard={n} size.prtotal=unlimited")
+            }
+            Some(n) => format!("sizelimit size.soft={n} size.hard={n}"),
+        };
+        let conf = format!(
+            "include /etc/ldap/schema/core.schema\n\
+             include /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\n\
+             include /etc/ldap/schema/nis.schema\n\
+             include {root}/test.schema\n\
+             modulepath /usr/lib/ldap\n\
+             moduleload back_mdb\n\
+             moduleload memberof\n\
+             pidfile {root}/slapd.pid\n\
+             {limits}\n\
+             database mdb\n\
+             suffix \"{SUFFIX}\"\n\
+             rootdn \"{ROOT_DN}\"\n\
+             rootpw {ROOT_PASSWORD}\n\
+             directory {root}/db\n\
+             maxsize 4294967296\n\
+             dbnosync\n\
+             index objectClass eq\n\
+             overlay memberof\n",
+            root = root.display()
+        );
+        let conf_path = root.join("slapd.conf");
+        fs::write(&conf_path, conf)
+            .map_err(|e| io_err("write slapd.conf", e))
+            .map_err(cleanup)?;
+        let data = root.join("data.ldif");
+        {
+            let mut f = File::create(&data)
+                .map_err(|e| io_err("create data.ldif", e))
+                .map_err(cleanup)?;
+            f.write_all(base_ldif().as_bytes())
+                .and_then(|()| f.write_all(ldif.as_bytes()))
+                .map_err(|e| io_err("write data.ldif", e))
+                .map_err(cleanup)?;
+        }
+        if let Some((uid, gid)) = user {
+            for p in [&root, &db, &conf_path, &data] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .map_err(|e| io_err("chown to the slapd user", e))
+                    .map_err(cleanup)?;
+            }
+        }
+        let slapadd_log = root.join("slapadd.log");
+        let log_file = File::create(&slapadd_log)
+            .map_err(|e| io_err("create slapadd.log", e))
+            .map_err(cleanup)?;
+        let mut cmd = Command::new(&slapadd);
+        cmd.arg("-f")
+            .arg(&conf_path)
+            .arg("-q")
+            .arg("-l")
+            .arg(&data)
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .stdout(
+                log_file
+                    .try_clone()
+                    .map_err(|e| io_err("dup slapadd.log", e))
+                    .map_err(cleanup)?,
+            )
+            .stderr(log_file);
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
+        let status = cmd
+            .status()
+            .map_err(|e| io_err(&format!("run {}", slapadd.display()), e))
+            .map_err(cleanup)?;
+        if !status.success() {
+            return Err(cleanup(format!(
+                "test slapd: slapadd failed ({status})\n{}",
+                tail(&slapadd_log, 0)
+            )));
+        }
+        let log = root.join("slapd.log");
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port()
+                .map_err(|e| io_err("find a free port", e))
+                .map_err(cleanup)?;
+            match spawn(&slapd, &root, &conf_path, &log, port, user) {
+                Ok((pid, exited)) => {
+                    return Ok(Slapd {
+                        port,
+                        root,
+                        log,
+                        pid,
+                        exited,
+                    });
+                }
+                Err(e) if e.contains("Address already in use") => last = e,
+                Err(e) => return Err(cleanup(e)),
+            }
+        }
+        Err(cleanup(last))
+    }
+
+    /// `ldap://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Kills the server (SIGKILL) and waits until it is gone.
+    pub fn stop(&self) {
+        if self.is_exited() {
+            return;
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+            // SAFETY: a plain syscall on a child we spawned and whose keeper thread has not
+            // reaped it yet (checked above; a race only makes the signal a no-op on a zombie).
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.is_exited() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn is_exited(&self) -> bool {
+        self.exited.lock().map(|e| *e).unwrap_or(true)
+    }
+
+    /// Applies LDIF change records (`changetype: add / modify / delete / modrdn`) as the
+    /// rootdn with `ldapmodify`, so that overlays (memberof) see them.
+    pub fn modify(&self, ldif: &str) {
+        let ldapmodify = find_tool("ldapmodify").unwrap_or_else(|e| panic!("{e}"));
+        let mut child = Command::new(ldapmodify)
+            .args(["-x", "-H", &self.url(), "-D", ROOT_DN, "-w", ROOT_PASSWORD])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ldapmodify");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ldif.as_bytes())
+            .expect("write to ldapmodify");
+        let out = child.wait_with_output().expect("wait for ldapmodify");
+        assert!(
+            out.status.success(),
+            "ldapmodify failed ({}):\n{}\n{}\n--- input\n{ldif}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log, 0)
+        );
+    }
+
+    /// The end of the server's log, for assertion messages.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log, 0)
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Starts slapd from a keeper thread and waits until it accepts connections.
+fn spawn(
+    slapd: &Path,
+    root: &Path,
+    conf: &Path,
+    log: &Path,
+    port: u16,
+    user: Option<(u32, u32)>,
+) -> Result<(u32, Arc<Mutex<bool>>), String> {
+    let log_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("test slapd: open {}: {e}", log.display()))?;
+    let start_of_log = log_file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut cmd = Command::new(slapd);
+    cmd.arg("-h")
+        .arg(format!("ldap://127.0.0.1:{port}/"))
+        .arg("-f")
+        .arg(conf)
+        .args(["-d", "0"])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(
+            log_file
+                .try_clone()
+                .map_err(|e| format!("test slapd: dup the log: {e}"))?,
+        )
+        .stderr(log_file);
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+    // SAFETY: the closure runs in the child between fork and exec and only makes the
+    // async-signal-safe prctl syscall.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // PR_SET_PDEATHSIG fires when the thread that spawned the child exits: spawn it from a
+    // thread that lives as long as the child.
+    let exited = Arc::new(Mutex::new(false));
+    let keeper_exited = Arc::clone(&exited);
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("slapd-{port}"))
+        .spawn(move || match cmd.spawn() {
+            Ok(mut child) => {
+                let _ = tx.send(Ok(child.id()));
+                let _ = child.wait();
+                if let Ok(mut e) = keeper_exited.lock() {
+                    *e = true;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        })
+        .map_err(|e| format!("test slapd: spawn the keeper thread: {e}"))?;
+    let pid = match rx.recv() {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(e)) => return Err(format!("test slapd: run {}: {e}", slapd.display())),
+        Err(_) => return Err("test slapd: the keeper thread died".into()),
+    };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if exited.lock().map(|e| *e).unwrap_or(true) {
+            return Err(format!(
+                "test slapd: slapd exited at start-up\n{}",
+                tail(log, start_of_log)
+            ));
+        }
+        if TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_millis(200),
+        )
+        .is_ok()
+        {
+            return Ok((pid, exited));
+        }
+        if Instant::now() >= deadline {
+            if let Ok(p) = libc::pid_t::try_from(pid) {
+                // SAFETY: plain syscall on our child.
+                unsafe {
+                    libc::kill(p, libc::SIGKILL);
+                }
+            }
+            return Err(format!(
+                "test slapd: not answering after {} s\n{}",
+                READY_TIMEOUT.as_secs(),
+                tail(log, start_of_log)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_exe(p: &Path) -> bool {
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// A program on PATH, else in /usr/sbin or /usr/bin.
+fn find_tool(name: &str) -> Result<PathBuf, String> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.push("/usr/sbin".into());
+    dirs.push("/usr/bin".into());
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| is_exe(p))
+        .ok_or_else(|| NOT_FOUND.replace("slapd not found", &format!("{name} not found")))
+}
+
+fn find_binaries() -> Result<(PathBuf, PathBuf), String> {
+    Ok((find_tool("slapd")?, find_tool("slapadd")?))
+}
+
+/// The (uid, gid) to run the server as: `openldap` (else `nobody`) when we are root.
+fn server_user() -> Result<Option<(u32, u32)>, String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let passwd = fs::read_to_string("/etc/passwd")
+        .map_err(|e| format!("test slapd: read /etc/passwd: {e}"))?;
+    let lookup = |name: &str| {
+        passwd.lines().find_map(|line| {
+            let mut f = line.split(':');
+            if f.next()? != name {
+                return None;
+            }
+            let uid = f.nth(1)?.parse().ok()?;
+            let gid = f.next()?.parse().ok()?;
+            Some((uid, gid))
+        })
+    };
+    lookup("openldap")
+        .or_else(|| lookup("nobody"))
+        .map(Some)
+        .ok_or_else(|| {
+            "test slapd: running as root and neither an `openldap` nor a `nobody` user exists"
+                .to_string()
+        })
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn tail(path: &Path, from: u64) -> String {
+    let mut bytes = Vec::new();
+    let read = File::open(path).and_then(|mut f| {
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(from.max(len.saturating_sub(8192))))?;
+        f.read_to_end(&mut bytes)
+    });
+    match read {
+        Ok(_) => format!(
+            "--- {} (end) ---\n{}",
+            path.display(),
+            String::from_utf8_lossy(&bytes).trim_end()
+        ),
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}

@@ -1,0 +1,616 @@
+//! `dirsync sync` / `plan` / `adopt` against the fake Valuekeep server and a real store: what
+//! is sent (one call per changed attribute, role deltas, per-user status calls), what the fake
+//! ends up holding, pacing and 429s, and OData paging.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use dirsync::store::Store;
+
+use crate::support::valuekeep::{self, FakeUser, FakeValuekeep, Fault, PathMatch, users_prefix};
+
+const HEADER: &str = "id,login,email,first,last,status,groups,tech\n";
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    fake: FakeValuekeep,
+    db_url: Option<String>,
+}
+
+/// `n` users `E00001..`: login `u1..`, staff (every 10th also admins), not technicians.
+fn users(n: usize) -> String {
+    (1..=n)
+        .map(|i| {
+            let groups = if i % 10 == 1 { "staff;admins" } else { "staff" };
+            format!("E{i:05},u{i},user{i}@example.com,First{i},Last{i},active,{groups},false\n")
+        })
+        .collect()
+}
+
+impl Env {
+    /// The fake without its limiter (tests that exercise it set one).
+    async fn new(backend: Backend, csv: &str) -> Env {
+        let fake = FakeValuekeep::start().await;
+        fake.set_rate_limit(None);
+        let db_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(crate::support::pg::pg_url().await),
+        };
+        let env = Env {
+            dir: tempfile::tempdir().unwrap(),
+            fake,
+            db_url,
+        };
+        env.write_csv(csv);
+        env.write_config(Some(1000.0), "");
+        env
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("dirsync.toml")
+    }
+
+    fn write_csv(&self, body: &str) {
+        std::fs::write(self.dir.path().join("users.csv"), format!("{HEADER}{body}")).unwrap();
+    }
+
+    /// `rps`: `requests_per_second` (`None`: the Valuekeep default of 1/s); `extra`: more keys
+    /// of the `[[target]]` table.
+    fn write_config(&self, rps: Option<f64>, extra: &str) {
+        let state = match &self.db_url {
+            Some(url) => format!("database_url = \"{url}\""),
+            None => "path = \"state.db\"".to_string(),
+        };
+        let rps = rps
+            .map(|r| format!("requests_per_second = {r}"))
+            .unwrap_or_default();
+        let text = format!(
+            r#"
+[state]
+{state}
+
+[source]
+kind = "csv"
+[source.csv]
+path = "users.csv"
+[source.csv.columns]
+key = "id"
+email = "email"
+given_name = "first"
+family_name = "last"
+enabled = "status"
+groups = "groups"
+[source.csv.extra]
+login = "login"
+tech = "tech"
+
+[[target]]
+name = "vk"
+kind = "valuekeep"
+base_url = "{base}"
+token_url = "{token}"
+client_id = "{client}"
+client_secret = "{secret}"
+tenant_key = "{tenant}"
+org_key = "{org}"
+max_backoff = "2s"
+default_roles = ["REQUESTER"]
+{rps}
+{extra}
+[target.fields]
+userKey = "{{login}}"
+isTechnician = "{{tech}}"
+[[target.roles]]
+group = "admins"
+roles = ["ADMIN"]
+[[target.roles]]
+group = "techs"
+roles = ["TECHNICIAN"]
+"#,
+            base = self.fake.base_url(),
+            token = self.fake.token_url(),
+            client = valuekeep::CLIENT_ID,
+            secret = valuekeep::CLIENT_SECRET,
+            tenant = valuekeep::TENANT,
+            org = valuekeep::ORG,
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
+        cmd.args(args).arg("--config").arg(self.config_path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("DIRSYNC_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("NO_COLOR", "1");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    async fn store(&self) -> Box<dyn Store> {
+        let config = dirsync::config::load_with_env(&self.config_path(), &[]).unwrap();
+        dirsync::store::open(&config.state.location, true)
+            .await
+            .unwrap()
+    }
+
+    /// API requests (not the token endpoint) as `(method, path after .../identity/users,
+    /// body)`, sorted.
+    fn api_calls(&self) -> Vec<(String, String, String)> {
+        let mut v: Vec<(String, String, String)> = self
+            .fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.path != valuekeep::TOKEN_PATH)
+            .map(|r| {
+                let path = r.user_path().unwrap_or(&r.path).to_string();
+                (r.method, path, r.body)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn call(method: &str, path: &str, body: &str) -> (String, String, String) {
+    (method.to_string(), path.to_string(), body.to_string())
+}
+
+fn out(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn keys(fake: &FakeValuekeep) -> Vec<String> {
+    let mut v: Vec<String> = fake.users().into_iter().map(|u| u.user_key).collect();
+    v.sort();
+    v
+}
+
+const FIVE: &str = "\
+E1,jdoe,jane@example.com,Jane,Doe,active,admins,true
+E2,bsmith,bob@example.com,Bob,Smith,active,staff,false
+E3,cjones,carol@example.com,Carol,Jones,active,staff,false
+E4,dking,dave@example.com,Dave,King,active,staff,false
+E5,eeve,eve@example.com,Eve,Eve,active,staff;techs,false
+";
+
+async fn lifecycle(backend: Backend) {
+    let env = Env::new(backend, FIVE).await;
+
+    // First sync: everyone created with the mapped fields and roles, one POST each.
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(
+        keys(&env.fake),
+        vec!["bsmith", "cjones", "dking", "eeve", "jdoe"]
+    );
+    let jane = env.fake.user_by_key("jdoe").unwrap();
+    assert_eq!(jane.name, "Jane Doe");
+    assert_eq!(jane.email.as_deref(), Some("jane@example.com"));
+    assert!(jane.is_technician && jane.is_active);
+    assert_eq!(jane.roles, vec!["ADMIN"]);
+    let eve = env.fake.user_by_key("eeve").unwrap();
+    assert_eq!(eve.roles, vec!["TECHNICIAN"]);
+    assert!(!eve.is_technician);
+    assert_eq!(
+        env.fake.user_by_key("bsmith").unwrap().roles,
+        vec!["REQUESTER"]
+    );
+    let calls = env.api_calls();
+    assert_eq!(calls.len(), 5, "{calls:?}");
+    assert!(calls.iter().all(|(m, p, _)| m == "POST" && p.is_empty()));
+    assert!(env.fake.requests().iter().all(|r| r.status != 401));
+    assert_eq!(env.fake.token_grants(), 1);
+    let store = env.store().await;
+    let accounts = store.load_accounts("vk").await.unwrap();
+    assert_eq!(accounts.len(), 5);
+    let row = |key: &str, accounts: &[dirsync::store::RecordedAccount]| {
+        accounts.iter().find(|a| a.key == key).unwrap().clone()
+    };
+    assert_eq!(
+        row("E1", &accounts).remote_id.as_deref(),
+        Some(jane.id.as_str())
+    );
+    assert!(accounts.iter().all(|a| a.owned && a.enabled));
+
+    // Second sync, nothing changed: not a single request, not even a token.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.fake.requests().is_empty(), "{:?}", env.fake.requests());
+
+    // Rename, email change, role delta (staff → admins), source disable, userKey change.
+    let changed = FIVE
+        .replace("Jane,Doe", "Jane,Roe")
+        .replace("bob@example.com", "bob.smith@example.com")
+        .replace("Carol,Jones,active,staff", "Carol,Jones,active,admins")
+        .replace("Dave,King,active", "Dave,King,disabled")
+        .replace("E5,eeve,", "E5,eve.e,");
+    env.write_csv(&changed);
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let carol = env.fake.user_by_key("cjones").unwrap();
+    let mut expected = vec![
+        call("PUT", "/jdoe/name", "\"Jane Roe\""),
+        call("PUT", "/bsmith/email", "\"bob.smith@example.com\""),
+        // The role change needs the userKey of the recorded id: one lookup, then the delta.
+        call("GET", &format!("/{}", carol.id), ""),
+        call("POST", "/cjones/roles/add", "[\"ADMIN\"]"),
+        call("POST", "/cjones/roles/remove", "[\"REQUESTER\"]"),
+        call("PUT", "/dking/isActive", "false"),
+        call("PUT", "/eeve/userKey", "\"eve.e\""),
+    ];
+    expected.sort();
+    assert_eq!(env.api_calls(), expected, "{}", out(&o));
+    assert_eq!(env.fake.user(&jane.id).unwrap().name, "Jane Roe");
+    assert_eq!(
+        env.fake.user_by_key("bsmith").unwrap().email.as_deref(),
+        Some("bob.smith@example.com")
+    );
+    assert_eq!(carol.roles, vec!["ADMIN"]);
+    assert!(!env.fake.user_by_key("dking").unwrap().is_active);
+    let renamed = env.fake.user(&eve.id).unwrap();
+    assert_eq!(renamed.user_key, "eve.e");
+    assert_eq!(renamed.roles, vec!["TECHNICIAN"]);
+    assert_eq!(env.fake.users().len(), 5, "nothing deleted or created");
+
+    // A role added on top (one add, no remove); Dave enabled again; a name change on the
+    // renamed account goes to its new key.
+    let changed2 = changed
+        .replace(
+            "Carol,Jones,active,admins",
+            "Carol,Jones,active,admins;techs",
+        )
+        .replace("Dave,King,disabled", "Dave,King,active")
+        .replace("Eve,Eve", "Eve,Evans");
+    env.write_csv(&changed2);
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let mut expected = vec![
+        call("GET", &format!("/{}", carol.id), ""),
+        call("POST", "/cjones/roles/add", "[\"TECHNICIAN\"]"),
+        call("PUT", "/dking/isActive", "true"),
+        call("PUT", "/eve.e/name", "\"Eve Evans\""),
+    ];
+    expected.sort();
+    assert_eq!(env.api_calls(), expected, "{}", out(&o));
+    assert_eq!(
+        env.fake.user_by_key("cjones").unwrap().roles,
+        vec!["ADMIN", "TECHNICIAN"]
+    );
+    assert!(env.fake.user_by_key("dking").unwrap().is_active);
+    assert_eq!(env.fake.user(&eve.id).unwrap().name, "Eve Evans");
+
+    // And then nothing again.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.api_calls().is_empty(), "{:?}", env.api_calls());
+
+    // Deletes: Bob leaves the source; Carol leaves too but was already deleted by hand.
+    env.write_config(Some(1000.0), "on_missing = \"delete\"");
+    let bob = env.fake.user_by_key("bsmith").unwrap();
+    // Carol is deleted by hand, behind dirsync's back.
+    let gone = env.fake.user_by_key("cjones").unwrap();
+    delete_by_hand(&env.fake, &gone.user_key).await;
+    let without = changed2
+        .lines()
+        .filter(|l| !l.starts_with("E2,") && !l.starts_with("E3,"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    env.write_csv(&without);
+    env.fake.clear_requests();
+    let o = env.run(&["sync", "--force"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.fake.user(&bob.id).is_none());
+    assert_eq!(keys(&env.fake), vec!["dking", "eve.e", "jdoe"]);
+    let mut expected = vec![
+        call("DELETE", "/bsmith", ""),
+        call("DELETE", "/cjones", ""),
+        call("GET", &format!("/{}", gone.id), ""),
+    ];
+    expected.sort();
+    assert_eq!(env.api_calls(), expected, "{}", out(&o));
+    let run = &store.list_runs(1).await.unwrap()[0];
+    let ops = store.run_operations(run.id).await.unwrap();
+    assert_eq!(ops.len(), 2);
+    assert!(ops.iter().all(|o| o.status == "succeeded"), "{ops:?}");
+    let accounts = store.load_accounts("vk").await.unwrap();
+    assert!(!accounts.iter().any(|a| a.key == "E2" || a.key == "E3"));
+
+    // Finally nothing again.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.api_calls().is_empty(), "{:?}", env.api_calls());
+}
+
+/// Deletes a user on the fake with a client of its own (as an administrator would).
+async fn delete_by_hand(fake: &FakeValuekeep, key: &str) {
+    let client = reqwest::Client::new();
+    let token: serde_json::Value = client
+        .post(fake.token_url())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", valuekeep::SCOPE),
+            ("client_id", valuekeep::CLIENT_ID),
+            ("client_secret", valuekeep::CLIENT_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let resp = client
+        .delete(format!("{}{}/{key}", fake.base_url(), users_prefix()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_against_fake_valuekeep_postgres() {
+    lifecycle(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_against_fake_valuekeep_sqlite() {
+    lifecycle(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invitation_and_status_settings() {
+    let env = Env::new(Backend::Sqlite, FIVE).await;
+    env.write_config(Some(1000.0), "send_invitation = true\nset_status = true");
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let calls = env.api_calls();
+    let invitations = calls
+        .iter()
+        .filter(|(m, p, _)| m == "POST" && p == "/sendInvitation")
+        .count();
+    assert_eq!(invitations, 5, "{calls:?}");
+    assert!(env.fake.users().iter().all(|u| u.invitations == 1));
+
+    env.write_csv(&FIVE.replace("Dave,King,active", "Dave,King,disabled"));
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(
+        env.api_calls(),
+        vec![
+            call("PUT", "/dking/isActive", "false"),
+            call("PUT", "/dking/status", "2"),
+        ]
+    );
+    let dave = env.fake.user_by_key("dking").unwrap();
+    assert!(!dave.is_active);
+    assert_eq!(dave.status, 2);
+
+    env.write_csv(FIVE);
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(
+        env.api_calls(),
+        vec![
+            call("PUT", "/dking/isActive", "true"),
+            call("PUT", "/dking/status", "1"),
+        ]
+    );
+    assert_eq!(env.fake.user_by_key("dking").unwrap().status, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn injected_429s_and_503s_are_absorbed() {
+    let env = Env::new(Backend::Sqlite, &users(6)).await;
+    let create = users_prefix();
+    env.fake.inject(
+        "POST",
+        PathMatch::exact(&create),
+        Fault::Status429 {
+            retry_after: Some("1".into()),
+        },
+        3,
+    );
+    env.fake.inject(
+        "*",
+        PathMatch::prefix(&create),
+        Fault::Status503 { retry_after: None },
+        2,
+    );
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.fake.users().len(), 6);
+    assert_eq!(env.fake.pending_faults(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_servers_limiter_is_absorbed() {
+    // 40 creates against 15 requests a second, sent as fast as the client can: the fake
+    // answers 429 with Retry-After and the run still completes.
+    let env = Env::new(Backend::Sqlite, &users(40)).await;
+    env.fake.set_rate_limit(Some((15, Duration::from_secs(1))));
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.fake.users().len(), 40);
+    assert!(env.fake.rate_limited() > 0, "the limiter never fired");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pacing_keeps_under_the_limit() {
+    // Paced at 8 requests a second against a limit of 10 a second: no 429 at all.
+    let env = Env::new(Backend::Sqlite, &users(20)).await;
+    env.fake.set_rate_limit(Some((10, Duration::from_secs(1))));
+    env.write_config(Some(8.0), "");
+    let started = Instant::now();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.fake.users().len(), 20);
+    assert_eq!(env.fake.rate_limited(), 0);
+    // 21 requests (a token and 20 creates) 125 ms apart.
+    assert!(
+        started.elapsed() >= Duration::from_millis(2400),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_reports_the_expected_duration() {
+    // The default pacing of Valuekeep (60 a minute): 500 creates take 500 s.
+    let env = Env::new(Backend::Sqlite, &users(500)).await;
+    env.write_config(None, "");
+    let o = env.run(&["plan"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.contains("expected duration: about 8m 20s (500 requests at 1/s)"),
+        "{text}"
+    );
+    assert!(env.fake.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adoption_pages_over_250_users() {
+    let env = Env::new(Backend::Postgres, &users(260)).await;
+    for i in 1..=260 {
+        let roles: &[&str] = if i % 10 == 1 {
+            &["ADMIN"]
+        } else {
+            &["REQUESTER"]
+        };
+        env.fake.insert_user(FakeUser {
+            email: Some(format!("user{i}@example.com")),
+            ..FakeUser::new(&format!("u{i}"), &format!("First{i} Last{i}"), roles)
+        });
+    }
+    // One account nobody in the source matches.
+    env.fake
+        .insert_user(FakeUser::new("stranger", "Some One", &[]));
+    let o = env.run(&["adopt", "--target", "vk", "--match", "login"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("adopted 260"),
+        "{}",
+        out(&o)
+    );
+    let lists: Vec<_> = env
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path != valuekeep::TOKEN_PATH)
+        .collect();
+    assert_eq!(lists.len(), 3, "{lists:?}");
+    assert!(
+        lists
+            .iter()
+            .all(|r| r.method == "GET" && r.user_path() == Some("/odata"))
+    );
+    assert_eq!(lists[0].query.as_deref(), Some("$top=100&$skip=0"));
+    let store = env.store().await;
+    let accounts = store.load_accounts("vk").await.unwrap();
+    assert_eq!(accounts.len(), 260);
+    assert!(accounts.iter().all(|a| a.owned && a.adopted));
+    let u7 = env.fake.user_by_key("u7").unwrap();
+    assert_eq!(
+        accounts
+            .iter()
+            .find(|a| a.key == "E00007")
+            .unwrap()
+            .remote_id
+            .as_deref(),
+        Some(u7.id.as_str())
+    );
+    // The adopted accounts already match the source: the sync sends nothing and creates
+    // nobody.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.api_calls().is_empty(), "{:?}", env.api_calls());
+    assert_eq!(env.fake.users().len(), 261);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_user_key_is_a_conflict_then_adopted() {
+    let env = Env::new(Backend::Sqlite, &users(3)).await;
+    let hand = env
+        .fake
+        .insert_user(FakeUser::new("u2", "Hand Made", &["PLANNER"]));
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("conflict"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(env.fake.user(&hand).unwrap().name, "Hand Made");
+    let o = env.run(&["adopt", "--target", "vk", "--match", "login"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let u = env.fake.user(&hand).unwrap();
+    assert_eq!(u.name, "First2 Last2");
+    assert_eq!(u.email.as_deref(), Some("user2@example.com"));
+    assert_eq!(u.roles, vec!["REQUESTER"]);
+    // One PUT per changed attribute; the roles as one add and one remove.
+    let methods: Vec<(String, String)> = env
+        .api_calls()
+        .into_iter()
+        .filter(|(m, _, _)| m != "GET")
+        .map(|(m, p, _)| (m, p))
+        .collect();
+    assert_eq!(
+        methods,
+        vec![
+            ("POST".to_string(), "/u2/roles/add".to_string()),
+            ("POST".to_string(), "/u2/roles/remove".to_string()),
+            ("PUT".to_string(), "/u2/email".to_string()),
+            ("PUT".to_string(), "/u2/name".to_string()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_client_secret_fails_without_printing_it() {
+    let env = Env::new(Backend::Sqlite, &users(2)).await;
+    let cfg = std::fs::read_to_string(env.config_path())
+        .unwrap()
+        .replace(valuekeep::CLIENT_SECRET, "wrong-vk-secret");
+    std::fs::write(env.config_path(), cfg).unwrap();
+    let o = env.run(&["sync", "-vv"]);
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    let all = out(&o);
+    assert!(all.contains("authentication"), "{all}");
+    assert!(!all.contains("wrong-vk-secret"), "secret printed");
+    assert!(env.fake.users().is_empty());
+}
