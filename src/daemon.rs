@@ -79,7 +79,11 @@ struct Daemon {
 }
 
 /// Runs the daemon until SIGTERM / SIGINT (or one run with `once`). Returns the exit code.
-pub async fn run(config_path: &Path, config: Config, opts: DaemonOptions) -> Result<u8, DaemonError> {
+pub async fn run(
+    config_path: &Path,
+    config: Config,
+    opts: DaemonOptions,
+) -> Result<u8, DaemonError> {
     // SAFETY: geteuid has no preconditions, touches no memory and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     if root && !opts.allow_root {
@@ -96,9 +100,13 @@ pub async fn run(config_path: &Path, config: Config, opts: DaemonOptions) -> Res
         failures_in_row: AtomicU32::new(0),
     });
     if let Some(addr) = listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| DaemonError::Listen { addr, message: e.to_string() })?;
+        let listener =
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Listen {
+                    addr,
+                    message: e.to_string(),
+                })?;
         info!(%addr, "health and metrics listener started");
         let d = Arc::clone(&daemon);
         let mut rx = stop_rx.clone();
@@ -116,7 +124,10 @@ pub async fn run(config_path: &Path, config: Config, opts: DaemonOptions) -> Res
     }
     spawn_signals(Arc::clone(&daemon), stop_tx);
     spawn_watchdog(stop_rx.clone());
-    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("waiting for the first run")]);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("waiting for the first run"),
+    ]);
     info!(once = opts.once, "dirsync daemon ready");
 
     let mut first = true;
@@ -125,7 +136,11 @@ pub async fn run(config_path: &Path, config: Config, opts: DaemonOptions) -> Res
     loop {
         let (schedule, run_on_start, shutdown_timeout) = {
             let c = daemon.config.read().await;
-            (c.schedule.clone(), c.schedule.run_on_start, c.daemon.shutdown_timeout)
+            (
+                c.schedule.clone(),
+                c.schedule.run_on_start,
+                c.daemon.shutdown_timeout,
+            )
         };
         if !(first && (run_on_start || opts.once)) {
             let at = next_run(&schedule, last_start);
@@ -313,7 +328,10 @@ fn router(d: Arc<Daemon>) -> axum::Router {
                     let d = Arc::clone(&d);
                     async move {
                         if let Err(e) = d.store.list_runs(1).await {
-                            return (StatusCode::SERVICE_UNAVAILABLE, format!("state store unreachable: {e}\n"));
+                            return (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("state store unreachable: {e}\n"),
+                            );
                         }
                         let limit = d.config.read().await.http.unready_after_failures;
                         let failures = d.failures_in_row.load(Ordering::SeqCst);
@@ -332,7 +350,10 @@ fn router(d: Arc<Daemon>) -> axum::Router {
             "/metrics",
             get(|| async {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     crate::metrics::render(),
                 )
             }),

@@ -315,7 +315,8 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn ok(&self, d: &mut Done, i: usize, remote_id: Option<String>, note: Option<String>) {
         d.applied += 1;
-        d.kinds.push((self.plan.ops[i].op.kind(), OpStatus::Succeeded));
+        d.kinds
+            .push((self.plan.ops[i].op.kind(), OpStatus::Succeeded));
         if let Some(n) = &note {
             d.notes.push(Failure {
                 key: self.plan.ops[i].key.clone(),
@@ -351,7 +352,8 @@ impl Ctx<'_> {
 
     fn skip(&self, d: &mut Done, i: usize, why: &str) {
         d.skipped += 1;
-        d.kinds.push((self.plan.ops[i].op.kind(), OpStatus::Skipped));
+        d.kinds
+            .push((self.plan.ops[i].op.kind(), OpStatus::Skipped));
         d.outcomes.push(OpOutcome {
             id: self.ids[i],
             status: OpStatus::Skipped,
@@ -819,7 +821,9 @@ pub async fn apply(
                             .map(|&i| OpOutcome {
                                 id: ids[i],
                                 status: OpStatus::Skipped,
-                                error: Some("not sent: dirsync was shutting down; re-planned".into()),
+                                error: Some(
+                                    "not sent: dirsync was shutting down; re-planned".into(),
+                                ),
                                 remote_id: None,
                             })
                             .collect();

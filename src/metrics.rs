@@ -61,7 +61,11 @@ pub fn record_run(status: RunStatus, plan: Option<&RunPlan>, seconds: f64) {
     for t in &plan.targets {
         let Some(a) = &t.applied else { continue };
         for (kind, c) in &a.by_kind {
-            for (outcome, n) in [("succeeded", c.succeeded), ("failed", c.failed), ("skipped", c.skipped)] {
+            for (outcome, n) in [
+                ("succeeded", c.succeeded),
+                ("failed", c.failed),
+                ("skipped", c.skipped),
+            ] {
                 if n > 0 {
                     *s.operations
                         .entry((t.name.clone(), kind.clone(), outcome))
@@ -73,18 +77,30 @@ pub fn record_run(status: RunStatus, plan: Option<&RunPlan>, seconds: f64) {
 }
 
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The counters in Prometheus text exposition format.
 pub fn render() -> String {
     let s = state();
     let mut o = String::new();
-    let _ = writeln!(o, "# HELP dirsync_runs_total Runs by final status.\n# TYPE dirsync_runs_total counter");
+    let _ = writeln!(
+        o,
+        "# HELP dirsync_runs_total Runs by final status.\n# TYPE dirsync_runs_total counter"
+    );
     for status in ["succeeded", "partial", "failed", "blocked"] {
-        let _ = writeln!(o, "dirsync_runs_total{{status=\"{status}\"}} {}", s.runs.get(status).copied().unwrap_or(0));
+        let _ = writeln!(
+            o,
+            "dirsync_runs_total{{status=\"{status}\"}} {}",
+            s.runs.get(status).copied().unwrap_or(0)
+        );
     }
-    let _ = writeln!(o, "# HELP dirsync_operations_total Operations applied, by target, kind and outcome.\n# TYPE dirsync_operations_total counter");
+    let _ = writeln!(
+        o,
+        "# HELP dirsync_operations_total Operations applied, by target, kind and outcome.\n# TYPE dirsync_operations_total counter"
+    );
     for ((target, kind, outcome), n) in &s.operations {
         let _ = writeln!(
             o,
@@ -93,26 +109,57 @@ pub fn render() -> String {
             label(kind)
         );
     }
-    let _ = writeln!(o, "# HELP dirsync_run_duration_seconds Duration of runs.\n# TYPE dirsync_run_duration_seconds histogram");
+    let _ = writeln!(
+        o,
+        "# HELP dirsync_run_duration_seconds Duration of runs.\n# TYPE dirsync_run_duration_seconds histogram"
+    );
     for (i, b) in DURATION_BUCKETS.iter().enumerate() {
-        let _ = writeln!(o, "dirsync_run_duration_seconds_bucket{{le=\"{b}\"}} {}", s.duration_buckets[i]);
+        let _ = writeln!(
+            o,
+            "dirsync_run_duration_seconds_bucket{{le=\"{b}\"}} {}",
+            s.duration_buckets[i]
+        );
     }
-    let _ = writeln!(o, "dirsync_run_duration_seconds_bucket{{le=\"+Inf\"}} {}", s.duration_count);
+    let _ = writeln!(
+        o,
+        "dirsync_run_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+        s.duration_count
+    );
     let _ = writeln!(o, "dirsync_run_duration_seconds_sum {}", s.duration_sum);
     let _ = writeln!(o, "dirsync_run_duration_seconds_count {}", s.duration_count);
     if let Some(n) = s.source_users {
-        let _ = writeln!(o, "# HELP dirsync_source_users Users in the source at the last run.\n# TYPE dirsync_source_users gauge\ndirsync_source_users {n}");
+        let _ = writeln!(
+            o,
+            "# HELP dirsync_source_users Users in the source at the last run.\n# TYPE dirsync_source_users gauge\ndirsync_source_users {n}"
+        );
     }
     if let Some(t) = s.last_success {
-        let _ = writeln!(o, "# HELP dirsync_last_success_timestamp_seconds End of the last succeeded run.\n# TYPE dirsync_last_success_timestamp_seconds gauge\ndirsync_last_success_timestamp_seconds {t}");
+        let _ = writeln!(
+            o,
+            "# HELP dirsync_last_success_timestamp_seconds End of the last succeeded run.\n# TYPE dirsync_last_success_timestamp_seconds gauge\ndirsync_last_success_timestamp_seconds {t}"
+        );
     }
-    let _ = writeln!(o, "# HELP dirsync_http_retries_total HTTP requests retried, by target.\n# TYPE dirsync_http_retries_total counter");
+    let _ = writeln!(
+        o,
+        "# HELP dirsync_http_retries_total HTTP requests retried, by target.\n# TYPE dirsync_http_retries_total counter"
+    );
     for (target, (retries, _)) in &s.http {
-        let _ = writeln!(o, "dirsync_http_retries_total{{target=\"{}\"}} {retries}", label(target));
+        let _ = writeln!(
+            o,
+            "dirsync_http_retries_total{{target=\"{}\"}} {retries}",
+            label(target)
+        );
     }
-    let _ = writeln!(o, "# HELP dirsync_http_throttled_total HTTP 429 answers, by target.\n# TYPE dirsync_http_throttled_total counter");
+    let _ = writeln!(
+        o,
+        "# HELP dirsync_http_throttled_total HTTP 429 answers, by target.\n# TYPE dirsync_http_throttled_total counter"
+    );
     for (target, (_, throttled)) in &s.http {
-        let _ = writeln!(o, "dirsync_http_throttled_total{{target=\"{}\"}} {throttled}", label(target));
+        let _ = writeln!(
+            o,
+            "dirsync_http_throttled_total{{target=\"{}\"}} {throttled}",
+            label(target)
+        );
     }
     o
 }

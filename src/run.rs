@@ -435,7 +435,17 @@ async fn run_target(
         },
         None => None,
     };
-    let result = apply_locked(store, t, snapshot, config, source_reasons, opts, connector, run_id).await;
+    let result = apply_locked(
+        store,
+        t,
+        snapshot,
+        config,
+        source_reasons,
+        opts,
+        connector,
+        run_id,
+    )
+    .await;
     if let Some(lock) = lock
         && let Err(e) = lock.release().await
     {
@@ -508,7 +518,8 @@ pub const REPORT_KEEP_MAX_OPS: usize = 5_000;
 pub fn run_summary(plan: &RunPlan) -> serde_json::Value {
     // The run's report is kept with it (`dirsync runs show ID --format markdown`), up to a size
     // where it is still a report rather than a dump.
-    let report = (plan.targets.iter().map(|t| t.plan.ops.len()).sum::<usize>() <= REPORT_KEEP_MAX_OPS)
+    let report = (plan.targets.iter().map(|t| t.plan.ops.len()).sum::<usize>()
+        <= REPORT_KEEP_MAX_OPS)
         .then(|| crate::report::render(plan, crate::report::Format::Markdown, plan.dry_run));
     serde_json::json!({
         "report_markdown": report,

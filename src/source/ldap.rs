@@ -659,7 +659,10 @@ async fn paged_search(
         let mut stream = ldap
             .streaming_search(base, scope.ldap(), filter, attrs.to_vec())
             .await
-            .map_err(|e| format!("{}: {}", at(), describe(&e)))?;
+            .map_err(|e| {
+                let incomplete = if pages > 1 { INCOMPLETE } else { "" };
+                format!("{}: {}{incomplete}", at(), describe(&e))
+            })?;
         let mut refs: Vec<String> = Vec::new();
         loop {
             match stream.next().await {
@@ -669,11 +672,7 @@ async fn paged_search(
                 Ok(None) => break,
                 Err(e) => {
                     let _ = stream.finish().await;
-                    return Err(format!(
-                        "{}: {} (the read is incomplete: nothing is synced)",
-                        at(),
-                        describe(&e)
-                    ));
+                    return Err(format!("{}: {}{INCOMPLETE}", at(), describe(&e)));
                 }
             }
         }
@@ -723,6 +722,9 @@ async fn paged_search(
     }
 }
 
+/// Said of a search that failed after entries came in.
+const INCOMPLETE: &str = " (the read is incomplete: nothing is synced)";
+
 fn text(t: &str) -> String {
     let t = t.trim();
     if t.is_empty() {
@@ -734,7 +736,10 @@ fn text(t: &str) -> String {
 
 fn describe(e: &ldap3::LdapError) -> String {
     match e {
-        ldap3::LdapError::EndOfStream => "the server closed the connection".into(),
+        ldap3::LdapError::EndOfStream
+        | ldap3::LdapError::OpSend { .. }
+        | ldap3::LdapError::ResultRecv { .. }
+        | ldap3::LdapError::IdScrubSend { .. } => "the connection to the server was lost".into(),
         ldap3::LdapError::Timeout { .. } => "timed out (source.ldap.operation_timeout)".into(),
         ldap3::LdapError::LdapResult { result } => format!(
             "{} ({}){}",

@@ -3,6 +3,7 @@
 mod cli;
 mod covata_fake;
 mod csv_source;
+mod daemon;
 mod ldap_source;
 mod primavera;
 mod store;

@@ -503,3 +503,57 @@ async fn change_status_errors_fail_the_batch_and_the_next_run_retries() {
     assert!(env.fake.user("user9@example.com").is_some());
     assert_eq!(env.fake.status_batches(), vec![3]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn location_header_dropped_polls_and_duplicate_logins() {
+    let env = Env::new(Backend::Sqlite, &users(3)).await;
+    env.fake.set_location_header(true);
+    env.fake.set_latency(Duration::from_millis(5));
+    // Someone created user2 by hand: the job reports it as a per-user failure.
+    let hand = env.fake.insert_user(primavera::FakeUser::new(
+        "user2@example.com",
+        "user2@example.com",
+        &["PrimaveraP6Production"],
+    ));
+    // A dropped status poll and a slow one are absorbed (GET is retried).
+    env.fake.inject("GET", "/user/status/", Fault::Drop, 1);
+    env.fake.inject(
+        "GET",
+        "/user/status/",
+        Fault::Latency(Duration::from_millis(100)),
+        1,
+    );
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.contains("conflict") && text.contains("already exists"),
+        "{text}"
+    );
+    assert_eq!(env.fake.pending_faults(), 0);
+    assert_eq!(env.fake.users().len(), 3);
+    let u2 = env.fake.user("user2@example.com").unwrap();
+    assert_eq!(u2.id, hand);
+    assert_eq!(u2.roles, vec!["PrimaveraP6Production".to_string()]);
+    let store = env.store().await;
+    let row = store
+        .load_accounts("p6")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.key == "E00002")
+        .unwrap();
+    assert!(!row.owned);
+    // Adoption takes the hand-made account over (listing only), then sync fixes its roles.
+    env.fake.clear_requests();
+    let o = env.run(&["adopt", "--target", "p6"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.api_requests().iter().all(|(m, _)| m == "GET"));
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let u2 = env.fake.user("user2@example.com").unwrap();
+    assert_eq!(u2.id, hand);
+    assert_eq!(u2.roles, vec!["PrimaveraViewer".to_string()]);
+    assert_eq!(u2.first_name, "First2");
+    assert_eq!(env.fake.users().len(), 3);
+}

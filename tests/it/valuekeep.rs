@@ -490,7 +490,8 @@ async fn plan_reports_the_expected_duration() {
     let env = Env::new(Backend::Sqlite, &users(500)).await;
     env.write_config(None, "");
     let o = env.run(&["plan"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    // 2: changes pending.
+    assert_eq!(code(&o), 2, "{}", out(&o));
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
         text.contains("expected duration: about 8m 20s (500 requests at 1/s)"),
