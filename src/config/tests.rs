@@ -250,7 +250,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             &GOOD.replace(
                 "kind = \"csv\"",
                 "kind = \"ldap\"\n[source.ldap]\nurl = \"https://dc1\"\nbind_dn = \"cn=svc\"\n\
-                 page_size = 0\nscope = \"deep\"\nfilter = \"(objectClass=person\"\n\
+                 page_size = -1\nscope = \"deep\"\nfilter = \"(objectClass=person\"\n\
                  connect_timeout = \"soon\"\nserver_type = \"novell\"\nkey_format = \"b64\"\n\
                  groups = \"search\"\ndisabled_values = [\"TRUE\"]\nmissing_email = \"ignore\"\n\
                  tls_skip_verify = true\n[source.ldap.extra]\nemail = \"mail\"",
@@ -263,7 +263,7 @@ fn bad_configs_report_every_problem_with_its_key() {
                 "source.ldap.base_dn: missing",
                 "source.ldap.scope: unknown scope \"deep\"",
                 "source.ldap.filter: invalid LDAP filter",
-                "source.ldap.page_size: must be at least 1",
+                "source.ldap.page_size: must be 0 (no paging) or more",
                 "source.ldap.key_format: unknown format",
                 "source.ldap.disabled_attribute: missing",
                 "source.ldap.group_search.base_dn: missing",

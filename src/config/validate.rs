@@ -499,9 +499,12 @@ fn ldap_source(raw: RawLdap, base: &Path, pr: &mut Problems) -> Option<SourceCon
     ok &= check_filter(&filter, &at("filter"), pr);
     let page_size = match raw.page_size {
         None => 500,
-        Some(n) if (1..=i64::from(i32::MAX)).contains(&n) => n as u32,
+        Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => n as u32,
         Some(n) => {
-            pr.push(at("page_size"), format!("must be at least 1, got {n}"));
+            pr.push(
+                at("page_size"),
+                format!("must be 0 (no paging) or more, got {n}"),
+            );
             ok = false;
             500
         }

@@ -224,6 +224,8 @@ pub struct LdapSettings {
     pub base_dn: String,
     pub scope: SearchScope,
     pub filter: String,
+    /// Entries per page of the paged search; 0: no paging (for servers without the control;
+    /// the read then fails when the server's size limit is hit).
     pub page_size: u32,
     pub attributes: LdapAttributes,
     pub key_format: KeyFormat,
@@ -339,13 +341,24 @@ impl LdapProblem {
 
 /// A complete read: the snapshot, and the entries left out of it (no email, with
 /// [`MissingEmail::Skip`]).
-#[derive(Debug)]
 pub struct LdapRead {
     pub snapshot: Snapshot,
     /// Entries matched by the filter.
     pub entries: u64,
     pub skipped: Vec<LdapProblem>,
     pub elapsed: Duration,
+}
+
+impl fmt::Debug for LdapRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the users: a snapshot may hold 100k of them.
+        f.debug_struct("LdapRead")
+            .field("users", &self.snapshot.len())
+            .field("entries", &self.entries)
+            .field("skipped", &self.skipped)
+            .field("elapsed", &self.elapsed)
+            .finish()
+    }
 }
 
 /// What `dirsync check` reports: the search ran to the end, and what it found.
@@ -647,13 +660,15 @@ async fn paged_search(
     let mut pages = 0u64;
     loop {
         pages += 1;
-        let control: RawControl = PagedResults {
-            size: i32::try_from(s.page_size).unwrap_or(i32::MAX),
-            cookie: std::mem::take(&mut cookie),
+        if s.page_size > 0 {
+            let control: RawControl = PagedResults {
+                size: i32::try_from(s.page_size).unwrap_or(i32::MAX),
+                cookie: std::mem::take(&mut cookie),
+            }
+            .into();
+            ldap.with_controls(control);
         }
-        .into();
-        ldap.with_controls(control)
-            .with_timeout(s.operation_timeout)
+        ldap.with_timeout(s.operation_timeout)
             .with_search_options(ldap3::SearchOptions::new().deref(DerefAliases::Never));
         let at = || format!("search of {what} (base {base:?}, filter {filter:?}, page {pages})");
         let mut stream = ldap

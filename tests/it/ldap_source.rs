@@ -565,7 +565,7 @@ kind = "ldap"
 [source.ldap]
 url = "http://x"
 bind_dn = "cn=x"
-page_size = 0
+page_size = -5
 scope = "deep"
 filter = "(broken"
 
