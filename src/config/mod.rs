@@ -71,9 +71,11 @@ pub struct StateConfig {
 }
 
 #[derive(Debug, Clone)]
+// Built once per process: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum SourceConfig {
     Csv(CsvSettings),
-    Ldap(Box<LdapSettings>),
+    Ldap(LdapSettings),
 }
 
 impl SourceConfig {

@@ -697,7 +697,7 @@ fn ldap_source(raw: RawLdap, base: &Path, pr: &mut Problems) -> Option<SourceCon
         missing_email,
         extra: raw.extra,
     };
-    ok.then(|| SourceConfig::Ldap(Box::new(settings)))
+    ok.then_some(SourceConfig::Ldap(settings))
 }
 
 fn csv_source(raw: RawCsv, base: &Path, pr: &mut Problems) -> Option<SourceConfig> {

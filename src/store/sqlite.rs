@@ -716,7 +716,27 @@ impl Store for SqliteStore {
         let context = format!("lock target {target:?}");
         let holder = format!("{holder}#{}", uuid::Uuid::new_v4());
         if !take_lease(&self.pool, target, &holder, &context).await? {
-            return Ok(None);
+            // A holder on this host whose process is gone (killed, crashed) does not keep the
+            // target locked until its lease runs out.
+            let current: Option<String> =
+                sqlx::query_scalar("SELECT holder FROM target_locks WHERE target = ?")
+                    .bind(target)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_error(context.clone()))?;
+            let Some(current) = current.filter(|h| holder_is_dead(h)) else {
+                return Ok(None);
+            };
+            tracing::warn!(target = %target, holder = %current, "taking over the lock of a dirsync process that is gone");
+            sqlx::query("DELETE FROM target_locks WHERE target = ? AND holder = ?")
+                .bind(target)
+                .bind(&current)
+                .execute(&self.pool)
+                .await
+                .map_err(query_error(context.clone()))?;
+            if !take_lease(&self.pool, target, &holder, &context).await? {
+                return Ok(None);
+            }
         }
         // Renew the lease while the lock is held; a crashed holder's lease simply expires.
         let renew = {
@@ -985,4 +1005,25 @@ impl TargetLock for SqliteLock {
             .map_err(query_error(self.context.clone()))?;
         Ok(())
     }
+}
+
+/// Whether a lock holder (`host:pid#uuid`, see `run::instance_name`) is a process of this host
+/// that no longer exists.
+fn holder_is_dead(holder: &str) -> bool {
+    let Some((host, rest)) = holder.rsplit_once('#').map(|(h, _)| h).and_then(|h| h.rsplit_once(':')) else {
+        return false;
+    };
+    let Ok(pid) = rest.parse::<i32>() else {
+        return false;
+    };
+    let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    if host != this_host || pid <= 0 || pid == std::process::id() as i32 {
+        return false;
+    }
+    // SAFETY: kill(pid, 0) sends no signal; it only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    !alive
 }

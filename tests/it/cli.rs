@@ -515,37 +515,6 @@ E6,f@example.com,F,G,maybe,staff
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sync_refuses_targets_it_cannot_apply_yet() {
-    let env = Env::new(Backend::Sqlite, USERS).await;
-    let text = std::fs::read_to_string(env.config_path()).unwrap();
-    let primavera = text
-        .replace("kind = \"covata\"", "kind = \"primavera\"")
-        .replace(
-            "base_url = \"https://covata.example.com\"",
-            "base_url = \"https://p.example.com/cloudapi/restapi\"",
-        )
-        .replace("client_id = \"dirsync\"\n", "")
-        .replace("client_secret = \"client-secret-value\"\n", "")
-        .replace(
-            "roles = [\"ROLE_SYSTEM_ADMIN\"]",
-            "roles = [\"Admin\"]\n[target.fields]\norganization = \"sfo\"",
-        );
-    std::fs::write(env.config_path(), primavera).unwrap();
-    let out = env.run(&["sync"]);
-    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
-    assert!(
-        stderr(&out).contains("cannot apply changes in this version"),
-        "{}",
-        stderr(&out)
-    );
-    // Refused before the store was opened or anything was sent.
-    assert!(!env.dir.path().join("state.db").exists());
-    // A dry run of the same target works.
-    let out = env.run(&["sync", "--dry-run"]);
-    assert_eq!(code(&out), 2, "{}{}", stdout(&out), stderr(&out));
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn target_selection_and_migrate_and_check() {
     let env = Env::new(Backend::Sqlite, USERS).await;
     let out = env.run(&["plan", "--target", "nope"]);

@@ -255,6 +255,7 @@ async fn ldap_paging_reads_past_the_size_limit() {
         SlapdOptions {
             size_limit: Some(500),
             paged_total_unlimited: true,
+            tls: false,
         },
         &people(1, 2500),
     );
@@ -294,6 +295,7 @@ async fn ldap_size_limit_capping_paged_results_is_an_error() {
         SlapdOptions {
             size_limit: Some(500),
             paged_total_unlimited: false,
+            tls: false,
         },
         &people(1, 1200),
     );
@@ -377,6 +379,7 @@ async fn ldap_server_stopped_mid_search_fails() {
         SlapdOptions {
             size_limit: Some(500),
             paged_total_unlimited: true,
+            tls: false,
         },
         &people(1, 3000),
     ));
@@ -388,6 +391,74 @@ async fn ldap_server_stopped_mid_search_fails() {
     let e = ldap::read(&s).await.unwrap_err().to_string();
     assert!(e.contains("incomplete"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(15), "{e}");
+}
+
+#[tokio::test]
+async fn ldap_tls_starttls_ldaps_ca_file_and_skip_verify() {
+    let server = Slapd::start(
+        SlapdOptions {
+            tls: true,
+            ..SlapdOptions::default()
+        },
+        &people(1, 20),
+    );
+    let base = {
+        let mut s = settings(&server);
+        s.disabled = None;
+        s.extra.clear();
+        s
+    };
+    // StartTLS on ldap://, verified against the CA file.
+    let s = LdapSettings {
+        starttls: true,
+        ca_file: Some(server.ca_file()),
+        ..base.clone()
+    };
+    let read = ldap::read(&s)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log_tail()));
+    assert_eq!(read.snapshot.len(), 20);
+    // ldaps://, verified against the CA file.
+    let s = LdapSettings {
+        url: server.ldaps_url(),
+        ca_file: Some(server.ca_file()),
+        ..base.clone()
+    };
+    assert_eq!(ldap::read(&s).await.unwrap().snapshot.len(), 20);
+    // The system roots do not know the test CA.
+    let s = LdapSettings {
+        url: server.ldaps_url(),
+        ..base.clone()
+    };
+    let e = ldap::read(&s).await.unwrap_err().to_string();
+    assert!(
+        e.contains("cannot connect") && e.contains("certificate"),
+        "{e}"
+    );
+    let s = LdapSettings {
+        starttls: true,
+        ..base.clone()
+    };
+    let e = ldap::read(&s).await.unwrap_err().to_string();
+    assert!(e.contains("certificate"), "{e}");
+    // Skipping verification works (and warns).
+    let s = LdapSettings {
+        url: server.ldaps_url(),
+        tls_skip_verify: true,
+        ..base.clone()
+    };
+    assert_eq!(ldap::read(&s).await.unwrap().snapshot.len(), 20);
+    // A CA file that is not PEM.
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate\n").unwrap();
+    let s = LdapSettings {
+        url: server.ldaps_url(),
+        ca_file: Some(bogus),
+        ..base.clone()
+    };
+    let e = ldap::read(&s).await.unwrap_err().to_string();
+    assert!(e.contains("no PEM certificate"), "{e}");
 }
 
 /// Active Directory attributes on slapd: binary objectGUID keys, userAccountControl.
@@ -756,6 +827,7 @@ async fn ldap_bench_100k() {
         SlapdOptions {
             size_limit: Some(500),
             paged_total_unlimited: true,
+            tls: false,
         },
         &people(1, N),
     );

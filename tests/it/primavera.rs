@@ -106,7 +106,7 @@ username = "{user}"
 password_file = "p6-password"
 max_backoff = "1s"
 job_poll_interval = "50ms"
-job_timeout = "60s"
+{timeout}
 default_roles = ["PrimaveraViewer"]
 {extra}
 [target.fields]
@@ -124,6 +124,11 @@ roles = ["PrimaveraAdmin"]
 "#,
             base = self.fake.base_url(),
             user = primavera::USERNAME,
+            timeout = if extra.contains("job_timeout") {
+                ""
+            } else {
+                "job_timeout = \"60s\""
+            },
         );
         std::fs::write(self.config_path(), text).unwrap();
     }
@@ -556,4 +561,50 @@ async fn location_header_dropped_polls_and_duplicate_logins() {
     assert_eq!(u2.roles, vec!["PrimaveraViewer".to_string()]);
     assert_eq!(u2.first_name, "First2");
     assert_eq!(env.fake.users().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_timeout_fails_clearly_and_the_next_run_waits_for_the_running_job() {
+    let env = Env::new(Backend::Sqlite, &users(2)).await;
+    env.write_config("job_timeout = \"2s\"");
+    env.fake.set_job_delay(Duration::from_millis(2500));
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("did not finish within"), "{text}");
+    assert!(text.contains("job_timeout"), "{text}");
+    // The job is still running: the next run's submit is refused (409), waits, then goes
+    // through; the users the first job created come back as conflicts, never as duplicates.
+    assert!(env.fake.job_running());
+    env.fake.set_job_delay(Duration::from_millis(50));
+    let o = env.run(&["sync"]);
+    assert!(env.fake.busy_refusals() >= 1, "{}", out(&o));
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("already exists"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(env.fake.users().len(), 2);
+    let o = env.run(&["adopt", "--target", "p6"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.fake.users().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_are_validated_against_get_roles() {
+    let env = Env::new(Backend::Sqlite, &users(1)).await;
+    let config = dirsync::config::load_with_env(&env.config_path(), &[]).unwrap();
+    let c = dirsync::target::primavera::PrimaveraConnector::new(&config.targets[0]).unwrap();
+    let unknown = c
+        .validate_roles(&["PrimaveraAdmin".to_string(), "NoSuchRole".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(unknown, vec!["NoSuchRole".to_string()]);
+    assert_eq!(
+        env.api_requests(),
+        vec![("GET".to_string(), "/roles".to_string())]
+    );
 }

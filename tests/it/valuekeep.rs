@@ -615,3 +615,226 @@ async fn wrong_client_secret_fails_without_printing_it() {
     assert!(!all.contains("wrong-vk-secret"), "secret printed");
     assert!(env.fake.users().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The connector itself against the fake: tokens, faults, accounts renamed behind its back.
+
+mod connector {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use dirsync::mapping::Account;
+    use dirsync::target::{Connector, OpError, StatusAction, StatusItem};
+
+    use super::{Backend, Env};
+    use crate::support::valuekeep::{FakeUser, Fault, PathMatch, users_prefix};
+
+    async fn connect(env: &Env) -> Arc<dyn Connector> {
+        let config = dirsync::config::load_with_env(&env.config_path(), &[]).unwrap();
+        dirsync::target::connect(&config.targets[0]).unwrap()
+    }
+
+    fn account(key: &str, roles: &[&str]) -> Account {
+        let fields: BTreeMap<String, String> = [
+            ("userKey", key),
+            ("name", "Test User"),
+            ("isTechnician", "false"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Account {
+            key: key.to_string(),
+            fields,
+            roles: roles.iter().map(|r| r.to_string()).collect::<BTreeSet<_>>(),
+            enabled: true,
+            hash: String::new(),
+        }
+    }
+
+    fn item(id: &str, login: &str) -> StatusItem {
+        StatusItem {
+            key: "K".into(),
+            remote_id: id.into(),
+            login: Some(login.into()),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn expired_tokens_are_replaced() {
+        let env = Env::new(Backend::Sqlite, "").await;
+        let c = connect(&env).await;
+        let created = c.create(&account("t1", &["ADMIN"])).await.unwrap();
+        assert_eq!(env.fake.token_grants(), 1);
+        env.fake.expire_all_tokens();
+        c.set_status(StatusAction::Disable, &[item(&created.remote_id, "t1")])
+            .await
+            .into_iter()
+            .for_each(|r| r.unwrap());
+        assert_eq!(env.fake.token_grants(), 2);
+        assert!(!env.fake.user_by_key("t1").unwrap().is_active);
+        let statuses: Vec<u16> = env.fake.requests().iter().map(|r| r.status).collect();
+        assert!(statuses.contains(&401), "{statuses:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn renamed_accounts_are_found_by_id() {
+        let env = Env::new(Backend::Sqlite, "").await;
+        let id = env
+            .fake
+            .insert_user(FakeUser::new("now-key", "Renamed", &["REQUESTER"]));
+        let c = connect(&env).await;
+        // The hint is stale: the call is repeated with the key the server reports.
+        let r = c
+            .set_status(StatusAction::Disable, &[item(&id, "old-key")])
+            .await;
+        assert!(r.into_iter().all(|r| r.is_ok()));
+        assert!(!env.fake.user(&id).unwrap().is_active);
+        let paths: Vec<String> = env
+            .fake
+            .requests()
+            .iter()
+            .filter_map(|r| r.user_path().map(|p| format!("{} {p}", r.method)))
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                "PUT /old-key/isActive".to_string(),
+                format!("GET /{id}"),
+                "PUT /now-key/isActive".to_string(),
+            ]
+        );
+        // Now remembered: role deltas go straight to the current key.
+        env.fake.clear_requests();
+        c.set_roles(&id, &["ADMIN".into()], &[], &[]).await.unwrap();
+        assert_eq!(env.fake.requests().len(), 1);
+        assert_eq!(
+            env.fake.user(&id).unwrap().roles,
+            vec!["ADMIN", "REQUESTER"]
+        );
+        // A delete of an id the server no longer has is a success.
+        c.set_status(StatusAction::Delete, &[item(&id, "now-key")])
+            .await
+            .into_iter()
+            .for_each(|r| r.unwrap());
+        c.set_status(StatusAction::Delete, &[item(&id, "now-key")])
+            .await
+            .into_iter()
+            .for_each(|r| r.unwrap());
+        assert!(env.fake.users().is_empty());
+        // An enable of it is not.
+        let r = c
+            .set_status(StatusAction::Enable, &[item(&id, "now-key")])
+            .await;
+        assert!(matches!(r[0], Err(OpError::NotFound { .. })), "{r:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn idempotent_calls_survive_drops_and_500s() {
+        let env = Env::new(Backend::Sqlite, "").await;
+        let c = connect(&env).await;
+        let created = c.create(&account("f1", &[])).await.unwrap();
+        let prefix = users_prefix();
+        env.fake.inject(
+            "PUT",
+            PathMatch::template(&format!("{prefix}/{{key}}/isActive")),
+            Fault::Drop,
+            1,
+        );
+        env.fake.inject(
+            "POST",
+            PathMatch::template(&format!("{prefix}/{{key}}/roles/add")),
+            Fault::Status(500),
+            1,
+        );
+        env.fake.inject(
+            "GET",
+            PathMatch::prefix(&format!("{prefix}/odata")),
+            Fault::Latency(Duration::from_millis(50)),
+            1,
+        );
+        env.fake.set_latency(Duration::from_millis(5));
+        let r = c
+            .set_status(StatusAction::Disable, &[item(&created.remote_id, "f1")])
+            .await;
+        assert!(r[0].is_ok(), "{r:?}");
+        c.set_roles(&created.remote_id, &["PLANNER".into()], &[], &[])
+            .await
+            .unwrap();
+        let listed = c.list_accounts().await.unwrap();
+        env.fake.set_latency(Duration::ZERO);
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].remote_id, created.remote_id);
+        assert!(!listed[0].enabled);
+        assert_eq!(listed[0].roles.len(), 1);
+        assert_eq!(env.fake.pending_faults(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn keys_are_encoded_as_one_path_segment() {
+        let env = Env::new(Backend::Sqlite, "").await;
+        let c = connect(&env).await;
+        let key = "a/b+c@x.io Zoë";
+        let created = c.create(&account(key, &["REQUESTER"])).await.unwrap();
+        let mut desired = account(key, &["REQUESTER"]);
+        desired.fields.insert("name".into(), "New Name".into());
+        let change = dirsync::plan::FieldChange {
+            field: "name".into(),
+            before: Some("Test User".into()),
+            after: Some("New Name".into()),
+        };
+        c.update(&created.remote_id, &[change], &desired)
+            .await
+            .unwrap();
+        c.set_roles(
+            &created.remote_id,
+            &["ADMIN".into()],
+            &["REQUESTER".into()],
+            &[],
+        )
+        .await
+        .unwrap();
+        let u = env.fake.user(&created.remote_id).unwrap();
+        assert_eq!(
+            (u.name.as_str(), u.roles.clone()),
+            ("New Name", vec!["ADMIN".to_string()])
+        );
+        let paths: Vec<String> = env
+            .fake
+            .requests()
+            .iter()
+            .filter_map(|r| r.user_path().map(str::to_string))
+            .collect();
+        assert!(
+            paths.contains(&"/a%2Fb%2Bc%40x.io%20Zo%C3%AB/name".to_string()),
+            "{paths:?}"
+        );
+        c.set_status(StatusAction::Delete, &[item(&created.remote_id, key)])
+            .await
+            .into_iter()
+            .for_each(|r| r.unwrap());
+        assert!(env.fake.users().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_create_whose_answer_is_lost_is_found_again() {
+        let env = Env::new(Backend::Sqlite, "").await;
+        let c = connect(&env).await;
+        env.fake.inject(
+            "POST",
+            PathMatch::exact(&users_prefix()),
+            Fault::DropAfterApply,
+            1,
+        );
+        let e = c.create(&account("lost", &[])).await.unwrap_err();
+        assert!(matches!(e, OpError::Unavailable { .. }), "{e:?}");
+        let found = c.find_account("lost").await.unwrap().unwrap();
+        assert_eq!(found.remote_id, env.fake.user_by_key("lost").unwrap().id);
+        assert!(c.find_account("nobody").await.unwrap().is_none());
+        // A second create of the same key is a conflict, not a second user.
+        let e = c.create(&account("lost", &[])).await.unwrap_err();
+        assert!(matches!(e, OpError::Conflict { .. }), "{e:?}");
+        assert_eq!(env.fake.users().len(), 1);
+    }
+}

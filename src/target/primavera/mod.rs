@@ -237,6 +237,16 @@ impl PrimaveraConnector {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_POLL_INTERVAL);
                 }
+                Err(e) if busy(&e) => {
+                    // Not a conflict of the users sent: nothing was submitted.
+                    return Err(not_applied(OpError::Unavailable {
+                        message: format!(
+                            "another user job was still running after the job_timeout of {}, \
+                             so nothing was submitted: {e}",
+                            humantime::format_duration(self.job_timeout)
+                        ),
+                    }));
+                }
                 Err(e) => {
                     let maybe_applied = maybe_sent(&e);
                     return Err(JobFailure {

@@ -1110,10 +1110,10 @@ async fn submit_job(State(shared): State<Shared>, headers: HeaderMap, body: Byte
         id.clone(),
     )
         .into_response();
-    if inner.location_header {
-        if let Ok(v) = HeaderValue::from_str(&format!("{BASE_PATH}/user/status/{id}")) {
-            response.headers_mut().insert(header::LOCATION, v);
-        }
+    if inner.location_header
+        && let Ok(v) = HeaderValue::from_str(&format!("{BASE_PATH}/user/status/{id}"))
+    {
+        response.headers_mut().insert(header::LOCATION, v);
     }
     response
 }

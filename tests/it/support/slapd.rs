@@ -59,6 +59,9 @@ pub struct SlapdOptions {
     /// (`size.prtotal=unlimited`), as directories meant to be read with paging are set up.
     /// False: OpenLDAP's default, paged results are capped at the hard limit too.
     pub paged_total_unlimited: bool,
+    /// Also listen on `ldaps://` and offer StartTLS, with a certificate for 127.0.0.1 issued
+    /// by a CA generated for this server ([`Slapd::ca_file`]; needs the `openssl` command).
+    pub tls: bool,
 }
 
 impl Default for SlapdOptions {
@@ -66,6 +69,7 @@ impl Default for SlapdOptions {
         SlapdOptions {
             size_limit: None,
             paged_total_unlimited: true,
+            tls: false,
         }
     }
 }
@@ -83,6 +87,7 @@ pub fn base_ldif() -> String {
 
 pub struct Slapd {
     port: u16,
+    tls_port: Option<u16>,
     root: PathBuf,
     log: PathBuf,
     pid: u32,
@@ -129,6 +134,24 @@ impl Slapd {
             }
             Some(n) => format!("sizelimit size.soft={n} size.hard={n}"),
         };
+        let tls_conf = if options.tls {
+            make_certificates(&root).map_err(cleanup)?;
+            if let Some((uid, gid)) = user {
+                for f in ["ca.pem", "server.pem", "server.key"] {
+                    std::os::unix::fs::chown(root.join(f), Some(uid), Some(gid))
+                        .map_err(|e| io_err("chown the TLS files", e))
+                        .map_err(cleanup)?;
+                }
+            }
+            format!(
+                "TLSCACertificateFile {root}/ca.pem\n\
+                 TLSCertificateFile {root}/server.pem\n\
+                 TLSCertificateKeyFile {root}/server.key\n",
+                root = root.display()
+            )
+        } else {
+            String::new()
+        };
         let conf = format!(
             "include /etc/ldap/schema/core.schema\n\
              include /etc/ldap/schema/cosine.schema\n\
@@ -139,6 +162,7 @@ impl Slapd {
              moduleload back_mdb\n\
              moduleload memberof\n\
              pidfile {root}/slapd.pid\n\
+             {tls_conf}\
              {limits}\n\
              database mdb\n\
              suffix \"{SUFFIX}\"\n\
@@ -210,10 +234,20 @@ impl Slapd {
             let port = free_port()
                 .map_err(|e| io_err("find a free port", e))
                 .map_err(cleanup)?;
-            match spawn(&slapd, &root, &conf_path, &log, port, user) {
+            let tls_port = if options.tls {
+                Some(
+                    free_port()
+                        .map_err(|e| io_err("find a free port", e))
+                        .map_err(cleanup)?,
+                )
+            } else {
+                None
+            };
+            match spawn(&slapd, &root, &conf_path, &log, port, tls_port, user) {
                 Ok((pid, exited)) => {
                     return Ok(Slapd {
                         port,
+                        tls_port,
                         root,
                         log,
                         pid,
@@ -230,6 +264,20 @@ impl Slapd {
     /// `ldap://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    /// `ldaps://127.0.0.1:<port>` (with [`SlapdOptions::tls`]).
+    pub fn ldaps_url(&self) -> String {
+        format!(
+            "ldaps://127.0.0.1:{}",
+            self.tls_port.expect("started without tls")
+        )
+    }
+
+    /// The PEM file of the CA that issued the server's certificate (with
+    /// [`SlapdOptions::tls`]).
+    pub fn ca_file(&self) -> PathBuf {
+        self.root.join("ca.pem")
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -306,6 +354,7 @@ fn spawn(
     conf: &Path,
     log: &Path,
     port: u16,
+    tls_port: Option<u16>,
     user: Option<(u32, u32)>,
 ) -> Result<(u32, Arc<Mutex<bool>>), String> {
     let log_file = fs::OpenOptions::new()
@@ -315,8 +364,12 @@ fn spawn(
         .map_err(|e| format!("test slapd: open {}: {e}", log.display()))?;
     let start_of_log = log_file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut cmd = Command::new(slapd);
+    let mut urls = format!("ldap://127.0.0.1:{port}/");
+    if let Some(p) = tls_port {
+        urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
+    }
     cmd.arg("-h")
-        .arg(format!("ldap://127.0.0.1:{port}/"))
+        .arg(urls)
         .arg("-f")
         .arg(conf)
         .args(["-d", "0"])
@@ -374,12 +427,14 @@ fn spawn(
                 tail(log, start_of_log)
             ));
         }
-        if TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_millis(200),
-        )
-        .is_ok()
-        {
+        let answers = |p: u16| {
+            TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], p)),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        };
+        if answers(port) && tls_port.is_none_or(answers) {
             return Ok((pid, exited));
         }
         if Instant::now() >= deadline {
@@ -397,6 +452,86 @@ fn spawn(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 / localhost issued by it
+/// (`server.pem`, `server.key`), with the openssl command.
+fn make_certificates(root: &Path) -> Result<(), String> {
+    let openssl = find_tool("openssl").map_err(|_| {
+        "test slapd: openssl not found: install the Debian package openssl".to_string()
+    })?;
+    fs::write(
+        root.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| format!("test slapd: write server.ext: {e}"))?;
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=dirsync test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    ];
+    for args in steps {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("test slapd: run openssl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "test slapd: openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_exe(p: &Path) -> bool {
