@@ -31,7 +31,8 @@ pub const DEFAULT_PATH: &str = "/etc/dirsync/dirsync.toml";
 pub const ENV_PREFIX: &str = "DIRSYNC_";
 /// Top-level sections that environment variables may set (`DIRSYNC_SAFETY__MAX_DELETES=10`).
 /// Targets are set by name: `DIRSYNC_TARGET__<NAME>__<KEY>`.
-pub(crate) const ENV_SECTIONS: &[&str] = &["state", "source", "safety", "schedule", "daemon", "http"];
+pub(crate) const ENV_SECTIONS: &[&str] =
+    &["state", "source", "safety", "schedule", "daemon", "http"];
 
 /// A validated configuration.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawCsv, RawLdap, RawSafety, RawSchedule, RawState, RawTarget};
 use super::{
-    Config, ConfigProblem, DaemonConfig, HttpListenConfig, Credentials, HttpSettings, ScheduleConfig, SourceConfig, StateConfig,
-    TargetConfig,
+    Config, ConfigProblem, Credentials, DaemonConfig, HttpListenConfig, HttpSettings,
+    ScheduleConfig, SourceConfig, StateConfig, TargetConfig,
 };
 use crate::mapping::{FieldMapping, RoleRule, TargetMapping, Template, UserFilter};
 use crate::plan::{OnMissing, SafetySettings};

@@ -15,9 +15,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Row};
 
 use super::{
-    TargetLock,
     AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OperationRecord,
-    RecordedAccount, RunFinish, RunRecord, RunStatus, Store, StoreError, Trigger, coalesce,
+    RecordedAccount, RunFinish, RunRecord, RunStatus, Store, StoreError, TargetLock, Trigger,
+    coalesce,
 };
 use crate::secret::Secret;
 
@@ -1000,6 +1000,34 @@ fn record_from_row(row: &PgRow, context: &str) -> Result<AccountRecord, StoreErr
     })
 }
 
+/// The advisory lock key of a target: a stable 64-bit hash of its name, in dirsync's own space.
+fn lock_key(target: &str) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(format!("dirsync.target-lock.v1:{target}").as_bytes()) as i64
+}
+
+struct PgLock {
+    conn: PgConnection,
+    key: i64,
+    context: String,
+}
+
+#[async_trait::async_trait]
+impl TargetLock for PgLock {
+    async fn release(self: Box<Self>) -> Result<(), StoreError> {
+        let PgLock {
+            mut conn,
+            key,
+            context,
+        } = *self;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .execute(&mut conn)
+            .await
+            .map_err(query_error(context.clone()))?;
+        conn.close().await.map_err(query_error(context))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1074,33 +1102,5 @@ mod tests {
         let text = e.to_string();
         assert!(!text.contains("s3cretpw"), "{text}");
         assert!(text.contains("127.0.0.1:1"), "{text}");
-    }
-}
-
-/// The advisory lock key of a target: a stable 64-bit hash of its name, in dirsync's own space.
-fn lock_key(target: &str) -> i64 {
-    xxhash_rust::xxh3::xxh3_64(format!("dirsync.target-lock.v1:{target}").as_bytes()) as i64
-}
-
-struct PgLock {
-    conn: PgConnection,
-    key: i64,
-    context: String,
-}
-
-#[async_trait::async_trait]
-impl TargetLock for PgLock {
-    async fn release(self: Box<Self>) -> Result<(), StoreError> {
-        let PgLock {
-            mut conn,
-            key,
-            context,
-        } = *self;
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(key)
-            .execute(&mut conn)
-            .await
-            .map_err(query_error(context.clone()))?;
-        conn.close().await.map_err(query_error(context))
     }
 }

@@ -18,9 +18,9 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{
-    LOCK_LEASE, TargetLock,
-    AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OperationRecord,
-    RecordedAccount, RunFinish, RunRecord, RunStatus, Store, StoreError, Trigger, coalesce,
+    AccountChange, AccountRecord, AccountState, LOCK_LEASE, NewOperation, NewRun, OpOutcome,
+    OperationRecord, RecordedAccount, RunFinish, RunRecord, RunStatus, Store, StoreError,
+    TargetLock, Trigger, coalesce,
 };
 
 const BACKEND: &str = "sqlite";
@@ -923,37 +923,6 @@ fn record_from_row(row: &SqliteRow, context: &str) -> Result<AccountRecord, Stor
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_round_trip_with_microseconds() {
-        let ts = DateTime::parse_from_rfc3339("2026-11-25T09:01:02.123456Z")
-            .map(|t| t.with_timezone(&Utc))
-            .ok();
-        let Some(ts) = ts else {
-            panic!("test timestamp does not parse");
-        };
-        let text = format_ts(&ts);
-        assert_eq!(text, "2026-11-25T09:01:02.123456Z");
-        assert_eq!(parse_ts(&text), Ok(ts));
-        // What the column defaults write (milliseconds) parses too.
-        assert!(parse_ts("2026-11-25T09:01:02.123Z").is_ok());
-    }
-
-    #[test]
-    fn upsert_sql_has_one_placeholder_per_column() {
-        let sql = upsert_sql(2);
-        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-        assert!(
-            sql.contains(&format!("VALUES {row}, {row} ON CONFLICT")),
-            "{sql}"
-        );
-        assert_eq!(sql.matches('?').count(), 2 * UPSERT_VARS_PER_ROW);
-    }
-}
-
 /// Takes or renews the lease on a target's lock row: succeeds when the row is free, expired, or
 /// already ours.
 async fn take_lease(
@@ -1010,7 +979,11 @@ impl TargetLock for SqliteLock {
 /// Whether a lock holder (`host:pid#uuid`, see `run::instance_name`) is a process of this host
 /// that no longer exists.
 fn holder_is_dead(holder: &str) -> bool {
-    let Some((host, rest)) = holder.rsplit_once('#').map(|(h, _)| h).and_then(|h| h.rsplit_once(':')) else {
+    let Some((host, rest)) = holder
+        .rsplit_once('#')
+        .map(|(h, _)| h)
+        .and_then(|h| h.rsplit_once(':'))
+    else {
         return false;
     };
     let Ok(pid) = rest.parse::<i32>() else {
@@ -1026,4 +999,35 @@ fn holder_is_dead(holder: &str) -> bool {
     let alive = unsafe { libc::kill(pid, 0) } == 0
         || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     !alive
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_with_microseconds() {
+        let ts = DateTime::parse_from_rfc3339("2026-11-25T09:01:02.123456Z")
+            .map(|t| t.with_timezone(&Utc))
+            .ok();
+        let Some(ts) = ts else {
+            panic!("test timestamp does not parse");
+        };
+        let text = format_ts(&ts);
+        assert_eq!(text, "2026-11-25T09:01:02.123456Z");
+        assert_eq!(parse_ts(&text), Ok(ts));
+        // What the column defaults write (milliseconds) parses too.
+        assert!(parse_ts("2026-11-25T09:01:02.123Z").is_ok());
+    }
+
+    #[test]
+    fn upsert_sql_has_one_placeholder_per_column() {
+        let sql = upsert_sql(2);
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        assert!(
+            sql.contains(&format!("VALUES {row}, {row} ON CONFLICT")),
+            "{sql}"
+        );
+        assert_eq!(sql.matches('?').count(), 2 * UPSERT_VARS_PER_ROW);
+    }
 }

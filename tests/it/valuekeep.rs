@@ -253,6 +253,7 @@ async fn lifecycle(backend: Backend) {
     let o = env.run(&["sync"]);
     assert_eq!(code(&o), 0, "{}", out(&o));
     let carol = env.fake.user_by_key("cjones").unwrap();
+    let dave = env.fake.user_by_key("dking").unwrap();
     let mut expected = vec![
         call("PUT", "/jdoe/name", "\"Jane Roe\""),
         call("PUT", "/bsmith/email", "\"bob.smith@example.com\""),
@@ -260,6 +261,8 @@ async fn lifecycle(backend: Backend) {
         call("GET", &format!("/{}", carol.id), ""),
         call("POST", "/cjones/roles/add", "[\"ADMIN\"]"),
         call("POST", "/cjones/roles/remove", "[\"REQUESTER\"]"),
+        // The disable looks the key up by the recorded id too.
+        call("GET", &format!("/{}", dave.id), ""),
         call("PUT", "/dking/isActive", "false"),
         call("PUT", "/eeve/userKey", "\"eve.e\""),
     ];
@@ -293,6 +296,7 @@ async fn lifecycle(backend: Backend) {
     let mut expected = vec![
         call("GET", &format!("/{}", carol.id), ""),
         call("POST", "/cjones/roles/add", "[\"TECHNICIAN\"]"),
+        call("GET", &format!("/{}", dave.id), ""),
         call("PUT", "/dking/isActive", "true"),
         call("PUT", "/eve.e/name", "\"Eve Evans\""),
     ];
@@ -328,10 +332,10 @@ async fn lifecycle(backend: Backend) {
     assert_eq!(code(&o), 0, "{}", out(&o));
     assert!(env.fake.user(&bob.id).is_none());
     assert_eq!(keys(&env.fake), vec!["dking", "eve.e", "jdoe"]);
+    // Deletes go to the record id; Carol's answers 404, which counts as done.
     let mut expected = vec![
-        call("DELETE", "/bsmith", ""),
-        call("DELETE", "/cjones", ""),
-        call("GET", &format!("/{}", gone.id), ""),
+        call("DELETE", &format!("/{}", bob.id), ""),
+        call("DELETE", &format!("/{}", gone.id), ""),
     ];
     expected.sort();
     assert_eq!(env.api_calls(), expected, "{}", out(&o));
@@ -404,14 +408,15 @@ async fn invitation_and_status_settings() {
     env.fake.clear_requests();
     let o = env.run(&["sync"]);
     assert_eq!(code(&o), 0, "{}", out(&o));
+    let dave = env.fake.user_by_key("dking").unwrap();
     assert_eq!(
         env.api_calls(),
         vec![
+            call("GET", &format!("/{}", dave.id), ""),
             call("PUT", "/dking/isActive", "false"),
             call("PUT", "/dking/status", "2"),
         ]
     );
-    let dave = env.fake.user_by_key("dking").unwrap();
     assert!(!dave.is_active);
     assert_eq!(dave.status, 2);
 
@@ -422,6 +427,7 @@ async fn invitation_and_status_settings() {
     assert_eq!(
         env.api_calls(),
         vec![
+            call("GET", &format!("/{}", dave.id), ""),
             call("PUT", "/dking/isActive", "true"),
             call("PUT", "/dking/status", "1"),
         ]
@@ -684,13 +690,18 @@ mod connector {
         let id = env
             .fake
             .insert_user(FakeUser::new("now-key", "Renamed", &["REQUESTER"]));
+        // Another user holds the old key now: it must not be touched.
+        let other = env
+            .fake
+            .insert_user(FakeUser::new("old-key", "Someone Else", &["PLANNER"]));
         let c = connect(&env).await;
-        // The hint is stale: the call is repeated with the key the server reports.
+        // The login of the item is stale (renamed elsewhere): the key is looked up by id.
         let r = c
             .set_status(StatusAction::Disable, &[item(&id, "old-key")])
             .await;
         assert!(r.into_iter().all(|r| r.is_ok()));
         assert!(!env.fake.user(&id).unwrap().is_active);
+        assert!(env.fake.user(&other).unwrap().is_active);
         let paths: Vec<String> = env
             .fake
             .requests()
@@ -699,11 +710,7 @@ mod connector {
             .collect();
         assert_eq!(
             paths,
-            vec![
-                "PUT /old-key/isActive".to_string(),
-                format!("GET /{id}"),
-                "PUT /now-key/isActive".to_string(),
-            ]
+            vec![format!("GET /{id}"), "PUT /now-key/isActive".to_string()]
         );
         // Now remembered: role deltas go straight to the current key.
         env.fake.clear_requests();
@@ -722,12 +729,46 @@ mod connector {
             .await
             .into_iter()
             .for_each(|r| r.unwrap());
-        assert!(env.fake.users().is_empty());
+        assert_eq!(env.fake.users().len(), 1);
         // An enable of it is not.
         let r = c
             .set_status(StatusAction::Enable, &[item(&id, "now-key")])
             .await;
         assert!(matches!(r[0], Err(OpError::NotFound { .. })), "{r:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_update_follows_a_rename_made_elsewhere() {
+        let env = Env::new(Backend::Sqlite, "").await;
+        let id = env.fake.insert_user(FakeUser::new("k1", "Old Name", &[]));
+        let c = connect(&env).await;
+        // dirsync still believes the key is k0.
+        let mut desired = account("k0", &[]);
+        desired.fields.insert("name".into(), "New Name".into());
+        let change = dirsync::plan::FieldChange {
+            field: "name".into(),
+            before: Some("Old Name".into()),
+            after: Some("New Name".into()),
+        };
+        c.update(&id, &[change], &desired).await.unwrap();
+        assert_eq!(env.fake.user(&id).unwrap().name, "New Name");
+        let paths: Vec<String> = env
+            .fake
+            .requests()
+            .iter()
+            .filter_map(|r| {
+                r.user_path()
+                    .map(|p| format!("{} {p} {}", r.method, r.status))
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                "PUT /k0/name 404".to_string(),
+                format!("GET /{id} 200"),
+                "PUT /k1/name 200".to_string(),
+            ]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]

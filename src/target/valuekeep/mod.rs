@@ -9,16 +9,27 @@
 //!
 //! # Addressing: `remote_id` and the userKey
 //!
-//! Valuekeep addresses every per-user call by the CURRENT `userKey`, which the source can
-//! change. The remote id dirsync records is the record's `id` (from the create answer, or the
-//! listing), which never changes. The key to put in a path is found, in this order:
-//! 1. the connector's memory of `id → userKey` (filled by creates, listings, successful calls,
-//!    and renames it made itself);
-//! 2. a hint: for `update`, the `before` of a userKey change, else the desired `userKey`; for
-//!    `set_status`, `StatusItem.login`;
-//! 3. `GET /identity/users/{id}` (one extra request; also used when the first call answers 404,
-//!    in case the account was renamed: the call is then repeated once with the key the server
-//!    reports).
+//! Valuekeep addresses per-user calls by the CURRENT `userKey`, which the source can change.
+//! The remote id dirsync records is the record's `id` (from the create answer, or the
+//! listing), which never changes. So:
+//! - **delete** goes to `DELETE /identity/users/{id}` ("DELETE User by identifier"): no key
+//!   needed; a 404 means already gone (a success, logged).
+//! - the other calls need the key. The connector remembers `id → userKey` (from creates,
+//!   listings, look-ups, successful calls and the renames it makes itself).
+//! - **update** otherwise takes its key from the changes: the `before` of a userKey change,
+//!   else the desired `userKey` (both come from the state dirsync recorded, which it keeps up to
+//!   date after every update). The userKey PUT is sent LAST, so the earlier calls of the same
+//!   update use the old key.
+//! - **enable / disable / role changes** otherwise look the key up with
+//!   `GET /identity/users/{id}` (one request) first. `StatusItem.login` is deliberately not
+//!   used: the recorded login is not refreshed after a userKey change, and the old key may
+//!   belong to another user by now — a disable must never hit the wrong account.
+//! - a call answered 404 with a remembered or derived key looks the id up and, when the server
+//!   knows it under another key (renamed elsewhere), is sent once more to that key.
+//!
+//! [`Connector::requests_for`] counts the look-up for enable / disable / role changes (it is
+//! skipped when an earlier operation of the same run already learned the key, e.g. an update
+//! of the same account), so the plan's duration estimate is an upper bound.
 //!
 //! # Assumptions where the contract is silent
 //!
@@ -37,7 +48,7 @@
 //! - **Invitation** (`wire::invitation_body`): `{"userKey","email","name"}`; a failure is a
 //!   note on the created account, not a failed create. Not retried after a 5xx (it could send
 //!   the mail twice).
-//! - **Delete**: a 404 (also after looking the id up) means already gone: a success.
+//! - **Delete**: by the record id; a 404 means already gone: a success.
 
 mod auth;
 mod wire;
@@ -268,27 +279,30 @@ impl ValuekeepConnector {
         }
     }
 
-    /// One enable / disable / delete.
+    /// One enable / disable / delete. `StatusItem.login` is not trusted as the key: the
+    /// recorded login can be stale after a userKey change, and another user may hold that key
+    /// now (see the module docs), so a disable or delete could hit the wrong account.
     async fn status_one(&self, action: StatusAction, item: &StatusItem) -> Result<(), OpError> {
         let id = item.remote_id.as_str();
-        let hint = item.login.as_deref();
         let (active, status) = match action {
             StatusAction::Delete => {
-                return match self.with_key(id, hint, &Call::Delete).await {
-                    Ok(_) => {
+                // By the record id ("DELETE User by identifier"): no key needed.
+                return match self.send_call(id, &Call::Delete).await {
+                    Ok(()) => {
                         self.forget(id);
                         Ok(())
                     }
-                    Err(OpError::NotFound { .. }) => {
+                    Err(e) if e.status() == Some(404) => {
                         tracing::info!(
                             target = %self.http.target(),
                             remote_id = %id,
+                            login = item.login.as_deref().unwrap_or(""),
                             "delete: the account was already gone"
                         );
                         self.forget(id);
                         Ok(())
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 };
             }
             StatusAction::Enable => (true, wire::STATUS_ACTIVE),
@@ -298,7 +312,7 @@ impl ValuekeepConnector {
         let key = self
             .with_key(
                 id,
-                hint,
+                None,
                 &Call::Put {
                     attribute: "isActive",
                     value: &value,
@@ -516,9 +530,12 @@ impl Connector for ValuekeepConnector {
             Op::Create { .. } => 1 + usize::from(self.send_invitation),
             Op::Update { changes, .. } => changes.len(),
             Op::SetRoles { add, remove, .. } => {
-                usize::from(!add.is_empty()) + usize::from(!remove.is_empty())
+                let calls = usize::from(!add.is_empty()) + usize::from(!remove.is_empty());
+                // + the key look-up (see the module docs).
+                calls + usize::from(calls > 0)
             }
-            Op::Enable | Op::Disable { .. } => 1 + usize::from(self.set_status),
+            // The key look-up, isActive, and status when configured.
+            Op::Enable | Op::Disable { .. } => 2 + usize::from(self.set_status),
             Op::Delete { .. } => 1,
         };
         u32::try_from(n).unwrap_or(u32::MAX)
@@ -756,18 +773,18 @@ mod tests {
         };
         assert_eq!(c.requests_for(&create), 1);
         assert_eq!(c.requests_for(&update), 3);
-        assert_eq!(c.requests_for(&roles(&["A", "B"], &[])), 1);
-        assert_eq!(c.requests_for(&roles(&["A"], &["C"])), 2);
+        assert_eq!(c.requests_for(&roles(&["A", "B"], &[])), 2);
+        assert_eq!(c.requests_for(&roles(&["A"], &["C"])), 3);
         assert_eq!(c.requests_for(&roles(&[], &[])), 0);
-        assert_eq!(c.requests_for(&Op::Enable), 1);
-        assert_eq!(c.requests_for(&disable), 1);
+        assert_eq!(c.requests_for(&Op::Enable), 2);
+        assert_eq!(c.requests_for(&disable), 2);
         assert_eq!(c.requests_for(&delete), 1);
         t.send_invitation = true;
         t.set_status = true;
         let c = ValuekeepConnector::new(&t).unwrap();
         assert_eq!(c.requests_for(&create), 2);
-        assert_eq!(c.requests_for(&Op::Enable), 2);
-        assert_eq!(c.requests_for(&disable), 2);
+        assert_eq!(c.requests_for(&Op::Enable), 3);
+        assert_eq!(c.requests_for(&disable), 3);
         assert_eq!(c.requests_for(&delete), 1);
     }
 

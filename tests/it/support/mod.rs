@@ -2,6 +2,6 @@
 
 pub mod covata;
 pub mod pg;
-pub mod slapd;
 pub mod primavera;
+pub mod slapd;
 pub mod valuekeep;
