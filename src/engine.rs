@@ -141,6 +141,10 @@ pub async fn recover(
     info!(run_id, target = %target.name, count = unfinished.len(), "reconciling unfinished operations");
     let mut outcomes = Vec::new();
     let mut changes = Vec::new();
+    let deadline = connector
+        .capabilities()
+        .settle_time
+        .map(|t| std::time::Instant::now() + t);
     for op in &unfinished {
         if op.status == "pending" {
             summary.superseded += 1;
@@ -161,14 +165,13 @@ pub async fn recover(
                     .get(&target.mapping.login_field)
                     .cloned()
                     .unwrap_or_default();
-                let found =
-                    find_settled(connector, &login)
-                        .await
-                        .map_err(|e| EngineError::Reconcile {
-                            target: target.name.clone(),
-                            count: unfinished.len(),
-                            message: format!("looking up {login:?}: {e}"),
-                        })?;
+                let found = find_settled(connector, &login, deadline)
+                    .await
+                    .map_err(|e| EngineError::Reconcile {
+                        target: target.name.clone(),
+                        count: unfinished.len(),
+                        message: format!("looking up {login:?}: {e}"),
+                    })?;
                 match found {
                     Some(remote) => {
                         summary.confirmed += 1;
@@ -223,13 +226,13 @@ pub async fn recover(
 }
 
 /// Looks an account up; on targets whose changes settle later (jobs), keeps looking until the
-/// settle time has passed, so that a create still in progress is not sent a second time.
+/// deadline (one for the whole reconciliation: the start plus the settle time), so that a
+/// create still in progress is not sent a second time.
 async fn find_settled(
     connector: &dyn Connector,
     login: &str,
+    deadline: Option<std::time::Instant>,
 ) -> Result<Option<crate::target::RemoteAccount>, OpError> {
-    let settle = connector.capabilities().settle_time;
-    let deadline = settle.map(|t| std::time::Instant::now() + t);
     let mut delay = std::time::Duration::from_millis(250);
     loop {
         if let Some(found) = connector.find_account(login).await? {
