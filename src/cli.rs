@@ -65,8 +65,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Bring the targets in line with the source. With --dry-run, the same as `plan`.
     Sync(SyncArgs),
-    /// Validate the configuration; without --offline also open the state store and read the
-    /// source.
+    /// Validate the configuration; without --offline also open the state store, read the
+    /// source, and reach each enabled target (authenticate, one read, role names).
     Check(CheckArgs),
     /// Take over existing accounts of a target: match them to source users and record them as
     /// managed by dirsync. Changes nothing on the target.
@@ -367,7 +367,58 @@ async fn check(config: &Config, offline: bool) -> u8 {
             }
         }
     }
+    for t in config.targets.iter().filter(|t| t.enabled) {
+        failed |= !check_target(t).await;
+    }
     if failed { EXIT_ERROR } else { 0 }
+}
+
+/// `check` of a target: authenticates and reads once; validates role names where the target
+/// lists its roles. False when a sync would fail.
+async fn check_target(t: &crate::config::TargetConfig) -> bool {
+    let connector = match crate::target::connect(t) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("target {}: FAILED: {e}", t.name);
+            return false;
+        }
+    };
+    if let Err(e) = connector.probe().await {
+        println!("target {}: FAILED: {e}", t.name);
+        return false;
+    }
+    let mut roles: Vec<String> = t.mapping.default_roles.clone();
+    for r in &t.mapping.role_rules {
+        roles.extend(r.roles.iter().cloned());
+    }
+    roles.sort();
+    roles.dedup();
+    match connector.unknown_roles(&roles).await {
+        Ok(Some(unknown)) if !unknown.is_empty() => {
+            println!(
+                "target {}: FAILED: roles unknown to the target: {}",
+                t.name,
+                unknown.join(", ")
+            );
+            false
+        }
+        Ok(Some(_)) => {
+            println!(
+                "target {}: OK (reachable, credentials accepted, {} role names known)",
+                t.name,
+                roles.len()
+            );
+            true
+        }
+        Ok(None) => {
+            println!("target {}: OK (reachable, credentials accepted)", t.name);
+            true
+        }
+        Err(e) => {
+            println!("target {}: FAILED: listing roles: {e}", t.name);
+            false
+        }
+    }
 }
 
 /// `check` of an LDAP source: binds, runs the whole search and reports what it found.

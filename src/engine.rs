@@ -560,7 +560,12 @@ impl Ctx<'_> {
         }
     }
 
+    /// After a field or role change: the record's hash, and its login when the login field
+    /// changed (a renamed Valuekeep userKey, a new Primavera loginId).
     fn rehash(&self, rec: &mut AccountRecord) {
+        if let Some(login) = rec.state.fields.get(&self.target.mapping.login_field) {
+            rec.account.login = Some(login.clone());
+        }
         rec.account.hash = content_hash(&self.target.mapping, &rec.state.fields, &rec.state.roles);
         rec.last_seen_run = Some(self.run_id);
     }
@@ -649,6 +654,34 @@ impl Ctx<'_> {
                         self.run_id,
                     )));
                     self.ok(d, i, Some(created.remote_id.clone()), created.note.clone());
+                }
+                Some(Err(OpError::Unavailable { message })) => {
+                    // Unknown outcome: ask the target before calling it failed.
+                    match self.confirm_create(account).await {
+                        Some(remote_id) => {
+                            d.changes.push(AccountChange::Upsert(created_record(
+                                account,
+                                remote_id.clone(),
+                                &self.target.mapping.login_field,
+                                self.run_id,
+                            )));
+                            self.ok(
+                                d,
+                                i,
+                                Some(remote_id),
+                                Some(format!(
+                                    "the target created the account although the request failed ({message})"
+                                )),
+                            );
+                        }
+                        None => self.fail(
+                            d,
+                            i,
+                            &OpError::Unavailable {
+                                message: message.clone(),
+                            },
+                        ),
+                    }
                 }
                 Some(Err(e)) => {
                     if matches!(e, OpError::Conflict { .. }) {

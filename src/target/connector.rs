@@ -151,6 +151,21 @@ pub trait Connector: Send + Sync {
         1
     }
 
+    /// `dirsync check`: authenticates and makes one small read, to prove the target is reachable
+    /// with these credentials. Changes nothing.
+    async fn probe(&self) -> Result<(), OpError> {
+        self.find_account("dirsync-check@invalid.invalid")
+            .await
+            .map(|_| ())
+    }
+
+    /// `dirsync check`: which of these role names the target does not know, where the target
+    /// can list its roles (`None`: it cannot tell).
+    async fn unknown_roles(&self, roles: &[String]) -> Result<Option<Vec<String>>, OpError> {
+        let _ = roles;
+        Ok(None)
+    }
+
     /// Every account on the target (paged as the API requires).
     async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, OpError>;
 

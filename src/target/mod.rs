@@ -235,38 +235,24 @@ pub static VALUEKEEP: VendorSpec = VendorSpec {
     ],
 };
 
-/// Why a target's connector could not be built.
+/// Why a target's connector could not be built (its HTTP client; nothing is sent).
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error(
-        "target {target:?}: kind {kind} cannot apply changes in this version (plan and dry runs work)"
-    )]
-    NotAvailable { target: String, kind: &'static str },
-    /// The HTTP client could not be built (the message names the target).
-    #[error("{message}")]
-    Client { target: String, message: String },
+#[error("{message}")]
+pub struct ConnectError {
+    pub target: String,
+    /// Names the target.
+    pub message: String,
 }
 
 /// Builds the connector of a target. Nothing is sent: connectors authenticate on first use.
 pub fn connect(target: &TargetConfig) -> Result<Arc<dyn Connector>, ConnectError> {
-    match target.kind {
-        TargetKind::Covata => covata::CovataConnector::new(target)
-            .map(|c| Arc::new(c) as Arc<dyn Connector>)
-            .map_err(|e| ConnectError::Client {
-                target: target.name.clone(),
-                message: e.to_string(),
-            }),
-        TargetKind::Primavera => primavera::PrimaveraConnector::new(target)
-            .map(|c| Arc::new(c) as Arc<dyn Connector>)
-            .map_err(|e| ConnectError::Client {
-                target: target.name.clone(),
-                message: e.to_string(),
-            }),
-        TargetKind::Valuekeep => valuekeep::ValuekeepConnector::new(target)
-            .map(|c| Arc::new(c) as Arc<dyn Connector>)
-            .map_err(|e| ConnectError::Client {
-                target: target.name.clone(),
-                message: e.to_string(),
-            }),
-    }
+    let err = |e: http::HttpError| ConnectError {
+        target: target.name.clone(),
+        message: e.to_string(),
+    };
+    Ok(match target.kind {
+        TargetKind::Covata => Arc::new(covata::CovataConnector::new(target).map_err(err)?),
+        TargetKind::Primavera => Arc::new(primavera::PrimaveraConnector::new(target).map_err(err)?),
+        TargetKind::Valuekeep => Arc::new(valuekeep::ValuekeepConnector::new(target).map_err(err)?),
+    })
 }

@@ -525,13 +525,22 @@ async fn target_selection_and_migrate_and_check() {
     let out = env.run(&["migrate"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("migrations applied"));
+    // The target's host does not exist here: check reaches the store and the source, then
+    // says the target cannot be reached (exit 1).
     let out = env.run(&["check"]);
-    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("state store: OK"), "{}", stdout(&out));
     assert!(
         stdout(&out).contains("source: OK, 5 users"),
         "{}",
         stdout(&out)
     );
+    assert!(
+        stdout(&out).contains("target covata-test: FAILED"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("password-value"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

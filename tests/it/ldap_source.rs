@@ -335,6 +335,12 @@ async fn ldap_unreachable_bad_password_bad_base_fail() {
 /// A TCP proxy in front of slapd that kills the server once `after` bytes of responses went
 /// through: the server goes away in the middle of the search.
 async fn killing_proxy(server: Arc<Slapd>, after: usize) -> String {
+    proxy(server, after, true).await
+}
+
+/// A TCP proxy in front of slapd that, once `after` bytes of responses went through, kills the
+/// server (`kill`) or stops forwarding while keeping the connection open (a hung server).
+async fn proxy(server: Arc<Slapd>, after: usize, kill: bool) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ldap://{}", listener.local_addr().unwrap());
@@ -361,6 +367,9 @@ async fn killing_proxy(server: Arc<Slapd>, after: usize) -> String {
                         break;
                     }
                     seen += n;
+                    if seen >= after && !kill {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
                     if seen >= after {
                         let s = Arc::clone(&server);
                         tokio::task::spawn_blocking(move || s.stop()).await.unwrap();
@@ -459,6 +468,20 @@ async fn ldap_tls_starttls_ldaps_ca_file_and_skip_verify() {
     };
     let e = ldap::read(&s).await.unwrap_err().to_string();
     assert!(e.contains("no PEM certificate"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_hung_server_times_out() {
+    let server = Arc::new(Slapd::start(SlapdOptions::default(), &people(1, 3000)));
+    let url = proxy(Arc::clone(&server), 100_000, false).await;
+    let mut s = settings(&server);
+    s.url = url;
+    s.disabled = None;
+    s.operation_timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let e = ldap::read(&s).await.unwrap_err().to_string();
+    assert!(e.contains("timed out") && e.contains("incomplete"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{e}");
 }
 
 /// Active Directory attributes on slapd: binary objectGUID keys, userAccountControl.
@@ -594,7 +617,7 @@ async fn env(with_fake: bool) -> Env {
 
 #[tokio::test]
 async fn ldap_cli_check_reports_entries_and_missing_email() {
-    let env = env(false).await;
+    let env = env(true).await;
     let o = env.run(&["check"]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));

@@ -561,6 +561,33 @@ async fn conflict_without_adoption_then_adopt() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn check_reaches_the_target() {
+    let env = Env::new(Backend::Sqlite, &users(2)).await;
+    let o = env.run(&["check"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("target covata: OK"), "{text}");
+    // Only reads: no user was created or changed.
+    assert!(env.fake.users().is_empty());
+    assert!(
+        env.fake
+            .requests()
+            .iter()
+            .all(|r| r.method == "GET" || r.path.starts_with("/api/oauth"))
+    );
+    // Wrong credentials: check fails and says so, without the secret.
+    let cfg = std::fs::read_to_string(env.config_path())
+        .unwrap()
+        .replace(covata::PASSWORD, "not-the-password");
+    std::fs::write(env.config_path(), cfg).unwrap();
+    let o = env.run(&["check"]);
+    assert_eq!(code(&o), 1, "{}", out(&o));
+    let all = out(&o);
+    assert!(all.contains("target covata: FAILED"), "{all}");
+    assert!(!all.contains("not-the-password"), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn wrong_credentials_fail_clearly_without_secrets() {
     let env = Env::new(Backend::Sqlite, &users(2)).await;
     std::fs::write(

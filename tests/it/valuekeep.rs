@@ -473,18 +473,19 @@ async fn the_servers_limiter_is_absorbed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pacing_keeps_under_the_limit() {
-    // Paced at 8 requests a second against a limit of 10 a second: no 429 at all.
-    let env = Env::new(Backend::Sqlite, &users(20)).await;
-    env.fake.set_rate_limit(Some((10, Duration::from_secs(1))));
-    env.write_config(Some(8.0), "");
+    // The production shape scaled down 50 times: 60 requests a second allowed, the client
+    // paced at 50 a second, 100 creates: no 429 at all.
+    let env = Env::new(Backend::Sqlite, &users(100)).await;
+    env.fake.set_rate_limit(Some((60, Duration::from_secs(1))));
+    env.write_config(Some(50.0), "");
     let started = Instant::now();
     let o = env.run(&["sync"]);
     assert_eq!(code(&o), 0, "{}", out(&o));
-    assert_eq!(env.fake.users().len(), 20);
+    assert_eq!(env.fake.users().len(), 100);
     assert_eq!(env.fake.rate_limited(), 0);
-    // 21 requests (a token and 20 creates) 125 ms apart.
+    // 101 requests (a token and 100 creates) 20 ms apart.
     assert!(
-        started.elapsed() >= Duration::from_millis(2400),
+        started.elapsed() >= Duration::from_millis(1900),
         "{:?}",
         started.elapsed()
     );

@@ -687,6 +687,10 @@ fn job_context(e: OpError, job: &str) -> OpError {
 
 #[async_trait::async_trait]
 impl Connector for PrimaveraConnector {
+    async fn unknown_roles(&self, roles: &[String]) -> Result<Option<Vec<String>>, OpError> {
+        self.validate_roles(roles).await.map(Some)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             bulk_status_batch: Some(self.batch_size),
