@@ -8,6 +8,8 @@
 #[allow(dead_code)]
 #[path = "../tests/it/support/covata.rs"]
 mod covata;
+#[path = "../tests/it/support/killable.rs"]
+mod killable;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

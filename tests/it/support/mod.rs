@@ -1,6 +1,7 @@
 //! The integration tests' harness: real servers started per test process, fakes and helpers.
 
 pub mod covata;
+pub mod killable;
 pub mod pg;
 pub mod primavera;
 pub mod slapd;
