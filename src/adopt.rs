@@ -194,13 +194,14 @@ pub async fn adopt(
         let state = AccountState {
             fields,
             roles: r.roles.clone(),
+            groups: Default::default(),
         };
         records.push(AccountRecord {
             account: RecordedAccount {
                 key: key.to_string(),
                 remote_id: Some(r.remote_id.clone()),
                 login: r.login.clone().or_else(|| r.email.clone()),
-                hash: content_hash(&target.mapping, &state.fields, &state.roles),
+                hash: content_hash(&target.mapping, &state.fields, &state.roles, &state.groups),
                 enabled: r.enabled,
                 owned: true,
                 adopted: true,

@@ -106,9 +106,10 @@ struct Payload {
 
 fn payload(op: &PlannedOp) -> serde_json::Value {
     let account = match &op.op {
-        Op::Create { account } | Op::Update { account, .. } | Op::SetRoles { account, .. } => {
-            Some(account.clone())
-        }
+        Op::Create { account }
+        | Op::Update { account, .. }
+        | Op::SetRoles { account, .. }
+        | Op::SetGroups { account, .. } => Some(account.clone()),
         _ => None,
     };
     let p = Payload {
@@ -269,6 +270,7 @@ fn created_record(
         state: AccountState {
             fields: account.fields.clone(),
             roles: account.roles.clone(),
+            groups: account.groups.clone(),
         },
         last_seen_run: Some(run_id),
     }
@@ -508,6 +510,34 @@ impl Ctx<'_> {
                         Err(e) => self.fail(d, i, &e),
                     }
                 }
+                Op::SetGroups {
+                    add,
+                    remove,
+                    groups,
+                    ..
+                } => {
+                    let Some(rid) = remote_id else {
+                        self.fail(
+                            d,
+                            i,
+                            &OpError::NotFound {
+                                message: "no remote id recorded for this account".into(),
+                            },
+                        );
+                        continue;
+                    };
+                    match self.connector.set_groups(&rid, add, remove, groups).await {
+                        Ok(()) => {
+                            if let Some(rec) = current.as_mut() {
+                                rec.state.groups = groups.iter().cloned().collect();
+                                self.rehash(rec);
+                                d.changes.push(AccountChange::Upsert(rec.clone()));
+                            }
+                            self.ok(d, i, None, None);
+                        }
+                        Err(e) => self.fail(d, i, &e),
+                    }
+                }
                 Op::Enable | Op::Disable { .. } | Op::Delete { .. } => {
                     let action = status_action(&op.op);
                     let Some(rid) = remote_id else {
@@ -566,7 +596,12 @@ impl Ctx<'_> {
         if let Some(login) = rec.state.fields.get(&self.target.mapping.login_field) {
             rec.account.login = Some(login.clone());
         }
-        rec.account.hash = content_hash(&self.target.mapping, &rec.state.fields, &rec.state.roles);
+        rec.account.hash = content_hash(
+            &self.target.mapping,
+            &rec.state.fields,
+            &rec.state.roles,
+            &rec.state.groups,
+        );
         rec.last_seen_run = Some(self.run_id);
     }
 

@@ -265,6 +265,11 @@ pub struct TargetMapping {
     pub fields: Vec<FieldMapping>,
     pub role_rules: Vec<RoleRule>,
     pub default_roles: Vec<String>,
+    /// Source group → target groups (targets with groups only; `RoleRule::roles` holds the
+    /// target groups here).
+    pub group_rules: Vec<RoleRule>,
+    /// Target groups of users no group rule matches.
+    pub default_groups: Vec<String>,
     pub filter: UserFilter,
     /// The field that identifies the account to a human and for adoption (email or login).
     pub login_field: String,
@@ -276,8 +281,12 @@ pub struct Account {
     pub key: String,
     pub fields: BTreeMap<String, String>,
     pub roles: BTreeSet<String>,
+    /// Target-side groups (targets that have them; empty elsewhere).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub groups: BTreeSet<String>,
     pub enabled: bool,
-    /// [`content_hash`] of `fields` and `roles` (not `enabled`, which is compared directly).
+    /// [`content_hash`] of `fields`, `roles` and `groups` (not `enabled`, which is compared
+    /// directly).
     pub hash: String,
 }
 
@@ -341,11 +350,21 @@ impl TargetMapping {
         if roles.is_empty() {
             roles.extend(self.default_roles.iter().cloned());
         }
-        let hash = content_hash(self, &fields, &roles);
+        let mut groups = BTreeSet::new();
+        for rule in &self.group_rules {
+            if user.groups.iter().any(|g| rule.matches(g)) {
+                groups.extend(rule.roles.iter().cloned());
+            }
+        }
+        if groups.is_empty() {
+            groups.extend(self.default_groups.iter().cloned());
+        }
+        let hash = content_hash(self, &fields, &roles, &groups);
         Mapped::Account(Account {
             key: user.key.clone(),
             fields,
             roles,
+            groups,
             enabled: user.enabled,
             hash,
         })
@@ -377,13 +396,15 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// A stable 128-bit content hash (XXH3, hex) of an account's fields and roles. Email fields
-/// are hashed case-folded, so a change of case alone does not count as a change. The encoding
-/// is length-prefixed, so no two different accounts share an input.
+/// A stable 128-bit content hash (XXH3, hex) of an account's fields, roles and groups. Email
+/// fields are hashed case-folded, so a change of case alone does not count as a change. The
+/// encoding is length-prefixed, so no two different accounts share an input; groups are hashed
+/// only when there are some, so accounts of targets without groups hash as before.
 pub fn content_hash(
     mapping: &TargetMapping,
     fields: &BTreeMap<String, String>,
     roles: &BTreeSet<String>,
+    groups: &BTreeSet<String>,
 ) -> String {
     let mut buf = Vec::with_capacity(256);
     let mut put = |s: &str| {
@@ -401,6 +422,12 @@ pub fn content_hash(
     put("roles");
     for r in roles {
         put(r);
+    }
+    if !groups.is_empty() {
+        put("groups");
+        for g in groups {
+            put(g);
+        }
     }
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&buf))
 }
@@ -448,6 +475,8 @@ mod tests {
                 roles: vec!["ROLE_SYSTEM_ADMIN".into()],
             }],
             default_roles: vec!["ROLE_COLLABORATOR".into()],
+            group_rules: vec![],
+            default_groups: vec![],
             filter: UserFilter::default(),
             login_field: "login".into(),
         }
@@ -584,7 +613,7 @@ mod tests {
         assert_ne!(a.hash, c.hash);
         // Pinned: the hash is persisted, so its encoding must never change silently.
         assert_eq!(a.hash.len(), 32);
-        let again = content_hash(&m, &a.fields, &a.roles);
+        let again = content_hash(&m, &a.fields, &a.roles, &a.groups);
         assert_eq!(again, a.hash);
     }
 

@@ -198,8 +198,13 @@ fn delete_reason(r: DeleteReason) -> &'static str {
 
 fn summary_line(t: &TargetOutcome) -> String {
     let s = &t.plan.summary;
+    let groups = if s.set_groups > 0 {
+        format!(", {} group change", s.set_groups)
+    } else {
+        String::new()
+    };
     format!(
-        "{} create, {} update, {} role change, {} enable, {} disable, {} delete; {} unchanged, {} not owned, {} skipped",
+        "{} create, {} update, {} role change{groups}, {} enable, {} disable, {} delete; {} unchanged, {} not owned, {} skipped",
         s.create,
         s.update,
         s.set_roles,
@@ -322,9 +327,15 @@ fn write_text_op(o: &mut Out<'_>, op: &PlannedOp) {
     match &op.op {
         Op::Create { account } => {
             let roles: Vec<&str> = account.roles.iter().map(String::as_str).collect();
+            let groups = if account.groups.is_empty() {
+                String::new()
+            } else {
+                let g: Vec<&str> = account.groups.iter().map(String::as_str).collect();
+                format!("  groups [{}]", g.join(", "))
+            };
             let _ = writeln!(
                 o,
-                "  + create   {}  roles [{}]{}",
+                "  + create   {}  roles [{}]{groups}{}",
                 who(op),
                 roles.join(", "),
                 if account.enabled { "" } else { " (disabled)" }
@@ -349,6 +360,11 @@ fn write_text_op(o: &mut Out<'_>, op: &PlannedOp) {
             let mut parts: Vec<String> = add.iter().map(|r| format!("+{r}")).collect();
             parts.extend(remove.iter().map(|r| format!("-{r}")));
             let _ = writeln!(o, "  ~ roles    {}  {}", who(op), parts.join(" "));
+        }
+        Op::SetGroups { add, remove, .. } => {
+            let mut parts: Vec<String> = add.iter().map(|g| format!("+{g}")).collect();
+            parts.extend(remove.iter().map(|g| format!("-{g}")));
+            let _ = writeln!(o, "  ~ groups   {}  {}", who(op), parts.join(" "));
         }
         Op::Enable => {
             let _ = writeln!(o, "  > enable   {}", who(op));
@@ -433,7 +449,7 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
                         })
                         .collect::<Vec<_>>()
                         .join("<br>"),
-                    Op::SetRoles { add, remove, .. } => {
+                    Op::SetRoles { add, remove, .. } | Op::SetGroups { add, remove, .. } => {
                         let mut parts: Vec<String> =
                             add.iter().map(|r| format!("+{}", md(r))).collect();
                         parts.extend(remove.iter().map(|r| format!("−{}", md(r))));

@@ -194,6 +194,9 @@ pub struct RawTarget {
     pub roles: Vec<RawRoleRule>,
     pub default_roles: Option<Vec<String>>,
     #[serde(default)]
+    pub groups: Vec<RawGroupRule>,
+    pub default_groups: Option<Vec<String>>,
+    #[serde(default)]
     pub include_groups: Vec<String>,
     #[serde(default)]
     pub exclude_groups: Vec<String>,
@@ -212,6 +215,14 @@ pub struct RawTarget {
     pub set_status: Option<bool>,
     pub job_timeout: Option<String>,
     pub job_poll_interval: Option<String>,
+}
+
+/// `[[target.groups]]`: a source group → target-side groups.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawGroupRule {
+    pub group: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

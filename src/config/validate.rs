@@ -1107,6 +1107,8 @@ fn target(
         &raw.fields,
         &raw.roles,
         raw.default_roles,
+        &raw.groups,
+        raw.default_groups,
         raw.include_groups,
         raw.exclude_groups,
         kind,
@@ -1191,6 +1193,8 @@ fn mapping(
     fields: &BTreeMap<String, String>,
     roles: &[super::raw::RawRoleRule],
     default_roles: Option<Vec<String>>,
+    groups: &[super::raw::RawGroupRule],
+    default_groups: Option<Vec<String>>,
     include_groups: Vec<String>,
     exclude_groups: Vec<String>,
     kind: TargetKind,
@@ -1305,10 +1309,47 @@ fn mapping(
         );
         ok = false;
     }
+    // Target-side groups: only where the vendor has them.
+    let mut group_rules = Vec::new();
+    if !spec.supports_groups && (!groups.is_empty() || default_groups.is_some()) {
+        pr.push(
+            format!("{at}.groups"),
+            format!(
+                "{} has no user groups (groups and default_groups are not settings of this kind)",
+                kind.as_str()
+            ),
+        );
+        ok = false;
+    }
+    for (i, r) in groups.iter().enumerate() {
+        let key = format!("{at}.groups[{i}]");
+        let Some(group) = r.group.as_ref().filter(|g| !g.trim().is_empty()) else {
+            pr.push(
+                format!("{key}.group"),
+                "missing: the source group (name or DN) this rule matches",
+            );
+            ok = false;
+            continue;
+        };
+        if r.groups.is_empty() || r.groups.iter().any(|g| g.trim().is_empty()) {
+            pr.push(
+                format!("{key}.groups"),
+                "list the target groups members of this group join (no empty names)",
+            );
+            ok = false;
+        }
+        group_rules.push(RoleRule {
+            group: group.trim().to_string(),
+            roles: r.groups.clone(),
+        });
+    }
+    let default_groups = default_groups.unwrap_or_default();
     ok.then(|| TargetMapping {
         fields: out,
         role_rules: rules,
         default_roles,
+        group_rules,
+        default_groups,
         filter: UserFilter {
             include_groups,
             exclude_groups,

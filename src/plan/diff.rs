@@ -264,6 +264,17 @@ fn existing(
                 account: d.clone(),
             }));
         }
+        let add: Vec<String> = d.groups.difference(&st.groups).cloned().collect();
+        let remove: Vec<String> = st.groups.difference(&d.groups).cloned().collect();
+        if !add.is_empty() || !remove.is_empty() {
+            s.set_groups += 1;
+            ops.push(op(Op::SetGroups {
+                add,
+                remove,
+                groups: d.groups.iter().cloned().collect(),
+                account: d.clone(),
+            }));
+        }
     }
     if !d.enabled && r.enabled {
         s.disable += 1;
@@ -365,6 +376,8 @@ mod tests {
             template: Template::parse(tpl).unwrap(),
         };
         TargetMapping {
+            group_rules: vec![],
+            default_groups: vec![],
             fields: vec![
                 f("email", FieldKind::Email, "{email}"),
                 f("firstName", FieldKind::Text, "{given_name}"),
@@ -416,6 +429,7 @@ mod tests {
                 disabled_at: None,
             },
             AccountState {
+                groups: Default::default(),
                 fields: a.fields.clone(),
                 roles: a.roles.clone(),
             },

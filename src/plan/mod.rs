@@ -61,6 +61,14 @@ pub enum Op {
         #[serde(skip)]
         account: Account,
     },
+    /// Add and remove target-side groups (targets with groups). `groups` is the desired set.
+    SetGroups {
+        add: Vec<String>,
+        remove: Vec<String>,
+        groups: Vec<String>,
+        #[serde(skip)]
+        account: Account,
+    },
     Enable,
     Disable {
         reason: DisableReason,
@@ -77,6 +85,7 @@ impl Op {
             Op::Create { .. } => "create",
             Op::Update { .. } => "update",
             Op::SetRoles { .. } => "set_roles",
+            Op::SetGroups { .. } => "set_groups",
             Op::Enable => "enable",
             Op::Disable { .. } => "disable",
             Op::Delete { .. } => "delete",
@@ -103,6 +112,7 @@ pub struct Summary {
     pub create: u64,
     pub update: u64,
     pub set_roles: u64,
+    pub set_groups: u64,
     pub enable: u64,
     pub disable: u64,
     pub delete: u64,
@@ -117,7 +127,13 @@ pub struct Summary {
 impl Summary {
     /// Operations planned.
     pub fn changes(&self) -> u64 {
-        self.create + self.update + self.set_roles + self.enable + self.disable + self.delete
+        self.create
+            + self.update
+            + self.set_roles
+            + self.set_groups
+            + self.enable
+            + self.disable
+            + self.delete
     }
 }
 

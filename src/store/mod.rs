@@ -62,6 +62,41 @@ pub struct RecordedAccount {
 pub struct AccountState {
     pub fields: BTreeMap<String, String>,
     pub roles: BTreeSet<String>,
+    /// Target-side groups, for targets that have them (Valuekeep).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub groups: BTreeSet<String>,
+}
+
+/// The `roles` column's JSON: an array of roles, or `{"roles": [...], "groups": [...]}` when the
+/// account also has target-side groups (so rows of targets without groups keep the plain form).
+pub fn memberships_json(state: &AccountState) -> String {
+    // Serialising string sets cannot fail.
+    if state.groups.is_empty() {
+        serde_json::to_string(&state.roles).unwrap_or_else(|_| "[]".into())
+    } else {
+        serde_json::to_string(&serde_json::json!({"roles": state.roles, "groups": state.groups}))
+            .unwrap_or_else(|_| "[]".into())
+    }
+}
+
+/// Reads the `roles` column (either form of [`memberships_json`]): (roles, groups).
+pub fn parse_memberships(
+    text: &str,
+) -> Result<(BTreeSet<String>, BTreeSet<String>), serde_json::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Memberships {
+        Roles(BTreeSet<String>),
+        Both {
+            roles: BTreeSet<String>,
+            #[serde(default)]
+            groups: BTreeSet<String>,
+        },
+    }
+    Ok(match serde_json::from_str(text)? {
+        Memberships::Roles(r) => (r, BTreeSet::new()),
+        Memberships::Both { roles, groups } => (roles, groups),
+    })
 }
 
 /// A full account row, as written after an operation was applied (or adopted).

@@ -502,9 +502,16 @@ impl Store for PgStore {
             for (key, attributes, roles) in rows {
                 let fields = serde_json::from_str(&attributes)
                     .map_err(|e| corrupt(&context, format!("key {key:?}: attributes: {e}")))?;
-                let roles = serde_json::from_str(&roles)
+                let (roles, groups) = super::parse_memberships(&roles)
                     .map_err(|e| corrupt(&context, format!("key {key:?}: roles: {e}")))?;
-                out.insert(key, AccountState { fields, roles });
+                out.insert(
+                    key,
+                    AccountState {
+                        fields,
+                        roles,
+                        groups,
+                    },
+                );
             }
         }
         Ok(out)
@@ -894,7 +901,7 @@ async fn upsert_in(
             logins.push(a.login.as_deref());
             // Serialising string maps and sets cannot fail.
             attributes.push(serde_json::to_string(&row.state.fields).unwrap_or_default());
-            roles.push(serde_json::to_string(&row.state.roles).unwrap_or_default());
+            roles.push(super::memberships_json(&row.state));
             hashes.push(a.hash.as_str());
             enabled.push(a.enabled);
             owned.push(a.owned);
@@ -982,7 +989,7 @@ fn record_from_row(row: &PgRow, context: &str) -> Result<AccountRecord, StoreErr
     let roles: String = row.try_get("roles").map_err(get_err)?;
     let fields = serde_json::from_str(&attributes)
         .map_err(|e| corrupt(context, format!("key {key:?}: attributes: {e}")))?;
-    let roles = serde_json::from_str(&roles)
+    let (roles, groups) = super::parse_memberships(&roles)
         .map_err(|e| corrupt(context, format!("key {key:?}: roles: {e}")))?;
     Ok(AccountRecord {
         account: RecordedAccount {
@@ -995,7 +1002,11 @@ fn record_from_row(row: &PgRow, context: &str) -> Result<AccountRecord, StoreErr
             disabled_at: row.try_get("disabled_at").map_err(get_err)?,
             key,
         },
-        state: AccountState { fields, roles },
+        state: AccountState {
+            fields,
+            roles,
+            groups,
+        },
         last_seen_run: row.try_get("last_seen_run").map_err(get_err)?,
     })
 }

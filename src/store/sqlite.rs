@@ -372,9 +372,16 @@ impl Store for SqliteStore {
             for (key, attributes, roles) in rows {
                 let fields = serde_json::from_str(&attributes)
                     .map_err(|e| corrupt(&context, format!("key {key:?}: attributes: {e}")))?;
-                let roles = serde_json::from_str(&roles)
+                let (roles, groups) = super::parse_memberships(&roles)
                     .map_err(|e| corrupt(&context, format!("key {key:?}: roles: {e}")))?;
-                out.insert(key, AccountState { fields, roles });
+                out.insert(
+                    key,
+                    AccountState {
+                        fields,
+                        roles,
+                        groups,
+                    },
+                );
             }
         }
         Ok(out)
@@ -811,7 +818,7 @@ async fn upsert_in(
                 .bind(a.login.as_deref())
                 // Serialising string maps and sets cannot fail.
                 .bind(serde_json::to_string(&row.state.fields).unwrap_or_default())
-                .bind(serde_json::to_string(&row.state.roles).unwrap_or_default())
+                .bind(super::memberships_json(&row.state))
                 .bind(a.hash.as_str())
                 .bind(a.enabled)
                 .bind(a.owned)
@@ -900,7 +907,7 @@ fn record_from_row(row: &SqliteRow, context: &str) -> Result<AccountRecord, Stor
     let disabled_at: Option<String> = row.try_get("disabled_at").map_err(get_err)?;
     let fields = serde_json::from_str(&attributes)
         .map_err(|e| corrupt(context, format!("key {key:?}: attributes: {e}")))?;
-    let roles = serde_json::from_str(&roles)
+    let (roles, groups) = super::parse_memberships(&roles)
         .map_err(|e| corrupt(context, format!("key {key:?}: roles: {e}")))?;
     let disabled_at = disabled_at
         .as_deref()
@@ -918,7 +925,11 @@ fn record_from_row(row: &SqliteRow, context: &str) -> Result<AccountRecord, Stor
             disabled_at,
             key,
         },
-        state: AccountState { fields, roles },
+        state: AccountState {
+            fields,
+            roles,
+            groups,
+        },
         last_seen_run: row.try_get("last_seen_run").map_err(get_err)?,
     })
 }

@@ -134,6 +134,21 @@ pub trait Connector: Send + Sync {
         roles: &[String],
     ) -> Result<(), OpError>;
 
+    /// Adds and removes target-side groups (`groups` is the complete desired set). Only called
+    /// for targets whose spec has groups.
+    async fn set_groups(
+        &self,
+        remote_id: &str,
+        add: &[String],
+        remove: &[String],
+        groups: &[String],
+    ) -> Result<(), OpError> {
+        let _ = (remote_id, add, remove, groups);
+        Err(OpError::Unsupported {
+            message: "this target has no user groups".into(),
+        })
+    }
+
     /// Enables, disables or deletes accounts; at most `bulk_status_batch` items per call when
     /// set, else one. One result per item, in order. A delete of an account that is already
     /// gone is a success.

@@ -121,6 +121,8 @@ pub struct VendorSpec {
     pub default_roles: &'static [&'static str],
     /// The vendor rejects a user without any role.
     pub roles_required: bool,
+    /// The vendor has user groups besides roles (`[[target.groups]]`).
+    pub supports_groups: bool,
     /// Settings this vendor needs.
     pub required_credentials: &'static [Credential],
     /// Settings this vendor accepts but does not need.
@@ -169,6 +171,7 @@ pub static COVATA: VendorSpec = VendorSpec {
     ]),
     default_roles: &["ROLE_COLLABORATOR"],
     roles_required: true,
+    supports_groups: false,
     required_credentials: &[
         Credential::Username,
         Credential::Password,
@@ -197,6 +200,7 @@ pub static PRIMAVERA: VendorSpec = VendorSpec {
     known_roles: None,
     default_roles: &[],
     roles_required: false,
+    supports_groups: false,
     required_credentials: &[Credential::Username, Credential::Password],
     optional_credentials: &[],
     credential_defaults: &[],
@@ -219,6 +223,7 @@ pub static VALUEKEEP: VendorSpec = VendorSpec {
     known_roles: None,
     default_roles: &[],
     roles_required: false,
+    supports_groups: true,
     required_credentials: &[
         Credential::ClientId,
         Credential::ClientSecret,

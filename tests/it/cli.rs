@@ -140,6 +140,7 @@ roles = ["ROLE_SYSTEM_ADMIN"]
                         disabled_at: None,
                     },
                     state: AccountState {
+                        groups: Default::default(),
                         fields: a.fields,
                         roles: a.roles,
                     },

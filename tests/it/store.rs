@@ -199,6 +199,7 @@ fn record(key: &str, hash: &str) -> AccountRecord {
             disabled_at: None,
         },
         state: AccountState {
+            groups: Default::default(),
             fields: BTreeMap::from([("email".to_owned(), format!("{key}@example.com"))]),
             roles: BTreeSet::from(["user".to_owned()]),
         },

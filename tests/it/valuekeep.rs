@@ -652,6 +652,7 @@ mod connector {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         Account {
+            groups: Default::default(),
             key: key.to_string(),
             fields,
             roles: roles.iter().map(|r| r.to_string()).collect::<BTreeSet<_>>(),

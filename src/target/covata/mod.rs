@@ -570,6 +570,8 @@ mod tests {
                 ..Default::default()
             },
             mapping: TargetMapping {
+                group_rules: vec![],
+                default_groups: vec![],
                 fields: vec![],
                 role_rules: vec![],
                 default_roles: vec![],

@@ -395,6 +395,7 @@ mod tests {
 
     fn account(fields: &[(&str, &str)], roles: &[&str]) -> Account {
         Account {
+            groups: Default::default(),
             key: "k".into(),
             fields: fields
                 .iter()

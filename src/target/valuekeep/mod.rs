@@ -103,6 +103,11 @@ enum Call<'a> {
         action: &'a str,
         roles: &'a [String],
     },
+    /// `POST /identity/users/{userKey}/groups/{add|remove}` with a JSON array.
+    Groups {
+        action: &'a str,
+        groups: &'a [String],
+    },
     /// `DELETE /identity/users/{userKey}`.
     Delete,
 }
@@ -230,6 +235,11 @@ impl ValuekeepConnector {
             Call::Roles { action, roles } => {
                 Request::post(self.url(Some(key), &format!("roles/{action}"))?)
                     .json(wire::strings(roles.iter()))
+                    .idempotent(true)
+            }
+            Call::Groups { action, groups } => {
+                Request::post(self.url(Some(key), &format!("groups/{action}"))?)
+                    .json(wire::strings(groups.iter()))
                     .idempotent(true)
             }
             Call::Delete => Request::delete(self.url(Some(key), "")?),
@@ -517,6 +527,24 @@ impl Connector for ValuekeepConnector {
         Ok(())
     }
 
+    /// Group deltas, like roles: `groups/add` then `groups/remove`, each only when non-empty.
+    async fn set_groups(
+        &self,
+        remote_id: &str,
+        add: &[String],
+        remove: &[String],
+        _groups: &[String],
+    ) -> Result<(), OpError> {
+        for (action, groups) in [("add", add), ("remove", remove)] {
+            if groups.is_empty() {
+                continue;
+            }
+            self.with_key(remote_id, None, &Call::Groups { action, groups })
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn set_status(
         &self,
         action: StatusAction,
@@ -529,7 +557,7 @@ impl Connector for ValuekeepConnector {
         let n = match op {
             Op::Create { .. } => 1 + usize::from(self.send_invitation),
             Op::Update { changes, .. } => changes.len(),
-            Op::SetRoles { add, remove, .. } => {
+            Op::SetRoles { add, remove, .. } | Op::SetGroups { add, remove, .. } => {
                 let calls = usize::from(!add.is_empty()) + usize::from(!remove.is_empty());
                 // + the key look-up (see the module docs).
                 calls + usize::from(calls > 0)
@@ -640,6 +668,8 @@ mod tests {
                 ..Default::default()
             },
             mapping: TargetMapping {
+                group_rules: vec![],
+                default_groups: vec![],
                 fields: vec![],
                 role_rules: vec![],
                 default_roles: vec![],
@@ -661,6 +691,7 @@ mod tests {
 
     fn account() -> Account {
         Account {
+            groups: Default::default(),
             key: "E1".into(),
             fields: Default::default(),
             roles: Default::default(),

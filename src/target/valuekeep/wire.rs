@@ -46,7 +46,7 @@ pub(crate) fn attribute_value(attribute: &str, text: &str) -> Result<Value, Stri
 }
 
 /// The body of `POST /identity/users` (`ApiUserResource`): every mapped field with its JSON
-/// type (`isTechnician` a boolean), and `roles` as an array of role keys when there are any.
+/// type (`isTechnician` a boolean), and `roles` / `groups` as arrays of keys when there are any.
 /// Other mapped fields are sent as strings under their own names.
 pub(crate) fn create_body(account: &Account) -> Result<Value, String> {
     let mut m = Map::new();
@@ -62,6 +62,9 @@ pub(crate) fn create_body(account: &Account) -> Result<Value, String> {
     }
     if !account.roles.is_empty() {
         m.insert("roles".to_string(), strings(account.roles.iter()));
+    }
+    if !account.groups.is_empty() {
+        m.insert("groups".to_string(), strings(account.groups.iter()));
     }
     Ok(Value::Object(m))
 }
@@ -286,6 +289,7 @@ mod tests {
 
     fn account(fields: &[(&str, &str)], roles: &[&str]) -> Account {
         Account {
+            groups: Default::default(),
             key: "E1".into(),
             fields: fields
                 .iter()
