@@ -241,6 +241,11 @@ fn bad_configs_report_every_problem_with_its_key() {
         ),
         ("bad toml", "[source\nkind = 1", &["config: "]),
         (
+            "groups only where the vendor has them",
+            &GOOD.replace("client_secret_file = \"client-secret.txt\"", "client_secret_file = \"client-secret.txt\"\ndefault_groups = [\"X\"]"),
+            &["target[0].groups: covata has no user groups"],
+        ),
+        (
             "ldap without its section",
             &GOOD.replace("kind = \"csv\"", "kind = \"ldap\""),
             &["source.ldap: missing [source.ldap] section"],

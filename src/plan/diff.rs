@@ -429,7 +429,7 @@ mod tests {
                 disabled_at: None,
             },
             AccountState {
-                groups: Default::default(),
+                groups: a.groups.clone(),
                 fields: a.fields.clone(),
                 roles: a.roles.clone(),
             },
@@ -703,6 +703,39 @@ mod tests {
         assert_eq!(remove, &vec!["USER".to_string()]);
         assert_eq!(roles, &vec!["ADMIN".to_string()]);
         assert_eq!(p.ops[0].remote_id.as_deref(), Some("id-a"));
+    }
+
+    #[test]
+    fn group_delta() {
+        let mut m = mapping();
+        m.group_rules = vec![RoleRule {
+            group: "admins".into(),
+            roles: vec!["OPS".into()],
+        }];
+        m.default_groups = vec!["ALL".into()];
+        let old = user("a", "a@x.com", "Alice", &[], true);
+        let new = user("a", "a@x.com", "Alice", &["admins"], true);
+        let p = run(
+            &m,
+            &[new],
+            &[rec(&m, &old, true, true)],
+            &settings(OnMissing::Disable),
+        );
+        let kinds: Vec<&str> = p.ops.iter().map(|o| o.op.kind()).collect();
+        assert_eq!(kinds, vec!["set_roles", "set_groups"]);
+        let Op::SetGroups {
+            add,
+            remove,
+            groups,
+            ..
+        } = &p.ops[1].op
+        else {
+            panic!()
+        };
+        assert_eq!(add, &vec!["OPS".to_string()]);
+        assert_eq!(remove, &vec!["ALL".to_string()]);
+        assert_eq!(groups, &vec!["OPS".to_string()]);
+        assert_eq!(p.summary.set_groups, 1);
     }
 
     #[test]

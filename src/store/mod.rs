@@ -474,3 +474,70 @@ pub async fn open(location: &StoreLocation, migrate: bool) -> Result<Box<dyn Sto
     }
     Ok(store)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memberships_round_trip_in_both_forms() {
+        let roles: BTreeSet<String> = ["A".to_string(), "B".to_string()].into();
+        let plain = AccountState {
+            fields: BTreeMap::new(),
+            roles: roles.clone(),
+            groups: BTreeSet::new(),
+        };
+        // Without groups the column keeps the plain array form.
+        assert_eq!(memberships_json(&plain), r#"["A","B"]"#);
+        assert_eq!(
+            parse_memberships(&memberships_json(&plain)).unwrap(),
+            (roles.clone(), BTreeSet::new())
+        );
+        let with = AccountState {
+            groups: ["G".to_string()].into(),
+            ..plain
+        };
+        assert_eq!(
+            parse_memberships(&memberships_json(&with)).unwrap(),
+            (roles, ["G".to_string()].into())
+        );
+        assert!(parse_memberships("{\"nope\": 1}").is_err());
+        assert!(parse_memberships("not json").is_err());
+    }
+
+    #[test]
+    fn coalesce_folds_changes_per_key() {
+        let rec = |key: &str| AccountRecord {
+            account: RecordedAccount {
+                key: key.into(),
+                remote_id: Some("r".into()),
+                login: None,
+                hash: "h".into(),
+                enabled: true,
+                owned: true,
+                adopted: false,
+                disabled_at: None,
+            },
+            state: AccountState::default(),
+            last_seen_run: None,
+        };
+        let c = coalesce(&[
+            AccountChange::Upsert(rec("a")),
+            AccountChange::SetEnabled {
+                key: "a".into(),
+                enabled: false,
+                disabled_at: None,
+            },
+            AccountChange::SetEnabled {
+                key: "b".into(),
+                enabled: true,
+                disabled_at: None,
+            },
+            AccountChange::Delete { key: "c".into() },
+        ]);
+        assert_eq!(c.upserts.len(), 1);
+        assert!(!c.upserts[0].account.enabled);
+        assert_eq!(c.set_enabled, vec![("b".to_string(), true, None)]);
+        assert_eq!(c.deletes, vec!["c".to_string()]);
+    }
+}

@@ -140,7 +140,7 @@ roles = ["ROLE_SYSTEM_ADMIN"]
                         disabled_at: None,
                     },
                     state: AccountState {
-                        groups: Default::default(),
+                        groups: a.groups,
                         fields: a.fields,
                         roles: a.roles,
                     },

@@ -881,3 +881,81 @@ mod connector {
         assert_eq!(env.fake.users().len(), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_are_created_and_changed_by_delta_postgres() {
+    groups_by_delta(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_are_created_and_changed_by_delta_sqlite() {
+    groups_by_delta(Backend::Sqlite).await;
+}
+
+async fn groups_by_delta(backend: Backend) {
+    let env = Env::new(backend, FIVE).await;
+    env.write_config(
+        Some(1000.0),
+        "default_groups = [\"OFFICE\"]\n[[target.groups]]\ngroup = \"techs\"\ngroups = [\"MAINT\"]\n",
+    );
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(
+        env.fake.user_by_key("eeve").unwrap().groups,
+        vec!["MAINT".to_string()]
+    );
+    assert_eq!(
+        env.fake.user_by_key("bsmith").unwrap().groups,
+        vec!["OFFICE".to_string()]
+    );
+    // Groups went with the creates: no separate group calls.
+    assert!(
+        !env.api_calls()
+            .iter()
+            .any(|(_, p, _)| p.contains("/groups/"))
+    );
+
+    // Bob joins the techs: the plan says so, and the sync sends exactly one add and one remove.
+    env.write_csv(&FIVE.replace(
+        "Bob,Smith,active,staff,false",
+        "Bob,Smith,active,staff;techs,false",
+    ));
+    let o = env.run(&["plan"]);
+    assert_eq!(code(&o), 2, "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.contains("~ groups   E2 (bsmith)  +MAINT -OFFICE"),
+        "{text}"
+    );
+    assert!(text.contains("1 group change"), "{text}");
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    // (Joining techs also brings the TECHNICIAN role: its delta goes separately.)
+    let calls: Vec<_> = env
+        .api_calls()
+        .into_iter()
+        .filter(|(m, _, _)| m != "GET")
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            call("POST", "/bsmith/groups/add", "[\"MAINT\"]"),
+            call("POST", "/bsmith/groups/remove", "[\"OFFICE\"]"),
+            call("POST", "/bsmith/roles/add", "[\"TECHNICIAN\"]"),
+            call("POST", "/bsmith/roles/remove", "[\"REQUESTER\"]"),
+        ],
+        "{}",
+        out(&o)
+    );
+    assert_eq!(
+        env.fake.user_by_key("bsmith").unwrap().groups,
+        vec!["MAINT".to_string()]
+    );
+
+    // Nothing left to do.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.fake.requests().is_empty(), "{:?}", env.fake.requests());
+}
