@@ -1,7 +1,7 @@
 //! The command line: commands, their output, and exit codes.
 //!
 //! Exit codes: 0 success / nothing to do; 1 error (config, source, store); 2 changes pending
-//! (`plan`, `sync --dry-run`); 3 blocked by the safety policy; 4 applied with some operations
+//! (`plan`, `sync --dry-run`) or drift found (`drift`); 3 blocked by the safety policy; 4 applied with some operations
 //! failed (from the apply engine on).
 
 use std::path::PathBuf;
@@ -14,6 +14,21 @@ use crate::report::{self, Format, PlanStatus};
 use crate::run::{self, RunOptions};
 use crate::store::{self, Store, Trigger};
 use crate::telemetry::{self, LogFormat};
+
+/// `print!` to stdout that ignores a closed pipe (`dirsync runs | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+/// `println!` to stdout that ignores a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
 /// Exit code: an error (bad config, unreadable source, store failure).
 pub const EXIT_ERROR: u8 = 1;
@@ -71,6 +86,19 @@ pub enum Command {
     /// Take over existing accounts of a target: match them to source users and record them as
     /// managed by dirsync. Changes nothing on the target.
     Adopt(AdoptArgs),
+    /// Compare each target's accounts with what dirsync recorded: owned accounts changed by
+    /// hand (fields, roles, enabled), owned accounts deleted remotely, and accounts dirsync does
+    /// not own. Reads only: changes nothing on the targets or in the store.
+    ///
+    /// Exit code 0: no drift; 2: drift found; 1: error.
+    Drift(DriftArgs),
+    /// Apply a plan saved with `dirsync plan --out FILE`: exactly its operations, or nothing
+    /// if the state, the source or the configuration changed since (or it is older than
+    /// safety.max_plan_age).
+    ///
+    /// Exit code 0: applied; 1: refused or error (nothing sent); 3: blocked (without
+    /// --force); 4: some operations failed.
+    Apply(ApplyArgs),
     /// Apply the state store's schema migrations.
     Migrate,
     /// List recent runs, or show one.
@@ -95,6 +123,21 @@ pub struct PlanArgs {
     /// Report format.
     #[arg(short, long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Also save the plan with its fingerprint, for `dirsync apply FILE` (plans only).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The plan file written by `dirsync plan --out FILE`.
+    pub file: PathBuf,
+    /// Apply even if the saved plan was blocked by the safety policy (recorded on the run).
+    #[arg(long)]
+    pub force: bool,
+    /// Report format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -105,8 +148,26 @@ pub struct SyncArgs {
     /// Apply even if the safety policy blocks the plan (recorded on the run).
     #[arg(long)]
     pub force: bool,
+    /// Plan against the accounts as each target lists them (not as recorded), so changes
+    /// made by hand to owned accounts are corrected back to the source.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub refresh: bool,
+    /// Only this user's operations (source key), e.g. to onboard someone now. Percentage
+    /// thresholds do not apply; lifecycle rules (on_missing) do.
+    #[arg(long, value_name = "KEY", conflicts_with = "refresh")]
+    pub user: Option<String>,
     #[command(flatten)]
     pub plan: PlanArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// Only this target (repeatable). Default: every enabled target.
+    #[arg(short, long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Report format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -176,7 +237,7 @@ pub fn main() -> ExitCode {
 }
 
 /// An error for the user: printed on stderr, exit code 1.
-fn fail(e: impl std::fmt::Display) -> u8 {
+pub(crate) fn fail(e: impl std::fmt::Display) -> u8 {
     eprintln!("error: {e}");
     EXIT_ERROR
 }
@@ -199,20 +260,29 @@ async fn dispatch(cli: Cli) -> u8 {
         }
         Command::Plan(args) => plan(&config, &args, false, true).await,
         Command::Sync(args) => {
-            if args.dry_run {
+            if args.user.is_some() {
+                crate::saved_plan::cli_sync_user(&config, &args).await
+            } else if args.plan.out.is_some() && !args.dry_run {
+                fail("--out saves a plan: use it with `dirsync plan` or `sync --dry-run`")
+            } else if args.dry_run {
                 plan(&config, &args.plan, args.force, true).await
             } else {
                 sync(&config, &args).await
             }
         }
         Command::Adopt(args) => adopt(&config, &args).await,
+        Command::Apply(args) => crate::saved_plan::cli_apply(&config, &args).await,
+        Command::Drift(args) => drift(&config, &args).await,
         Command::Check(args) => check(&config, args.offline).await,
         Command::Migrate => migrate(&config).await,
         Command::Runs(args) => runs(&config, args).await,
     }
 }
 
-async fn open_store(config: &Config, migrate: bool) -> Result<Box<dyn Store>, store::StoreError> {
+pub(crate) async fn open_store(
+    config: &Config,
+    migrate: bool,
+) -> Result<Box<dyn Store>, store::StoreError> {
     store::open(&config.state.location, migrate).await
 }
 
@@ -220,6 +290,9 @@ async fn plan(config: &Config, args: &PlanArgs, force: bool, dry_run: bool) -> u
     // Targets are checked before anything is opened or read.
     if let Err(e) = run::select_targets(config, &args.targets) {
         return fail(e);
+    }
+    if let Some(out) = &args.out {
+        return crate::saved_plan::cli_plan(config, args, out, force).await;
     }
     let store = match open_store(config, config.state.auto_migrate).await {
         Ok(s) => s,
@@ -231,6 +304,7 @@ async fn plan(config: &Config, args: &PlanArgs, force: bool, dry_run: bool) -> u
         force,
         now: chrono::Utc::now(),
         stop: Default::default(),
+        refresh: false,
     };
     match run::execute(config, store.as_ref(), &opts, None).await {
         Ok(plan) => print_report(&plan, args.format, dry_run),
@@ -239,7 +313,7 @@ async fn plan(config: &Config, args: &PlanArgs, force: bool, dry_run: bool) -> u
 }
 
 /// Prints a report on stdout; returns the exit code of the plan.
-fn print_report(plan: &run::RunPlan, format: Format, dry_run: bool) -> u8 {
+pub(crate) fn print_report(plan: &run::RunPlan, format: Format, dry_run: bool) -> u8 {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let written = report::write_report(&mut out, plan, format, dry_run)
@@ -277,11 +351,45 @@ async fn sync(config: &Config, args: &SyncArgs) -> u8 {
         force: args.force,
         now: chrono::Utc::now(),
         stop: Default::default(),
+        refresh: args.refresh,
     };
     match run::execute(config, store.as_ref(), &opts, Some(&connectors)).await {
         Ok(plan) => print_report(&plan, args.plan.format, false),
         Err(e) => fail(e),
     }
+}
+
+/// Exit code of `dirsync drift` when drift was found.
+pub const EXIT_DRIFT: u8 = 2;
+
+async fn drift(config: &Config, args: &DriftArgs) -> u8 {
+    let targets = match run::select_targets(config, &args.targets) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let mut connectors = Vec::with_capacity(targets.len());
+    for t in &targets {
+        match crate::target::connect(t) {
+            Ok(c) => connectors.push(c),
+            Err(e) => return fail(e),
+        }
+    }
+    let store = match open_store(config, config.state.auto_migrate).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let mut report = crate::drift::DriftReport {
+        generated_at: chrono::Utc::now(),
+        targets: Vec::with_capacity(targets.len()),
+    };
+    for (t, c) in targets.iter().zip(&connectors) {
+        match crate::drift::detect(store.as_ref(), c.as_ref(), t).await {
+            Ok(d) => report.targets.push(d),
+            Err(e) => return fail(e),
+        }
+    }
+    out!("{}", crate::drift::render(&report, args.format));
+    if report.has_drift() { EXIT_DRIFT } else { 0 }
 }
 
 async fn adopt(config: &Config, args: &AdoptArgs) -> u8 {
@@ -312,7 +420,7 @@ async fn adopt(config: &Config, args: &AdoptArgs) -> u8 {
     .await
     {
         Ok(result) => {
-            print!("{}", crate::adopt::render(&result, args.format));
+            out!("{}", crate::adopt::render(&result, args.format));
             0
         }
         Err(e) => fail(e),
@@ -327,17 +435,19 @@ fn describe_location(loc: &store::StoreLocation) -> String {
 }
 
 async fn check(config: &Config, offline: bool) -> u8 {
-    println!("configuration {}: OK", config.path.display());
-    println!("  state:  {}", describe_location(&config.state.location));
+    outln!("configuration {}: OK", config.path.display());
+    outln!("  state:  {}", describe_location(&config.state.location));
     match &config.source {
-        config::SourceConfig::Csv(c) => println!("  source: csv {}", c.path.display()),
-        config::SourceConfig::Ldap(l) => println!(
+        config::SourceConfig::Csv(c) => outln!("  source: csv {}", c.path.display()),
+        config::SourceConfig::Ldap(l) => outln!(
             "  source: ldap {} base {:?} filter {:?}",
-            l.url, l.base_dn, l.filter
+            l.url,
+            l.base_dn,
+            l.filter
         ),
     }
     for t in &config.targets {
-        println!(
+        outln!(
             "  target: {} ({}) {}{}",
             t.name,
             t.kind.as_str(),
@@ -350,9 +460,9 @@ async fn check(config: &Config, offline: bool) -> u8 {
     }
     let mut failed = false;
     match open_store(config, config.state.auto_migrate).await {
-        Ok(_) => println!("state store: OK"),
+        Ok(_) => outln!("state store: OK"),
         Err(e) => {
-            println!("state store: FAILED: {e}");
+            outln!("state store: FAILED: {e}");
             failed = true;
         }
     }
@@ -360,9 +470,9 @@ async fn check(config: &Config, offline: bool) -> u8 {
         failed |= !check_ldap(l).await;
     } else {
         match run::read_source(&config.source).await {
-            Ok(s) => println!("source: OK, {} users", s.len()),
+            Ok(s) => outln!("source: OK, {} users", s.len()),
             Err(e) => {
-                println!("source: FAILED: {e}");
+                outln!("source: FAILED: {e}");
                 failed = true;
             }
         }
@@ -379,12 +489,12 @@ async fn check_target(t: &crate::config::TargetConfig) -> bool {
     let connector = match crate::target::connect(t) {
         Ok(c) => c,
         Err(e) => {
-            println!("target {}: FAILED: {e}", t.name);
+            outln!("target {}: FAILED: {e}", t.name);
             return false;
         }
     };
     if let Err(e) = connector.probe().await {
-        println!("target {}: FAILED: {e}", t.name);
+        outln!("target {}: FAILED: {e}", t.name);
         return false;
     }
     let mut roles: Vec<String> = t.mapping.default_roles.clone();
@@ -395,7 +505,7 @@ async fn check_target(t: &crate::config::TargetConfig) -> bool {
     roles.dedup();
     match connector.unknown_roles(&roles).await {
         Ok(Some(unknown)) if !unknown.is_empty() => {
-            println!(
+            outln!(
                 "target {}: FAILED: roles unknown to the target: {}",
                 t.name,
                 unknown.join(", ")
@@ -403,7 +513,7 @@ async fn check_target(t: &crate::config::TargetConfig) -> bool {
             false
         }
         Ok(Some(_)) => {
-            println!(
+            outln!(
                 "target {}: OK (reachable, credentials accepted, {} role names known)",
                 t.name,
                 roles.len()
@@ -411,11 +521,11 @@ async fn check_target(t: &crate::config::TargetConfig) -> bool {
             true
         }
         Ok(None) => {
-            println!("target {}: OK (reachable, credentials accepted)", t.name);
+            outln!("target {}: OK (reachable, credentials accepted)", t.name);
             true
         }
         Err(e) => {
-            println!("target {}: FAILED: listing roles: {e}", t.name);
+            outln!("target {}: FAILED: listing roles: {e}", t.name);
             false
         }
     }
@@ -427,11 +537,11 @@ async fn check_ldap(l: &crate::source::ldap::LdapSettings) -> bool {
     let c = match crate::source::ldap::check(l).await {
         Ok(c) => c,
         Err(e) => {
-            println!("source: FAILED: {e}");
+            outln!("source: FAILED: {e}");
             return false;
         }
     };
-    println!(
+    outln!(
         "source: bind and search OK ({} ms): {} entries found, {} users ({} disabled, {} without groups)",
         c.elapsed.as_millis(),
         c.entries,
@@ -443,12 +553,12 @@ async fn check_ldap(l: &crate::source::ldap::LdapSettings) -> bool {
         if dns.is_empty() {
             return;
         }
-        println!("  {} entries {what}:", dns.len());
+        outln!("  {} entries {what}:", dns.len());
         for dn in dns.iter().take(20) {
-            println!("    {dn}");
+            outln!("    {dn}");
         }
         if dns.len() > 20 {
-            println!("    ... and {} more", dns.len() - 20);
+            outln!("    ... and {} more", dns.len() - 20);
         }
     };
     list(
@@ -470,14 +580,14 @@ async fn check_ldap(l: &crate::source::ldap::LdapSettings) -> bool {
         .filter(|p| p.dn.as_ref().is_none_or(|dn| !c.without_key.contains(dn)))
         .collect();
     if !other.is_empty() {
-        println!("  {} other problems:", other.len());
+        outln!("  {} other problems:", other.len());
         for p in other.iter().take(50) {
-            println!("    {p}");
+            outln!("    {p}");
         }
     }
     let ok = c.problems.is_empty() && (skip || c.without_email.is_empty());
     if !ok {
-        println!("source: FAILED: a sync would stop on the problems above");
+        outln!("source: FAILED: a sync would stop on the problems above");
     }
     ok
 }
@@ -485,7 +595,7 @@ async fn check_ldap(l: &crate::source::ldap::LdapSettings) -> bool {
 async fn migrate(config: &Config) -> u8 {
     match open_store(config, true).await {
         Ok(s) => {
-            println!(
+            outln!(
                 "migrations applied ({})",
                 describe_location(&config.state.location)
             );
@@ -504,7 +614,7 @@ async fn runs(config: &Config, args: RunsArgs) -> u8 {
     match args.command {
         None => match store.list_runs(args.limit).await {
             Ok(list) => {
-                print!("{}", report::render_runs(&list, args.format));
+                out!("{}", report::render_runs(&list, args.format));
                 0
             }
             Err(e) => fail(e),
@@ -512,7 +622,7 @@ async fn runs(config: &Config, args: RunsArgs) -> u8 {
         Some(RunsCommand::Show { id, format }) => match store.get_run(id).await {
             Ok(Some(r)) => match store.run_operations(id).await {
                 Ok(ops) => {
-                    print!("{}", report::render_run(&r, &ops, format));
+                    out!("{}", report::render_run(&r, &ops, format));
                     0
                 }
                 Err(e) => fail(e),

@@ -218,6 +218,7 @@ async fn one_run(d: &Daemon) -> Option<RunStatus> {
         force: false,
         now: Utc::now(),
         stop: Arc::clone(&d.stop),
+        refresh: false,
     };
     let result = run::execute(&config, d.store.as_ref(), &opts, Some(&connectors)).await;
     let seconds = started.elapsed().as_secs_f64();

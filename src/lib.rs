@@ -13,21 +13,27 @@
 //! - [`run`]: one run from source to judged plans, recorded in the store.
 //! - [`report`]: text / Markdown / JSON rendering of plans and run history.
 //! - [`adopt`]: taking over existing remote accounts.
+//! - [`drift`]: `dirsync drift` and `sync --refresh`: remote accounts vs what was recorded.
 //! - [`daemon`]: `dirsync run`: schedule, signals, systemd notifications, the HTTP listener.
 //! - [`metrics`]: counters for `/metrics`.
+//! - [`notify`]: `[[notify]]` run notifications (signed webhook, SMTP e-mail).
 //! - [`cli`]: commands and exit codes. [`telemetry`]: logging.
 
 pub mod adopt;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod drift;
 pub mod engine;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub mod report;
 pub mod run;
+/// Saved plans (`plan --out`, `apply FILE`) and one-user runs (`sync --user`).
+pub mod saved_plan;
 pub mod secret;
 pub mod source;
 pub mod store;

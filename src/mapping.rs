@@ -276,7 +276,7 @@ pub struct TargetMapping {
 }
 
 /// A mapped (desired) account: the target's fields, roles and enabled flag for one source key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub key: String,
     pub fields: BTreeMap<String, String>,

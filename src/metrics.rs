@@ -23,6 +23,8 @@ struct State {
     last_success: Option<i64>,
     /// target → (retries, 429 answers)
     http: BTreeMap<String, (u64, u64)>,
+    /// notification kind (`webhook`, `email`) → failed deliveries
+    notifications_failed: BTreeMap<&'static str, u64>,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| Mutex::new(State::default()));
@@ -40,6 +42,11 @@ pub fn record_http_retry(target: &str, throttled: bool) {
     if throttled {
         e.1 += 1;
     }
+}
+
+/// Counts a notification that could not be delivered (`kind`: `webhook` or `email`).
+pub fn record_notification_failed(kind: &'static str) {
+    *state().notifications_failed.entry(kind).or_default() += 1;
 }
 
 /// Counts a finished run (planned and applied by the daemon).
@@ -159,6 +166,17 @@ pub fn render() -> String {
             o,
             "dirsync_http_throttled_total{{target=\"{}\"}} {throttled}",
             label(target)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP dirsync_notifications_failed_total Notifications not delivered, by kind.\n# TYPE dirsync_notifications_failed_total counter"
+    );
+    for kind in ["webhook", "email"] {
+        let _ = writeln!(
+            o,
+            "dirsync_notifications_failed_total{{kind=\"{kind}\"}} {}",
+            s.notifications_failed.get(kind).copied().unwrap_or(0)
         );
     }
     o

@@ -9,7 +9,9 @@
 //!      "disable", "delete", "unchanged", "not_owned", "skipped" },
 //!      "ops": [ { "key", "label", "remote_id", "op", ...op fields } ],
 //!      "problems": [ { "key", "message" } ] } ] }`
-//! where a reason is `{ "rule", "limit", "actual", "message" }`.
+//! where a reason is `{ "rule", "limit", "actual", "message" }`. After a sync, targets also
+//! carry `applied`, `recovered`, `estimate`, `refresh` and `skipped` objects; a saved plan
+//! (`dirsync plan --out`) adds `"kind": "plan"` and a `"saved"` section (see `saved_plan`).
 
 use std::fmt::Write as _;
 use std::io;
@@ -289,6 +291,17 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
                 r.confirmed, r.replanned, r.superseded
             );
         }
+        if let Some(r) = &t.refresh {
+            let _ = writeln!(
+                o,
+                "  refresh: {} accounts changed by hand ({} corrections planned), {} deleted remotely ({} re-created), {} not owned",
+                r.drifted.len(),
+                r.corrected_drift,
+                r.deleted_remotely.len(),
+                r.recreated.len(),
+                r.unowned
+            );
+        }
         if let Some(a) = &t.applied {
             let _ = writeln!(
                 o,
@@ -418,10 +431,11 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
         }
         let _ = writeln!(
             o,
-            "| create | update | roles | enable | disable | delete | unchanged | not owned | skipped |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| create | update | roles | groups | enable | disable | delete | unchanged | not owned | skipped |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             s.create,
             s.update,
             s.set_roles,
+            s.set_groups,
             s.enable,
             s.disable,
             s.delete,

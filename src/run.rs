@@ -39,6 +39,23 @@ pub enum RunError {
     NoConnector(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("refresh: {0}")]
+    Drift(#[from] crate::drift::DriftError),
+    /// A saved plan no longer matches the state (`dirsync apply`); nothing was sent.
+    #[error("{0}")]
+    StalePlan(String),
+}
+
+/// What a run plans for each target.
+#[derive(Debug, Clone, Default)]
+pub enum Scope {
+    /// Everything the source asks for (scheduled and manual runs).
+    #[default]
+    All,
+    /// Only this source key's operations (`sync --user`); percentage thresholds do not apply.
+    User(String),
+    /// Exactly the operations of a saved plan (`dirsync apply`), checked under the lock.
+    Saved(Arc<crate::saved_plan::SavedPlan>),
 }
 
 /// What the caller asks of a run.
@@ -52,6 +69,9 @@ pub struct RunOptions {
     pub now: DateTime<Utc>,
     /// Set by a shutdown request: applying stops dispatching new operations.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// `sync --refresh`: plan against the accounts as the target lists them, not as recorded,
+    /// so hand changes to owned accounts are corrected (apply mode only).
+    pub refresh: bool,
 }
 
 /// The source read, as the report shows it.
@@ -85,6 +105,9 @@ pub struct TargetOutcome {
     /// Why the target was not planned or applied in this run (another instance holds it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// `sync --refresh`: the drift found and the corrections planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<crate::drift::RefreshSummary>,
 }
 
 /// How this instance names itself to the others (locks, logs): host and process id.
@@ -297,8 +320,37 @@ pub async fn execute(
     opts: &RunOptions,
     connectors: Option<&Connectors>,
 ) -> Result<RunPlan, RunError> {
+    execute_scoped(config, store, opts, connectors, None, &Scope::All).await
+}
+
+/// [`execute`] with a source snapshot already read (`None`: read it) and a [`Scope`].
+pub async fn execute_scoped(
+    config: &Config,
+    store: &dyn Store,
+    opts: &RunOptions,
+    connectors: Option<&Connectors>,
+    snapshot: Option<Snapshot>,
+    scope: &Scope,
+) -> Result<RunPlan, RunError> {
     let targets = select_targets(config, &opts.targets)?;
-    let snapshot = read_source(&config.source).await?;
+    let snapshot = match snapshot {
+        Some(s) => s,
+        None => match read_source(&config.source).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Before the run row exists: a `failed` notification without a run id.
+                crate::notify::notify_source_failure(
+                    &config.notify,
+                    config.source.kind(),
+                    opts,
+                    connectors.is_none(),
+                    &e.to_string(),
+                )
+                .await;
+                return Err(e);
+            }
+        },
+    };
     let last_good = store.last_good_source_count().await?;
     let facts = SourceFacts {
         users: snapshot.len() as u64,
@@ -344,6 +396,7 @@ pub async fn execute(
             opts,
             connectors,
             run_id,
+            scope,
         )
         .await
         {
@@ -376,6 +429,8 @@ pub async fn execute(
         }
     }
     if let Some(e) = error {
+        // Notifications are bounded in time and never fail the run.
+        crate::notify::notify_run(&config.notify, &plan, status, Some(&e.to_string())).await;
         return Err(e);
     }
     for t in &plan.targets {
@@ -393,6 +448,7 @@ pub async fn execute(
         failed,
         "run finished"
     );
+    crate::notify::notify_run(&config.notify, &plan, status, None).await;
     Ok(plan)
 }
 
@@ -406,6 +462,7 @@ async fn run_target(
     opts: &RunOptions,
     connectors: Option<&Connectors>,
     run_id: i64,
+    scope: &Scope,
 ) -> Result<TargetOutcome, RunError> {
     let connector = match connectors {
         Some(c) => Some(
@@ -430,6 +487,7 @@ async fn run_target(
                     applied: None,
                     estimate: None,
                     skipped: Some("another dirsync instance is applying this target".into()),
+                    refresh: None,
                 });
             }
         },
@@ -444,6 +502,7 @@ async fn run_target(
         opts,
         connector,
         run_id,
+        scope,
     )
     .await;
     if let Some(lock) = lock
@@ -464,15 +523,47 @@ async fn apply_locked(
     opts: &RunOptions,
     connector: Option<Arc<dyn Connector>>,
     run_id: i64,
+    scope: &Scope,
 ) -> Result<TargetOutcome, RunError> {
-    let recovered = match &connector {
-        Some(c) => Some(engine::recover(store, c.as_ref(), t, run_id).await?),
-        None => None,
+    let recovered = match (&connector, scope) {
+        // A saved plan is applied only when nothing is left unfinished (checked with the
+        // state, under the lock): there is nothing to reconcile.
+        (Some(_), Scope::Saved(_)) => None,
+        (Some(c), _) => Some(engine::recover(store, c.as_ref(), t, run_id).await?),
+        (None, _) => None,
     };
-    let plan = plan_target(store, t, snapshot, opts.now).await?;
-    let mut reasons = source_reasons.to_vec();
-    reasons.extend(judge_plan(&config.safety, &plan));
-    let verdict = Verdict::from_reasons(reasons, opts.force);
+    let mut refresh = None;
+    let (plan, verdict) = match scope {
+        Scope::Saved(saved) => {
+            crate::saved_plan::checked_target(saved, store, t, snapshot, opts.force).await?
+        }
+        Scope::User(key) => {
+            let plan =
+                crate::saved_plan::only_user(plan_target(store, t, snapshot, opts.now).await?, key);
+            // Percentage thresholds do not apply to one user; an unusable source still blocks.
+            let reasons = source_reasons
+                .iter()
+                .filter(|r| r.rule == "min_source_users")
+                .cloned()
+                .collect();
+            (plan, Verdict::from_reasons(reasons, opts.force))
+        }
+        Scope::All => {
+            let plan = match &connector {
+                Some(c) if opts.refresh => {
+                    let (plan, summary) =
+                        crate::drift::plan_refreshed(store, c.as_ref(), t, snapshot, opts.now)
+                            .await?;
+                    refresh = Some(summary);
+                    plan
+                }
+                _ => plan_target(store, t, snapshot, opts.now).await?,
+            };
+            let mut reasons = source_reasons.to_vec();
+            reasons.extend(judge_plan(&config.safety, &plan));
+            (plan, Verdict::from_reasons(reasons, opts.force))
+        }
+    };
     info!(run_id, target = %t.name, creates = plan.summary.create, updates = plan.summary.update,
           roles = plan.summary.set_roles, enables = plan.summary.enable,
           disables = plan.summary.disable, deletes = plan.summary.delete,
@@ -500,6 +591,7 @@ async fn apply_locked(
         applied,
         estimate,
         skipped: None,
+        refresh,
     })
 }
 

@@ -46,6 +46,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub http: HttpListenConfig,
     pub targets: Vec<TargetConfig>,
+    /// `[[notify]]`: run notifications.
+    pub notify: Vec<crate::notify::NotifyConfig>,
 }
 
 /// `[daemon]`: how `dirsync run` behaves.
@@ -181,6 +183,9 @@ pub struct TargetConfig {
     pub job_timeout: Duration,
     /// Primavera: the first delay between job status polls; it doubles up to 30s (default 1s).
     pub job_poll_interval: Duration,
+    /// `sync --refresh`: re-create owned accounts deleted on the target by hand (default
+    /// false: they are reported and left alone).
+    pub recreate_deleted: bool,
 }
 
 /// One configuration problem: where (a key path such as `target[1].base_url`, or an

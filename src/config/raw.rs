@@ -24,6 +24,30 @@ pub struct RawConfig {
     pub http: RawHttp,
     #[serde(default)]
     pub target: Vec<RawTarget>,
+    #[serde(default)]
+    pub notify: Vec<RawNotify>,
+}
+
+/// `[[notify]]`: a webhook or an e-mail about finished runs.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawNotify {
+    pub kind: Option<String>,
+    pub on: Option<Vec<String>>,
+    pub timeout: Option<String>,
+    // webhook
+    pub url: Option<String>,
+    pub hmac_secret: Option<Secret>,
+    pub hmac_secret_file: Option<PathBuf>,
+    // email
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub starttls: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub from: Option<String>,
+    pub to: Option<OneOrMany>,
+    pub subject_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +186,7 @@ pub struct RawSafety {
     pub max_deletes: Option<u64>,
     pub max_delete_percent: Option<f64>,
     pub percent_floor: Option<u64>,
+    pub max_plan_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +238,7 @@ pub struct RawTarget {
     pub bulk_import_min: Option<usize>,
     pub send_invitation: Option<bool>,
     pub set_status: Option<bool>,
+    pub recreate_deleted: Option<bool>,
     pub job_timeout: Option<String>,
     pub job_poll_interval: Option<String>,
 }

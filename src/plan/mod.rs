@@ -4,7 +4,7 @@
 pub mod diff;
 pub mod policy;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::mapping::Account;
 
@@ -12,7 +12,7 @@ pub use diff::{DiffInput, OnMissing, PlanSettings, Triage, diff, triage};
 pub use policy::{BlockReason, SafetySettings, SourceFacts, Verdict};
 
 /// One field that changes: before → after (`None` = absent).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldChange {
     pub field: String,
     pub before: Option<String>,
@@ -20,7 +20,7 @@ pub struct FieldChange {
 }
 
 /// Why an account is disabled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DisableReason {
     /// The source marks the user disabled.
@@ -30,7 +30,7 @@ pub enum DisableReason {
 }
 
 /// Why an account is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeleteReason {
     /// `on_missing = "delete"`.
@@ -40,7 +40,7 @@ pub enum DeleteReason {
 }
 
 /// An operation on one account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Create the account (with its roles and enabled flag).
@@ -94,7 +94,7 @@ impl Op {
 }
 
 /// An operation with the account it is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedOp {
     /// Source key of the account.
     pub key: String,
@@ -107,7 +107,7 @@ pub struct PlannedOp {
 }
 
 /// Counts per kind, and the accounts left alone.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub create: u64,
     pub update: u64,
@@ -138,14 +138,14 @@ impl Summary {
 }
 
 /// A source user that could not be planned for this target, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserProblem {
     pub key: String,
     pub message: String,
 }
 
 /// The plan for one target.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetPlan {
     pub summary: Summary,
     /// Accounts dirsync owns on this target before the run (the base of the percentages).

@@ -25,6 +25,8 @@ pub struct SafetySettings {
     pub max_deletes: Option<u64>,
     pub max_delete_percent: f64,
     pub percent_floor: u64,
+    /// `dirsync apply` refuses saved plans older than this (default 24h).
+    pub max_plan_age: std::time::Duration,
 }
 
 impl Default for SafetySettings {
@@ -37,6 +39,7 @@ impl Default for SafetySettings {
             max_deletes: Some(50),
             max_delete_percent: 5.0,
             percent_floor: 2,
+            max_plan_age: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -114,6 +114,10 @@ pub enum Trigger {
     Schedule,
     Manual,
     DryRun,
+    /// `dirsync apply FILE`: a saved plan applied.
+    Apply,
+    /// `dirsync sync --user KEY`: one user's operations.
+    User,
 }
 
 impl Trigger {
@@ -122,6 +126,8 @@ impl Trigger {
             Trigger::Schedule => "schedule",
             Trigger::Manual => "manual",
             Trigger::DryRun => "dry_run",
+            Trigger::Apply => "apply",
+            Trigger::User => "user",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -129,6 +135,8 @@ impl Trigger {
             "schedule" => Trigger::Schedule,
             "manual" => Trigger::Manual,
             "dry_run" => Trigger::DryRun,
+            "apply" => Trigger::Apply,
+            "user" => Trigger::User,
             _ => return None,
         })
     }
@@ -442,6 +450,11 @@ pub trait Store: Send + Sync {
         let _ = target;
         Err(self.pending_impl("unfinished_operations"))
     }
+
+    /// The newest journaled operation id of a target (0 when none). It grows whenever an
+    /// operation is journaled for the target; with the account rows it is the state a saved
+    /// plan is checked against (`dirsync apply`).
+    async fn state_version(&self, target: &str) -> Result<i64, StoreError>;
 
     #[doc(hidden)]
     fn pending_impl(&self, what: &str) -> StoreError {

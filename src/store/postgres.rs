@@ -855,6 +855,15 @@ impl Store for PgStore {
         Ok(Some(Box::new(PgLock { conn, key, context })))
     }
 
+    async fn state_version(&self, target: &str) -> Result<i64, StoreError> {
+        let context = format!("read the state version of target {target:?}");
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM operations WHERE target = $1")
+            .bind(target)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error(context))
+    }
+
     async fn unfinished_operations(
         &self,
         target: &str,

@@ -769,6 +769,15 @@ impl Store for SqliteStore {
         })))
     }
 
+    async fn state_version(&self, target: &str) -> Result<i64, StoreError> {
+        let context = format!("read the state version of target {target:?}");
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM operations WHERE target = ?")
+            .bind(target)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error(context))
+    }
+
     async fn unfinished_operations(
         &self,
         target: &str,

@@ -588,6 +588,7 @@ mod tests {
             set_status: false,
             job_timeout: Duration::from_secs(600),
             job_poll_interval: Duration::from_secs(1),
+            recreate_deleted: false,
         }
     }
 

@@ -841,6 +841,7 @@ mod tests {
             set_status: false,
             job_timeout: Duration::from_secs(120),
             job_poll_interval: Duration::from_secs(1),
+            recreate_deleted: false,
         }
     }
 

@@ -453,6 +453,23 @@ impl FakeCovata {
         inner.insert(user)
     }
 
+    /// Changes a user in place, as an admin editing it by hand would (no request recorded).
+    /// Panics if there is no such user. Keep the email unchanged (the email index is not
+    /// updated).
+    pub fn update_user(&self, id: &str, edit: impl FnOnce(&mut FakeUser)) {
+        let mut inner = self.lock();
+        let user = inner
+            .user_mut(id)
+            .unwrap_or_else(|| panic!("fake Covata: no user {id:?}"));
+        edit(user);
+        user.roles = normalize_roles(std::mem::take(&mut user.roles));
+    }
+
+    /// Deletes a user by hand (no request recorded); returns it.
+    pub fn remove_user(&self, id: &str) -> Option<FakeUser> {
+        self.lock().remove(id)
+    }
+
     /// Every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()

@@ -5,4 +5,5 @@ pub mod killable;
 pub mod pg;
 pub mod primavera;
 pub mod slapd;
+pub mod smtp;
 pub mod valuekeep;
