@@ -565,6 +565,7 @@ mod tests {
                 estimate: None,
                 skipped: None,
                 refresh: None,
+                error: None,
             }],
         }
     }

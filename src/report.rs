@@ -43,11 +43,15 @@ pub enum PlanStatus {
     Applied,
     /// Applied, some operations failed.
     Partial,
+    /// A target could not be reached or reconciled (the others were still applied).
+    Failed,
 }
 
 impl PlanStatus {
     pub fn of(plan: &RunPlan) -> PlanStatus {
-        if plan.blocked() {
+        if plan.targets.iter().any(|t| t.error.is_some()) {
+            PlanStatus::Failed
+        } else if plan.blocked() {
             PlanStatus::Blocked
         } else if !plan.dry_run {
             if plan.applied_failed().1 > 0 {
@@ -64,9 +68,11 @@ impl PlanStatus {
         }
     }
 
-    /// 0 nothing to do / applied, 2 changes pending, 3 blocked by safety, 4 some failed.
+    /// 0 nothing to do / applied, 1 a target failed, 2 changes pending, 3 blocked by safety,
+    /// 4 some operations failed.
     pub fn exit_code(self) -> u8 {
         match self {
+            PlanStatus::Failed => 1,
             PlanStatus::NoChanges | PlanStatus::Applied => 0,
             PlanStatus::ChangesPending => 2,
             PlanStatus::Blocked => 3,
@@ -254,6 +260,10 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
             let _ = writeln!(o, "target {} ({}): skipped: {why}", t.name, t.kind.as_str());
             continue;
         }
+        if let Some(e) = &t.error {
+            let _ = writeln!(o, "target {} ({}): FAILED: {e}", t.name, t.kind.as_str());
+            continue;
+        }
         let _ = writeln!(
             o,
             "target {} ({}): {}",
@@ -331,6 +341,19 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
             PlanStatus::Partial => {
                 let (a, f) = plan.applied_failed();
                 format!("Applied {a} changes; {f} failed (they are retried on the next run).")
+            }
+            PlanStatus::Failed => {
+                let (a, f) = plan.applied_failed();
+                let failed: Vec<&str> = plan
+                    .targets
+                    .iter()
+                    .filter(|t| t.error.is_some())
+                    .map(|t| t.name.as_str())
+                    .collect();
+                format!(
+                    "Failed: {} could not be synced; applied {a} changes elsewhere, {f} failed.",
+                    failed.join(", ")
+                )
             }
         }
     );

@@ -46,6 +46,19 @@ pub enum RunError {
     StalePlan(String),
 }
 
+impl RunError {
+    /// Failures that concern one target only (it could not be reached or reconciled): the run
+    /// goes on with the other targets.
+    pub fn is_target_local(&self) -> bool {
+        matches!(
+            self,
+            RunError::Engine(EngineError::Reconcile { .. })
+                | RunError::Drift(_)
+                | RunError::NoConnector(_)
+        )
+    }
+}
+
 /// What a run plans for each target.
 #[derive(Debug, Clone, Default)]
 pub enum Scope {
@@ -108,6 +121,27 @@ pub struct TargetOutcome {
     /// `sync --refresh`: the drift found and the corrections planned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh: Option<crate::drift::RefreshSummary>,
+    /// Why this target failed in this run (it was not reachable, or could not be reconciled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TargetOutcome {
+    /// The outcome of a target that failed before its plan could be applied.
+    pub fn failed(t: &TargetConfig, error: String) -> TargetOutcome {
+        TargetOutcome {
+            name: t.name.clone(),
+            kind: t.kind,
+            verdict: Verdict::Allowed,
+            plan: TargetPlan::default(),
+            recovered: None,
+            applied: None,
+            estimate: None,
+            skipped: None,
+            refresh: None,
+            error: Some(error),
+        }
+    }
 }
 
 /// How this instance names itself to the others (locks, logs): host and process id.
@@ -192,7 +226,9 @@ impl RunPlan {
 
     /// How the run ended: blocked if any target was blocked, partial if any operation failed.
     pub fn status(&self) -> RunStatus {
-        if self.blocked() {
+        if self.targets.iter().any(|t| t.error.is_some()) {
+            RunStatus::Failed
+        } else if self.blocked() {
             RunStatus::Blocked
         } else if self.applied_failed().1 > 0 {
             RunStatus::Partial
@@ -401,6 +437,12 @@ pub async fn execute_scoped(
         .await
         {
             Ok(outcome) => plan.targets.push(outcome),
+            // One unreachable target does not stop the others: its failure is recorded on
+            // its outcome and fails the run; the store failing stops everything.
+            Err(e) if e.is_target_local() => {
+                warn!(run_id, target = %t.name, error = %e, "target failed; nothing more was sent to it");
+                plan.targets.push(TargetOutcome::failed(t, e.to_string()));
+            }
             Err(e) => {
                 error = Some(e);
                 break;
@@ -488,6 +530,7 @@ async fn run_target(
                     estimate: None,
                     skipped: Some("another dirsync instance is applying this target".into()),
                     refresh: None,
+                    error: None,
                 });
             }
         },
@@ -592,6 +635,7 @@ async fn apply_locked(
         estimate,
         skipped: None,
         refresh,
+        error: None,
     })
 }
 

@@ -656,3 +656,46 @@ async fn large_creates_go_through_the_csv_import() {
     assert_eq!(code(&o), 0, "{}", out(&o));
     assert!(env.api_requests().is_empty(), "{:?}", env.api_requests());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_target_does_not_stop_the_others() {
+    let env = Env::new(Backend::Sqlite, &users(3)).await;
+    // A second target nothing listens for (connection refused); max_retries 0 keeps it quick.
+    let mut cfg = std::fs::read_to_string(env.config_path()).unwrap();
+    cfg.push_str(&format!(
+        r#"
+[[target]]
+name = "covata-down"
+kind = "covata"
+base_url = "http://127.0.0.1:9"
+username = "{u}"
+password = "{p}"
+client_id = "{c}"
+client_secret = "x"
+max_retries = 0
+connect_timeout = "1s"
+"#,
+        u = covata::USERNAME,
+        p = covata::PASSWORD,
+        c = covata::CLIENT_ID,
+    ));
+    std::fs::write(env.config_path(), cfg).unwrap();
+    // --refresh must list each target first: the second cannot be listed.
+    let o = env.run(&["sync", "--refresh"]);
+    assert_eq!(code(&o), 1, "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.contains("target covata-down (covata): FAILED"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Failed: covata-down could not be synced"),
+        "{text}"
+    );
+    // The reachable target was applied all the same.
+    assert_eq!(env.fake.users().len(), 3);
+    let store = env.store().await;
+    let run = &store.list_runs(1).await.unwrap()[0];
+    assert_eq!(run.status, dirsync::store::RunStatus::Failed);
+    assert_eq!(run.applied, 3);
+}
