@@ -2,6 +2,7 @@
 //! the exact plan lines they give, the safety policy, bad input, run history. Store-touching
 //! scenarios run against both SQLite and a real Postgres.
 
+use crate::support::cmd::{code, stderr, stdout};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -91,21 +92,13 @@ roles = ["ROLE_SYSTEM_ADMIN"]
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
-        cmd.args(args).arg("--config").arg(self.config_path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DIRSYNC_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NO_COLOR", "1").output().unwrap()
+        crate::support::cmd::dirsync(&self.config_path(), args)
+            .output()
+            .unwrap()
     }
 
     async fn store(&self) -> Box<dyn Store> {
-        let config = dirsync::config::load_with_env(&self.config_path(), &[]).unwrap();
-        dirsync::store::open(&config.state.location, true)
-            .await
-            .unwrap()
+        crate::support::cmd::store(&self.config_path()).await
     }
 
     /// Records every enabled, mapped source user as created on every target, and a successful
@@ -166,18 +159,6 @@ roles = ["ROLE_SYSTEM_ADMIN"]
             .await
             .unwrap();
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
 }
 
 /// The operation lines of a text report (those starting with an op marker).

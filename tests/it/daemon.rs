@@ -101,15 +101,7 @@ client_secret = "{cs}"
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
-        cmd.args(args).arg("--config").arg(self.config_path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DIRSYNC_") || k == "NOTIFY_SOCKET" || k == "WATCHDOG_USEC" {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
-        cmd
+        crate::support::cmd::dirsync(&self.config_path(), args)
     }
 
     /// Starts `dirsync run`; its log goes to a file (a pipe nobody reads could fill up).
@@ -125,10 +117,7 @@ client_secret = "{cs}"
     }
 
     async fn store(&self) -> Box<dyn Store> {
-        let config = dirsync::config::load_with_env(&self.config_path(), &[]).unwrap();
-        dirsync::store::open(&config.state.location, true)
-            .await
-            .unwrap()
+        crate::support::cmd::store(&self.config_path()).await
     }
 
     fn get(&self, path: &str) -> Option<(u16, String)> {

@@ -1,8 +1,9 @@
 //! `dirsync drift` and `dirsync sync --refresh` against the fake Covata server and a real
 //! store: hand edits in the fake are reported (with GET requests only) and corrected.
 
+use crate::support::cmd::{code, out, stdout};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use dirsync::store::Store;
 use serde_json::Value;
@@ -102,22 +103,13 @@ roles = ["ROLE_SYSTEM_ADMIN"]
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
-        cmd.args(args).arg("--config").arg(self.config_path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DIRSYNC_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
-        cmd.output().unwrap()
+        crate::support::cmd::dirsync(&self.config_path(), args)
+            .output()
+            .unwrap()
     }
 
     async fn store(&self) -> Box<dyn Store> {
-        let config = dirsync::config::load_with_env(&self.config_path(), &[]).unwrap();
-        dirsync::store::open(&config.state.location, true)
-            .await
-            .unwrap()
+        crate::support::cmd::store(&self.config_path()).await
     }
 
     /// Non-token requests the fake received: (method, path).
@@ -140,23 +132,6 @@ roles = ["ROLE_SYSTEM_ADMIN"]
         v.sort();
         v
     }
-}
-
-fn out(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn json(o: &Output) -> Value {

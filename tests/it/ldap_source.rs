@@ -5,6 +5,7 @@
 //! The 100k-entry benchmark is ignored by default:
 //! `cargo test --release --test it ldap_bench -- --ignored --nocapture`.
 
+use crate::support::cmd::out;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -579,25 +580,10 @@ roles = ["ROLE_SYSTEM_ADMIN"]
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
-        cmd.args(args).arg("--config").arg(self.config_path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DIRSYNC_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
-        cmd.output().unwrap()
+        crate::support::cmd::dirsync(&self.config_path(), args)
+            .output()
+            .unwrap()
     }
-}
-
-fn out(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 async fn env(with_fake: bool) -> Env {

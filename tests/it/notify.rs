@@ -1,6 +1,7 @@
 //! `[[notify]]`: a blocked run posts a signed webhook and sends an e-mail; `on` filtering;
 //! webhook retries; a dead webhook never changes a run's exit code; config errors.
 
+use crate::support::cmd::{code, out};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Output;
@@ -153,19 +154,6 @@ max_backoff = "2s"
         // The receivers run on this test's runtime: wait for the child without blocking it.
         cmd.output().await.unwrap()
     }
-}
-
-fn out(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
 }
 
 fn webhook(url: &str, extra: &str) -> String {

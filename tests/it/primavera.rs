@@ -2,6 +2,7 @@
 //! modifications and deletions, batched change-status, per-user job failures, one job at a
 //! time, and a kill during a running job.
 
+use crate::support::cmd::{code, out};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -134,15 +135,7 @@ roles = ["PrimaveraAdmin"]
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
-        cmd.args(args).arg("--config").arg(self.config_path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DIRSYNC_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
-        cmd
+        crate::support::cmd::dirsync(&self.config_path(), args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -150,10 +143,7 @@ roles = ["PrimaveraAdmin"]
     }
 
     async fn store(&self) -> Box<dyn Store> {
-        let config = dirsync::config::load_with_env(&self.config_path(), &[]).unwrap();
-        dirsync::store::open(&config.state.location, true)
-            .await
-            .unwrap()
+        crate::support::cmd::store(&self.config_path()).await
     }
 
     fn api_requests(&self) -> Vec<(String, String)> {
@@ -173,19 +163,6 @@ roles = ["PrimaveraAdmin"]
             .map(|r| r.json())
             .collect()
     }
-}
-
-fn out(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
 }
 
 /// The loginIds in a job body's list.

@@ -1,8 +1,9 @@
 //! Saved plans (`dirsync plan --out FILE`, `dirsync apply FILE`) and one-user syncs
 //! (`dirsync sync --user KEY`) against the fake Covata, with the real binary and real stores.
 
+use crate::support::cmd::{code, out, stderr};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use dirsync::store::Store;
 
@@ -100,25 +101,14 @@ roles = ["ROLE_SYSTEM_ADMIN"]
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
-        cmd.args(args)
-            .arg("--config")
-            .arg(self.path("dirsync.toml"))
-            .current_dir(self.dir.path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DIRSYNC_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
-        cmd.output().unwrap()
+        crate::support::cmd::dirsync(&self.path("dirsync.toml"), args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
     }
 
     async fn store(&self) -> Box<dyn Store> {
-        let config = dirsync::config::load_with_env(&self.path("dirsync.toml"), &[]).unwrap();
-        dirsync::store::open(&config.state.location, true)
-            .await
-            .unwrap()
+        crate::support::cmd::store(&self.path("dirsync.toml")).await
     }
 
     fn plan_file(&self) -> String {
@@ -141,23 +131,6 @@ roles = ["ROLE_SYSTEM_ADMIN"]
         v.sort();
         v
     }
-}
-
-fn out(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The operations of a plan file or JSON report: (target, key, op, remote_id), sorted.

@@ -2,6 +2,7 @@
 //! fake ends up holding, what the journal and the account rows say, and what happens under
 //! faults and kills.
 
+use crate::support::cmd::{code, out};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -107,15 +108,7 @@ roles = ["ROLE_SYSTEM_ADMIN"]
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
-        cmd.args(args).arg("--config").arg(self.config_path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DIRSYNC_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
-        cmd
+        crate::support::cmd::dirsync(&self.config_path(), args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -123,10 +116,7 @@ roles = ["ROLE_SYSTEM_ADMIN"]
     }
 
     async fn store(&self) -> Box<dyn Store> {
-        let config = dirsync::config::load_with_env(&self.config_path(), &[]).unwrap();
-        dirsync::store::open(&config.state.location, true)
-            .await
-            .unwrap()
+        crate::support::cmd::store(&self.config_path()).await
     }
 
     /// Non-token requests the fake received.
@@ -138,19 +128,6 @@ roles = ["ROLE_SYSTEM_ADMIN"]
             .map(|r| (r.method, r.path))
             .collect()
     }
-}
-
-fn out(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
 }
 
 fn emails(fake: &FakeCovata) -> Vec<String> {

@@ -2,6 +2,7 @@
 //! is sent (one call per changed attribute, role deltas, per-user status calls), what the fake
 //! ends up holding, pacing and 429s, and OData paging.
 
+use crate::support::cmd::{code, out};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -125,15 +126,7 @@ roles = ["TECHNICIAN"]
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
-        cmd.args(args).arg("--config").arg(self.config_path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DIRSYNC_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
-        cmd
+        crate::support::cmd::dirsync(&self.config_path(), args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -141,10 +134,7 @@ roles = ["TECHNICIAN"]
     }
 
     async fn store(&self) -> Box<dyn Store> {
-        let config = dirsync::config::load_with_env(&self.config_path(), &[]).unwrap();
-        dirsync::store::open(&config.state.location, true)
-            .await
-            .unwrap()
+        crate::support::cmd::store(&self.config_path()).await
     }
 
     /// API requests (not the token endpoint) as `(method, path after .../identity/users,
@@ -167,19 +157,6 @@ roles = ["TECHNICIAN"]
 
 fn call(method: &str, path: &str, body: &str) -> (String, String, String) {
     (method.to_string(), path.to_string(), body.to_string())
-}
-
-fn out(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
 }
 
 fn keys(fake: &FakeValuekeep) -> Vec<String> {

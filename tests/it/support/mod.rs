@@ -1,5 +1,6 @@
 //! The integration tests' harness: real servers started per test process, fakes and helpers.
 
+pub mod cmd;
 pub mod covata;
 pub mod killable;
 pub mod pg;
