@@ -73,6 +73,33 @@ pub enum OpError {
     Auth { message: String },
 }
 
+impl OpError {
+    /// The same error with its message rewritten (e.g. context put in front).
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> OpError {
+        match self {
+            OpError::Conflict { message } => OpError::Conflict {
+                message: f(message),
+            },
+            OpError::NotFound { message } => OpError::NotFound {
+                message: f(message),
+            },
+            OpError::Rejected { status, message } => OpError::Rejected {
+                status,
+                message: f(message),
+            },
+            OpError::Unsupported { message } => OpError::Unsupported {
+                message: f(message),
+            },
+            OpError::Unavailable { message } => OpError::Unavailable {
+                message: f(message),
+            },
+            OpError::Auth { message } => OpError::Auth {
+                message: f(message),
+            },
+        }
+    }
+}
+
 /// The outcome of a create: the new account's id, and anything worth reporting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {

@@ -350,28 +350,7 @@ struct ImportOutcome {
 
 /// The same error with `context` in front of its message.
 fn with_context(e: OpError, context: &str) -> OpError {
-    let wrap = |m: String| format!("{context}: {m}");
-    match e {
-        OpError::Conflict { message } => OpError::Conflict {
-            message: wrap(message),
-        },
-        OpError::NotFound { message } => OpError::NotFound {
-            message: wrap(message),
-        },
-        OpError::Rejected { status, message } => OpError::Rejected {
-            status,
-            message: wrap(message),
-        },
-        OpError::Unsupported { message } => OpError::Unsupported {
-            message: wrap(message),
-        },
-        OpError::Unavailable { message } => OpError::Unavailable {
-            message: wrap(message),
-        },
-        OpError::Auth { message } => OpError::Auth {
-            message: wrap(message),
-        },
-    }
+    e.map_message(|m| format!("{context}: {m}"))
 }
 
 /// A create's error: 409, or a 400 saying the email exists, is a `Conflict` naming the email.

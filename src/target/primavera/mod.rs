@@ -660,29 +660,7 @@ fn parse_job(resp: &Response) -> Result<wire::JobResult, OpError> {
 
 /// The same error, saying which job it is about.
 fn job_context(e: OpError, job: &str) -> OpError {
-    let wrap =
-        |m: String| format!("user job {job} (outcome unknown; the next run reconciles): {m}");
-    match e {
-        OpError::Conflict { message } => OpError::Conflict {
-            message: wrap(message),
-        },
-        OpError::NotFound { message } => OpError::NotFound {
-            message: wrap(message),
-        },
-        OpError::Rejected { status, message } => OpError::Rejected {
-            status,
-            message: wrap(message),
-        },
-        OpError::Unsupported { message } => OpError::Unsupported {
-            message: wrap(message),
-        },
-        OpError::Unavailable { message } => OpError::Unavailable {
-            message: wrap(message),
-        },
-        OpError::Auth { message } => OpError::Auth {
-            message: wrap(message),
-        },
-    }
+    e.map_message(|m| format!("user job {job} (outcome unknown; the next run reconciles): {m}"))
 }
 
 #[async_trait::async_trait]
