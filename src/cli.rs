@@ -247,6 +247,9 @@ async fn dispatch(cli: Cli) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    for w in config::perms::warnings(&cli.config) {
+        tracing::warn!(config = %cli.config.display(), "{w}");
+    }
     match cli.command {
         Command::Run(args) => {
             let opts = crate::daemon::DaemonOptions {

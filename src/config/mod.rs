@@ -5,6 +5,7 @@
 //! types the rest of dirsync uses (secrets read from `*_file`, templates parsed, paths resolved
 //! against the config file's directory).
 
+pub mod perms;
 mod raw;
 mod validate;
 
