@@ -5,6 +5,8 @@ mod covata_fake;
 mod csv_source;
 mod daemon;
 mod drift;
+mod hostile;
+mod faults;
 mod ldap_source;
 mod notify;
 mod primavera;
