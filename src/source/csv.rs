@@ -200,7 +200,25 @@ pub fn load(settings: &CsvSettings) -> Result<Snapshot, CsvError> {
         path: path.clone(),
         problems: vec![CsvProblem::file(format!("cannot open file: {e}"))],
     })?;
-    read(settings, path, file)
+    // An export rewritten in place while it is read would give a mix of two files: compare the
+    // open file's size and modification time before and after reading, and refuse a changed
+    // one. (A file replaced by rename keeps the old content for this read: that is consistent.)
+    let stamp = |f: &File| f.metadata().ok().map(|m| (m.len(), m.modified().ok()));
+    let before = stamp(&file);
+    let check = file.try_clone().ok();
+    let snapshot = read(settings, path, file)?;
+    let after = check.as_ref().and_then(stamp);
+    if before.is_none() || before != after {
+        return Err(CsvError {
+            path: path.clone(),
+            problems: vec![CsvProblem::file(
+                "the file changed while it was being read (rewritten in place?); nothing was \
+                 loaded: write exports to a temporary file and rename it into place"
+                    .to_string(),
+            )],
+        });
+    }
+    Ok(snapshot)
 }
 
 /// Reads CSV data from `r`; `display_path` is only used in the error.

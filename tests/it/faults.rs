@@ -228,3 +228,174 @@ async fn sixty_kills_at_different_points_lose_and_duplicate_nothing() {
     );
     println!("{interrupted} of 60 kills interrupted a run");
 }
+
+fn plan_config(dir: &Path) -> PathBuf {
+    let text = r#"
+[state]
+path = "state.db"
+[source]
+kind = "csv"
+[source.csv]
+path = "users.csv"
+[source.csv.columns]
+key = "id"
+[[target]]
+name = "covata"
+kind = "covata"
+base_url = "https://covata.invalid"
+username = "u"
+password = "p"
+client_id = "c"
+client_secret = "s"
+"#;
+    let path = dir.join("dirsync.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn rows(n: usize, tag: &str) -> String {
+    let mut s = String::from("id,email\n");
+    for i in 0..n {
+        s.push_str(&format!("{tag}{i:06},{tag}{i}@example.com\n"));
+    }
+    s
+}
+
+/// A file replaced by rename while dirsync reads it: every read sees one whole version.
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_replaced_by_rename_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = plan_config(dir.path());
+    let (a, b) = (rows(3000, "A"), rows(1000, "B"));
+    std::fs::write(dir.path().join("users.csv"), &a).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (dir, stop) = (dir.path().to_path_buf(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let tmp = dir.join("users.csv.tmp");
+                std::fs::write(&tmp, if n % 2 == 0 { &b } else { &a }).unwrap();
+                std::fs::rename(&tmp, dir.join("users.csv")).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            n
+        })
+    };
+    for _ in 0..15 {
+        let o = dirsync(&config, &["plan", "--format", "json"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 2, "{}", out(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let users = v["source"]["users"].as_u64().unwrap();
+        assert!(
+            users == 3000 || users == 1000,
+            "a mixed read: {users} users"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let swaps = writer.join().unwrap();
+    assert!(swaps > 10, "the file was hardly replaced ({swaps})");
+}
+
+/// A file rewritten in place while dirsync reads it: refused, nothing planned from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_changed_during_the_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = plan_config(dir.path());
+    let path = dir.path().join("users.csv");
+    std::fs::write(&path, rows(300_000, "A")).unwrap();
+    let mut child = dirsync(&config, &["plan"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Keep appending rows while the read is under way.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        writeln!(f, "Z{i:06},z{i}@example.com").unwrap();
+        i += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 1, "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("changed while it was being read"),
+        "{}",
+        out(&o)
+    );
+    let s = store(&config).await;
+    assert!(
+        s.list_runs(10).await.unwrap().is_empty(),
+        "a run was recorded"
+    );
+}
+
+/// The token endpoint failing: briefly (absorbed by retries), then for a whole run (every
+/// operation fails, nothing is recorded as done, the next run does everything exactly once).
+#[tokio::test(flavor = "multi_thread")]
+async fn token_endpoint_failures() {
+    use crate::support::covata::{Fault, PathMatch};
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeCovata::start().await;
+    let config = write_config(dir.path(), &fake, None);
+    std::fs::write(
+        dir.path().join("users.csv"),
+        format!("{HEADER}{}", csv(10, false, usize::MAX)),
+    )
+    .unwrap();
+
+    // Two 503s from the token endpoint: retried, the run succeeds.
+    fake.inject(
+        "POST",
+        PathMatch::exact("/api/oauth/token"),
+        Fault::Status503 { retry_after: None },
+        2,
+    );
+    let o = dirsync(&config, &["sync"]).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(fake.users().len(), 10);
+
+    // The token endpoint down for a whole run: the changes fail, none is recorded as done.
+    std::fs::write(
+        dir.path().join("users.csv"),
+        format!("{HEADER}{}", csv(10, true, 9)),
+    )
+    .unwrap();
+    fake.expire_all_tokens();
+    fake.inject(
+        "*",
+        PathMatch::exact("/api/oauth/token"),
+        Fault::Status(500),
+        10_000,
+    );
+    let o = dirsync(&config, &["sync"]).output().unwrap();
+    assert_eq!(code(&o), 4, "{}", out(&o));
+    assert!(
+        fake.users()
+            .iter()
+            .all(|u| u.enabled && !u.last_name.as_deref().unwrap_or("").starts_with("Renamed"))
+    );
+    let s = store(&config).await;
+    assert!(
+        s.load_accounts("covata")
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.enabled)
+    );
+
+    // Back up: the next run applies everything, once.
+    fake.clear_faults();
+    let o = dirsync(&config, &["sync"]).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_converged(&fake, &config, 10, true, 9, "after the token outage").await;
+}

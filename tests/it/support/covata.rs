@@ -542,6 +542,11 @@ impl FakeCovata {
         });
     }
 
+    /// Drops every injected fault that has not fired yet.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
     /// How many fault firings are still pending.
     pub fn pending_faults(&self) -> usize {
         self.lock().faults.iter().map(|r| r.remaining).sum()
