@@ -275,7 +275,7 @@ async fn csv_replaced_by_rename_is_read_whole() {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let tmp = dir.join("users.csv.tmp");
-                std::fs::write(&tmp, if n % 2 == 0 { &b } else { &a }).unwrap();
+                std::fs::write(&tmp, if n.is_multiple_of(2) { &b } else { &a }).unwrap();
                 std::fs::rename(&tmp, dir.join("users.csv")).unwrap();
                 n += 1;
                 std::thread::sleep(Duration::from_millis(3));
