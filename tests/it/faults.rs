@@ -399,3 +399,61 @@ async fn token_endpoint_failures() {
     assert_eq!(code(&o), 0, "{}", out(&o));
     assert_converged(&fake, &config, 10, true, 9, "after the token outage").await;
 }
+
+/// Postgres drops dirsync's connections mid-run (what a server restart does to its clients),
+/// several times: the run may fail, but a following run converges exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_connections_dropped_mid_run() {
+    use sqlx::Connection;
+    const N: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeCovata::start().await;
+    fake.set_latency(Duration::from_millis(10));
+    let url = crate::support::pg::pg_url().await;
+    let config = write_config(dir.path(), &fake, Some(&url));
+    std::fs::write(
+        dir.path().join("users.csv"),
+        format!("{HEADER}{}", csv(N, false, usize::MAX)),
+    )
+    .unwrap();
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut child = dirsync(&config, &["sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut terminated = 0i64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND application_name = 'dirsync'",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        terminated += n;
+    }
+    let _ = child.wait();
+    assert!(
+        terminated > 0,
+        "no connection was dropped: the run ended too soon"
+    );
+    fake.set_latency(Duration::ZERO);
+    // The next run (or two, if the first still meets dropped state) converges exactly.
+    let o = dirsync(&config, &["sync"]).output().unwrap();
+    assert!(code(&o) == 0 || code(&o) == 4, "{}", out(&o));
+    let o = dirsync(&config, &["sync"]).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_converged(
+        &fake,
+        &config,
+        N,
+        false,
+        usize::MAX,
+        "after dropped connections",
+    )
+    .await;
+}
