@@ -7,6 +7,7 @@ mod daemon;
 mod drift;
 mod faults;
 mod hostile;
+mod ldap_hostile;
 mod ldap_source;
 mod notify;
 mod primavera;
