@@ -424,6 +424,7 @@ pub async fn plan_refreshed(
             recorded: &recorded,
             triage: &tri,
             states: &plan_states,
+            settled: None,
         },
         &settings,
     );

@@ -173,29 +173,55 @@ pub fn email_eq(a: &str, b: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     users: Vec<User>,
+    /// Users the source holds (more than `users` in a prefiltered snapshot).
+    total: usize,
+    partial: bool,
 }
 
 impl Snapshot {
     /// Builds a snapshot, sorting by key. Callers (sources) have already rejected duplicate
     /// keys and emails with row-level errors; a duplicate key here is reported as an error too.
-    pub fn new(mut users: Vec<User>) -> Result<Self, DuplicateKey> {
+    pub fn new(users: Vec<User>) -> Result<Self, DuplicateKey> {
+        let total = users.len();
+        Self::build(users, total, false)
+    }
+
+    /// A prefiltered snapshot: the source held `total` users, and `users` are those a
+    /// [`crate::plan::Prefilter`] kept (the rest are exactly as recorded on every target).
+    pub fn partial(users: Vec<User>, total: usize) -> Result<Self, DuplicateKey> {
+        Self::build(users, total, true)
+    }
+
+    fn build(mut users: Vec<User>, total: usize, partial: bool) -> Result<Self, DuplicateKey> {
         users.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         if let Some(w) = users.windows(2).find(|w| w[0].key == w[1].key) {
             return Err(DuplicateKey(w[0].key.clone()));
         }
-        Ok(Snapshot { users })
+        Ok(Snapshot {
+            users,
+            total,
+            partial,
+        })
     }
 
+    /// The users, sorted by key. In a [partial](Self::is_partial) snapshot only those with
+    /// something to plan.
     pub fn users(&self) -> &[User] {
         &self.users
     }
 
+    /// How many users the source holds (all of them, also in a partial snapshot).
     pub fn len(&self) -> usize {
-        self.users.len()
+        self.total
     }
 
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.total == 0
+    }
+
+    /// Prefiltered: users exactly as recorded on every target were left out.
+    pub fn is_partial(&self) -> bool {
+        self.partial
     }
 
     pub fn get(&self, key: &str) -> Option<&User> {

@@ -6,18 +6,19 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, SourceConfig, TargetConfig};
 use crate::engine::{self, ApplySummary, EngineError, RecoverySummary};
 use crate::mapping::{Account, Mapped};
-use crate::model::Snapshot;
+use crate::model::{Snapshot, User};
 use crate::plan::policy::{judge_plan, judge_source};
 use crate::plan::{
-    BlockReason, DiffInput, PlanSettings, SourceFacts, TargetPlan, Verdict, diff, triage,
+    BlockReason, DiffInput, PlanSettings, Prefilter, Settled, SourceFacts, TargetPlan, Verdict,
+    diff, triage,
 };
 use crate::source::csv::CsvError;
-use crate::store::{NewRun, RunFinish, RunStatus, Store, StoreError, Trigger};
+use crate::store::{NewRun, RecordedAccount, RunFinish, RunStatus, Store, StoreError, Trigger};
 use crate::target::{Connector, TargetKind};
 
 /// Errors of a run. Each names the part that failed.
@@ -44,6 +45,10 @@ pub enum RunError {
     /// A saved plan no longer matches the state (`dirsync apply`); nothing was sent.
     #[error("{0}")]
     StalePlan(String),
+    /// A prefiltered snapshot reached a planner without the prefilter's marks (a bug; nothing
+    /// was planned from it).
+    #[error("target {0:?}: internal error: a prefiltered source snapshot cannot be planned here")]
+    PartialSnapshot(String),
 }
 
 impl RunError {
@@ -308,16 +313,32 @@ pub fn map_users(
 }
 
 /// Plans one target against the store: light rows for every account, stored attributes only
-/// for the accounts whose content hash changed.
+/// for the accounts whose content hash changed. `snapshot` must be whole (not prefiltered).
 pub async fn plan_target(
     store: &dyn Store,
     target: &TargetConfig,
     snapshot: &Snapshot,
     now: DateTime<Utc>,
-) -> Result<TargetPlan, StoreError> {
+) -> Result<TargetPlan, RunError> {
+    if snapshot.is_partial() {
+        // Dropped users would look missing: never plan a partial snapshot without its marks.
+        return Err(RunError::PartialSnapshot(target.name.clone()));
+    }
     let recorded = store.load_accounts(&target.name).await?;
-    let users = snapshot.users();
-    let triage = triage(&target.mapping, users, &recorded);
+    Ok(plan_recorded(store, target, snapshot.users(), &recorded, None, now).await?)
+}
+
+/// The plan from recorded accounts already loaded (and, with a prefiltered snapshot, what the
+/// prefilter settled against exactly these accounts).
+async fn plan_recorded(
+    store: &dyn Store,
+    target: &TargetConfig,
+    users: &[User],
+    recorded: &[RecordedAccount],
+    settled: Option<&Settled>,
+    now: DateTime<Utc>,
+) -> Result<TargetPlan, StoreError> {
+    let triage = triage(&target.mapping, users, recorded);
     let states = if triage.need_state.is_empty() {
         HashMap::new()
     } else {
@@ -334,12 +355,75 @@ pub async fn plan_target(
         DiffInput {
             mapping: &target.mapping,
             users,
-            recorded: &recorded,
+            recorded,
             triage: &triage,
             states: &states,
+            settled,
         },
         &settings,
     ))
+}
+
+/// What a prefiltered source read brings for one target: the recorded accounts the users were
+/// compared with, what was settled, and the target's state version at that moment.
+#[derive(Debug)]
+pub struct PreTarget {
+    pub recorded: Vec<RecordedAccount>,
+    pub settled: Settled,
+    pub version: i64,
+}
+
+/// Reads the source for a whole-source run. With a CSV source the read is prefiltered against
+/// the recorded accounts of every target (loaded first): users exactly as recorded everywhere
+/// are counted, checked and dropped, so memory grows with the changes, not with the directory.
+async fn read_source_prefiltered(
+    config: &Config,
+    store: &dyn Store,
+    targets: &[&TargetConfig],
+) -> Result<(Snapshot, HashMap<String, PreTarget>), RunError> {
+    let SourceConfig::Csv(settings) = &config.source else {
+        return Ok((read_source(&config.source).await?, HashMap::new()));
+    };
+    let mut sides = Vec::with_capacity(targets.len());
+    let mut versions = Vec::with_capacity(targets.len());
+    for t in targets {
+        versions.push(store.state_version(&t.name).await?);
+        sides.push((t.mapping.clone(), store.load_accounts(&t.name).await?));
+    }
+    let settings = settings.clone();
+    let (read, prefilter) = tokio::task::spawn_blocking(move || {
+        let mut prefilter = Prefilter::new(sides);
+        let read = crate::source::csv::load_filtered(&settings, &mut |u| prefilter.keep(u));
+        (read, prefilter)
+    })
+    .await
+    .map_err(|e| RunError::SourceTask(e.to_string()))?;
+    let snapshot = read.map_err(RunError::from)?;
+    if !snapshot.is_partial() {
+        return Ok((snapshot, HashMap::new()));
+    }
+    debug!(
+        read = prefilter.read,
+        dropped = prefilter.dropped,
+        kept = snapshot.users().len(),
+        "source prefiltered"
+    );
+    let pre = targets
+        .iter()
+        .zip(versions)
+        .zip(prefilter.targets)
+        .map(|((t, version), side)| {
+            (
+                t.name.clone(),
+                PreTarget {
+                    recorded: side.recorded,
+                    settled: side.settled,
+                    version,
+                },
+            )
+        })
+        .collect();
+    Ok((snapshot, pre))
 }
 
 /// The connectors of the targets a run applies to, by target name.
@@ -369,9 +453,19 @@ pub async fn execute_scoped(
     scope: &Scope,
 ) -> Result<RunPlan, RunError> {
     let targets = select_targets(config, &opts.targets)?;
-    let snapshot = match snapshot {
-        Some(s) => s,
-        None => match read_source(&config.source).await {
+    // A whole-source run (not one user, not a saved plan, not a refresh) reads the source
+    // prefiltered against the recorded state.
+    let prefilter = matches!(scope, Scope::All) && !opts.refresh;
+    let read = async {
+        if prefilter {
+            read_source_prefiltered(config, store, &targets).await
+        } else {
+            Ok((read_source(&config.source).await?, HashMap::new()))
+        }
+    };
+    let (snapshot, mut pre) = match snapshot {
+        Some(s) => (s, HashMap::new()),
+        None => match read.await {
             Ok(s) => s,
             Err(e) => {
                 // Before the run row exists: a `failed` notification without a run id.
@@ -427,6 +521,7 @@ pub async fn execute_scoped(
             store,
             t,
             &snapshot,
+            pre.remove(&t.name),
             config,
             &source_reasons,
             opts,
@@ -499,6 +594,7 @@ async fn run_target(
     store: &dyn Store,
     t: &TargetConfig,
     snapshot: &Snapshot,
+    pre: Option<PreTarget>,
     config: &Config,
     source_reasons: &[BlockReason],
     opts: &RunOptions,
@@ -540,6 +636,7 @@ async fn run_target(
         store,
         t,
         snapshot,
+        pre,
         config,
         source_reasons,
         opts,
@@ -561,6 +658,7 @@ async fn apply_locked(
     store: &dyn Store,
     t: &TargetConfig,
     snapshot: &Snapshot,
+    pre: Option<PreTarget>,
     config: &Config,
     source_reasons: &[BlockReason],
     opts: &RunOptions,
@@ -600,7 +698,32 @@ async fn apply_locked(
                     refresh = Some(summary);
                     plan
                 }
-                _ => plan_target(store, t, snapshot, opts.now).await?,
+                _ => match pre {
+                    Some(p) => {
+                        // The marks hold only against the accounts they were made with: not
+                        // when reconciliation changed accounts, nor when anything was
+                        // journaled for the target since (another instance ran).
+                        let touched = recovered
+                            .as_ref()
+                            .is_some_and(|r| r.confirmed + r.replanned + r.superseded > 0);
+                        if !touched && store.state_version(&t.name).await? == p.version {
+                            plan_recorded(
+                                store,
+                                t,
+                                snapshot.users(),
+                                &p.recorded,
+                                Some(&p.settled),
+                                opts.now,
+                            )
+                            .await?
+                        } else {
+                            info!(run_id, target = %t.name, "state changed since the source was read; reading it again whole");
+                            let whole = read_source(&config.source).await?;
+                            plan_target(store, t, &whole, opts.now).await?
+                        }
+                    }
+                    None => plan_target(store, t, snapshot, opts.now).await?,
+                },
             };
             let mut reasons = source_reasons.to_vec();
             reasons.extend(judge_plan(&config.safety, &plan));

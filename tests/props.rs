@@ -497,6 +497,35 @@ fn plan(
             recorded: &recorded,
             triage: &t,
             states: &states,
+            settled: None,
+        },
+        settings,
+    )
+}
+
+/// The plan as a prefiltered run makes it: the users the prefilter kept, planned with its marks.
+fn plan_prefiltered(
+    m: &TargetMapping,
+    kept: &[User],
+    recorded: &[RecordedAccount],
+    settled: &dirsync::plan::Settled,
+    recs: &BTreeMap<String, Rec>,
+    settings: &PlanSettings,
+) -> dirsync::plan::TargetPlan {
+    let t = triage(m, kept, recorded);
+    let states: HashMap<String, AccountState> = t
+        .need_state
+        .iter()
+        .filter_map(|k| recs.get(k).map(|r| (k.clone(), r.state.clone())))
+        .collect();
+    diff(
+        DiffInput {
+            mapping: m,
+            users: kept,
+            recorded,
+            triage: &t,
+            states: &states,
+            settled: Some(settled),
         },
         settings,
     )
@@ -584,6 +613,44 @@ fn planner_input() -> impl Strategy<Value = PlannerInput> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Dropping the users the prefilter settles changes nothing in any target's plan (two
+    /// targets: one takes everybody, one leaves `staff` out of scope).
+    #[test]
+    fn prefiltered_plan_equals_whole_plan((us, rs, missing) in planner_input()) {
+        let m = mapping();
+        let mut scoped = mapping();
+        scoped.filter = UserFilter { include_groups: vec![], exclude_groups: vec!["staff".into()] };
+        let users: Vec<User> = KEYS
+            .iter()
+            .zip(&us)
+            .filter_map(|(k, v)| v.map(|v| user(k, v)))
+            .collect();
+        let recs: BTreeMap<String, Rec> = KEYS
+            .iter()
+            .zip(&rs)
+            .filter_map(|(k, r)| {
+                r.map(|(v, owned, enabled, old)| (k.to_string(), recorded(k, v, owned, enabled, old)))
+            })
+            .collect();
+        let settings = PlanSettings {
+            on_missing: [OnMissing::Disable, OnMissing::DisableThenDelete, OnMissing::Delete]
+                [missing as usize],
+            delete_after: Duration::from_secs(30 * 86400),
+            now: now(),
+        };
+        let recorded: Vec<RecordedAccount> = recs.values().map(|r| r.account.clone()).collect();
+        let mut pf = dirsync::plan::Prefilter::new(vec![
+            (m.clone(), recorded.clone()),
+            (scoped.clone(), recorded.clone()),
+        ]);
+        let kept: Vec<User> = users.iter().filter(|u| pf.keep(u)).cloned().collect();
+        for (mapping, side) in [&m, &scoped].into_iter().zip(&pf.targets) {
+            let whole = plan(mapping, &users, &recs, &settings);
+            let pre = plan_prefiltered(mapping, &kept, &recorded, &side.settled, &recs, &settings);
+            prop_assert_eq!(whole, pre);
+        }
+    }
 
     #[test]
     fn planner_is_safe_and_idempotent((us, rs, missing) in planner_input()) {

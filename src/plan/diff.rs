@@ -61,12 +61,15 @@ pub struct DiffInput<'a> {
     pub triage: &'a Triage,
     /// Applied attributes of the accounts named by `triage.need_state`.
     pub states: &'a HashMap<String, AccountState>,
+    /// With a prefiltered snapshot: the accounts whose users were dropped as settled (see
+    /// [`super::prefilter`]); they are unchanged, not missing.
+    pub settled: Option<&'a super::prefilter::Settled>,
 }
 
 /// One key of the merge: the user (with its index) and/or the recorded account.
 enum Side<'a> {
     User(&'a User),
-    Recorded(&'a RecordedAccount),
+    Recorded(usize, &'a RecordedAccount),
     Both(usize, &'a User, &'a RecordedAccount),
 }
 
@@ -81,7 +84,7 @@ fn merge<'a>(users: &'a [User], recorded: &'a [RecordedAccount], mut f: impl FnM
                     i += 1;
                 }
                 std::cmp::Ordering::Greater => {
-                    f(Side::Recorded(r));
+                    f(Side::Recorded(j, r));
                     j += 1;
                 }
                 std::cmp::Ordering::Equal => {
@@ -95,7 +98,7 @@ fn merge<'a>(users: &'a [User], recorded: &'a [RecordedAccount], mut f: impl FnM
                 i += 1;
             }
             (None, Some(r)) => {
-                f(Side::Recorded(r));
+                f(Side::Recorded(j, r));
                 j += 1;
             }
             (None, None) => break,
@@ -170,8 +173,13 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
             Mapped::Filtered => {}
             Mapped::Invalid(why) => invalid(&u.key, why, s),
         },
-        Side::Recorded(r) => {
-            if r.owned {
+        Side::Recorded(j, r) => {
+            if input
+                .settled
+                .is_some_and(|st| st.seen.get(j).copied().unwrap_or(false))
+            {
+                s.unchanged += 1;
+            } else if r.owned {
                 missing(r, settings, s, ops);
             } else {
                 s.not_owned += 1;
@@ -214,6 +222,9 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
             existing(mapping, d, r, input.states, s, ops);
         }
     });
+    if let Some(st) = input.settled {
+        plan.summary.skipped += st.skipped;
+    }
     plan
 }
 
@@ -473,6 +484,7 @@ mod tests {
                 recorded: &recs,
                 triage: &t,
                 states: &states,
+                settled: None,
             },
             settings,
         )

@@ -3,6 +3,7 @@
 
 pub mod diff;
 pub mod policy;
+pub mod prefilter;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +11,7 @@ use crate::mapping::Account;
 
 pub use diff::{DiffInput, OnMissing, PlanSettings, Triage, diff, triage};
 pub use policy::{BlockReason, SafetySettings, SourceFacts, Verdict};
+pub use prefilter::{Prefilter, PrefilterTarget, Settled};
 
 /// One field that changes: before → after (`None` = absent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

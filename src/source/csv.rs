@@ -195,6 +195,37 @@ impl CsvProblem {
 
 /// Reads `settings.path`. Synchronous: call it from `spawn_blocking`.
 pub fn load(settings: &CsvSettings) -> Result<Snapshot, CsvError> {
+    // Unfiltered, `read` always gives a snapshot.
+    load_with(settings, None)?.ok_or_else(|| CsvError {
+        path: settings.path.clone(),
+        problems: vec![CsvProblem::file(
+            "internal: unfiltered read gave no snapshot".into(),
+        )],
+    })
+}
+
+/// Reads `settings.path`, keeping only the users `keep` accepts (see
+/// [`crate::plan::Prefilter`]): a [partial](Snapshot::is_partial) snapshot, whose memory grows
+/// with the users kept, not with the file. Every row is checked as in [`load`], and duplicate
+/// keys and emails across all rows are found from 64-bit hashes; when any two hashes are
+/// equal (a duplicate, or a collision) or any row has a problem, the file is read again whole,
+/// so that errors are reported exactly as [`load`] reports them (and a mere collision gives a
+/// whole snapshot).
+pub fn load_filtered(
+    settings: &CsvSettings,
+    keep: &mut dyn FnMut(&User) -> bool,
+) -> Result<Snapshot, CsvError> {
+    match load_with(settings, Some(keep))? {
+        Some(snapshot) => Ok(snapshot),
+        None => load(settings),
+    }
+}
+
+/// `Ok(None)`: filtered, and the file must be read again whole (see [`load_filtered`]).
+fn load_with(
+    settings: &CsvSettings,
+    keep: Option<&mut dyn FnMut(&User) -> bool>,
+) -> Result<Option<Snapshot>, CsvError> {
     let path = &settings.path;
     let file = File::open(path).map_err(|e| CsvError {
         path: path.clone(),
@@ -206,7 +237,7 @@ pub fn load(settings: &CsvSettings) -> Result<Snapshot, CsvError> {
     let stamp = |f: &File| f.metadata().ok().map(|m| (m.len(), m.modified().ok()));
     let before = stamp(&file);
     let check = file.try_clone().ok();
-    let snapshot = read(settings, path, file)?;
+    let snapshot = read(settings, path, file, keep)?;
     let after = check.as_ref().and_then(stamp);
     if before.is_none() || before != after {
         return Err(CsvError {
@@ -227,7 +258,12 @@ pub fn load_from_reader<R: Read>(
     display_path: &Path,
     r: R,
 ) -> Result<Snapshot, CsvError> {
-    read(settings, display_path, r)
+    read(settings, display_path, r, None)?.ok_or_else(|| CsvError {
+        path: display_path.to_path_buf(),
+        problems: vec![CsvProblem::file(
+            "internal: unfiltered read gave no snapshot".into(),
+        )],
+    })
 }
 
 /// Column indexes, resolved once from the header.
@@ -403,7 +439,15 @@ fn csv_problem(e: &csv::Error) -> CsvProblem {
 /// *next* record). So records are split on LF only (the CR is dropped by [`field`]), a final
 /// LF is appended to the input so that every record ends with one, and a record starts
 /// `1 + (LFs inside its fields)` lines before where the reader stands after it.
-fn read<R: Read>(settings: &CsvSettings, path: &Path, r: R) -> Result<Snapshot, CsvError> {
+///
+/// With `keep` (see [`load_filtered`]): users it refuses are checked and counted but not kept;
+/// `Ok(None)` asks for a whole read (a row problem, or two equal key or email hashes).
+fn read<R: Read>(
+    settings: &CsvSettings,
+    path: &Path,
+    r: R,
+    mut keep: Option<&mut dyn FnMut(&User) -> bool>,
+) -> Result<Option<Snapshot>, CsvError> {
     let fail = |problems: Vec<CsvProblem>| CsvError {
         path: path.to_path_buf(),
         problems,
@@ -425,7 +469,7 @@ fn read<R: Read>(settings: &CsvSettings, path: &Path, r: R) -> Result<Snapshot, 
     };
 
     let Some(header_line) = next(&mut rdr, &mut rec)? else {
-        return Ok(Snapshot::default());
+        return Ok(Some(Snapshot::default()));
     };
     let layout = resolve(settings, &rec, header_line).map_err(fail)?;
     let width = rec.len();
@@ -435,6 +479,10 @@ fn read<R: Read>(settings: &CsvSettings, path: &Path, r: R) -> Result<Snapshot, 
     let mut users: Vec<User> = Vec::new();
     // The line of each user, for the duplicate report.
     let mut lines: Vec<u64> = Vec::new();
+    // Filtered: (key hash, folded email hash) of every row, and how many rows had a user.
+    let mut hashes: Vec<(u64, u64)> = Vec::new();
+    let mut total = 0usize;
+    let mut fold_buf: Vec<u8> = Vec::new();
 
     while let Some(line) = next(&mut rdr, &mut rec)? {
         if rec.len() != width {
@@ -551,10 +599,38 @@ fn read<R: Read>(settings: &CsvSettings, path: &Path, r: R) -> Result<Snapshot, 
             // An unusable key or email is left empty: the duplicate check skips empty ones.
             (k, e) => User::new(k.unwrap_or_default(), e.unwrap_or_default()),
         };
+        if let Some(keep) = keep.as_mut() {
+            if !problems.is_empty() {
+                return Ok(None); // the whole read reports every problem
+            }
+            total += 1;
+            hashes.push((
+                xxh3_64(user.key.as_bytes()),
+                xxh3_64(fold_into(&user.email, &mut fold_buf)),
+            ));
+            if !keep(&user) {
+                continue;
+            }
+        }
         users.push(user);
         lines.push(line);
     }
 
+    if keep.is_some() {
+        if !problems.is_empty() {
+            return Ok(None);
+        }
+        let mut by_key: Vec<u64> = hashes.iter().map(|h| h.0).collect();
+        by_key.sort_unstable();
+        let mut by_email: Vec<u64> = hashes.iter().map(|h| h.1).collect();
+        by_email.sort_unstable();
+        if by_key.windows(2).any(|w| w[0] == w[1]) || by_email.windows(2).any(|w| w[0] == w[1]) {
+            return Ok(None);
+        }
+        return Snapshot::partial(users, total)
+            .map(Some)
+            .map_err(|d| fail(vec![CsvProblem::file(d.to_string())]));
+    }
     let names = &layout.names;
     let (order, duplicates) = duplicate_keys(&users, &lines, &names[layout.key]);
     problems.extend(duplicates);
@@ -567,7 +643,9 @@ fn read<R: Read>(settings: &CsvSettings, path: &Path, r: R) -> Result<Snapshot, 
     }
     // Hand the users over in key order, so that `Snapshot::new`'s sort only has to check it.
     permute(&mut users, order);
-    Snapshot::new(users).map_err(|d| fail(vec![CsvProblem::file(d.to_string())]))
+    Snapshot::new(users)
+        .map(Some)
+        .map_err(|d| fail(vec![CsvProblem::file(d.to_string())]))
 }
 
 /// The first 8 bytes of `bytes`, zero-padded, big-endian: ordering by it then by the whole
@@ -882,6 +960,47 @@ mod tests {
 
     fn load_bytes(s: &CsvSettings, data: &[u8]) -> Result<Snapshot, CsvError> {
         load_from_reader(s, Path::new("users.csv"), data)
+    }
+
+    /// A filtered read of `data` from a temp file, keeping keys for which `keep` says so.
+    fn filtered(data: &str, keep: impl Fn(&str) -> bool) -> Result<Snapshot, CsvError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.csv");
+        std::fs::write(&path, data).unwrap();
+        let s = CsvSettings::new(&path, CsvColumns::new("id", "email"));
+        load_filtered(&s, &mut |u: &User| keep(&u.key))
+    }
+
+    #[test]
+    fn filtered_read_keeps_what_it_is_told_and_counts_everything() {
+        let data = "id,email\nb,b@x.org\na,a@x.org\nc,c@x.org\nd,d@x.org\n";
+        let snap = filtered(data, |k| k == "c" || k == "a").unwrap();
+        assert!(snap.is_partial());
+        assert_eq!(snap.len(), 4);
+        let keys: Vec<&str> = snap.users().iter().map(|u| u.key.as_str()).collect();
+        assert_eq!(keys, ["a", "c"]);
+        // Nothing kept: still the count (no-change runs), and an empty file stays empty.
+        let none = filtered(data, |_| false).unwrap();
+        assert_eq!((none.len(), none.users().len()), (4, 0));
+        assert_eq!(filtered("id,email\n", |_| false).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn filtered_read_reports_problems_and_duplicates_as_a_whole_read_does() {
+        // A duplicate key and a duplicate email among dropped rows, and a bad row: the
+        // errors are exactly those of the unfiltered read, with their lines.
+        for data in [
+            "id,email\na,a@x.org\nb,b@x.org\na,c@x.org\n",
+            "id,email\na,a@x.org\nb,A@X.org\n",
+            "id,email\na,a@x.org\nb,not-an-email\n",
+        ] {
+            let whole = load_str(&minimal(), data).unwrap_err().problems;
+            let e = filtered(data, |_| false).unwrap_err();
+            assert_eq!(e.problems.len(), whole.len(), "{data:?}: {e}");
+            for (a, b) in e.problems.iter().zip(&whole) {
+                assert_eq!((a.line, &a.message), (b.line, &b.message), "{data:?}");
+            }
+        }
     }
 
     fn ok(s: &CsvSettings, data: &str) -> Snapshot {

@@ -1,0 +1,113 @@
+//! The source-read prefilter: decides, user by user while the source is read, whether a user
+//! is exactly as recorded on every target, so that it need not be kept in memory. Pure.
+//!
+//! A user is *settled* on a target when [`super::diff`] would do nothing for it and report
+//! nothing about it:
+//! - an owned account with the same content hash and the same enabled flag (`unchanged`);
+//! - no account, and the user is out of the target's scope (nothing);
+//! - no account, and the user is disabled in the source (`skipped`: never created).
+//!
+//! Users settled on every target are dropped; their accounts are marked in [`Settled::seen`]
+//! so that the planner counts them as unchanged instead of missing. Every other user is kept
+//! and planned as usual. The planner's result is the same as with the whole source (a property
+//! test checks it).
+
+use crate::mapping::{Mapped, TargetMapping};
+use crate::model::User;
+use crate::store::RecordedAccount;
+
+/// What the prefilter settled on one target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// By index into the target's recorded accounts: the account's user was dropped as
+    /// unchanged.
+    pub seen: Vec<bool>,
+    /// Dropped users that are disabled in the source and have no account (the plan's
+    /// `skipped` count).
+    pub skipped: u64,
+}
+
+/// One target: its mapping, its recorded accounts (sorted by key, as the store returns them)
+/// and what was settled so far.
+#[derive(Debug, Clone)]
+pub struct PrefilterTarget {
+    pub mapping: TargetMapping,
+    pub recorded: Vec<RecordedAccount>,
+    pub settled: Settled,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mark {
+    Seen(usize),
+    Skipped,
+    Nothing,
+}
+
+/// The prefilter over all targets of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Prefilter {
+    pub targets: Vec<PrefilterTarget>,
+    /// Users read / dropped.
+    pub read: u64,
+    pub dropped: u64,
+}
+
+impl Prefilter {
+    pub fn new(targets: Vec<(TargetMapping, Vec<RecordedAccount>)>) -> Prefilter {
+        Prefilter {
+            targets: targets
+                .into_iter()
+                .map(|(mapping, recorded)| PrefilterTarget {
+                    settled: Settled {
+                        seen: vec![false; recorded.len()],
+                        skipped: 0,
+                    },
+                    mapping,
+                    recorded,
+                })
+                .collect(),
+            read: 0,
+            dropped: 0,
+        }
+    }
+
+    /// True: keep the user (something may be planned for it somewhere). False: it is settled
+    /// on every target and marked so.
+    pub fn keep(&mut self, user: &User) -> bool {
+        self.read += 1;
+        // Small: one mark per target; decided for all targets before any is marked.
+        let mut marks: Vec<Mark> = Vec::with_capacity(self.targets.len());
+        for t in &self.targets {
+            match settle(t, user) {
+                Some(m) => marks.push(m),
+                None => return true,
+            }
+        }
+        for (t, m) in self.targets.iter_mut().zip(marks) {
+            match m {
+                Mark::Seen(i) => t.settled.seen[i] = true,
+                Mark::Skipped => t.settled.skipped += 1,
+                Mark::Nothing => {}
+            }
+        }
+        self.dropped += 1;
+        false
+    }
+}
+
+fn settle(t: &PrefilterTarget, user: &User) -> Option<Mark> {
+    let found = t
+        .recorded
+        .binary_search_by(|r| r.key.as_str().cmp(user.key.as_str()));
+    match (found, t.mapping.map(user)) {
+        // A repeated key is left to the source's duplicate check: keep it.
+        (Ok(i), _) if t.settled.seen[i] => None,
+        (Ok(i), Mapped::Account(a)) => {
+            let r = &t.recorded[i];
+            (r.owned && a.hash == r.hash && user.enabled == r.enabled).then_some(Mark::Seen(i))
+        }
+        (Err(_), Mapped::Filtered) => Some(Mark::Nothing),
+        (Err(_), Mapped::Account(a)) if !a.enabled => Some(Mark::Skipped),
+        _ => None,
+    }
+}
