@@ -34,6 +34,9 @@ pub struct PrefilterTarget {
     pub mapping: TargetMapping,
     pub recorded: Vec<RecordedAccount>,
     pub settled: Settled,
+    /// Where the previous user was found: sources exported in key order then find the next
+    /// one right after it, without a binary search.
+    next: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +67,7 @@ impl Prefilter {
                     },
                     mapping,
                     recorded,
+                    next: 0,
                 })
                 .collect(),
             read: 0,
@@ -77,8 +81,17 @@ impl Prefilter {
         self.read += 1;
         // Small: one mark per target; decided for all targets before any is marked.
         let mut marks: Vec<Mark> = Vec::with_capacity(self.targets.len());
-        for t in &self.targets {
-            match settle(t, user) {
+        for t in &mut self.targets {
+            let found = match t.recorded.get(t.next) {
+                Some(r) if r.key == user.key => Ok(t.next),
+                _ => t
+                    .recorded
+                    .binary_search_by(|r| r.key.as_str().cmp(user.key.as_str())),
+            };
+            if let Ok(i) = found {
+                t.next = i + 1;
+            }
+            match settle(t, user, found) {
                 Some(m) => marks.push(m),
                 None => return true,
             }
@@ -95,10 +108,7 @@ impl Prefilter {
     }
 }
 
-fn settle(t: &PrefilterTarget, user: &User) -> Option<Mark> {
-    let found = t
-        .recorded
-        .binary_search_by(|r| r.key.as_str().cmp(user.key.as_str()));
+fn settle(t: &PrefilterTarget, user: &User, found: Result<usize, usize>) -> Option<Mark> {
     match (found, t.mapping.map(user)) {
         // A repeated key is left to the source's duplicate check: keep it.
         (Ok(i), _) if t.settled.seen[i] => None,
