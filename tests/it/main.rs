@@ -6,6 +6,7 @@ mod csv_source;
 mod daemon;
 mod drift;
 mod faults;
+mod faults_state;
 mod hostile;
 mod ldap_source;
 mod notify;
