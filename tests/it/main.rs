@@ -7,6 +7,7 @@ mod daemon;
 mod drift;
 mod faults;
 mod faults_state;
+mod faults_target;
 mod hostile;
 mod ldap_source;
 mod notify;
