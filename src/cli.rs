@@ -558,7 +558,7 @@ async fn check_ldap(l: &crate::source::ldap::LdapSettings) -> bool {
         }
         outln!("  {} entries {what}:", dns.len());
         for dn in dns.iter().take(20) {
-            outln!("    {dn}");
+            outln!("    {dn:?}");
         }
         if dns.len() > 20 {
             outln!("    ... and {} more", dns.len() - 20);

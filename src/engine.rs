@@ -882,6 +882,7 @@ pub async fn apply(
                     .flat_map(|u| u.ops().iter().map(|&i| ids[i]))
                     .collect();
                 store.mark_sent(&sent).await?;
+                debug!(run_id, target = %target.name, from = start, to = end, "window marked sent");
                 for u in start..end {
                     // Marked `sent` but never sent: put back as skipped so the next run plans
                     // it again without a reconciliation look-up.
@@ -915,31 +916,39 @@ pub async fn apply(
             Ok::<(), StoreError>(())
         }
     };
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Done>(window * 2);
-    let workers =
-        {
-            let units = Arc::clone(&units);
-            let ctx = &ctx;
-            async move {
-                let stream = futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|u| (u, rx))
-                });
-                let mut results = std::pin::pin!(
-                    stream
-                        .map(|u| {
-                            let units = Arc::clone(&units);
-                            async move { ctx.run(units[u].clone()).await }
-                        })
-                        .buffer_unordered(concurrency)
+    let (done_tx, done_rx) = tokio::sync::mpsc::channel::<Done>(window * 2);
+    let workers = {
+        let units = Arc::clone(&units);
+        let ctx = &ctx;
+        async move {
+            let stream =
+                futures::stream::unfold(
+                    rx,
+                    |mut rx| async move { rx.recv().await.map(|u| (u, rx)) },
                 );
-                while let Some(done) = results.next().await {
-                    if done_tx.send(done).await.is_err() {
-                        break;
-                    }
+            let mut results = std::pin::pin!(
+                stream
+                    .map(|u| {
+                        let units = Arc::clone(&units);
+                        async move { ctx.run(units[u].clone()).await }
+                    })
+                    .buffer_unordered(concurrency)
+            );
+            while let Some(done) = results.next().await {
+                if done_tx.send(done).await.is_err() {
+                    debug!(run_id, target = %ctx.target.name, "workers: outcome writer gone, stopping");
+                    break;
                 }
             }
-        };
+            debug!(run_id, target = %ctx.target.name, "workers: done");
+        }
+    };
     let writer = async {
+        // Own the receiver: when the writer stops on a store error, the receiver must be
+        // dropped with it, so that the workers' sends fail and the whole pipeline unwinds
+        // (borrowed, it would outlive the writer and the workers would wait on a full
+        // channel forever).
+        let mut done_rx = done_rx;
         let mut batch = Done::default();
         let mut since: Option<std::time::Instant> = None;
         loop {
@@ -968,9 +977,13 @@ pub async fn apply(
             }
             let due = since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY);
             if !batch.outcomes.is_empty() && (closed || due || batch.outcomes.len() >= FLUSH_MAX) {
-                store
+                if let Err(e) = store
                     .record_outcomes(&target.name, &batch.outcomes, &batch.changes)
-                    .await?;
+                    .await
+                {
+                    warn!(run_id, target = %target.name, error = %e, "cannot record outcomes; stopping");
+                    return Err(e);
+                }
                 batch = Done::default();
                 since = None;
             }

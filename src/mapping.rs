@@ -131,15 +131,27 @@ impl Template {
         Ok(())
     }
 
-    /// Renders for a user. Absent fields render as empty text; the result is trimmed, and
-    /// spaces left doubled by an absent field in the middle are collapsed.
+    /// Renders for a user. Absent fields render as empty text; the result is trimmed, and the
+    /// space a template puts around an absent field is not doubled (`{given_name}
+    /// {other_name} {family_name}` without an other name is `Amy Wong`). Spaces inside source
+    /// values are kept as they are.
     pub fn render(&self, user: &User) -> String {
         let mut out = String::new();
+        // An absent (empty) field just followed a space: a literal's leading spaces are a gap.
+        let mut gap = false;
         for p in &self.parts {
             match p {
-                Part::Literal(l) => out.push_str(l),
+                Part::Literal(l) => {
+                    if gap {
+                        out.push_str(l.trim_start_matches(' '));
+                    } else {
+                        out.push_str(l);
+                    }
+                    gap = false;
+                }
                 Part::Field { name, filters } => {
                     let v = user.field(name).unwrap_or("");
+                    let start = out.len();
                     if filters.is_empty() {
                         out.push_str(v);
                     } else {
@@ -153,17 +165,14 @@ impl Template {
                         }
                         out.push_str(&v);
                     }
+                    if out.len() == start {
+                        gap = gap || out.is_empty() || out.ends_with(' ');
+                    }
                 }
             }
         }
         let trimmed = out.trim();
-        if trimmed.contains("  ") {
-            trimmed
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ")
-        } else if trimmed.len() != out.len() {
+        if trimmed.len() != out.len() {
             trimmed.to_string()
         } else {
             out
@@ -217,20 +226,43 @@ impl RoleRule {
 /// with `\,`-style escapes undone. `None` when the string is not DN-shaped.
 fn first_rdn_value(dn: &str) -> Option<String> {
     let eq = dn.find('=')?;
-    let mut out = String::new();
-    let mut chars = dn[eq + 1..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    out.push(n);
+    // Bytes, so that hex escapes of multi-byte UTF-8 (`\C3\A9`) decode whole (RFC 4514).
+    let mut out: Vec<u8> = Vec::new();
+    let rest = &dn.as_bytes()[eq + 1..];
+    let mut i = 0;
+    while i < rest.len() {
+        match rest[i] {
+            b'\\' => {
+                // Two hex digits exactly (`from_str_radix` alone would take a sign: `\+b`).
+                let hex = rest
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => match dn[eq + 1 + i + 1..].chars().next() {
+                        Some(c) => {
+                            let mut buf = [0u8; 4];
+                            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                            i += 1 + c.len_utf8();
+                        }
+                        None => i += 1,
+                    },
                 }
             }
-            ',' | '+' => break,
-            c => out.push(c),
+            b',' | b'+' => break,
+            b => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
-    let v = out.trim();
+    let v = String::from_utf8_lossy(&out);
+    let v = v.trim();
     (!v.is_empty()).then(|| v.to_string())
 }
 
@@ -494,11 +526,23 @@ mod tests {
             ("{{literal}} {key}", "{literal} E1"),
             ("{department}-{key}", "Eng-E1"),
             ("{mobile}", ""),
+            ("{mobile} {given_name}", "Alice"),
+            ("{given_name} {mobile}", "Alice"),
+            (
+                "{given_name} {mobile} {other_name} {family_name}",
+                "Alice Smith",
+            ),
+            ("{given_name} ({mobile})", "Alice ()"),
         ];
         for (src, want) in cases {
             let t = Template::parse(src).unwrap();
             assert_eq!(t.render(&u), *want, "template {src}");
         }
+        // Spaces inside a source value are the source's: kept.
+        let mut v = u.clone();
+        v.given_name = Some("Anne  Marie".into());
+        let t = Template::parse("{given_name} {other_name} {family_name}").unwrap();
+        assert_eq!(t.render(&v), "Anne  Marie Smith");
     }
 
     #[test]
@@ -524,6 +568,13 @@ mod tests {
             ("admins", "admins", true),
             ("Admins", "admins", true),
             ("admins", "cn=Admins,ou=groups,dc=example,dc=com", true),
+            // RFC 4514 escapes as servers return them: hex pairs and escaped specials.
+            ("#admins", "cn=\\23admins,ou=groups,dc=example,dc=com", true),
+            ("R&D, Europe", "cn=R&D\\2C Europe,ou=groups,dc=x", true),
+            ("R&D, Europe", "cn=R&D\\, Europe,ou=groups,dc=x", true),
+            ("josé", "cn=jos\\C3\\A9,dc=x", true),
+            ("josé", "cn=jos\\é,dc=x", true),
+            ("a+b", "cn=a\\+b+sn=c,dc=x", true),
             (
                 "cn=admins,ou=groups,dc=example,dc=com",
                 "cn=Admins,ou=groups,dc=example,dc=com",

@@ -68,6 +68,7 @@ pub struct RawState {
     pub path: Option<PathBuf>,
     pub auto_migrate: Option<bool>,
     pub max_connections: Option<u32>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -222,6 +222,16 @@ fn bad_configs_report_every_problem_with_its_key() {
             ],
         ),
         (
+            "state timeout",
+            &format!("{GOOD}\n[state]\ndatabase_url = \"postgres://localhost/d\"\ntimeout = \"0s\"\n"),
+            &["state.timeout: must be more than 0s"],
+        ),
+        (
+            "state timeout not a duration",
+            &format!("{GOOD}\n[state]\ndatabase_url = \"postgres://localhost/d\"\ntimeout = \"soon\"\n"),
+            &["state.timeout: invalid duration"],
+        ),
+        (
             "no source, no target",
             "[state]\n",
             &["source: missing", "target: no [[target]]"],

@@ -507,6 +507,17 @@ fn state(raw: RawState, base: &Path, pr: &mut Problems) -> Option<StateConfig> {
     if max_connections == 0 {
         pr.push("state.max_connections", "must be at least 1");
     }
+    let timeout = match raw.timeout.as_deref() {
+        None => Duration::from_secs(120),
+        Some(v) => match duration(v, "state.timeout", pr) {
+            Some(d) if d.is_zero() => {
+                pr.push("state.timeout", "must be more than 0s");
+                Duration::from_secs(120)
+            }
+            Some(d) => d,
+            None => Duration::from_secs(120),
+        },
+    };
     let location = match url {
         Some(url) => {
             if raw.path.is_some() {
@@ -527,6 +538,7 @@ fn state(raw: RawState, base: &Path, pr: &mut Problems) -> Option<StateConfig> {
             StoreLocation::Postgres {
                 url,
                 max_connections,
+                timeout,
             }
         }
         None => {

@@ -21,8 +21,16 @@
 //!   `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lower case). An entry without it is an error
 //!   naming its DN. The DN is never the key: it changes when an entry is renamed or moved.
 //! - Each mapped field lists one or more attributes; the first one present wins, and of a
-//!   multi-valued attribute the first value is used. Values are UTF-8 (non-UTF-8 bytes of a
-//!   name are replaced) and go through [`User::normalized`] (trim, NFC).
+//!   multi-valued attribute the first (non-blank) value is used; the other values are not read.
+//!   Values go through [`User::normalized`] (trim, NFC).
+//! - **Values are checked, never repaired** (the rules of the CSV source): a value used for a
+//!   field that is not UTF-8 is a problem (`invalid UTF-8 in attribute "mail" ...`), and so is
+//!   a control character other than tab (C0, DEL, C1: a NUL, a newline) in the key, the
+//!   email, a name, the mobile number or a group DN (`control character in attribute
+//!   "givenName": "Ab\0c"`). Extra attributes may hold control characters but must be UTF-8.
+//!   Each problem names the entry's DN and the attribute; values are shown escaped and cut
+//!   ([`shown`]), so no value can break a log line. A non-UTF-8 key is written in hex (or as a
+//!   GUID), as [`KeyFormat`] says.
 //! - No email: skipped and reported ([`MissingEmail::Skip`], the default) or an error.
 //! - Enabled: Active Directory's `userAccountControl` bit 0x2 (ACCOUNTDISABLE) and / or a
 //!   configured attribute with disabled values (`nsAccountLock: TRUE`) or whose presence
@@ -30,6 +38,8 @@
 //! - Groups (as DNs): the `memberOf` attribute, or a search of group entries under a group
 //!   base (`member` / `uniqueMember` DNs, `memberUid` user ids); nested groups optionally.
 //! - Duplicate keys and duplicate emails (case-insensitive) are errors naming both DNs.
+//! - Any problem of any entry fails the whole read (every problem is reported): one bad entry
+//!   never turns into a partial snapshot.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -290,6 +300,10 @@ pub struct LdapSourceError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LdapProblem {
     pub dn: Option<String>,
+    /// The attribute concerned (as configured), when the problem is one of its values. The
+    /// message names it as well.
+    pub attribute: Option<String>,
+    /// What is wrong. Values quoted in it are escaped ([`shown`]), so it is one line.
     pub message: String,
 }
 
@@ -327,6 +341,7 @@ impl LdapProblem {
     fn read(message: impl Into<String>) -> Self {
         LdapProblem {
             dn: None,
+            attribute: None,
             message: message.into(),
         }
     }
@@ -334,9 +349,51 @@ impl LdapProblem {
     fn entry(dn: &str, message: impl Into<String>) -> Self {
         LdapProblem {
             dn: Some(dn.to_string()),
+            attribute: None,
             message: message.into(),
         }
     }
+
+    /// A problem of a value of `attribute` of entry `dn`.
+    fn value(dn: &str, attribute: &str, message: impl Into<String>) -> Self {
+        LdapProblem {
+            dn: Some(dn.to_string()),
+            attribute: Some(attribute.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+/// How many characters (or bytes) of a value an error message shows.
+const SHOWN_VALUE: usize = 80;
+
+/// A value as error messages show it: quoted, with quotes, backslashes, control and other
+/// non-printable characters escaped (`"Ab\0c"`, `"a\nb"`), so that a NUL or a newline in a
+/// directory value cannot end a log line or forge the next one. Values longer than
+/// [`SHOWN_VALUE`] characters are cut in the message (only there), which says so.
+pub fn shown(v: &str) -> String {
+    match v.char_indices().nth(SHOWN_VALUE) {
+        None => format!("{v:?}"),
+        Some((i, _)) => format!("{:?}... ({} bytes in all)", &v[..i], v.len()),
+    }
+}
+
+/// [`shown`] for a value that is not UTF-8: ASCII as is, other bytes as `\xNN`.
+fn shown_bytes(v: &[u8]) -> String {
+    if v.len() <= SHOWN_VALUE {
+        format!("\"{}\"", v.escape_ascii())
+    } else {
+        format!(
+            "\"{}\"... ({} bytes in all)",
+            v[..SHOWN_VALUE].escape_ascii(),
+            v.len()
+        )
+    }
+}
+
+/// Control characters other than tab: C0, DEL and C1 (the rule of the CSV source).
+fn has_control(s: &str) -> bool {
+    s.chars().any(|c| c.is_control() && c != '\t')
 }
 
 /// A complete read: the snapshot, and the entries left out of it (no email, with
@@ -542,6 +599,7 @@ async fn collect_on(s: &LdapSettings, ldap: &mut Ldap) -> Result<Collected, Stri
     }
     let users = std::mem::take(&mut c.users);
     c.users = users.into_iter().map(User::normalized).collect();
+    c.problems.extend(group_problems(s, &c.users, &dns));
     for dn in &c.without_key {
         c.problems.push(LdapProblem::entry(
             dn,
@@ -610,7 +668,15 @@ fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
         Some(url::Host::Ipv6(a)) => a.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        // `ldap:` is not a special scheme: the URL parser keeps an IP address as an opaque
+        // host name.
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback())
+        }
         None => true,
     }
 }
@@ -683,7 +749,13 @@ async fn paged_search(
             match stream.next().await {
                 Ok(Some(re)) if re.is_ref() => refs.extend(ldap3::parse_refs(re.0)),
                 Ok(Some(re)) if re.is_intermediate() => {}
-                Ok(Some(re)) => on_entry(SearchEntry::construct(re)),
+                Ok(Some(re)) => match search_entry(re.0) {
+                    Ok(e) => on_entry(e),
+                    Err(m) => {
+                        let _ = stream.finish().await;
+                        return Err(format!("{}: {m}{INCOMPLETE}", at()));
+                    }
+                },
                 Ok(None) => break,
                 Err(e) => {
                     let _ = stream.finish().await;
@@ -740,10 +812,14 @@ async fn paged_search(
 /// Said of a search that failed after entries came in.
 const INCOMPLETE: &str = " (the read is incomplete: nothing is synced)";
 
+/// The server's diagnostic text, if any, for a message (escaped when it holds control
+/// characters, so that it stays one line).
 fn text(t: &str) -> String {
     let t = t.trim();
     if t.is_empty() {
         String::new()
+    } else if has_control(t) {
+        format!(": {}", shown(t))
     } else {
         format!(": {t}")
     }
@@ -796,6 +872,64 @@ fn rc_name(rc: u32) -> &'static str {
     }
 }
 
+/// An entry of a search result, as [`SearchEntry::construct`] builds it but without its
+/// panics (a DN or an attribute description that is not UTF-8, a malformed entry: an error)
+/// and keeping the values of each attribute in the server's order (`construct` moves the
+/// non-UTF-8 values of a mixed attribute before the others, so "the first value" would be
+/// another one). All values are in `bin_attrs`, as bytes; [`values`] reads both maps.
+fn search_entry(re: ldap3::asn1::StructureTag) -> Result<SearchEntry, String> {
+    let malformed = || "the server sent a malformed entry".to_string();
+    let mut parts = re
+        .match_id(4)
+        .and_then(|t| t.expect_constructed())
+        .ok_or_else(malformed)?
+        .into_iter();
+    let dn = parts
+        .next()
+        .and_then(|t| t.expect_primitive())
+        .ok_or_else(malformed)?;
+    let dn = String::from_utf8(dn).map_err(|e| {
+        format!(
+            "the server sent an entry whose DN is not UTF-8: {}",
+            shown_bytes(e.as_bytes())
+        )
+    })?;
+    let mut bin_attrs: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for attribute in parts
+        .next()
+        .and_then(|t| t.expect_constructed())
+        .ok_or_else(malformed)?
+    {
+        let mut a = attribute
+            .expect_constructed()
+            .ok_or_else(malformed)?
+            .into_iter();
+        let name = a
+            .next()
+            .and_then(|t| t.expect_primitive())
+            .ok_or_else(malformed)?;
+        let name = String::from_utf8(name).map_err(|e| {
+            format!(
+                "entry {dn:?}: an attribute description is not UTF-8: {}",
+                shown_bytes(e.as_bytes())
+            )
+        })?;
+        let vals = a
+            .next()
+            .and_then(|t| t.expect_constructed())
+            .ok_or_else(malformed)?;
+        let slot = bin_attrs.entry(name).or_default();
+        for v in vals {
+            slot.push(v.expect_primitive().ok_or_else(malformed)?);
+        }
+    }
+    Ok(SearchEntry {
+        dn,
+        attrs: HashMap::new(),
+        bin_attrs,
+    })
+}
+
 /// The attributes to request for users.
 fn user_attributes(s: &LdapSettings) -> Vec<String> {
     let a = &s.attributes;
@@ -829,8 +963,8 @@ fn user_attributes(s: &LdapSettings) -> Vec<String> {
     out
 }
 
-/// The values of attribute `name` (case-insensitive; options such as `;binary` ignored), text
-/// values first.
+/// The values of attribute `name` (case-insensitive; options such as `;binary` ignored), in
+/// the server's order for entries read by [`search_entry`].
 fn values<'e>(e: &'e SearchEntry, name: &str) -> Vec<&'e [u8]> {
     let matches = |k: &str| {
         let base = k.split(';').next().unwrap_or(k);
@@ -850,14 +984,57 @@ fn values<'e>(e: &'e SearchEntry, name: &str) -> Vec<&'e [u8]> {
     out
 }
 
-/// The first value of the first attribute of `names` present, as text.
-fn first_text(e: &SearchEntry, names: &[String]) -> Option<String> {
-    names.iter().find_map(|n| {
-        values(e, n)
-            .into_iter()
-            .map(|v| String::from_utf8_lossy(v).trim().to_string())
-            .find(|v| !v.is_empty())
-    })
+/// How the value of a text field is checked, besides being UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Key, email, names, mobile: no control characters other than tab.
+    NoControls,
+    /// Extra attributes and the user id matched against `memberUid`: anything.
+    Any,
+}
+
+/// The first non-blank value of the first attribute of `names` present, trimmed, with the
+/// name of that attribute. A value that is not UTF-8, or (with [`Check::NoControls`]) holds a
+/// control character, is a problem naming the entry and the attribute, and gives `None`: it is
+/// never replaced, cut, or passed over for the next value.
+fn text_field<'n>(
+    e: &SearchEntry,
+    names: &'n [String],
+    check: Check,
+    problems: &mut Vec<LdapProblem>,
+) -> Option<(&'n str, String)> {
+    for name in names {
+        for v in values(e, name) {
+            let t = match std::str::from_utf8(v) {
+                Ok(t) => t.trim(),
+                Err(err) => {
+                    problems.push(LdapProblem::value(
+                        &e.dn,
+                        name,
+                        format!(
+                            "invalid UTF-8 in attribute {name:?} (after byte {} of the value): {}",
+                            err.valid_up_to(),
+                            shown_bytes(v)
+                        ),
+                    ));
+                    return None;
+                }
+            };
+            if t.is_empty() {
+                continue;
+            }
+            if check == Check::NoControls && has_control(t) {
+                problems.push(LdapProblem::value(
+                    &e.dn,
+                    name,
+                    format!("control character in attribute {name:?}: {}", shown(t)),
+                ));
+                return None;
+            }
+            return Some((name.as_str(), t.to_string()));
+        }
+    }
+    None
 }
 
 enum Outcome {
@@ -867,6 +1044,7 @@ enum Outcome {
     Problems(Vec<LdapProblem>),
 }
 
+/// One entry as a user, or every problem of the entry.
 fn entry_to_user(s: &LdapSettings, e: &SearchEntry, groups: Option<&GroupIndex>) -> Outcome {
     let a = &s.attributes;
     let mut problems = Vec::new();
@@ -875,34 +1053,46 @@ fn entry_to_user(s: &LdapSettings, e: &SearchEntry, groups: Option<&GroupIndex>)
         return Outcome::NoKey;
     };
     if key_values.len() > 1 {
-        problems.push(LdapProblem::entry(
+        problems.push(LdapProblem::value(
             &e.dn,
+            &a.key,
             format!("key attribute {:?} has {} values", a.key, key_values.len()),
         ));
     }
     let key = match format_key(raw_key, &a.key, s.key_format) {
-        Ok(k) if k.trim().is_empty() => {
-            problems.push(LdapProblem::entry(&e.dn, format!("empty key {:?}", a.key)));
+        Ok(k) if k.is_empty() => {
+            problems.push(LdapProblem::value(
+                &e.dn,
+                &a.key,
+                format!("empty key {:?}", a.key),
+            ));
             None
         }
         Ok(k) => Some(k),
         Err(m) => {
-            problems.push(LdapProblem::entry(&e.dn, m));
+            problems.push(LdapProblem::value(&e.dn, &a.key, m));
             None
         }
     };
-    let email = first_text(e, &a.email);
-    let Some(email) = email else {
+    let before = problems.len();
+    let email = text_field(e, &a.email, Check::NoControls, &mut problems);
+    if email.is_none() && problems.len() == before {
         return if problems.is_empty() {
             Outcome::NoEmail
         } else {
             Outcome::Problems(problems)
         };
-    };
-    if let Some(why) = email_error(&email) {
-        problems.push(LdapProblem::entry(
+    }
+    if let Some((attr, email)) = &email
+        && let Some(why) = email_error(email)
+    {
+        problems.push(LdapProblem::value(
             &e.dn,
-            format!("invalid email {email:?}: {why}"),
+            attr,
+            format!(
+                "invalid email in attribute {attr:?}: {} ({why})",
+                shown(email)
+            ),
         ));
     }
     let mut enabled = true;
@@ -914,12 +1104,10 @@ fn entry_to_user(s: &LdapSettings, e: &SearchEntry, groups: Option<&GroupIndex>)
             .and_then(|t| t.trim().parse::<i64>().ok())
         {
             Some(flags) => enabled &= flags & 0x2 == 0,
-            None => problems.push(LdapProblem::entry(
+            None => problems.push(LdapProblem::value(
                 &e.dn,
-                format!(
-                    "userAccountControl {:?} is not a number",
-                    String::from_utf8_lossy(v)
-                ),
+                "userAccountControl",
+                format!("userAccountControl {} is not a number", shown_bytes(v)),
             )),
         }
     }
@@ -929,35 +1117,66 @@ fn entry_to_user(s: &LdapSettings, e: &SearchEntry, groups: Option<&GroupIndex>)
             !vs.is_empty()
         } else {
             vs.iter().any(|v| {
-                let v = String::from_utf8_lossy(v);
-                rule.values
-                    .iter()
-                    .any(|d| d.trim().eq_ignore_ascii_case(v.trim()))
+                // A value that is not UTF-8 equals none of the configured (UTF-8) values.
+                std::str::from_utf8(v).is_ok_and(|v| {
+                    rule.values
+                        .iter()
+                        .any(|d| d.trim().eq_ignore_ascii_case(v.trim()))
+                })
             })
         };
         enabled &= !disabled;
     }
     let group_dns: Vec<String> = match &s.groups {
         GroupSource::None => Vec::new(),
-        GroupSource::MemberOf { attribute } => values(e, attribute)
-            .into_iter()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect(),
+        // Control characters in group DNs are checked once nested groups are known
+        // (`group_problems`).
+        GroupSource::MemberOf { attribute } => {
+            let mut dns = Vec::new();
+            for v in values(e, attribute) {
+                match std::str::from_utf8(v) {
+                    Ok(dn) => dns.push(dn.to_string()),
+                    Err(err) => problems.push(LdapProblem::value(
+                        &e.dn,
+                        attribute,
+                        format!(
+                            "invalid UTF-8 in attribute {attribute:?} (after byte {} of the value): {}",
+                            err.valid_up_to(),
+                            shown_bytes(v)
+                        ),
+                    )),
+                }
+            }
+            dns
+        }
         GroupSource::Search(g) => {
-            let uid = g
-                .member_uid_attribute
-                .as_ref()
-                .and_then(|_| first_text(e, std::slice::from_ref(&g.user_id_attribute)));
-            groups.map_or_else(Vec::new, |idx| idx.groups_of(&e.dn, uid.as_deref()))
+            let uid = g.member_uid_attribute.as_ref().and_then(|_| {
+                text_field(
+                    e,
+                    std::slice::from_ref(&g.user_id_attribute),
+                    Check::Any,
+                    &mut problems,
+                )
+            });
+            groups.map_or_else(Vec::new, |idx| {
+                idx.groups_of(&e.dn, uid.as_ref().map(|(_, u)| u.as_str()))
+            })
         }
     };
     let mut extra = BTreeMap::new();
     for (name, attr) in &s.extra {
-        if let Some(v) = first_text(e, std::slice::from_ref(attr)) {
+        if let Some((_, v)) = text_field(e, std::slice::from_ref(attr), Check::Any, &mut problems) {
             extra.insert(name.clone(), v);
         }
     }
-    let Some(key) = key else {
+    let mut field =
+        |names: &[String]| text_field(e, names, Check::NoControls, &mut problems).map(|(_, v)| v);
+    let given_name = field(&a.given_name);
+    let family_name = field(&a.family_name);
+    let other_name = field(&a.other_name);
+    let display_name = field(&a.display_name);
+    let mobile = field(&a.mobile);
+    let (Some(key), Some((_, email))) = (key, email) else {
         return Outcome::Problems(problems);
     };
     if !problems.is_empty() {
@@ -966,27 +1185,34 @@ fn entry_to_user(s: &LdapSettings, e: &SearchEntry, groups: Option<&GroupIndex>)
     Outcome::User(Box::new(User {
         key,
         email,
-        given_name: first_text(e, &a.given_name),
-        family_name: first_text(e, &a.family_name),
-        other_name: first_text(e, &a.other_name),
-        display_name: first_text(e, &a.display_name),
-        mobile: first_text(e, &a.mobile),
+        given_name,
+        family_name,
+        other_name,
+        display_name,
+        mobile,
         enabled,
         groups: group_dns,
         extra,
     }))
 }
 
-/// Why `e` is not a usable email, if it is not.
-fn email_error(e: &str) -> Option<&'static str> {
-    let Some((local, domain)) = e.rsplit_once('@') else {
-        return Some("no @");
+/// Why `email` (trimmed, not empty) is not a usable address, if it is not. The rule of the
+/// CSV source: one `@`, something on both sides, no whitespace or control characters.
+fn email_error(email: &str) -> Option<&'static str> {
+    let Some((local, domain)) = email.split_once('@') else {
+        return Some("no \"@\"");
     };
-    if local.is_empty() || domain.is_empty() {
-        return Some("empty local part or domain");
+    if domain.contains('@') {
+        return Some("more than one \"@\"");
     }
-    if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Some("contains spaces or control characters");
+    if local.is_empty() {
+        return Some("nothing before \"@\"");
+    }
+    if domain.is_empty() {
+        return Some("nothing after \"@\"");
+    }
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("contains whitespace or control characters");
     }
     None
 }
@@ -1007,13 +1233,15 @@ pub fn format_key(raw: &[u8], attribute: &str, format: KeyFormat) -> Result<Stri
             )
         }),
         KeyFormat::Hex => Ok(raw.iter().map(|b| format!("{b:02x}")).collect()),
-        _ => match std::str::from_utf8(raw) {
-            Ok(t) if t.chars().any(char::is_control) => {
-                Err(format!("control character in key attribute {attribute:?}"))
-            }
-            Ok(t) => Ok(t.trim().to_string()),
+        _ => match std::str::from_utf8(raw).map(str::trim) {
+            Ok(t) if has_control(t) => Err(format!(
+                "control character in key attribute {attribute:?}: {}",
+                shown(t)
+            )),
+            Ok(t) => Ok(t.to_string()),
             Err(_) => Err(format!(
-                "key attribute {attribute:?} is not UTF-8 text (set source.ldap.key_format = \"hex\" or \"guid\")"
+                "key attribute {attribute:?} is not UTF-8 text: {} (set source.ldap.key_format = \"hex\" or \"guid\")",
+                shown_bytes(raw)
             )),
         },
     }
@@ -1053,6 +1281,19 @@ pub fn dn_key(dn: &str) -> String {
         }
     }
     out
+}
+
+/// A `uniqueMember` value (Name and Optional UID, RFC 4517) without its optional
+/// `#'0101'B` UID suffix. A `#` elsewhere is part of the DN (`cn=Room #5,...`: RFC 4514 only
+/// escapes a leading `#`).
+fn without_uid_suffix(member: &str) -> &str {
+    if let Some((dn, bits)) = member.rsplit_once("#'")
+        && let Some(bits) = bits.strip_suffix("'B")
+        && bits.bytes().all(|b| b == b'0' || b == b'1')
+    {
+        return dn;
+    }
+    member
 }
 
 /// Memberships read from group entries.
@@ -1116,22 +1357,37 @@ async fn group_index(
         "groups",
         |e| {
             let dn: Arc<str> = Arc::from(e.dn.as_str());
+            // A value that is not UTF-8 can name no user: user DNs are UTF-8, and so must be
+            // the user ids matched against memberUid (else the user's entry is a problem).
+            let text = |attr: &str, v: &[u8]| match std::str::from_utf8(v) {
+                Ok(t) => Some(t.to_string()),
+                Err(_) => {
+                    warn!(
+                        group = ?e.dn,
+                        "LDAP group: a value of attribute {attr:?} is not UTF-8 and matches no user: {}",
+                        shown_bytes(v)
+                    );
+                    None
+                }
+            };
             for m in &g.member_attributes {
                 for v in values(&e, m) {
-                    let member = String::from_utf8_lossy(v);
-                    // uniqueMember may carry an optional `#'0101'B` UID suffix.
-                    let member = member.split('#').next().unwrap_or_default();
+                    let Some(member) = text(m, v) else { continue };
                     index
                         .by_member_dn
-                        .entry(dn_key(member))
+                        .entry(dn_key(without_uid_suffix(&member)))
                         .or_default()
                         .push(Arc::clone(&dn));
                 }
             }
             if let Some(mu) = &g.member_uid_attribute {
                 for v in values(&e, mu) {
-                    let uid = String::from_utf8_lossy(v).trim().to_string();
-                    index.by_uid.entry(uid).or_default().push(Arc::clone(&dn));
+                    let Some(uid) = text(mu, v) else { continue };
+                    index
+                        .by_uid
+                        .entry(uid.trim().to_string())
+                        .or_default()
+                        .push(Arc::clone(&dn));
                 }
             }
         },
@@ -1164,12 +1420,19 @@ async fn nest_member_of(
         match res.1.rc {
             0 => {
                 for re in std::mem::take(&mut res.0) {
-                    let e = SearchEntry::construct(re);
-                    found.extend(
-                        values(&e, attribute)
-                            .into_iter()
-                            .map(|v| String::from_utf8_lossy(v).into_owned()),
-                    );
+                    let e = search_entry(re.0)
+                        .map_err(|m| format!("reading the groups of group {g:?}: {m}"))?;
+                    for v in values(&e, attribute) {
+                        let parent = std::str::from_utf8(v).map_err(|err| {
+                            format!(
+                                "reading the groups of group {g:?}: invalid UTF-8 in attribute \
+                                 {attribute:?} (after byte {} of the value): {}",
+                                err.valid_up_to(),
+                                shown_bytes(v)
+                            )
+                        })?;
+                        found.push(parent.to_string());
+                    }
                 }
             }
             // A memberOf value pointing at an entry we cannot see: no parents.
@@ -1202,6 +1465,34 @@ async fn nest_member_of(
         u.groups = out;
     }
     Ok(())
+}
+
+/// Groups (nested ones included) whose DN holds a control character, each naming the user's
+/// DN and where its groups come from.
+fn group_problems(s: &LdapSettings, users: &[User], dns: &[String]) -> Vec<LdapProblem> {
+    let mut problems = Vec::new();
+    for (u, dn) in users.iter().zip(dns) {
+        for g in u.groups.iter().filter(|g| has_control(g)) {
+            problems.push(match &s.groups {
+                GroupSource::MemberOf { attribute } => LdapProblem::value(
+                    dn,
+                    attribute,
+                    format!(
+                        "control character in a group of attribute {attribute:?}: {}",
+                        shown(g)
+                    ),
+                ),
+                _ => LdapProblem::entry(
+                    dn,
+                    format!(
+                        "control character in the DN of a group found by the group search: {}",
+                        shown(g)
+                    ),
+                ),
+            });
+        }
+    }
+    problems
 }
 
 /// Duplicate keys and emails, each naming both DNs.
@@ -1303,6 +1594,338 @@ mod tests {
         assert!(email_error("ab.c").is_some());
         assert!(email_error("a b@c").is_some());
         assert!(email_error("@c").is_some());
+        assert_eq!(email_error("a@b@c"), Some("more than one \"@\""));
+        assert!(email_error("jos\u{e9}@ex\u{e4}mple.org").is_none());
+        assert!(email_error("x?y#z%/..@example.org").is_none());
+    }
+
+    /// An entry with text attributes (valid UTF-8) and binary ones.
+    fn entry(text: &[(&str, &[&str])], binary: &[(&str, &[&[u8]])]) -> SearchEntry {
+        SearchEntry {
+            dn: "cn=x,dc=example".into(),
+            attrs: text
+                .iter()
+                .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+                .collect(),
+            bin_attrs: binary
+                .iter()
+                .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_vec()).collect()))
+                .collect(),
+        }
+    }
+
+    fn hostile_settings() -> LdapSettings {
+        let mut s = LdapSettings::new("ldap://h", "dc=example", ServerType::Generic);
+        s.attributes.key = "uid".into();
+        s.extra.insert("note".into(), "description".into());
+        s
+    }
+
+    /// `(attribute, message)` of each problem of the entry; panics when it is a user.
+    fn entry_problems(e: &SearchEntry) -> Vec<(Option<String>, String)> {
+        match entry_to_user(&hostile_settings(), e, None) {
+            Outcome::Problems(ps) => {
+                for p in &ps {
+                    assert_eq!(p.dn.as_deref(), Some("cn=x,dc=example"));
+                }
+                ps.into_iter().map(|p| (p.attribute, p.message)).collect()
+            }
+            Outcome::User(u) => panic!("a user: {u:?}"),
+            Outcome::NoKey => panic!("no key"),
+            Outcome::NoEmail => panic!("no email"),
+        }
+    }
+
+    fn entry_user(e: &SearchEntry) -> User {
+        match entry_to_user(&hostile_settings(), e, None) {
+            Outcome::User(u) => *u,
+            Outcome::Problems(ps) => panic!("{ps:?}"),
+            _ => panic!("no user"),
+        }
+    }
+
+    #[test]
+    fn control_characters_are_problems_naming_the_attribute() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "givenName",
+                "Ab\0c",
+                r#"control character in attribute "givenName": "Ab\0c""#,
+            ),
+            (
+                "sn",
+                "Last\r\nerror: forged",
+                r#"control character in attribute "sn": "Last\r\nerror: forged""#,
+            ),
+            (
+                "displayName",
+                "a\u{85}b",
+                r#"control character in attribute "displayName": "a\u{85}b""#,
+            ),
+            (
+                "mobile",
+                "+1 555\u{7f}0",
+                r#"control character in attribute "mobile": "+1 555\u{7f}0""#,
+            ),
+            (
+                "mail",
+                "a\0@example.org",
+                r#"control character in attribute "mail": "a\0@example.org""#,
+            ),
+            (
+                "uid",
+                "k\0ey",
+                r#"control character in key attribute "uid": "k\0ey""#,
+            ),
+        ];
+        for (attr, value, want) in cases {
+            let mut attrs: Vec<(&str, &[&str])> =
+                vec![("uid", &["k1"]), ("mail", &["a@example.org"])];
+            attrs.retain(|(k, _)| k != attr);
+            let v = [*value];
+            attrs.push((attr, &v));
+            let ps = entry_problems(&entry(&attrs, &[]));
+            assert_eq!(
+                ps,
+                vec![(Some(attr.to_string()), want.to_string())],
+                "{attr}"
+            );
+        }
+    }
+
+    #[test]
+    fn tab_and_surrounding_whitespace_are_fine() {
+        let u = entry_user(&entry(
+            &[
+                ("uid", &[" k1 "]),
+                ("mail", &["a@example.org\n"]),
+                ("givenName", &["Tab\tbed"]),
+                ("sn", &["  Padded\r\n"]),
+                ("description", &["line 1\nline 2"]),
+            ],
+            &[],
+        ));
+        assert_eq!(u.key, "k1");
+        assert_eq!(u.email, "a@example.org");
+        assert_eq!(u.given_name.as_deref(), Some("Tab\tbed"));
+        assert_eq!(u.family_name.as_deref(), Some("Padded"));
+        // Extra attributes may hold anything (as in the CSV source).
+        assert_eq!(u.extra["note"], "line 1\nline 2");
+    }
+
+    #[test]
+    fn non_utf8_values_are_problems_never_replaced() {
+        let cases: &[(&str, &[u8], &str)] = &[
+            (
+                "mail",
+                b"J\xfcrgen@example.org",
+                r#"invalid UTF-8 in attribute "mail" (after byte 1 of the value): "J\xfcrgen@example.org""#,
+            ),
+            (
+                "givenName",
+                b"J\xfcrgen",
+                r#"invalid UTF-8 in attribute "givenName" (after byte 1 of the value): "J\xfcrgen""#,
+            ),
+            (
+                "mobile",
+                b"+49 \xb1",
+                r#"invalid UTF-8 in attribute "mobile" (after byte 4 of the value): "+49 \xb1""#,
+            ),
+            (
+                "description",
+                b"x\xc0\xafy",
+                r#"invalid UTF-8 in attribute "description" (after byte 1 of the value): "x\xc0\xafy""#,
+            ),
+            (
+                "memberOf",
+                b"cn=\xff,dc=x",
+                r#"invalid UTF-8 in attribute "memberOf" (after byte 3 of the value): "cn=\xff,dc=x""#,
+            ),
+        ];
+        for (attr, value, want) in cases {
+            let mut text: Vec<(&str, &[&str])> =
+                vec![("uid", &["k1"]), ("mail", &["a@example.org"])];
+            text.retain(|(k, _)| k != attr);
+            let v = [*value];
+            let ps = entry_problems(&entry(&text, &[(attr, &v)]));
+            assert_eq!(
+                ps,
+                vec![(Some(attr.to_string()), want.to_string())],
+                "{attr}"
+            );
+        }
+        // A key that is not UTF-8 is written in hex (key_format = auto).
+        let u = entry_user(&entry(
+            &[("mail", &["a@example.org"])],
+            &[("uid", &[b"\xff\x01"])],
+        ));
+        assert_eq!(u.key, "ff01");
+    }
+
+    #[test]
+    fn first_value_is_used_and_checked() {
+        // Two mails: the first. A blank first value is passed over.
+        let u = entry_user(&entry(
+            &[
+                ("uid", &["k1"]),
+                ("mail", &["first@example.org", "second@example.org"]),
+                ("givenName", &[" ", "Second"]),
+            ],
+            &[],
+        ));
+        assert_eq!(u.email, "first@example.org");
+        assert_eq!(u.given_name.as_deref(), Some("Second"));
+        // A bad first value is a problem: the next value is not taken instead.
+        let ps = entry_problems(&entry(
+            &[
+                ("uid", &["k1"]),
+                ("mail", &["first@example.org"]),
+                ("givenName", &["Bad\0", "Good"]),
+            ],
+            &[],
+        ));
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        // Two key values.
+        let ps = entry_problems(&entry(
+            &[("uid", &["k1", "k2"]), ("mail", &["a@example.org"])],
+            &[],
+        ));
+        assert_eq!(
+            ps,
+            vec![(
+                Some("uid".into()),
+                r#"key attribute "uid" has 2 values"#.into()
+            )]
+        );
+    }
+
+    #[test]
+    fn every_problem_of_an_entry_is_reported() {
+        let ps = entry_problems(&entry(
+            &[
+                ("uid", &["k\n1"]),
+                ("mail", &["a b@example.org"]),
+                ("givenName", &["G\0"]),
+                ("sn", &["S\u{1b}[31m"]),
+            ],
+            &[],
+        ));
+        let attrs: Vec<Option<&str>> = ps.iter().map(|(a, _)| a.as_deref()).collect();
+        assert_eq!(
+            attrs,
+            vec![Some("uid"), Some("mail"), Some("givenName"), Some("sn")]
+        );
+        assert_eq!(
+            ps[1].1,
+            r#"invalid email in attribute "mail": "a b@example.org" (contains whitespace or control characters)"#
+        );
+    }
+
+    #[test]
+    fn shown_values_are_escaped_and_cut() {
+        assert_eq!(shown("a\nb\0\"c\\"), r#""a\nb\0\"c\\""#);
+        let long = "é".repeat(100_000);
+        let s = shown(&long);
+        assert!(s.ends_with("... (200000 bytes in all)"), "{s}");
+        assert_eq!(s.chars().filter(|c| *c == 'é').count(), SHOWN_VALUE);
+        assert_eq!(shown_bytes(b"J\xfc\"\n"), r#""J\xfc\"\n""#);
+        assert!(shown_bytes(&[0xff; 1000]).ends_with("... (1000 bytes in all)"));
+    }
+
+    /// A search result entry as the server sends it: `(type, values)` pairs.
+    fn result_entry(dn: &[u8], attrs: &[(&[u8], &[&[u8]])]) -> ldap3::asn1::StructureTag {
+        use ldap3::asn1::{PL, StructureTag, TagClass};
+        let prim = |id: u64, v: &[u8]| StructureTag {
+            class: TagClass::Universal,
+            id,
+            payload: PL::P(v.to_vec()),
+        };
+        let cons = |id: u64, inner: Vec<StructureTag>| StructureTag {
+            class: TagClass::Universal,
+            id,
+            payload: PL::C(inner),
+        };
+        let attrs = attrs
+            .iter()
+            .map(|(name, vals)| {
+                cons(
+                    16,
+                    vec![
+                        prim(4, name),
+                        cons(17, vals.iter().map(|v| prim(4, v)).collect()),
+                    ],
+                )
+            })
+            .collect();
+        StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(vec![prim(4, dn), cons(16, attrs)]),
+        }
+    }
+
+    #[test]
+    fn entries_keep_value_order_and_never_panic() {
+        let e = search_entry(result_entry(
+            b"cn=x,dc=example",
+            &[(b"mail", &[b"first@example.org", b"J\xfcrgen@example.org"])],
+        ))
+        .unwrap();
+        assert_eq!(
+            values(&e, "mail"),
+            vec![&b"first@example.org"[..], &b"J\xfcrgen@example.org"[..]]
+        );
+        // ldap3's own construct puts the non-UTF-8 value first.
+        let c = SearchEntry::construct(ldap3::ResultEntry::new(result_entry(
+            b"cn=x,dc=example",
+            &[(b"mail", &[b"first@example.org", b"J\xfcrgen@example.org"])],
+        )));
+        assert_eq!(c.bin_attrs["mail"][0], b"J\xfcrgen@example.org");
+        // So the first value is the one used.
+        let s = LdapSettings::new("ldap://h", "dc=example", ServerType::Generic);
+        let e = search_entry(result_entry(
+            b"cn=x,dc=example",
+            &[
+                (b"entryUUID", &[b"k1"]),
+                (b"mail", &[b"first@example.org", b"J\xfcrgen@example.org"]),
+            ],
+        ))
+        .unwrap();
+        match entry_to_user(&s, &e, None) {
+            Outcome::User(u) => assert_eq!(u.email, "first@example.org"),
+            _ => panic!("not a user"),
+        }
+        // A DN or an attribute description that is not UTF-8 is an error, not a panic.
+        let err = search_entry(result_entry(b"cn=\xff,dc=x", &[])).unwrap_err();
+        assert!(err.contains(r#""cn=\xff,dc=x""#), "{err}");
+        let err = search_entry(result_entry(b"cn=x", &[(b"m\xffil", &[b"v"])])).unwrap_err();
+        assert!(err.contains("attribute description is not UTF-8"), "{err}");
+        let malformed = ldap3::asn1::StructureTag {
+            class: ldap3::asn1::TagClass::Application,
+            id: 4,
+            payload: ldap3::asn1::PL::P(b"x".to_vec()),
+        };
+        assert!(search_entry(malformed).is_err());
+    }
+
+    #[test]
+    fn loopback_urls() {
+        let lo = |u: &str| is_loopback(&url::Url::parse(u).unwrap());
+        assert!(lo("ldap://127.0.0.1:389"));
+        assert!(lo("ldap://127.1.2.3"));
+        assert!(lo("ldap://[::1]:389"));
+        assert!(lo("ldap://localhost"));
+        assert!(!lo("ldap://10.0.0.1"));
+        assert!(!lo("ldap://ldap.example.com"));
+        assert!(!lo("ldap://127.0.0.1.example.com"));
+    }
+
+    #[test]
+    fn unique_member_uid_suffix() {
+        assert_eq!(without_uid_suffix("cn=a,dc=x#'0101'B"), "cn=a,dc=x");
+        assert_eq!(without_uid_suffix("cn=a,dc=x#''B"), "cn=a,dc=x");
+        assert_eq!(without_uid_suffix("cn=Room #5,dc=x"), "cn=Room #5,dc=x");
+        assert_eq!(without_uid_suffix("cn=a #'x'B,dc=x"), "cn=a #'x'B,dc=x");
     }
 
     #[test]

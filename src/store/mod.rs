@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
+pub mod bounded;
 pub mod postgres;
 pub mod sqlite;
 
@@ -31,6 +32,12 @@ pub enum StoreError {
         context: String,
         #[source]
         source: sqlx::Error,
+    },
+    #[error("state store ({backend}): {context}: did not answer within {}", humantime::format_duration(*after))]
+    Timeout {
+        backend: &'static str,
+        context: String,
+        after: std::time::Duration,
     },
     #[error("state store ({backend}): {context}: corrupt row: {message}")]
     Corrupt {
@@ -469,8 +476,15 @@ pub trait Store: Send + Sync {
 /// Where the state lives, resolved from `[state]`.
 #[derive(Debug, Clone)]
 pub enum StoreLocation {
-    Postgres { url: Secret, max_connections: u32 },
-    Sqlite { path: std::path::PathBuf },
+    Postgres {
+        url: Secret,
+        max_connections: u32,
+        /// Every store call must be answered within this (`state.timeout`).
+        timeout: std::time::Duration,
+    },
+    Sqlite {
+        path: std::path::PathBuf,
+    },
 }
 
 /// Opens (and, if asked, migrates) the configured store.
@@ -479,7 +493,11 @@ pub async fn open(location: &StoreLocation, migrate: bool) -> Result<Box<dyn Sto
         StoreLocation::Postgres {
             url,
             max_connections,
-        } => Box::new(postgres::PgStore::connect(url, *max_connections).await?),
+            timeout,
+        } => Box::new(bounded::Bounded::new(
+            postgres::PgStore::connect(url, *max_connections).await?,
+            *timeout,
+        )),
         StoreLocation::Sqlite { path } => Box::new(sqlite::SqliteStore::open(path).await?),
     };
     if migrate {

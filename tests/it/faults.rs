@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::cmd::{code, dirsync, out, store};
+use crate::support::cmd::{code, code as code_of, dirsync, out, store};
 use crate::support::covata::{self, FakeCovata};
 
 const HEADER: &str = "id,email,first,last,status,groups\n";
@@ -29,7 +29,8 @@ fn csv(n: usize, renamed: bool, removed_from: usize) -> String {
 
 fn write_config(dir: &Path, fake: &FakeCovata, db: Option<&str>) -> PathBuf {
     let state = match db {
-        Some(url) => format!("database_url = \"{url}\""),
+        // A short store deadline: a call on a session Postgres killed fails fast.
+        Some(url) => format!("database_url = \"{url}\"\ntimeout = \"5s\""),
         None => "path = \"state.db\"".into(),
     };
     let text = format!(
@@ -400,61 +401,171 @@ async fn token_endpoint_failures() {
     assert_converged(&fake, &config, 10, true, 9, "after the token outage").await;
 }
 
-/// Postgres drops dirsync's connections mid-run (what a server restart does to its clients),
-/// several times: the run may fail, but a following run converges exactly.
+/// Waits for a child that must end on its own; fails with the end of its log if it does not.
+fn wait_bounded(child: &mut std::process::Child, log: &Path, limit: Duration, what: &str) -> i32 {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            panic!(
+                "{what}: the run did not end within {} s; last log lines:\n{}",
+                limit.as_secs(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Postgres drops dirsync's connections mid-run (what a server restart or a failover does to
+/// its clients), several times: the run ends (it used to wait forever when the outcome writer
+/// failed while the workers were still busy) and the following runs converge exactly.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "can hang: a sync whose connections are terminated may wait forever; run with --ignored while investigating"]
 async fn postgres_connections_dropped_mid_run() {
     use sqlx::Connection;
     const N: usize = 150;
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeCovata::start().await;
-    fake.set_latency(Duration::from_millis(10));
     let url = crate::support::pg::pg_url().await;
     let config = write_config(dir.path(), &fake, Some(&url));
-    std::fs::write(
-        dir.path().join("users.csv"),
-        format!("{HEADER}{}", csv(N, false, usize::MAX)),
-    )
-    .unwrap();
     let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-    let mut child = dirsync(&config, &["sync"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let mut terminated = 0i64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid() \
-             AND application_name = 'dirsync'",
+    let mut failed_runs = 0;
+    for round in 1..=4usize {
+        fake.set_latency(Duration::from_millis(10));
+        std::fs::write(
+            dir.path().join("users.csv"),
+            format!("{HEADER}{}", csv(N * round, false, usize::MAX)),
         )
-        .fetch_one(&mut admin)
-        .await
         .unwrap();
-        terminated += n;
+        let log_path = dir.path().join(format!("run-{round}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = dirsync(&config, &["sync"])
+            .env("DIRSYNC_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // Terminate dirsync's sessions every 40-100 ms while the run goes on.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(40 + 20 * round as u64)).await;
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND application_name = 'dirsync'",
+            )
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            terminated += n;
+        }
+        let code = wait_bounded(
+            &mut child,
+            &log_path,
+            Duration::from_secs(30),
+            "dropped connections",
+        );
+        if code != 0 {
+            failed_runs += 1;
+        }
+        fake.set_latency(Duration::ZERO);
+        // The next run (or two, if the first still meets dropped state) converges exactly.
+        let o = dirsync(&config, &["sync"]).output().unwrap();
+        assert!(code_of(&o) == 0 || code_of(&o) == 4, "{}", out(&o));
+        let o = dirsync(&config, &["sync"]).output().unwrap();
+        assert_eq!(code_of(&o), 0, "{}", out(&o));
+        assert_converged(
+            &fake,
+            &config,
+            N * round,
+            false,
+            usize::MAX,
+            &format!("round {round} after dropped connections"),
+        )
+        .await;
     }
-    let _ = child.wait();
     assert!(
         terminated > 0,
-        "no connection was dropped: the run ended too soon"
+        "no connection was dropped: the runs ended too soon"
     );
-    fake.set_latency(Duration::ZERO);
-    // The next run (or two, if the first still meets dropped state) converges exactly.
-    let o = dirsync(&config, &["sync"]).output().unwrap();
-    assert!(code(&o) == 0 || code(&o) == 4, "{}", out(&o));
-    let o = dirsync(&config, &["sync"]).output().unwrap();
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    assert_converged(
-        &fake,
-        &config,
-        N,
-        false,
-        usize::MAX,
-        "after dropped connections",
-    )
-    .await;
+    eprintln!(
+        "dropped connections: {terminated} sessions terminated, {failed_runs} of 4 runs failed, all converged"
+    );
+}
+
+/// The Postgres server is restarted (fast shutdown, then started again) in the middle of runs:
+/// each run ends with a clear error or succeeds, and the next runs converge exactly: no
+/// duplicate creates, nothing lost, an empty journal.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restarted_mid_run() {
+    const N: usize = 120;
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeCovata::start().await;
+    let mut server = crate::support::pg::OwnServer::start();
+    let config = write_config(dir.path(), &fake, Some(&server.url()));
+    let mut failed_runs = 0;
+    let mut restarts_mid_run = 0u32;
+    for round in 1..=3usize {
+        fake.set_latency(Duration::from_millis(15));
+        std::fs::write(
+            dir.path().join("users.csv"),
+            format!("{HEADER}{}", csv(N * round, false, usize::MAX)),
+        )
+        .unwrap();
+        let log_path = dir.path().join(format!("run-{round}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = dirsync(&config, &["sync"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100 + 150 * round as u64));
+        let running = child.try_wait().unwrap().is_none();
+        restarts_mid_run += u32::from(running);
+        server.restart();
+        let code = wait_bounded(
+            &mut child,
+            &log_path,
+            Duration::from_secs(60),
+            "postgres restart",
+        );
+        if code != 0 {
+            failed_runs += 1;
+            let text = std::fs::read_to_string(&log_path).unwrap();
+            assert!(
+                text.contains("state store (postgres)"),
+                "round {round}: unclear error:\n{text}"
+            );
+        }
+        eprintln!("restart round {round}: restarted while running = {running}, exit {code}");
+        fake.set_latency(Duration::ZERO);
+        let o = dirsync(&config, &["sync"]).output().unwrap();
+        assert!(code_of(&o) == 0 || code_of(&o) == 4, "{}", out(&o));
+        let o = dirsync(&config, &["sync"]).output().unwrap();
+        assert_eq!(code_of(&o), 0, "{}", out(&o));
+        assert_converged(
+            &fake,
+            &config,
+            N * round,
+            false,
+            usize::MAX,
+            &format!("round {round} after a Postgres restart"),
+        )
+        .await;
+    }
+    assert!(
+        restarts_mid_run > 0,
+        "no restart landed while a run was going"
+    );
+    eprintln!(
+        "postgres restarts: {restarts_mid_run} mid-run, {failed_runs} runs failed, all converged"
+    );
+    server.stop();
 }

@@ -9,6 +9,7 @@ mod faults;
 mod faults_state;
 mod faults_target;
 mod hostile;
+mod ldap_hostile;
 mod ldap_source;
 mod notify;
 mod primavera;

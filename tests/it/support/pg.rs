@@ -78,6 +78,12 @@ enum Server {
 struct Cluster {
     port: u16,
     log: PathBuf,
+    /// What [`OwnServer`] needs to stop and start the server again.
+    postgres: PathBuf,
+    root: PathBuf,
+    data: PathBuf,
+    user: Option<(u32, u32)>,
+    running: Option<(u32, Arc<Mutex<bool>>)>,
 }
 
 impl Server {
@@ -149,6 +155,12 @@ extern "C" fn stop_all() {
         let Some(pid) = s.pid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
             continue;
         };
+        if s.exited
+            .as_ref()
+            .is_some_and(|e| e.lock().map(|e| *e).unwrap_or(true))
+        {
+            continue; // already stopped (and reaped): the pid may be someone else's now
+        }
         // SAFETY: a plain syscall on a pid we spawned and have not reaped yet (its keeper thread
         // reaps it and then sets `exited`).
         unsafe {
@@ -244,7 +256,17 @@ impl Cluster {
         for _attempt in 0..3 {
             let port = free_port().map_err(|e| io_err("find a free port", e))?;
             match spawn_postgres(&postgres, &root, &data, &log, port, user) {
-                Ok(()) => return Ok(Cluster { port, log }),
+                Ok(running) => {
+                    return Ok(Cluster {
+                        port,
+                        log,
+                        postgres,
+                        root,
+                        data,
+                        user,
+                        running: Some(running),
+                    });
+                }
                 // Another process may have taken the port between our probe and postgres' bind.
                 Err(e) if e.contains("could not bind") || e.contains("already in use") => {
                     last_error = e;
@@ -264,7 +286,7 @@ fn spawn_postgres(
     log: &Path,
     port: u16,
     user: Option<(u32, u32)>,
-) -> Result<(), String> {
+) -> Result<(u32, Arc<Mutex<bool>>), String> {
     let log_file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -347,7 +369,7 @@ fn spawn_postgres(
         if let Ok(text) = fs::read_to_string(&pid_file)
             && text.lines().nth(7).map(str::trim) == Some("ready")
         {
-            return Ok(());
+            return Ok((pid, exited));
         }
         if Instant::now() >= deadline {
             return Err(format!(
@@ -445,5 +467,61 @@ fn tail_from(path: &Path, from: u64) -> String {
             String::from_utf8_lossy(&bytes).trim_end()
         ),
         Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// A Postgres server of its own, for a test that stops and restarts it (the shared one of
+/// [`pg_url`] must stay up for the other tests). Stopped at exit like the shared one.
+pub struct OwnServer {
+    cluster: Cluster,
+}
+
+impl OwnServer {
+    /// Starts a new cluster (panics saying what to install when Postgres is missing).
+    pub fn start() -> OwnServer {
+        match Cluster::start() {
+            Ok(cluster) => OwnServer { cluster },
+            Err(message) => panic!("{message}"),
+        }
+    }
+
+    /// A URL to the `postgres` database of this server.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            self.cluster.port
+        )
+    }
+
+    /// Stops the server with a fast shutdown (SIGINT: clients are disconnected, as in a
+    /// restart) and waits until it has exited.
+    pub fn stop(&mut self) {
+        let Some((pid, exited)) = self.cluster.running.take() else {
+            return;
+        };
+        // SAFETY: a plain syscall on the server we spawned; its keeper thread has not reaped it
+        // (checked just below by `exited` before waiting).
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGINT);
+        }
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !exited.lock().map(|e| *e).unwrap_or(true) {
+            assert!(
+                Instant::now() < deadline,
+                "test Postgres: did not stop within {} s",
+                READY_TIMEOUT.as_secs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        let c = &self.cluster;
+        match spawn_postgres(&c.postgres, &c.root, &c.data, &c.log, c.port, c.user) {
+            Ok(running) => self.cluster.running = Some(running),
+            Err(message) => panic!("{message}"),
+        }
     }
 }
