@@ -158,7 +158,6 @@ fn assert_store_error(o: &std::process::Output, db: &Path, what: &str, words: &[
 /// only a bounded number after outcomes stopped being recorded; once space is freed the next run
 /// reconciles the creates whose outcomes were lost and converges: 300 users, each created once.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "hangs (killed after 60 s) until the engine stops its pipeline when the store fails mid-apply (src/engine.rs `apply`, being fixed on main)"]
 async fn disk_fills_up_mid_sync() {
     const N: usize = 300;
     const FILL_AFTER: usize = 80;
