@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -45,6 +46,107 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    loc: Location,
+}
+
+/// Where the database lives. Every query error names the file, and when SQLite reports a failure
+/// the file system causes (full, read-only, cannot open, I/O), says what the file system shows
+/// (see [`diagnose`]): "database or disk is full" alone does not say which disk.
+#[derive(Debug, Clone)]
+struct Location {
+    /// `None`: an in-memory database.
+    file: Option<Arc<Path>>,
+}
+
+impl Location {
+    /// The error of a query on this database, for `context` (what was being done).
+    fn err(&self, context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
+        let context = context.into();
+        let loc = self.clone();
+        move |source| StoreError::Query {
+            backend: BACKEND,
+            context: loc.describe(&context, &source),
+            source,
+        }
+    }
+
+    /// `<file>[: <what the file system shows>][: <context>]`.
+    fn describe(&self, context: &str, e: &sqlx::Error) -> String {
+        let mut text = match &self.file {
+            None => "in-memory database".to_string(),
+            Some(file) => match diagnose(file, e) {
+                Some(why) => format!("{}: {why}", file.display()),
+                None => file.display().to_string(),
+            },
+        };
+        if !context.is_empty() {
+            text.push_str(": ");
+            text.push_str(context);
+        }
+        text
+    }
+}
+
+/// SQLite's primary result codes that the environment causes.
+const SQLITE_READONLY: i32 = 8;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
+
+/// Below this much free space a file system that made SQLite fail counts as full: SQLite needs
+/// room for its WAL, its shared-memory index and new pages, not one byte.
+const NEARLY_FULL: u64 = 1 << 20;
+
+/// Why the file system holding `file` refuses writes, when `e` is a failure it can cause and the
+/// file system shows a reason: read-only, (nearly) no space left, a directory dirsync may not
+/// write to. `None` otherwise (the error then speaks for itself).
+fn diagnose(file: &Path, e: &sqlx::Error) -> Option<String> {
+    let code: i32 = e.as_database_error()?.code()?.parse().ok()?;
+    let primary = code & 0xff;
+    if !matches!(
+        primary,
+        SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN
+    ) {
+        return None;
+    }
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: `c_dir` is a valid NUL-terminated path and `vfs` a writable statvfs.
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    let stat_ok = unsafe { libc::statvfs(c_dir.as_ptr(), &mut vfs) } == 0;
+    if stat_ok && vfs.f_flag & libc::ST_RDONLY != 0 {
+        return Some(format!(
+            "the file system holding {} is read-only (dirsync must write its journal there)",
+            dir.display()
+        ));
+    }
+    if stat_ok {
+        // `fsblkcnt_t` and `c_ulong` are u64 on 64-bit Linux, narrower elsewhere.
+        #[allow(clippy::useless_conversion)]
+        let free = u64::from(vfs.f_bavail).saturating_mul(u64::from(vfs.f_frsize));
+        if primary == SQLITE_FULL || free < NEARLY_FULL {
+            return Some(format!(
+                "no space left on the file system holding {} ({free} bytes free): free some \
+                 space, then run again",
+                dir.display()
+            ));
+        }
+    }
+    // SAFETY: as above; access() only reads the path.
+    if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK) } != 0 {
+        return Some(format!(
+            "the directory {} is not writable for this user ({})",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    if primary == SQLITE_READONLY {
+        return Some("the database file is read-only".to_string());
+    }
+    None
 }
 
 impl SqliteStore {
@@ -69,12 +171,15 @@ impl SqliteStore {
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
-            .await
-            .map_err(|e| StoreError::Connect {
-                backend: BACKEND,
-                message: format!("{}: {e}", path.display()),
-            })?;
-        Ok(SqliteStore { pool })
+            .await;
+        let loc = Location {
+            file: Some(Arc::from(path)),
+        };
+        let pool = pool.map_err(|e| StoreError::Connect {
+            backend: BACKEND,
+            message: format!("{}: {e}", loc.describe("", &e)),
+        })?;
+        Ok(SqliteStore { pool, loc })
     }
 
     /// A private in-memory database on a single connection that is never recycled (closing it
@@ -95,7 +200,10 @@ impl SqliteStore {
                 backend: BACKEND,
                 message: format!("in-memory database: {e}"),
             })?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            loc: Location { file: None },
+        })
     }
 
     /// The connection pool (tests insert raw rows through it).
@@ -114,15 +222,6 @@ fn parse_ts(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("bad timestamp {text:?}: {e}"))
-}
-
-fn query_error(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
-    let context = context.into();
-    move |source| StoreError::Query {
-        backend: BACKEND,
-        context,
-        source,
-    }
 }
 
 fn corrupt(context: impl Into<String>, message: impl Into<String>) -> StoreError {
@@ -315,7 +414,7 @@ impl Store for SqliteStore {
             .pool
             .begin()
             .await
-            .map_err(query_error(context.clone()))?;
+            .map_err(self.loc.err(context.clone()))?;
         let mut out: Vec<RecordedAccount> = Vec::new();
         loop {
             let query = match out.last() {
@@ -328,7 +427,7 @@ impl Store for SqliteStore {
                 .bind(i64::try_from(LOAD_CHUNK).unwrap_or(i64::MAX))
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(query_error(context.clone()))?;
+                .map_err(self.loc.err(context.clone()))?;
             let rows: Vec<LightRow> = serde_json::from_str(&json)
                 .map_err(|e| corrupt(&context, format!("light rows: {e}")))?;
             let n = rows.len();
@@ -340,7 +439,7 @@ impl Store for SqliteStore {
                 break;
             }
         }
-        tx.rollback().await.map_err(query_error(context))?;
+        tx.rollback().await.map_err(self.loc.err(context))?;
         Ok(out)
     }
 
@@ -368,7 +467,7 @@ impl Store for SqliteStore {
                 .try_map(|row: SqliteRow| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
                 .fetch_all(&self.pool)
                 .await
-                .map_err(query_error(context.clone()))?;
+                .map_err(self.loc.err(context.clone()))?;
             for (key, attributes, roles) in rows {
                 let fields = serde_json::from_str(&attributes)
                     .map_err(|e| corrupt(&context, format!("key {key:?}: attributes: {e}")))?;
@@ -402,9 +501,9 @@ impl Store for SqliteStore {
             .pool
             .begin()
             .await
-            .map_err(query_error(context.clone()))?;
-        upsert_in(&mut tx, target, &rows, &now, &context).await?;
-        tx.commit().await.map_err(query_error(context))
+            .map_err(self.loc.err(context.clone()))?;
+        upsert_in(&mut tx, &self.loc, target, &rows, &now, &context).await?;
+        tx.commit().await.map_err(self.loc.err(context))
     }
 
     async fn delete_accounts(&self, target: &str, keys: &[String]) -> Result<(), StoreError> {
@@ -416,9 +515,9 @@ impl Store for SqliteStore {
             .pool
             .begin()
             .await
-            .map_err(query_error(context.clone()))?;
-        delete_in(&mut tx, target, keys, &context).await?;
-        tx.commit().await.map_err(query_error(context))
+            .map_err(self.loc.err(context.clone()))?;
+        delete_in(&mut tx, &self.loc, target, keys, &context).await?;
+        tx.commit().await.map_err(self.loc.err(context))
     }
 
     async fn last_good_source_count(&self) -> Result<Option<u64>, StoreError> {
@@ -431,7 +530,7 @@ impl Store for SqliteStore {
         )
         .fetch_optional(&self.pool)
         .await
-        .map_err(query_error(context))?;
+        .map_err(self.loc.err(context))?;
         count
             .map(|n| to_u64(n, "source_count", context))
             .transpose()
@@ -450,7 +549,7 @@ impl Store for SqliteStore {
         .bind(run.forced)
         .fetch_one(&self.pool)
         .await
-        .map_err(query_error(context))
+        .map_err(self.loc.err(context))
     }
 
     async fn finish_run(&self, id: i64, finish: &RunFinish) -> Result<(), StoreError> {
@@ -471,9 +570,9 @@ impl Store for SqliteStore {
         .bind(summary)
         .execute(&self.pool)
         .await
-        .map_err(query_error(context.clone()))?;
+        .map_err(self.loc.err(context.clone()))?;
         if done.rows_affected() == 0 {
-            return Err(query_error(context)(sqlx::Error::RowNotFound));
+            return Err(self.loc.err(context)(sqlx::Error::RowNotFound));
         }
         Ok(())
     }
@@ -486,7 +585,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err(query_error(context))?;
+        .map_err(self.loc.err(context))?;
         rows.iter().map(|row| run_from_row(row, context)).collect()
     }
 
@@ -498,7 +597,7 @@ impl Store for SqliteStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(query_error(context.clone()))?;
+        .map_err(self.loc.err(context.clone()))?;
         row.map(|row| run_from_row(&row, &context)).transpose()
     }
 
@@ -510,7 +609,7 @@ impl Store for SqliteStore {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await
-        .map_err(query_error(context.clone()))?;
+        .map_err(self.loc.err(context.clone()))?;
         rows.iter()
             .map(|row| operation_from_row(row, &context))
             .collect()
@@ -539,7 +638,7 @@ impl Store for SqliteStore {
             let rows = query
                 .fetch_all(&self.pool)
                 .await
-                .map_err(query_error(context.clone()))?;
+                .map_err(self.loc.err(context.clone()))?;
             for row in &rows {
                 out.push(record_from_row(row, &context)?);
             }
@@ -565,7 +664,7 @@ impl Store for SqliteStore {
             .pool
             .begin()
             .await
-            .map_err(query_error(context.clone()))?;
+            .map_err(self.loc.err(context.clone()))?;
         let mut ids = Vec::with_capacity(ops.len());
         for chunk in ops.chunks(JOURNAL_CHUNK) {
             let mut sql = String::with_capacity(200 + chunk.len() * 24);
@@ -597,11 +696,11 @@ impl Store for SqliteStore {
             let mut chunk_ids: Vec<i64> = query
                 .fetch_all(&mut *tx)
                 .await
-                .map_err(query_error(context.clone()))?;
+                .map_err(self.loc.err(context.clone()))?;
             chunk_ids.sort_unstable();
             ids.extend(chunk_ids);
         }
-        tx.commit().await.map_err(query_error(context))?;
+        tx.commit().await.map_err(self.loc.err(context))?;
         Ok(ids)
     }
 
@@ -615,7 +714,7 @@ impl Store for SqliteStore {
             .pool
             .begin()
             .await
-            .map_err(query_error(context.clone()))?;
+            .map_err(self.loc.err(context.clone()))?;
         for chunk in ids.chunks(KEY_CHUNK) {
             let sql = format!(
                 "UPDATE operations SET status = 'sent', attempts = attempts + 1, updated_at = ? \
@@ -631,9 +730,9 @@ impl Store for SqliteStore {
             query
                 .execute(&mut *tx)
                 .await
-                .map_err(query_error(context.clone()))?;
+                .map_err(self.loc.err(context.clone()))?;
         }
-        tx.commit().await.map_err(query_error(context))
+        tx.commit().await.map_err(self.loc.err(context))
     }
 
     async fn record_outcomes(
@@ -656,7 +755,7 @@ impl Store for SqliteStore {
             .pool
             .begin()
             .await
-            .map_err(query_error(context.clone()))?;
+            .map_err(self.loc.err(context.clone()))?;
         // The last outcome of an operation wins (as on Postgres).
         let mut seen = HashSet::with_capacity(outcomes.len());
         let mut outcomes: Vec<&OpOutcome> = outcomes
@@ -685,10 +784,10 @@ impl Store for SqliteStore {
             query
                 .execute(&mut *tx)
                 .await
-                .map_err(query_error(context.clone()))?;
+                .map_err(self.loc.err(context.clone()))?;
         }
         let upserts: Vec<&AccountRecord> = changes.upserts.iter().collect();
-        upsert_in(&mut tx, target, &upserts, &now, &context).await?;
+        upsert_in(&mut tx, &self.loc, target, &upserts, &now, &context).await?;
         for chunk in changes.set_enabled.chunks(KEY_CHUNK) {
             let sql = format!(
                 "UPDATE accounts SET enabled = v.column2, disabled_at = v.column3, \
@@ -709,10 +808,10 @@ impl Store for SqliteStore {
                 .bind(target)
                 .execute(&mut *tx)
                 .await
-                .map_err(query_error(context.clone()))?;
+                .map_err(self.loc.err(context.clone()))?;
         }
-        delete_in(&mut tx, target, &changes.deletes, &context).await?;
-        tx.commit().await.map_err(query_error(context))
+        delete_in(&mut tx, &self.loc, target, &changes.deletes, &context).await?;
+        tx.commit().await.map_err(self.loc.err(context))
     }
 
     async fn try_lock_target(
@@ -722,7 +821,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<Box<dyn TargetLock>>, StoreError> {
         let context = format!("lock target {target:?}");
         let holder = format!("{holder}#{}", uuid::Uuid::new_v4());
-        if !take_lease(&self.pool, target, &holder, &context).await? {
+        if !take_lease(&self.pool, &self.loc, target, &holder, &context).await? {
             // A holder on this host whose process is gone (killed, crashed) does not keep the
             // target locked until its lease runs out.
             let current: Option<String> =
@@ -730,7 +829,7 @@ impl Store for SqliteStore {
                     .bind(target)
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(query_error(context.clone()))?;
+                    .map_err(self.loc.err(context.clone()))?;
             let Some(current) = current.filter(|h| holder_is_dead(h)) else {
                 return Ok(None);
             };
@@ -740,8 +839,8 @@ impl Store for SqliteStore {
                 .bind(&current)
                 .execute(&self.pool)
                 .await
-                .map_err(query_error(context.clone()))?;
-            if !take_lease(&self.pool, target, &holder, &context).await? {
+                .map_err(self.loc.err(context.clone()))?;
+            if !take_lease(&self.pool, &self.loc, target, &holder, &context).await? {
                 return Ok(None);
             }
         }
@@ -751,10 +850,11 @@ impl Store for SqliteStore {
             let target = target.to_string();
             let holder = holder.clone();
             let context = context.clone();
+            let loc = self.loc.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(LOCK_LEASE / 3).await;
-                    if let Err(e) = take_lease(&pool, &target, &holder, &context).await {
+                    if let Err(e) = take_lease(&pool, &loc, &target, &holder, &context).await {
                         tracing::warn!(target = %target, error = %e, "could not renew the target lock");
                     }
                 }
@@ -762,6 +862,7 @@ impl Store for SqliteStore {
         };
         Ok(Some(Box::new(SqliteLock {
             pool: self.pool.clone(),
+            loc: self.loc.clone(),
             target: target.to_string(),
             holder,
             context,
@@ -775,7 +876,7 @@ impl Store for SqliteStore {
             .bind(target)
             .fetch_one(&self.pool)
             .await
-            .map_err(query_error(context))
+            .map_err(self.loc.err(context))
     }
 
     async fn unfinished_operations(
@@ -790,7 +891,7 @@ impl Store for SqliteStore {
         .bind(target)
         .fetch_all(&self.pool)
         .await
-        .map_err(query_error(context.clone()))?;
+        .map_err(self.loc.err(context.clone()))?;
         rows.iter()
             .map(|row| operation_from_row(row, &context))
             .collect()
@@ -801,6 +902,7 @@ impl Store for SqliteStore {
 /// statement; `now` is the rows' `updated_at` (and `created_at` of new ones).
 async fn upsert_in(
     conn: &mut SqliteConnection,
+    loc: &Location,
     target: &str,
     rows: &[&AccountRecord],
     now: &str,
@@ -837,10 +939,7 @@ async fn upsert_in(
                 .bind(now)
                 .bind(now);
         }
-        query
-            .execute(&mut *conn)
-            .await
-            .map_err(query_error(context))?;
+        query.execute(&mut *conn).await.map_err(loc.err(context))?;
     }
     Ok(())
 }
@@ -848,6 +947,7 @@ async fn upsert_in(
 /// Deletes account rows of a target inside a transaction, [`KEY_CHUNK`] keys per statement.
 async fn delete_in(
     conn: &mut SqliteConnection,
+    loc: &Location,
     target: &str,
     keys: &[String],
     context: &str,
@@ -863,10 +963,7 @@ async fn delete_in(
         for key in chunk {
             query = query.bind(key.as_str());
         }
-        query
-            .execute(&mut *conn)
-            .await
-            .map_err(query_error(context))?;
+        query.execute(&mut *conn).await.map_err(loc.err(context))?;
     }
     Ok(())
 }
@@ -947,6 +1044,7 @@ fn record_from_row(row: &SqliteRow, context: &str) -> Result<AccountRecord, Stor
 /// already ours.
 async fn take_lease(
     pool: &SqlitePool,
+    loc: &Location,
     target: &str,
     holder: &str,
     context: &str,
@@ -964,12 +1062,13 @@ async fn take_lease(
     .bind(format_ts(&now))
     .execute(pool)
     .await
-    .map_err(query_error(context.to_string()))?;
+    .map_err(loc.err(context))?;
     Ok(done.rows_affected() == 1)
 }
 
 struct SqliteLock {
     pool: SqlitePool,
+    loc: Location,
     target: String,
     holder: String,
     context: String,
@@ -991,7 +1090,7 @@ impl TargetLock for SqliteLock {
             .bind(&self.holder)
             .execute(&self.pool)
             .await
-            .map_err(query_error(self.context.clone()))?;
+            .map_err(self.loc.err(self.context.clone()))?;
         Ok(())
     }
 }

@@ -6,6 +6,8 @@ mod csv_source;
 mod daemon;
 mod drift;
 mod faults;
+mod faults_state;
+mod faults_target;
 mod hostile;
 mod ldap_hostile;
 mod ldap_source;

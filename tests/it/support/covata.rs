@@ -15,8 +15,10 @@
 //! Where the contract is silent, the choice made is marked "assumed" where it is made.
 //!
 //! Faults ([`FakeCovata::inject`]) fire on the next N requests that match a method and a path
-//! (exact, prefix or `{param}` template): 429/503 with `Retry-After`, any status, latency, and a
-//! dropped connection (before or after the change is applied). A dropped connection is made by
+//! (exact, prefix or `{param}` template): 429/503 with `Retry-After`, any status, latency, a
+//! dropped connection (before or after the change is applied), and a slow answer to a change
+//! that is applied anyway (at once, or late and even after the client gave up). Every exchange
+//! is logged with the fault it fired and the status answered ([`FakeCovata::exchanges`]). A dropped connection is made by
 //! breaking the accepted socket: every later read or write on it fails, so hyper closes the
 //! connection without writing a single byte of the response, and the client sees the connection
 //! closed before any response (reqwest: "error sending request", caused by hyper's
@@ -212,6 +214,45 @@ pub enum Fault {
     /// Handle the request (the change takes effect), then close the connection without any
     /// response.
     DropAfterApply,
+    /// Handle the request (the change takes effect at once), then wait this long before
+    /// answering: a client whose request timeout is shorter gives up on a change that was made.
+    ApplyThenLatency(Duration),
+    /// Wait this long, then handle the request even if the client has gone away meanwhile (a
+    /// server that finishes queued work after its client timed out): the change takes effect
+    /// late, possibly after the client has already looked for it. With [`Fault::Latency`] the
+    /// handler is dropped with the connection, so nothing is applied.
+    LatencyThenApplyDetached(Duration),
+}
+
+/// One exchange as the fake saw it: when the request arrived, the fault it fired and the
+/// status answered (`None`: no answer was written — a dropped connection, or a client that gave
+/// up while the fake was still waiting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub at: Instant,
+    pub method: String,
+    /// The raw path, as sent.
+    pub path: String,
+    /// The body, lossily decoded as UTF-8.
+    pub body: String,
+    pub fault: Option<Fault>,
+    pub status: Option<u16>,
+}
+
+impl Exchange {
+    /// `POST /api/v1/users`: one create attempt.
+    pub fn is_create(&self) -> bool {
+        self.method == "POST" && self.path == "/api/v1/users"
+    }
+
+    /// The `email` of a JSON body (creates), if any.
+    pub fn email(&self) -> Option<String> {
+        serde_json::from_str::<Value>(&self.body)
+            .ok()?
+            .get("email")?
+            .as_str()
+            .map(str::to_owned)
+    }
 }
 
 struct FaultRule {
@@ -240,6 +281,8 @@ struct Inner {
     toggle_calls: usize,
     faults: Vec<FaultRule>,
     latency: Duration,
+    /// Every exchange, never cleared by [`FakeCovata::clear_requests`].
+    exchanges: Vec<Exchange>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -268,6 +311,7 @@ impl Inner {
             toggle_calls: 0,
             faults: Vec::new(),
             latency: Duration::ZERO,
+            exchanges: Vec::new(),
         }
     }
 
@@ -551,6 +595,25 @@ impl FakeCovata {
     pub fn pending_faults(&self) -> usize {
         self.lock().faults.iter().map(|r| r.remaining).sum()
     }
+
+    /// Every exchange so far, in arrival order (see [`Exchange`]).
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.lock().exchanges.clone()
+    }
+
+    /// How many requests have arrived so far (cheaper than [`Self::exchanges`]).
+    pub fn exchange_count(&self) -> usize {
+        self.lock().exchanges.len()
+    }
+
+    /// How many create attempts (`POST /api/v1/users`) have arrived so far.
+    pub fn create_attempts(&self) -> usize {
+        self.lock()
+            .exchanges
+            .iter()
+            .filter(|e| e.is_create())
+            .count()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -683,7 +746,7 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
     };
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
-    let (auth, latency, fault) = {
+    let (auth, latency, fault, exchange) = {
         let mut inner = lock(&shared);
         let auth = inner.check_bearer(&parts.headers);
         inner.requests.push(RecordedRequest {
@@ -695,7 +758,21 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
             authorized: auth.is_ok(),
         });
         let fault = inner.take_fault(&method, &path);
-        (auth, inner.latency, fault)
+        inner.exchanges.push(Exchange {
+            at: Instant::now(),
+            method: method.clone(),
+            path: path.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            fault: fault.clone(),
+            status: None,
+        });
+        let exchange = inner.exchanges.len() - 1;
+        (auth, inner.latency, fault, exchange)
+    };
+    // The answer's status, once there is one to write.
+    let answered = |response: Response| {
+        lock(&shared).exchanges[exchange].status = Some(response.status().as_u16());
+        response
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -707,14 +784,20 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
     };
     match &fault {
         Some(Fault::Status429 { retry_after }) => {
-            return fault_status(StatusCode::TOO_MANY_REQUESTS, retry_after.as_deref());
+            return answered(fault_status(
+                StatusCode::TOO_MANY_REQUESTS,
+                retry_after.as_deref(),
+            ));
         }
         Some(Fault::Status503 { retry_after }) => {
-            return fault_status(StatusCode::SERVICE_UNAVAILABLE, retry_after.as_deref());
+            return answered(fault_status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                retry_after.as_deref(),
+            ));
         }
         Some(Fault::Status(code)) => {
             let status = StatusCode::from_u16(*code).expect("checked by inject");
-            return fault_status(status, None);
+            return answered(fault_status(status, None));
         }
         Some(Fault::Latency(delay)) => tokio::time::sleep(*delay).await,
         Some(Fault::Drop) => {
@@ -722,7 +805,24 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
             // Never written: the connection fails first.
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
-        Some(Fault::DropAfterApply) | None => {}
+        Some(Fault::LatencyThenApplyDetached(delay)) => {
+            // A task of its own: it goes on when the client gives up and hyper drops this
+            // future with the connection.
+            let delay = *delay;
+            let request = Request::from_parts(parts, Body::from(body));
+            let handled = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                match auth {
+                    Err(e) if needs_bearer(request.uri().path()) => e.into_response(),
+                    _ => next.run(request).await,
+                }
+            });
+            return match handled.await {
+                Ok(response) => answered(response),
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            };
+        }
+        Some(Fault::DropAfterApply | Fault::ApplyThenLatency(_)) | None => {}
     }
     let response = match auth {
         Err(e) if needs_bearer(&path) => e.into_response(),
@@ -730,8 +830,12 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
     };
     if fault == Some(Fault::DropAfterApply) {
         kill();
+        return response;
     }
-    response
+    if let Some(Fault::ApplyThenLatency(delay)) = &fault {
+        tokio::time::sleep(*delay).await;
+    }
+    answered(response)
 }
 
 fn fault_status(status: StatusCode, retry_after: Option<&str>) -> Response {

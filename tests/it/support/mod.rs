@@ -2,6 +2,7 @@
 
 pub mod cmd;
 pub mod covata;
+pub mod faultrun;
 pub mod killable;
 pub mod pg;
 pub mod primavera;

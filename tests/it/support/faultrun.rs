@@ -1,0 +1,299 @@
+//! Shared by the fault suites that run the real `dirsync sync` against the fake Covata with a few
+//! hundred operations (`faults_state.rs`, `faults_target.rs`): the CSV and configuration, runs
+//! bounded in time, and the checks that nothing was lost or created twice.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::cmd::{dirsync, store};
+use crate::support::covata::{self, FakeCovata};
+
+pub const HEADER: &str = "id,email,first,last,status,groups\n";
+
+/// `n` users `E00001..`; with `renamed` every third gets another last name; users from
+/// `removed_from` on are left out (they get disabled); every seventh is an admin.
+pub fn csv(n: usize, renamed: bool, removed_from: usize) -> String {
+    let rows: String = (1..=n)
+        .filter(|i| *i < removed_from)
+        .map(|i| {
+            let last = if renamed && i % 3 == 0 {
+                format!("Renamed{i}")
+            } else {
+                format!("Last{i}")
+            };
+            let groups = if i % 7 == 0 { "staff;admins" } else { "staff" };
+            format!("E{i:05},user{i}@example.com,First{i},{last},active,{groups}\n")
+        })
+        .collect();
+    format!("{HEADER}{rows}")
+}
+
+/// The HTTP settings of the target unless a test gives its own.
+pub const DEFAULT_HTTP: &str = "concurrency = 4\nbatch_size = 7\nmax_backoff = \"1s\"\n";
+
+/// A configuration with the SQLite store at `state` (absolute) and one Covata target with
+/// these HTTP settings (`[[target]]` keys, one a line).
+pub fn write_config(dir: &Path, fake: &FakeCovata, state: &Path, http: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[state]
+path = "{state}"
+[source]
+kind = "csv"
+[source.csv]
+path = "users.csv"
+[source.csv.columns]
+key = "id"
+given_name = "first"
+family_name = "last"
+enabled = "status"
+groups = "groups"
+[safety]
+max_disable_percent = 100
+[[target]]
+name = "covata"
+kind = "covata"
+base_url = "{base}"
+username = "{u}"
+password = "{p}"
+client_id = "{c}"
+client_secret = "{s}"
+{http}
+[[target.roles]]
+group = "admins"
+roles = ["ROLE_SYSTEM_ADMIN"]
+"#,
+        state = state.display(),
+        base = fake.base_url(),
+        u = covata::USERNAME,
+        p = covata::PASSWORD,
+        c = covata::CLIENT_ID,
+        s = covata::CLIENT_SECRET,
+    );
+    let path = dir.join("dirsync.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The longest one `dirsync` run of these suites may take before it is killed.
+pub const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `dirsync <args>` to its end, but kills it after `limit` and fails the test saying so
+/// (with its output so far), so that a hanging run fails instead of hanging the suite.
+pub fn run_bounded(config: &Path, args: &[&str], limit: Duration) -> Output {
+    let mut child = dirsync(config, args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let mut killed = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            killed = true;
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let output = Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    if killed {
+        let err = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "`dirsync {}` did not finish within {limit:?} and was killed (a hang: if the state \
+             store failed mid-apply, this is the known engine pipeline hang of src/engine.rs \
+             `apply`).\n--- stderr (last lines)\n{}",
+            args.join(" "),
+            tail.join("\n")
+        );
+    }
+    output
+}
+
+/// What the fake saw of create attempts (`POST /api/v1/users`) since it started.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Creates {
+    /// Every attempt, retries included.
+    pub attempts: usize,
+    /// Answered 201 (an account was made; one made whose answer was lost is not counted).
+    pub created: usize,
+    /// Answered 409: an attempt to create an account that already existed (a duplicate create).
+    pub duplicates: usize,
+    /// Attempts that fired an injected fault.
+    pub faulted: usize,
+    /// The most 201 answers for one email (must be 1).
+    pub max_created_per_email: usize,
+}
+
+pub fn creates(fake: &FakeCovata) -> Creates {
+    let mut c = Creates::default();
+    let mut per_email: BTreeMap<String, usize> = BTreeMap::new();
+    for e in fake.exchanges().iter().filter(|e| e.is_create()) {
+        c.attempts += 1;
+        c.faulted += usize::from(e.fault.is_some());
+        match e.status {
+            Some(201) => {
+                c.created += 1;
+                *per_email
+                    .entry(e.email().unwrap_or_default().to_lowercase())
+                    .or_default() += 1;
+            }
+            Some(409) => c.duplicates += 1,
+            _ => {}
+        }
+    }
+    c.max_created_per_email = per_email.values().copied().max().unwrap_or(0);
+    c
+}
+
+/// The fake holds exactly the desired users (each once, with the desired last name, roles and
+/// enabled flag; users no longer in the CSV disabled), the store holds one owned row per user,
+/// and the journal holds nothing unfinished. No create was ever answered 409 and no email was
+/// created twice.
+pub async fn assert_converged(
+    fake: &FakeCovata,
+    config: &Path,
+    n: usize,
+    renamed: bool,
+    removed_from: usize,
+    what: &str,
+) {
+    let users = fake.users();
+    let mut emails: Vec<String> = users.iter().map(|u| u.email.to_lowercase()).collect();
+    emails.sort();
+    let before = emails.len();
+    emails.dedup();
+    assert_eq!(
+        before,
+        emails.len(),
+        "{what}: duplicate users on the target"
+    );
+    assert_eq!(users.len(), n, "{what}: user count");
+    for i in 1..=n {
+        let u = fake
+            .user_by_email(&format!("user{i}@example.com"))
+            .unwrap_or_else(|| panic!("{what}: user{i} missing"));
+        let gone = i >= removed_from;
+        assert_eq!(u.enabled, !gone, "{what}: user{i} enabled");
+        if !gone {
+            let last = if renamed && i % 3 == 0 {
+                format!("Renamed{i}")
+            } else {
+                format!("Last{i}")
+            };
+            assert_eq!(
+                u.last_name.as_deref(),
+                Some(last.as_str()),
+                "{what}: user{i} name"
+            );
+            assert_eq!(
+                u.roles.contains(&"ROLE_SYSTEM_ADMIN".to_string()),
+                i % 7 == 0,
+                "{what}: user{i} roles"
+            );
+        }
+    }
+    let c = creates(fake);
+    assert_eq!(c.duplicates, 0, "{what}: duplicate creates: {c:?}");
+    assert_eq!(
+        c.max_created_per_email, 1,
+        "{what}: an email created twice: {c:?}"
+    );
+    let agreed = assert_store_agrees(fake, config, what).await;
+    assert_eq!(agreed, n, "{what}: account rows");
+    let s = store(config).await;
+    assert!(
+        s.unfinished_operations("covata").await.unwrap().is_empty(),
+        "{what}: unfinished operations left"
+    );
+}
+
+/// The store and the fake agree on who exists: every account row is owned and names a user the
+/// fake has (same id, same email, same enabled flag), and every user of the fake has a row.
+/// Returns the number of rows.
+pub async fn assert_store_agrees(fake: &FakeCovata, config: &Path, what: &str) -> usize {
+    assert_store_agrees_on(fake, config, what, true).await
+}
+
+/// [`assert_store_agrees`], comparing the enabled flags only with `enabled` (a status change
+/// whose answer timed out may have taken effect although it is recorded as failed).
+pub async fn assert_store_agrees_on(
+    fake: &FakeCovata,
+    config: &Path,
+    what: &str,
+    enabled: bool,
+) -> usize {
+    let s = store(config).await;
+    let rows = s.load_accounts("covata").await.unwrap();
+    for a in &rows {
+        assert!(
+            a.owned,
+            "{what}: {} recorded as not owned (a conflict)",
+            a.key
+        );
+        let id = a
+            .remote_id
+            .as_deref()
+            .unwrap_or_else(|| panic!("{what}: {} has no remote id", a.key));
+        let u = fake
+            .user(id)
+            .unwrap_or_else(|| panic!("{what}: {} is recorded but not on the target", a.key));
+        assert_eq!(
+            Some(u.email.to_lowercase()),
+            a.login.as_ref().map(|l| l.to_lowercase()),
+            "{what}: {} email",
+            a.key
+        );
+        if enabled {
+            assert_eq!(u.enabled, a.enabled, "{what}: {} enabled flag", a.key);
+        }
+    }
+    let recorded: std::collections::HashSet<&str> =
+        rows.iter().filter_map(|a| a.remote_id.as_deref()).collect();
+    for u in fake.users() {
+        assert!(
+            recorded.contains(u.id.as_str()),
+            "{what}: {} is on the target but not recorded (lost)",
+            u.email
+        );
+    }
+    rows.len()
+}
+
+/// Journal statuses of one run: status → count.
+pub async fn journal_of_run(config: &Path, run_id: i64) -> BTreeMap<String, usize> {
+    let s = store(config).await;
+    let mut out = BTreeMap::new();
+    for op in s.run_operations(run_id).await.unwrap() {
+        *out.entry(op.status).or_default() += 1;
+    }
+    out
+}
+
+/// The id of the newest run.
+pub async fn last_run_id(config: &Path) -> i64 {
+    let s = store(config).await;
+    s.list_runs(1).await.unwrap()[0].id
+}
