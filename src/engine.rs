@@ -355,6 +355,31 @@ impl Ctx<'_> {
         });
     }
 
+    /// A create whose outcome is unknown (the request failed and the look-up did not find the
+    /// account, but the target may still be finishing it): reported as failed, and its journal
+    /// row stays `sent`, so the next run looks it up again before planning instead of sending
+    /// it twice.
+    fn unknown(&self, d: &mut Done, i: usize, e: &OpError) {
+        let op = &self.plan.ops[i];
+        d.kinds.push((op.op.kind(), OpStatus::Failed));
+        let text = format!(
+            "{}; outcome unknown: looked up again by the next run",
+            error_text(e)
+        );
+        warn!(run_id = self.run_id, target = %self.target.name, op = op.op.kind(), key = %op.key, error = %text, "create outcome unknown");
+        d.failures.push(Failure {
+            key: op.key.clone(),
+            op: op.op.kind(),
+            error: text.clone(),
+        });
+        d.outcomes.push(OpOutcome {
+            id: self.ids[i],
+            status: OpStatus::Sent,
+            error: Some(text),
+            remote_id: None,
+        });
+    }
+
     fn skip(&self, d: &mut Done, i: usize, why: &str) {
         d.skipped += 1;
         d.kinds
@@ -442,7 +467,7 @@ impl Ctx<'_> {
                                 );
                             }
                             None => {
-                                self.fail(d, i, &OpError::Unavailable { message });
+                                self.unknown(d, i, &OpError::Unavailable { message });
                                 broken = Some("skipped: the create of this account failed".into());
                             }
                         }
@@ -709,7 +734,7 @@ impl Ctx<'_> {
                                 )),
                             );
                         }
-                        None => self.fail(
+                        None => self.unknown(
                             d,
                             i,
                             &OpError::Unavailable {

@@ -503,7 +503,6 @@ async fn target_too_slow_for_a_stretch() {
 /// create, and an account dirsync no longer manages. Leaving the operation `sent` (outcome
 /// unknown) lets the next run's reconciliation look it up first.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "engine bug: a create whose outcome is unknown is recorded failed, so the next run sends it again (409: the account is then recorded as not owned); passes once the engine leaves it `sent` for the next run to look up"]
 async fn create_made_after_its_timeout_is_not_sent_twice() {
     const LATE: usize = 8;
     let dir = tempfile::tempdir().unwrap();
