@@ -2,7 +2,7 @@
 //! fake ends up holding, what the journal and the account rows say, and what happens under
 //! faults and kills.
 
-use crate::support::cmd::{code, out};
+use crate::support::cmd::{code, out, stderr, stdout};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -677,4 +677,57 @@ connect_timeout = "1s"
     let run = &store.list_runs(1).await.unwrap()[0];
     assert_eq!(run.status, dirsync::store::RunStatus::Failed);
     assert_eq!(run.applied, 3);
+}
+
+/// A source outage with default safety settings: an empty export (header only) and one with
+/// 40 % of the users missing are blocked (exit 3), nobody is disabled on the target, the report
+/// and the log say which rule; `--force` then applies the shrunken source.
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_or_shrunken_source_blocks_sync_and_force_applies() {
+    let env = Env::new(Backend::Sqlite, &users(50)).await;
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.fake.users().len(), 50);
+    for (what, body, rule) in [
+        ("empty", String::new(), "min_source_users"),
+        ("40 % fewer", users(30), "max_source_drop_percent"),
+    ] {
+        env.write_csv(&body);
+        env.fake.clear_requests();
+        let o = env.run(&["sync"]);
+        assert_eq!(code(&o), 3, "{what}: {}", out(&o));
+        assert!(stdout(&o).contains("BLOCKED"), "{what}: {}", out(&o));
+        assert!(
+            stdout(&o).contains(rule),
+            "{what}: report names {rule}: {}",
+            out(&o)
+        );
+        assert!(
+            stderr(&o).contains("blocked by safety policy"),
+            "{what}: {}",
+            out(&o)
+        );
+        assert!(
+            stderr(&o).contains(rule),
+            "{what}: log names {rule}: {}",
+            out(&o)
+        );
+        assert!(
+            env.fake.users().iter().all(|u| u.enabled),
+            "{what}: somebody was disabled"
+        );
+        assert!(
+            env.fake
+                .requests()
+                .iter()
+                .all(|r| r.method == "GET" || r.path.contains("token")),
+            "{what}: a change was sent: {:?}",
+            env.fake.requests()
+        );
+    }
+    let o = env.run(&["sync", "--force"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let fake_users = env.fake.users();
+    assert_eq!(fake_users.iter().filter(|u| u.enabled).count(), 30);
+    assert_eq!(fake_users.iter().filter(|u| !u.enabled).count(), 20);
 }
