@@ -981,7 +981,7 @@ fn row_columns(r: &AccountRecord) -> [Option<String>; 7] {
         r.account.login.clone(),
         Some(serde_json::to_string(&r.state.fields).expect("json")),
         Some(dirsync::store::memberships_json(&r.state)),
-        Some(r.account.hash.clone()),
+        Some(r.account.hash.to_string()),
         Some(if r.account.enabled { "t" } else { "f" }.to_string()),
     ]
 }
@@ -1111,7 +1111,7 @@ async fn seed(config_path: &Path) -> usize {
                     key: a.key.clone(),
                     remote_id: Some(format!("{:016x}", mix(fxhash(&a.key)))),
                     login: a.fields.get(login_field).cloned(),
-                    hash: a.hash.clone(),
+                    hash: a.hash,
                     enabled: a.enabled,
                     owned: true,
                     adopted: false,

@@ -668,7 +668,7 @@ mod tests {
             key: key.into(),
             remote_id: Some(rid.into()),
             login: Some(format!("{key}@x.com")),
-            hash: "h".into(),
+            hash: Default::default(),
             enabled: true,
             owned,
             adopted: false,

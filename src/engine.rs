@@ -261,7 +261,7 @@ fn created_record(
             key: account.key.clone(),
             remote_id: Some(remote_id),
             login: account.fields.get(login_field).cloned(),
-            hash: account.hash.clone(),
+            hash: account.hash,
             enabled: true,
             owned: true,
             adopted: false,

@@ -319,7 +319,59 @@ pub struct Account {
     pub enabled: bool,
     /// [`content_hash`] of `fields`, `roles` and `groups` (not `enabled`, which is compared
     /// directly).
-    pub hash: String,
+    pub hash: ContentHash,
+}
+
+/// A 128-bit content hash (xxh3-128), 16 bytes in memory and 32 lowercase hex digits in the
+/// store, in saved plans and in logs. Kept as bytes (alignment 1) so that a million recorded
+/// accounts do not carry a million hex strings.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ContentHash([u8; 16]);
+
+impl ContentHash {
+    pub fn from_u128(v: u128) -> ContentHash {
+        ContentHash(v.to_be_bytes())
+    }
+
+    /// Parses 32 hex digits; anything else is `None`.
+    pub fn parse(s: &str) -> Option<ContentHash> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u128::from_str_radix(s, 16).ok().map(ContentHash::from_u128)
+    }
+
+    /// [`parse`](Self::parse), or the all-zero hash for text that is not a content hash (it
+    /// equals no account's hash, so such a row is simply updated by the next plan).
+    pub fn parse_lenient(s: &str) -> ContentHash {
+        Self::parse(s).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", u128::from_be_bytes(self.0))
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        ContentHash::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a content hash: {text:?}")))
+    }
 }
 
 impl Account {
@@ -437,7 +489,7 @@ pub fn content_hash(
     fields: &BTreeMap<String, String>,
     roles: &BTreeSet<String>,
     groups: &BTreeSet<String>,
-) -> String {
+) -> ContentHash {
     let mut buf = Vec::with_capacity(256);
     let mut put = |s: &str| {
         buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
@@ -461,7 +513,7 @@ pub fn content_hash(
             put(g);
         }
     }
-    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&buf))
+    ContentHash::from_u128(xxhash_rust::xxh3::xxh3_128(&buf))
 }
 
 #[cfg(test)]
@@ -663,7 +715,10 @@ mod tests {
         };
         assert_ne!(a.hash, c.hash);
         // Pinned: the hash is persisted, so its encoding must never change silently.
-        assert_eq!(a.hash.len(), 32);
+        assert_eq!(a.hash.to_string().len(), 32);
+        assert_eq!(ContentHash::parse(&a.hash.to_string()), Some(a.hash));
+        assert_eq!(ContentHash::parse("+0000000000000000000000000000000"), None);
+        assert_eq!(ContentHash::parse_lenient("h"), ContentHash::default());
         let again = content_hash(&m, &a.fields, &a.roles, &a.groups);
         assert_eq!(again, a.hash);
     }

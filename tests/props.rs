@@ -457,7 +457,7 @@ fn recorded(key: &str, v: (u8, u8, u8, bool), owned: bool, enabled: bool, old: b
             key: key.into(),
             remote_id: Some(format!("id-{key}")),
             login: Some(u.email.clone()),
-            hash: a.hash.clone(),
+            hash: a.hash,
             enabled,
             owned,
             adopted: false,
@@ -532,7 +532,7 @@ fn plan_prefiltered(
 }
 
 fn set_state(rec: &mut Rec, a: &Account) {
-    rec.account.hash = a.hash.clone();
+    rec.account.hash = a.hash;
 }
 
 /// The effects of the plan on the recorded state, modelled simply.
@@ -547,7 +547,7 @@ fn apply(plan: &dirsync::plan::TargetPlan, recs: &mut BTreeMap<String, Rec>, m: 
                             key: op.key.clone(),
                             remote_id: Some(format!("new-{}", op.key)),
                             login: account.login(m).map(str::to_string),
-                            hash: account.hash.clone(),
+                            hash: account.hash,
                             enabled: account.enabled,
                             owned: true,
                             adopted: false,

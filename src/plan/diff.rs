@@ -433,7 +433,7 @@ mod tests {
                 key: a.key.clone(),
                 remote_id: Some(format!("id-{}", a.key)),
                 login: Some(u.email.clone()),
-                hash: a.hash.clone(),
+                hash: a.hash,
                 enabled,
                 owned,
                 adopted: false,

@@ -55,7 +55,7 @@ pub struct RecordedAccount {
     pub remote_id: Option<String>,
     pub login: Option<String>,
     /// Content hash of the last applied mapped account (see `mapping::Account::hash`).
-    pub hash: String,
+    pub hash: crate::mapping::ContentHash,
     pub enabled: bool,
     /// dirsync created or adopted it. Accounts with `owned = false` are never changed.
     pub owned: bool,
@@ -543,7 +543,7 @@ mod tests {
                 key: key.into(),
                 remote_id: Some("r".into()),
                 login: None,
-                hash: "h".into(),
+                hash: Default::default(),
                 enabled: true,
                 owned: true,
                 adopted: false,

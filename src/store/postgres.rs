@@ -284,7 +284,7 @@ fn parse_light_row(line: &[u8], context: &str) -> Result<RecordedAccount, StoreE
         key,
         remote_id,
         login,
-        hash,
+        hash: crate::mapping::ContentHash::parse_lenient(&hash),
         enabled,
         owned,
         adopted,
@@ -911,7 +911,7 @@ async fn upsert_in(
             // Serialising string maps and sets cannot fail.
             attributes.push(serde_json::to_string(&row.state.fields).unwrap_or_default());
             roles.push(super::memberships_json(&row.state));
-            hashes.push(a.hash.as_str());
+            hashes.push(a.hash.to_string());
             enabled.push(a.enabled);
             owned.push(a.owned);
             adopted.push(a.adopted);
@@ -1004,7 +1004,9 @@ fn record_from_row(row: &PgRow, context: &str) -> Result<AccountRecord, StoreErr
         account: RecordedAccount {
             remote_id: row.try_get("remote_id").map_err(get_err)?,
             login: row.try_get("login").map_err(get_err)?,
-            hash: row.try_get("hash").map_err(get_err)?,
+            hash: crate::mapping::ContentHash::parse_lenient(
+                &row.try_get::<String, _>("hash").map_err(get_err)?,
+            ),
             enabled: row.try_get("enabled").map_err(get_err)?,
             owned: row.try_get("owned").map_err(get_err)?,
             adopted: row.try_get("adopted").map_err(get_err)?,
@@ -1095,7 +1097,7 @@ mod tests {
         assert_eq!(row.key, "k\tey");
         assert_eq!(row.remote_id, None);
         assert_eq!(row.login.as_deref(), Some("login"));
-        assert_eq!(row.hash, "h");
+        assert_eq!(row.hash, crate::mapping::ContentHash::default()); // "h" is no content hash
         assert!(row.enabled && !row.owned && row.adopted);
         assert_eq!(
             row.disabled_at.map(|t| t.timestamp_micros()),

@@ -333,7 +333,7 @@ impl LightRow {
             key,
             remote_id,
             login,
-            hash,
+            hash: crate::mapping::ContentHash::parse_lenient(&hash),
             enabled: enabled != 0,
             owned: owned != 0,
             adopted: adopted != 0,
@@ -930,7 +930,7 @@ async fn upsert_in(
                 // Serialising string maps and sets cannot fail.
                 .bind(serde_json::to_string(&row.state.fields).unwrap_or_default())
                 .bind(super::memberships_json(&row.state))
-                .bind(a.hash.as_str())
+                .bind(a.hash.to_string())
                 .bind(a.enabled)
                 .bind(a.owned)
                 .bind(a.adopted)
@@ -1024,7 +1024,9 @@ fn record_from_row(row: &SqliteRow, context: &str) -> Result<AccountRecord, Stor
         account: RecordedAccount {
             remote_id: row.try_get("remote_id").map_err(get_err)?,
             login: row.try_get("login").map_err(get_err)?,
-            hash: row.try_get("hash").map_err(get_err)?,
+            hash: crate::mapping::ContentHash::parse_lenient(
+                &row.try_get::<String, _>("hash").map_err(get_err)?,
+            ),
             enabled: row.try_get("enabled").map_err(get_err)?,
             owned: row.try_get("owned").map_err(get_err)?,
             adopted: row.try_get("adopted").map_err(get_err)?,

@@ -126,7 +126,7 @@ roles = ["ROLE_SYSTEM_ADMIN"]
                         key: a.key.clone(),
                         remote_id: Some(format!("remote-{}", a.key)),
                         login: a.fields.get(&t.mapping.login_field).cloned(),
-                        hash: a.hash.clone(),
+                        hash: a.hash,
                         enabled: true,
                         owned: true,
                         adopted: false,

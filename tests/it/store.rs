@@ -192,7 +192,7 @@ fn record(key: &str, hash: &str) -> AccountRecord {
             key: key.to_owned(),
             remote_id: Some(format!("r-{key}")),
             login: Some(format!("{key}@example.com")),
-            hash: hash.to_owned(),
+            hash: h(hash),
             enabled: true,
             owned: true,
             adopted: false,
@@ -337,7 +337,7 @@ async fn upsert_25k_rows_then_update_half(fx: &Fixture) {
     store.upsert_accounts("big", &rows).await.unwrap();
     let loaded = store.load_accounts("big").await.unwrap();
     assert_eq!(loaded.len(), 25_000);
-    assert!(loaded.iter().all(|a| a.hash == "v1"));
+    assert!(loaded.iter().all(|a| a.hash == h("v1")));
     let (created_before, updated_before) = fx.stamps("big", "E00000000").await;
 
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -346,7 +346,7 @@ async fn upsert_25k_rows_then_update_half(fx: &Fixture) {
         .step_by(2)
         .map(|r| {
             let mut r = r.clone();
-            r.account.hash = "v2".to_owned();
+            r.account.hash = h("v2");
             r.account.enabled = false;
             r.account.disabled_at = Some(ts(1));
             r.state
@@ -361,13 +361,13 @@ async fn upsert_25k_rows_then_update_half(fx: &Fixture) {
 
     let loaded = store.load_accounts("big").await.unwrap();
     assert_eq!(loaded.len(), 25_000);
-    assert_eq!(loaded.iter().filter(|a| a.hash == "v2").count(), 12_500);
-    assert_eq!(loaded.iter().filter(|a| a.hash == "v1").count(), 12_500);
+    assert_eq!(loaded.iter().filter(|a| a.hash == h("v2")).count(), 12_500);
+    assert_eq!(loaded.iter().filter(|a| a.hash == h("v1")).count(), 12_500);
     assert_eq!(loaded[0].key, "E00000000");
-    assert_eq!(loaded[0].hash, "v2");
+    assert_eq!(loaded[0].hash, h("v2"));
     assert_eq!(loaded[0].disabled_at, Some(ts(1)));
     assert!(!loaded[0].enabled);
-    assert_eq!(loaded[1].hash, "v1");
+    assert_eq!(loaded[1].hash, h("v1"));
     assert_eq!(loaded[24_999].key, "E00024999");
 
     let (created_after, updated_after) = fx.stamps("big", "E00000000").await;
@@ -517,7 +517,7 @@ async fn duplicate_keys_in_one_upsert_last_wins(fx: &Fixture) {
     let loaded = store.load_accounts("t").await.unwrap();
     assert_eq!(loaded.len(), 2);
     assert_eq!(loaded[0].key, "k");
-    assert_eq!(loaded[0].hash, "last");
+    assert_eq!(loaded[0].hash, h("last"));
 }
 
 fn new_run(trigger: Trigger, minute: i64) -> NewRun {
@@ -1038,11 +1038,12 @@ async fn record_outcomes_folds_changes_per_key(fx: &Fixture) {
     );
     assert!(!accounts[0].enabled);
     assert_eq!(accounts[0].disabled_at, Some(ts(5)));
-    assert_eq!(accounts[0].hash, "h-x");
+    assert_eq!(accounts[0].hash, h("h-x"));
     assert!(!accounts[1].enabled);
     assert_eq!(accounts[1].disabled_at, Some(ts(6)));
     assert_eq!(
-        accounts[1].hash, "h",
+        accounts[1].hash,
+        h("h"),
         "a status change keeps the rest of the row"
     );
     assert!(accounts[2].enabled);
@@ -1065,4 +1066,11 @@ async fn record_outcomes_folds_changes_per_key(fx: &Fixture) {
     let accounts = store.load_accounts("t").await.unwrap();
     assert!(accounts[1].enabled);
     assert_eq!(accounts[1].disabled_at, None);
+}
+
+/// A distinct content hash per label (tests name hashes by label).
+fn h(label: &str) -> dirsync::mapping::ContentHash {
+    dirsync::mapping::ContentHash::from_u128(label.bytes().fold(7u128, |a, b| {
+        a.wrapping_mul(131).wrapping_add(u128::from(b))
+    }))
 }

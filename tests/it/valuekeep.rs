@@ -634,7 +634,7 @@ mod connector {
             fields,
             roles: roles.iter().map(|r| r.to_string()).collect::<BTreeSet<_>>(),
             enabled: true,
-            hash: String::new(),
+            hash: Default::default(),
         }
     }
 

@@ -403,7 +403,7 @@ mod tests {
                 .collect(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             enabled: true,
-            hash: String::new(),
+            hash: Default::default(),
         }
     }
 

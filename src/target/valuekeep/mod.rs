@@ -697,7 +697,7 @@ mod tests {
             fields: Default::default(),
             roles: Default::default(),
             enabled: true,
-            hash: "h".into(),
+            hash: Default::default(),
         }
     }
 

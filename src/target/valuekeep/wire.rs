@@ -297,7 +297,7 @@ mod tests {
                 .collect(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             enabled: true,
-            hash: "h".into(),
+            hash: Default::default(),
         }
     }
 
