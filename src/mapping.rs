@@ -210,16 +210,24 @@ pub struct RoleRule {
 
 impl RoleRule {
     pub fn matches(&self, group: &str) -> bool {
-        if group.eq_ignore_ascii_case(&self.group)
-            || group.to_lowercase() == self.group.to_lowercase()
-        {
+        if eq_fold(group, &self.group) {
             return true;
         }
         if self.group.contains('=') {
             return false;
         }
-        first_rdn_value(group).is_some_and(|v| v.to_lowercase() == self.group.to_lowercase())
+        first_rdn_value(group).is_some_and(|v| eq_fold(&v, &self.group))
     }
+}
+
+/// Case-insensitive equality as `to_lowercase() ==` says, without allocating for ASCII (this
+/// runs for every group of every user on every run).
+fn eq_fold(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
+    // Whole-string lowering (Greek final sigma depends on its neighbours).
+    a.to_lowercase() == b.to_lowercase()
 }
 
 /// The value of the first RDN of a DN-looking string (`cn=Amy Wong+sn=Kroker,ou=x` → `Amy Wong`),
