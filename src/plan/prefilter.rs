@@ -53,6 +53,8 @@ pub struct Prefilter {
     /// Users read / dropped.
     pub read: u64,
     pub dropped: u64,
+    /// Reused for every user (no allocation per user).
+    marks: Vec<Mark>,
 }
 
 impl Prefilter {
@@ -72,6 +74,7 @@ impl Prefilter {
                 .collect(),
             read: 0,
             dropped: 0,
+            marks: Vec::new(),
         }
     }
 
@@ -79,8 +82,9 @@ impl Prefilter {
     /// on every target and marked so.
     pub fn keep(&mut self, user: &User) -> bool {
         self.read += 1;
-        // Small: one mark per target; decided for all targets before any is marked.
-        let mut marks: Vec<Mark> = Vec::with_capacity(self.targets.len());
+        // One mark per target, decided for all targets before any is marked.
+        let marks = &mut self.marks;
+        marks.clear();
         for t in &mut self.targets {
             let found = match t.recorded.get(t.next) {
                 Some(r) if r.key == user.key => Ok(t.next),
@@ -96,7 +100,7 @@ impl Prefilter {
                 None => return true,
             }
         }
-        for (t, m) in self.targets.iter_mut().zip(marks) {
+        for (t, &m) in self.targets.iter_mut().zip(marks.iter()) {
             match m {
                 Mark::Seen(i) => t.settled.seen[i] = true,
                 Mark::Skipped => t.settled.skipped += 1,
