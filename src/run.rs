@@ -373,32 +373,41 @@ pub struct PreTarget {
     pub version: i64,
 }
 
-/// Reads the source for a whole-source run. With a CSV source the read is prefiltered against
-/// the recorded accounts of every target (loaded first): users exactly as recorded everywhere
-/// are counted, checked and dropped, so memory grows with the changes, not with the directory.
+/// Reads the source for a whole-source run, prefiltered against the recorded accounts of every
+/// target (loaded first): users exactly as recorded everywhere are counted, checked and dropped
+/// while the source is read (CSV rows, LDAP entries), so memory grows with the changes, not
+/// with the directory.
 async fn read_source_prefiltered(
     config: &Config,
     store: &dyn Store,
     targets: &[&TargetConfig],
 ) -> Result<(Snapshot, HashMap<String, PreTarget>), RunError> {
-    let SourceConfig::Csv(settings) = &config.source else {
-        return Ok((read_source(&config.source).await?, HashMap::new()));
-    };
     let mut sides = Vec::with_capacity(targets.len());
     let mut versions = Vec::with_capacity(targets.len());
     for t in targets {
         versions.push(store.state_version(&t.name).await?);
         sides.push((t.mapping.clone(), store.load_accounts(&t.name).await?));
     }
-    let settings = settings.clone();
-    let (read, prefilter) = tokio::task::spawn_blocking(move || {
-        let mut prefilter = Prefilter::new(sides);
-        let read = crate::source::csv::load_filtered(&settings, &mut |u| prefilter.keep(u));
-        (read, prefilter)
-    })
-    .await
-    .map_err(|e| RunError::SourceTask(e.to_string()))?;
-    let snapshot = read.map_err(RunError::from)?;
+    let mut prefilter = Prefilter::new(sides);
+    let read = match &config.source {
+        SourceConfig::Csv(settings) => {
+            let settings = settings.clone();
+            let (read, pf) = tokio::task::spawn_blocking(move || {
+                let read = crate::source::csv::load_filtered(&settings, &mut |u| prefilter.keep(u));
+                (read, prefilter)
+            })
+            .await
+            .map_err(|e| RunError::SourceTask(e.to_string()))?;
+            prefilter = pf;
+            read.map_err(RunError::from)
+        }
+        SourceConfig::Ldap(settings) => {
+            crate::source::ldap::load_filtered(settings, &mut |u| prefilter.keep(u))
+                .await
+                .map_err(RunError::from)
+        }
+    };
+    let snapshot = read?;
     if !snapshot.is_partial() {
         return Ok((snapshot, HashMap::new()));
     }

@@ -40,6 +40,13 @@
 //! - Duplicate keys and duplicate emails (case-insensitive) are errors naming both DNs.
 //! - Any problem of any entry fails the whole read (every problem is reported): one bad entry
 //!   never turns into a partial snapshot.
+//!
+//! # Prefiltered reads
+//!
+//! A whole-source run reads through [`load_filtered`]: each user, built and checked as above and
+//! with its groups complete, is offered to the run's [`crate::plan::Prefilter`] as its entry
+//! arrives, and only the users it keeps stay in memory. Any problem, or two equal hashes of keys
+//! or emails, makes it search again whole, so that the error is the whole read's.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -438,6 +445,57 @@ pub struct LdapCheck {
 /// Reads the source into a snapshot; skipped entries are logged as warnings.
 pub async fn load(settings: &LdapSettings) -> Result<Snapshot, LdapSourceError> {
     let read = read(settings).await?;
+    log_read(&read, None);
+    Ok(read.snapshot)
+}
+
+/// Reads the source, keeping only the users `keep` accepts (see [`crate::plan::Prefilter`]):
+/// a [partial](Snapshot::is_partial) snapshot, whose memory grows with the users kept, not with
+/// the directory. Every entry is checked as in [`load`], and `keep` sees each user exactly as
+/// [`load`] builds it: normalised, with its groups complete (nested ones included). Duplicate
+/// keys and emails across all users are found from 64-bit hashes; when any two hashes are equal
+/// (a duplicate, or a collision) or any entry has a problem, the directory is read again whole,
+/// so that errors are reported exactly as [`load`] reports them (and a mere collision gives a
+/// whole snapshot). A search that is cut short fails as in [`load`].
+///
+/// With groups from `memberOf` and `nested_groups`, the parents of each group are only looked
+/// up once every entry is read: the users are then kept until the end of the read and offered
+/// to `keep` after it (memory as in [`load`]; the planner still sees only the kept users).
+pub async fn load_filtered(
+    settings: &LdapSettings,
+    keep: &mut (dyn FnMut(&User) -> bool + Send),
+) -> Result<Snapshot, LdapSourceError> {
+    let started = Instant::now();
+    let mut filter = Filter::new(keep);
+    let c = collect(settings, Some(&mut filter)).await?;
+    if !filter.again && c.problems.is_empty() && filter.unique() {
+        let skipped = skipped_entries(settings, &c.without_email);
+        if settings.missing_email == MissingEmail::Skip || skipped.is_empty() {
+            let kept = filter.kept.len();
+            let fail = |d: crate::model::DuplicateKey| LdapSourceError {
+                server: settings.url.clone(),
+                problems: vec![LdapProblem::read(d.to_string())],
+            };
+            let snapshot =
+                Snapshot::partial(std::mem::take(&mut filter.kept), filter.total).map_err(fail)?;
+            let read = LdapRead {
+                snapshot,
+                entries: c.entries,
+                skipped,
+                elapsed: started.elapsed(),
+            };
+            log_read(&read, Some(kept));
+            return Ok(read.snapshot);
+        }
+    }
+    debug!(
+        "LDAP source: a problem or two equal key or email hashes in the filtered read; reading it again whole"
+    );
+    load(settings).await
+}
+
+/// Logs a read: skipped entries as a warning, then what was read (and kept, when filtered).
+fn log_read(read: &LdapRead, kept: Option<usize>) {
     if !read.skipped.is_empty() {
         let shown: Vec<String> = read
             .skipped
@@ -453,19 +511,114 @@ pub async fn load(settings: &LdapSettings) -> Result<Snapshot, LdapSourceError> 
             if read.skipped.len() > 20 { "; ..." } else { "" }
         );
     }
-    info!(
-        entries = read.entries,
-        users = read.snapshot.len(),
-        elapsed_ms = read.elapsed.as_millis() as u64,
-        "LDAP source read"
-    );
-    Ok(read.snapshot)
+    match kept {
+        None => info!(
+            entries = read.entries,
+            users = read.snapshot.len(),
+            elapsed_ms = read.elapsed.as_millis() as u64,
+            "LDAP source read"
+        ),
+        Some(kept) => info!(
+            entries = read.entries,
+            users = read.snapshot.len(),
+            kept,
+            elapsed_ms = read.elapsed.as_millis() as u64,
+            "LDAP source read (prefiltered)"
+        ),
+    }
+}
+
+/// The entries without an email, as [`LdapRead::skipped`] lists them.
+fn skipped_entries(settings: &LdapSettings, without_email: &[String]) -> Vec<LdapProblem> {
+    without_email
+        .iter()
+        .map(|dn| {
+            LdapProblem::entry(
+                dn,
+                format!(
+                    "skipped: no email ({})",
+                    settings.attributes.email.join(" / ")
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A filtered read in progress (see [`load_filtered`]).
+struct Filter<'k> {
+    keep: &'k mut (dyn FnMut(&User) -> bool + Send),
+    /// The users `keep` accepted.
+    kept: Vec<User>,
+    /// Users read (all of them, kept or not).
+    total: usize,
+    /// Hash of every user's key and of every folded email.
+    keys: Vec<u64>,
+    emails: Vec<u64>,
+    fold: Vec<u8>,
+    /// Something a whole read reports as a problem was seen: read again whole.
+    again: bool,
+}
+
+impl<'k> Filter<'k> {
+    fn new(keep: &'k mut (dyn FnMut(&User) -> bool + Send)) -> Self {
+        Filter {
+            keep,
+            kept: Vec::new(),
+            total: 0,
+            keys: Vec::new(),
+            emails: Vec::new(),
+            fold: Vec::new(),
+            again: false,
+        }
+    }
+
+    /// A user complete as [`collect_on`] makes it (groups resolved, normalised). Groups with
+    /// a control character are a problem (see [`group_problems`]): read again whole.
+    fn offer(&mut self, user: User) {
+        if self.again {
+            return;
+        }
+        if user.groups.iter().any(|g| has_control(g)) {
+            self.again = true;
+            return;
+        }
+        self.total += 1;
+        self.keys
+            .push(xxhash_rust::xxh3::xxh3_64(user.key.as_bytes()));
+        self.emails.push(xxhash_rust::xxh3::xxh3_64(fold_into(
+            &user.email,
+            &mut self.fold,
+        )));
+        if (self.keep)(&user) {
+            self.kept.push(user);
+        }
+    }
+
+    /// No two keys and no two emails have the same hash.
+    fn unique(&mut self) -> bool {
+        let distinct = |v: &mut Vec<u64>| {
+            v.sort_unstable();
+            !v.windows(2).any(|w| w[0] == w[1])
+        };
+        distinct(&mut self.keys) && distinct(&mut self.emails)
+    }
+}
+
+/// [`email_fold`] into `buf`, without allocating for ASCII emails.
+fn fold_into<'b>(email: &str, buf: &'b mut Vec<u8>) -> &'b [u8] {
+    buf.clear();
+    if email.is_ascii() {
+        buf.extend(email.trim().bytes().map(|b| b.to_ascii_lowercase()));
+    } else {
+        buf.extend_from_slice(email_fold(email).as_bytes());
+    }
+    buf
 }
 
 /// Reads the source completely: a snapshot, or every problem found.
 pub async fn read(settings: &LdapSettings) -> Result<LdapRead, LdapSourceError> {
     let started = Instant::now();
-    let c = collect(settings).await?;
+    let c = collect(settings, None).await?;
     let mut problems = c.problems;
     if settings.missing_email == MissingEmail::Error {
         problems.extend(c.without_email.iter().map(|dn| {
@@ -485,19 +638,7 @@ pub async fn read(settings: &LdapSettings) -> Result<LdapRead, LdapSourceError> 
     if !problems.is_empty() {
         return Err(fail(problems));
     }
-    let skipped = c
-        .without_email
-        .iter()
-        .map(|dn| {
-            LdapProblem::entry(
-                dn,
-                format!(
-                    "skipped: no email ({})",
-                    settings.attributes.email.join(" / ")
-                ),
-            )
-        })
-        .collect();
+    let skipped = skipped_entries(settings, &c.without_email);
     let snapshot =
         Snapshot::new(c.users).map_err(|d| fail(vec![LdapProblem::read(d.to_string())]))?;
     Ok(LdapRead {
@@ -512,7 +653,7 @@ pub async fn read(settings: &LdapSettings) -> Result<LdapRead, LdapSourceError> 
 /// search failures are errors; problems of entries are in the report.
 pub async fn check(settings: &LdapSettings) -> Result<LdapCheck, LdapSourceError> {
     let started = Instant::now();
-    let c = collect(settings).await?;
+    let c = collect(settings, None).await?;
     Ok(LdapCheck {
         entries: c.entries,
         users: c.users.len() as u64,
@@ -534,19 +675,28 @@ struct Collected {
     problems: Vec<LdapProblem>,
 }
 
-async fn collect(s: &LdapSettings) -> Result<Collected, LdapSourceError> {
+/// Connects, reads, unbinds. With a `filter` (see [`load_filtered`]), the users are offered to
+/// it instead of being collected (problems are still collected).
+async fn collect(
+    s: &LdapSettings,
+    filter: Option<&mut Filter<'_>>,
+) -> Result<Collected, LdapSourceError> {
     let fail = |message: String| LdapSourceError {
         server: s.url.clone(),
         problems: vec![LdapProblem::read(message)],
     };
     let mut ldap = connect(s).await.map_err(fail)?;
-    let result = collect_on(s, &mut ldap).await;
+    let result = collect_on(s, &mut ldap, filter).await;
     // Best effort: the server closes the connection on its own anyway.
     let _ = tokio::time::timeout(Duration::from_secs(2), ldap.unbind()).await;
     result.map_err(fail)
 }
 
-async fn collect_on(s: &LdapSettings, ldap: &mut Ldap) -> Result<Collected, String> {
+async fn collect_on(
+    s: &LdapSettings,
+    ldap: &mut Ldap,
+    mut filter: Option<&mut Filter<'_>>,
+) -> Result<Collected, String> {
     // Group search first: the user pass then needs only one lookup per entry.
     let index = match &s.groups {
         GroupSource::Search(g) => Some(group_index(s, g, ldap).await?),
@@ -560,6 +710,9 @@ async fn collect_on(s: &LdapSettings, ldap: &mut Ldap) -> Result<Collected, Stri
         without_email: Vec::new(),
         problems: Vec::new(),
     };
+    // Nested groups from `memberOf` are looked up once every entry is read: until then a
+    // user's groups are not complete, so a filtered read offers the users after the search.
+    let streamed = !(s.nested_groups && matches!(s.groups, GroupSource::MemberOf { .. }));
     // DN of each user, for duplicate reports.
     let mut dns: Vec<String> = Vec::new();
     paged_search(
@@ -572,11 +725,32 @@ async fn collect_on(s: &LdapSettings, ldap: &mut Ldap) -> Result<Collected, Stri
         "users",
         |e| {
             c.entries += 1;
-            match entry_to_user(s, &e, index.as_ref()) {
-                Outcome::User(u) => {
-                    c.users.push(*u);
-                    dns.push(e.dn);
+            let offer_to = match filter.as_deref_mut() {
+                Some(f) if streamed => {
+                    if f.again || !c.problems.is_empty() || !c.without_key.is_empty() {
+                        // It will be read again whole: only the entries are counted now.
+                        return;
+                    }
+                    Some(f)
                 }
+                _ => None,
+            };
+            match entry_to_user(s, &e, index.as_ref()) {
+                Outcome::User(mut u) => match offer_to {
+                    Some(f) => {
+                        // As the whole read below: nested groups, then normalised.
+                        if s.nested_groups
+                            && let Some(index) = &index
+                        {
+                            u.groups = index.closure(&u.groups);
+                        }
+                        f.offer(u.normalized());
+                    }
+                    None => {
+                        c.users.push(*u);
+                        dns.push(e.dn);
+                    }
+                },
                 Outcome::NoKey => c.without_key.push(e.dn),
                 Outcome::NoEmail => c.without_email.push(e.dn),
                 Outcome::Problems(p) => c.problems.extend(p),
@@ -610,6 +784,15 @@ async fn collect_on(s: &LdapSettings, ldap: &mut Ldap) -> Result<Collected, Stri
         ));
     }
     c.problems.extend(duplicates(&c.users, &dns));
+    if let Some(f) = filter
+        && !streamed
+        && c.problems.is_empty()
+    {
+        // Groups are complete now: offer the users in the order they came.
+        for u in std::mem::take(&mut c.users) {
+            f.offer(u);
+        }
+    }
     Ok(c)
 }
 
@@ -894,12 +1077,12 @@ fn search_entry(re: ldap3::asn1::StructureTag) -> Result<SearchEntry, String> {
             shown_bytes(e.as_bytes())
         )
     })?;
-    let mut bin_attrs: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-    for attribute in parts
+    let attributes = parts
         .next()
         .and_then(|t| t.expect_constructed())
-        .ok_or_else(malformed)?
-    {
+        .ok_or_else(malformed)?;
+    let mut bin_attrs: HashMap<String, Vec<Vec<u8>>> = HashMap::with_capacity(attributes.len());
+    for attribute in attributes {
         let mut a = attribute
             .expect_constructed()
             .ok_or_else(malformed)?
@@ -919,6 +1102,7 @@ fn search_entry(re: ldap3::asn1::StructureTag) -> Result<SearchEntry, String> {
             .and_then(|t| t.expect_constructed())
             .ok_or_else(malformed)?;
         let slot = bin_attrs.entry(name).or_default();
+        slot.reserve_exact(vals.len());
         for v in vals {
             slot.push(v.expect_primitive().ok_or_else(malformed)?);
         }
@@ -964,24 +1148,30 @@ fn user_attributes(s: &LdapSettings) -> Vec<String> {
 }
 
 /// The values of attribute `name` (case-insensitive; options such as `;binary` ignored), in
-/// the server's order for entries read by [`search_entry`].
-fn values<'e>(e: &'e SearchEntry, name: &str) -> Vec<&'e [u8]> {
-    let matches = |k: &str| {
-        let base = k.split(';').next().unwrap_or(k);
-        base.eq_ignore_ascii_case(name)
-    };
-    let mut out: Vec<&[u8]> = Vec::new();
-    for (k, vs) in &e.attrs {
-        if matches(k) {
-            out.extend(vs.iter().map(|v| v.as_bytes()));
-        }
-    }
-    for (k, vs) in &e.bin_attrs {
-        if matches(k) {
-            out.extend(vs.iter().map(Vec::as_slice));
-        }
-    }
-    out
+/// the server's order for entries read by [`search_entry`]. Called about ten times per entry:
+/// it allocates nothing.
+fn values<'e>(e: &'e SearchEntry, name: &'e str) -> impl Iterator<Item = &'e [u8]> {
+    let text = e
+        .attrs
+        .iter()
+        .filter(move |(k, _)| is_attribute(k, name))
+        .flat_map(|(_, vs)| vs.iter().map(String::as_bytes));
+    let binary = e
+        .bin_attrs
+        .iter()
+        .filter(move |(k, _)| is_attribute(k, name))
+        .flat_map(|(_, vs)| vs.iter().map(Vec::as_slice));
+    text.chain(binary)
+}
+
+/// Whether the attribute description `k` (`mail`, `mail;lang-en`) is of attribute `name`:
+/// its part before the first `;` equals `name`, ignoring ASCII case.
+fn is_attribute(k: &str, name: &str) -> bool {
+    let (k, name) = (k.as_bytes(), name.as_bytes());
+    k.len() >= name.len()
+        && (k.len() == name.len() || k[name.len()] == b';')
+        && k[..name.len()].eq_ignore_ascii_case(name)
+        && !name.contains(&b';')
 }
 
 /// How the value of a text field is checked, besides being UTF-8.
@@ -1048,15 +1238,16 @@ enum Outcome {
 fn entry_to_user(s: &LdapSettings, e: &SearchEntry, groups: Option<&GroupIndex>) -> Outcome {
     let a = &s.attributes;
     let mut problems = Vec::new();
-    let key_values = values(e, &a.key);
-    let Some(raw_key) = key_values.first() else {
+    let mut key_values = values(e, &a.key);
+    let Some(raw_key) = key_values.next() else {
         return Outcome::NoKey;
     };
-    if key_values.len() > 1 {
+    let more = key_values.count();
+    if more > 0 {
         problems.push(LdapProblem::value(
             &e.dn,
             &a.key,
-            format!("key attribute {:?} has {} values", a.key, key_values.len()),
+            format!("key attribute {:?} has {} values", a.key, more + 1),
         ));
     }
     let key = match format_key(raw_key, &a.key, s.key_format) {
@@ -1097,7 +1288,7 @@ fn entry_to_user(s: &LdapSettings, e: &SearchEntry, groups: Option<&GroupIndex>)
     }
     let mut enabled = true;
     if s.user_account_control
-        && let Some(v) = values(e, "userAccountControl").first()
+        && let Some(v) = values(e, "userAccountControl").next()
     {
         match std::str::from_utf8(v)
             .ok()
@@ -1112,11 +1303,11 @@ fn entry_to_user(s: &LdapSettings, e: &SearchEntry, groups: Option<&GroupIndex>)
         }
     }
     if let Some(rule) = &s.disabled {
-        let vs = values(e, &rule.attribute);
+        let mut vs = values(e, &rule.attribute);
         let disabled = if rule.values.is_empty() {
-            !vs.is_empty()
+            vs.next().is_some()
         } else {
-            vs.iter().any(|v| {
+            vs.any(|v| {
                 // A value that is not UTF-8 equals none of the configured (UTF-8) values.
                 std::str::from_utf8(v).is_ok_and(|v| {
                     rule.values
@@ -1872,7 +2063,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            values(&e, "mail"),
+            values(&e, "mail").collect::<Vec<_>>(),
             vec![&b"first@example.org"[..], &b"J\xfcrgen@example.org"[..]]
         );
         // ldap3's own construct puts the non-UTF-8 value first.
@@ -1906,6 +2097,27 @@ mod tests {
             payload: ldap3::asn1::PL::P(b"x".to_vec()),
         };
         assert!(search_entry(malformed).is_err());
+    }
+
+    #[test]
+    fn attribute_descriptions_match_by_name_without_options() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("mail", "mail", true),
+            ("MAIL", "mail", true),
+            ("mail;lang-en", "mail", true),
+            ("objectGUID;binary", "objectguid", true),
+            ("mailbox", "mail", false),
+            ("mai", "mail", false),
+            ("mail", "mail;lang-en", false),
+            ("mail;lang-en", "mail;lang-en", false),
+            ("", "mail", false),
+            ("m\u{e4}il", "M\u{c4}IL", false),
+        ];
+        for (k, name, want) in cases {
+            let old = k.split(';').next().unwrap_or(k).eq_ignore_ascii_case(name);
+            assert_eq!(is_attribute(k, name), *want, "{k} / {name}");
+            assert_eq!(old, *want, "{k} / {name}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod faults_state;
 mod faults_target;
 mod hostile;
 mod ldap_hostile;
+mod ldap_prefilter;
 mod ldap_source;
 mod notify;
 mod primavera;

@@ -1,0 +1,475 @@
+//! The prefiltered LDAP read against a real slapd: users exactly as recorded on every target
+//! are dropped while the entries arrive, and the plan is the same as with the whole read.
+//!
+//! - the library: `ldap::load_filtered` offers every user exactly as `ldap::read` builds it
+//!   (groups from `memberOf`, from a group search, nested), keeps what it is told, counts all;
+//!   every problem (duplicate emails and keys, bad entries, missing emails when they are errors)
+//!   fails it with the very error of the whole read;
+//! - the binary: a second `sync` sends nothing and plans nothing; a renamed, regrouped, disabled
+//!   and deleted entry give exactly their operations; a duplicate email among unchanged entries
+//!   fails the run as the whole read reports it; the report counts every source user.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use dirsync::model::User;
+use dirsync::secret::Secret;
+use dirsync::source::ldap::{
+    self, DisabledRule, GroupSearch, GroupSource, LdapSettings, MissingEmail, ServerType,
+};
+
+use crate::support::cmd::out;
+use crate::support::covata::{self, FakeCovata, FakeUser};
+use crate::support::slapd::{READER_DN, READER_PASSWORD, Slapd, SlapdOptions};
+
+const PEOPLE: &str = "ou=people,dc=example,dc=com";
+const GROUPS: &str = "ou=groups,dc=example,dc=com";
+
+fn data(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/ldap")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The Planet Express fixture (50 entries, 49 users: Zoidberg has no mail), with its groups
+/// added through the server (memberof overlay).
+fn planet_express() -> Slapd {
+    let server = Slapd::start(SlapdOptions::default(), &data("planet-express.ldif"));
+    server.modify(&data("groups.ldif"));
+    server
+}
+
+fn settings(server: &Slapd) -> LdapSettings {
+    let mut s = LdapSettings::new(server.url(), PEOPLE, ServerType::Generic);
+    s.bind_dn = Some(READER_DN.into());
+    s.bind_password = Some(Secret::new(READER_PASSWORD));
+    s.disabled = Some(DisabledRule {
+        attribute: "nsAccountLock".into(),
+        values: vec!["true".into()],
+    });
+    s.extra
+        .insert("employee_number".into(), "employeeNumber".into());
+    s.operation_timeout = Duration::from_secs(20);
+    s
+}
+
+/// A filtered read: every user offered (in the order offered), and the snapshot.
+async fn filtered(
+    s: &LdapSettings,
+    keep: impl Fn(&User) -> bool + Send + Sync,
+) -> Result<(Vec<User>, dirsync::model::Snapshot), ldap::LdapSourceError> {
+    let mut offered = Vec::new();
+    let snapshot = ldap::load_filtered(s, &mut |u: &User| {
+        offered.push(u.clone());
+        keep(u)
+    })
+    .await?;
+    Ok((offered, snapshot))
+}
+
+fn sorted(mut users: Vec<User>) -> Vec<User> {
+    users.sort_by(|a, b| a.key.cmp(&b.key));
+    users
+}
+
+/// The filtered read offers exactly the users of the whole read, keeps those it is told to,
+/// and counts them all.
+async fn assert_same_users(s: &LdapSettings) {
+    let whole = ldap::read(s).await.unwrap();
+    let (offered, snapshot) = filtered(s, |u| u.email.starts_with('l') || !u.enabled)
+        .await
+        .unwrap();
+    assert_eq!(sorted(offered), whole.snapshot.users());
+    assert!(snapshot.is_partial());
+    assert_eq!(snapshot.len(), whole.snapshot.len());
+    let want: Vec<&User> = whole
+        .snapshot
+        .users()
+        .iter()
+        .filter(|u| u.email.starts_with('l') || !u.enabled)
+        .collect();
+    assert!(want.len() >= 2, "{want:?}");
+    assert_eq!(snapshot.users().iter().collect::<Vec<_>>(), want);
+    // Nothing kept: no user in memory, every user counted.
+    let (_, none) = filtered(s, |_| false).await.unwrap();
+    assert!(none.is_partial() && none.users().is_empty());
+    assert_eq!(none.len(), whole.snapshot.len());
+}
+
+#[tokio::test]
+async fn ldap_prefilter_offers_every_user_as_the_whole_read_builds_it() {
+    let server = planet_express();
+    // memberOf, direct and nested (the nested parents are looked up after the search).
+    let mut s = settings(&server);
+    assert_same_users(&s).await;
+    s.nested_groups = true;
+    assert_same_users(&s).await;
+    let whole = ldap::read(&s).await.unwrap();
+    let leela = whole
+        .snapshot
+        .users()
+        .iter()
+        .find(|u| u.email == "leela@planetexpress.com")
+        .unwrap();
+    assert_eq!(leela.groups.len(), 3, "{leela:?}"); // admins, crew, managers
+    // Group search: member, uniqueMember, memberUid; direct and nested.
+    let mut s = settings(&server);
+    s.groups = GroupSource::Search(GroupSearch::new(GROUPS));
+    assert_same_users(&s).await;
+    s.nested_groups = true;
+    assert_same_users(&s).await;
+    // Without groups.
+    let mut s = settings(&server);
+    s.groups = GroupSource::None;
+    assert_same_users(&s).await;
+}
+
+/// The filtered read fails with exactly the error of the whole read.
+async fn assert_same_error(s: &LdapSettings) -> String {
+    let whole = ldap::read(s).await.unwrap_err().to_string();
+    for keep_all in [false, true] {
+        let e = filtered(s, move |_| keep_all)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, whole);
+    }
+    whole
+}
+
+#[tokio::test]
+async fn ldap_prefilter_problems_are_reported_exactly_as_the_whole_read_reports_them() {
+    let server = planet_express();
+    // An email written differently on another entry (compared case-insensitively).
+    server.modify(&format!(
+        "dn: uid=bender,ou=crew,{PEOPLE}\nchangetype: modify\nreplace: mail\n\
+         mail: FRY@PlanetExpress.com\n-\n"
+    ));
+    let e = assert_same_error(&settings(&server)).await;
+    assert!(
+        e.contains("duplicate email") && e.contains("uid=bender") && e.contains("uid=fry"),
+        "{e}"
+    );
+    // A duplicate key, and the same with nested memberOf groups (users offered at the end).
+    let mut s = settings(&server);
+    s.attributes.key = "sn".into();
+    server.modify(&format!(
+        "dn: uid=bender,ou=crew,{PEOPLE}\nchangetype: modify\nreplace: mail\n\
+         mail: bender@planetexpress.com\n-\nreplace: sn\nsn: Fry\n-\n"
+    ));
+    let e = assert_same_error(&s).await;
+    assert!(e.contains("duplicate key \"Fry\""), "{e}");
+    s.nested_groups = true;
+    assert_same_error(&s).await;
+    // Entry problems: a control character in a name, an invalid email; all of them listed.
+    server.modify(&format!(
+        "dn: uid=bender,ou=crew,{PEOPLE}\nchangetype: modify\nreplace: sn\n\
+         sn: Rodriguez\n-\nreplace: givenName\ngivenName:: QmVuAGRlcg==\n-\n\n\
+         dn: uid=fry,ou=crew,{PEOPLE}\nchangetype: modify\nreplace: mail\nmail: fry at planetexpress\n-\n"
+    ));
+    let e = assert_same_error(&settings(&server)).await;
+    assert!(
+        e.contains("control character in attribute \"givenName\"") && e.contains("invalid email"),
+        "{e}"
+    );
+    // Entries without an email, when that is an error.
+    server.modify(&format!(
+        "dn: uid=bender,ou=crew,{PEOPLE}\nchangetype: modify\nreplace: givenName\n\
+         givenName: Bender\n-\n\n\
+         dn: uid=fry,ou=crew,{PEOPLE}\nchangetype: modify\nreplace: mail\nmail: fry@planetexpress.com\n-\n"
+    ));
+    assert_same_users(&settings(&server)).await;
+    let mut s = settings(&server);
+    s.missing_email = MissingEmail::Error;
+    let e = assert_same_error(&s).await;
+    assert!(e.contains("uid=zoidberg") && e.contains("no email"), "{e}");
+    // A key attribute some entries lack.
+    let mut s = settings(&server);
+    s.attributes.key = "employeeNumber".into();
+    let e = assert_same_error(&s).await;
+    assert!(e.contains("no key attribute"), "{e}");
+    // A search cut short: the server's size limit without paging.
+    let mut s = settings(&server);
+    s.page_size = 0;
+    s.bind_dn = None;
+    s.bind_password = None;
+    let limited = Slapd::start(
+        SlapdOptions {
+            size_limit: Some(10),
+            paged_total_unlimited: false,
+            tls: false,
+        },
+        &data("planet-express.ldif"),
+    );
+    s.url = limited.url();
+    let e = assert_same_error(&s).await;
+    assert!(e.contains("sizeLimitExceeded"), "{e}");
+}
+
+// ---- the real binary -------------------------------------------------------------------
+
+struct Env {
+    dir: tempfile::TempDir,
+    server: Slapd,
+    fake: FakeCovata,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let env = Env {
+            dir: tempfile::tempdir().unwrap(),
+            server: planet_express(),
+            fake: FakeCovata::start().await,
+        };
+        std::fs::write(
+            env.dir.path().join("bind-password"),
+            format!("{READER_PASSWORD}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            env.dir.path().join("client-secret"),
+            format!("{}\n", covata::CLIENT_SECRET),
+        )
+        .unwrap();
+        let text = format!(
+            r#"
+[state]
+path = "state.db"
+
+[source]
+kind = "ldap"
+[source.ldap]
+url = "{url}"
+bind_dn = "{READER_DN}"
+bind_password_file = "bind-password"
+base_dn = "{PEOPLE}"
+disabled_attribute = "nsAccountLock"
+disabled_values = ["TRUE"]
+operation_timeout = "20s"
+
+[[target]]
+name = "covata"
+kind = "covata"
+base_url = "{base}"
+username = "{user}"
+password = "{password}"
+client_id = "{client}"
+client_secret_file = "client-secret"
+max_backoff = "2s"
+[[target.roles]]
+group = "admins"
+roles = ["ROLE_SYSTEM_ADMIN"]
+"#,
+            url = env.server.url(),
+            base = env.fake.base_url(),
+            user = covata::USERNAME,
+            password = covata::PASSWORD,
+            client = covata::CLIENT_ID,
+        );
+        std::fs::write(env.dir.path().join("dirsync.toml"), text).unwrap();
+        env
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        crate::support::cmd::dirsync(&self.dir.path().join("dirsync.toml"), args)
+            .output()
+            .unwrap()
+    }
+
+    /// `args` with `--format json`: the exit code and the report.
+    fn json(&self, args: &[&str]) -> (Option<i32>, Value, Output) {
+        let mut a = args.to_vec();
+        a.extend(["--format", "json"]);
+        let o = self.run(&a);
+        let report = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("not a JSON report ({e}): {}", out(&o)));
+        (o.status.code(), report, o)
+    }
+
+    /// The fake's users by email.
+    fn users(&self) -> BTreeMap<String, FakeUser> {
+        self.fake
+            .users()
+            .into_iter()
+            .map(|u| (u.email.clone(), u))
+            .collect()
+    }
+}
+
+/// The target's summary in a report.
+fn summary(report: &Value) -> &Value {
+    &report["targets"][0]["summary"]
+}
+
+/// `(op, email-or-key label)` of every planned operation, sorted.
+fn ops(report: &Value) -> Vec<(String, String)> {
+    let mut ops: Vec<(String, String)> = report["targets"][0]["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["op"].as_str().unwrap().to_string(),
+                o["label"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    ops.sort();
+    ops
+}
+
+#[tokio::test]
+async fn ldap_prefilter_second_sync_sends_nothing_and_changes_give_exactly_their_ops() {
+    let env = Env::new().await;
+    let (code, first, o) = env.json(&["sync"]);
+    assert_eq!(code, Some(0), "{}", out(&o));
+    assert_eq!(first["source"]["users"], 49, "{first}");
+    // 48 enabled users created; Hermes is disabled in the directory and never created.
+    assert_eq!(summary(&first)["create"], 48, "{first}");
+    let before = env.users();
+    assert_eq!(before.len(), 48);
+
+    // Nothing changed: nothing planned, nothing sent, and no user kept in memory.
+    env.fake.clear_requests();
+    let (code, second, o) = env.json(&["sync"]);
+    assert_eq!(code, Some(0), "{}", out(&o));
+    assert_eq!(second["status"], "no_changes", "{second}");
+    assert_eq!(second["source"]["users"], 49, "the full count: {second}");
+    let s = summary(&second);
+    assert_eq!(s["unchanged"], 48, "{second}");
+    assert_eq!(s["skipped"], 1, "{second}");
+    for op in [
+        "create",
+        "update",
+        "set_roles",
+        "enable",
+        "disable",
+        "delete",
+    ] {
+        assert_eq!(s[op], 0, "{op}: {second}");
+    }
+    assert!(env.fake.requests().is_empty(), "{:?}", env.fake.requests());
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        log.contains("LDAP source read (prefiltered)") && log.contains("kept=0"),
+        "{log}"
+    );
+    assert_eq!(env.users(), before);
+
+    // A new name, a group change (Leela leaves admins), a disabled and a deleted entry.
+    env.server.modify(&format!(
+        "dn: uid=fry,ou=crew,{PEOPLE}\nchangetype: modify\nreplace: givenName\n\
+         givenName: Philip J.\n-\n\n\
+         dn: cn=admins,{GROUPS}\nchangetype: modify\ndelete: member\n\
+         member: uid=leela,ou=crew,{PEOPLE}\n-\n\n\
+         dn: uid=bender,ou=crew,{PEOPLE}\nchangetype: modify\nadd: nsAccountLock\n\
+         nsAccountLock: TRUE\n-\n\n\
+         dn: uid=worker01,ou=office,{PEOPLE}\nchangetype: delete\n"
+    ));
+    let (code, plan, o) = env.json(&["plan"]);
+    assert_eq!(code, Some(2), "{}", out(&o));
+    assert_eq!(plan["source"]["users"], 48, "the full count: {plan}");
+    let s = summary(&plan);
+    assert_eq!(s["unchanged"], 44, "{plan}");
+    assert_eq!(
+        ops(&plan),
+        vec![
+            (
+                "disable".to_string(),
+                "bender@planetexpress.com".to_string()
+            ),
+            (
+                "disable".to_string(),
+                "worker01@planetexpress.com".to_string()
+            ),
+            (
+                "set_roles".to_string(),
+                "leela@planetexpress.com".to_string()
+            ),
+            ("update".to_string(), "fry@planetexpress.com".to_string()),
+        ],
+        "{plan}"
+    );
+    assert!(env.fake.requests().is_empty(), "plan sends nothing");
+
+    let (code, applied, o) = env.json(&["sync"]);
+    assert_eq!(code, Some(0), "{}", out(&o));
+    assert_eq!(applied["source"]["users"], 48, "{applied}");
+    assert_eq!(ops(&applied), ops(&plan));
+    let after = env.users();
+    assert_eq!(after.len(), 48);
+    let mut changed: Vec<&str> = Vec::new();
+    for (email, u) in &after {
+        if before[email] != *u {
+            changed.push(email);
+        }
+    }
+    assert_eq!(
+        changed,
+        vec![
+            "bender@planetexpress.com",
+            "fry@planetexpress.com",
+            "leela@planetexpress.com",
+            "worker01@planetexpress.com"
+        ]
+    );
+    assert_eq!(
+        after["fry@planetexpress.com"].first_name.as_deref(),
+        Some("Philip J.")
+    );
+    assert!(
+        !after["leela@planetexpress.com"]
+            .roles
+            .contains(&"ROLE_SYSTEM_ADMIN".to_string())
+    );
+    assert!(!after["bender@planetexpress.com"].enabled);
+    assert!(!after["worker01@planetexpress.com"].enabled);
+
+    // And in line again.
+    env.fake.clear_requests();
+    let (code, again, o) = env.json(&["sync"]);
+    assert_eq!(code, Some(0), "{}", out(&o));
+    assert_eq!(again["status"], "no_changes", "{again}");
+    assert_eq!(again["source"]["users"], 48, "{again}");
+    assert!(env.fake.requests().is_empty(), "{:?}", env.fake.requests());
+}
+
+#[tokio::test]
+async fn ldap_prefilter_duplicate_email_among_unchanged_entries_fails_as_the_whole_read() {
+    let env = Env::new().await;
+    let (code, _, o) = env.json(&["sync"]);
+    assert_eq!(code, Some(0), "{}", out(&o));
+    let before = env.users();
+
+    // Amy takes Fry's address (another case); everything else is as recorded.
+    env.server.modify(&format!(
+        "dn: cn=Amy Wong+sn=Kroker,{PEOPLE}\nchangetype: modify\nreplace: mail\n\
+         mail: Fry@PlanetExpress.COM\n-\n"
+    ));
+    let mut s = settings(&env.server);
+    s.disabled = Some(DisabledRule {
+        attribute: "nsAccountLock".into(),
+        values: vec!["TRUE".into()],
+    });
+    s.extra.clear();
+    let whole = ldap::read(&s).await.unwrap_err().to_string();
+    assert!(whole.contains("duplicate email"), "{whole}");
+    env.fake.clear_requests();
+    for cmd in ["plan", "sync"] {
+        let o = env.run(&[cmd]);
+        assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.contains(&whole),
+            "{cmd}: want {whole:?}\n{}",
+            out(&o)
+        );
+    }
+    assert!(env.fake.requests().is_empty(), "{:?}", env.fake.requests());
+    assert_eq!(env.users(), before);
+}
