@@ -23,8 +23,8 @@
 //! | `nochange-csv-sqlite-plan`, `-sync` | the same with SQLite state | csv parse + a plain `SELECT source_key, hash` scan (SQLite C API) |
 //! | `nochange-ldap-pg-plan`, `-sync` | the same with the LDAP source (slapd, paged, page 500) | `ldapsearch -E pr=500/noprompt` of the same entries + binary `COPY` |
 //! | `first-run-plan` | `dirsync plan`, CSV, empty Postgres state (every user a create) | csv parse |
-//! | `creates`, `disables` | `benches/common/apply_run.rs` in a child process (fake Covata, 20 ms latency) | concurrency / latency; for disables concurrency × batch / (2 calls × latency) |
-//! | `writeback-pg`, `writeback-sqlite` | `Store::record_outcomes` of N applied updates in 1,024-outcome batches (as the engine's writer) | one `UPDATE ... FROM` a temp table of the same N rows |
+//! | `creates`, `disables` | `benches/common/apply_run.rs` in a child process (fake Covata, 20 ms latency) | concurrency / latency; for disables concurrency × batch / (2 calls × latency). The creates note also gives the same number of creates through the connector alone (no engine, no store) against the same fake: what the fake and the HTTP client allow |
+//! | `writeback-pg`, `writeback-sqlite` | `Store::record_outcomes` of N applied updates in batches of `engine::FLUSH_MAX` (the engine writer's largest batch) | one `UPDATE ... FROM` a temp table of the same N rows |
 //!
 //! Before a no-change scenario, the state is seeded through the library: the source is read
 //! with `run::read_source`, mapped with `run::map_users`, and recorded with
@@ -81,8 +81,9 @@ const LDAP_ATTRS: [&str; 10] = [
     "memberOf",
     "departmentNumber",
 ];
-/// The engine's outcome batch (engine.rs `FLUSH_MAX`).
-const OUTCOME_BATCH: usize = 1024;
+/// The engine's largest outcome batch (`engine::FLUSH_MAX`): what its writer writes at once
+/// when the store is the slower side, as in a write-back of many applied operations.
+const OUTCOME_BATCH: usize = dirsync::engine::FLUSH_MAX;
 
 // ------------------------------------------------------------------------------------ args
 
@@ -1420,6 +1421,7 @@ async fn apply_scenarios(ctx: &mut Ctx) {
         concurrency: a.concurrency,
         latency_ms: a.latency_ms,
         disables: a.disables.min(a.creates),
+        connector_creates: a.creates,
     };
     let mut results = Vec::new();
     for rep in 0..a.reps {
@@ -1449,11 +1451,13 @@ async fn apply_scenarios(ctx: &mut Ctx) {
                 )
             });
         assert!(
-            r.creates_applied == p.creates && r.disables_applied == p.disables,
+            r.creates_applied == p.creates
+                && r.disables_applied == p.disables
+                && r.connector_created == p.creates,
             "apply: {r:?}"
         );
         println!(
-            "  apply rep {}: creates {:.2} s ({:.0} ops/s), disables {:.3} s ({:.0} ids/s, {} expire + {} disable calls); child peak RSS {:.0} MB",
+            "  apply rep {}: creates {:.2} s ({:.0} ops/s), disables {:.3} s ({:.0} ids/s, {} expire + {} disable calls); connector alone {:.2} s ({:.0} ops/s); child peak RSS {:.0} MB",
             rep + 1,
             r.creates_secs,
             r.creates_applied as f64 / r.creates_secs,
@@ -1461,6 +1465,8 @@ async fn apply_scenarios(ctx: &mut Ctx) {
             r.disables_applied as f64 / r.disables_secs,
             r.expire_calls,
             r.disable_calls,
+            r.connector_secs,
+            r.connector_created as f64 / r.connector_secs,
             m.rss_mb
         );
         results.push((r, m.rss_mb));
@@ -1468,8 +1474,10 @@ async fn apply_scenarios(ctx: &mut Ctx) {
     let cs: Vec<f64> = results.iter().map(|(r, _)| r.creates_secs).collect();
     let ds: Vec<f64> = results.iter().map(|(r, _)| r.disables_secs).collect();
     let rss = results.iter().map(|(_, m)| *m).fold(0.0, f64::max);
+    let alone: Vec<f64> = results.iter().map(|(r, _)| r.connector_secs).collect();
     let creates_bound = p.concurrency as f64 / (p.latency_ms as f64 / 1000.0);
     let creates_rate = p.creates as f64 / median(&cs);
+    let alone_rate = p.creates as f64 / median(&alone);
     let row = Row {
         name: "creates".into(),
         wall: (median(&cs), best(&cs)),
@@ -1482,7 +1490,13 @@ async fn apply_scenarios(ctx: &mut Ctx) {
         ratio: creates_rate / creates_bound,
         target: "≥ 0.90 of the bound".into(),
         met: creates_rate / creates_bound >= 0.90,
-        note: format!("{} creates, 0 failed", p.creates),
+        note: format!(
+            "{} creates, 0 failed; the connector alone against the same fake: {alone_rate:.0} \
+             ops/s = {:.2} of the bound; the engine makes {:.2} of that",
+            p.creates,
+            alone_rate / creates_bound,
+            creates_rate / alone_rate
+        ),
     };
     row.print();
     ctx.rows.push(row);
@@ -1589,27 +1603,42 @@ async fn writeback(ctx: &mut Ctx, name: &str, config: &Path, wb: WbStore<'_>) {
             store.mark_sent(c).await.expect("mark sent");
         }
         let mark_secs = t.elapsed().as_secs_f64();
+        // The engine's batches, built before the clock starts (the engine's workers hand them
+        // to the writer ready-made).
+        let batches: Vec<(Vec<OpOutcome>, Vec<AccountChange>)> = updated
+            .chunks(OUTCOME_BATCH)
+            .zip(ids.chunks(OUTCOME_BATCH))
+            .map(|(rows, ids)| {
+                let outcomes = rows
+                    .iter()
+                    .zip(ids)
+                    .map(|(r, &id)| OpOutcome {
+                        id,
+                        status: OpStatus::Succeeded,
+                        error: None,
+                        remote_id: r.account.remote_id.clone(),
+                    })
+                    .collect();
+                let changes = rows.iter().cloned().map(AccountChange::Upsert).collect();
+                (outcomes, changes)
+            })
+            .collect();
         // Timed: the outcomes and account rows, in the engine's batches.
+        if std::env::var_os("DIRSYNC_BENCH_MARKS").is_some() {
+            println!("  mark: write-back starts at {:.3}", monotonic());
+        }
         let t = Instant::now();
-        for (rows, ids) in updated.chunks(OUTCOME_BATCH).zip(ids.chunks(OUTCOME_BATCH)) {
-            let outcomes: Vec<OpOutcome> = rows
-                .iter()
-                .zip(ids)
-                .map(|(r, &id)| OpOutcome {
-                    id,
-                    status: OpStatus::Succeeded,
-                    error: None,
-                    remote_id: r.account.remote_id.clone(),
-                })
-                .collect();
-            let changes: Vec<AccountChange> =
-                rows.iter().cloned().map(AccountChange::Upsert).collect();
+        for (outcomes, changes) in &batches {
             store
-                .record_outcomes(&target.name, &outcomes, &changes)
+                .record_outcomes(&target.name, outcomes, changes)
                 .await
                 .expect("record outcomes");
         }
         let secs = t.elapsed().as_secs_f64();
+        if std::env::var_os("DIRSYNC_BENCH_MARKS").is_some() {
+            println!("  mark: write-back ends at {:.3}", monotonic());
+        }
+        drop(batches);
         times.push(secs);
         // The bound: the same rows, other values (so every row really changes).
         let bound_rows: Vec<AccountRecord> = base
@@ -1672,6 +1701,18 @@ async fn writeback(ctx: &mut Ctx, name: &str, config: &Path, wb: WbStore<'_>) {
     };
     row.print();
     ctx.rows.push(row);
+}
+
+/// CLOCK_MONOTONIC in seconds (what `perf record -k CLOCK_MONOTONIC` stamps samples with), to
+/// find a timed region in a profile (`DIRSYNC_BENCH_MARKS=1`).
+fn monotonic() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 fn check_binary(bin: &Path) {
@@ -1771,6 +1812,7 @@ async fn bench() {
             concurrency: args.concurrency,
             latency_ms: args.latency_ms,
             disables: args.disables.min(args.creates),
+            connector_creates: args.creates,
         })
         .await;
         println!("APPLY_RESULT {}", serde_json::to_string(&r).expect("json"));
