@@ -123,7 +123,7 @@ struct PayloadRef<'a> {
     op: &'a Op,
 }
 
-fn payload(op: &PlannedOp) -> serde_json::Value {
+fn payload(op: &PlannedOp) -> Box<serde_json::value::RawValue> {
     let account = match &op.op {
         Op::Create { account }
         | Op::Update { account, .. }
@@ -137,7 +137,9 @@ fn payload(op: &PlannedOp) -> serde_json::Value {
         account,
         op: &op.op,
     };
-    serde_json::to_value(p).unwrap_or(serde_json::Value::Null)
+    // Serialising the plan's strings, maps and sets cannot fail; `null` if it ever did.
+    serde_json::value::to_raw_value(&p)
+        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
 }
 
 fn error_text(e: &OpError) -> String {

@@ -247,8 +247,9 @@ pub struct NewOperation {
     pub source_key: String,
     /// `create`, `update`, `set_roles`, `enable`, `disable`, `delete`.
     pub kind: String,
-    /// What is needed to reconcile it after a crash (the desired account, the change).
-    pub payload: serde_json::Value,
+    /// What is needed to reconcile it after a crash (the desired account, the change), as
+    /// JSON text: serialised once, straight from the plan, and written as it is.
+    pub payload: Box<serde_json::value::RawValue>,
 }
 
 /// A journal status.

@@ -704,10 +704,7 @@ impl Store for PgStore {
             chunk_ids.sort_unstable();
             let keys: Vec<&str> = chunk.iter().map(|o| o.source_key.as_str()).collect();
             let kinds: Vec<&str> = chunk.iter().map(|o| o.kind.as_str()).collect();
-            let payloads: Vec<String> = chunk
-                .iter()
-                .map(|o| serde_json::to_string(&o.payload).unwrap_or_else(|_| "null".to_owned()))
-                .collect();
+            let payloads: Vec<&str> = chunk.iter().map(|o| o.payload.get()).collect();
             sqlx::query(
                 "INSERT INTO operations (id, run_id, target, source_key, kind, payload, status, \
                  attempts, created_at, updated_at) \

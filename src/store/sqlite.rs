@@ -36,9 +36,9 @@ const UPSERT_CHUNK: usize = 2_000;
 const UPSERT_VARS_PER_ROW: usize = 14;
 const _: () = assert!(UPSERT_CHUNK * UPSERT_VARS_PER_ROW <= 32_766);
 
-/// Operations per journal `INSERT` (7 variables each).
-const JOURNAL_CHUNK: usize = 4_000;
-const _: () = assert!(JOURNAL_CHUNK * 7 <= 32_766);
+/// Operations per journal `INSERT`: their payloads (up to a few KB each) are sorted into array
+/// order in memory, which should stay within SQLite's page cache.
+const JOURNAL_CHUNK: usize = 1_000;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -337,14 +337,31 @@ const RECORD_OUTCOMES: &str = "WITH v AS MATERIALIZED (SELECT value ->> 0 AS id,
      remote_id = COALESCE(v.remote_id, operations.remote_id), updated_at = ?1 \
      FROM v WHERE operations.id = v.id";
 
-/// `record_outcomes`: ?1 now, ?2 `[[key, remote_id, login, attributes text, roles text, hash,
-/// enabled, owned, adopted, disabled_at, last_seen_run], ...]` (keys unique), ?3 target.
+/// `record_outcomes`, first of two statements over the same rows: ?1 now, ?2 `[[key,
+/// remote_id, login, attributes text, roles text, hash, enabled, owned, adopted, disabled_at,
+/// last_seen_run], ...]` (keys unique), ?3 target. Updates the existing rows whose login stays
+/// the same (nearly all of them) without assigning `login`: SQLite then leaves the
+/// `(target, lower(login))` index alone instead of deleting and re-inserting each entry.
+const UPDATE_SAME_LOGIN: &str = "WITH v AS MATERIALIZED (SELECT value ->> 0 AS source_key, \
+     value ->> 1 AS remote_id, value ->> 2 AS login, value ->> 3 AS attributes, \
+     value ->> 4 AS roles, value ->> 5 AS hash, value ->> 6 AS enabled, value ->> 7 AS owned, \
+     value ->> 8 AS adopted, value ->> 9 AS disabled_at, value ->> 10 AS last_seen_run \
+     FROM json_each(?2)) \
+     UPDATE accounts SET remote_id = v.remote_id, attributes = v.attributes, roles = v.roles, \
+     hash = v.hash, enabled = v.enabled, owned = v.owned, adopted = v.adopted, \
+     disabled_at = v.disabled_at, last_seen_run = v.last_seen_run, updated_at = ?1 \
+     FROM v WHERE accounts.target = ?3 AND accounts.source_key = v.source_key \
+     AND accounts.login IS v.login";
+
+/// `record_outcomes`, second statement over the same rows (see [`UPDATE_SAME_LOGIN`]): upserts
+/// the rest (new accounts, changed logins); rows the first statement wrote are skipped.
 const UPSERT_RECORDS: &str = "INSERT INTO accounts (target, source_key, remote_id, login, \
      attributes, roles, hash, enabled, owned, adopted, disabled_at, last_seen_run, created_at, \
      updated_at) \
      SELECT ?3, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
      value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, ?1, ?1 \
-     FROM json_each(?2) WHERE true \
+     FROM json_each(?2) AS v WHERE NOT EXISTS (SELECT 1 FROM accounts AS a \
+     WHERE a.target = ?3 AND a.source_key = v.value ->> 0 AND a.login IS v.value ->> 2) \
      ON CONFLICT (target, source_key) DO UPDATE SET \
      remote_id = excluded.remote_id, login = excluded.login, \
      attributes = excluded.attributes, roles = excluded.roles, hash = excluded.hash, \
@@ -724,16 +741,10 @@ impl Store for SqliteStore {
             .await
             .map_err(self.loc.err(context.clone()))?;
         let mut ids = Vec::with_capacity(ops.len());
-        for chunk in ops.chunks(JSON_CHUNK) {
-            let rows: Vec<(&str, &str, String)> = chunk
+        for chunk in ops.chunks(JOURNAL_CHUNK) {
+            let rows: Vec<(&str, &str, &str)> = chunk
                 .iter()
-                .map(|op| {
-                    (
-                        op.source_key.as_str(),
-                        op.kind.as_str(),
-                        serde_json::to_string(&op.payload).unwrap_or_else(|_| "null".to_owned()),
-                    )
-                })
+                .map(|op| (op.source_key.as_str(), op.kind.as_str(), op.payload.get()))
                 .collect();
             let done = sqlx::query(JOURNAL)
                 .bind(run_id)
@@ -862,7 +873,9 @@ impl Store for SqliteStore {
                     )
                 })
                 .collect();
-            statements.push((UPSERT_RECORDS, to_json(&rows)));
+            let rows = to_json(&rows);
+            statements.push((UPDATE_SAME_LOGIN, rows.clone()));
+            statements.push((UPSERT_RECORDS, rows));
         }
         for chunk in changes.set_enabled.chunks(JSON_CHUNK) {
             let rows: Vec<_> = chunk
@@ -1236,6 +1249,7 @@ mod tests {
             JOURNAL,
             MARK_SENT,
             RECORD_OUTCOMES,
+            UPDATE_SAME_LOGIN,
             UPSERT_RECORDS,
             SET_ENABLED,
             DELETE_RECORDS,
