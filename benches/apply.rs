@@ -37,6 +37,7 @@ async fn main() {
         concurrency,
         latency_ms,
         disables,
+        connector_creates: 0,
     })
     .await;
 

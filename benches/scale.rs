@@ -23,8 +23,8 @@
 //! | `nochange-csv-sqlite-plan`, `-sync` | the same with SQLite state | csv parse + a plain `SELECT source_key, hash` scan (SQLite C API) |
 //! | `nochange-ldap-pg-plan`, `-sync` | the same with the LDAP source (slapd, paged, page 500) | `ldapsearch -E pr=500/noprompt` of the same entries + binary `COPY` |
 //! | `first-run-plan` | `dirsync plan`, CSV, empty Postgres state (every user a create) | csv parse |
-//! | `creates`, `disables` | `benches/common/apply_run.rs` in a child process (fake Covata, 20 ms latency) | concurrency / latency; for disables concurrency × batch / (2 calls × latency) |
-//! | `writeback-pg`, `writeback-sqlite` | `Store::record_outcomes` of N applied updates in 1,024-outcome batches (as the engine's writer) | one `UPDATE ... FROM` a temp table of the same N rows |
+//! | `creates`, `disables` | `benches/common/apply_run.rs` in a child process (fake Covata, 20 ms latency) | concurrency / latency; for disables concurrency × batch / (2 calls × latency). The creates note also gives the same number of creates through the connector alone (no engine, no store) against the same fake: what the fake and the HTTP client allow |
+//! | `writeback-pg`, `writeback-sqlite` | `Store::record_outcomes` of N applied updates in batches of `engine::FLUSH_MAX` (the engine writer's largest batch) | one `UPDATE ... FROM` a temp table of the same N rows |
 //!
 //! Before a no-change scenario, the state is seeded through the library: the source is read
 //! with `run::read_source`, mapped with `run::map_users`, and recorded with
@@ -81,8 +81,9 @@ const LDAP_ATTRS: [&str; 10] = [
     "memberOf",
     "departmentNumber",
 ];
-/// The engine's outcome batch (engine.rs `FLUSH_MAX`).
-const OUTCOME_BATCH: usize = 1024;
+/// The engine's largest outcome batch (`engine::FLUSH_MAX`): what its writer writes at once
+/// when the store is the slower side, as in a write-back of many applied operations.
+const OUTCOME_BATCH: usize = dirsync::engine::FLUSH_MAX;
 
 // ------------------------------------------------------------------------------------ args
 
@@ -1035,6 +1036,83 @@ async fn pg_writeback_bound(url: &str, rows: &[AccountRecord], run_id: i64) -> f
     secs
 }
 
+/// The outcome half of the same write-back through a temp table (`COPY` in, one `UPDATE ...
+/// FROM`, one transaction): the operations rows `record_outcomes` updates along with the
+/// accounts. The status goes from `succeeded` to `failed`, so that the `(target, status)` index
+/// changes as it does for the engine (an unchanged status could make the update HOT).
+async fn pg_outcomes_bound(url: &str, ids: &[i64], remote_ids: &[Option<String>]) -> f64 {
+    let mut conn = PgConnection::connect(url).await.expect("connect");
+    let t = Instant::now();
+    let mut tx = conn.begin().await.expect("begin");
+    sqlx::raw_sql(
+        "CREATE TEMP TABLE wo (id int8, status text, error text, remote_id text) ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("temp table");
+    let mut text = String::with_capacity(ids.len() * 48);
+    for (id, rid) in ids.iter().zip(remote_ids) {
+        let _ = write!(text, "{id}\tfailed\tbound\t");
+        copy_text(&mut text, rid.as_deref());
+        text.push('\n');
+    }
+    let mut copy = tx.copy_in_raw("COPY wo FROM STDIN").await.expect("copy in");
+    copy.send(text.into_bytes()).await.expect("copy send");
+    let n = copy.finish().await.expect("copy finish");
+    assert_eq!(n as usize, ids.len());
+    sqlx::raw_sql("ANALYZE wo")
+        .execute(&mut *tx)
+        .await
+        .expect("analyze");
+    let done = sqlx::query(
+        "UPDATE operations AS o SET status = wo.status, last_error = wo.error, \
+         remote_id = COALESCE(wo.remote_id, o.remote_id), updated_at = now() \
+         FROM wo WHERE o.id = wo.id",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("update from");
+    assert_eq!(done.rows_affected() as usize, ids.len());
+    tx.commit().await.expect("commit");
+    let secs = t.elapsed().as_secs_f64();
+    let _ = conn.close().await;
+    secs
+}
+
+/// The outcome half on SQLite through the C API (see [`pg_outcomes_bound`]).
+fn sqlite_outcomes_bound(path: &Path, ids: &[i64], remote_ids: &[Option<String>]) -> f64 {
+    let db = sqlite_c::Db::open(path);
+    let t = Instant::now();
+    db.exec("BEGIN IMMEDIATE");
+    db.exec(
+        "CREATE TEMP TABLE wo (id INTEGER PRIMARY KEY, status TEXT, error TEXT, remote_id TEXT)",
+    );
+    {
+        let mut ins = db.prepare("INSERT INTO wo VALUES (?1, ?2, ?3, ?4)");
+        for (id, rid) in ids.iter().zip(remote_ids) {
+            ins.bind_int(1, *id);
+            ins.bind_text(2, Some("failed"));
+            ins.bind_text(3, Some("bound"));
+            ins.bind_text(4, rid.as_deref());
+            ins.step();
+            ins.reset();
+        }
+    }
+    {
+        let mut up = db.prepare(
+            "UPDATE operations SET status = wo.status, last_error = wo.error, \
+             remote_id = COALESCE(wo.remote_id, operations.remote_id), \
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+             FROM wo WHERE operations.id = wo.id",
+        );
+        up.step();
+    }
+    db.exec("COMMIT");
+    let secs = t.elapsed().as_secs_f64();
+    db.exec("DROP TABLE wo");
+    secs
+}
+
 /// The same on SQLite through the C API: prepared inserts into a temp table, one
 /// `UPDATE ... FROM`, one transaction.
 fn sqlite_writeback_bound(path: &Path, rows: &[AccountRecord], run_id: i64) -> f64 {
@@ -1420,6 +1498,7 @@ async fn apply_scenarios(ctx: &mut Ctx) {
         concurrency: a.concurrency,
         latency_ms: a.latency_ms,
         disables: a.disables.min(a.creates),
+        connector_creates: a.creates,
     };
     let mut results = Vec::new();
     for rep in 0..a.reps {
@@ -1449,11 +1528,13 @@ async fn apply_scenarios(ctx: &mut Ctx) {
                 )
             });
         assert!(
-            r.creates_applied == p.creates && r.disables_applied == p.disables,
+            r.creates_applied == p.creates
+                && r.disables_applied == p.disables
+                && r.connector_created == p.creates,
             "apply: {r:?}"
         );
         println!(
-            "  apply rep {}: creates {:.2} s ({:.0} ops/s), disables {:.3} s ({:.0} ids/s, {} expire + {} disable calls); child peak RSS {:.0} MB",
+            "  apply rep {}: creates {:.2} s ({:.0} ops/s), disables {:.3} s ({:.0} ids/s, {} expire + {} disable calls); connector alone {:.2} s ({:.0} ops/s); child peak RSS {:.0} MB",
             rep + 1,
             r.creates_secs,
             r.creates_applied as f64 / r.creates_secs,
@@ -1461,6 +1542,8 @@ async fn apply_scenarios(ctx: &mut Ctx) {
             r.disables_applied as f64 / r.disables_secs,
             r.expire_calls,
             r.disable_calls,
+            r.connector_secs,
+            r.connector_created as f64 / r.connector_secs,
             m.rss_mb
         );
         results.push((r, m.rss_mb));
@@ -1468,8 +1551,10 @@ async fn apply_scenarios(ctx: &mut Ctx) {
     let cs: Vec<f64> = results.iter().map(|(r, _)| r.creates_secs).collect();
     let ds: Vec<f64> = results.iter().map(|(r, _)| r.disables_secs).collect();
     let rss = results.iter().map(|(_, m)| *m).fold(0.0, f64::max);
+    let alone: Vec<f64> = results.iter().map(|(r, _)| r.connector_secs).collect();
     let creates_bound = p.concurrency as f64 / (p.latency_ms as f64 / 1000.0);
     let creates_rate = p.creates as f64 / median(&cs);
+    let alone_rate = p.creates as f64 / median(&alone);
     let row = Row {
         name: "creates".into(),
         wall: (median(&cs), best(&cs)),
@@ -1482,7 +1567,13 @@ async fn apply_scenarios(ctx: &mut Ctx) {
         ratio: creates_rate / creates_bound,
         target: "≥ 0.90 of the bound".into(),
         met: creates_rate / creates_bound >= 0.90,
-        note: format!("{} creates, 0 failed", p.creates),
+        note: format!(
+            "{} creates, 0 failed; the connector alone against the same fake: {alone_rate:.0} \
+             ops/s = {:.2} of the bound; the engine makes {:.2} of that",
+            p.creates,
+            alone_rate / creates_bound,
+            creates_rate / alone_rate
+        ),
     };
     row.print();
     ctx.rows.push(row);
@@ -1540,6 +1631,7 @@ async fn writeback(ctx: &mut Ctx, name: &str, config: &Path, wb: WbStore<'_>) {
         .expect("load records");
     let mut times = Vec::new();
     let mut bounds = Vec::new();
+    let mut outcome_bounds = Vec::new();
     let mut note = String::new();
     for rep in 0..ctx.args.reps {
         let now = chrono::Utc::now();
@@ -1575,7 +1667,10 @@ async fn writeback(ctx: &mut Ctx, name: &str, config: &Path, wb: WbStore<'_>) {
             .map(|r| NewOperation {
                 source_key: r.account.key.clone(),
                 kind: "update".into(),
-                payload: serde_json::json!({"changes": [{"field": "otherName", "after": format!("wb{rep}")}]}),
+                payload: serde_json::value::to_raw_value(
+                    &serde_json::json!({"changes": [{"field": "otherName", "after": format!("wb{rep}")}]}),
+                )
+                .expect("json"),
             })
             .collect();
         let t = Instant::now();
@@ -1589,27 +1684,42 @@ async fn writeback(ctx: &mut Ctx, name: &str, config: &Path, wb: WbStore<'_>) {
             store.mark_sent(c).await.expect("mark sent");
         }
         let mark_secs = t.elapsed().as_secs_f64();
+        // The engine's batches, built before the clock starts (the engine's workers hand them
+        // to the writer ready-made).
+        let batches: Vec<(Vec<OpOutcome>, Vec<AccountChange>)> = updated
+            .chunks(OUTCOME_BATCH)
+            .zip(ids.chunks(OUTCOME_BATCH))
+            .map(|(rows, ids)| {
+                let outcomes = rows
+                    .iter()
+                    .zip(ids)
+                    .map(|(r, &id)| OpOutcome {
+                        id,
+                        status: OpStatus::Succeeded,
+                        error: None,
+                        remote_id: r.account.remote_id.clone(),
+                    })
+                    .collect();
+                let changes = rows.iter().cloned().map(AccountChange::Upsert).collect();
+                (outcomes, changes)
+            })
+            .collect();
         // Timed: the outcomes and account rows, in the engine's batches.
+        if std::env::var_os("DIRSYNC_BENCH_MARKS").is_some() {
+            println!("  mark: write-back starts at {:.3}", monotonic());
+        }
         let t = Instant::now();
-        for (rows, ids) in updated.chunks(OUTCOME_BATCH).zip(ids.chunks(OUTCOME_BATCH)) {
-            let outcomes: Vec<OpOutcome> = rows
-                .iter()
-                .zip(ids)
-                .map(|(r, &id)| OpOutcome {
-                    id,
-                    status: OpStatus::Succeeded,
-                    error: None,
-                    remote_id: r.account.remote_id.clone(),
-                })
-                .collect();
-            let changes: Vec<AccountChange> =
-                rows.iter().cloned().map(AccountChange::Upsert).collect();
+        for (outcomes, changes) in &batches {
             store
-                .record_outcomes(&target.name, &outcomes, &changes)
+                .record_outcomes(&target.name, outcomes, changes)
                 .await
                 .expect("record outcomes");
         }
         let secs = t.elapsed().as_secs_f64();
+        if std::env::var_os("DIRSYNC_BENCH_MARKS").is_some() {
+            println!("  mark: write-back ends at {:.3}", monotonic());
+        }
+        drop(batches);
         times.push(secs);
         // The bound: the same rows, other values (so every row really changes).
         let bound_rows: Vec<AccountRecord> = base
@@ -1627,6 +1737,15 @@ async fn writeback(ctx: &mut Ctx, name: &str, config: &Path, wb: WbStore<'_>) {
             WbStore::Sqlite(path) => sqlite_writeback_bound(path, &bound_rows, run_id),
         };
         bounds.push(b);
+        let remote_ids: Vec<Option<String>> = updated
+            .iter()
+            .map(|r| r.account.remote_id.clone())
+            .collect();
+        let ob = match &wb {
+            WbStore::Pg(url) => pg_outcomes_bound(url, &ids, &remote_ids).await,
+            WbStore::Sqlite(path) => sqlite_outcomes_bound(path, &ids, &remote_ids),
+        };
+        outcome_bounds.push(ob);
         store
             .finish_run(
                 run_id,
@@ -1644,9 +1763,10 @@ async fn writeback(ctx: &mut Ctx, name: &str, config: &Path, wb: WbStore<'_>) {
             .await
             .expect("finish run");
         println!(
-            "  {name} rep {}: record_outcomes {secs:.2} s ({:.0} rows/s); bound {b:.2} s; (untimed: journal {journal_secs:.2} s, mark_sent {mark_secs:.2} s)",
+            "  {name} rep {}: record_outcomes {secs:.2} s ({:.0} rows/s); bound {b:.2} s, with the outcome rows {:.2} s; (untimed: journal {journal_secs:.2} s, mark_sent {mark_secs:.2} s)",
             rep + 1,
-            n as f64 / secs
+            n as f64 / secs,
+            b + ob
         );
         note = format!(
             "{n} rows in {} batches; journal {journal_secs:.2} s + mark_sent {mark_secs:.2} s not timed",
@@ -1668,10 +1788,31 @@ async fn writeback(ctx: &mut Ctx, name: &str, config: &Path, wb: WbStore<'_>) {
         ratio: median(&bounds) / med,
         target: "≥ 50k rows/s".into(),
         met: r >= 50_000.0,
-        note,
+        note: {
+            // The bound above updates the account rows only; record_outcomes also updates the
+            // operations rows: the same two writes through temp tables, for comparison.
+            let both = median(&bounds) + median(&outcome_bounds);
+            format!(
+                "{note}; the bound with the outcome rows too: {both:.2} s ({} rows/s, ratio {:.2})",
+                rate(n as f64, both),
+                both / med
+            )
+        },
     };
     row.print();
     ctx.rows.push(row);
+}
+
+/// CLOCK_MONOTONIC in seconds (what `perf record -k CLOCK_MONOTONIC` stamps samples with), to
+/// find a timed region in a profile (`DIRSYNC_BENCH_MARKS=1`).
+fn monotonic() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 fn check_binary(bin: &Path) {
@@ -1771,6 +1912,7 @@ async fn bench() {
             concurrency: args.concurrency,
             latency_ms: args.latency_ms,
             disables: args.disables.min(args.creates),
+            connector_creates: args.creates,
         })
         .await;
         println!("APPLY_RESULT {}", serde_json::to_string(&r).expect("json"));

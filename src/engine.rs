@@ -28,8 +28,15 @@ use crate::target::{Connector, OpError, StatusAction, StatusItem};
 
 /// Outcomes are written at least this often while a target is being applied.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
-/// ... or when this many are waiting.
-const FLUSH_MAX: usize = 1024;
+/// ... or as soon as this many are waiting. One write is in flight at a time: while it runs,
+/// the next batch gathers (up to this many, then the workers wait), so a batch grows to what
+/// the store absorbs — about 160 outcomes per write at 3,200 operations a second, this many when
+/// the store is the slower side (bulk status calls: 500 outcomes per call).
+pub const FLUSH_MAX: usize = 8192;
+/// A window marked `sent` at once holds at most `4 × concurrency` units and at most this many
+/// operations (a bulk unit holds hundreds), so the first requests go out after the first
+/// window, not after the whole plan is marked.
+const WINDOW_OPS: usize = 4096;
 
 /// Errors that stop applying a target (individual operation failures do not: they are recorded
 /// and counted).
@@ -104,21 +111,35 @@ struct Payload {
     op: Option<serde_json::Value>,
 }
 
-fn payload(op: &PlannedOp) -> serde_json::Value {
+/// [`Payload`] as written: borrowed, so that journaling a plan clones no account.
+#[derive(Serialize)]
+struct PayloadRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<&'a Account>,
+    op: &'a Op,
+}
+
+fn payload(op: &PlannedOp) -> Box<serde_json::value::RawValue> {
     let account = match &op.op {
         Op::Create { account }
         | Op::Update { account, .. }
         | Op::SetRoles { account, .. }
-        | Op::SetGroups { account, .. } => Some(account.clone()),
+        | Op::SetGroups { account, .. } => Some(account),
         _ => None,
     };
-    let p = Payload {
-        label: op.label.clone(),
-        remote_id: op.remote_id.clone(),
+    let p = PayloadRef {
+        label: op.label.as_deref(),
+        remote_id: op.remote_id.as_deref(),
         account,
-        op: serde_json::to_value(&op.op).ok(),
+        op: &op.op,
     };
-    serde_json::to_value(p).unwrap_or(serde_json::Value::Null)
+    // Serialising the plan's strings, maps and sets cannot fail; `null` if it ever did.
+    serde_json::value::to_raw_value(&p)
+        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
 }
 
 fn error_text(e: &OpError) -> String {
@@ -422,7 +443,10 @@ impl Ctx<'_> {
         // The running state of the account as the target now has it.
         let mut current = self.records.get(key).cloned();
         let mut broken: Option<String> = None;
-        for &i in idx {
+        for (pos, &i) in idx.iter().enumerate() {
+            // The running state is needed only by a later operation of this chain: the last
+            // one hands its record over instead of cloning it.
+            let last = pos + 1 == idx.len();
             if let Some(why) = &broken {
                 self.skip(d, i, why);
                 continue;
@@ -441,8 +465,7 @@ impl Ctx<'_> {
                             &self.target.mapping.login_field,
                             self.run_id,
                         );
-                        d.changes.push(AccountChange::Upsert(rec.clone()));
-                        current = Some(rec);
+                        current = keep(d, rec, last);
                         self.ok(d, i, Some(created.remote_id), created.note);
                     }
                     Err(OpError::Unavailable { message }) => {
@@ -457,8 +480,7 @@ impl Ctx<'_> {
                                     &self.target.mapping.login_field,
                                     self.run_id,
                                 );
-                                d.changes.push(AccountChange::Upsert(rec.clone()));
-                                current = Some(rec);
+                                current = keep(d, rec, last);
                                 self.ok(
                                     d,
                                     i,
@@ -493,7 +515,7 @@ impl Ctx<'_> {
                     };
                     match self.connector.update(&rid, changes, account).await {
                         Ok(()) => {
-                            if let Some(rec) = current.as_mut() {
+                            if let Some(mut rec) = current.take() {
                                 for c in changes {
                                     match &c.after {
                                         Some(v) => {
@@ -502,8 +524,8 @@ impl Ctx<'_> {
                                         None => rec.state.fields.remove(&c.field),
                                     };
                                 }
-                                self.rehash(rec);
-                                d.changes.push(AccountChange::Upsert(rec.clone()));
+                                self.rehash(&mut rec);
+                                current = keep(d, rec, last);
                             }
                             self.ok(d, i, None, None);
                         }
@@ -525,10 +547,10 @@ impl Ctx<'_> {
                     };
                     match self.connector.set_roles(&rid, add, remove, roles).await {
                         Ok(()) => {
-                            if let Some(rec) = current.as_mut() {
+                            if let Some(mut rec) = current.take() {
                                 rec.state.roles = roles.iter().cloned().collect();
-                                self.rehash(rec);
-                                d.changes.push(AccountChange::Upsert(rec.clone()));
+                                self.rehash(&mut rec);
+                                current = keep(d, rec, last);
                             }
                             self.ok(d, i, None, None);
                         }
@@ -553,10 +575,10 @@ impl Ctx<'_> {
                     };
                     match self.connector.set_groups(&rid, add, remove, groups).await {
                         Ok(()) => {
-                            if let Some(rec) = current.as_mut() {
+                            if let Some(mut rec) = current.take() {
                                 rec.state.groups = groups.iter().cloned().collect();
-                                self.rehash(rec);
-                                d.changes.push(AccountChange::Upsert(rec.clone()));
+                                self.rehash(&mut rec);
+                                current = keep(d, rec, last);
                             }
                             self.ok(d, i, None, None);
                         }
@@ -761,6 +783,18 @@ impl Ctx<'_> {
     }
 }
 
+/// Records an account change; returns the record as the chain's running state unless `last`
+/// (then it is moved into the change, not cloned).
+fn keep(d: &mut Done, rec: AccountRecord, last: bool) -> Option<AccountRecord> {
+    if last {
+        d.changes.push(AccountChange::Upsert(rec));
+        None
+    } else {
+        d.changes.push(AccountChange::Upsert(rec.clone()));
+        Some(rec)
+    }
+}
+
 fn status_action(op: &Op) -> StatusAction {
     match op {
         Op::Enable => StatusAction::Enable,
@@ -850,6 +884,7 @@ pub async fn apply(
         return Ok(summary);
     }
     // 1. Journal every operation as pending, before anything is sent.
+    let started = std::time::Instant::now();
     let new_ops: Vec<NewOperation> = plan
         .ops
         .iter()
@@ -860,20 +895,33 @@ pub async fn apply(
         })
         .collect();
     let ids = store.journal(run_id, &target.name, &new_ops).await?;
-    // 2. Full rows of the existing accounts that change (one query).
-    let mut keys: Vec<String> = plan
-        .ops
+    drop(new_ops);
+    debug!(run_id, target = %target.name, ops = ids.len(), ms = started.elapsed().as_millis() as u64, "journaled");
+    let units = work_units(plan, connector);
+    // 2. Full rows of the existing accounts whose chains need their running state (one query).
+    //    Bulk status and bulk create units send what the plan holds and need none.
+    let started = std::time::Instant::now();
+    let keys: Vec<String> = units
         .iter()
-        .filter(|o| !matches!(o.op, Op::Create { .. }))
-        .map(|o| o.key.clone())
+        .filter_map(|u| match u {
+            Work::Chain(idx) => idx
+                .iter()
+                .find(|&&i| !matches!(plan.ops[i].op, Op::Create { .. }))
+                .map(|&i| plan.ops[i].key.clone()),
+            _ => None,
+        })
         .collect();
-    keys.dedup();
-    let records: HashMap<String, AccountRecord> = store
-        .load_account_records(&target.name, &keys)
-        .await?
-        .into_iter()
-        .map(|r| (r.account.key.clone(), r))
-        .collect();
+    let records: HashMap<String, AccountRecord> = if keys.is_empty() {
+        HashMap::new()
+    } else {
+        store
+            .load_account_records(&target.name, &keys)
+            .await?
+            .into_iter()
+            .map(|r| (r.account.key.clone(), r))
+            .collect()
+    };
+    debug!(run_id, target = %target.name, records = records.len(), ms = started.elapsed().as_millis() as u64, "account records loaded");
     let ctx = Ctx {
         plan,
         ids: &ids,
@@ -883,7 +931,6 @@ pub async fn apply(
         run_id,
         now,
     };
-    let units = work_units(plan, connector);
     info!(run_id, target = %target.name, ops = plan.ops.len(), units = units.len(), "applying");
     // 3. Pipeline: mark a window `sent`, run its units concurrently, record outcomes in
     //    batched transactions. The window runs ahead of the workers so they never wait on it.
@@ -901,13 +948,22 @@ pub async fn apply(
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let end = (start + window).min(units.len());
+                // At most `window` units and about WINDOW_OPS operations (at least one unit).
+                let mut end = start;
+                let mut ops = 0;
+                while end < units.len()
+                    && end - start < window
+                    && (end == start || ops + units[end].ops().len() <= WINDOW_OPS)
+                {
+                    ops += units[end].ops().len();
+                    end += 1;
+                }
                 let sent: Vec<i64> = units[start..end]
                     .iter()
                     .flat_map(|u| u.ops().iter().map(|&i| ids[i]))
                     .collect();
                 store.mark_sent(&sent).await?;
-                debug!(run_id, target = %target.name, from = start, to = end, "window marked sent");
+                debug!(run_id, target = %target.name, from = start, to = end, ops, "window marked sent");
                 for u in start..end {
                     // Marked `sent` but never sent: put back as skipped so the next run plans
                     // it again without a reconciliation look-up.
@@ -968,52 +1024,86 @@ pub async fn apply(
             debug!(run_id, target = %ctx.target.name, "workers: done");
         }
     };
-    let writer = async {
+    let summary_ref = &mut summary;
+    let writer = async move {
         // Own the receiver: when the writer stops on a store error, the receiver must be
         // dropped with it, so that the workers' sends fail and the whole pipeline unwinds
         // (borrowed, it would outlive the writer and the workers would wait on a full
         // channel forever).
         let mut done_rx = done_rx;
+        let summary = summary_ref;
         let mut batch = Done::default();
+        // When the oldest outcome of `batch` arrived.
         let mut since: Option<std::time::Instant> = None;
+        let mut closed = false;
+        // The one write in flight: outcomes and account changes in one transaction.
+        let mut writing: Option<futures::future::BoxFuture<'_, Result<(), StoreError>>> = None;
         loop {
-            let wait = since.map_or(std::time::Duration::from_secs(3600), |t| {
-                FLUSH_EVERY.saturating_sub(t.elapsed())
-            });
-            let next = tokio::time::timeout(wait, done_rx.recv()).await;
-            let closed = matches!(next, Ok(None));
-            if let Ok(Some(d)) = next {
-                batch.outcomes.extend(d.outcomes);
-                batch.changes.extend(d.changes);
-                summary.applied += d.applied;
-                summary.skipped += d.skipped;
-                summary.failed += d.failures.len() as u64;
-                summary.failures.extend(d.failures);
-                summary.notes.extend(d.notes);
-                for (kind, status) in d.kinds {
-                    let c = summary.by_kind.entry(kind.to_string()).or_default();
-                    match status {
-                        OpStatus::Succeeded => c.succeeded += 1,
-                        OpStatus::Failed => c.failed += 1,
-                        _ => c.skipped += 1,
+            if writing.is_none()
+                && !batch.outcomes.is_empty()
+                && (closed
+                    || batch.outcomes.len() >= FLUSH_MAX
+                    || since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY))
+            {
+                let Done {
+                    outcomes, changes, ..
+                } = std::mem::take(&mut batch);
+                since = None;
+                let name = target.name.as_str();
+                writing = Some(Box::pin(async move {
+                    store.record_outcomes(name, &outcomes, &changes).await
+                }));
+            }
+            if closed && writing.is_none() && batch.outcomes.is_empty() {
+                return Ok::<(), StoreError>(());
+            }
+            // A full batch waits for the write in flight (the workers then wait on the channel).
+            let full = writing.is_some() && batch.outcomes.len() >= FLUSH_MAX;
+            let receive = !closed && !full;
+            let deadline = since.map(|t| t + FLUSH_EVERY);
+            tokio::select! {
+                result = async {
+                    match writing.as_mut() {
+                        Some(w) => w.await,
+                        None => std::future::pending().await,
+                    }
+                }, if writing.is_some() => {
+                    writing = None;
+                    if let Err(e) = result {
+                        warn!(run_id, target = %target.name, error = %e, "cannot record outcomes; stopping");
+                        return Err(e);
                     }
                 }
-                since.get_or_insert_with(std::time::Instant::now);
-            }
-            let due = since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY);
-            if !batch.outcomes.is_empty() && (closed || due || batch.outcomes.len() >= FLUSH_MAX) {
-                if let Err(e) = store
-                    .record_outcomes(&target.name, &batch.outcomes, &batch.changes)
-                    .await
-                {
-                    warn!(run_id, target = %target.name, error = %e, "cannot record outcomes; stopping");
-                    return Err(e);
-                }
-                batch = Done::default();
-                since = None;
-            }
-            if closed {
-                return Ok::<(), StoreError>(());
+                next = done_rx.recv(), if receive => match next {
+                    Some(d) => {
+                        batch.outcomes.extend(d.outcomes);
+                        batch.changes.extend(d.changes);
+                        summary.applied += d.applied;
+                        summary.skipped += d.skipped;
+                        summary.failed += d.failures.len() as u64;
+                        summary.failures.extend(d.failures);
+                        summary.notes.extend(d.notes);
+                        for (kind, status) in d.kinds {
+                            let c = match summary.by_kind.get_mut(kind) {
+                                Some(c) => c,
+                                None => summary.by_kind.entry(kind.to_string()).or_default(),
+                            };
+                            match status {
+                                OpStatus::Succeeded => c.succeeded += 1,
+                                OpStatus::Failed => c.failed += 1,
+                                _ => c.skipped += 1,
+                            }
+                        }
+                        since.get_or_insert_with(std::time::Instant::now);
+                    }
+                    None => closed = true,
+                },
+                () = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                }, if writing.is_none() && deadline.is_some() => {}
             }
         }
     };

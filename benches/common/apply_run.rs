@@ -4,6 +4,9 @@
 //!
 //! The including crate declares `mod covata` (tests/it/support/covata.rs) and `mod killable`
 //! at its root.
+//!
+//! With `DIRSYNC_LOG` set (e.g. `dirsync=debug`), the engine's log goes to stderr: the phases of
+//! each apply (journaled, account records loaded, windows marked sent) with their times.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -21,6 +24,10 @@ pub struct ApplyParams {
     pub latency_ms: u64,
     /// At most `creates`.
     pub disables: u64,
+    /// Also create this many other accounts through the connector alone (no engine, no
+    /// store) against the same fake with the same concurrency: the measured bound of the
+    /// creates. 0: not measured.
+    pub connector_creates: u64,
 }
 
 /// What happened.
@@ -37,6 +44,11 @@ pub struct ApplyResult {
     pub expire_calls: u64,
     pub disable_calls: u64,
     pub peak_rss_mb: f64,
+    /// The connector alone (see [`ApplyParams::connector_creates`]).
+    #[serde(default)]
+    pub connector_created: u64,
+    #[serde(default)]
+    pub connector_secs: f64,
 }
 
 /// VmHWM of this process, in MB.
@@ -53,9 +65,13 @@ pub fn peak_rss_mb() -> f64 {
 }
 
 fn snapshot(n: u64) -> Snapshot {
+    snapshot_of(n, "E", "user")
+}
+
+fn snapshot_of(n: u64, key: &str, mail: &str) -> Snapshot {
     let users = (0..n)
         .map(|i| {
-            let mut u = User::new(format!("E{i:07}"), format!("user{i}@example.com"));
+            let mut u = User::new(format!("{key}{i:07}"), format!("{mail}{i}@example.com"));
             u.given_name = Some(format!("First{i}"));
             u.family_name = Some(format!("Last{i}"));
             u.groups = vec!["staff".into()];
@@ -72,8 +88,12 @@ pub async fn run(p: ApplyParams) -> ApplyResult {
         concurrency,
         latency_ms,
         disables,
+        connector_creates,
     } = p;
     let disables = disables.min(creates);
+    if std::env::var_os("DIRSYNC_LOG").is_some() {
+        dirsync::telemetry::init(dirsync::telemetry::LogFormat::Text, 0);
+    }
 
     let fake = covata::FakeCovata::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -185,5 +205,21 @@ request_timeout = "60s"
     result.expire_calls = batches.get("expire").copied().unwrap_or(0);
     result.disable_calls = batches.get("disable").copied().unwrap_or(0);
     result.peak_rss_mb = peak_rss_mb();
+
+    // The bound: other accounts created through the connector alone, as many at a time.
+    if connector_creates > 0 {
+        use futures::StreamExt;
+        let (accounts, _) =
+            dirsync::run::map_users(target, &snapshot_of(connector_creates, "C", "bound"));
+        let t = Instant::now();
+        let created = futures::stream::iter(accounts.iter())
+            .map(|a| connector.create(a))
+            .buffer_unordered(concurrency as usize)
+            .filter(|r| std::future::ready(r.is_ok()))
+            .count()
+            .await;
+        result.connector_secs = t.elapsed().as_secs_f64();
+        result.connector_created = created as u64;
+    }
     result
 }

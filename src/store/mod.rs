@@ -247,8 +247,9 @@ pub struct NewOperation {
     pub source_key: String,
     /// `create`, `update`, `set_roles`, `enable`, `disable`, `delete`.
     pub kind: String,
-    /// What is needed to reconcile it after a crash (the desired account, the change).
-    pub payload: serde_json::Value,
+    /// What is needed to reconcile it after a crash (the desired account, the change), as
+    /// JSON text: serialised once, straight from the plan, and written as it is.
+    pub payload: Box<serde_json::value::RawValue>,
 }
 
 /// A journal status.
@@ -309,55 +310,89 @@ impl AccountChange {
 }
 
 /// Account changes folded per key in order, so that each key is written once per statement
-/// (Postgres refuses to upsert the same row twice in one `INSERT ... ON CONFLICT`).
+/// (Postgres refuses to upsert the same row twice in one `INSERT ... ON CONFLICT`). Borrowed from
+/// the changes: folding clones no record.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct CoalescedChanges {
-    pub upserts: Vec<AccountRecord>,
+pub struct CoalescedChanges<'a> {
+    pub upserts: Vec<CoalescedUpsert<'a>>,
     /// (key, enabled, disabled_at)
-    pub set_enabled: Vec<(String, bool, Option<DateTime<Utc>>)>,
-    pub deletes: Vec<String>,
+    pub set_enabled: Vec<(&'a str, bool, Option<DateTime<Utc>>)>,
+    pub deletes: Vec<&'a str>,
+}
+
+/// A record to upsert, with the status a later change of the same batch gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoalescedUpsert<'a> {
+    pub record: &'a AccountRecord,
+    /// (enabled, disabled_at) replacing the record's own, from a later `SetEnabled`.
+    pub status: Option<(bool, Option<DateTime<Utc>>)>,
+}
+
+impl CoalescedUpsert<'_> {
+    pub fn enabled(&self) -> bool {
+        self.status.map_or(self.record.account.enabled, |(e, _)| e)
+    }
+    pub fn disabled_at(&self) -> Option<DateTime<Utc>> {
+        self.status
+            .map_or(self.record.account.disabled_at, |(_, d)| d)
+    }
 }
 
 /// Folds a sequence of changes into the last effect per key (an upsert followed by a status
-/// change is one upsert with that status).
-pub fn coalesce(changes: &[AccountChange]) -> CoalescedChanges {
-    let mut last: HashMap<&str, AccountChange> = HashMap::new();
-    let mut order: Vec<&str> = Vec::new();
+/// change is one upsert with that status), keys in order of first appearance.
+pub fn coalesce(changes: &[AccountChange]) -> CoalescedChanges<'_> {
+    enum Effect<'a> {
+        Upsert(CoalescedUpsert<'a>),
+        SetEnabled(bool, Option<DateTime<Utc>>),
+        Delete,
+    }
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(changes.len());
+    let mut effects: Vec<(&str, Effect<'_>)> = Vec::with_capacity(changes.len());
     for c in changes {
         let key = c.key();
-        let merged = match (last.remove(key), c) {
+        let slot = index.get(key).copied();
+        let effect = match (slot.map(|i| &effects[i].1), c) {
             (
-                Some(AccountChange::Upsert(mut rec)),
+                Some(Effect::Upsert(u)),
                 AccountChange::SetEnabled {
                     enabled,
                     disabled_at,
                     ..
                 },
-            ) => {
-                rec.account.enabled = *enabled;
-                rec.account.disabled_at = *disabled_at;
-                AccountChange::Upsert(rec)
-            }
-            (prev, c) => {
-                if prev.is_none() {
-                    order.push(key);
-                }
-                c.clone()
-            }
+            ) => Effect::Upsert(CoalescedUpsert {
+                record: u.record,
+                status: Some((*enabled, *disabled_at)),
+            }),
+            (_, AccountChange::Upsert(record)) => Effect::Upsert(CoalescedUpsert {
+                record,
+                status: None,
+            }),
+            (
+                _,
+                AccountChange::SetEnabled {
+                    enabled,
+                    disabled_at,
+                    ..
+                },
+            ) => Effect::SetEnabled(*enabled, *disabled_at),
+            (_, AccountChange::Delete { .. }) => Effect::Delete,
         };
-        last.insert(key, merged);
+        match slot {
+            Some(i) => effects[i].1 = effect,
+            None => {
+                index.insert(key, effects.len());
+                effects.push((key, effect));
+            }
+        }
     }
     let mut out = CoalescedChanges::default();
-    for key in order {
-        match last.remove(key) {
-            Some(AccountChange::Upsert(r)) => out.upserts.push(r),
-            Some(AccountChange::SetEnabled {
-                key,
-                enabled,
-                disabled_at,
-            }) => out.set_enabled.push((key, enabled, disabled_at)),
-            Some(AccountChange::Delete { key }) => out.deletes.push(key),
-            None => {}
+    for (key, effect) in effects {
+        match effect {
+            Effect::Upsert(u) => out.upserts.push(u),
+            Effect::SetEnabled(enabled, disabled_at) => {
+                out.set_enabled.push((key, enabled, disabled_at));
+            }
+            Effect::Delete => out.deletes.push(key),
         }
     }
     out
@@ -552,7 +587,7 @@ mod tests {
             state: AccountState::default(),
             last_seen_run: None,
         };
-        let c = coalesce(&[
+        let changes = [
             AccountChange::Upsert(rec("a")),
             AccountChange::SetEnabled {
                 key: "a".into(),
@@ -565,10 +600,13 @@ mod tests {
                 disabled_at: None,
             },
             AccountChange::Delete { key: "c".into() },
-        ]);
+        ];
+        let c = coalesce(&changes);
         assert_eq!(c.upserts.len(), 1);
-        assert!(!c.upserts[0].account.enabled);
-        assert_eq!(c.set_enabled, vec![("b".to_string(), true, None)]);
-        assert_eq!(c.deletes, vec!["c".to_string()]);
+        assert!(!c.upserts[0].enabled());
+        assert_eq!(c.upserts[0].disabled_at(), None);
+        assert_eq!(c.upserts[0].record.account.key, "a");
+        assert_eq!(c.set_enabled, vec![("b", true, None)]);
+        assert_eq!(c.deletes, vec!["c"]);
     }
 }

@@ -704,10 +704,7 @@ impl Store for PgStore {
             chunk_ids.sort_unstable();
             let keys: Vec<&str> = chunk.iter().map(|o| o.source_key.as_str()).collect();
             let kinds: Vec<&str> = chunk.iter().map(|o| o.kind.as_str()).collect();
-            let payloads: Vec<String> = chunk
-                .iter()
-                .map(|o| serde_json::to_string(&o.payload).unwrap_or_else(|_| "null".to_owned()))
-                .collect();
+            let payloads: Vec<&str> = chunk.iter().map(|o| o.payload.get()).collect();
             sqlx::query(
                 "INSERT INTO operations (id, run_id, target, source_key, kind, payload, status, \
                  attempts, created_at, updated_at) \
@@ -736,20 +733,28 @@ impl Store for PgStore {
             return Ok(());
         }
         let context = format!("mark {} operations sent", ids.len());
+        const MARK_SENT: &str = "UPDATE operations SET status = 'sent', attempts = attempts + 1, \
+             updated_at = now() WHERE id = ANY($1)";
+        if ids.len() <= CHUNK {
+            // One statement is atomic on its own: no transaction round trips.
+            sqlx::query(MARK_SENT)
+                .bind(ids)
+                .execute(&self.pool)
+                .await
+                .map_err(query_error(context))?;
+            return Ok(());
+        }
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(query_error(context.clone()))?;
         for chunk in ids.chunks(CHUNK) {
-            sqlx::query(
-                "UPDATE operations SET status = 'sent', attempts = attempts + 1, \
-                 updated_at = now() WHERE id = ANY($1)",
-            )
-            .bind(chunk)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error(context.clone()))?;
+            sqlx::query(MARK_SENT)
+                .bind(chunk)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error(context.clone()))?;
         }
         tx.commit().await.map_err(query_error(context))
     }
@@ -769,11 +774,6 @@ impl Store for PgStore {
             changes.len()
         );
         let changes = coalesce(changes);
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(query_error(context.clone()))?;
         // The last outcome of an operation wins (an UPDATE ... FROM takes one arbitrarily).
         let mut seen = HashSet::with_capacity(outcomes.len());
         let mut outcomes: Vec<&OpOutcome> = outcomes
@@ -782,50 +782,43 @@ impl Store for PgStore {
             .filter(|o| seen.insert(o.id))
             .collect();
         outcomes.reverse();
-        for chunk in outcomes.chunks(CHUNK) {
-            let ids: Vec<i64> = chunk.iter().map(|o| o.id).collect();
-            let statuses: Vec<&str> = chunk.iter().map(|o| o.status.as_str()).collect();
-            let errors: Vec<Option<&str>> = chunk.iter().map(|o| o.error.as_deref()).collect();
-            let remote_ids: Vec<Option<&str>> =
-                chunk.iter().map(|o| o.remote_id.as_deref()).collect();
-            sqlx::query(
-                "UPDATE operations AS o SET status = u.status, last_error = u.error, \
-                 remote_id = COALESCE(u.remote_id, o.remote_id), updated_at = now() \
-                 FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[]) \
-                      AS u(id, status, error, remote_id) \
-                 WHERE o.id = u.id",
-            )
-            .bind(ids)
-            .bind(statuses)
-            .bind(errors)
-            .bind(remote_ids)
-            .execute(&mut *tx)
+        // One statement per CHUNK rows of each list: the outcomes and every kind of account
+        // change together (RECORD_OUTCOMES). A batch of up to CHUNK is one statement, atomic
+        // without a transaction: one round trip.
+        let statements = [
+            outcomes.len(),
+            changes.upserts.len(),
+            changes.set_enabled.len(),
+            changes.deletes.len(),
+        ]
+        .into_iter()
+        .map(|n| n.div_ceil(CHUNK))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+        let part = |i: usize| OutcomeChunk {
+            outcomes: chunk_of(&outcomes, i),
+            upserts: chunk_of(&changes.upserts, i),
+            set_enabled: chunk_of(&changes.set_enabled, i),
+            deletes: chunk_of(&changes.deletes, i),
+        };
+        if statements == 1 {
+            return part(0)
+                .execute(&self.pool, target)
+                .await
+                .map_err(query_error(context));
+        }
+        let mut tx = self
+            .pool
+            .begin()
             .await
             .map_err(query_error(context.clone()))?;
+        for i in 0..statements {
+            part(i)
+                .execute(&mut *tx, target)
+                .await
+                .map_err(query_error(context.clone()))?;
         }
-        let upserts: Vec<&AccountRecord> = changes.upserts.iter().collect();
-        upsert_in(&mut tx, target, &upserts, &context).await?;
-        for chunk in changes.set_enabled.chunks(CHUNK) {
-            let keys: Vec<&str> = chunk.iter().map(|(k, _, _)| k.as_str()).collect();
-            let enabled: Vec<bool> = chunk.iter().map(|(_, e, _)| *e).collect();
-            let disabled_at: Vec<Option<DateTime<Utc>>> =
-                chunk.iter().map(|(_, _, d)| *d).collect();
-            sqlx::query(
-                r#"UPDATE accounts AS a SET enabled = u.enabled, disabled_at = u.disabled_at,
-                          updated_at = now()
-                   FROM UNNEST($2::text[], $3::bool[], $4::timestamptz[])
-                        AS u(source_key, enabled, disabled_at)
-                   WHERE a.target = $1 AND a.source_key = u.source_key COLLATE "C""#,
-            )
-            .bind(target)
-            .bind(keys)
-            .bind(enabled)
-            .bind(disabled_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error(context.clone()))?;
-        }
-        delete_in(&mut tx, target, &changes.deletes, &context).await?;
         tx.commit().await.map_err(query_error(context))
     }
 
@@ -936,6 +929,135 @@ async fn upsert_in(
             .map_err(query_error(context))?;
     }
     Ok(())
+}
+
+/// The `i`-th [`CHUNK`] of `items` (empty past the end).
+fn chunk_of<T>(items: &[T], i: usize) -> &[T] {
+    let start = (i * CHUNK).min(items.len());
+    &items[start..(start + CHUNK).min(items.len())]
+}
+
+/// Operation outcomes and the account changes they bring, written by one statement: the
+/// operations `UPDATE`, the account upsert, the status updates and the deletes as
+/// data-modifying CTEs over `UNNEST`ed columns. Each key appears in one list only
+/// ([`coalesce`]), so no row is modified twice.
+const RECORD_OUTCOMES: &str = r#"
+WITH outcomes AS (
+    UPDATE operations AS o SET status = u.status, last_error = u.error,
+           remote_id = COALESCE(u.remote_id, o.remote_id), updated_at = now()
+    FROM UNNEST($2::int8[], $3::text[], $4::text[], $5::text[])
+         AS u(id, status, error, remote_id)
+    WHERE o.id = u.id
+), upserts AS (
+    INSERT INTO accounts (target, source_key, remote_id, login, attributes, roles, hash,
+                          enabled, owned, adopted, disabled_at, last_seen_run,
+                          created_at, updated_at)
+    SELECT $1, u.source_key, u.remote_id, u.login, u.attributes::jsonb, u.roles::jsonb, u.hash,
+           u.enabled, u.owned, u.adopted, u.disabled_at, u.last_seen_run, now(), now()
+    FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                $12::bool[], $13::bool[], $14::bool[], $15::timestamptz[], $16::int8[])
+         AS u(source_key, remote_id, login, attributes, roles, hash,
+              enabled, owned, adopted, disabled_at, last_seen_run)
+    ON CONFLICT (target, source_key) DO UPDATE SET
+        remote_id     = EXCLUDED.remote_id,
+        login         = EXCLUDED.login,
+        attributes    = EXCLUDED.attributes,
+        roles         = EXCLUDED.roles,
+        hash          = EXCLUDED.hash,
+        enabled       = EXCLUDED.enabled,
+        owned         = EXCLUDED.owned,
+        adopted       = EXCLUDED.adopted,
+        disabled_at   = EXCLUDED.disabled_at,
+        last_seen_run = EXCLUDED.last_seen_run,
+        updated_at    = now()
+), statuses AS (
+    UPDATE accounts AS a SET enabled = u.enabled, disabled_at = u.disabled_at,
+           updated_at = now()
+    FROM UNNEST($17::text[], $18::bool[], $19::timestamptz[])
+         AS u(source_key, enabled, disabled_at)
+    WHERE a.target = $1 AND a.source_key = u.source_key COLLATE "C"
+), deletes AS (
+    DELETE FROM accounts WHERE target = $1 AND source_key = ANY($20::text[])
+)
+SELECT 1
+"#;
+
+/// One statement's share of a `record_outcomes` batch.
+struct OutcomeChunk<'a, 'c> {
+    outcomes: &'a [&'a OpOutcome],
+    upserts: &'a [super::CoalescedUpsert<'c>],
+    set_enabled: &'a [(&'c str, bool, Option<DateTime<Utc>>)],
+    deletes: &'a [&'c str],
+}
+
+impl OutcomeChunk<'_, '_> {
+    async fn execute<'e>(
+        &self,
+        executor: impl sqlx::PgExecutor<'e>,
+        target: &str,
+    ) -> Result<(), sqlx::Error> {
+        let o = self.outcomes;
+        let ids: Vec<i64> = o.iter().map(|o| o.id).collect();
+        let statuses: Vec<&str> = o.iter().map(|o| o.status.as_str()).collect();
+        let errors: Vec<Option<&str>> = o.iter().map(|o| o.error.as_deref()).collect();
+        let remote_ids: Vec<Option<&str>> = o.iter().map(|o| o.remote_id.as_deref()).collect();
+        let n = self.upserts.len();
+        let mut keys = Vec::with_capacity(n);
+        let mut u_remote_ids = Vec::with_capacity(n);
+        let mut logins = Vec::with_capacity(n);
+        let mut attributes = Vec::with_capacity(n);
+        let mut roles = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
+        let mut enabled = Vec::with_capacity(n);
+        let mut owned = Vec::with_capacity(n);
+        let mut adopted = Vec::with_capacity(n);
+        let mut disabled_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+        let mut last_seen_run = Vec::with_capacity(n);
+        for u in self.upserts {
+            let row = u.record;
+            let a = &row.account;
+            keys.push(a.key.as_str());
+            u_remote_ids.push(a.remote_id.as_deref());
+            logins.push(a.login.as_deref());
+            // Serialising string maps and sets cannot fail.
+            attributes.push(serde_json::to_string(&row.state.fields).unwrap_or_default());
+            roles.push(super::memberships_json(&row.state));
+            hashes.push(a.hash.to_string());
+            enabled.push(u.enabled());
+            owned.push(a.owned);
+            adopted.push(a.adopted);
+            disabled_at.push(u.disabled_at());
+            last_seen_run.push(row.last_seen_run);
+        }
+        let s = self.set_enabled;
+        let s_keys: Vec<&str> = s.iter().map(|(k, _, _)| *k).collect();
+        let s_enabled: Vec<bool> = s.iter().map(|(_, e, _)| *e).collect();
+        let s_disabled_at: Vec<Option<DateTime<Utc>>> = s.iter().map(|(_, _, d)| *d).collect();
+        sqlx::query(RECORD_OUTCOMES)
+            .bind(target)
+            .bind(ids)
+            .bind(statuses)
+            .bind(errors)
+            .bind(remote_ids)
+            .bind(keys)
+            .bind(u_remote_ids)
+            .bind(logins)
+            .bind(attributes)
+            .bind(roles)
+            .bind(hashes)
+            .bind(enabled)
+            .bind(owned)
+            .bind(adopted)
+            .bind(disabled_at)
+            .bind(last_seen_run)
+            .bind(s_keys)
+            .bind(s_enabled)
+            .bind(s_disabled_at)
+            .bind(self.deletes)
+            .execute(executor)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Deletes account rows of a target inside a transaction, [`CHUNK`] keys per statement.

@@ -36,9 +36,9 @@ const UPSERT_CHUNK: usize = 2_000;
 const UPSERT_VARS_PER_ROW: usize = 14;
 const _: () = assert!(UPSERT_CHUNK * UPSERT_VARS_PER_ROW <= 32_766);
 
-/// Operations per journal `INSERT` (7 variables each).
-const JOURNAL_CHUNK: usize = 4_000;
-const _: () = assert!(JOURNAL_CHUNK * 7 <= 32_766);
+/// Operations per journal `INSERT`: their payloads (up to a few KB each) are sorted into array
+/// order in memory, which should stay within SQLite's page cache.
+const JOURNAL_CHUNK: usize = 1_000;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -293,6 +293,91 @@ fn upsert_sql(rows: usize) -> String {
     );
     sql
 }
+
+/// Rows per JSON array on the journal and outcome paths (`json_each`, one bound parameter).
+const JSON_CHUNK: usize = 10_000;
+
+/// `serde_json::to_string` of rows that cannot fail to serialise (strings, numbers, options).
+fn to_json<T: serde::Serialize>(rows: &T) -> String {
+    serde_json::to_string(rows).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// A JSON array of strings.
+fn json_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    to_json(&items.collect::<Vec<_>>())
+}
+
+// The journal and outcome statements take their rows as one JSON array, expanded by
+// `json_each`: one prepared statement of fixed text whatever the batch size (multi-row VALUES
+// need a statement, compiled anew, per size and 14 bound variables per row). The row sets are
+// MATERIALIZED so that SQLite loops over them and looks each row up by key: it cannot estimate
+// a `json_each` and would otherwise scan the table (tested by `json_statements_use_keys`).
+
+/// `load_account_records`: ?1 target, ?2 `["key", ...]`.
+const LOAD_RECORDS: &str = "SELECT source_key, remote_id, login, hash, enabled, owned, adopted, \
+     disabled_at, attributes, roles, last_seen_run FROM accounts \
+     WHERE target = ?1 AND source_key IN (SELECT value FROM json_each(?2)) \
+     ORDER BY source_key";
+
+/// `journal`: ?1 run, ?2 target, ?3 now, ?4 `[[key, kind, payload text], ...]`.
+const JOURNAL: &str = "INSERT INTO operations (run_id, target, source_key, kind, payload, \
+     created_at, updated_at) \
+     SELECT ?1, ?2, value ->> 0, value ->> 1, value ->> 2, ?3, ?3 FROM json_each(?4) ORDER BY key";
+
+/// `mark_sent`: ?1 now, ?2 `[[first id, last id], ...]`.
+const MARK_SENT: &str = "WITH r AS MATERIALIZED (SELECT value ->> 0 AS lo, value ->> 1 AS hi \
+     FROM json_each(?2)) \
+     UPDATE operations SET status = 'sent', attempts = attempts + 1, updated_at = ?1 \
+     FROM r WHERE operations.id BETWEEN r.lo AND r.hi";
+
+/// `record_outcomes`: ?1 now, ?2 `[[id, status, error, remote_id], ...]`.
+const RECORD_OUTCOMES: &str = "WITH v AS MATERIALIZED (SELECT value ->> 0 AS id, \
+     value ->> 1 AS status, value ->> 2 AS error, value ->> 3 AS remote_id FROM json_each(?2)) \
+     UPDATE operations SET status = v.status, last_error = v.error, \
+     remote_id = COALESCE(v.remote_id, operations.remote_id), updated_at = ?1 \
+     FROM v WHERE operations.id = v.id";
+
+/// `record_outcomes`, first of two statements over the same rows: ?1 now, ?2 `[[key,
+/// remote_id, login, attributes text, roles text, hash, enabled, owned, adopted, disabled_at,
+/// last_seen_run], ...]` (keys unique), ?3 target. Updates the existing rows whose login stays
+/// the same (nearly all of them) without assigning `login`: SQLite then leaves the
+/// `(target, lower(login))` index alone instead of deleting and re-inserting each entry.
+const UPDATE_SAME_LOGIN: &str = "WITH v AS MATERIALIZED (SELECT value ->> 0 AS source_key, \
+     value ->> 1 AS remote_id, value ->> 2 AS login, value ->> 3 AS attributes, \
+     value ->> 4 AS roles, value ->> 5 AS hash, value ->> 6 AS enabled, value ->> 7 AS owned, \
+     value ->> 8 AS adopted, value ->> 9 AS disabled_at, value ->> 10 AS last_seen_run \
+     FROM json_each(?2)) \
+     UPDATE accounts SET remote_id = v.remote_id, attributes = v.attributes, roles = v.roles, \
+     hash = v.hash, enabled = v.enabled, owned = v.owned, adopted = v.adopted, \
+     disabled_at = v.disabled_at, last_seen_run = v.last_seen_run, updated_at = ?1 \
+     FROM v WHERE accounts.target = ?3 AND accounts.source_key = v.source_key \
+     AND accounts.login IS v.login";
+
+/// `record_outcomes`, second statement over the same rows (see [`UPDATE_SAME_LOGIN`]): upserts
+/// the rest (new accounts, changed logins); rows the first statement wrote are skipped.
+const UPSERT_RECORDS: &str = "INSERT INTO accounts (target, source_key, remote_id, login, \
+     attributes, roles, hash, enabled, owned, adopted, disabled_at, last_seen_run, created_at, \
+     updated_at) \
+     SELECT ?3, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+     value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, ?1, ?1 \
+     FROM json_each(?2) AS v WHERE NOT EXISTS (SELECT 1 FROM accounts AS a \
+     WHERE a.target = ?3 AND a.source_key = v.value ->> 0 AND a.login IS v.value ->> 2) \
+     ON CONFLICT (target, source_key) DO UPDATE SET \
+     remote_id = excluded.remote_id, login = excluded.login, \
+     attributes = excluded.attributes, roles = excluded.roles, hash = excluded.hash, \
+     enabled = excluded.enabled, owned = excluded.owned, adopted = excluded.adopted, \
+     disabled_at = excluded.disabled_at, last_seen_run = excluded.last_seen_run, \
+     updated_at = excluded.updated_at";
+
+/// `record_outcomes`: ?1 now, ?2 `[[key, enabled, disabled_at], ...]`, ?3 target.
+const SET_ENABLED: &str = "WITH v AS MATERIALIZED (SELECT value ->> 0 AS source_key, \
+     value ->> 1 AS enabled, value ->> 2 AS disabled_at FROM json_each(?2)) \
+     UPDATE accounts SET enabled = v.enabled, disabled_at = v.disabled_at, updated_at = ?1 \
+     FROM v WHERE accounts.target = ?3 AND accounts.source_key = v.source_key";
+
+/// `record_outcomes`: ?2 `["key", ...]`, ?3 target (?1 unused).
+const DELETE_RECORDS: &str = "DELETE FROM accounts WHERE target = ?3 \
+     AND source_key IN (SELECT value FROM json_each(?2))";
 
 /// Rows per chunk of `load_accounts`.
 const LOAD_CHUNK: usize = 10_000;
@@ -622,20 +707,10 @@ impl Store for SqliteStore {
     ) -> Result<Vec<AccountRecord>, StoreError> {
         let context = format!("load account records of target {target:?}");
         let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(KEY_CHUNK) {
-            let sql = format!(
-                "SELECT source_key, remote_id, login, hash, enabled, owned, adopted, \
-                 disabled_at, attributes, roles, last_seen_run FROM accounts \
-                 WHERE target = ? AND source_key IN ({}) ORDER BY source_key",
-                placeholders(chunk.len())
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .persistent(chunk.len() == KEY_CHUNK)
-                .bind(target);
-            for key in chunk {
-                query = query.bind(key.as_str());
-            }
-            let rows = query
+        for chunk in keys.chunks(JSON_CHUNK) {
+            let rows = sqlx::query(LOAD_RECORDS)
+                .bind(target)
+                .bind(json_array(chunk.iter().map(String::as_str)))
                 .fetch_all(&self.pool)
                 .await
                 .map_err(self.loc.err(context.clone()))?;
@@ -667,38 +742,43 @@ impl Store for SqliteStore {
             .map_err(self.loc.err(context.clone()))?;
         let mut ids = Vec::with_capacity(ops.len());
         for chunk in ops.chunks(JOURNAL_CHUNK) {
-            let mut sql = String::with_capacity(200 + chunk.len() * 24);
-            sql.push_str(
-                "INSERT INTO operations (run_id, target, source_key, kind, payload, created_at, \
-                 updated_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
-            }
-            sql.push_str(" RETURNING id");
-            let mut query =
-                sqlx::query_scalar(AssertSqlSafe(sql)).persistent(chunk.len() == JOURNAL_CHUNK);
-            for op in chunk {
-                query = query
-                    .bind(run_id)
-                    .bind(target)
-                    .bind(op.source_key.as_str())
-                    .bind(op.kind.as_str())
-                    .bind(serde_json::to_string(&op.payload).unwrap_or_else(|_| "null".to_owned()))
-                    .bind(now.as_str())
-                    .bind(now.as_str());
-            }
-            // Rows are inserted, and ids assigned, in VALUES order; RETURNING's order is not
-            // promised, so sort.
-            let mut chunk_ids: Vec<i64> = query
-                .fetch_all(&mut *tx)
+            let rows: Vec<(&str, &str, &str)> = chunk
+                .iter()
+                .map(|op| (op.source_key.as_str(), op.kind.as_str(), op.payload.get()))
+                .collect();
+            let done = sqlx::query(JOURNAL)
+                .bind(run_id)
+                .bind(target)
+                .bind(now.as_str())
+                .bind(to_json(&rows))
+                .execute(&mut *tx)
                 .await
                 .map_err(self.loc.err(context.clone()))?;
-            chunk_ids.sort_unstable();
-            ids.extend(chunk_ids);
+            // Rows are inserted in array order (ORDER BY key) by one statement holding the
+            // write lock, and AUTOINCREMENT gives each the next id: the chunk's ids are the
+            // `n` ids ending at the last one. Checked, not assumed.
+            let n = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+            let last = done.last_insert_rowid();
+            let first = last - n + 1;
+            let found: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM operations WHERE id BETWEEN ?1 AND ?2 AND run_id = ?3",
+            )
+            .bind(first)
+            .bind(last)
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(self.loc.err(context.clone()))?;
+            if done.rows_affected() != chunk.len() as u64 || found != n {
+                return Err(corrupt(
+                    &context,
+                    format!(
+                        "{} rows inserted, {found} of them in ids {first}..={last}, expected {n}",
+                        done.rows_affected()
+                    ),
+                ));
+            }
+            ids.extend(first..=last);
         }
         tx.commit().await.map_err(self.loc.err(context))?;
         Ok(ids)
@@ -710,29 +790,25 @@ impl Store for SqliteStore {
         }
         let context = format!("mark {} operations sent", ids.len());
         let now = format_ts(&Utc::now());
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(self.loc.err(context.clone()))?;
-        for chunk in ids.chunks(KEY_CHUNK) {
-            let sql = format!(
-                "UPDATE operations SET status = 'sent', attempts = attempts + 1, updated_at = ? \
-                 WHERE id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .persistent(chunk.len() == KEY_CHUNK)
-                .bind(now.as_str());
-            for id in chunk {
-                query = query.bind(*id);
+        // Journal ids are consecutive, and a window's usually are too: the ids go as
+        // [first, last] ranges, one statement (atomic on its own) for the whole call.
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        for id in sorted {
+            match ranges.last_mut() {
+                Some((_, hi)) if *hi + 1 == id => *hi = id,
+                _ => ranges.push((id, id)),
             }
-            query
-                .execute(&mut *tx)
-                .await
-                .map_err(self.loc.err(context.clone()))?;
         }
-        tx.commit().await.map_err(self.loc.err(context))
+        sqlx::query(MARK_SENT)
+            .bind(now.as_str())
+            .bind(to_json(&ranges))
+            .execute(&self.pool)
+            .await
+            .map_err(self.loc.err(context))?;
+        Ok(())
     }
 
     async fn record_outcomes(
@@ -751,11 +827,6 @@ impl Store for SqliteStore {
         );
         let changes = coalesce(changes);
         let now = format_ts(&Utc::now());
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(self.loc.err(context.clone()))?;
         // The last outcome of an operation wins (as on Postgres).
         let mut seen = HashSet::with_capacity(outcomes.len());
         let mut outcomes: Vec<&OpOutcome> = outcomes
@@ -764,53 +835,76 @@ impl Store for SqliteStore {
             .filter(|o| seen.insert(o.id))
             .collect();
         outcomes.reverse();
-        for chunk in outcomes.chunks(KEY_CHUNK) {
-            let sql = format!(
-                "UPDATE operations SET status = v.column2, last_error = v.column3, \
-                 remote_id = COALESCE(v.column4, operations.remote_id), updated_at = ? \
-                 FROM (VALUES {}) AS v WHERE operations.id = v.column1",
-                vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .persistent(chunk.len() == KEY_CHUNK)
-                .bind(now.as_str());
-            for o in chunk {
-                query = query
-                    .bind(o.id)
-                    .bind(o.status.as_str())
-                    .bind(o.error.as_deref())
-                    .bind(o.remote_id.as_deref());
-            }
-            query
-                .execute(&mut *tx)
-                .await
-                .map_err(self.loc.err(context.clone()))?;
+        // Each list goes as JSON arrays of JSON_CHUNK rows, one prepared statement each.
+        let mut statements: Vec<(&'static str, String)> = Vec::new();
+        for chunk in outcomes.chunks(JSON_CHUNK) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|o| {
+                    (
+                        o.id,
+                        o.status.as_str(),
+                        o.error.as_deref(),
+                        o.remote_id.as_deref(),
+                    )
+                })
+                .collect();
+            statements.push((RECORD_OUTCOMES, to_json(&rows)));
         }
-        let upserts: Vec<&AccountRecord> = changes.upserts.iter().collect();
-        upsert_in(&mut tx, &self.loc, target, &upserts, &now, &context).await?;
-        for chunk in changes.set_enabled.chunks(KEY_CHUNK) {
-            let sql = format!(
-                "UPDATE accounts SET enabled = v.column2, disabled_at = v.column3, \
-                 updated_at = ? FROM (VALUES {}) AS v \
-                 WHERE accounts.target = ? AND accounts.source_key = v.column1",
-                vec!["(?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql))
-                .persistent(chunk.len() == KEY_CHUNK)
-                .bind(now.as_str());
-            for (key, enabled, disabled_at) in chunk {
-                query = query
-                    .bind(key.as_str())
-                    .bind(*enabled)
-                    .bind(disabled_at.as_ref().map(format_ts));
-            }
-            query
+        for chunk in changes.upserts.chunks(JSON_CHUNK) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|u| {
+                    let row = u.record;
+                    let a = &row.account;
+                    (
+                        a.key.as_str(),
+                        a.remote_id.as_deref(),
+                        a.login.as_deref(),
+                        // Serialising string maps and sets cannot fail.
+                        serde_json::to_string(&row.state.fields).unwrap_or_default(),
+                        super::memberships_json(&row.state),
+                        a.hash.to_string(),
+                        u.enabled(),
+                        a.owned,
+                        a.adopted,
+                        u.disabled_at().as_ref().map(format_ts),
+                        row.last_seen_run,
+                    )
+                })
+                .collect();
+            let rows = to_json(&rows);
+            statements.push((UPDATE_SAME_LOGIN, rows.clone()));
+            statements.push((UPSERT_RECORDS, rows));
+        }
+        for chunk in changes.set_enabled.chunks(JSON_CHUNK) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|(key, enabled, disabled_at)| {
+                    (*key, *enabled, disabled_at.as_ref().map(format_ts))
+                })
+                .collect();
+            statements.push((SET_ENABLED, to_json(&rows)));
+        }
+        for chunk in changes.deletes.chunks(JSON_CHUNK) {
+            statements.push((DELETE_RECORDS, json_array(chunk.iter().copied())));
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(self.loc.err(context.clone()))?;
+        for (sql, rows) in statements {
+            // Every statement takes ?1 now, ?2 the rows, ?3 the target (unused ones ignored
+            // by SQLite).
+            sqlx::query(sql)
+                .bind(now.as_str())
+                .bind(rows)
                 .bind(target)
                 .execute(&mut *tx)
                 .await
                 .map_err(self.loc.err(context.clone()))?;
         }
-        delete_in(&mut tx, &self.loc, target, &changes.deletes, &context).await?;
         tx.commit().await.map_err(self.loc.err(context))
     }
 
@@ -1139,6 +1233,45 @@ mod tests {
         assert_eq!(parse_ts(&text), Ok(ts));
         // What the column defaults write (milliseconds) parses too.
         assert!(parse_ts("2026-11-25T09:01:02.123Z").is_ok());
+    }
+
+    /// The `json_each` statements look rows up by key: a plan that scans `accounts` or
+    /// `operations` would make each batch cost the whole table.
+    #[tokio::test]
+    async fn json_statements_use_keys() {
+        let store = match SqliteStore::open_memory().await {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        if let Err(e) = store.migrate().await {
+            panic!("{e}");
+        }
+        for sql in [
+            LOAD_RECORDS,
+            JOURNAL,
+            MARK_SENT,
+            RECORD_OUTCOMES,
+            UPDATE_SAME_LOGIN,
+            UPSERT_RECORDS,
+            SET_ENABLED,
+            DELETE_RECORDS,
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                match sqlx::query_as(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(store.pool())
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => panic!("{sql}: {e}"),
+                };
+            let steps: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
+            assert!(
+                !steps.iter().any(|d| d.starts_with("SCAN accounts")
+                    || d.starts_with("SCAN operations")
+                    || d.contains("COVERING INDEX accounts_target_login_idx")),
+                "{sql}: {steps:?}"
+            );
+        }
     }
 
     #[test]

@@ -180,6 +180,7 @@ on_both_backends!(
     journal_then_mark_sent_then_record_outcomes,
     journal_keeps_input_order_across_batches,
     record_outcomes_folds_changes_per_key,
+    record_outcomes_rewrites_existing_rows,
 );
 
 fn ts(micros: i64) -> DateTime<Utc> {
@@ -784,7 +785,10 @@ fn new_op(key: &str, kind: &str) -> NewOperation {
     NewOperation {
         source_key: key.to_owned(),
         kind: kind.to_owned(),
-        payload: serde_json::json!({"key": key, "note": "quote \" newline \n"}),
+        payload: serde_json::value::to_raw_value(
+            &serde_json::json!({"key": key, "note": "quote \" newline \n"}),
+        )
+        .unwrap(),
     }
 }
 
@@ -866,7 +870,10 @@ async fn journal_then_mark_sent_then_record_outcomes(fx: &Fixture) {
     assert_eq!(journaled[0].kind, "create");
     assert_eq!(journaled[0].status, "pending");
     assert_eq!(journaled[0].attempts, 0);
-    assert_eq!(journaled[0].payload, ops[0].payload);
+    assert_eq!(
+        journaled[0].payload,
+        serde_json::from_str::<serde_json::Value>(ops[0].payload.get()).unwrap()
+    );
     assert_eq!(journaled[3].source_key, "d");
     assert_eq!(journaled[4].id, other[0]);
     assert_eq!(journaled[4].target, "primavera");
@@ -1073,4 +1080,145 @@ fn h(label: &str) -> dirsync::mapping::ContentHash {
     dirsync::mapping::ContentHash::from_u128(label.bytes().fold(7u128, |a, b| {
         a.wrapping_mul(131).wrapping_add(u128::from(b))
     }))
+}
+
+/// Upserts through `record_outcomes` over rows that exist (same login, changed login, no
+/// login), rows that do not, and an upsert folded with a later status change; then more rows
+/// than one statement takes. Every row reads back whole; created_at stays.
+async fn record_outcomes_rewrites_existing_rows(fx: &Fixture) {
+    let store = fx.store();
+    let run = store
+        .begin_run(&new_run(Trigger::Schedule, 1))
+        .await
+        .unwrap();
+    let mut no_login = record("d", "h");
+    no_login.account.login = None;
+    store
+        .upsert_accounts(
+            "t",
+            &[
+                record("a", "h"),
+                record("b", "h"),
+                record("c", "h"),
+                no_login,
+            ],
+        )
+        .await
+        .unwrap();
+    let (created_a, _) = fx.stamps("t", "a").await;
+    let (created_b, _) = fx.stamps("t", "b").await;
+
+    let mut a = record("a", "h-a2");
+    a.account.remote_id = Some("r-a2".to_owned());
+    a.account.enabled = false;
+    a.account.disabled_at = Some(ts(7));
+    a.account.adopted = true;
+    a.last_seen_run = Some(run);
+    a.state
+        .fields
+        .insert("title".to_owned(), "Chief \"Q\" \u{e9}".to_owned());
+    a.state.roles.insert("admin".to_owned());
+    let mut b = record("b", "h-b2");
+    b.account.login = Some("b-renamed@example.com".to_owned());
+    b.state.groups.insert("g1".to_owned());
+    let c = record("c", "h-c2");
+    let mut d = record("d", "h-d2");
+    d.account.login = None;
+    let n = record("n", "h-n");
+    let ids = store
+        .journal(
+            run,
+            "t",
+            &[
+                new_op("a", "update"),
+                new_op("b", "update"),
+                new_op("c", "update"),
+                new_op("d", "update"),
+                new_op("n", "create"),
+            ],
+        )
+        .await
+        .unwrap();
+    let outcomes: Vec<OpOutcome> = ids
+        .iter()
+        .map(|&id| outcome(id, OpStatus::Succeeded, None, None))
+        .collect();
+    let changes = vec![
+        AccountChange::Upsert(a.clone()),
+        AccountChange::Upsert(b.clone()),
+        AccountChange::Upsert(c.clone()),
+        AccountChange::SetEnabled {
+            key: "c".to_owned(),
+            enabled: false,
+            disabled_at: Some(ts(9)),
+        },
+        AccountChange::Upsert(d.clone()),
+        AccountChange::Upsert(n.clone()),
+    ];
+    store
+        .record_outcomes("t", &outcomes, &changes)
+        .await
+        .unwrap();
+    let mut c_disabled = c.clone();
+    c_disabled.account.enabled = false;
+    c_disabled.account.disabled_at = Some(ts(9));
+    let got = store
+        .load_account_records("t", &strings(&["a", "b", "c", "d", "n"]))
+        .await
+        .unwrap();
+    let by_key: HashMap<&str, &AccountRecord> =
+        got.iter().map(|r| (r.account.key.as_str(), r)).collect();
+    assert_eq!(by_key.len(), 5);
+    assert_eq!(by_key["a"], &a);
+    assert_eq!(by_key["b"], &b);
+    assert_eq!(by_key["c"], &c_disabled);
+    assert_eq!(by_key["d"], &d);
+    assert_eq!(by_key["n"], &n);
+    assert_eq!(fx.stamps("t", "a").await.0, created_a);
+    assert_eq!(fx.stamps("t", "b").await.0, created_b);
+    let journaled = store.run_operations(run).await.unwrap();
+    assert!(journaled.iter().all(|o| o.status == "succeeded"));
+
+    // More rows than one statement (or JSON array) takes, half of them with a new login.
+    let rows: Vec<AccountRecord> = (0..12_500)
+        .map(|i| record(&format!("m{i:05}"), "h"))
+        .collect();
+    store.upsert_accounts("t", &rows).await.unwrap();
+    let ops: Vec<NewOperation> = rows
+        .iter()
+        .map(|r| new_op(&r.account.key, "update"))
+        .collect();
+    let ids = store.journal(run, "t", &ops).await.unwrap();
+    let updated: Vec<AccountRecord> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            r.account.hash = h(&format!("h{i}"));
+            if i % 2 == 0 {
+                r.account.login = Some(format!("new-{i}@example.com"));
+            }
+            r
+        })
+        .collect();
+    let outcomes: Vec<OpOutcome> = ids
+        .iter()
+        .map(|&id| outcome(id, OpStatus::Succeeded, None, None))
+        .collect();
+    let changes: Vec<AccountChange> = updated.iter().cloned().map(AccountChange::Upsert).collect();
+    store
+        .record_outcomes("t", &outcomes, &changes)
+        .await
+        .unwrap();
+    let got = store.load_account_records("t", &keys(&rows)).await.unwrap();
+    assert_eq!(got, updated);
+    assert!(store.unfinished_operations("t").await.unwrap().is_empty());
+    if let Fixture::Sqlite { store, .. } = fx {
+        // The login index agrees with the rows after the two-statement upsert.
+        let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(check, "ok");
+    }
 }
