@@ -15,6 +15,10 @@
 //! `DIRSYNC_TEST_DATABASE_URL` set, the harness uses that Postgres server and the seeded
 //! databases outlive the run, e.g. to profile `dirsync plan` on them).
 //!
+//! Profiling: `DIRSYNC_BENCH_MARKS=1` prints CLOCK_MONOTONIC at the start and end of the timed
+//! write-back (to cut a `perf record -k CLOCK_MONOTONIC` profile to it); `DIRSYNC_LOG=dirsync=debug`
+//! makes the apply child log the engine's phases with their times.
+//!
 //! Scenarios, in the order they run:
 //!
 //! | name | what is timed | bound |
@@ -24,7 +28,7 @@
 //! | `nochange-ldap-pg-plan`, `-sync` | the same with the LDAP source (slapd, paged, page 500) | `ldapsearch -E pr=500/noprompt` of the same entries + binary `COPY` |
 //! | `first-run-plan` | `dirsync plan`, CSV, empty Postgres state (every user a create) | csv parse |
 //! | `creates`, `disables` | `benches/common/apply_run.rs` in a child process (fake Covata, 20 ms latency) | concurrency / latency; for disables concurrency × batch / (2 calls × latency). The creates note also gives the same number of creates through the connector alone (no engine, no store) against the same fake: what the fake and the HTTP client allow |
-//! | `writeback-pg`, `writeback-sqlite` | `Store::record_outcomes` of N applied updates in batches of `engine::FLUSH_MAX` (the engine writer's largest batch) | one `UPDATE ... FROM` a temp table of the same N rows |
+//! | `writeback-pg`, `writeback-sqlite` | `Store::record_outcomes` of N applied updates in batches of `engine::FLUSH_MAX` (the engine writer's largest batch) | one `UPDATE ... FROM` a temp table of the same N account rows; the note adds the outcome rows through a second temp table (the same two writes) |
 //!
 //! Before a no-change scenario, the state is seeded through the library: the source is read
 //! with `run::read_source`, mapped with `run::map_users`, and recorded with

@@ -410,7 +410,8 @@ pub trait TargetLock: Send + Sync {
 pub const LOCK_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The state store. Every method is one or a few statements: bulk paths use multi-row
-/// statements (`UNNEST` on Postgres, batched `VALUES` on SQLite), never a round trip per row.
+/// statements (`UNNEST` on Postgres, batched `VALUES` or a `json_each` array on SQLite), never a
+/// round trip per row.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// `"postgres"` or `"sqlite"`.

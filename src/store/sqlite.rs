@@ -4,7 +4,9 @@
 //! with microseconds (`2026-11-25T09:01:02.123456Z`, the precision Postgres keeps); booleans are
 //! INTEGER 0/1; JSON is TEXT. Bulk writes are multi-row `INSERT ... VALUES (..),(..) ON CONFLICT`
 //! statements of [`UPSERT_CHUNK`] rows inside one transaction; key lookups go in chunks of
-//! [`KEY_CHUNK`] placeholders.
+//! [`KEY_CHUNK`] placeholders. The journal and outcome paths (`journal`, `mark_sent`,
+//! `record_outcomes`, `load_account_records`) take each batch as one JSON array expanded by
+//! `json_each` instead: one prepared statement of fixed text per kind (see [`JSON_CHUNK`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
