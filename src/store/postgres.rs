@@ -211,16 +211,11 @@ fn last_wins(rows: &[AccountRecord]) -> Vec<&AccountRecord> {
     out
 }
 
-const UPSERT_ACCOUNTS: &str = r#"
-INSERT INTO accounts (target, source_key, remote_id, login, attributes, roles, hash,
-                      enabled, owned, adopted, disabled_at, last_seen_run,
-                      created_at, updated_at)
-SELECT $1, u.source_key, u.remote_id, u.login, u.attributes::jsonb, u.roles::jsonb, u.hash,
-       u.enabled, u.owned, u.adopted, u.disabled_at, u.last_seen_run, now(), now()
-FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::bool[], $9::bool[], $10::bool[], $11::timestamptz[], $12::int8[])
-     AS u(source_key, remote_id, login, attributes, roles, hash,
-          enabled, owned, adopted, disabled_at, last_seen_run)
+/// What an account upsert does with an existing row: every column from the new one (one text
+/// for `upsert_accounts` and `record_outcomes`).
+macro_rules! upsert_conflict {
+    () => {
+        r#"
 ON CONFLICT (target, source_key) DO UPDATE SET
     remote_id     = EXCLUDED.remote_id,
     login         = EXCLUDED.login,
@@ -233,7 +228,24 @@ ON CONFLICT (target, source_key) DO UPDATE SET
     disabled_at   = EXCLUDED.disabled_at,
     last_seen_run = EXCLUDED.last_seen_run,
     updated_at    = now()
-"#;
+"#
+    };
+}
+
+const UPSERT_ACCOUNTS: &str = concat!(
+    r#"
+INSERT INTO accounts (target, source_key, remote_id, login, attributes, roles, hash,
+                      enabled, owned, adopted, disabled_at, last_seen_run,
+                      created_at, updated_at)
+SELECT $1, u.source_key, u.remote_id, u.login, u.attributes::jsonb, u.roles::jsonb, u.hash,
+       u.enabled, u.owned, u.adopted, u.disabled_at, u.last_seen_run, now(), now()
+FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::bool[], $9::bool[], $10::bool[], $11::timestamptz[], $12::int8[])
+     AS u(source_key, remote_id, login, attributes, roles, hash,
+          enabled, owned, adopted, disabled_at, last_seen_run)
+"#,
+    upsert_conflict!()
+);
 
 /// The light columns of a target's accounts as COPY text, in byte order of the key (the
 /// primary key index's order: no sort). `disabled_at` as microseconds since the epoch. COPY
@@ -941,7 +953,8 @@ fn chunk_of<T>(items: &[T], i: usize) -> &[T] {
 /// operations `UPDATE`, the account upsert, the status updates and the deletes as
 /// data-modifying CTEs over `UNNEST`ed columns. Each key appears in one list only
 /// ([`coalesce`]), so no row is modified twice.
-const RECORD_OUTCOMES: &str = r#"
+const RECORD_OUTCOMES: &str = concat!(
+    r#"
 WITH outcomes AS (
     UPDATE operations AS o SET status = u.status, last_error = u.error,
            remote_id = COALESCE(u.remote_id, o.remote_id), updated_at = now()
@@ -958,19 +971,9 @@ WITH outcomes AS (
                 $12::bool[], $13::bool[], $14::bool[], $15::timestamptz[], $16::int8[])
          AS u(source_key, remote_id, login, attributes, roles, hash,
               enabled, owned, adopted, disabled_at, last_seen_run)
-    ON CONFLICT (target, source_key) DO UPDATE SET
-        remote_id     = EXCLUDED.remote_id,
-        login         = EXCLUDED.login,
-        attributes    = EXCLUDED.attributes,
-        roles         = EXCLUDED.roles,
-        hash          = EXCLUDED.hash,
-        enabled       = EXCLUDED.enabled,
-        owned         = EXCLUDED.owned,
-        adopted       = EXCLUDED.adopted,
-        disabled_at   = EXCLUDED.disabled_at,
-        last_seen_run = EXCLUDED.last_seen_run,
-        updated_at    = now()
-), statuses AS (
+"#,
+    upsert_conflict!(),
+    r#"), statuses AS (
     UPDATE accounts AS a SET enabled = u.enabled, disabled_at = u.disabled_at,
            updated_at = now()
     FROM UNNEST($17::text[], $18::bool[], $19::timestamptz[])
@@ -980,7 +983,8 @@ WITH outcomes AS (
     DELETE FROM accounts WHERE target = $1 AND source_key = ANY($20::text[])
 )
 SELECT 1
-"#;
+"#
+);
 
 /// One statement's share of a `record_outcomes` batch.
 struct OutcomeChunk<'a, 'c> {

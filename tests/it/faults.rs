@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::cmd::{code, code as code_of, dirsync, out, store};
-use crate::support::covata::{self, FakeCovata};
+use crate::support::covata::FakeCovata;
 
 const HEADER: &str = "id,email,first,last,status,groups\n";
 
@@ -33,46 +33,12 @@ fn write_config(dir: &Path, fake: &FakeCovata, db: Option<&str>) -> PathBuf {
         Some(url) => format!("database_url = \"{url}\"\ntimeout = \"5s\""),
         None => "path = \"state.db\"".into(),
     };
-    let text = format!(
-        r#"
-[state]
-{state}
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-[safety]
-max_disable_percent = 100
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{u}"
-password = "{p}"
-client_id = "{c}"
-client_secret = "{s}"
-concurrency = 4
-batch_size = 7
-max_backoff = "1s"
-[[target.roles]]
-group = "admins"
-roles = ["ROLE_SYSTEM_ADMIN"]
-"#,
-        base = fake.base_url(),
-        u = covata::USERNAME,
-        p = covata::PASSWORD,
-        c = covata::CLIENT_ID,
-        s = covata::CLIENT_SECRET,
-    );
-    let path = dir.join("dirsync.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    crate::support::faultrun::write_config_with(
+        dir,
+        fake,
+        &state,
+        crate::support::faultrun::DEFAULT_HTTP,
+    )
 }
 
 /// A deterministic spread of kill delays (ms) over the run's length.

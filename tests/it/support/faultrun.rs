@@ -37,10 +37,15 @@ pub const DEFAULT_HTTP: &str = "concurrency = 4\nbatch_size = 7\nmax_backoff = \
 /// A configuration with the SQLite store at `state` (absolute) and one Covata target with
 /// these HTTP settings (`[[target]]` keys, one a line).
 pub fn write_config(dir: &Path, fake: &FakeCovata, state: &Path, http: &str) -> PathBuf {
+    write_config_with(dir, fake, &format!("path = \"{}\"", state.display()), http)
+}
+
+/// [`write_config`] with the `[state]` table's keys given as TOML lines.
+pub fn write_config_with(dir: &Path, fake: &FakeCovata, state: &str, http: &str) -> PathBuf {
     let text = format!(
         r#"
 [state]
-path = "{state}"
+{state}
 [source]
 kind = "csv"
 [source.csv]
@@ -66,7 +71,6 @@ client_secret = "{s}"
 group = "admins"
 roles = ["ROLE_SYSTEM_ADMIN"]
 "#,
-        state = state.display(),
         base = fake.base_url(),
         u = covata::USERNAME,
         p = covata::PASSWORD,
