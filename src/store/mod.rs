@@ -158,6 +158,9 @@ pub enum RunStatus {
     Partial,
     Failed,
     Blocked,
+    /// Stopped before it finished: a shutdown (SIGTERM) during the run, or a process that died
+    /// while the run was `running` (found at the next start, its lock no longer held).
+    Interrupted,
 }
 
 impl RunStatus {
@@ -168,6 +171,7 @@ impl RunStatus {
             RunStatus::Partial => "partial",
             RunStatus::Failed => "failed",
             RunStatus::Blocked => "blocked",
+            RunStatus::Interrupted => "interrupted",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -177,6 +181,7 @@ impl RunStatus {
             "partial" => RunStatus::Partial,
             "failed" => RunStatus::Failed,
             "blocked" => RunStatus::Blocked,
+            "interrupted" => RunStatus::Interrupted,
             _ => return None,
         })
     }

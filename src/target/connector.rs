@@ -68,9 +68,15 @@ pub enum OpError {
     /// Transport, timeout, 5xx or 429 after the retry budget: the outcome may be unknown.
     #[error("unavailable: {message}")]
     Unavailable { message: String },
-    /// The connector could not authenticate.
+    /// The connector could not authenticate: the credentials were refused (by the token
+    /// endpoint, or a 401 on a freshly issued token). Fatal for the whole target.
     #[error("authentication failed: {message}")]
     Auth { message: String },
+    /// The request never left: DNS failure, connection refused, TLS handshake failure, connect
+    /// timeout (after the HTTP layer's retries). Nothing happened on the target, so the
+    /// operation was surely not applied. Fatal for the whole target.
+    #[error("unreachable: {message}")]
+    Unreachable { message: String },
 }
 
 impl OpError {
@@ -96,7 +102,16 @@ impl OpError {
             OpError::Auth { message } => OpError::Auth {
                 message: f(message),
             },
+            OpError::Unreachable { message } => OpError::Unreachable {
+                message: f(message),
+            },
         }
+    }
+
+    /// Whether this error condemns every other operation of the target too (credentials
+    /// refused, host unreachable): the engine then stops sending to the target at once.
+    pub fn is_target_fatal(&self) -> bool {
+        matches!(self, OpError::Auth { .. } | OpError::Unreachable { .. })
     }
 }
 
