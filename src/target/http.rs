@@ -137,7 +137,8 @@ impl HttpError {
 }
 
 /// The shared mapping of HTTP outcomes to operation errors: 401 → `Auth`, 404 → `NotFound`,
-/// 409 → `Conflict`, 429/5xx/transport → `Unavailable`, other 4xx → `Rejected` (with the
+/// 409 → `Conflict`, a transport error before anything was sent → `Unreachable`, 429/5xx/other
+/// transport errors → `Unavailable`, other 4xx → `Rejected` (with the
 /// truncated body). Connectors refine it where the vendor says more (a 400 "email exists").
 impl From<HttpError> for OpError {
     fn from(e: HttpError) -> OpError {
@@ -164,6 +165,10 @@ impl From<HttpError> for OpError {
                 message: format!("{target}: {message}"),
             },
             HttpError::Url { .. } | HttpError::Setup { .. } => OpError::Unsupported {
+                message: e.to_string(),
+            },
+            // Nothing left this machine (DNS, refused, TLS handshake): surely not applied.
+            HttpError::Transport { not_sent: true, .. } => OpError::Unreachable {
                 message: e.to_string(),
             },
             HttpError::Transport { .. } | HttpError::Decode { .. } => OpError::Unavailable {
