@@ -566,6 +566,7 @@ mod tests {
                 skipped: None,
                 refresh: None,
                 error: None,
+                existing_unchecked: None,
             }],
         }
     }

@@ -6,9 +6,10 @@
 //!    "source": { "kind", "users", "last_applied_users", "blocked_by": [reason] },
 //!    "targets": [ { "name", "kind", "verdict": { "status": "allowed" | "blocked" | "forced",
 //!      "reasons"? }, "owned", "summary": { "create", "update", "set_roles", "enable",
-//!      "disable", "delete", "unchanged", "not_owned", "skipped" },
+//!      "disable", "delete", "unchanged", "not_owned", "skipped", "exists_unowned" },
 //!      "ops": [ { "key", "label", "remote_id", "op", ...op fields } ],
-//!      "problems": [ { "key", "message" } ] } ] }`
+//!      "problems": [ { "key", "message" } ],
+//!      "existing"?: [ { "key", "login", "remote_id" } ], "existing_unchecked"?: "why" } ] }`
 //! where a reason is `{ "rule", "limit", "actual", "message" }`. After a sync, targets also
 //! carry `applied`, `recovered`, `estimate`, `refresh` and `skipped` objects; a saved plan
 //! (`dirsync plan --out`) adds `"kind": "plan"` and a `"saved"` section (see `saved_plan`).
@@ -61,7 +62,8 @@ impl PlanStatus {
             } else {
                 PlanStatus::NoChanges
             }
-        } else if plan.changes() > 0 {
+        } else if plan.changes() > 0 || plan.targets.iter().any(|t| !t.plan.existing.is_empty()) {
+            // Accounts to adopt first also need the operator.
             PlanStatus::ChangesPending
         } else {
             PlanStatus::NoChanges
@@ -211,8 +213,13 @@ fn summary_line(t: &TargetOutcome) -> String {
     } else {
         String::new()
     };
+    let exists = if s.exists_unowned > 0 {
+        format!(", {} exist not owned", s.exists_unowned)
+    } else {
+        String::new()
+    };
     format!(
-        "{} create, {} update, {} role change{groups}, {} enable, {} disable, {} delete; {} unchanged, {} not owned, {} skipped",
+        "{} create, {} update, {} role change{groups}, {} enable, {} disable, {} delete; {} unchanged, {} not owned, {} skipped{exists}",
         s.create,
         s.update,
         s.set_roles,
@@ -292,6 +299,7 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
         for p in &t.plan.problems {
             let _ = writeln!(o, "  ? {}: {}", show(&p.key), p.message);
         }
+        write_text_existing(o, t);
         if let Some(r) = &t.recovered
             && r.superseded + r.confirmed + r.replanned > 0
         {
@@ -357,6 +365,36 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
             }
         }
     );
+}
+
+/// First contact: creates held back because the account exists, or why that was not checked.
+fn write_text_existing(o: &mut Out<'_>, t: &TargetOutcome) {
+    if let Some(why) = &t.existing_unchecked {
+        let _ = writeln!(
+            o,
+            "  ! existing accounts not checked ({why}): the creates above may meet accounts that already exist; `dirsync sync` checks before sending"
+        );
+    }
+    if t.plan.existing.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "  {} account{} already exist{} on the target, not owned by dirsync: not created; run `dirsync adopt {}` first",
+        t.plan.existing.len(),
+        if t.plan.existing.len() == 1 { "" } else { "s" },
+        if t.plan.existing.len() == 1 { "s" } else { "" },
+        t.name
+    );
+    for e in &t.plan.existing {
+        let _ = writeln!(
+            o,
+            "  = exists   {} ({})  remote id {}: exists, not owned: adopt first",
+            show(&e.key),
+            show(&e.login),
+            show(&e.remote_id)
+        );
+    }
 }
 
 fn write_text_op(o: &mut Out<'_>, op: &PlannedOp) {
@@ -519,6 +557,30 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
             if !a.failures.is_empty() {
                 let _ = writeln!(o);
             }
+        }
+        if let Some(why) = &t.existing_unchecked {
+            let _ = writeln!(
+                o,
+                "Existing accounts not checked ({}): the creates above may meet accounts that already exist; `dirsync sync` checks before sending.\n",
+                md(why)
+            );
+        }
+        if !t.plan.existing.is_empty() {
+            let _ = writeln!(
+                o,
+                "Exist on the target, not owned by dirsync (not created; run `dirsync adopt {}` first):\n",
+                md(&t.name)
+            );
+            for e in &t.plan.existing {
+                let _ = writeln!(
+                    o,
+                    "- {} ({}), remote id {}: exists, not owned: adopt first",
+                    md(&e.key),
+                    md(&e.login),
+                    md(&e.remote_id)
+                );
+            }
+            let _ = writeln!(o);
         }
         if !t.plan.problems.is_empty() {
             let _ = writeln!(o, "Problems:\n");

@@ -15,10 +15,13 @@ use crate::model::{Snapshot, User};
 use crate::plan::policy::{judge_plan, judge_source};
 use crate::plan::{
     BlockReason, DiffInput, PlanSettings, Prefilter, Settled, SourceFacts, TargetPlan, Verdict,
-    diff, triage,
+    diff, existing, triage,
 };
 use crate::source::csv::CsvError;
-use crate::store::{NewRun, RecordedAccount, RunFinish, RunStatus, Store, StoreError, Trigger};
+use crate::store::{
+    AccountChange, AccountRecord, AccountState, NewRun, RecordedAccount, RunFinish, RunStatus,
+    Store, StoreError, Trigger,
+};
 use crate::target::{Connector, TargetKind};
 
 /// Errors of a run. Each names the part that failed.
@@ -45,6 +48,13 @@ pub enum RunError {
     /// A saved plan no longer matches the state (`dirsync apply`); nothing was sent.
     #[error("{0}")]
     StalePlan(String),
+    /// First contact with a target (no account owned yet): its accounts could not be listed,
+    /// so creates that would collide with existing accounts cannot be told apart; nothing
+    /// was sent.
+    #[error(
+        "target {target:?}: cannot list the existing accounts before a first sync: {message}; nothing was sent"
+    )]
+    FirstContact { target: String, message: String },
     /// A prefiltered snapshot reached a planner without the prefilter's marks (a bug; nothing
     /// was planned from it).
     #[error("target {0:?}: internal error: a prefiltered source snapshot cannot be planned here")]
@@ -60,6 +70,7 @@ impl RunError {
             RunError::Engine(EngineError::Reconcile { .. })
                 | RunError::Drift(_)
                 | RunError::NoConnector(_)
+                | RunError::FirstContact { .. }
         )
     }
 }
@@ -129,6 +140,10 @@ pub struct TargetOutcome {
     /// Why this target failed in this run (it was not reachable, or could not be reconciled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A dry run on first contact could not list the target's existing accounts: its creates
+    /// may meet accounts that already exist (`sync` checks again and fails the target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing_unchecked: Option<String>,
 }
 
 impl TargetOutcome {
@@ -145,6 +160,7 @@ impl TargetOutcome {
             skipped: None,
             refresh: None,
             error: Some(error),
+            existing_unchecked: None,
         }
     }
 }
@@ -636,6 +652,7 @@ async fn run_target(
                     skipped: Some("another dirsync instance is applying this target".into()),
                     refresh: None,
                     error: None,
+                    existing_unchecked: None,
                 });
             }
         },
@@ -683,13 +700,16 @@ async fn apply_locked(
         (None, _) => None,
     };
     let mut refresh = None;
+    let mut existing_unchecked = None;
     let (plan, verdict) = match scope {
         Scope::Saved(saved) => {
             crate::saved_plan::checked_target(saved, store, t, snapshot, opts.force).await?
         }
         Scope::User(key) => {
-            let plan =
+            let mut plan =
                 crate::saved_plan::only_user(plan_target(store, t, snapshot, opts.now).await?, key);
+            existing_unchecked =
+                hold_existing(store, t, &mut plan, connector.as_deref(), run_id).await?;
             // Percentage thresholds do not apply to one user; an unusable source still blocks.
             let reasons = source_reasons
                 .iter()
@@ -734,6 +754,9 @@ async fn apply_locked(
                     None => plan_target(store, t, snapshot, opts.now).await?,
                 },
             };
+            let mut plan = plan;
+            existing_unchecked =
+                hold_existing(store, t, &mut plan, connector.as_deref(), run_id).await?;
             let mut reasons = source_reasons.to_vec();
             reasons.extend(judge_plan(&config.safety, &plan));
             (plan, Verdict::from_reasons(reasons, opts.force))
@@ -768,7 +791,92 @@ async fn apply_locked(
         skipped: None,
         refresh,
         error: None,
+        existing_unchecked,
     })
+}
+
+/// How long a dry run waits for a target's account list on first contact.
+const DRY_RUN_LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// First contact with a target ([`existing::needs_check`]): lists its accounts once and holds
+/// back every create whose login already exists there ("exists, not owned: adopt first"), so
+/// that a first sync against an existing tenant does not send them all to collect conflicts.
+/// Applying, a listing failure fails the target (nothing is sent); in a dry run it is returned
+/// as a note for the report.
+async fn hold_existing(
+    store: &dyn Store,
+    t: &TargetConfig,
+    plan: &mut TargetPlan,
+    connector: Option<&dyn Connector>,
+    run_id: i64,
+) -> Result<Option<String>, RunError> {
+    if !existing::needs_check(plan) {
+        return Ok(None);
+    }
+    let listed = match connector {
+        Some(c) => c
+            .list_accounts()
+            .await
+            .map_err(|e| RunError::FirstContact {
+                target: t.name.clone(),
+                message: e.to_string(),
+            })?,
+        None => {
+            // A dry run only looks: one attempt per request, so an unreachable target costs
+            // the report a note, not a retry series.
+            let mut quick = t.clone();
+            quick.http.max_retries = 0;
+            let c = match crate::target::connect(&quick) {
+                Ok(c) => c,
+                Err(e) => return Ok(Some(e.to_string())),
+            };
+            match tokio::time::timeout(DRY_RUN_LIST_TIMEOUT, c.list_accounts()).await {
+                Ok(Ok(list)) => list,
+                Ok(Err(e)) => return Ok(Some(e.to_string())),
+                Err(_) => {
+                    return Ok(Some(format!(
+                        "listing the accounts took longer than {}",
+                        humantime::format_duration(DRY_RUN_LIST_TIMEOUT)
+                    )));
+                }
+            }
+        }
+    };
+    let held = existing::hold_existing(plan, &t.mapping.login_field, &listed);
+    info!(run_id, target = %t.name, remote = listed.len(), held = held.len(), "first contact: existing accounts checked");
+    if held.is_empty() {
+        return Ok(None);
+    }
+    warn!(run_id, target = %t.name, count = held.len(), "accounts already exist on the target, not owned by dirsync: not created; run `dirsync adopt` first");
+    // Applying: remember them as not-owned rows (as a refused create would be), so later
+    // plans report them instead of planning creates, and `adopt` can take them.
+    if connector.is_some() {
+        let changes: Vec<AccountChange> = held
+            .into_iter()
+            .map(|(account, remote_id)| {
+                AccountChange::Upsert(AccountRecord {
+                    account: RecordedAccount {
+                        key: account.key.clone(),
+                        remote_id: Some(remote_id),
+                        login: account.fields.get(&t.mapping.login_field).cloned(),
+                        hash: account.hash,
+                        enabled: true,
+                        owned: false,
+                        adopted: false,
+                        disabled_at: None,
+                    },
+                    state: AccountState {
+                        fields: account.fields,
+                        roles: account.roles,
+                        groups: account.groups,
+                    },
+                    last_seen_run: Some(run_id),
+                })
+            })
+            .collect();
+        store.record_outcomes(&t.name, &[], &changes).await?;
+    }
+    Ok(None)
 }
 
 fn verdict_name(v: &Verdict) -> &'static str {

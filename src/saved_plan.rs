@@ -433,6 +433,7 @@ pub fn recount(summary: &Summary, plan_ops: &[crate::plan::PlannedOp]) -> Summar
         unchanged: summary.unchanged,
         not_owned: summary.not_owned,
         skipped: summary.skipped,
+        exists_unowned: summary.exists_unowned,
         ..Summary::default()
     };
     for op in plan_ops {
@@ -733,6 +734,7 @@ mod tests {
                 ),
             ],
             problems: vec![],
+            existing: vec![],
         };
         let one = only_user(plan, "E2");
         assert_eq!(one.ops.len(), 2);

@@ -145,6 +145,7 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
         owned: input.recorded.iter().filter(|r| r.owned).count() as u64,
         ops: Vec::new(),
         problems: Vec::new(),
+        existing: Vec::new(),
     };
     let mapping = input.mapping;
     let s = &mut plan.summary;

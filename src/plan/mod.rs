@@ -2,6 +2,7 @@
 //! the pure [`policy`]. Nothing in this module does I/O.
 
 pub mod diff;
+pub mod existing;
 pub mod policy;
 pub mod prefilter;
 
@@ -124,6 +125,10 @@ pub struct Summary {
     pub not_owned: u64,
     /// Source users not acted on: disabled in the source and never created, or not mappable.
     pub skipped: u64,
+    /// Source users whose account already exists on the target, not owned by dirsync (found
+    /// on first contact): not created; `dirsync adopt` takes them.
+    #[serde(default)]
+    pub exists_unowned: u64,
 }
 
 impl Summary {
@@ -154,4 +159,8 @@ pub struct TargetPlan {
     pub owned: u64,
     pub ops: Vec<PlannedOp>,
     pub problems: Vec<UserProblem>,
+    /// Creates held back because the account already exists on the target, not owned
+    /// ([`existing::hold_existing`]): "exists, not owned: adopt first".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub existing: Vec<existing::ExistingAccount>,
 }

@@ -225,6 +225,7 @@ mod tests {
             owned,
             ops: vec![],
             problems: vec![],
+            existing: vec![],
         }
     }
 

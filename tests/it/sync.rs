@@ -460,10 +460,12 @@ async fn conflict_without_adoption_then_adopt() {
         first_name: Some("Hand".into()),
         ..FakeUser::new("User2@Example.com", &["ROLE_ORIGINATOR"])
     });
+    // First contact: the existing account is found in the target's list and not created.
     let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 4, "{}", out(&o));
+    assert_eq!(code(&o), 0, "{}", out(&o));
     let text = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(text.contains("conflict"), "{text}");
+    assert!(text.contains("exists, not owned: adopt first"), "{text}");
+    assert_eq!(env.fake.create_attempts(), 2);
     // The hand-made account is untouched; dirsync remembers it as not owned.
     let u = env.fake.user(&hand).unwrap();
     assert_eq!(u.first_name.as_deref(), Some("Hand"));
@@ -580,7 +582,8 @@ async fn wrong_credentials_fail_clearly_without_secrets() {
     );
     std::fs::write(env.config_path(), cfg).unwrap();
     let o = env.run(&["sync", "-vv"]);
-    assert_eq!(code(&o), 4, "{}", out(&o));
+    // The whole target fails (exit 1), not operation by operation.
+    assert_eq!(code(&o), 1, "{}", out(&o));
     let all = out(&o);
     assert!(all.contains("authentication"), "{all}");
     for secret in [covata::PASSWORD, "wrong-client-secret"] {
@@ -593,12 +596,12 @@ async fn wrong_credentials_fail_clearly_without_secrets() {
 async fn large_creates_go_through_the_csv_import() {
     let env = Env::new(Backend::Sqlite, &users(30)).await;
     env.write_config("bulk_import_min = 10");
-    // One of them exists already (made by hand): its import row fails as a conflict.
+    // One of them exists already (made by hand): found on first contact, not imported.
     let hand = env
         .fake
         .insert_user(FakeUser::new("user7@example.com", &["ROLE_ORIGINATOR"]));
     let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 4, "{}", out(&o));
+    assert_eq!(code(&o), 0, "{}", out(&o));
     let imports = env
         .api_requests()
         .into_iter()
@@ -730,4 +733,153 @@ async fn empty_or_shrunken_source_blocks_sync_and_force_applies() {
     let fake_users = env.fake.users();
     assert_eq!(fake_users.iter().filter(|u| u.enabled).count(), 30);
     assert_eq!(fake_users.iter().filter(|u| !u.enabled).count(), 20);
+}
+
+/// First contact with an existing tenant: `plan` and `sync` list the target once and report the
+/// source users whose accounts exist (by login) as "exists, not owned: adopt first"; `sync`
+/// sends no create for them and remembers them as not owned; `adopt` then takes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn existing_tenant_is_not_sent_creates() {
+    let env = Env::new(Backend::Sqlite, &users(6)).await;
+    let hand2 = env.fake.insert_user(FakeUser {
+        first_name: Some("Hand".into()),
+        ..FakeUser::new("User2@Example.com", &["ROLE_ORIGINATOR"])
+    });
+    let hand4 = env
+        .fake
+        .insert_user(FakeUser::new("user4@example.com", &["ROLE_COLLABORATOR"]));
+    env.fake.insert_user(FakeUser::new(
+        "stranger@example.com",
+        &["ROLE_COLLABORATOR"],
+    ));
+
+    // The dry run: 4 creates, 2 held back, nothing written but the run row.
+    let o = env.run(&["plan", "--format", "json"]);
+    assert_eq!(code(&o), 2, "{}", out(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let t = &report["targets"][0];
+    assert_eq!(t["summary"]["create"], 4, "{t}");
+    assert_eq!(t["summary"]["exists_unowned"], 2, "{t}");
+    let held: Vec<(String, String)> = t["existing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap().to_string(),
+                e["remote_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        held,
+        vec![
+            ("E00002".to_string(), hand2.clone()),
+            ("E00004".to_string(), hand4.clone())
+        ]
+    );
+    assert!(
+        t["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|op| op["key"] != "E00002" && op["key"] != "E00004"),
+        "{t}"
+    );
+    let o = env.run(&["plan"]);
+    assert_eq!(code(&o), 2, "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.contains("2 accounts already exist on the target, not owned by dirsync"),
+        "{text}"
+    );
+    assert!(
+        text.contains("E00002 (User2@Example.com)") || text.contains("E00002 (user2@example.com)"),
+        "{text}"
+    );
+    assert!(text.contains("exists, not owned: adopt first"), "{text}");
+    let store = env.store().await;
+    assert!(store.load_accounts("covata").await.unwrap().is_empty());
+    assert_eq!(env.fake.create_attempts(), 0);
+
+    // The sync: exactly the 4 new accounts, no conflict collected.
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.fake.create_attempts(), 4, "{:?}", env.api_requests());
+    assert_eq!(env.fake.users().len(), 7);
+    assert_eq!(
+        env.fake.user(&hand2).unwrap().first_name.as_deref(),
+        Some("Hand")
+    );
+    let accounts = store.load_accounts("covata").await.unwrap();
+    assert_eq!(accounts.len(), 6);
+    for a in &accounts {
+        match a.key.as_str() {
+            "E00002" => {
+                assert!(!a.owned);
+                assert_eq!(a.remote_id.as_deref(), Some(hand2.as_str()));
+            }
+            "E00004" => {
+                assert!(!a.owned);
+                assert_eq!(a.remote_id.as_deref(), Some(hand4.as_str()));
+            }
+            _ => assert!(a.owned && a.remote_id.is_some(), "{a:?}"),
+        }
+    }
+
+    // Later runs: no create for them either; the plan points to adopt.
+    env.fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.api_requests().is_empty(), "{:?}", env.api_requests());
+    let o = env.run(&["adopt", "--target", "covata"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let accounts = store.load_accounts("covata").await.unwrap();
+    assert!(accounts.iter().all(|a| a.owned), "{accounts:?}");
+    // Adopted: the hand-made names are now corrected like any owned account's.
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(
+        env.fake.user(&hand2).unwrap().first_name.as_deref(),
+        Some("First2")
+    );
+    assert_eq!(env.fake.users().len(), 7);
+}
+
+/// First contact when the target's accounts cannot be listed: `sync` fails the target and sends
+/// nothing (it cannot tell which creates would collide); `plan` still plans and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn first_contact_without_a_listing_sends_nothing() {
+    let env = Env::new(Backend::Sqlite, &users(3)).await;
+    env.write_config("max_retries = 1");
+    env.fake
+        .insert_user(FakeUser::new("user2@example.com", &["ROLE_ORIGINATOR"]));
+    env.fake.inject(
+        "GET",
+        PathMatch::exact("/api/v1/users"),
+        Fault::Status(500),
+        100,
+    );
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 1, "{}", out(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.contains("cannot list the existing accounts before a first sync"),
+        "{text}"
+    );
+    assert_eq!(env.fake.create_attempts(), 0);
+    assert_eq!(env.fake.users().len(), 1);
+    let o = env.run(&["plan"]);
+    assert_eq!(code(&o), 2, "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("existing accounts not checked"),
+        "{}",
+        out(&o)
+    );
+    // The target answers again: the next sync holds user2 back and creates the others.
+    env.fake.clear_faults();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.fake.create_attempts(), 2);
+    assert_eq!(env.fake.users().len(), 3);
 }
