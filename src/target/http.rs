@@ -1102,8 +1102,7 @@ impl HttpClient {
                 ));
             }
             attempt += 1;
-            let (reason, retry_after) = match self.attempt(&req, attempt, probe.is_some()).await
-            {
+            let (reason, retry_after) = match self.attempt(&req, attempt, probe.is_some()).await {
                 Attempt::Token(e) => return Err(self.token_failed(e)),
                 Attempt::Stopped(e) => return Err(e),
                 Attempt::Wait => {
@@ -1533,14 +1532,30 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn connection_refused_retried_then_reported() {
+    /// A closed port on 127.0.0.1.
+    async fn refused_base() -> Url {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
+        Url::parse(&format!("http://{addr}/")).unwrap()
+    }
+
+    fn assert_unreachable(e: HttpError) {
+        assert!(
+            matches!(e, HttpError::Transport { not_sent: true, .. }),
+            "{e:?}"
+        );
+        assert!(
+            matches!(OpError::from(e), OpError::Unreachable { .. }),
+            "not Unreachable"
+        );
+    }
+
+    #[tokio::test]
+    async fn connection_refused_probed_then_failing_fast() {
+        let base = refused_base().await;
         let c = HttpClient::new("t", &settings()).unwrap();
-        let base = Url::parse(&format!("http://{addr}/")).unwrap();
-        // Nothing was sent, so even a POST is retried.
+        // Nothing was sent, so even a POST is retried: the probe.
         let e = c.send(Request::post(url(&base, "x"))).await.unwrap_err();
         match &e {
             HttpError::Transport {
@@ -1551,8 +1566,116 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(!e.to_string().contains(&addr.to_string()), "{e}");
-        assert!(matches!(OpError::from(e), OpError::Unavailable { .. }));
+        assert!(!e.to_string().contains(&base.authority()), "{e}");
+        assert_unreachable(e);
+        assert_eq!(c.attempts(), 4);
+        // Known unreachable: the next requests fail without a connect attempt.
+        for _ in 0..3 {
+            assert_unreachable(c.send(Request::get(url(&base, "y"))).await.unwrap_err());
+        }
+        assert_eq!(c.attempts(), 4);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_to_a_refused_port_share_one_probe() {
+        let base = refused_base().await;
+        let mut s = settings();
+        s.concurrency = 4;
+        s.max_retries = 5;
+        let c = HttpClient::new("t", &s).unwrap();
+        let calls = (0..200).map(|i| {
+            let c = c.clone();
+            let u = url(&base, &format!("u{i}"));
+            async move { c.send(Request::post(u)).await }
+        });
+        let results = futures::future::join_all(calls).await;
+        for r in results {
+            assert_unreachable(r.unwrap_err());
+        }
+        // The requests in flight when the first failed, plus the probe's retries.
+        let attempts = c.attempts();
+        assert!(attempts <= 4 + 5, "{attempts} connect attempts");
+    }
+
+    /// A TCP listener that counts connections and answers each with `reply` (then closes).
+    async fn raw_listener(reply: &'static [u8]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let _ = sock.write_all(reply).await;
+                });
+            }
+        });
+        (addr, count)
+    }
+
+    #[tokio::test]
+    async fn tls_handshake_failures_are_not_sent() {
+        for reply in [&b""[..], b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"] {
+            let (addr, conns) = raw_listener(reply).await;
+            let c = HttpClient::new("t", &settings()).unwrap();
+            let base = Url::parse(&format!("https://{addr}/")).unwrap();
+            let calls = (0..20).map(|_| {
+                let c = c.clone();
+                let u = url(&base, "x");
+                async move { c.send(Request::post(u)).await }
+            });
+            for r in futures::future::join_all(calls).await {
+                assert_unreachable(r.unwrap_err());
+            }
+            let n = conns.load(Ordering::SeqCst);
+            assert!(n <= 8 + 3, "{n} connections for {reply:?}");
+            assert_eq!(c.attempts() as usize, n);
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_host_is_not_sent() {
+        let c = HttpClient::new("t", &settings()).unwrap();
+        let base = Url::parse("http://dirsync-test.invalid/").unwrap();
+        let e = c.send(Request::post(url(&base, "x"))).await.unwrap_err();
+        assert_unreachable(e);
+    }
+
+    #[tokio::test]
+    async fn an_answer_clears_unreachable() {
+        let slow = Router::new().route(
+            "/base/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                "ok"
+            }),
+        );
+        let good = serve(slow).await;
+        let refused = refused_base().await;
+        let mut s = settings();
+        s.max_retries = 1;
+        let c = HttpClient::new("t", &s).unwrap();
+        // A request in flight while another finds the client's target unreachable.
+        let in_flight = {
+            let c = c.clone();
+            let u = url(&good, "slow");
+            tokio::spawn(async move { c.send(Request::get(u)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_unreachable(c.send(Request::get(url(&refused, "x"))).await.unwrap_err());
+        let before = c.attempts();
+        assert_unreachable(c.send(Request::get(url(&refused, "x"))).await.unwrap_err());
+        assert_eq!(c.attempts(), before, "failed at once");
+        in_flight.await.unwrap().unwrap();
+        // Its answer made the client reachable again: the next request tries.
+        assert_unreachable(c.send(Request::get(url(&refused, "x"))).await.unwrap_err());
+        assert!(c.attempts() > before);
     }
 
     /// A raw server that drops the first `drops` connections after reading the request, then
@@ -1692,11 +1815,15 @@ mod tests {
     fn counting(life: Option<Duration>) -> (Arc<CachedToken>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let fetches = Arc::new(AtomicUsize::new(0));
         let prev = Arc::new(AtomicUsize::new(0));
-        let src = Arc::new(CachedToken::new(CountingFetcher {
-            fetches: fetches.clone(),
-            life,
-            saw_previous: prev.clone(),
-        }));
+        let http = HttpClient::new("t", &settings()).unwrap();
+        let src = Arc::new(CachedToken::new(
+            &http,
+            CountingFetcher {
+                fetches: fetches.clone(),
+                life,
+                saw_previous: prev.clone(),
+            },
+        ));
         (src, fetches, prev)
     }
 
@@ -1746,46 +1873,291 @@ mod tests {
             "the refresh saw the old token"
         );
 
-        // A token that stays refused: one refresh, one more try, then 401 → Auth.
+        // Every token refused: the confirmed tok-2 is replaced once (tok-3); a 401 on that
+        // fresh token means refused credentials → Auth, sticky.
         *valid.lock().unwrap() = "never".to_string();
         let e = c
             .send(Request::get(url(&base, "x")).bearer(source.clone()))
             .await
             .unwrap_err();
-        assert_eq!(e.status(), Some(401));
+        assert!(matches!(e, HttpError::Auth { .. }), "{e:?}");
         assert_eq!(fetches.load(Ordering::SeqCst), 3);
         assert!(!e.to_string().contains("tok-"), "{e}");
         assert!(matches!(OpError::from(e), OpError::Auth { .. }));
+        let sent = c.attempts();
+        let e = c
+            .send(Request::get(url(&base, "x")).bearer(source.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HttpError::Auth { .. }), "{e:?}");
+        assert_eq!(fetches.load(Ordering::SeqCst), 3, "no new login");
+        assert_eq!(c.attempts(), sent, "nothing sent");
     }
 
     #[tokio::test]
     async fn token_refreshed_before_expiry() {
-        let (src, fetches, _) = counting(Some(Duration::from_secs(1)));
+        // A 2 s life with a 5 s request timeout: refreshed at half its life.
+        let (src, fetches, _) = counting(Some(Duration::from_secs(2)));
         assert_eq!(src.token().await.unwrap().expose(), "tok-1");
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(src.token().await.unwrap().expose(), "tok-1");
-        // Refreshed at 90 % of a 1 s life, before it runs out.
-        tokio::time::sleep(Duration::from_millis(450)).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(src.token().await.unwrap().expose(), "tok-2");
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
         // An invalidation of a token no longer current changes nothing.
-        src.invalidate(&Secret::new("tok-1")).await;
+        assert!(src.invalidate(&Secret::new("tok-1")).await.is_none());
         assert_eq!(src.token().await.unwrap().expose(), "tok-2");
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }
 
     #[test]
-    fn refresh_deadline_margins() {
+    fn refresh_margins() {
         let t = Instant::now();
-        assert_eq!(
-            refresh_deadline(t, Duration::from_secs(3600)),
-            t + Duration::from_secs(3570)
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let cases = [
+            // (life, request_timeout, refreshed after)
+            (s(3600), s(30), s(3240)),
+            (s(300), s(30), s(270)),
+            (s(60), s(30), s(30)),
+            (s(30), s(30), s(15)),
+            (s(30), s(5), s(25)),
+            (s(5), s(30), ms(2500)),
+            (s(2), s(30), s(1)),
+            (s(1), s(30), ms(500)),
+            (Duration::ZERO, s(30), Duration::ZERO),
+        ];
+        for (life, timeout, after) in cases {
+            assert_eq!(
+                refresh_deadline(t, life, timeout),
+                t + after,
+                "life {life:?}, timeout {timeout:?}"
+            );
+            // A token taken just before its refresh point outlives a request, or half of it is
+            // left when the life is shorter than two requests.
+            assert!(life - after >= timeout.min(life / 2));
+        }
+    }
+
+    /// A server whose tokens (`tok-N`, issued by [`ExpiringFetcher`]) live `life` from their
+    /// issue; counts 401 answers and successes. Answers after `latency`.
+    struct Expiring {
+        issued: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
+        fetches: Arc<AtomicUsize>,
+        unauthorized: Arc<AtomicUsize>,
+        ok: Arc<AtomicUsize>,
+    }
+
+    struct ExpiringFetcher {
+        issued: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
+        fetches: Arc<AtomicUsize>,
+        life: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl TokenFetcher for ExpiringFetcher {
+        async fn fetch(&self, _previous: Option<&Token>) -> Result<Token, HttpError> {
+            let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            let t = format!("tok-{n}");
+            self.issued
+                .lock()
+                .unwrap()
+                .insert(t.clone(), Instant::now());
+            Ok(Token {
+                access_token: Secret::new(t),
+                refresh_token: None,
+                expires_in: Some(self.life),
+            })
+        }
+    }
+
+    async fn expiring(life: Duration, latency: Duration) -> (Url, Expiring) {
+        let e = Expiring {
+            issued: Default::default(),
+            fetches: Default::default(),
+            unauthorized: Default::default(),
+            ok: Default::default(),
+        };
+        let (issued, unauthorized, ok) = (e.issued.clone(), e.unauthorized.clone(), e.ok.clone());
+        let app = Router::new().route(
+            "/base/x",
+            any(move |h: AxHeaders| {
+                let (issued, unauthorized, ok) = (issued.clone(), unauthorized.clone(), ok.clone());
+                async move {
+                    let token = h
+                        .get("authorization")
+                        .and_then(|x| x.to_str().ok())
+                        .and_then(|x| x.strip_prefix("Bearer "))
+                        .unwrap_or("")
+                        .to_string();
+                    let valid = issued
+                        .lock()
+                        .unwrap()
+                        .get(&token)
+                        .is_some_and(|at| at.elapsed() < life);
+                    tokio::time::sleep(latency).await;
+                    if valid {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                        StatusCode::OK
+                    } else {
+                        unauthorized.fetch_add(1, Ordering::SeqCst);
+                        StatusCode::UNAUTHORIZED
+                    }
+                }
+            }),
         );
-        assert_eq!(
-            refresh_deadline(t, Duration::from_secs(100)),
-            t + Duration::from_secs(90)
-        );
-        assert_eq!(refresh_deadline(t, Duration::ZERO), t);
+        (serve(app).await, e)
+    }
+
+    #[tokio::test]
+    async fn queued_requests_never_carry_an_expired_token() {
+        // 1 s tokens, a queue 4 s deep (40 requests of 100 ms through one permit).
+        let life = Duration::from_secs(1);
+        let (base, server) = expiring(life, Duration::from_millis(100)).await;
+        let mut s = settings();
+        s.concurrency = 1;
+        let c = HttpClient::new("t", &s).unwrap();
+        let source: Arc<dyn TokenSource> = Arc::new(CachedToken::new(
+            &c,
+            ExpiringFetcher {
+                issued: server.issued.clone(),
+                fetches: server.fetches.clone(),
+                life,
+            },
+        ));
+        let calls = (0..40).map(|_| {
+            let c = c.clone();
+            let u = url(&base, "x");
+            let s = source.clone();
+            async move { c.send(Request::post(u).bearer(s)).await }
+        });
+        for r in futures::future::join_all(calls).await {
+            r.unwrap();
+        }
+        assert_eq!(server.ok.load(Ordering::SeqCst), 40);
+        assert_eq!(server.unauthorized.load(Ordering::SeqCst), 0);
+        // A new token about every half second of queue, not one per request.
+        let fetches = server.fetches.load(Ordering::SeqCst);
+        assert!((4..=12).contains(&fetches), "{fetches} fetches");
+    }
+
+    #[tokio::test]
+    async fn concurrent_401s_share_one_refresh() {
+        // Tokens the server forgets at once: every request holding tok-1 gets a 401.
+        let (base, server) = expiring(Duration::from_secs(3600), Duration::from_millis(20)).await;
+        let mut s = settings();
+        s.concurrency = 8;
+        let c = HttpClient::new("t", &s).unwrap();
+        let source: Arc<dyn TokenSource> = Arc::new(CachedToken::new(
+            &c,
+            ExpiringFetcher {
+                issued: server.issued.clone(),
+                fetches: server.fetches.clone(),
+                life: Duration::from_secs(3600),
+            },
+        ));
+        c.send(Request::get(url(&base, "x")).bearer(source.clone()))
+            .await
+            .unwrap();
+        server.issued.lock().unwrap().clear();
+        let calls = (0..64).map(|_| {
+            let c = c.clone();
+            let u = url(&base, "x");
+            let s = source.clone();
+            async move { c.send(Request::get(u).bearer(s)).await }
+        });
+        for r in futures::future::join_all(calls).await {
+            r.unwrap();
+        }
+        assert_eq!(server.fetches.load(Ordering::SeqCst), 2, "one refresh");
+        let refused = server.unauthorized.load(Ordering::SeqCst);
+        assert!(refused <= 8, "{refused} 401 answers");
+    }
+
+    /// A fetcher whose token endpoint refuses the credentials.
+    struct RefusingFetcher(Arc<AtomicUsize>);
+
+    #[async_trait::async_trait]
+    impl TokenFetcher for RefusingFetcher {
+        async fn fetch(&self, _previous: Option<&Token>) -> Result<Token, HttpError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(HttpError::Auth {
+                target: "t".into(),
+                message: "the token endpoint refused the credentials (HTTP 401)".into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_sticky() {
+        let (base, calls) = scripted(vec![]).await;
+        let c = HttpClient::new("t", &settings()).unwrap();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let source: Arc<dyn TokenSource> =
+            Arc::new(CachedToken::new(&c, RefusingFetcher(fetches.clone())));
+        let all = (0..100).map(|_| {
+            let c = c.clone();
+            let u = url(&base, "x");
+            let s = source.clone();
+            async move { c.send(Request::post(u).bearer(s)).await }
+        });
+        for r in futures::future::join_all(all).await {
+            let e = r.unwrap_err();
+            assert!(matches!(OpError::from(e), OpError::Auth { .. }));
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "one login attempt");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert!(crate::metrics::render().contains("dirsync_auth_failures_total{target=\"t\"}"));
+    }
+
+    #[tokio::test]
+    async fn fresh_tokens_refused_are_sticky() {
+        // The server refuses every token: one login, one replacement, then Auth for all.
+        let (base, server) = expiring(Duration::ZERO, Duration::from_millis(5)).await;
+        let c = HttpClient::new("t", &settings()).unwrap();
+        let source: Arc<dyn TokenSource> = Arc::new(CachedToken::new(
+            &c,
+            ExpiringFetcher {
+                issued: server.issued.clone(),
+                fetches: server.fetches.clone(),
+                life: Duration::from_secs(3600),
+            },
+        ));
+        let all = (0..100).map(|_| {
+            let c = c.clone();
+            let u = url(&base, "x");
+            let s = source.clone();
+            async move { c.send(Request::post(u).bearer(s)).await }
+        });
+        for r in futures::future::join_all(all).await {
+            assert!(matches!(r.unwrap_err(), HttpError::Auth { .. }));
+        }
+        assert_eq!(server.fetches.load(Ordering::SeqCst), 2);
+        // Two rounds of at most `concurrency` requests.
+        let sent = server.unauthorized.load(Ordering::SeqCst);
+        assert!(sent <= 16, "{sent} requests sent");
+    }
+
+    #[tokio::test]
+    async fn basic_auth_401_is_sticky() {
+        let (base, calls) = scripted(vec![(401, None); 1000]).await;
+        let c = HttpClient::new("t", &settings()).unwrap();
+        let all = (0..100).map(|_| {
+            let c = c.clone();
+            let u = url(&base, "x");
+            async move {
+                c.send(Request::get(u).basic_auth("u", Secret::new("wrong")))
+                    .await
+            }
+        });
+        for r in futures::future::join_all(all).await {
+            let e = r.unwrap_err();
+            assert!(matches!(e, HttpError::Auth { .. }), "{e:?}");
+            assert!(!e.to_string().contains("wrong"));
+        }
+        let sent = calls.load(Ordering::SeqCst);
+        assert!(sent <= 8, "{sent} requests sent");
     }
 
     #[test]
