@@ -1566,7 +1566,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(!e.to_string().contains(&base.authority()), "{e}");
+        assert!(!e.to_string().contains(base.authority()), "{e}");
         assert_unreachable(e);
         assert_eq!(c.attempts(), 4);
         // Known unreachable: the next requests fail without a connect attempt.
