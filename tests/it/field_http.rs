@@ -109,6 +109,7 @@ async fn covata_tokens_expiring_in_a_deep_queue() {
         "the run outlived several tokens ({logins} logins, {refreshes} refreshes)"
     );
     let refused = fake.unauthorized_answers();
+    eprintln!("covata: {N} creates, {logins} logins, {refreshes} refreshes, {refused} answers 401");
     assert!(refused <= 4, "{refused} answers were 401");
     assert_eq!(fake.create_attempts(), N, "one create per user");
 }
@@ -188,6 +189,10 @@ async fn valuekeep_tokens_expiring_in_a_deep_queue() {
         fake.token_grants()
     );
     let refused = fake.unauthorized_answers();
+    eprintln!(
+        "valuekeep: {N} creates, {} grants, {refused} answers 401",
+        fake.token_grants()
+    );
     assert!(refused <= 4, "{refused} answers were 401");
 }
 
@@ -336,6 +341,7 @@ default_roles = ["PrimaveraViewer"]
 [target.fields]
 loginId = "{{email | lower}}"
 emailAddress = "{{email}}"
+organization = "sfo"
 "#,
         base = fake.base_url(),
         user = primavera::USERNAME,
