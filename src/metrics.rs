@@ -23,6 +23,8 @@ struct State {
     last_success: Option<i64>,
     /// target → (retries, 429 answers)
     http: BTreeMap<String, (u64, u64)>,
+    /// target → refused credentials (once per client, i.e. per run)
+    auth_failures: BTreeMap<String, u64>,
     /// notification kind (`webhook`, `email`) → failed deliveries
     notifications_failed: BTreeMap<&'static str, u64>,
 }
@@ -42,6 +44,11 @@ pub fn record_http_retry(target: &str, throttled: bool) {
     if throttled {
         e.1 += 1;
     }
+}
+
+/// Counts refused credentials of `target` (once per run: the HTTP client stops asking).
+pub fn record_auth_failure(target: &str) {
+    *state().auth_failures.entry(target.to_string()).or_default() += 1;
 }
 
 /// Counts a notification that could not be delivered (`kind`: `webhook` or `email`).
@@ -165,6 +172,17 @@ pub fn render() -> String {
         let _ = writeln!(
             o,
             "dirsync_http_throttled_total{{target=\"{}\"}} {throttled}",
+            label(target)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP dirsync_auth_failures_total Runs whose credentials a target refused, by target.\n# TYPE dirsync_auth_failures_total counter"
+    );
+    for (target, n) in &s.auth_failures {
+        let _ = writeln!(
+            o,
+            "dirsync_auth_failures_total{{target=\"{}\"}} {n}",
             label(target)
         );
     }

@@ -7,22 +7,54 @@
 //!   date, capped by `max_backoff`) or else capped exponential backoff with full jitter.
 //! - other 5xx: retried only for requests marked idempotent ([`Request::idempotent`]; GET, PUT,
 //!   DELETE are by default, POST is not).
-//! - transport errors: a failure to *connect* (refused, DNS, TLS handshake, connect timeout)
-//!   means nothing was sent, so it is retried for every request; any later failure (request
-//!   timeout, connection dropped mid-exchange) may have reached the server and is retried only
-//!   for idempotent requests.
-//! - 401 with a bearer token: the token is refreshed once and the request sent once more (not
-//!   counted as a retry). 400/403/404/409/422 and every other status are never retried.
+//! - a failure to *connect* (refused, DNS, TLS handshake, connect timeout) means nothing was
+//!   sent (`not_sent`, [`OpError::Unreachable`]). The first request that fails so becomes the
+//!   client's *probe*: it alone retries its connect (at most `max_retries` times, backoff capped
+//!   at [`CONNECT_BACKOFF_CAP`], no new retry once [`PROBE_BUDGET`] has passed since the probe
+//!   began, at least one); requests failing meanwhile wait for its verdict instead of starting
+//!   their own series. If the probe never connects, the client is *unreachable*: every later
+//!   request fails at once with `not_sent`, without a connect attempt. Any answer (of any
+//!   status) to any request makes the client reachable again. Connectors are built per run,
+//!   so the next run asks again.
+//! - any later transport failure (request timeout, connection dropped mid-exchange) may have
+//!   reached the server and is retried only for idempotent requests.
+//! - 401 with a bearer token: the token is invalidated and the request sent again with its
+//!   replacement (not counted as a retry; at most [`MAX_REAUTH`] times per request).
+//!   400/403/404/409/422 and every other status are never retried.
+//!
+//! Bearer tokens ([`CachedToken`]):
+//! - a request takes its token right before it is written: after its concurrency permit and its
+//!   pacing slot, so a token never ages in the queue.
+//! - a token is refreshed ahead of its expiry by a margin of `min(life / 2, max(life / 10,
+//!   request_timeout))`, counted from when it was requested: a token taken just before the
+//!   refresh point still has `request_timeout` (the longest an exchange may take) to reach the
+//!   server, and tokens living less than twice that are renewed at half their life (a 2 s token
+//!   every second, a 30 s token every 15 s with the default 30 s timeout, a 1 h token after
+//!   54 minutes).
+//! - one fetch at a time: callers waiting meanwhile reuse its result; a 401 invalidates the
+//!   rejected token only if it is still the current one, so all the requests holding it share
+//!   one replacement.
+//! - token grants ([`Request::token_grant`]) skip the concurrency limit and the pacing: the
+//!   request that needs the token already holds a permit and a slot.
+//!
+//! Refused credentials are sticky for the client (for the run): a token endpoint answering
+//! 400/401/403 (the fetchers' [`HttpError::Auth`]), a 401 on a token issued to replace a rejected
+//! one before any request succeeded with it, and a 401 to an HTTP Basic request. From then on
+//! every request of the client fails at once with the same [`HttpError::Auth`]
+//! ([`OpError::Auth`]), sending nothing and asking no token endpoint: at most one login plus
+//! one retry per target per run. Each client counts its refusal once in
+//! `dirsync_auth_failures_total`.
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Semaphore, watch};
 use url::Url;
 
 pub use reqwest::Method;
@@ -40,8 +72,14 @@ pub const MAX_ERROR_BODY: usize = 2048;
 /// The first step of the exponential backoff.
 const BASE_BACKOFF: Duration = Duration::from_millis(200);
 
-/// The longest a token is refreshed ahead of its expiry (and at most a tenth of its life).
-const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(30);
+/// The longest wait between two connect attempts of a probe (see the module doc).
+pub const CONNECT_BACKOFF_CAP: Duration = Duration::from_secs(1);
+
+/// After this long a probe starts no new connect attempt (see the module doc).
+pub const PROBE_BUDGET: Duration = Duration::from_secs(4);
+
+/// How often one request is sent again after a 401 with a replaced bearer token.
+pub const MAX_REAUTH: u32 = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -300,8 +338,11 @@ pub trait TokenSource: Send + Sync {
     /// A token believed valid (fetching or refreshing one when needed).
     async fn token(&self) -> Result<Secret, HttpError>;
     /// The server refused `rejected` (401): the next [`Self::token`] gets a new one unless
-    /// another caller already replaced it.
-    async fn invalidate(&self, rejected: &Secret);
+    /// another caller already replaced it. `Some` when this means the credentials are refused
+    /// (then every later [`Self::token`] fails with that error).
+    async fn invalidate(&self, rejected: &Secret) -> Option<HttpError>;
+    /// The server answered a request carrying `accepted` with something else than a 401.
+    fn confirm(&self, _accepted: &Secret) {}
 }
 
 /// Gets a token from a vendor's token endpoint.
@@ -320,14 +361,28 @@ struct CachedEntry {
     expires_at: Option<Instant>,
     /// A 401 said it no longer works.
     rejected: bool,
+    /// It was fetched because the one before was rejected: a 401 on it before any success
+    /// means the credentials are refused.
+    replaces_rejected: bool,
 }
 
-/// A [`TokenSource`] that caches the token of a [`TokenFetcher`], refreshes it shortly before
-/// it expires (30 s before, or at 90 % of its life when that is shorter) and after a 401.
-/// One fetch at a time: concurrent callers wait for it and reuse its result.
+struct TokenState {
+    entry: Option<CachedEntry>,
+    /// The credentials were refused: every later call fails with this, asking nobody.
+    refused: Option<HttpError>,
+}
+
+/// A [`TokenSource`] that caches the token of a [`TokenFetcher`], refreshes it ahead of its
+/// expiry (the margin rule of the module doc) and after a 401, and remembers refused
+/// credentials for good. One fetch at a time: concurrent callers wait for it and reuse its
+/// result.
 pub struct CachedToken {
+    target: String,
+    request_timeout: Duration,
     fetcher: Box<dyn TokenFetcher>,
-    state: Mutex<Option<CachedEntry>>,
+    state: Mutex<TokenState>,
+    /// The last token some request was answered with something else than a 401.
+    confirmed: std::sync::Mutex<Option<Secret>>,
 }
 
 impl fmt::Debug for CachedToken {
@@ -337,50 +392,74 @@ impl fmt::Debug for CachedToken {
 }
 
 impl CachedToken {
-    pub fn new(fetcher: impl TokenFetcher + 'static) -> CachedToken {
+    /// A cache for the tokens `fetcher` gets for the requests of `http` (its target name and
+    /// `request_timeout`, which sets the refresh margin).
+    pub fn new(http: &HttpClient, fetcher: impl TokenFetcher + 'static) -> CachedToken {
         CachedToken {
+            target: http.target().to_string(),
+            request_timeout: http.settings().request_timeout,
             fetcher: Box::new(fetcher),
-            state: Mutex::new(None),
+            state: Mutex::new(TokenState {
+                entry: None,
+                refused: None,
+            }),
+            confirmed: std::sync::Mutex::new(None),
         }
     }
 }
 
+/// How long before its expiry a token of this life is refreshed: `min(life / 2, max(life / 10,
+/// request_timeout))` (the module doc says why).
+fn refresh_margin(life: Duration, request_timeout: Duration) -> Duration {
+    (life / 2).min((life / 10).max(request_timeout))
+}
+
 /// When a token of this life, requested at `start`, is refreshed.
-fn refresh_deadline(start: Instant, life: Duration) -> Instant {
-    let margin = TOKEN_REFRESH_MARGIN.min(life / 10);
-    start + life.saturating_sub(margin)
+fn refresh_deadline(start: Instant, life: Duration, request_timeout: Duration) -> Instant {
+    start + life.saturating_sub(refresh_margin(life, request_timeout))
 }
 
 #[async_trait::async_trait]
 impl TokenSource for CachedToken {
     async fn token(&self) -> Result<Secret, HttpError> {
         let mut state = self.state.lock().await;
+        if let Some(e) = &state.refused {
+            return Err(e.clone());
+        }
         let now = Instant::now();
-        if let Some(entry) = state.as_ref()
+        if let Some(entry) = state.entry.as_ref()
             && !entry.rejected
             && entry.refresh_at.is_none_or(|t| now < t)
         {
             return Ok(entry.token.access_token.clone());
         }
+        let replaces_rejected = state.entry.as_ref().is_some_and(|e| e.rejected);
         let start = Instant::now();
-        let previous = state.as_ref().map(|e| &e.token);
+        let previous = state.entry.as_ref().map(|e| &e.token);
         match self.fetcher.fetch(previous).await {
             Ok(token) => {
                 let access = token.access_token.clone();
-                *state = Some(CachedEntry {
-                    refresh_at: token.expires_in.map(|l| refresh_deadline(start, l)),
+                state.entry = Some(CachedEntry {
+                    refresh_at: token
+                        .expires_in
+                        .map(|l| refresh_deadline(start, l, self.request_timeout)),
                     expires_at: token.expires_in.map(|l| start + l),
                     token,
                     rejected: false,
+                    replaces_rejected,
                 });
                 Ok(access)
             }
-            Err(e) => match state.as_ref() {
+            Err(e @ HttpError::Auth { .. }) => {
+                state.refused = Some(e.clone());
+                Err(e)
+            }
+            Err(e) => match state.entry.as_ref() {
                 // An early refresh failed, but the current token still works for a while.
                 Some(entry)
                     if !entry.rejected && entry.expires_at.is_some_and(|t| Instant::now() < t) =>
                 {
-                    tracing::warn!(error = %e, "token refresh failed; using the current token until it expires");
+                    tracing::warn!(target = %self.target, error = %e, "token refresh failed; using the current token until it expires");
                     Ok(entry.token.access_token.clone())
                 }
                 _ => Err(e),
@@ -388,12 +467,38 @@ impl TokenSource for CachedToken {
         }
     }
 
-    async fn invalidate(&self, rejected: &Secret) {
+    async fn invalidate(&self, rejected: &Secret) -> Option<HttpError> {
         let mut state = self.state.lock().await;
-        if let Some(entry) = state.as_mut()
-            && entry.token.access_token == *rejected
-        {
-            entry.rejected = true;
+        if let Some(e) = &state.refused {
+            return Some(e.clone());
+        }
+        let confirmed = self
+            .confirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            == Some(rejected);
+        let entry = state.entry.as_mut()?;
+        if entry.token.access_token != *rejected {
+            // Already replaced by another caller: its replacement is used.
+            return None;
+        }
+        if entry.replaces_rejected && !confirmed {
+            let e = HttpError::Auth {
+                target: self.target.clone(),
+                message: "the server refused a freshly issued access token (HTTP 401)".to_string(),
+            };
+            state.refused = Some(e.clone());
+            return Some(e);
+        }
+        entry.rejected = true;
+        None
+    }
+
+    fn confirm(&self, accepted: &Secret) {
+        let mut confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        if confirmed.as_ref() != Some(accepted) {
+            *confirmed = Some(accepted.clone());
         }
     }
 }
@@ -431,6 +536,8 @@ pub struct Request {
     auth: Auth,
     idempotent: bool,
     sensitive: bool,
+    /// A token endpoint call ([`Request::token_grant`]).
+    grant: bool,
 }
 
 impl fmt::Debug for Request {
@@ -457,6 +564,7 @@ impl Request {
             auth: Auth::None,
             idempotent,
             sensitive: false,
+            grant: false,
         }
     }
 
@@ -538,6 +646,22 @@ impl Request {
     pub fn sensitive(mut self) -> Request {
         self.sensitive = true;
         self
+    }
+
+    /// A call of a token endpoint: sensitive, retried like an idempotent call (a grant sent
+    /// twice is harmless), and outside the concurrency limit and the pacing (the request
+    /// waiting for the token holds a permit and a slot already). Its credentials are judged
+    /// by the fetcher (which turns a refusal into [`HttpError::Auth`]), not by this layer.
+    pub fn token_grant(mut self) -> Request {
+        self.grant = true;
+        self.sensitive = true;
+        self.idempotent = true;
+        self
+    }
+
+    /// Whether the request carries credentials this layer judges (a 401 to it refuses them).
+    fn carries_credentials(&self) -> bool {
+        !self.grant && !matches!(self.auth, Auth::None)
     }
 
     pub fn method(&self) -> &Method {
@@ -661,12 +785,61 @@ impl Pacer {
     }
 }
 
+/// Whether the client's target can be connected to (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reach {
+    Reachable,
+    /// One request is retrying its connect; the others wait for its verdict.
+    Probing,
+    /// The probe never connected: why (the last connect error).
+    Unreachable(String),
+}
+
 struct Inner {
     client: reqwest::Client,
     target: String,
     settings: HttpSettings,
     permits: Semaphore,
     pacer: Option<Pacer>,
+    reach: watch::Sender<Reach>,
+    /// Refused credentials (sticky; see the module doc).
+    auth_failure: std::sync::Mutex<Option<HttpError>>,
+    /// Exchanges started on the network (every attempt that got past the gates).
+    attempts: AtomicU64,
+}
+
+/// Held by the request probing the target; a probe that ends without a verdict (its request
+/// was dropped) lets the next failing request probe.
+struct Probe<'a> {
+    reach: &'a watch::Sender<Reach>,
+    started: Instant,
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        self.reach.send_if_modified(|r| {
+            let probing = *r == Reach::Probing;
+            if probing {
+                *r = Reach::Reachable;
+            }
+            probing
+        });
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    /// An answer (any status), with the bearer token it carried.
+    Answered(Response, Option<Secret>),
+    /// No answer.
+    Failed(Failure),
+    /// No bearer token could be had: nothing was sent.
+    Token(HttpError),
+    /// While this request waited for its permit, the credentials were refused or the target
+    /// found unreachable: nothing was sent.
+    Stopped(HttpError),
+    /// Another request is probing the target: back to the gate, nothing was sent.
+    Wait,
 }
 
 /// The HTTP client of one target; cheap to clone (clones share limits and pacing).
@@ -766,6 +939,9 @@ impl HttpClient {
                 settings: settings.clone(),
                 permits: Semaphore::new(settings.concurrency.max(1)),
                 pacer,
+                reach: watch::Sender::new(Reach::Reachable),
+                auth_failure: std::sync::Mutex::new(None),
+                attempts: AtomicU64::new(0),
             }),
         })
     }
@@ -787,40 +963,189 @@ impl HttpClient {
         })
     }
 
+    /// How many exchanges this client started on the network so far (connect attempts
+    /// included; requests refused by the unreachable or refused-credentials state are not).
+    pub fn attempts(&self) -> u64 {
+        self.inner.attempts.load(Ordering::Relaxed)
+    }
+
+    /// The refused-credentials error, if the credentials were refused.
+    fn auth_failure(&self) -> Option<HttpError> {
+        self.inner
+            .auth_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records refused credentials (counted once) and returns the error every later request
+    /// gets (the first one recorded).
+    fn refuse_credentials(&self, e: HttpError) -> HttpError {
+        let mut failure = self
+            .inner
+            .auth_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(first) = failure.as_ref() {
+            return first.clone();
+        }
+        tracing::error!(
+            target = %self.inner.target,
+            error = %e,
+            "credentials refused: no more requests to this target in this run"
+        );
+        crate::metrics::record_auth_failure(&self.inner.target);
+        *failure = Some(e.clone());
+        e
+    }
+
+    /// A failed token fetch: refused credentials become sticky.
+    fn token_failed(&self, e: HttpError) -> HttpError {
+        match e {
+            HttpError::Auth { .. } => self.refuse_credentials(e),
+            other => other,
+        }
+    }
+
+    /// Waits while another request probes the target; `Err` (the reason) when it is known
+    /// unreachable. Token grants do not wait (the probe may need the permit their caller
+    /// holds).
+    async fn reach_gate(&self, grant: bool) -> Result<(), String> {
+        let mut rx = self.inner.reach.subscribe();
+        let verdict = if grant {
+            rx.borrow().clone()
+        } else {
+            match rx.wait_for(|r| *r != Reach::Probing).await {
+                Ok(r) => r.clone(),
+                // The sender lives as long as `self`: cannot happen.
+                Err(_) => Reach::Reachable,
+            }
+        };
+        match verdict {
+            Reach::Unreachable(message) => Err(message),
+            Reach::Reachable | Reach::Probing => Ok(()),
+        }
+    }
+
+    /// An answer came: the target is reachable.
+    fn reached(&self) {
+        self.inner.reach.send_if_modified(|r| {
+            let changed = *r != Reach::Reachable;
+            if changed {
+                tracing::info!(target = %self.inner.target, "target reachable again");
+                *r = Reach::Reachable;
+            }
+            changed
+        });
+    }
+
+    /// After a connect failure: this request becomes the probe when none runs (`Ok(Some)`),
+    /// or waits for the running one (`Ok(None)`); `Err` when the target is known unreachable.
+    fn start_probe(&self) -> Result<Option<Probe<'_>>, String> {
+        let mut verdict = Ok(false);
+        self.inner.reach.send_if_modified(|r| match r {
+            Reach::Reachable => {
+                *r = Reach::Probing;
+                verdict = Ok(true);
+                true
+            }
+            Reach::Probing => false,
+            Reach::Unreachable(m) => {
+                verdict = Err(m.clone());
+                false
+            }
+        });
+        match verdict {
+            Ok(true) => Ok(Some(Probe {
+                reach: &self.inner.reach,
+                started: Instant::now(),
+            })),
+            Ok(false) => Ok(None),
+            Err(m) => Err(m),
+        }
+    }
+
     /// Sends `req`, retrying as the module documents. `Ok` only for a 2xx response; any
     /// other final status is an [`HttpError::Status`].
     pub async fn send(&self, req: Request) -> Result<Response, HttpError> {
         let settings = &self.inner.settings;
         let method = req.method.as_str().to_string();
         let path = req.path().to_string();
+        let transport =
+            |message: String, not_sent: bool, timeout: bool, attempts: u32| HttpError::Transport {
+                target: self.inner.target.clone(),
+                method: method.clone(),
+                path: path.clone(),
+                message,
+                not_sent,
+                timeout,
+                attempts,
+            };
         let mut attempt: u32 = 0;
         let mut retries: u32 = 0;
-        let mut reauthenticated = false;
+        let mut reauths: u32 = 0;
+        let mut probe: Option<Probe<'_>> = None;
         loop {
+            if req.carries_credentials()
+                && let Some(e) = self.auth_failure()
+            {
+                return Err(e);
+            }
+            if probe.is_none()
+                && let Err(reason) = self.reach_gate(req.grant).await
+            {
+                return Err(transport(
+                    format!("target unreachable ({reason})"),
+                    true,
+                    false,
+                    attempt,
+                ));
+            }
             attempt += 1;
-            let token = match &req.auth {
-                Auth::Bearer(source) => Some(source.token().await?),
-                _ => None,
-            };
-            let outcome = self.attempt(&req, token.as_ref(), attempt).await;
-            let (reason, retry_after) = match outcome {
-                Ok(resp) if (200..300).contains(&resp.status) => return Ok(resp),
-                Ok(resp) => {
+            let (reason, retry_after) = match self.attempt(&req, attempt, probe.is_some()).await {
+                Attempt::Token(e) => return Err(self.token_failed(e)),
+                Attempt::Stopped(e) => return Err(e),
+                Attempt::Wait => {
+                    attempt -= 1;
+                    continue;
+                }
+                Attempt::Answered(resp, token) => {
+                    self.reached();
+                    probe = None;
                     let status = resp.status;
-                    if status == 401
-                        && !reauthenticated
-                        && let (Auth::Bearer(source), Some(token)) = (&req.auth, token.as_ref())
-                    {
-                        reauthenticated = true;
-                        tracing::warn!(
-                            target = %self.inner.target,
-                            method = %method,
-                            path = %path,
-                            attempt,
-                            "HTTP 401: refreshing the token and sending once more"
-                        );
-                        source.invalidate(token).await;
-                        continue;
+                    if (200..300).contains(&status) {
+                        if let (Auth::Bearer(source), Some(token)) = (&req.auth, &token) {
+                            source.confirm(token);
+                        }
+                        return Ok(resp);
+                    }
+                    match (&req.auth, token.as_ref()) {
+                        (Auth::Bearer(source), Some(token)) if status == 401 => {
+                            if let Some(e) = source.invalidate(token).await {
+                                return Err(self.refuse_credentials(e));
+                            }
+                            if reauths < MAX_REAUTH {
+                                reauths += 1;
+                                tracing::warn!(
+                                    target = %self.inner.target,
+                                    method = %method,
+                                    path = %path,
+                                    attempt,
+                                    "HTTP 401: sending again with a new token"
+                                );
+                                continue;
+                            }
+                        }
+                        (Auth::Bearer(source), Some(token)) => source.confirm(token),
+                        (Auth::Basic { .. }, _) if status == 401 && !req.grant => {
+                            return Err(self.refuse_credentials(HttpError::Auth {
+                                target: self.inner.target.clone(),
+                                message: format!(
+                                    "{method} {path}: HTTP 401: the credentials were refused"
+                                ),
+                            }));
+                        }
+                        _ => {}
                     }
                     let retryable = status == 429
                         || status == 503
@@ -842,18 +1167,53 @@ impl HttpClient {
                     let after = retry_after(&resp.headers, SystemTime::now());
                     (format!("HTTP {status}"), after)
                 }
-                Err(f) => {
-                    let retryable = !f.fatal && (f.not_sent || req.idempotent);
-                    if !retryable || retries >= settings.max_retries {
-                        return Err(HttpError::Transport {
-                            target: self.inner.target.clone(),
-                            method,
-                            path,
-                            message: f.message,
-                            not_sent: f.not_sent,
-                            timeout: f.timeout,
-                            attempts: attempt,
+                Attempt::Failed(f) if f.not_sent && !f.fatal => {
+                    // Nothing was sent: one probe per client decides (module doc).
+                    if probe.is_none() {
+                        match self.start_probe() {
+                            Ok(Some(p)) => probe = Some(p),
+                            Ok(None) => {
+                                // Another request probes: wait for its verdict at the gate.
+                                if retries >= settings.max_retries {
+                                    return Err(transport(f.message, true, f.timeout, attempt));
+                                }
+                                retries += 1;
+                                continue;
+                            }
+                            Err(_) => return Err(transport(f.message, true, f.timeout, attempt)),
+                        }
+                    }
+                    let spent = probe
+                        .as_ref()
+                        .is_some_and(|p| retries > 0 && p.started.elapsed() >= PROBE_BUDGET);
+                    if retries >= settings.max_retries || spent {
+                        self.inner.reach.send_if_modified(|r| {
+                            let probing = *r == Reach::Probing;
+                            if probing {
+                                *r = Reach::Unreachable(f.message.clone());
+                            }
+                            probing
                         });
+                        tracing::error!(
+                            target = %self.inner.target,
+                            attempts = attempt,
+                            error = %f.message,
+                            "target unreachable: failing its requests at once"
+                        );
+                        return Err(transport(f.message, true, f.timeout, attempt));
+                    }
+                    let delay = backoff(retries, settings.max_backoff.min(CONNECT_BACKOFF_CAP));
+                    (f.message, Some(delay))
+                }
+                Attempt::Failed(f) => {
+                    if !f.not_sent {
+                        // It connected: the target is reachable.
+                        self.reached();
+                        probe = None;
+                    }
+                    let retryable = !f.fatal && req.idempotent;
+                    if !retryable || retries >= settings.max_retries {
+                        return Err(transport(f.message, f.not_sent, f.timeout, attempt));
                     }
                     (f.message, None)
                 }
@@ -883,28 +1243,70 @@ impl HttpClient {
         self.send(req).await?.json()
     }
 
-    /// One attempt: a concurrency permit, then a pacing slot, then the exchange (body read
-    /// whole). The permit is released before any retry delay.
-    async fn attempt(
-        &self,
-        req: &Request,
-        token: Option<&Secret>,
-        attempt: u32,
-    ) -> Result<Response, Failure> {
-        let Ok(_permit) = self.inner.permits.acquire().await else {
-            return Err(Failure {
-                message: "the HTTP client is shut down".to_string(),
-                not_sent: true,
-                timeout: false,
-                fatal: true,
-            });
+    /// One attempt: a concurrency permit, then a pacing slot (neither for token grants), then
+    /// the bearer token, then the exchange (body read whole). The permit is released before
+    /// any retry delay.
+    async fn attempt(&self, req: &Request, attempt: u32, is_probe: bool) -> Attempt {
+        let _permit = if req.grant {
+            None
+        } else {
+            match self.inner.permits.acquire().await {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    return Attempt::Failed(Failure {
+                        message: "the HTTP client is shut down".to_string(),
+                        not_sent: true,
+                        timeout: false,
+                        fatal: true,
+                    });
+                }
+            }
         };
-        if let Some(pacer) = &self.inner.pacer {
+        if !req.grant
+            && let Some(pacer) = &self.inner.pacer
+        {
             pacer.wait().await;
         }
+        // The queue may have been long: what it learnt meanwhile stops this request here.
+        if req.carries_credentials()
+            && let Some(e) = self.auth_failure()
+        {
+            return Attempt::Stopped(e);
+        }
+        if !req.grant && !is_probe {
+            let reach = self.inner.reach.borrow().clone();
+            match reach {
+                Reach::Reachable => {}
+                // Not waited for here: the probe may need this permit.
+                Reach::Probing => return Attempt::Wait,
+                Reach::Unreachable(reason) => {
+                    return Attempt::Stopped(HttpError::Transport {
+                        target: self.inner.target.clone(),
+                        method: req.method.as_str().to_string(),
+                        path: req.path().to_string(),
+                        message: format!("target unreachable ({reason})"),
+                        not_sent: true,
+                        timeout: false,
+                        attempts: attempt - 1,
+                    });
+                }
+            }
+        }
+        // Taken now, right before the request is written: it never ages in the queue.
+        let token = match &req.auth {
+            Auth::Bearer(source) => match source.token().await {
+                Ok(t) => Some(t),
+                Err(e) => return Attempt::Token(e),
+            },
+            _ => None,
+        };
+        self.inner.attempts.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = async {
-            let resp = req.build(&self.inner.client, token)?.send().await?;
+            let resp = req
+                .build(&self.inner.client, token.as_ref())?
+                .send()
+                .await?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
             let body = resp.bytes().await?;
@@ -925,15 +1327,18 @@ impl HttpClient {
                     elapsed_ms,
                     "http response"
                 );
-                Ok(Response {
-                    status,
-                    headers,
-                    body,
-                    target: self.inner.target.clone(),
-                    method: method.to_string(),
-                    path: path.to_string(),
-                    sensitive: req.sensitive,
-                })
+                Attempt::Answered(
+                    Response {
+                        status,
+                        headers,
+                        body,
+                        target: self.inner.target.clone(),
+                        method: method.to_string(),
+                        path: path.to_string(),
+                        sensitive: req.sensitive,
+                    },
+                    token,
+                )
             }
             Err(e) => {
                 let f = Failure::from_reqwest(e);
@@ -946,7 +1351,7 @@ impl HttpClient {
                     error = %f.message,
                     "http request failed"
                 );
-                Err(f)
+                Attempt::Failed(f)
             }
         }
     }
@@ -1127,14 +1532,30 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn connection_refused_retried_then_reported() {
+    /// A closed port on 127.0.0.1.
+    async fn refused_base() -> Url {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
+        Url::parse(&format!("http://{addr}/")).unwrap()
+    }
+
+    fn assert_unreachable(e: HttpError) {
+        assert!(
+            matches!(e, HttpError::Transport { not_sent: true, .. }),
+            "{e:?}"
+        );
+        assert!(
+            matches!(OpError::from(e), OpError::Unreachable { .. }),
+            "not Unreachable"
+        );
+    }
+
+    #[tokio::test]
+    async fn connection_refused_probed_then_failing_fast() {
+        let base = refused_base().await;
         let c = HttpClient::new("t", &settings()).unwrap();
-        let base = Url::parse(&format!("http://{addr}/")).unwrap();
-        // Nothing was sent, so even a POST is retried.
+        // Nothing was sent, so even a POST is retried: the probe.
         let e = c.send(Request::post(url(&base, "x"))).await.unwrap_err();
         match &e {
             HttpError::Transport {
@@ -1145,8 +1566,116 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(!e.to_string().contains(&addr.to_string()), "{e}");
-        assert!(matches!(OpError::from(e), OpError::Unavailable { .. }));
+        assert!(!e.to_string().contains(base.authority()), "{e}");
+        assert_unreachable(e);
+        assert_eq!(c.attempts(), 4);
+        // Known unreachable: the next requests fail without a connect attempt.
+        for _ in 0..3 {
+            assert_unreachable(c.send(Request::get(url(&base, "y"))).await.unwrap_err());
+        }
+        assert_eq!(c.attempts(), 4);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_to_a_refused_port_share_one_probe() {
+        let base = refused_base().await;
+        let mut s = settings();
+        s.concurrency = 4;
+        s.max_retries = 5;
+        let c = HttpClient::new("t", &s).unwrap();
+        let calls = (0..200).map(|i| {
+            let c = c.clone();
+            let u = url(&base, &format!("u{i}"));
+            async move { c.send(Request::post(u)).await }
+        });
+        let results = futures::future::join_all(calls).await;
+        for r in results {
+            assert_unreachable(r.unwrap_err());
+        }
+        // The requests in flight when the first failed, plus the probe's retries.
+        let attempts = c.attempts();
+        assert!(attempts <= 4 + 5, "{attempts} connect attempts");
+    }
+
+    /// A TCP listener that counts connections and answers each with `reply` (then closes).
+    async fn raw_listener(reply: &'static [u8]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let _ = sock.write_all(reply).await;
+                });
+            }
+        });
+        (addr, count)
+    }
+
+    #[tokio::test]
+    async fn tls_handshake_failures_are_not_sent() {
+        for reply in [&b""[..], b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"] {
+            let (addr, conns) = raw_listener(reply).await;
+            let c = HttpClient::new("t", &settings()).unwrap();
+            let base = Url::parse(&format!("https://{addr}/")).unwrap();
+            let calls = (0..20).map(|_| {
+                let c = c.clone();
+                let u = url(&base, "x");
+                async move { c.send(Request::post(u)).await }
+            });
+            for r in futures::future::join_all(calls).await {
+                assert_unreachable(r.unwrap_err());
+            }
+            let n = conns.load(Ordering::SeqCst);
+            assert!(n <= 8 + 3, "{n} connections for {reply:?}");
+            assert_eq!(c.attempts() as usize, n);
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_host_is_not_sent() {
+        let c = HttpClient::new("t", &settings()).unwrap();
+        let base = Url::parse("http://dirsync-test.invalid/").unwrap();
+        let e = c.send(Request::post(url(&base, "x"))).await.unwrap_err();
+        assert_unreachable(e);
+    }
+
+    #[tokio::test]
+    async fn an_answer_clears_unreachable() {
+        let slow = Router::new().route(
+            "/base/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                "ok"
+            }),
+        );
+        let good = serve(slow).await;
+        let refused = refused_base().await;
+        let mut s = settings();
+        s.max_retries = 1;
+        let c = HttpClient::new("t", &s).unwrap();
+        // A request in flight while another finds the client's target unreachable.
+        let in_flight = {
+            let c = c.clone();
+            let u = url(&good, "slow");
+            tokio::spawn(async move { c.send(Request::get(u)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_unreachable(c.send(Request::get(url(&refused, "x"))).await.unwrap_err());
+        let before = c.attempts();
+        assert_unreachable(c.send(Request::get(url(&refused, "x"))).await.unwrap_err());
+        assert_eq!(c.attempts(), before, "failed at once");
+        in_flight.await.unwrap().unwrap();
+        // Its answer made the client reachable again: the next request tries.
+        assert_unreachable(c.send(Request::get(url(&refused, "x"))).await.unwrap_err());
+        assert!(c.attempts() > before);
     }
 
     /// A raw server that drops the first `drops` connections after reading the request, then
@@ -1286,11 +1815,15 @@ mod tests {
     fn counting(life: Option<Duration>) -> (Arc<CachedToken>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let fetches = Arc::new(AtomicUsize::new(0));
         let prev = Arc::new(AtomicUsize::new(0));
-        let src = Arc::new(CachedToken::new(CountingFetcher {
-            fetches: fetches.clone(),
-            life,
-            saw_previous: prev.clone(),
-        }));
+        let http = HttpClient::new("t", &settings()).unwrap();
+        let src = Arc::new(CachedToken::new(
+            &http,
+            CountingFetcher {
+                fetches: fetches.clone(),
+                life,
+                saw_previous: prev.clone(),
+            },
+        ));
         (src, fetches, prev)
     }
 
@@ -1340,46 +1873,291 @@ mod tests {
             "the refresh saw the old token"
         );
 
-        // A token that stays refused: one refresh, one more try, then 401 → Auth.
+        // Every token refused: the confirmed tok-2 is replaced once (tok-3); a 401 on that
+        // fresh token means refused credentials → Auth, sticky.
         *valid.lock().unwrap() = "never".to_string();
         let e = c
             .send(Request::get(url(&base, "x")).bearer(source.clone()))
             .await
             .unwrap_err();
-        assert_eq!(e.status(), Some(401));
+        assert!(matches!(e, HttpError::Auth { .. }), "{e:?}");
         assert_eq!(fetches.load(Ordering::SeqCst), 3);
         assert!(!e.to_string().contains("tok-"), "{e}");
         assert!(matches!(OpError::from(e), OpError::Auth { .. }));
+        let sent = c.attempts();
+        let e = c
+            .send(Request::get(url(&base, "x")).bearer(source.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HttpError::Auth { .. }), "{e:?}");
+        assert_eq!(fetches.load(Ordering::SeqCst), 3, "no new login");
+        assert_eq!(c.attempts(), sent, "nothing sent");
     }
 
     #[tokio::test]
     async fn token_refreshed_before_expiry() {
-        let (src, fetches, _) = counting(Some(Duration::from_secs(1)));
+        // A 2 s life with a 5 s request timeout: refreshed at half its life.
+        let (src, fetches, _) = counting(Some(Duration::from_secs(2)));
         assert_eq!(src.token().await.unwrap().expose(), "tok-1");
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(src.token().await.unwrap().expose(), "tok-1");
-        // Refreshed at 90 % of a 1 s life, before it runs out.
-        tokio::time::sleep(Duration::from_millis(450)).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(src.token().await.unwrap().expose(), "tok-2");
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
         // An invalidation of a token no longer current changes nothing.
-        src.invalidate(&Secret::new("tok-1")).await;
+        assert!(src.invalidate(&Secret::new("tok-1")).await.is_none());
         assert_eq!(src.token().await.unwrap().expose(), "tok-2");
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }
 
     #[test]
-    fn refresh_deadline_margins() {
+    fn refresh_margins() {
         let t = Instant::now();
-        assert_eq!(
-            refresh_deadline(t, Duration::from_secs(3600)),
-            t + Duration::from_secs(3570)
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let cases = [
+            // (life, request_timeout, refreshed after)
+            (s(3600), s(30), s(3240)),
+            (s(300), s(30), s(270)),
+            (s(60), s(30), s(30)),
+            (s(30), s(30), s(15)),
+            (s(30), s(5), s(25)),
+            (s(5), s(30), ms(2500)),
+            (s(2), s(30), s(1)),
+            (s(1), s(30), ms(500)),
+            (Duration::ZERO, s(30), Duration::ZERO),
+        ];
+        for (life, timeout, after) in cases {
+            assert_eq!(
+                refresh_deadline(t, life, timeout),
+                t + after,
+                "life {life:?}, timeout {timeout:?}"
+            );
+            // A token taken just before its refresh point outlives a request, or half of it is
+            // left when the life is shorter than two requests.
+            assert!(life - after >= timeout.min(life / 2));
+        }
+    }
+
+    /// A server whose tokens (`tok-N`, issued by [`ExpiringFetcher`]) live `life` from their
+    /// issue; counts 401 answers and successes. Answers after `latency`.
+    struct Expiring {
+        issued: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
+        fetches: Arc<AtomicUsize>,
+        unauthorized: Arc<AtomicUsize>,
+        ok: Arc<AtomicUsize>,
+    }
+
+    struct ExpiringFetcher {
+        issued: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
+        fetches: Arc<AtomicUsize>,
+        life: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl TokenFetcher for ExpiringFetcher {
+        async fn fetch(&self, _previous: Option<&Token>) -> Result<Token, HttpError> {
+            let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            let t = format!("tok-{n}");
+            self.issued
+                .lock()
+                .unwrap()
+                .insert(t.clone(), Instant::now());
+            Ok(Token {
+                access_token: Secret::new(t),
+                refresh_token: None,
+                expires_in: Some(self.life),
+            })
+        }
+    }
+
+    async fn expiring(life: Duration, latency: Duration) -> (Url, Expiring) {
+        let e = Expiring {
+            issued: Default::default(),
+            fetches: Default::default(),
+            unauthorized: Default::default(),
+            ok: Default::default(),
+        };
+        let (issued, unauthorized, ok) = (e.issued.clone(), e.unauthorized.clone(), e.ok.clone());
+        let app = Router::new().route(
+            "/base/x",
+            any(move |h: AxHeaders| {
+                let (issued, unauthorized, ok) = (issued.clone(), unauthorized.clone(), ok.clone());
+                async move {
+                    let token = h
+                        .get("authorization")
+                        .and_then(|x| x.to_str().ok())
+                        .and_then(|x| x.strip_prefix("Bearer "))
+                        .unwrap_or("")
+                        .to_string();
+                    let valid = issued
+                        .lock()
+                        .unwrap()
+                        .get(&token)
+                        .is_some_and(|at| at.elapsed() < life);
+                    tokio::time::sleep(latency).await;
+                    if valid {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                        StatusCode::OK
+                    } else {
+                        unauthorized.fetch_add(1, Ordering::SeqCst);
+                        StatusCode::UNAUTHORIZED
+                    }
+                }
+            }),
         );
-        assert_eq!(
-            refresh_deadline(t, Duration::from_secs(100)),
-            t + Duration::from_secs(90)
-        );
-        assert_eq!(refresh_deadline(t, Duration::ZERO), t);
+        (serve(app).await, e)
+    }
+
+    #[tokio::test]
+    async fn queued_requests_never_carry_an_expired_token() {
+        // 1 s tokens, a queue 4 s deep (40 requests of 100 ms through one permit).
+        let life = Duration::from_secs(1);
+        let (base, server) = expiring(life, Duration::from_millis(100)).await;
+        let mut s = settings();
+        s.concurrency = 1;
+        let c = HttpClient::new("t", &s).unwrap();
+        let source: Arc<dyn TokenSource> = Arc::new(CachedToken::new(
+            &c,
+            ExpiringFetcher {
+                issued: server.issued.clone(),
+                fetches: server.fetches.clone(),
+                life,
+            },
+        ));
+        let calls = (0..40).map(|_| {
+            let c = c.clone();
+            let u = url(&base, "x");
+            let s = source.clone();
+            async move { c.send(Request::post(u).bearer(s)).await }
+        });
+        for r in futures::future::join_all(calls).await {
+            r.unwrap();
+        }
+        assert_eq!(server.ok.load(Ordering::SeqCst), 40);
+        assert_eq!(server.unauthorized.load(Ordering::SeqCst), 0);
+        // A new token about every half second of queue, not one per request.
+        let fetches = server.fetches.load(Ordering::SeqCst);
+        assert!((4..=12).contains(&fetches), "{fetches} fetches");
+    }
+
+    #[tokio::test]
+    async fn concurrent_401s_share_one_refresh() {
+        // Tokens the server forgets at once: every request holding tok-1 gets a 401.
+        let (base, server) = expiring(Duration::from_secs(3600), Duration::from_millis(20)).await;
+        let mut s = settings();
+        s.concurrency = 8;
+        let c = HttpClient::new("t", &s).unwrap();
+        let source: Arc<dyn TokenSource> = Arc::new(CachedToken::new(
+            &c,
+            ExpiringFetcher {
+                issued: server.issued.clone(),
+                fetches: server.fetches.clone(),
+                life: Duration::from_secs(3600),
+            },
+        ));
+        c.send(Request::get(url(&base, "x")).bearer(source.clone()))
+            .await
+            .unwrap();
+        server.issued.lock().unwrap().clear();
+        let calls = (0..64).map(|_| {
+            let c = c.clone();
+            let u = url(&base, "x");
+            let s = source.clone();
+            async move { c.send(Request::get(u).bearer(s)).await }
+        });
+        for r in futures::future::join_all(calls).await {
+            r.unwrap();
+        }
+        assert_eq!(server.fetches.load(Ordering::SeqCst), 2, "one refresh");
+        let refused = server.unauthorized.load(Ordering::SeqCst);
+        assert!(refused <= 8, "{refused} 401 answers");
+    }
+
+    /// A fetcher whose token endpoint refuses the credentials.
+    struct RefusingFetcher(Arc<AtomicUsize>);
+
+    #[async_trait::async_trait]
+    impl TokenFetcher for RefusingFetcher {
+        async fn fetch(&self, _previous: Option<&Token>) -> Result<Token, HttpError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(HttpError::Auth {
+                target: "t".into(),
+                message: "the token endpoint refused the credentials (HTTP 401)".into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_sticky() {
+        let (base, calls) = scripted(vec![]).await;
+        let c = HttpClient::new("t", &settings()).unwrap();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let source: Arc<dyn TokenSource> =
+            Arc::new(CachedToken::new(&c, RefusingFetcher(fetches.clone())));
+        let all = (0..100).map(|_| {
+            let c = c.clone();
+            let u = url(&base, "x");
+            let s = source.clone();
+            async move { c.send(Request::post(u).bearer(s)).await }
+        });
+        for r in futures::future::join_all(all).await {
+            let e = r.unwrap_err();
+            assert!(matches!(OpError::from(e), OpError::Auth { .. }));
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "one login attempt");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert!(crate::metrics::render().contains("dirsync_auth_failures_total{target=\"t\"}"));
+    }
+
+    #[tokio::test]
+    async fn fresh_tokens_refused_are_sticky() {
+        // The server refuses every token: one login, one replacement, then Auth for all.
+        let (base, server) = expiring(Duration::ZERO, Duration::from_millis(5)).await;
+        let c = HttpClient::new("t", &settings()).unwrap();
+        let source: Arc<dyn TokenSource> = Arc::new(CachedToken::new(
+            &c,
+            ExpiringFetcher {
+                issued: server.issued.clone(),
+                fetches: server.fetches.clone(),
+                life: Duration::from_secs(3600),
+            },
+        ));
+        let all = (0..100).map(|_| {
+            let c = c.clone();
+            let u = url(&base, "x");
+            let s = source.clone();
+            async move { c.send(Request::post(u).bearer(s)).await }
+        });
+        for r in futures::future::join_all(all).await {
+            assert!(matches!(r.unwrap_err(), HttpError::Auth { .. }));
+        }
+        assert_eq!(server.fetches.load(Ordering::SeqCst), 2);
+        // Two rounds of at most `concurrency` requests.
+        let sent = server.unauthorized.load(Ordering::SeqCst);
+        assert!(sent <= 16, "{sent} requests sent");
+    }
+
+    #[tokio::test]
+    async fn basic_auth_401_is_sticky() {
+        let (base, calls) = scripted(vec![(401, None); 1000]).await;
+        let c = HttpClient::new("t", &settings()).unwrap();
+        let all = (0..100).map(|_| {
+            let c = c.clone();
+            let u = url(&base, "x");
+            async move {
+                c.send(Request::get(u).basic_auth("u", Secret::new("wrong")))
+                    .await
+            }
+        });
+        for r in futures::future::join_all(all).await {
+            let e = r.unwrap_err();
+            assert!(matches!(e, HttpError::Auth { .. }), "{e:?}");
+            assert!(!e.to_string().contains("wrong"));
+        }
+        let sent = calls.load(Ordering::SeqCst);
+        assert!(sent <= 8, "{sent} requests sent");
     }
 
     #[test]

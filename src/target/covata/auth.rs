@@ -21,12 +21,12 @@ pub(crate) struct CovataAuth {
 
 impl CovataAuth {
     async fn grant(&self, form: Vec<(String, Secret)>) -> Result<Token, HttpError> {
-        // Sending a grant twice is harmless: let the layer retry it like an idempotent call.
+        // A token grant: sensitive, retried like an idempotent call (sending it twice is
+        // harmless), outside the concurrency limit and pacing.
         let req = Request::post(self.token_url.clone())
             .basic_auth(&self.client_id, self.client_secret.clone())
             .form(form)
-            .idempotent(true)
-            .sensitive();
+            .token_grant();
         let resp = match self.http.send(req).await {
             Ok(r) => r,
             Err(HttpError::Status { status, .. }) if matches!(status, 400 | 401 | 403) => {

@@ -111,14 +111,17 @@ impl CovataConnector {
             .ok_or_else(|| missing("client_secret"))?;
         let http = HttpClient::new(&target.name, &target.http)?;
         let token_url = http.url(UrlBuilder::new(&target.base_url).path("api/oauth/token"))?;
-        let tokens = Arc::new(CachedToken::new(CovataAuth {
-            http: http.clone(),
-            token_url,
-            username,
-            password,
-            client_id,
-            client_secret,
-        }));
+        let tokens = Arc::new(CachedToken::new(
+            &http,
+            CovataAuth {
+                http: http.clone(),
+                token_url,
+                username,
+                password,
+                client_id,
+                client_secret,
+            },
+        ));
         Ok(CovataConnector {
             http,
             base: target.base_url.clone(),

@@ -52,8 +52,9 @@ impl ValuekeepAuth {
             }
             ClientAuth::Basic => req.basic_auth(&self.client_id, self.client_secret.clone()),
         };
-        // A grant sent twice is harmless: retried like an idempotent call.
-        req.form(form).idempotent(true).sensitive()
+        // A token grant: sensitive, retried like an idempotent call (a grant sent twice is
+        // harmless), outside the concurrency limit and pacing.
+        req.form(form).token_grant()
     }
 }
 

@@ -2,10 +2,11 @@
 //! (create, per-attribute updates, role deltas, isActive / status, delete, OData listing), with
 //! OAuth2 client-credentials tokens from `token_url`.
 //!
-//! Every call of a target goes through its one [`HttpClient`], so `requests_per_second`
+//! Every API call of a target goes through its one [`HttpClient`], so `requests_per_second`
 //! (default 1.0 for Valuekeep: the 60 requests a minute per client of the sibling Jasmin API)
-//! paces all of them together, token requests included; a 429 is retried after its
-//! `Retry-After`.
+//! paces all of them together; a 429 is retried after its `Retry-After`. Token requests (one
+//! per token life, to the identity server) are not paced: the request that needs the token
+//! already waited for its slot, and its token is taken right before it is written.
 //!
 //! # Addressing: `remote_id` and the userKey
 //!
@@ -147,14 +148,17 @@ impl ValuekeepConnector {
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| "application".to_string());
         let http = HttpClient::new(&target.name, &target.http)?;
-        let tokens = Arc::new(CachedToken::new(ValuekeepAuth {
-            http: http.clone(),
-            token_url,
-            scope,
-            client_id,
-            client_secret,
-            client_auth: auth::CLIENT_AUTH,
-        }));
+        let tokens = Arc::new(CachedToken::new(
+            &http,
+            ValuekeepAuth {
+                http: http.clone(),
+                token_url,
+                scope,
+                client_id,
+                client_secret,
+                client_auth: auth::CLIENT_AUTH,
+            },
+        ));
         let connector = ValuekeepConnector {
             http,
             base: target.base_url.clone(),

@@ -273,6 +273,10 @@ struct Inner {
     access_tokens: HashMap<String, Instant>,
     refresh_tokens: HashSet<String>,
     token_ttl: Duration,
+    /// Every bearer token is refused (401), freshly issued ones included.
+    refuse_tokens: bool,
+    /// 401 answers to `/api/v1/...` calls.
+    unauthorized: usize,
     password_grants: usize,
     refresh_grants: usize,
     requests: Vec<RecordedRequest>,
@@ -303,6 +307,8 @@ impl Inner {
             access_tokens: HashMap::new(),
             refresh_tokens: HashSet::new(),
             token_ttl: DEFAULT_TOKEN_TTL,
+            refuse_tokens: false,
+            unauthorized: 0,
             password_grants: 0,
             refresh_grants: 0,
             requests: Vec::new(),
@@ -353,6 +359,8 @@ impl Inner {
     fn issue_tokens(&mut self) -> Value {
         let access = uuid::Uuid::new_v4().simple().to_string();
         let refresh = uuid::Uuid::new_v4().simple().to_string();
+        // Expires exactly `token_ttl` after the answer; `expires_in` (whole seconds, rounded
+        // down) never promises more.
         self.access_tokens
             .insert(access.clone(), Instant::now() + self.token_ttl);
         self.refresh_tokens.insert(refresh.clone());
@@ -377,6 +385,9 @@ impl Inner {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(invalid("expected a Bearer token")),
         };
+        if self.refuse_tokens {
+            return Err(invalid("This account may not use the API"));
+        }
         match self.access_tokens.get(token) {
             Some(expiry) if Instant::now() < *expiry => Ok(()),
             Some(_) => Err(invalid("Access token expired")),
@@ -539,9 +550,34 @@ impl FakeCovata {
         (inner.password_grants, inner.refresh_grants)
     }
 
-    /// Lifetime of the access tokens issued from now on (default 300 s).
+    /// Lifetime of the access tokens issued from now on (default 300 s; at least 1 s, as
+    /// `expires_in` counts whole seconds). A call with an expired token gets a 401.
     pub fn set_token_ttl(&self, ttl: Duration) {
+        assert!(
+            ttl >= Duration::from_secs(1),
+            "fake Covata: a token lives at least 1 s"
+        );
         self.lock().token_ttl = ttl;
+    }
+
+    /// Every bearer token is refused with 401 from now on, freshly issued ones included (an
+    /// account whose credentials work at the token endpoint but may not use the API).
+    pub fn set_refuse_tokens(&self, refuse: bool) {
+        self.lock().refuse_tokens = refuse;
+    }
+
+    /// 401 answers to `/api/v1/...` calls so far (expired, unknown or refused tokens).
+    pub fn unauthorized_answers(&self) -> usize {
+        self.lock().unauthorized
+    }
+
+    /// Requests to the token endpoint so far, refused ones included.
+    pub fn token_requests(&self) -> usize {
+        self.lock()
+            .exchanges
+            .iter()
+            .filter(|e| e.path == "/api/oauth/token")
+            .count()
     }
 
     /// Every access token issued so far stops working now; refresh tokens stay valid.
@@ -771,7 +807,12 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
     };
     // The answer's status, once there is one to write.
     let answered = |response: Response| {
-        lock(&shared).exchanges[exchange].status = Some(response.status().as_u16());
+        let mut inner = lock(&shared);
+        if response.status() == StatusCode::UNAUTHORIZED && needs_bearer(&path) {
+            inner.unauthorized += 1;
+        }
+        inner.exchanges[exchange].status = Some(response.status().as_u16());
+        drop(inner);
         response
     };
     if !latency.is_zero() {

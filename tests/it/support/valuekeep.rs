@@ -65,7 +65,7 @@ pub const ROLES: [&str; 4] = ["ADMIN", "TECHNICIAN", "REQUESTER", "PLANNER"];
 pub const GROUPS: [&str; 2] = ["MAINT", "OFFICE"];
 /// The most records a list request may ask for.
 pub const MAX_TOP: usize = 100;
-/// Access-token lifetime.
+/// Default access-token lifetime ([`FakeValuekeep::set_token_ttl`] changes it).
 pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// The default limiter: this many API requests ...
 pub const DEFAULT_LIMIT: usize = 60;
@@ -248,6 +248,9 @@ struct Inner {
     next_seq: u64,
     /// Access token → (client id, expiry).
     tokens: HashMap<String, (String, Instant)>,
+    token_ttl: Duration,
+    /// Requests to the token endpoint, refused ones included.
+    token_requests: usize,
     grants: usize,
     requests: Vec<RecordedRequest>,
     faults: Vec<FaultRule>,
@@ -372,6 +375,8 @@ impl FakeValuekeep {
             by_key: HashMap::new(),
             next_seq: 0,
             tokens: HashMap::new(),
+            token_ttl: TOKEN_TTL,
+            token_requests: 0,
             grants: 0,
             requests: Vec::new(),
             faults: Vec::new(),
@@ -466,6 +471,30 @@ impl FakeValuekeep {
     /// Successful client-credentials grants.
     pub fn token_grants(&self) -> usize {
         self.lock().grants
+    }
+
+    /// Requests to the token endpoint so far, refused ones included.
+    pub fn token_requests(&self) -> usize {
+        self.lock().token_requests
+    }
+
+    /// Lifetime of the access tokens issued from now on (default [`TOKEN_TTL`]; at least 1 s,
+    /// as `expires_in` counts whole seconds). A call with an expired token gets a 401.
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        assert!(
+            ttl >= Duration::from_secs(1),
+            "fake Valuekeep: a token lives at least 1 s"
+        );
+        self.lock().token_ttl = ttl;
+    }
+
+    /// 401 answers to API calls so far (expired or unknown tokens).
+    pub fn unauthorized_answers(&self) -> usize {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.status == 401 && r.path.starts_with("/api/"))
+            .count()
     }
 
     /// Every access token issued so far stops working now.
@@ -925,6 +954,7 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    lock(&shared).token_requests += 1;
     let oauth = |status: StatusCode, error: &str, description: &str| {
         (
             status,
@@ -1007,15 +1037,16 @@ async fn token(
     }
     let access = uuid::Uuid::new_v4().simple().to_string();
     let mut inner = lock(&shared);
+    let ttl = inner.token_ttl;
     inner
         .tokens
-        .insert(access.clone(), (client.0, Instant::now() + TOKEN_TTL));
+        .insert(access.clone(), (client.0, Instant::now() + ttl));
     inner.grants += 1;
     drop(inner);
     let mut response = axum::Json(json!({
         "access_token": access,
         "token_type": "Bearer",
-        "expires_in": TOKEN_TTL.as_secs(),
+        "expires_in": ttl.as_secs(),
         "scope": SCOPE,
     }))
     .into_response();
