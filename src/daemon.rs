@@ -54,7 +54,10 @@ pub fn next_run(schedule: &ScheduleConfig, last_start: DateTime<Utc>) -> DateTim
     } else {
         last_start
     };
-    let Some(next) = crate::schedule::upcoming(schedule, from, 1).first().copied() else {
+    let Some(next) = crate::schedule::upcoming(schedule, from, 1)
+        .first()
+        .copied()
+    else {
         // Only a cron expression without a time in the next 50 years, which validation
         // refuses: wait a day and look again rather than spin.
         warn!(schedule = %crate::schedule::describe(schedule), "no next run time found");

@@ -103,11 +103,7 @@ const WEEKDAY: Field = Field {
 
 impl Field {
     fn value(&self, text: &str) -> Result<u32, String> {
-        if let Some(i) = self
-            .names
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case(text))
-        {
+        if let Some(i) = self.names.iter().position(|n| n.eq_ignore_ascii_case(text)) {
             // At most 12 names.
             return Ok(self.names_from + i as u32);
         }
@@ -529,13 +525,21 @@ mod tests {
             (
                 "*/20 * * * * *",
                 "2026-12-03T12:00:05.500Z",
-                &["2026-12-03T12:00:20Z", "2026-12-03T12:00:40Z", "2026-12-03T12:01:00Z"],
+                &[
+                    "2026-12-03T12:00:20Z",
+                    "2026-12-03T12:00:40Z",
+                    "2026-12-03T12:01:00Z",
+                ],
             ),
             // Months by name, day of month, a year boundary.
             (
                 "0 6 31 dec,jan *",
                 "2026-12-03T10:00:00Z",
-                &["2026-12-31T06:00:00Z", "2027-01-31T06:00:00Z", "2027-12-31T06:00:00Z"],
+                &[
+                    "2026-12-31T06:00:00Z",
+                    "2027-01-31T06:00:00Z",
+                    "2027-12-31T06:00:00Z",
+                ],
             ),
             // 29 February: leap years only.
             (
@@ -547,13 +551,21 @@ mod tests {
             (
                 "10/20 8 * * *",
                 "2026-12-03T10:00:00Z",
-                &["2026-12-04T08:10:00Z", "2026-12-04T08:30:00Z", "2026-12-04T08:50:00Z"],
+                &[
+                    "2026-12-04T08:10:00Z",
+                    "2026-12-04T08:30:00Z",
+                    "2026-12-04T08:50:00Z",
+                ],
             ),
             // Lists mixing values and ranges.
             (
                 "0 1,3-4 * * *",
                 "2026-12-03T03:30:00Z",
-                &["2026-12-03T04:00:00Z", "2026-12-04T01:00:00Z", "2026-12-04T03:00:00Z"],
+                &[
+                    "2026-12-03T04:00:00Z",
+                    "2026-12-04T01:00:00Z",
+                    "2026-12-04T03:00:00Z",
+                ],
             ),
             ("@weekly", "2026-12-03T10:00:00Z", &["2026-12-06T00:00:00Z"]),
             (
@@ -574,7 +586,10 @@ mod tests {
             ("* * * * * * 2026", "expected 5 fields"),
             ("61 * * * *", "minute field: 61 is out of range (0 to 59)"),
             ("* 24 * * *", "hour field: 24 is out of range"),
-            ("* * 0 * *", "day-of-month field: 0 is out of range (1 to 31)"),
+            (
+                "* * 0 * *",
+                "day-of-month field: 0 is out of range (1 to 31)",
+            ),
             ("* * * 13 *", "month field: 13 is out of range"),
             ("* * * * 8", "day-of-week field: 8 is out of range (0 to 7)"),
             ("* * * * sun-sat-x", "day-of-week field"),

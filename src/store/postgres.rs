@@ -618,7 +618,10 @@ impl Store for PgStore {
             .await
             .map_err(query_error(context.clone()))?;
         if !locked {
-            return Err(corrupt(context, format!("the lease of new run {id} is held")));
+            return Err(corrupt(
+                context,
+                format!("the lease of new run {id} is held"),
+            ));
         }
         tx.commit().await.map_err(query_error(context))?;
         self.leases().insert(id, conn);

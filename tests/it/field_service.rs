@@ -11,17 +11,14 @@ use chrono::{DateTime, Datelike, Timelike, Utc, Weekday};
 use dirsync::store::{RunStatus, Store};
 
 use crate::support::cmd::{code, dirsync, out, stdout, store};
-use crate::support::covata::{Fault, FakeCovata, PathMatch};
+use crate::support::covata::{FakeCovata, Fault, PathMatch};
 use crate::support::faultrun::{csv, run_bounded, write_config_with};
 
 /// The state lines of a backend: a SQLite file in `dir`, or a fresh Postgres database.
 async fn state_lines(backend: &str, dir: &Path) -> String {
     match backend {
         "sqlite" => format!("path = \"{}\"", dir.join("state.db").display()),
-        _ => format!(
-            "database_url = \"{}\"",
-            crate::support::pg::pg_url().await
-        ),
+        _ => format!("database_url = \"{}\"", crate::support::pg::pg_url().await),
     }
 }
 
@@ -120,7 +117,12 @@ async fn run_once_exits_with_the_runs_code() {
 
     // Some creates refused by the target: partial, exit 4.
     write_csv(dir.path(), &csv(10, false, usize::MAX));
-    fake.inject("POST", PathMatch::exact("/api/v1/users"), Fault::Status(400), 3);
+    fake.inject(
+        "POST",
+        PathMatch::exact("/api/v1/users"),
+        Fault::Status(400),
+        3,
+    );
     let o = run_bounded(&config, &["run", "--once", "--allow-root"], LIMIT);
     assert_eq!(code(&o), 4, "partial: {}", out(&o));
     assert_eq!(fake.users().len(), 7);
@@ -154,7 +156,12 @@ async fn run_once_exits_with_the_runs_code() {
         .filter(|o| o.status == "sent")
         .count();
     assert!(sent > 0, "the kill left no sent create");
-    fake.inject("GET", PathMatch::prefix("/api/v1/users"), Fault::Status(500), 100_000);
+    fake.inject(
+        "GET",
+        PathMatch::prefix("/api/v1/users"),
+        Fault::Status(500),
+        100_000,
+    );
     once_and_sync(&config, 1, "a target that cannot be reconciled");
     assert_eq!(s.list_runs(1).await.unwrap()[0].status, RunStatus::Failed);
 
@@ -211,8 +218,7 @@ async fn killed_sync_is_interrupted_and_a_live_one_is_not() {
         let config = write_config_with(dir.path(), &fake, &state, "concurrency = 1\n");
         write_csv(dir.path(), &csv(40, false, usize::MAX));
         fake.set_latency(Duration::from_millis(200));
-        let (mut killed, killed_id) =
-            slow_sync(&config, &fake, &dir.path().join("a.log"), 2).await;
+        let (mut killed, killed_id) = slow_sync(&config, &fake, &dir.path().join("a.log"), 2).await;
         sigkill(&mut killed);
         // Before anyone looks, the row still says `running`.
         let s = store(&config).await;
@@ -234,7 +240,10 @@ async fn killed_sync_is_interrupted_and_a_live_one_is_not() {
                 .unwrap_or_else(|| panic!("run {id} not listed:\n{listed}"))
                 .to_string()
         };
-        assert!(row(killed_id).contains("interrupted"), "{backend}:\n{listed}");
+        assert!(
+            row(killed_id).contains("interrupted"),
+            "{backend}:\n{listed}"
+        );
         assert!(row(live_id).contains("running"), "{backend}:\n{listed}");
         // A third look from this process (another store) marks nothing either.
         assert!(
@@ -244,7 +253,10 @@ async fn killed_sync_is_interrupted_and_a_live_one_is_not() {
         let killed_run = s.get_run(killed_id).await.unwrap().unwrap();
         assert_eq!(killed_run.status, RunStatus::Interrupted);
         assert!(
-            killed_run.error.unwrap_or_default().contains("ended before recording its end"),
+            killed_run
+                .error
+                .unwrap_or_default()
+                .contains("ended before recording its end"),
             "{backend}"
         );
 
