@@ -262,7 +262,11 @@ async fn one_run(d: &Daemon) -> RunEnd {
             } else {
                 d.failures_in_row.store(0, Ordering::SeqCst);
             }
-            let code = crate::report::PlanStatus::of(&plan).exit_code();
+            let code = if status == RunStatus::Interrupted {
+                crate::cli::EXIT_INTERRUPTED
+            } else {
+                crate::report::PlanStatus::of(&plan).exit_code()
+            };
             RunEnd {
                 status: Some(status),
                 code: if unusable {

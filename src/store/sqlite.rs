@@ -96,6 +96,7 @@ impl RunLeases {
         }
     }
 
+    /// Opens (creating it like SQLite creates the database: 0644 less the umask) the lease file.
     fn open(&self) -> Result<Option<std::fs::File>, StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         let Some(path) = &self.file else {
@@ -106,7 +107,7 @@ impl RunLeases {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
+            .mode(0o644)
             .open(path)
             .map(Some)
             .map_err(|e| self.error(format!("cannot open: {e}")))

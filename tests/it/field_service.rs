@@ -171,6 +171,51 @@ async fn run_once_exits_with_the_runs_code() {
     assert_eq!(fake.users().len(), 20);
 }
 
+/// SIGTERM during `run --once` whose requests outlast `daemon.shutdown_timeout`: exit 6, and the
+/// run is then shown `interrupted`.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_stopped_by_sigterm_exits_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeCovata::start().await;
+    let state = state_lines("sqlite", dir.path()).await;
+    let config = write_config_with(dir.path(), &fake, &state, "concurrency = 1\n");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[daemon]\nshutdown_timeout = \"1s\"\n"),
+    )
+    .unwrap();
+    write_csv(dir.path(), &csv(10, false, usize::MAX));
+    fake.set_latency(Duration::from_secs(4));
+    let s = store(&config).await;
+    let log = dir.path().join("once.log");
+    let mut child = spawn(&config, &["run", "--once", "--allow-root"], &log);
+    let mut id = 0;
+    wait_for("a running run", LIMIT, async || {
+        match s.list_runs(1).await.unwrap().first() {
+            Some(r) if r.status == RunStatus::Running => {
+                id = r.id;
+                !fake.requests().is_empty()
+            }
+            _ => false,
+        }
+    })
+    .await;
+    // SAFETY: kill(2) on our own child's pid with a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = wait_child(&mut child, LIMIT);
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status, 6, "{err}");
+    fake.set_latency(Duration::ZERO);
+    let o = run_bounded(&config, &["runs"], LIMIT);
+    let listed = stdout(&o);
+    let line = listed
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&id.to_string()))
+        .unwrap_or_else(|| panic!("run {id} not listed:\n{listed}"));
+    assert!(line.contains("interrupted"), "{listed}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_target_held_by_another_instance_exits_5() {
     for backend in ["sqlite", "postgres"] {
