@@ -270,7 +270,9 @@ impl Cron {
     /// The first matching time strictly after `after`, or `None` if there is none within 50
     /// years (only possible for an expression [`Cron::parse`] would not have accepted).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let start = after.with_nanosecond(0)? + chrono::Duration::seconds(1);
+        let start = after
+            .with_nanosecond(0)?
+            .checked_add_signed(chrono::Duration::seconds(1))?;
         let start_date = start.date_naive();
         let (h0, m0, s0) = (start.hour(), start.minute(), start.second());
         let mut date = start_date;
