@@ -1,8 +1,9 @@
 //! The command line: commands, their output, and exit codes.
 //!
-//! Exit codes: 0 success / nothing to do; 1 error (config, source, store); 2 changes pending
-//! (`plan`, `sync --dry-run`) or drift found (`drift`); 3 blocked by the safety policy; 4 applied with some operations
-//! failed (from the apply engine on).
+//! Exit codes: 0 success / nothing to do; 1 error (config, source, store, a failed target); 2
+//! changes pending (`plan`, `sync --dry-run`) or drift found (`drift`); 3 blocked by the safety
+//! policy; 4 applied with some operations failed; 5 every target skipped because another
+//! instance is applying it; 6 interrupted (SIGTERM). `run --once` exits with its run's code.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,11 @@ macro_rules! outln {
 
 /// Exit code: an error (bad config, unreadable source, store failure).
 pub const EXIT_ERROR: u8 = 1;
+/// Exit code: every selected target was skipped because another dirsync instance is applying
+/// it (`sync`, `run --once`).
+pub const EXIT_SKIPPED: u8 = 5;
+/// Exit code: the run was interrupted (SIGTERM) before it finished.
+pub const EXIT_INTERRUPTED: u8 = 6;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,7 +48,9 @@ pub const EXIT_ERROR: u8 = 1;
 with what it last applied (kept in a state store: SQLite by default, Postgres in production) and \
 plans the creates, updates, role changes, disables and deletes each target application needs. \
 `dirsync plan` shows the plan without changing anything.\n\nExit codes: 0 nothing to do / \
-success, 1 error, 2 changes pending, 3 blocked by the safety policy, 4 applied with failures."
+success, 1 error (or a target failed), 2 changes pending, 3 blocked by the safety policy, 4 \
+applied with failures, 5 skipped (another instance is applying every selected target), 6 \
+interrupted. `dirsync run --once` exits with its run's code, as `sync` would."
 )]
 pub struct Cli {
     /// Configuration file.
@@ -73,15 +81,24 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run as a service: scheduled syncs per [schedule] until SIGTERM (see systemd/).
+    ///
+    /// With --once: one run, then exit with its code, as `sync` would (0 ok, 1 error or a
+    /// failed target, 3 blocked, 4 some operations failed, 5 skipped: another instance is
+    /// applying every target, 6 interrupted).
     Run(RunArgs),
     /// Show what a sync would change, without changing anything (a dry run).
     ///
     /// Exit code 0: nothing to do; 2: changes pending; 3: blocked by the safety policy.
     Plan(PlanArgs),
     /// Bring the targets in line with the source. With --dry-run, the same as `plan`.
+    ///
+    /// Exit code 0: applied (or nothing to do); 1: error or a target failed; 3: blocked by the
+    /// safety policy; 4: some operations failed; 5: skipped, another dirsync instance is
+    /// applying every selected target; 6: interrupted.
     Sync(SyncArgs),
-    /// Validate the configuration; without --offline also open the state store, read the
-    /// source, and reach each enabled target (authenticate, one read, role names).
+    /// Validate the configuration and show the schedule's next three run times; without
+    /// --offline also open the state store, read the source, and reach each enabled target
+    /// (authenticate, one read, role names).
     Check(CheckArgs),
     /// Take over existing accounts of a target: match them to source users and record them as
     /// managed by dirsync. Changes nothing on the target.
@@ -107,7 +124,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// One run, then exit (for systemd timers or cron).
+    /// One run, then exit with the run's exit code (for systemd timers or cron).
     #[arg(long)]
     pub once: bool,
     /// Allow running as root (not recommended: use a dedicated system user).
@@ -282,11 +299,16 @@ async fn dispatch(cli: Cli) -> u8 {
     }
 }
 
+/// Opens the configured store and marks the runs left `running` by a process that is gone as
+/// `interrupted` (every command that opens the store does, so `dirsync runs` never shows a dead
+/// run as running).
 pub(crate) async fn open_store(
     config: &Config,
     migrate: bool,
 ) -> Result<Box<dyn Store>, store::StoreError> {
-    store::open(&config.state.location, migrate).await
+    let store = store::open(&config.state.location, migrate).await?;
+    store::interrupt_abandoned_runs(store.as_ref()).await;
+    Ok(store)
 }
 
 async fn plan(config: &Config, args: &PlanArgs, force: bool, dry_run: bool) -> u8 {
@@ -458,6 +480,7 @@ async fn check(config: &Config, offline: bool) -> u8 {
             if t.enabled { "" } else { " [disabled]" }
         );
     }
+    print_schedule(&config.schedule, chrono::Utc::now());
     if offline {
         return 0;
     }
@@ -484,6 +507,31 @@ async fn check(config: &Config, offline: bool) -> u8 {
         failed |= !check_target(t).await;
     }
     if failed { EXIT_ERROR } else { 0 }
+}
+
+/// The `[schedule]` lines of `check`: the schedule in words and the next three run times of
+/// `dirsync run` (RFC 3339, UTC), from the same function the daemon uses.
+fn print_schedule(schedule: &config::ScheduleConfig, now: chrono::DateTime<chrono::Utc>) {
+    outln!(
+        "  schedule: {}{}",
+        crate::schedule::describe(schedule),
+        if schedule.run_on_start {
+            "; the service also runs once at start (run_on_start)"
+        } else {
+            ""
+        }
+    );
+    let next = crate::schedule::upcoming(schedule, now, 3);
+    let times: Vec<String> = next
+        .iter()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .collect();
+    let from = if schedule.cron.is_some() {
+        ""
+    } else {
+        " (counted from now)"
+    };
+    outln!("  next runs{from}: {}", times.join(", "));
 }
 
 /// `check` of a target: authenticates and reads once; validates role names where the target

@@ -4,12 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{RwLock, watch};
 use tracing::{error, info, warn};
 
@@ -38,30 +37,40 @@ pub struct DaemonOptions {
     pub allow_root: bool,
 }
 
-/// When the next run starts, from `[schedule]`.
-pub fn next_run(schedule: &ScheduleConfig, last_start: Instant) -> Instant {
+/// When the next run starts, from `[schedule]`: the next cron time after now, or `last_start`
+/// plus the interval (now, if that has passed), plus a random jitter. The run times come from
+/// [`crate::schedule::upcoming`], which `dirsync check --offline` prints.
+pub fn next_run(schedule: &ScheduleConfig, last_start: DateTime<Utc>) -> DateTime<Utc> {
     let jitter = if schedule.jitter.is_zero() {
-        Duration::ZERO
+        chrono::Duration::zero()
     } else {
-        Duration::from_millis(fastrand::u64(0..=schedule.jitter.as_millis() as u64))
+        chrono::Duration::milliseconds(fastrand::i64(
+            0..=i64::try_from(schedule.jitter.as_millis()).unwrap_or(i64::MAX),
+        ))
     };
-    if let Some(expr) = &schedule.cron
-        && let Ok(s) = cron::Schedule::from_str(expr)
-        && let Some(next) = s.upcoming(Utc).next()
-    {
-        let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        return Instant::now() + wait + jitter;
-    }
-    let interval = schedule.interval.unwrap_or(Duration::from_secs(900));
-    let next = last_start + interval + jitter;
-    if next < Instant::now() {
+    let now = Utc::now();
+    let from = if schedule.cron.is_some() {
+        now
+    } else {
+        last_start
+    };
+    let Some(next) = crate::schedule::upcoming(schedule, from, 1)
+        .first()
+        .copied()
+    else {
+        // Only a cron expression without a time in the next 50 years, which validation
+        // refuses: wait a day and look again rather than spin.
+        warn!(schedule = %crate::schedule::describe(schedule), "no next run time found");
+        return now + chrono::Duration::days(1);
+    };
+    if next < now {
         warn!(
-            interval_s = interval.as_secs(),
+            schedule = %crate::schedule::describe(schedule),
             "the last run took longer than the interval; the next run starts now"
         );
-        return Instant::now();
+        return now;
     }
-    next
+    next.checked_add_signed(jitter).unwrap_or(next)
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
@@ -131,7 +140,9 @@ pub async fn run(
     info!(once = opts.once, "dirsync daemon ready");
 
     let mut first = true;
-    let mut last_start = Instant::now();
+    let mut last_start = Utc::now();
+    // `run --once`: the run's exit code, exactly as `sync` would give it.
+    let mut once_code = 0;
     let mut stop_rx = stop_rx;
     loop {
         let (schedule, run_on_start, shutdown_timeout) = {
@@ -144,7 +155,8 @@ pub async fn run(
         };
         if !(first && (run_on_start || opts.once)) {
             let at = next_run(&schedule, last_start);
-            let wait = at.saturating_duration_since(Instant::now());
+            let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            info!(next_run = %at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "waiting for the next scheduled run");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop_rx.wait_for(|s| *s) => {}
@@ -154,10 +166,10 @@ pub async fn run(
         if *stop_rx.borrow() {
             break;
         }
-        last_start = Instant::now();
+        last_start = Utc::now();
         let run = one_run(&daemon);
         tokio::pin!(run);
-        let status = tokio::select! {
+        let ended = tokio::select! {
             s = &mut run => s,
             _ = stop_rx.wait_for(|s| *s) => {
                 info!(timeout_s = shutdown_timeout.as_secs(), "shutdown requested: letting requests in flight finish");
@@ -165,12 +177,13 @@ pub async fn run(
                     Ok(s) => s,
                     Err(_) => {
                         warn!("shutdown timeout reached: stopping; unfinished operations stay journaled for the next start");
-                        None
+                        RunEnd { status: None, code: crate::cli::EXIT_INTERRUPTED }
                     }
                 }
             }
         };
-        if let Some(status) = status {
+        once_code = ended.code;
+        if let Some(status) = ended.status {
             notify(&[sd_notify::NotifyState::Status(&format!(
                 "last run {} at {}",
                 status.as_str(),
@@ -183,34 +196,52 @@ pub async fn run(
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     info!("dirsync daemon stopped");
-    Ok(0)
+    Ok(if opts.once { once_code } else { 0 })
+}
+
+/// How one scheduled run ended: its status (for STATUS=; none when it never started or was cut
+/// off by the shutdown timeout) and the exit code `sync` would have given it (`run --once`).
+struct RunEnd {
+    status: Option<RunStatus>,
+    code: u8,
 }
 
 /// One scheduled run of every enabled target. Errors are logged and counted (the daemon goes
-/// on); the status is returned for STATUS= and the metrics.
-async fn one_run(d: &Daemon) -> Option<RunStatus> {
+/// on); the status is returned for STATUS= and the metrics, with the exit code of the run as
+/// `sync` computes it (a target whose client cannot be built makes it 1, as it does `sync`).
+async fn one_run(d: &Daemon) -> RunEnd {
+    let failed = RunEnd {
+        status: Some(RunStatus::Failed),
+        code: crate::cli::EXIT_ERROR,
+    };
     let config = d.config.read().await.clone();
     let started = Instant::now();
+    // Runs of other processes (a killed `sync`, a crashed instance) found before each run.
+    crate::store::interrupt_abandoned_runs(d.store.as_ref()).await;
     let targets = match run::select_targets(&config, &[]) {
         Ok(t) => t,
         Err(e) => {
             error!(error = %e, "no target to run");
-            return None;
+            return failed;
         }
     };
     let mut connectors = Connectors::new();
     let mut names = Vec::new();
+    let mut unusable = false;
     for t in targets {
         match crate::target::connect(t) {
             Ok(c) => {
                 connectors.insert(t.name.clone(), c);
                 names.push(t.name.clone());
             }
-            Err(e) => error!(target = %t.name, error = %e, "target skipped"),
+            Err(e) => {
+                error!(target = %t.name, error = %e, "target skipped");
+                unusable = true;
+            }
         }
     }
     if names.is_empty() {
-        return None;
+        return failed;
     }
     let opts = RunOptions {
         trigger: Trigger::Schedule,
@@ -231,13 +262,25 @@ async fn one_run(d: &Daemon) -> Option<RunStatus> {
             } else {
                 d.failures_in_row.store(0, Ordering::SeqCst);
             }
-            Some(status)
+            let code = if status == RunStatus::Interrupted {
+                crate::cli::EXIT_INTERRUPTED
+            } else {
+                crate::report::PlanStatus::of(&plan).exit_code()
+            };
+            RunEnd {
+                status: Some(status),
+                code: if unusable {
+                    crate::cli::EXIT_ERROR
+                } else {
+                    code
+                },
+            }
         }
         Err(e) => {
             error!(error = %e, "run failed");
             crate::metrics::record_run(RunStatus::Failed, None, seconds);
             d.failures_in_row.fetch_add(1, Ordering::SeqCst);
-            Some(RunStatus::Failed)
+            failed
         }
     }
 }

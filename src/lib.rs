@@ -14,6 +14,7 @@
 //! - [`report`]: text / Markdown / JSON rendering of plans and run history.
 //! - [`adopt`]: taking over existing remote accounts.
 //! - [`drift`]: `dirsync drift` and `sync --refresh`: remote accounts vs what was recorded.
+//! - [`schedule`]: cron expressions (crontab's meaning) and next run times.
 //! - [`daemon`]: `dirsync run`: schedule, signals, systemd notifications, the HTTP listener.
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`notify`]: `[[notify]]` run notifications (signed webhook, SMTP e-mail).
@@ -34,6 +35,7 @@ pub mod report;
 pub mod run;
 /// Saved plans (`plan --out`, `apply FILE`) and one-user runs (`sync --user`).
 pub mod saved_plan;
+pub mod schedule;
 pub mod secret;
 pub mod source;
 pub mod store;

@@ -2,7 +2,8 @@
 //!
 //! JSON schema, version 1 (additive changes keep the version; anything else bumps it):
 //! `{ "schema": "dirsync.report", "version": 1, "run_id", "trigger", "dry_run", "forced",
-//!    "generated_at", "status": "no_changes" | "changes_pending" | "blocked", "exit_code",
+//!    "generated_at", "status": "no_changes" | "changes_pending" | "blocked" | "applied" |
+//!    "partial" | "failed" | "skipped", "exit_code",
 //!    "source": { "kind", "users", "last_applied_users", "blocked_by": [reason] },
 //!    "targets": [ { "name", "kind", "verdict": { "status": "allowed" | "blocked" | "forced",
 //!      "reasons"? }, "owned", "summary": { "create", "update", "set_roles", "enable",
@@ -46,6 +47,8 @@ pub enum PlanStatus {
     Partial,
     /// A target could not be reached or reconciled (the others were still applied).
     Failed,
+    /// Applying: every target was skipped because another dirsync instance holds its lock.
+    Skipped,
 }
 
 impl PlanStatus {
@@ -55,7 +58,9 @@ impl PlanStatus {
         } else if plan.blocked() {
             PlanStatus::Blocked
         } else if !plan.dry_run {
-            if plan.applied_failed().1 > 0 {
+            if !plan.targets.is_empty() && plan.targets.iter().all(|t| t.skipped.is_some()) {
+                PlanStatus::Skipped
+            } else if plan.applied_failed().1 > 0 {
                 PlanStatus::Partial
             } else if plan.changes() > 0 {
                 PlanStatus::Applied
@@ -71,9 +76,10 @@ impl PlanStatus {
     }
 
     /// 0 nothing to do / applied, 1 a target failed, 2 changes pending, 3 blocked by safety,
-    /// 4 some operations failed.
+    /// 4 some operations failed, 5 every target skipped (another instance applies them).
     pub fn exit_code(self) -> u8 {
         match self {
+            PlanStatus::Skipped => crate::cli::EXIT_SKIPPED,
             PlanStatus::Failed => 1,
             PlanStatus::NoChanges | PlanStatus::Applied => 0,
             PlanStatus::ChangesPending => 2,
@@ -363,6 +369,9 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
                     failed.join(", ")
                 )
             }
+            PlanStatus::Skipped => "Skipped: another dirsync instance is applying every selected \
+                                    target; nothing was planned or sent (exit code 5)."
+                .to_string(),
         }
     );
 }
@@ -623,7 +632,7 @@ pub fn render_runs(runs: &[RunRecord], format: Format) -> String {
             } else {
                 let _ = writeln!(
                     o,
-                    "{:>6}  {:<20}  {:<9}  {:<9}  {:>7}  {:>8}  {:>8}  {:>8}  {:>6}  targets",
+                    "{:>6}  {:<20}  {:<9}  {:<11}  {:>7}  {:>8}  {:>8}  {:>8}  {:>6}  targets",
                     "id",
                     "started (UTC)",
                     "trigger",
@@ -659,7 +668,7 @@ pub fn render_runs(runs: &[RunRecord], format: Format) -> String {
                 } else {
                     let _ = writeln!(
                         o,
-                        "{:>6}  {:<20}  {:<9}  {:<9}  {:>7}  {:>8}  {:>8}  {:>8}  {:>6}  {}{}",
+                        "{:>6}  {:<20}  {:<9}  {:<11}  {:>7}  {:>8}  {:>8}  {:>8}  {:>6}  {}{}",
                         r.id,
                         started,
                         r.trigger.as_str(),

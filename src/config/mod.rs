@@ -102,8 +102,8 @@ impl SourceConfig {
 /// `[schedule]`: when the daemon runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleConfig {
-    /// A 6-field cron expression (seconds first); 5-field crontab lines are converted.
-    pub cron: Option<String>,
+    /// A cron expression with crontab's meaning (see `crate::schedule`).
+    pub cron: Option<crate::schedule::Cron>,
     pub interval: Option<Duration>,
     pub jitter: Duration,
     pub run_on_start: bool,

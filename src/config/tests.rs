@@ -362,27 +362,6 @@ fn env_for_unknown_target_is_a_problem() {
 }
 
 #[test]
-fn cron_conversion_table() {
-    let cases: &[(&str, Result<&str, ()>)] = &[
-        ("*/15 * * * *", Ok("0 */15 * * * *")),
-        ("0 3 * * 0", Ok("0 0 3 * * Sun")),
-        ("0 3 * * 7", Ok("0 0 3 * * Sun")),
-        ("0 3 * * 1,0", Ok("0 0 3 * * 1,Sun")),
-        ("0 */5 * * * *", Ok("0 */5 * * * *")),
-        ("0 3 * * Mon-Fri", Ok("0 0 3 * * Mon-Fri")),
-        ("61 * * * *", Err(())),
-        ("*", Err(())),
-    ];
-    for (input, want) in cases {
-        let got = validate::normalize_cron(input);
-        match want {
-            Ok(w) => assert_eq!(got.as_deref(), Ok(*w), "{input}"),
-            Err(()) => assert!(got.is_err(), "{input} should fail: {got:?}"),
-        }
-    }
-}
-
-#[test]
 fn ldap_config_loads_with_defaults_per_server_type() {
     use crate::source::ldap::{GroupSource, KeyFormat, MissingEmail, SearchScope};
     let ldap = "kind = \"ldap\"\n[source.ldap]\nurl = \"ldaps://dc1.corp.example\"\n\

@@ -1085,46 +1085,10 @@ fn safety(raw: RawSafety, pr: &mut Problems) -> SafetySettings {
     }
 }
 
-/// Accepts 6-field (seconds first) cron expressions, and converts 5-field crontab lines
-/// (prepends `0` seconds; day-of-week `0` or `7` becomes `Sun`).
-pub fn normalize_cron(expr: &str) -> Result<String, String> {
-    let parts: Vec<&str> = expr.split_whitespace().collect();
-    let six = match parts.len() {
-        5 => {
-            let dow = parts[4]
-                .split(',')
-                .map(|p| match p {
-                    "0" | "7" => "Sun",
-                    p => p,
-                })
-                .collect::<Vec<_>>()
-                .join(",");
-            format!(
-                "0 {} {} {} {} {dow}",
-                parts[0], parts[1], parts[2], parts[3]
-            )
-        }
-        6 | 7 => parts.join(" "),
-        n => {
-            return Err(format!(
-                "expected 5 fields (crontab: min hour day month weekday) or 6 (sec min hour day \
-                 month weekday), got {n}"
-            ));
-        }
-    };
-    match six.parse::<cron::Schedule>() {
-        Ok(_) => Ok(six),
-        Err(e) => Err(format!(
-            "invalid cron expression {expr:?}: {e} (5-field crontab or 6-field with seconds; \
-             weekdays 1-7 with 1 = Sunday, or names Mon..Sun)"
-        )),
-    }
-}
-
 fn schedule(raw: RawSchedule, pr: &mut Problems) -> Option<ScheduleConfig> {
     let cron = match raw.cron.as_deref() {
         None => None,
-        Some(c) => match normalize_cron(c) {
+        Some(c) => match crate::schedule::Cron::parse(c) {
             Ok(c) => Some(c),
             Err(e) => {
                 pr.push("schedule.cron", e);

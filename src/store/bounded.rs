@@ -141,6 +141,14 @@ impl<S: Store> Store for Bounded<S> {
         self.call("list runs", self.inner.list_runs(limit)).await
     }
 
+    async fn interrupt_abandoned_runs(&self) -> Result<Vec<i64>, StoreError> {
+        self.call(
+            "mark abandoned runs interrupted",
+            self.inner.interrupt_abandoned_runs(),
+        )
+        .await
+    }
+
     async fn get_run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
         self.call("get run", self.inner.get_run(id)).await
     }

@@ -39,6 +39,12 @@ pub enum StoreError {
         context: String,
         after: std::time::Duration,
     },
+    #[error("state store ({backend}): run lease file {path}: {message}")]
+    Lease {
+        backend: &'static str,
+        path: String,
+        message: String,
+    },
     #[error("state store ({backend}): {context}: corrupt row: {message}")]
     Corrupt {
         backend: &'static str,
@@ -439,9 +445,17 @@ pub trait Store: Send + Sync {
     /// Source user count of the last run that applied changes and ended succeeded or partial
     /// (dry runs and blocked runs are not a baseline).
     async fn last_good_source_count(&self) -> Result<Option<u64>, StoreError>;
-    /// Records a run as `running`; returns its id.
+    /// Records a run as `running`; returns its id. The run's lease is taken before the row is
+    /// visible to anyone else and held until [`Store::finish_run`] (or until the process ends):
+    /// Postgres, a session advisory lock on a connection of its own; SQLite, an open file
+    /// description lock on the run's byte of `<database>-runs.lock`.
     async fn begin_run(&self, run: &NewRun) -> Result<i64, StoreError>;
+    /// Records how a run ended, then releases its lease.
     async fn finish_run(&self, id: i64, finish: &RunFinish) -> Result<(), StoreError>;
+    /// Marks `interrupted` every `running` run whose lease nobody holds: the process running it
+    /// is gone (killed, crashed, or the machine rebooted). A run whose lease is held (a live
+    /// run of this or another instance) is never touched. Returns the runs marked.
+    async fn interrupt_abandoned_runs(&self) -> Result<Vec<i64>, StoreError>;
     /// The most recent runs, newest first.
     async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
     async fn get_run(&self, id: i64) -> Result<Option<RunRecord>, StoreError>;
@@ -510,6 +524,34 @@ pub trait Store: Send + Sync {
             backend: self.backend(),
             context: what.to_string(),
             message: "not implemented".into(),
+        }
+    }
+}
+
+/// The `error` recorded on a run found abandoned.
+pub fn abandoned_run_error(found_at: DateTime<Utc>) -> String {
+    format!(
+        "the process running it ended before recording its end (killed, crashed or the machine \
+         stopped); found at {} and marked interrupted",
+        found_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+}
+
+/// [`Store::interrupt_abandoned_runs`] for a command starting up: each run found is logged; a
+/// failure is only a warning (the command goes on, the runs stay `running` until next time).
+pub async fn interrupt_abandoned_runs(store: &dyn Store) {
+    match store.interrupt_abandoned_runs().await {
+        Ok(ids) => {
+            for run_id in ids {
+                tracing::warn!(
+                    run_id,
+                    "run {run_id} was left `running` by a process that is gone; marked interrupted \
+                     (its unfinished operations are reconciled by the next sync of its targets)"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for runs left `running` by a process that is gone");
         }
     }
 }

@@ -29,10 +29,13 @@ const CHUNK: usize = 10_000;
 /// How long connecting, and later waiting for a pooled connection, may take.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The Postgres state store: a connection pool.
+/// The Postgres state store: a connection pool, and the sessions holding the leases of this
+/// store's running runs (see [`Store::begin_run`]).
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Run id → the dedicated session holding the run's advisory lock.
+    leases: std::sync::Arc<std::sync::Mutex<HashMap<i64, PgConnection>>>,
 }
 
 impl PgStore {
@@ -70,7 +73,17 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|e| connect_error(url, &place, &e))?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            leases: Default::default(),
+        })
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<i64, PgConnection>> {
+        // A panic while the map is locked cannot leave it inconsistent (one insert or remove).
+        self.leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The connection pool (tests insert raw rows through it).
@@ -581,7 +594,14 @@ impl Store for PgStore {
     async fn begin_run(&self, run: &NewRun) -> Result<i64, StoreError> {
         let context = format!("record the start of a {} run", run.trigger.as_str());
         let targets = serde_json::to_string(&run.targets).unwrap_or_else(|_| "[]".to_owned());
-        sqlx::query_scalar(
+        // The run's lease: a session advisory lock on a connection of its own, taken in the
+        // transaction that inserts the row, so no other instance ever sees the row `running`
+        // without its lock held. It ends with the session when the process dies.
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options())
+            .await
+            .map_err(query_error(context.clone()))?;
+        let mut tx = conn.begin().await.map_err(query_error(context.clone()))?;
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (trigger, status, started_at, targets, forced) \
              VALUES ($1, 'running', $2, $3::jsonb, $4) RETURNING id",
         )
@@ -589,9 +609,23 @@ impl Store for PgStore {
         .bind(run.started_at)
         .bind(targets)
         .bind(run.forced)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(query_error(context))
+        .map_err(query_error(context.clone()))?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(run_lease_key(id))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(query_error(context.clone()))?;
+        if !locked {
+            return Err(corrupt(
+                context,
+                format!("the lease of new run {id} is held"),
+            ));
+        }
+        tx.commit().await.map_err(query_error(context))?;
+        self.leases().insert(id, conn);
+        Ok(id)
     }
 
     async fn finish_run(&self, id: i64, finish: &RunFinish) -> Result<(), StoreError> {
@@ -616,7 +650,53 @@ impl Store for PgStore {
         if done.rows_affected() == 0 {
             return Err(query_error(context)(sqlx::Error::RowNotFound));
         }
+        let lease = self.leases().remove(&id);
+        if let Some(mut conn) = lease {
+            // Closing the session releases its lock; unlocking first says so explicitly.
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(run_lease_key(id))
+                .execute(&mut conn)
+                .await;
+            let _ = conn.close().await;
+        }
         Ok(())
+    }
+
+    async fn interrupt_abandoned_runs(&self) -> Result<Vec<i64>, StoreError> {
+        let context = "mark runs left running by a process that is gone";
+        let running: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE status = 'running' ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_error(context))?;
+        let mut marked = Vec::new();
+        for id in running {
+            // A transaction-level try-lock: it fails while the run's process holds its session
+            // lock, and is released at commit (a pooled connection never keeps it).
+            let mut tx = self.pool.begin().await.map_err(query_error(context))?;
+            let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(run_lease_key(id))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_error(context))?;
+            if !free {
+                continue;
+            }
+            let done = sqlx::query(
+                "UPDATE runs SET status = 'interrupted', error = COALESCE(error, $2) \
+                 WHERE id = $1 AND status = 'running'",
+            )
+            .bind(id)
+            .bind(super::abandoned_run_error(Utc::now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(context))?;
+            tx.commit().await.map_err(query_error(context))?;
+            if done.rows_affected() == 1 {
+                marked.push(id);
+            }
+        }
+        Ok(marked)
     }
 
     async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
@@ -1146,6 +1226,12 @@ fn record_from_row(row: &PgRow, context: &str) -> Result<AccountRecord, StoreErr
         },
         last_seen_run: row.try_get("last_seen_run").map_err(get_err)?,
     })
+}
+
+/// The advisory lock key of a run's lease: a stable 64-bit hash of its id, in dirsync's own
+/// space (apart from the target locks' keys).
+fn run_lease_key(id: i64) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(format!("dirsync.run-lease.v1:{id}").as_bytes()) as i64
 }
 
 /// The advisory lock key of a target: a stable 64-bit hash of its name, in dirsync's own space.

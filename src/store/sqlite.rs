@@ -9,7 +9,7 @@
 //! `json_each` instead: one prepared statement of fixed text per kind (see [`JSON_CHUNK`]).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,11 +44,126 @@ const JOURNAL_CHUNK: usize = 1_000;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The SQLite state store: a connection pool on one database file.
+/// The SQLite state store: a connection pool on one database file, and the leases of this
+/// store's running runs.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     loc: Location,
+    leases: Arc<RunLeases>,
+}
+
+/// Leases of running runs (see [`Store::begin_run`]): a write lock on byte `id` of
+/// `<database>-runs.lock`, taken through a file opened for the run alone and dropped at its end.
+/// The lock belongs to that open file description (Linux `F_OFD_SETLK`), not to the process, so
+/// it conflicts with any other opening of the file, in this process or another, and the kernel
+/// releases it when the process dies, however it dies. An in-memory database (one process by
+/// definition) keeps only the set of held run ids.
+#[derive(Debug, Default)]
+struct RunLeases {
+    /// `None`: an in-memory database.
+    file: Option<PathBuf>,
+    held: std::sync::Mutex<HashMap<i64, Option<std::fs::File>>>,
+}
+
+impl RunLeases {
+    fn for_database(db: Option<&Path>) -> RunLeases {
+        RunLeases {
+            file: db.map(|db| {
+                let mut name = db.as_os_str().to_os_string();
+                name.push("-runs.lock");
+                PathBuf::from(name)
+            }),
+            held: Default::default(),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Option<std::fs::File>>> {
+        // One insert or remove at a time: a panic cannot leave the map inconsistent.
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn error(&self, message: String) -> StoreError {
+        StoreError::Lease {
+            backend: BACKEND,
+            path: self
+                .file
+                .as_deref()
+                .map_or_else(|| "(memory)".into(), |p| p.display().to_string()),
+            message,
+        }
+    }
+
+    /// Opens (creating it like SQLite creates the database: 0644 less the umask) the lease file.
+    fn open(&self) -> Result<Option<std::fs::File>, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(path) = &self.file else {
+            return Ok(None);
+        };
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)
+            .map(Some)
+            .map_err(|e| self.error(format!("cannot open: {e}")))
+    }
+
+    /// Takes the lease of run `id` (not yet visible to others): a file of its own, locked.
+    fn take(&self, id: i64) -> Result<Option<std::fs::File>, StoreError> {
+        let file = self.open()?;
+        if let Some(f) = &file
+            && !lock_byte(f, id).map_err(|e| self.error(format!("cannot lock run {id}: {e}")))?
+        {
+            return Err(self.error(format!("the lease of new run {id} is held")));
+        }
+        Ok(file)
+    }
+
+    /// Whether run `id`'s lease is held by a live run: this store's, or another opening's.
+    /// `probe` is a file opened for the check: a free lease is locked through it, so the caller
+    /// holds it until it drops `probe`.
+    fn is_held(&self, probe: Option<&std::fs::File>, id: i64) -> Result<bool, StoreError> {
+        if self.held().contains_key(&id) {
+            return Ok(true);
+        }
+        match probe {
+            None => Ok(false),
+            Some(f) => lock_byte(f, id)
+                .map(|got| !got)
+                .map_err(|e| self.error(format!("cannot test the lease of run {id}: {e}"))),
+        }
+    }
+}
+
+/// Write-locks byte `at` of `file` through its open file description, without waiting: `false`
+/// when another opening of the file holds it.
+fn lock_byte(file: &std::fs::File, at: i64) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `flock` is plain old data; all-zero is a valid value, the fields that matter are
+    // set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = at as libc::off_t;
+    fl.l_len = 1;
+    // Open file description locks need l_pid = 0.
+    fl.l_pid = 0;
+    // SAFETY: a valid open descriptor and a pointer to an initialised `flock` that lives for
+    // the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
 }
 
 /// Where the database lives. Every query error names the file, and when SQLite reports a failure
@@ -181,7 +296,11 @@ impl SqliteStore {
             backend: BACKEND,
             message: format!("{}: {e}", loc.describe("", &e)),
         })?;
-        Ok(SqliteStore { pool, loc })
+        Ok(SqliteStore {
+            pool,
+            loc,
+            leases: Arc::new(RunLeases::for_database(Some(path))),
+        })
     }
 
     /// A private in-memory database on a single connection that is never recycled (closing it
@@ -205,6 +324,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             loc: Location { file: None },
+            leases: Arc::new(RunLeases::for_database(None)),
         })
     }
 
@@ -626,7 +746,14 @@ impl Store for SqliteStore {
     async fn begin_run(&self, run: &NewRun) -> Result<i64, StoreError> {
         let context = format!("record the start of a {} run", run.trigger.as_str());
         let targets = serde_json::to_string(&run.targets).unwrap_or_else(|_| "[]".to_owned());
-        sqlx::query_scalar(
+        // The lease is taken before the transaction that inserts the row commits: nobody ever
+        // sees the row `running` without its lease held.
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(self.loc.err(context.clone()))?;
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (trigger, status, started_at, targets, forced) \
              VALUES (?1, 'running', ?2, ?3, ?4) RETURNING id",
         )
@@ -634,9 +761,13 @@ impl Store for SqliteStore {
         .bind(format_ts(&run.started_at))
         .bind(targets)
         .bind(run.forced)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(self.loc.err(context))
+        .map_err(self.loc.err(context.clone()))?;
+        let lease = self.leases.take(id)?;
+        tx.commit().await.map_err(self.loc.err(context))?;
+        self.leases.held().insert(id, lease);
+        Ok(id)
     }
 
     async fn finish_run(&self, id: i64, finish: &RunFinish) -> Result<(), StoreError> {
@@ -661,7 +792,45 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(self.loc.err(context)(sqlx::Error::RowNotFound));
         }
+        // Closing the run's own file releases its lock.
+        let lease = self.leases.held().remove(&id);
+        drop(lease);
         Ok(())
+    }
+
+    async fn interrupt_abandoned_runs(&self) -> Result<Vec<i64>, StoreError> {
+        let context = "mark runs left running by a process that is gone";
+        let running: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE status = 'running' ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.loc.err(context))?;
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Free leases are locked through this opening until the end of the function, so the
+        // row is marked while nobody else can take the run for live.
+        let probe = self.leases.open()?;
+        let mut marked = Vec::new();
+        for id in running {
+            if self.leases.is_held(probe.as_ref(), id)? {
+                continue;
+            }
+            let done = sqlx::query(
+                "UPDATE runs SET status = 'interrupted', error = COALESCE(error, ?2) \
+                 WHERE id = ?1 AND status = 'running'",
+            )
+            .bind(id)
+            .bind(super::abandoned_run_error(Utc::now()))
+            .execute(&self.pool)
+            .await
+            .map_err(self.loc.err(context))?;
+            if done.rows_affected() == 1 {
+                marked.push(id);
+            }
+        }
+        drop(probe);
+        Ok(marked)
     }
 
     async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError> {

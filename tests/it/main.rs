@@ -9,6 +9,7 @@ mod faults;
 mod faults_state;
 mod faults_target;
 mod field_http;
+mod field_service;
 mod hostile;
 mod ldap_hostile;
 mod ldap_prefilter;
