@@ -234,7 +234,11 @@ pub struct LdapSettings {
     pub tls_skip_verify: bool,
     /// `None`: anonymous (no bind).
     pub bind_dn: Option<String>,
+    /// The bind password itself (programmatic settings); when `None`, `bind_password_ref`.
     pub bind_password: Option<Secret>,
+    /// The configured bind password (`bind_password`, `_file` or `_credential`), read when
+    /// the source is read, so commands that read no source (`runs`, `migrate`) never need it.
+    pub bind_password_ref: Option<crate::secret::SecretRef>,
     pub connect_timeout: Duration,
     /// Per operation; for a search, the longest wait for the next entry.
     pub operation_timeout: Duration,
@@ -275,6 +279,7 @@ impl LdapSettings {
             tls_skip_verify: false,
             bind_dn: None,
             bind_password: None,
+            bind_password_ref: None,
             connect_timeout: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(60),
             base_dn: base_dn.into(),
@@ -829,7 +834,12 @@ async fn connect(s: &LdapSettings) -> Result<Ldap, String> {
         }
     });
     if let Some(dn) = &s.bind_dn {
-        let pw = s.bind_password.as_ref().map(Secret::expose).unwrap_or("");
+        let resolved = match (&s.bind_password, &s.bind_password_ref) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(r)) => Some(r.resolve().map_err(|e| e.to_string())?),
+            (None, None) => None,
+        };
+        let pw = resolved.as_ref().map(Secret::expose).unwrap_or("");
         let res = ldap
             .with_timeout(s.operation_timeout)
             .simple_bind(dn, pw)
