@@ -414,7 +414,15 @@ fn ldap_config_loads_with_defaults_per_server_type() {
     assert_eq!(c.source.kind(), "ldap");
     assert_eq!(c.source.extra_attributes(), vec!["department".to_string()]);
     assert_eq!(l.url, "ldaps://dc1.corp.example");
-    assert_eq!(l.bind_password_ref.as_ref().unwrap().resolve().unwrap().expose(), "file-secret");
+    assert_eq!(
+        l.bind_password_ref
+            .as_ref()
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .expose(),
+        "file-secret"
+    );
     assert_eq!(l.attributes.key, "objectGUID");
     assert_eq!(l.attributes.email, vec!["mail", "userPrincipalName"]);
     assert_eq!(l.attributes.mobile, vec!["mobile", "telephoneNumber"]);

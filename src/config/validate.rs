@@ -213,7 +213,12 @@ pub fn validate(
         }
         Some(s) => match s.kind.as_deref() {
             Some("csv") => match s.csv {
-                Some(csv) => csv_source(csv, base, &mut pr),
+                Some(csv) => csv_source(csv, base, &mut pr).map(|mut c| {
+                    if let SourceConfig::Csv(csv) = &mut c {
+                        csv.timeout = source_timeout(s.timeout.as_deref(), &mut pr);
+                    }
+                    c
+                }),
                 None => {
                     pr.push(
                         "source.csv",
@@ -223,7 +228,12 @@ pub fn validate(
                 }
             },
             Some("ldap") => match s.ldap {
-                Some(ldap) => ldap_source(ldap, base, &mut pr),
+                Some(ldap) => ldap_source(ldap, base, &mut pr).map(|mut c| {
+                    if let SourceConfig::Ldap(l) = &mut c {
+                        l.timeout = source_timeout(s.timeout.as_deref(), &mut pr);
+                    }
+                    c
+                }),
                 None => {
                     pr.push(
                         "source.ldap",
@@ -1056,6 +1066,7 @@ fn ldap_source(raw: RawLdap, base: &Path, pr: &mut Problems) -> Option<SourceCon
         bind_password_ref: password,
         connect_timeout: connect_timeout?,
         operation_timeout: operation_timeout?,
+        timeout: crate::source::csv::DEFAULT_TIMEOUT,
         base_dn: base_dn?,
         scope: user_scope?,
         filter,
@@ -1072,6 +1083,22 @@ fn ldap_source(raw: RawLdap, base: &Path, pr: &mut Problems) -> Option<SourceCon
         extra: raw.extra,
     };
     ok.then_some(SourceConfig::Ldap(settings))
+}
+
+/// `source.timeout`: the longest a whole source read may take (default 10m).
+fn source_timeout(v: Option<&str>, pr: &mut Problems) -> Duration {
+    let default = crate::source::csv::DEFAULT_TIMEOUT;
+    match v {
+        None => default,
+        Some(v) => match duration(v, "source.timeout", pr) {
+            Some(d) if d.is_zero() => {
+                pr.push("source.timeout", "must be more than 0s");
+                default
+            }
+            Some(d) => d,
+            None => default,
+        },
+    }
 }
 
 fn csv_source(raw: RawCsv, base: &Path, pr: &mut Problems) -> Option<SourceConfig> {
@@ -1143,6 +1170,7 @@ fn csv_source(raw: RawCsv, base: &Path, pr: &mut Problems) -> Option<SourceConfi
         disabled_values,
         groups_separator,
         extra: raw.extra,
+        timeout: crate::source::csv::DEFAULT_TIMEOUT,
     }))
 }
 

@@ -242,6 +242,8 @@ pub struct LdapSettings {
     pub connect_timeout: Duration,
     /// Per operation; for a search, the longest wait for the next entry.
     pub operation_timeout: Duration,
+    /// `source.timeout`: the longest one whole read (connect, bind, searches) may take.
+    pub timeout: Duration,
     pub base_dn: String,
     pub scope: SearchScope,
     pub filter: String,
@@ -282,6 +284,7 @@ impl LdapSettings {
             bind_password_ref: None,
             connect_timeout: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(60),
+            timeout: crate::source::csv::DEFAULT_TIMEOUT,
             base_dn: base_dn.into(),
             scope: SearchScope::Sub,
             filter: Self::default_filter(server).into(),
@@ -690,11 +693,22 @@ async fn collect(
         server: s.url.clone(),
         problems: vec![LdapProblem::read(message)],
     };
-    let mut ldap = connect(s).await.map_err(fail)?;
-    let result = collect_on(s, &mut ldap, filter).await;
-    // Best effort: the server closes the connection on its own anyway.
-    let _ = tokio::time::timeout(Duration::from_secs(2), ldap.unbind()).await;
-    result.map_err(fail)
+    // `source.timeout` bounds the whole read (connect, bind, every page), whatever the
+    // server does; the per-operation timeouts bound each request within it.
+    let whole = async {
+        let mut ldap = connect(s).await?;
+        let result = collect_on(s, &mut ldap, filter).await;
+        // Best effort: the server closes the connection on its own anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(2), ldap.unbind()).await;
+        result
+    };
+    match tokio::time::timeout(s.timeout, whole).await {
+        Ok(result) => result.map_err(fail),
+        Err(_) => Err(fail(format!(
+            "the read took longer than source.timeout ({})",
+            humantime::format_duration(s.timeout)
+        ))),
+    }
 }
 
 async fn collect_on(
