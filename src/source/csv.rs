@@ -265,7 +265,7 @@ fn open_regular(path: &Path) -> Result<File, CsvError> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let fail = |message: String| CsvError {
         path: path.to_path_buf(),
-        problems: vec![CsvProblem::file(format!("source.csv.path: {message}"))],
+        problems: vec![CsvProblem::file(message)],
     };
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -291,7 +291,8 @@ fn open_regular(path: &Path) -> Result<File, CsvError> {
             "not a regular file"
         };
         return Err(fail(format!(
-            "is {what}, not a regular file: point it at the exported CSV file"
+            "cannot read source.csv.path: it is {what}, not a regular file (point it at the \
+             exported CSV file)"
         )));
     }
     // A regular file: clear O_NONBLOCK (no effect on regular files, but reads should not
