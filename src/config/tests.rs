@@ -774,3 +774,67 @@ fn default_state_path_is_the_installed_layout() {
     }
     assert_eq!(DEFAULT_STATE_PATH, "/var/lib/dirsync/dirsync.db");
 }
+
+/// What reports, `runs` and `check` print as the store: never the password or the query.
+#[test]
+fn store_descriptions_hold_no_secret() {
+    let cases = [
+        (
+            "postgres://dirsync:s3cret-pw@db.example.com:5433/dirsync?sslmode=require&password=q",
+            "postgres dirsync@db.example.com:5433/dirsync",
+        ),
+        (
+            "postgresql://db.example.com/state",
+            "postgres db.example.com/state",
+        ),
+    ];
+    for (url, want) in cases {
+        let text = format!("[state]\ndatabase_url = \"{url}\"\n{GOOD}");
+        let c = Dir::new(&text).load(&[]).unwrap();
+        let got = c.state.location.describe();
+        assert_eq!(got, want);
+        assert!(
+            !got.contains("s3cret") && !got.contains("password"),
+            "{got}"
+        );
+    }
+    let c = Dir::new(&format!("[state]\npath = \"s/x.db\"\n{GOOD}"))
+        .load(&[])
+        .unwrap();
+    assert!(c.state.location.describe().starts_with("sqlite /"));
+}
+
+/// `source.timeout`: parsed for both kinds, default 10m, zero and garbage refused.
+#[test]
+fn source_timeout_table() {
+    let cases: &[(&str, Result<u64, &str>)] = &[
+        ("", Ok(600)),
+        ("timeout = \"30s\"\n", Ok(30)),
+        ("timeout = \"1h\"\n", Ok(3600)),
+        (
+            "timeout = \"0s\"\n",
+            Err("source.timeout: must be more than 0s"),
+        ),
+        (
+            "timeout = \"soon\"\n",
+            Err("source.timeout: invalid duration"),
+        ),
+    ];
+    for (line, want) in cases {
+        let text = GOOD.replace("kind = \"csv\"\n", &format!("kind = \"csv\"\n{line}"));
+        let r = Dir::new(&text).load(&[]);
+        match want {
+            Ok(secs) => {
+                let c = r.unwrap();
+                let SourceConfig::Csv(csv) = &c.source else {
+                    panic!("csv")
+                };
+                assert_eq!(csv.timeout, Duration::from_secs(*secs), "{line}");
+            }
+            Err(w) => {
+                let got = problems(r);
+                assert!(got.iter().any(|g| g.starts_with(w)), "{line}: {got:#?}");
+            }
+        }
+    }
+}

@@ -1047,6 +1047,27 @@ mod tests {
         CsvSettings::new("users.csv", CsvColumns::new("id", "email"))
     }
 
+    #[test]
+    fn reads_past_source_timeout_fail_naming_it() {
+        let mut r = DeadlineReader::new(&b"id,email\n"[..], Duration::ZERO);
+        let e = r.read(&mut [0; 8]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("source.timeout (0s)"), "{e}");
+        let mut r = DeadlineReader::new(&b"id"[..], DEFAULT_TIMEOUT);
+        let mut buf = [0; 8];
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        // Through the whole load: a file read with no time left fails, naming the setting.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.csv");
+        std::fs::write(&path, "id,email\nE1,a@example.com\n").unwrap();
+        let mut s = CsvSettings::new(&path, CsvColumns::new("id", "email"));
+        s.timeout = Duration::ZERO;
+        let e = load(&s).unwrap_err().to_string();
+        assert!(e.contains("source.timeout"), "{e}");
+        s.timeout = DEFAULT_TIMEOUT;
+        assert_eq!(load(&s).unwrap().len(), 1);
+    }
+
     fn load_str(s: &CsvSettings, data: &str) -> Result<Snapshot, CsvError> {
         load_from_reader(s, Path::new("users.csv"), data.as_bytes())
     }
