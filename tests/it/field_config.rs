@@ -454,11 +454,12 @@ async fn hung_server() -> (String, tokio::task::JoinHandle<()>) {
 async fn a_hung_ldap_server_fails_the_read_within_its_timeouts() {
     use dirsync::source::ldap::{LdapSettings, ServerType};
     let (url, task) = hung_server().await;
-    // (what, bind?, operation_timeout, source.timeout, expected message)
+    // (what, bind?, StartTLS?, operation_timeout, source.timeout, expected message)
     let cases = [
-        ("bind, operation timeout", true, 1, 600, "operation_timeout"),
+        ("bind", true, false, 1, 600, "operation_timeout"),
         (
-            "anonymous search, operation timeout",
+            "anonymous search",
+            false,
             false,
             1,
             600,
@@ -467,6 +468,7 @@ async fn a_hung_ldap_server_fails_the_read_within_its_timeouts() {
         (
             "bind, source.timeout first",
             true,
+            false,
             600,
             1,
             "source.timeout (1s)",
@@ -474,13 +476,23 @@ async fn a_hung_ldap_server_fails_the_read_within_its_timeouts() {
         (
             "search, source.timeout first",
             false,
+            false,
+            600,
+            1,
+            "source.timeout (1s)",
+        ),
+        (
+            "StartTLS never answered",
+            true,
+            true,
             600,
             1,
             "source.timeout (1s)",
         ),
     ];
-    for (what, bind, op, whole, want) in cases {
+    for (what, bind, starttls, op, whole, want) in cases {
         let mut s = LdapSettings::new(&url, "dc=example,dc=com", ServerType::Generic);
+        s.starttls = starttls;
         if bind {
             s.bind_dn = Some("cn=reader,dc=example,dc=com".into());
             s.bind_password = Some(dirsync::secret::Secret::new("pw"));
