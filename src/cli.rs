@@ -453,15 +453,13 @@ async fn adopt(config: &Config, args: &AdoptArgs) -> u8 {
 }
 
 fn describe_location(loc: &store::StoreLocation) -> String {
-    match loc {
-        store::StoreLocation::Postgres { .. } => "postgres (database_url)".into(),
-        store::StoreLocation::Sqlite { path } => format!("sqlite {}", path.display()),
-    }
+    loc.describe()
 }
 
 async fn check(config: &Config, offline: bool) -> u8 {
     outln!("configuration {}: OK", config.path.display());
     outln!("  state:  {}", describe_location(&config.state.location));
+    let state_dir_ok = check_state_dir(config);
     match &config.source {
         config::SourceConfig::Csv(c) => outln!("  source: csv {}", c.path.display()),
         config::SourceConfig::Ldap(l) => outln!(
@@ -482,9 +480,9 @@ async fn check(config: &Config, offline: bool) -> u8 {
     }
     print_schedule(&config.schedule, chrono::Utc::now());
     if offline {
-        return 0;
+        return if state_dir_ok { 0 } else { EXIT_ERROR };
     }
-    let mut failed = false;
+    let mut failed = !state_dir_ok;
     match open_store(config, config.state.auto_migrate).await {
         Ok(_) => outln!("state store: OK"),
         Err(e) => {
@@ -532,6 +530,26 @@ fn print_schedule(schedule: &config::ScheduleConfig, now: chrono::DateTime<chron
         " (counted from now)"
     };
     outln!("  next runs{from}: {}", times.join(", "));
+}
+
+/// `check`: the SQLite state file's directory must exist (it is never created: a missing
+/// directory means the path points somewhere the service does not use). False if missing.
+fn check_state_dir(config: &Config) -> bool {
+    let store::StoreLocation::Sqlite { path } = &config.state.location else {
+        return true;
+    };
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => {
+            outln!(
+                "state: FAILED: state.path {}: directory {} does not exist (create it, or set \
+                 [state] path; the service's StateDirectory= creates /var/lib/dirsync)",
+                path.display(),
+                dir.display()
+            );
+            false
+        }
+        _ => true,
+    }
 }
 
 /// `check` of a target: authenticates and reads once; validates role names where the target
@@ -665,7 +683,10 @@ async fn runs(config: &Config, args: RunsArgs) -> u8 {
     match args.command {
         None => match store.list_runs(args.limit).await {
             Ok(list) => {
-                out!("{}", report::render_runs(&list, args.format));
+                out!(
+                    "{}",
+                    report::render_runs(&config.state.location.describe(), &list, args.format)
+                );
                 0
             }
             Err(e) => fail(e),

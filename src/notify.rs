@@ -305,6 +305,7 @@ pub async fn notify_source_failure(
         dry_run,
         forced: opts.force,
         generated_at: chrono::Utc::now(),
+        store: String::new(),
         source: crate::run::SourceSummary {
             kind: source_kind,
             users: 0,
@@ -549,6 +550,7 @@ mod tests {
             dry_run,
             forced: false,
             generated_at: chrono::Utc::now(),
+            store: String::new(),
             source: SourceSummary {
                 kind: "csv",
                 users: 0,

@@ -2,7 +2,7 @@
 //!
 //! JSON schema, version 1 (additive changes keep the version; anything else bumps it):
 //! `{ "schema": "dirsync.report", "version": 1, "run_id", "trigger", "dry_run", "forced",
-//!    "generated_at", "status": "no_changes" | "changes_pending" | "blocked" | "applied" |
+//!    "generated_at", "store", "status": "no_changes" | "changes_pending" | "blocked" | "applied" |
 //!    "partial" | "failed" | "skipped", "exit_code",
 //!    "source": { "kind", "users", "last_applied_users", "blocked_by": [reason] },
 //!    "targets": [ { "name", "kind", "verdict": { "status": "allowed" | "blocked" | "forced",
@@ -267,6 +267,9 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
             .map(|n| format!(" (last applied run: {n})"))
             .unwrap_or_default()
     );
+    if !plan.store.is_empty() {
+        let _ = writeln!(o, "state store: {}", plan.store);
+    }
     for t in &plan.targets {
         let _ = writeln!(o);
         if let Some(why) = &t.skipped {
@@ -492,6 +495,9 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
             .map(|n| format!(" Last applied run: {n}."))
             .unwrap_or_default()
     );
+    if !plan.store.is_empty() {
+        let _ = writeln!(o, "State store: `{}`.\n", plan.store);
+    }
     for t in &plan.targets {
         let s = &t.plan.summary;
         let _ = writeln!(o, "## {} ({})\n", md(&t.name), t.kind.as_str());
@@ -612,17 +618,20 @@ fn duration_text(r: &RunRecord) -> String {
 }
 
 /// `dirsync runs`: recent runs, newest first.
-pub fn render_runs(runs: &[RunRecord], format: Format) -> String {
+/// `dirsync runs`: the run history of `store` (as `StoreLocation::describe` names it).
+pub fn render_runs(store: &str, runs: &[RunRecord], format: Format) -> String {
     match format {
         Format::Json => serde_json::to_string_pretty(&serde_json::json!({
             "schema": "dirsync.runs",
             "version": SCHEMA_VERSION,
+            "store": store,
             "runs": runs,
         }))
         .unwrap_or_default(),
         Format::Text | Format::Markdown => {
             let md = format == Format::Markdown;
             let mut o = String::new();
+            let _ = writeln!(o, "{}store: {store}\n", if md { "State " } else { "" });
             if runs.is_empty() {
                 o.push_str("No runs recorded yet.\n");
                 return o;

@@ -224,6 +224,8 @@ pub struct RunPlan {
     pub dry_run: bool,
     pub forced: bool,
     pub generated_at: DateTime<Utc>,
+    /// The state store used (`StoreLocation::describe`: SQLite path or Postgres host/db).
+    pub store: String,
     pub source: SourceSummary,
     pub targets: Vec<TargetOutcome>,
 }
@@ -532,6 +534,7 @@ pub async fn execute_scoped(
         dry_run: connectors.is_none(),
         forced: opts.force,
         generated_at: Utc::now(),
+        store: config.state.location.describe(),
         source: SourceSummary {
             kind: config.source.kind(),
             users: facts.users,

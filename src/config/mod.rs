@@ -18,7 +18,7 @@ use figment::providers::{Format, Serialized, Toml};
 
 use crate::mapping::TargetMapping;
 use crate::plan::{OnMissing, SafetySettings};
-use crate::secret::Secret;
+use crate::secret::SecretRef;
 use crate::source::csv::CsvSettings;
 use crate::source::ldap::LdapSettings;
 use crate::store::StoreLocation;
@@ -28,6 +28,9 @@ pub use raw::RawConfig;
 
 /// The default config path.
 pub const DEFAULT_PATH: &str = "/etc/dirsync/dirsync.toml";
+/// The SQLite state file when `[state]` sets neither `path` nor `database_url` and systemd
+/// passes no `$STATE_DIRECTORY` (the directory `StateDirectory=dirsync` creates).
+pub const DEFAULT_STATE_PATH: &str = "/var/lib/dirsync/dirsync.db";
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "DIRSYNC_";
 /// Top-level sections that environment variables may set (`DIRSYNC_SAFETY__MAX_DELETES=10`).
@@ -109,13 +112,15 @@ pub struct ScheduleConfig {
     pub run_on_start: bool,
 }
 
-/// Connection settings of a target. Only the ones its kind uses are set.
+/// Connection settings of a target. Only the ones its kind uses are set. The secrets are
+/// references (inline value, `_file` path or `_credential` name), read only when a connector
+/// is built ([`crate::target::connect`]): commands that contact no target read none.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub password: Option<SecretRef>,
     pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<SecretRef>,
     pub token_url: Option<url::Url>,
     pub scope: Option<String>,
     pub tenant_key: Option<String>,
@@ -245,7 +250,9 @@ impl ConfigError {
 
 /// Loads and validates the configuration at `path`, with the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let env: Vec<(String, String)> = std::env::vars().collect();
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
     load_with_env(path, &env)
 }
 
@@ -302,7 +309,12 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Co
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let config = raw.and_then(|raw| validate::validate(raw, path, &base_dir, &mut problems));
+    let credentials_dir = env
+        .iter()
+        .find(|(k, _)| k == crate::secret::CREDENTIALS_DIRECTORY)
+        .map(|(_, v)| std::ffi::OsString::from(v));
+    let config = raw
+        .and_then(|raw| validate::validate(raw, path, &base_dir, credentials_dir, &mut problems));
     match config {
         Some(c) if problems.is_empty() => Ok(c),
         _ => Err(ConfigError {

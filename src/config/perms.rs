@@ -65,7 +65,7 @@ pub fn warnings(path: &Path) -> Vec<String> {
     let mut out = Vec::new();
     if inline && let Some(mode) = readable_by_others(path) {
         out.push(format!(
-            "{} holds secrets and is readable by group or others (mode {mode:o}): chmod 600 it, or move the secrets to *_file settings",
+            "{} holds secrets and is readable by group or others (mode {mode:o}): chmod 600 it, or move the secrets to *_file or *_credential settings",
             path.display()
         ));
     }

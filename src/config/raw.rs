@@ -38,6 +38,7 @@ pub struct RawNotify {
     pub url: Option<String>,
     pub hmac_secret: Option<Secret>,
     pub hmac_secret_file: Option<PathBuf>,
+    pub hmac_secret_credential: Option<String>,
     // email
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -45,6 +46,7 @@ pub struct RawNotify {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
+    pub password_credential: Option<String>,
     pub from: Option<String>,
     pub to: Option<OneOrMany>,
     pub subject_prefix: Option<String>,
@@ -65,6 +67,7 @@ pub struct RawHttp {
 pub struct RawState {
     pub database_url: Option<Secret>,
     pub database_url_file: Option<PathBuf>,
+    pub database_url_credential: Option<String>,
     pub path: Option<PathBuf>,
     pub auto_migrate: Option<bool>,
     pub max_connections: Option<u32>,
@@ -74,6 +77,7 @@ pub struct RawState {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawSource {
     pub kind: Option<String>,
+    pub timeout: Option<String>,
     pub csv: Option<RawCsv>,
     pub ldap: Option<RawLdap>,
 }
@@ -90,6 +94,7 @@ pub struct RawLdap {
     pub bind_dn: Option<String>,
     pub bind_password: Option<Secret>,
     pub bind_password_file: Option<PathBuf>,
+    pub bind_password_credential: Option<String>,
     pub connect_timeout: Option<String>,
     pub operation_timeout: Option<String>,
     pub base_dn: Option<String>,
@@ -207,9 +212,11 @@ pub struct RawTarget {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
+    pub password_credential: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<Secret>,
     pub client_secret_file: Option<PathBuf>,
+    pub client_secret_credential: Option<String>,
     pub token_url: Option<String>,
     pub scope: Option<String>,
     pub tenant_key: Option<String>,
@@ -239,6 +246,7 @@ pub struct RawTarget {
     pub bulk_import_min: Option<usize>,
     pub send_invitation: Option<bool>,
     pub set_status: Option<bool>,
+    pub allow_insecure_http: Option<bool>,
     pub recreate_deleted: Option<bool>,
     pub job_timeout: Option<String>,
     pub job_poll_interval: Option<String>,

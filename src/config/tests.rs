@@ -70,11 +70,23 @@ fn good_config_loads_with_defaults() {
     assert_eq!(c.targets.len(), 2);
     let cov = &c.targets[0];
     assert_eq!(
-        cov.credentials.password.as_ref().unwrap().expose(),
+        cov.credentials
+            .password
+            .as_ref()
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .expose(),
         "pw-inline-secret"
     );
     assert_eq!(
-        cov.credentials.client_secret.as_ref().unwrap().expose(),
+        cov.credentials
+            .client_secret
+            .as_ref()
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .expose(),
         "file-secret"
     );
     assert_eq!(
@@ -119,7 +131,14 @@ fn environment_overrides() {
     assert_eq!(c.safety.max_disable_percent, 2.5);
     assert!(matches!(c.state.location, StoreLocation::Postgres { .. }));
     assert_eq!(
-        c.targets[0].credentials.password.as_ref().unwrap().expose(),
+        c.targets[0]
+            .credentials
+            .password
+            .as_ref()
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .expose(),
         "from-env"
     );
 }
@@ -157,14 +176,11 @@ fn bad_configs_report_every_problem_with_its_key() {
             ],
         ),
         (
-            "missing secret file and missing credential",
+            "missing credential (a missing secret file is read only at connect)",
             &GOOD
                 .replace("client-secret.txt", "nope.txt")
                 .replace("username = \"svc\"\n", ""),
-            &[
-                "target[0].client_secret_file: cannot read secret file",
-                "target[0].username: required for kind covata",
-            ],
+            &["target[0].username: required for kind covata"],
         ),
         (
             "secret given twice",
@@ -172,7 +188,7 @@ fn bad_configs_report_every_problem_with_its_key() {
                 "password = \"pw-inline-secret\"",
                 "password = \"a\"\npassword_file = \"client-secret.txt\"",
             ),
-            &["target[0].password: set either"],
+            &["target[0].password: set only one of"],
         ),
         (
             "credential not of this kind",
@@ -298,7 +314,7 @@ fn bad_configs_report_every_problem_with_its_key() {
             &[
                 "source.ldap.starttls: StartTLS is for ldap:// URLs",
                 "source.ldap.anonymous: set either bind_dn or anonymous = true",
-                "source.ldap.bind_password: set either",
+                "source.ldap.bind_password: set only one of",
                 "source.ldap.ca_file: cannot read",
                 "source.ldap.disabled_values: missing",
             ],
@@ -377,7 +393,15 @@ fn ldap_config_loads_with_defaults_per_server_type() {
     assert_eq!(c.source.kind(), "ldap");
     assert_eq!(c.source.extra_attributes(), vec!["department".to_string()]);
     assert_eq!(l.url, "ldaps://dc1.corp.example");
-    assert_eq!(l.bind_password.as_ref().unwrap().expose(), "file-secret");
+    assert_eq!(
+        l.bind_password_ref
+            .as_ref()
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .expose(),
+        "file-secret"
+    );
     assert_eq!(l.attributes.key, "objectGUID");
     assert_eq!(l.attributes.email, vec!["mail", "userPrincipalName"]);
     assert_eq!(l.attributes.mobile, vec!["mobile", "telephoneNumber"]);
@@ -439,4 +463,357 @@ fn example_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
     let c = load_with_env(&path, &[]).unwrap();
     assert_eq!(c.targets.len(), 3);
+}
+
+/// Item: target secrets are references, read when a connector is built, so a command that
+/// contacts no target loads a config whose secret files do not exist here.
+#[test]
+fn target_secrets_are_read_only_at_connect() {
+    let text = GOOD
+        .replace(
+            "password = \"pw-inline-secret\"",
+            "password_file = \"/run/credentials/dirsync.service/covata-password\"",
+        )
+        .replace(
+            "client_secret = \"vk-secret\"",
+            "client_secret_credential = \"vk-secret\"",
+        );
+    let d = Dir::new(&text);
+    let c = d.load(&[]).unwrap();
+    let cov = &c.targets[0];
+    let pw = cov.credentials.password.as_ref().unwrap();
+    assert_eq!(pw.key, "target[0].password_file");
+    let e = crate::target::connect(cov).err().unwrap().to_string();
+    assert!(
+        e.contains("target[0].password_file")
+            && e.contains("/run/credentials/dirsync.service/covata-password")
+            && e.contains("covata-prod"),
+        "{e}"
+    );
+    let vk = &c.targets[1];
+    let cred = vk.credentials.client_secret.as_ref().unwrap();
+    assert_eq!(cred.key, "target[1].client_secret_credential");
+    let unset = cred.resolve_with(None).unwrap_err().to_string();
+    assert!(
+        unset.starts_with("target[1].client_secret_credential: ")
+            && unset.contains("CREDENTIALS_DIRECTORY"),
+        "{unset}"
+    );
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("vk-secret"), "from-systemd\n").unwrap();
+    assert_eq!(
+        cred.resolve_with(Some(creds.path().as_os_str()))
+            .unwrap()
+            .expose(),
+        "from-systemd"
+    );
+}
+
+/// Every secret with a `_file` form also has a `_credential` form; secrets read at load
+/// (the state's database URL, notification secrets) name the key when the credential is
+/// missing; at most one form per secret.
+#[test]
+fn credential_keys_table() {
+    let pg = "[state]\ndatabase_url_credential = \"db-url\"\n";
+    let ldap = r#"
+[source]
+kind = "ldap"
+[source.ldap]
+url = "ldaps://ldap.example.com"
+bind_dn = "cn=r,dc=x"
+bind_password_credential = "ldap-pw"
+base_dn = "dc=x"
+[source.ldap.extra]
+department = "departmentNumber"
+"#;
+    let csv_part = &GOOD[..GOOD.find("[[target]]").unwrap()];
+    let targets = &GOOD[GOOD.find("[[target]]").unwrap()..];
+    let hook = "\n[[notify]]\nkind = \"webhook\"\nurl = \"https://hooks.example.com/x\"\nhmac_secret_credential = \"hook\"\n";
+    let mail = "\n[[notify]]\nkind = \"email\"\nhost = \"smtp.example.com\"\nusername = \"u\"\npassword_credential = \"smtp\"\nfrom = \"a@example.com\"\nto = \"b@example.com\"\n";
+    let creds = tempfile::tempdir().unwrap();
+    for (f, v) in [
+        ("db-url", "postgres://u:pw@db.example.com/dirsync"),
+        ("ldap-pw", "pw"),
+        ("hook", "h"),
+        ("smtp", "s"),
+    ] {
+        std::fs::write(creds.path().join(f), format!("{v}\n")).unwrap();
+    }
+    let dir_env = creds.path().to_str().unwrap().to_string();
+    // (name, config, with CREDENTIALS_DIRECTORY, expected problem prefix or None for OK)
+    let cases: Vec<(&str, String, bool, Option<&str>)> = vec![
+        ("database_url credential", format!("{pg}{GOOD}"), true, None),
+        (
+            "database_url credential, variable unset",
+            format!("{pg}{GOOD}"),
+            false,
+            Some("state.database_url_credential: credential \"db-url\": $CREDENTIALS_DIRECTORY"),
+        ),
+        (
+            "ldap bind password credential (read with the source)",
+            format!("{ldap}{targets}"),
+            false,
+            None,
+        ),
+        (
+            "webhook hmac credential",
+            format!("{GOOD}{hook}"),
+            true,
+            None,
+        ),
+        (
+            "webhook hmac credential missing",
+            format!("{GOOD}{}", hook.replace("\"hook\"", "\"nope\"")),
+            true,
+            Some("notify[0].hmac_secret_credential: credential \"nope\": cannot read"),
+        ),
+        (
+            "smtp password credential",
+            format!("{GOOD}{mail}"),
+            true,
+            None,
+        ),
+        (
+            "two forms of one secret",
+            GOOD.replace(
+                "client_secret_file = \"client-secret.txt\"",
+                "client_secret_file = \"client-secret.txt\"\nclient_secret_credential = \"x\"",
+            ),
+            false,
+            Some("target[0].client_secret: set only one of"),
+        ),
+        (
+            "credential name with a slash",
+            GOOD.replace(
+                "client_secret = \"vk-secret\"",
+                "client_secret_credential = \"../etc/shadow\"",
+            ),
+            false,
+            Some("target[1].client_secret_credential: \"../etc/shadow\" is not a credential name"),
+        ),
+        (
+            "credential satisfies a required secret",
+            GOOD.replace(
+                "client_secret = \"vk-secret\"",
+                "client_secret_credential = \"vk\"",
+            ),
+            false,
+            None,
+        ),
+    ];
+    let _ = csv_part;
+    for (name, text, with_dir, want) in cases {
+        let d = Dir::new(&text);
+        let env: &[(&str, &str)] = if with_dir {
+            &[("CREDENTIALS_DIRECTORY", dir_env.as_str())]
+        } else {
+            &[]
+        };
+        let got = problems(d.load(env));
+        match want {
+            None => assert!(got.is_empty(), "case {name}: {got:#?}"),
+            Some(w) => assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "case {name}: expected {w:?} in {got:#?}"
+            ),
+        }
+    }
+}
+
+/// Target names the environment spells alike (`DIRSYNC_TARGET__<NAME>__*` upper-cases and
+/// turns '-' and '.' into '_') are rejected, naming both.
+#[test]
+fn names_the_environment_cannot_tell_apart_table() {
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        (
+            "covata-x",
+            "covata_x",
+            Some(
+                "target[1].name: \"covata_x\" and target[0].name \"covata-x\" are the same name \
+                 in DIRSYNC_TARGET__COVATA_X__*",
+            ),
+        ),
+        (
+            "Covata",
+            "covata",
+            Some("target[1].name: \"covata\" and target[0].name \"Covata\" are the same name"),
+        ),
+        (
+            "a.b",
+            "A-B",
+            Some(
+                "target[1].name: \"A-B\" and target[0].name \"a.b\" are the same name in DIRSYNC_TARGET__A_B__*",
+            ),
+        ),
+        (
+            "same",
+            "same",
+            Some("target[1].name: duplicate target name \"same\""),
+        ),
+        ("covata-x", "covata-y", None),
+        ("prod", "prod2", None),
+    ];
+    for (first, second, want) in cases {
+        let text = GOOD
+            .replace("name = \"covata-prod\"", &format!("name = \"{first}\""))
+            .replace("name = \"vk\"", &format!("name = \"{second}\""));
+        let got = problems(Dir::new(&text).load(&[]));
+        match want {
+            Some(w) => assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "{first} / {second}: expected {w:?} in {got:#?}"
+            ),
+            None => assert!(got.is_empty(), "{first} / {second}: {got:#?}"),
+        }
+    }
+}
+
+/// `http://` targets carry credentials in clear text: refused (naming the key) unless the
+/// target opts in; loopback hosts stay allowed.
+#[test]
+fn clear_text_http_table() {
+    let vk = "base_url = \"https://vk.example.com\"";
+    let cov = "base_url = \"https://access.example.com\"";
+    // (case, replace, with, expected problem prefix or None)
+    let cases: &[(&str, &str, &str, Option<&str>)] = &[
+        (
+            "http base_url",
+            cov,
+            "base_url = \"http://covata.example.com\"",
+            Some("target[0].base_url: http:// sends the credentials"),
+        ),
+        (
+            "http base_url with the opt-out",
+            cov,
+            "base_url = \"http://covata.example.com\"\nallow_insecure_http = true",
+            None,
+        ),
+        (
+            "http token_url",
+            vk,
+            "base_url = \"https://vk.example.com\"\ntoken_url = \"http://id.example.com/connect/token\"",
+            Some("target[1].token_url: http:// sends the credentials"),
+        ),
+        (
+            "http token_url with the opt-out",
+            vk,
+            "base_url = \"https://vk.example.com\"\ntoken_url = \"http://id.example.com/t\"\nallow_insecure_http = true",
+            None,
+        ),
+        (
+            "127.0.0.1",
+            cov,
+            "base_url = \"http://127.0.0.1:8080\"",
+            None,
+        ),
+        ("127.5.6.7", cov, "base_url = \"http://127.5.6.7\"", None),
+        ("::1", cov, "base_url = \"http://[::1]:8080/api\"", None),
+        ("localhost", cov, "base_url = \"http://LOCALHOST:9\"", None),
+        (
+            "not loopback: localhost.example.com",
+            cov,
+            "base_url = \"http://localhost.example.com\"",
+            Some("target[0].base_url: http://"),
+        ),
+        (
+            "not loopback: 10.0.0.1",
+            cov,
+            "base_url = \"http://10.0.0.1\"",
+            Some("target[0].base_url: http://"),
+        ),
+        ("https", cov, cov, None),
+    ];
+    for (name, from, to, want) in cases {
+        let got = problems(Dir::new(&GOOD.replace(from, to)).load(&[]));
+        match want {
+            Some(w) => assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "{name}: expected {w:?} in {got:#?}"
+            ),
+            None => assert!(got.is_empty(), "{name}: {got:#?}"),
+        }
+    }
+}
+
+/// Without `[state]`, the SQLite file is the installed layout's (the service and a shell
+/// agree), never one in the working directory.
+#[test]
+fn default_state_path_is_the_installed_layout() {
+    let c = Dir::new(GOOD).load(&[]).unwrap();
+    match &c.state.location {
+        StoreLocation::Sqlite { path } => {
+            let expected = match std::env::var_os("STATE_DIRECTORY") {
+                Some(d) if !d.is_empty() => PathBuf::from(d).join("dirsync.db"),
+                _ => PathBuf::from(DEFAULT_STATE_PATH),
+            };
+            assert_eq!(path, &expected);
+            assert!(path.is_absolute());
+        }
+        other => panic!("sqlite expected, got {other:?}"),
+    }
+    assert_eq!(DEFAULT_STATE_PATH, "/var/lib/dirsync/dirsync.db");
+}
+
+/// What reports, `runs` and `check` print as the store: never the password or the query.
+#[test]
+fn store_descriptions_hold_no_secret() {
+    let cases = [
+        (
+            "postgres://dirsync:s3cret-pw@db.example.com:5433/dirsync?sslmode=require&password=q",
+            "postgres dirsync@db.example.com:5433/dirsync",
+        ),
+        (
+            "postgresql://db.example.com/state",
+            "postgres db.example.com/state",
+        ),
+    ];
+    for (url, want) in cases {
+        let text = format!("[state]\ndatabase_url = \"{url}\"\n{GOOD}");
+        let c = Dir::new(&text).load(&[]).unwrap();
+        let got = c.state.location.describe();
+        assert_eq!(got, want);
+        assert!(
+            !got.contains("s3cret") && !got.contains("password"),
+            "{got}"
+        );
+    }
+    let c = Dir::new(&format!("[state]\npath = \"s/x.db\"\n{GOOD}"))
+        .load(&[])
+        .unwrap();
+    assert!(c.state.location.describe().starts_with("sqlite /"));
+}
+
+/// `source.timeout`: parsed for both kinds, default 10m, zero and garbage refused.
+#[test]
+fn source_timeout_table() {
+    let cases: &[(&str, Result<u64, &str>)] = &[
+        ("", Ok(600)),
+        ("timeout = \"30s\"\n", Ok(30)),
+        ("timeout = \"1h\"\n", Ok(3600)),
+        (
+            "timeout = \"0s\"\n",
+            Err("source.timeout: must be more than 0s"),
+        ),
+        (
+            "timeout = \"soon\"\n",
+            Err("source.timeout: invalid duration"),
+        ),
+    ];
+    for (line, want) in cases {
+        let text = GOOD.replace("kind = \"csv\"\n", &format!("kind = \"csv\"\n{line}"));
+        let r = Dir::new(&text).load(&[]);
+        match want {
+            Ok(secs) => {
+                let c = r.unwrap();
+                let SourceConfig::Csv(csv) = &c.source else {
+                    panic!("csv")
+                };
+                assert_eq!(csv.timeout, Duration::from_secs(*secs), "{line}");
+            }
+            Err(w) => {
+                let got = problems(r);
+                assert!(got.iter().any(|g| g.starts_with(w)), "{line}: {got:#?}");
+            }
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Raw → validated configuration. Every check pushes a problem with its key path and goes on,
 //! so one `dirsync check` shows everything that is wrong.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,12 +12,14 @@ use super::{
 };
 use crate::mapping::{FieldMapping, RoleRule, TargetMapping, Template, UserFilter};
 use crate::plan::{OnMissing, SafetySettings};
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretRef, SecretSource};
 use crate::source::csv::{CsvColumns, CsvSettings};
 use crate::store::StoreLocation;
 use crate::target::{Credential, TargetKind};
 
-struct Problems<'a>(&'a mut Vec<ConfigProblem>);
+/// The problems found so far, and what reading the secrets needed at load takes
+/// (`$CREDENTIALS_DIRECTORY`, from the environment the configuration is loaded with).
+struct Problems<'a>(&'a mut Vec<ConfigProblem>, Option<std::ffi::OsString>);
 
 impl Problems<'_> {
     fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
@@ -37,45 +39,83 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-/// Reads a `*_file` secret: the file's contents with trailing newlines trimmed.
-fn read_secret_file(base: &Path, file: &Path, key: &str, pr: &mut Problems) -> Option<Secret> {
-    let path = resolve(base, file);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => {
-            let v = s.trim_end_matches(['\n', '\r']);
-            if v.is_empty() {
-                pr.push(key, format!("secret file {} is empty", path.display()));
-                None
-            } else {
-                Some(Secret::new(v))
-            }
-        }
-        Err(e) => {
-            pr.push(
-                key,
-                format!("cannot read secret file {}: {e}", path.display()),
-            );
-            None
-        }
+/// A secret given inline, as `<key>_file` or as `<key>_credential` (at most one), left unread:
+/// the command that needs it resolves it ([`SecretRef::resolve`]), so `plan` never reads a
+/// target's password file. `None` when none of the three is set.
+fn secret_ref(
+    inline: Option<Secret>,
+    file: Option<&PathBuf>,
+    credential: Option<&String>,
+    base: &Path,
+    key: &str,
+    pr: &mut Problems,
+) -> Option<SecretRef> {
+    let given = [inline.is_some(), file.is_some(), credential.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if given > 1 {
+        pr.push(
+            key,
+            format!("set only one of {key}, {key}_file and {key}_credential"),
+        );
+        return None;
     }
+    if let Some(s) = inline {
+        if s.is_empty() {
+            pr.push(key, "empty: remove it or set a secret");
+            return None;
+        }
+        return Some(SecretRef {
+            key: key.to_string(),
+            source: SecretSource::Inline(s),
+        });
+    }
+    if let Some(f) = file {
+        if f.as_os_str().is_empty() {
+            pr.push(format!("{key}_file"), "empty path");
+            return None;
+        }
+        return Some(SecretRef {
+            key: format!("{key}_file"),
+            source: SecretSource::File(resolve(base, f)),
+        });
+    }
+    let name = credential?;
+    let k = format!("{key}_credential");
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        pr.push(
+            k,
+            format!(
+                "{name:?} is not a credential name (the name given to LoadCredential=, \
+                 without '/')"
+            ),
+        );
+        return None;
+    }
+    Some(SecretRef {
+        key: k,
+        source: SecretSource::Credential(name.clone()),
+    })
 }
 
-/// A secret given inline or as `<key>_file` (not both).
+/// Like [`secret_ref`], read now: for the secrets every command using them needs at once
+/// (the state's `database_url`, notification secrets).
 fn secret(
     inline: Option<Secret>,
     file: Option<&PathBuf>,
+    credential: Option<&String>,
     base: &Path,
     key: &str,
     pr: &mut Problems,
 ) -> Option<Secret> {
-    match (inline, file) {
-        (Some(_), Some(_)) => {
-            pr.push(key, format!("set either {key} or {key}_file, not both"));
+    let r = secret_ref(inline, file, credential, base, key, pr)?;
+    match r.resolve_with(pr.1.as_deref()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            pr.push(e.key, e.message);
             None
         }
-        (Some(s), None) => Some(s),
-        (None, Some(f)) => read_secret_file(base, f, &format!("{key}_file"), pr),
-        (None, None) => None,
     }
 }
 
@@ -131,13 +171,40 @@ fn http_url(v: &str, key: &str, pr: &mut Problems) -> Option<url::Url> {
     }
 }
 
+/// True for `localhost`, 127.0.0.0/8 and `::1`: clear-text HTTP there never leaves the host.
+pub(crate) fn is_loopback_host(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// A target URL every request to which carries credentials: `http://` only to a loopback host
+/// or with `allow_insecure_http = true`.
+fn refuse_clear_text(u: &url::Url, key: &str, allow: bool, at: &str, pr: &mut Problems) -> bool {
+    if u.scheme() == "http" && !allow && !is_loopback_host(u) {
+        pr.push(
+            key,
+            format!(
+                "http:// sends the credentials and every account in clear text: use https:// \
+                 (or set {at}.allow_insecure_http = true on a network you trust)"
+            ),
+        );
+        return true;
+    }
+    false
+}
+
 pub fn validate(
     raw: RawConfig,
     path: &Path,
     base: &Path,
+    credentials_dir: Option<std::ffi::OsString>,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<Config> {
-    let mut pr = Problems(problems);
+    let mut pr = Problems(problems, credentials_dir);
     let state = state(raw.state, base, &mut pr);
     let source = match raw.source {
         None => {
@@ -146,7 +213,12 @@ pub fn validate(
         }
         Some(s) => match s.kind.as_deref() {
             Some("csv") => match s.csv {
-                Some(csv) => csv_source(csv, base, &mut pr),
+                Some(csv) => csv_source(csv, base, &mut pr).map(|mut c| {
+                    if let SourceConfig::Csv(csv) = &mut c {
+                        csv.timeout = source_timeout(s.timeout.as_deref(), &mut pr);
+                    }
+                    c
+                }),
                 None => {
                     pr.push(
                         "source.csv",
@@ -156,7 +228,12 @@ pub fn validate(
                 }
             },
             Some("ldap") => match s.ldap {
-                Some(ldap) => ldap_source(ldap, base, &mut pr),
+                Some(ldap) => ldap_source(ldap, base, &mut pr).map(|mut c| {
+                    if let SourceConfig::Ldap(l) = &mut c {
+                        l.timeout = source_timeout(s.timeout.as_deref(), &mut pr);
+                    }
+                    c
+                }),
                 None => {
                     pr.push(
                         "source.ldap",
@@ -207,17 +284,36 @@ pub fn validate(
         .as_ref()
         .map(SourceConfig::extra_attributes)
         .unwrap_or_default();
-    let mut names = HashSet::new();
+    // Exact names, and their environment spelling (DIRSYNC_TARGET__<NAME>__...), which
+    // folds case and '-' / '.' to '_': two targets with one spelling could not be told apart.
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut env_names: HashMap<String, (usize, String)> = HashMap::new();
     let mut targets = Vec::new();
     if raw.target.is_empty() {
         pr.push("target", "no [[target]] configured");
     }
     for (i, t) in raw.target.into_iter().enumerate() {
         let at = format!("target[{i}]");
-        if let Some(n) = &t.name
-            && !names.insert(n.clone())
-        {
-            pr.push(format!("{at}.name"), format!("duplicate target name {n:?}"));
+        if let Some(n) = &t.name {
+            let env = super::raw::env_name(n);
+            if let Some(first) = names.get(n) {
+                pr.push(
+                    format!("{at}.name"),
+                    format!("duplicate target name {n:?} (also target[{first}].name)"),
+                );
+            } else if let Some((first, other)) = env_names.get(&env) {
+                pr.push(
+                    format!("{at}.name"),
+                    format!(
+                        "{n:?} and target[{first}].name {other:?} are the same name in \
+                         {}TARGET__{env}__* (names may not differ only in case, '-', '_' or \
+                         '.')",
+                        super::ENV_PREFIX
+                    ),
+                );
+            }
+            names.entry(n.clone()).or_insert(i);
+            env_names.entry(env).or_insert((i, n.clone()));
         }
         if let Some(t) = target(t, &at, base, &extra, &mut pr) {
             targets.push(t);
@@ -304,6 +400,10 @@ fn notify_entry(
         ("url", raw.url.is_some()),
         ("hmac_secret", raw.hmac_secret.is_some()),
         ("hmac_secret_file", raw.hmac_secret_file.is_some()),
+        (
+            "hmac_secret_credential",
+            raw.hmac_secret_credential.is_some(),
+        ),
     ];
     let email_keys = [
         ("host", raw.host.is_some()),
@@ -312,6 +412,7 @@ fn notify_entry(
         ("username", raw.username.is_some()),
         ("password", raw.password.is_some()),
         ("password_file", raw.password_file.is_some()),
+        ("password_credential", raw.password_credential.is_some()),
         ("from", raw.from.is_some()),
         ("to", raw.to.is_some()),
         ("subject_prefix", raw.subject_prefix.is_some()),
@@ -337,6 +438,7 @@ fn notify_entry(
             let hmac_secret = secret(
                 raw.hmac_secret,
                 raw.hmac_secret_file.as_ref(),
+                raw.hmac_secret_credential.as_ref(),
                 base,
                 &key("hmac_secret"),
                 pr,
@@ -373,6 +475,7 @@ fn notify_entry(
             let password = secret(
                 raw.password,
                 raw.password_file.as_ref(),
+                raw.password_credential.as_ref(),
                 base,
                 &key("password"),
                 pr,
@@ -499,6 +602,7 @@ fn state(raw: RawState, base: &Path, pr: &mut Problems) -> Option<StateConfig> {
     let url = secret(
         raw.database_url,
         raw.database_url_file.as_ref(),
+        raw.database_url_credential.as_ref(),
         base,
         "state.database_url",
         pr,
@@ -555,7 +659,9 @@ fn state(raw: RawState, base: &Path, pr: &mut Problems) -> Option<StateConfig> {
     })
 }
 
-/// `$STATE_DIRECTORY/dirsync.db` under systemd (`StateDirectory=`), else `./dirsync.db`.
+/// The installed layout's state file, the same for the service and an admin shell:
+/// `$STATE_DIRECTORY/dirsync.db` under systemd (`StateDirectory=dirsync`, i.e.
+/// `/var/lib/dirsync`), else [`super::DEFAULT_STATE_PATH`].
 fn default_sqlite_path() -> PathBuf {
     match std::env::var_os("STATE_DIRECTORY") {
         Some(dir) if !dir.is_empty() => {
@@ -568,7 +674,7 @@ fn default_sqlite_path() -> PathBuf {
                 .to_string();
             PathBuf::from(first).join("dirsync.db")
         }
-        _ => PathBuf::from("dirsync.db"),
+        _ => PathBuf::from(super::DEFAULT_STATE_PATH),
     }
 }
 
@@ -668,9 +774,13 @@ fn ldap_source(raw: RawLdap, base: &Path, pr: &mut Problems) -> Option<SourceCon
         );
         ok = false;
     }
-    let password = secret(
+    let password_given = raw.bind_password.is_some()
+        || raw.bind_password_file.is_some()
+        || raw.bind_password_credential.is_some();
+    let password = secret_ref(
         raw.bind_password,
         raw.bind_password_file.as_ref(),
+        raw.bind_password_credential.as_ref(),
         base,
         &at("bind_password"),
         pr,
@@ -693,10 +803,11 @@ fn ldap_source(raw: RawLdap, base: &Path, pr: &mut Problems) -> Option<SourceCon
             ok = false;
         }
         (Some(_), false) => {
-            if password.is_none() && raw.bind_password_file.is_none() {
+            if !password_given {
                 pr.push(
                     at("bind_password"),
-                    "required with bind_dn (set bind_password or bind_password_file)",
+                    "required with bind_dn (set bind_password, bind_password_file or \
+                     bind_password_credential)",
                 );
                 ok = false;
             }
@@ -709,7 +820,7 @@ fn ldap_source(raw: RawLdap, base: &Path, pr: &mut Problems) -> Option<SourceCon
             ok = false;
         }
         (None, true) => {
-            if password.is_some() || raw.bind_password_file.is_some() {
+            if password_given {
                 pr.push(at("bind_password"), "not used with anonymous = true");
                 ok = false;
             }
@@ -951,9 +1062,11 @@ fn ldap_source(raw: RawLdap, base: &Path, pr: &mut Problems) -> Option<SourceCon
         ca_file,
         tls_skip_verify,
         bind_dn: if anonymous { None } else { bind_dn },
-        bind_password: password,
+        bind_password: None,
+        bind_password_ref: password,
         connect_timeout: connect_timeout?,
         operation_timeout: operation_timeout?,
+        timeout: crate::source::csv::DEFAULT_TIMEOUT,
         base_dn: base_dn?,
         scope: user_scope?,
         filter,
@@ -970,6 +1083,22 @@ fn ldap_source(raw: RawLdap, base: &Path, pr: &mut Problems) -> Option<SourceCon
         extra: raw.extra,
     };
     ok.then_some(SourceConfig::Ldap(settings))
+}
+
+/// `source.timeout`: the longest a whole source read may take (default 10m).
+fn source_timeout(v: Option<&str>, pr: &mut Problems) -> Duration {
+    let default = crate::source::csv::DEFAULT_TIMEOUT;
+    match v {
+        None => default,
+        Some(v) => match duration(v, "source.timeout", pr) {
+            Some(d) if d.is_zero() => {
+                pr.push("source.timeout", "must be more than 0s");
+                default
+            }
+            Some(d) => d,
+            None => default,
+        },
+    }
 }
 
 fn csv_source(raw: RawCsv, base: &Path, pr: &mut Problems) -> Option<SourceConfig> {
@@ -1041,6 +1170,7 @@ fn csv_source(raw: RawCsv, base: &Path, pr: &mut Problems) -> Option<SourceConfi
         disabled_values,
         groups_separator,
         extra: raw.extra,
+        timeout: crate::source::csv::DEFAULT_TIMEOUT,
     }))
 }
 
@@ -1180,23 +1310,28 @@ fn target(
             None
         }
     };
+    let allow_insecure_http = raw.allow_insecure_http.unwrap_or(false);
     let base_url = match raw.base_url.as_deref() {
-        Some(u) => http_url(u, &format!("{at}.base_url"), pr),
+        Some(u) => http_url(u, &format!("{at}.base_url"), pr).filter(|u| {
+            !refuse_clear_text(u, &format!("{at}.base_url"), allow_insecure_http, at, pr)
+        }),
         None => {
             pr.push(format!("{at}.base_url"), "missing");
             None
         }
     };
-    let password = secret(
+    let password = secret_ref(
         raw.password,
         raw.password_file.as_ref(),
+        raw.password_credential.as_ref(),
         base,
         &format!("{at}.password"),
         pr,
     );
-    let client_secret = secret(
+    let client_secret = secret_ref(
         raw.client_secret,
         raw.client_secret_file.as_ref(),
+        raw.client_secret_credential.as_ref(),
         base,
         &format!("{at}.client_secret"),
         pr,
@@ -1303,9 +1438,11 @@ fn target(
         Credential::OrgKey => creds.org_key.is_some(),
     };
     let secret_key_was_given = |c: Credential| match c {
-        // A secret whose file failed to read was already reported.
-        Credential::Password => raw.password_file.is_some(),
-        Credential::ClientSecret => raw.client_secret_file.is_some(),
+        // A secret set in a wrong way was already reported.
+        Credential::Password => raw.password_file.is_some() || raw.password_credential.is_some(),
+        Credential::ClientSecret => {
+            raw.client_secret_file.is_some() || raw.client_secret_credential.is_some()
+        }
         _ => false,
     };
     for c in Credential::ALL {
@@ -1315,7 +1452,7 @@ fn target(
         if needed && !set && !secret_key_was_given(c) {
             let hint = match c {
                 Credential::Password | Credential::ClientSecret => {
-                    format!(" (set {0} or {0}_file)", c.key())
+                    format!(" (set {0}, {0}_file or {0}_credential)", c.key())
                 }
                 _ => String::new(),
             };
@@ -1335,7 +1472,9 @@ fn target(
         match c {
             Credential::TokenUrl => {
                 let v = token_url_raw.as_deref().unwrap_or(default);
-                creds.token_url = http_url(v, &format!("{at}.token_url"), pr);
+                let key = format!("{at}.token_url");
+                creds.token_url = http_url(v, &key, pr)
+                    .filter(|u| !refuse_clear_text(u, &key, allow_insecure_http, at, pr));
             }
             Credential::Scope => {
                 creds.scope.get_or_insert_with(|| (*default).to_string());

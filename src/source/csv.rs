@@ -40,6 +40,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use csv::ByteRecord;
 
@@ -62,7 +63,12 @@ pub struct CsvSettings {
     pub groups_separator: String,
     /// Extra attributes: attribute name -> column header.
     pub extra: BTreeMap<String, String>,
+    /// `source.timeout`: the whole read must finish within this (default 10m).
+    pub timeout: Duration,
 }
+
+/// The default `source.timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Header names, in the file, of the columns to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +124,7 @@ impl CsvSettings {
             disabled_values,
             groups_separator: ";".to_string(),
             extra: BTreeMap::new(),
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 }
@@ -227,16 +234,14 @@ fn load_with(
     keep: Option<&mut dyn FnMut(&User) -> bool>,
 ) -> Result<Option<Snapshot>, CsvError> {
     let path = &settings.path;
-    let file = File::open(path).map_err(|e| CsvError {
-        path: path.clone(),
-        problems: vec![CsvProblem::file(format!("cannot open file: {e}"))],
-    })?;
+    let file = open_regular(path)?;
+    let file = DeadlineReader::new(file, settings.timeout);
     // An export rewritten in place while it is read would give a mix of two files: compare the
     // open file's size and modification time before and after reading, and refuse a changed
     // one. (A file replaced by rename keeps the old content for this read: that is consistent.)
     let stamp = |f: &File| f.metadata().ok().map(|m| (m.len(), m.modified().ok()));
-    let before = stamp(&file);
-    let check = file.try_clone().ok();
+    let before = stamp(&file.inner);
+    let check = file.inner.try_clone().ok();
     let snapshot = read(settings, path, file, keep)?;
     let after = check.as_ref().and_then(stamp);
     if before.is_none() || before != after {
@@ -250,6 +255,94 @@ fn load_with(
         });
     }
     Ok(snapshot)
+}
+
+/// Opens the source file, refusing anything but a regular file (after following symlinks):
+/// a FIFO would block the read until some writer appears, a directory or a device (such as
+/// `/dev/zero`) is no export. The file is opened without blocking and checked on the open
+/// descriptor, so a path swapped for a FIFO between a check and the open cannot hang the read.
+fn open_regular(path: &Path) -> Result<File, CsvError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let fail = |message: String| CsvError {
+        path: path.to_path_buf(),
+        problems: vec![CsvProblem::file(message)],
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| fail(format!("cannot open file: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| fail(format!("cannot read file: {e}")))?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(fail(format!(
+            "cannot read source.csv.path: it is {what}, not a regular file (point it at the \
+             exported CSV file)"
+        )));
+    }
+    // A regular file: clear O_NONBLOCK (no effect on regular files, but reads should not
+    // depend on that).
+    // SAFETY: fcntl on a descriptor this function owns, with integer arguments only.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
+}
+
+/// A reader that fails with `TimedOut` once its deadline has passed: `source.timeout` bounds
+/// the whole read, however slowly the data trickles in.
+struct DeadlineReader<R> {
+    inner: R,
+    timeout: Duration,
+    deadline: Option<std::time::Instant>,
+}
+
+impl<R> DeadlineReader<R> {
+    fn new(inner: R, timeout: Duration) -> Self {
+        DeadlineReader {
+            inner,
+            timeout,
+            deadline: std::time::Instant::now().checked_add(timeout),
+        }
+    }
+}
+
+impl<R: Read> Read for DeadlineReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the read took longer than source.timeout ({})",
+                    humantime::format_duration(self.timeout)
+                ),
+            ));
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// Reads CSV data from `r`; `display_path` is only used in the error.
@@ -952,6 +1045,27 @@ mod tests {
 
     fn minimal() -> CsvSettings {
         CsvSettings::new("users.csv", CsvColumns::new("id", "email"))
+    }
+
+    #[test]
+    fn reads_past_source_timeout_fail_naming_it() {
+        let mut r = DeadlineReader::new(&b"id,email\n"[..], Duration::ZERO);
+        let e = r.read(&mut [0; 8]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("source.timeout (0s)"), "{e}");
+        let mut r = DeadlineReader::new(&b"id"[..], DEFAULT_TIMEOUT);
+        let mut buf = [0; 8];
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        // Through the whole load: a file read with no time left fails, naming the setting.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.csv");
+        std::fs::write(&path, "id,email\nE1,a@example.com\n").unwrap();
+        let mut s = CsvSettings::new(&path, CsvColumns::new("id", "email"));
+        s.timeout = Duration::ZERO;
+        let e = load(&s).unwrap_err().to_string();
+        assert!(e.contains("source.timeout"), "{e}");
+        s.timeout = DEFAULT_TIMEOUT;
+        assert_eq!(load(&s).unwrap().len(), 1);
     }
 
     fn load_str(s: &CsvSettings, data: &str) -> Result<Snapshot, CsvError> {

@@ -234,10 +234,16 @@ pub struct LdapSettings {
     pub tls_skip_verify: bool,
     /// `None`: anonymous (no bind).
     pub bind_dn: Option<String>,
+    /// The bind password itself (programmatic settings); when `None`, `bind_password_ref`.
     pub bind_password: Option<Secret>,
+    /// The configured bind password (`bind_password`, `_file` or `_credential`), read when
+    /// the source is read, so commands that read no source (`runs`, `migrate`) never need it.
+    pub bind_password_ref: Option<crate::secret::SecretRef>,
     pub connect_timeout: Duration,
     /// Per operation; for a search, the longest wait for the next entry.
     pub operation_timeout: Duration,
+    /// `source.timeout`: the longest one whole read (connect, bind, searches) may take.
+    pub timeout: Duration,
     pub base_dn: String,
     pub scope: SearchScope,
     pub filter: String,
@@ -275,8 +281,10 @@ impl LdapSettings {
             tls_skip_verify: false,
             bind_dn: None,
             bind_password: None,
+            bind_password_ref: None,
             connect_timeout: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(60),
+            timeout: crate::source::csv::DEFAULT_TIMEOUT,
             base_dn: base_dn.into(),
             scope: SearchScope::Sub,
             filter: Self::default_filter(server).into(),
@@ -685,11 +693,22 @@ async fn collect(
         server: s.url.clone(),
         problems: vec![LdapProblem::read(message)],
     };
-    let mut ldap = connect(s).await.map_err(fail)?;
-    let result = collect_on(s, &mut ldap, filter).await;
-    // Best effort: the server closes the connection on its own anyway.
-    let _ = tokio::time::timeout(Duration::from_secs(2), ldap.unbind()).await;
-    result.map_err(fail)
+    // `source.timeout` bounds the whole read (connect, bind, every page), whatever the
+    // server does; the per-operation timeouts bound each request within it.
+    let whole = async {
+        let mut ldap = connect(s).await?;
+        let result = collect_on(s, &mut ldap, filter).await;
+        // Best effort: the server closes the connection on its own anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(2), ldap.unbind()).await;
+        result
+    };
+    match tokio::time::timeout(s.timeout, whole).await {
+        Ok(result) => result.map_err(fail),
+        Err(_) => Err(fail(format!(
+            "the read took longer than source.timeout ({})",
+            humantime::format_duration(s.timeout)
+        ))),
+    }
 }
 
 async fn collect_on(
@@ -829,7 +848,12 @@ async fn connect(s: &LdapSettings) -> Result<Ldap, String> {
         }
     });
     if let Some(dn) = &s.bind_dn {
-        let pw = s.bind_password.as_ref().map(Secret::expose).unwrap_or("");
+        let resolved = match (&s.bind_password, &s.bind_password_ref) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(r)) => Some(r.resolve().map_err(|e| e.to_string())?),
+            (None, None) => None,
+        };
+        let pw = resolved.as_ref().map(Secret::expose).unwrap_or("");
         let res = ldap
             .with_timeout(s.operation_timeout)
             .simple_bind(dn, pw)

@@ -570,6 +570,30 @@ pub enum StoreLocation {
     },
 }
 
+impl StoreLocation {
+    /// What reports, `runs` and `check` print as the store used: the SQLite file, or the
+    /// Postgres host, port and database (never the user's password or the URL's query).
+    pub fn describe(&self) -> String {
+        match self {
+            StoreLocation::Sqlite { path } => format!("sqlite {}", path.display()),
+            StoreLocation::Postgres { url, .. } => match url::Url::parse(url.expose()) {
+                Ok(u) => {
+                    let host = u.host_str().unwrap_or("localhost");
+                    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+                    let db = u.path().trim_start_matches('/');
+                    let user = if u.username().is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}@", u.username())
+                    };
+                    format!("postgres {user}{host}{port}/{db}")
+                }
+                Err(_) => "postgres (state.database_url)".into(),
+            },
+        }
+    }
+}
+
 /// Opens (and, if asked, migrates) the configured store.
 pub async fn open(location: &StoreLocation, migrate: bool) -> Result<Box<dyn Store>, StoreError> {
     let store: Box<dyn Store> = match location {
@@ -581,7 +605,23 @@ pub async fn open(location: &StoreLocation, migrate: bool) -> Result<Box<dyn Sto
             postgres::PgStore::connect(url, *max_connections).await?,
             *timeout,
         )),
-        StoreLocation::Sqlite { path } => Box::new(sqlite::SqliteStore::open(path).await?),
+        StoreLocation::Sqlite { path } => {
+            // Never a silent new database elsewhere: the directory must exist.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                return Err(StoreError::Connect {
+                    backend: "sqlite",
+                    message: format!(
+                        "state.path {}: directory {} does not exist (create it, or set \
+                         [state] path)",
+                        path.display(),
+                        dir.display()
+                    ),
+                });
+            }
+            Box::new(sqlite::SqliteStore::open(path).await?)
+        }
     };
     if migrate {
         store.migrate().await?;

@@ -250,6 +250,27 @@ pub struct ConnectError {
 }
 
 /// Builds the connector of a target. Nothing is sent: connectors authenticate on first use.
+/// Reads one of `target`'s secrets (inline, `_file` or `_credential`) now, when its connector
+/// is built: the error names the target and the config key, never the value.
+pub(crate) fn read_secret(
+    target: &TargetConfig,
+    secret: Option<&crate::secret::SecretRef>,
+    what: &str,
+) -> Result<crate::secret::Secret, http::HttpError> {
+    let setup = |message: String| http::HttpError::Setup {
+        target: target.name.clone(),
+        message,
+    };
+    let r = secret
+        .ok_or_else(|| setup(format!("{} needs the setting {what}", target.kind.as_str())))?;
+    let s = r.resolve().map_err(|e| setup(e.to_string()))?;
+    if s.expose().trim().is_empty() {
+        return Err(setup(format!("{}: empty", r.key)));
+    }
+    Ok(s)
+}
+
+/// Builds the connector of `target`, reading its secrets (the only place they are read).
 pub fn connect(target: &TargetConfig) -> Result<Arc<dyn Connector>, ConnectError> {
     let err = |e: http::HttpError| ConnectError {
         target: target.name.clone(),

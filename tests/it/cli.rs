@@ -391,8 +391,8 @@ async fn bad_input_is_an_error_and_writes_nothing() {
         ("base_url = \"https://covata.example.com\"", "[source\n"),
         ("client_id = \"dirsync\"", "client_idd = \"dirsync\""),
         (
-            "password_file = \"pw.txt\"",
-            "password_file = \"missing.txt\"",
+            "base_url = \"https://covata.example.com\"",
+            "base_url = \"http://covata.example.com\"",
         ),
         (
             "base_url = \"https://covata.example.com\"",
@@ -402,7 +402,7 @@ async fn bad_input_is_an_error_and_writes_nothing() {
     let expected = [
         "TOML parse error",
         "target[0].client_idd: unknown key",
-        "target[0].password_file: cannot read secret file",
+        "target[0].base_url: http:// sends the credentials",
         "target[0].base_url: relative URL not allowed",
     ];
     let good = std::fs::read_to_string(env.config_path()).unwrap();

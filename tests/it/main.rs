@@ -8,6 +8,7 @@ mod drift;
 mod faults;
 mod faults_state;
 mod faults_target;
+mod field_config;
 mod field_http;
 mod field_service;
 mod hostile;

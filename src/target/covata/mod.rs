@@ -94,21 +94,13 @@ impl CovataConnector {
             .clone()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| missing("username"))?;
-        let password = c
-            .password
-            .clone()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| missing("password"))?;
+        let password = super::read_secret(target, c.password.as_ref(), "password")?;
         let client_id = c
             .client_id
             .clone()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| missing("client_id"))?;
-        let client_secret = c
-            .client_secret
-            .clone()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| missing("client_secret"))?;
+        let client_secret = super::read_secret(target, c.client_secret.as_ref(), "client_secret")?;
         let http = HttpClient::new(&target.name, &target.http)?;
         let token_url = http.url(UrlBuilder::new(&target.base_url).path("api/oauth/token"))?;
         let tokens = Arc::new(CachedToken::new(
@@ -535,7 +527,7 @@ mod tests {
 
     use crate::config::{Credentials, HttpSettings};
     use crate::mapping::{TargetMapping, UserFilter};
-    use crate::secret::Secret;
+    use crate::secret::SecretRef;
     use crate::target::TargetKind;
 
     fn target(bulk_import_min: Option<usize>) -> TargetConfig {
@@ -546,9 +538,9 @@ mod tests {
             base_url: Url::parse("https://covata.example/prefix/").unwrap(),
             credentials: Credentials {
                 username: Some("svc".into()),
-                password: Some(Secret::new("pw-hunter2")),
+                password: Some(SecretRef::inline("target[0].password", "pw-hunter2")),
                 client_id: Some("cid".into()),
-                client_secret: Some(Secret::new("cs-hunter3")),
+                client_secret: Some(SecretRef::inline("target[0].client_secret", "cs-hunter3")),
                 ..Default::default()
             },
             mapping: TargetMapping {
@@ -604,7 +596,7 @@ mod tests {
         let e = CovataConnector::new(&t).unwrap_err();
         assert!(e.to_string().contains("client_secret"), "{e}");
         let mut t = target(None);
-        t.credentials.password = Some(Secret::new(""));
+        t.credentials.password = Some(SecretRef::inline("target[0].password", ""));
         let e = CovataConnector::new(&t).unwrap_err();
         assert!(e.to_string().contains("password") && !e.to_string().contains("hunter"));
     }

@@ -181,11 +181,7 @@ impl PrimaveraConnector {
             .clone()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| missing("username"))?;
-        let password = c
-            .password
-            .clone()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| missing("password"))?;
+        let password = super::read_secret(target, c.password.as_ref(), "password")?;
         let http = HttpClient::new(&target.name, &target.http)?;
         Ok(PrimaveraConnector {
             http,
@@ -797,7 +793,10 @@ mod tests {
             base_url: Url::parse("https://p6.example/cloudapi/restapi").unwrap(),
             credentials: Credentials {
                 username: Some("svc".into()),
-                password: Some(Secret::new("pw-hunter2")),
+                password: Some(crate::secret::SecretRef::inline(
+                    "target[0].password",
+                    "pw-hunter2",
+                )),
                 ..Default::default()
             },
             mapping: TargetMapping {

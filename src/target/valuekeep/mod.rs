@@ -136,11 +136,7 @@ impl ValuekeepConnector {
         let client_id = text(&c.client_id, "client_id")?;
         let tenant_key = text(&c.tenant_key, "tenant_key")?;
         let org_key = text(&c.org_key, "org_key")?;
-        let client_secret = c
-            .client_secret
-            .clone()
-            .filter(|s| !s.expose().is_empty())
-            .ok_or_else(|| missing("client_secret"))?;
+        let client_secret = super::read_secret(target, c.client_secret.as_ref(), "client_secret")?;
         let token_url = c.token_url.clone().ok_or_else(|| missing("token_url"))?;
         let scope = c
             .scope
@@ -653,7 +649,7 @@ mod tests {
     use crate::config::{Credentials, HttpSettings};
     use crate::mapping::{TargetMapping, UserFilter};
     use crate::plan::{DeleteReason, DisableReason};
-    use crate::secret::Secret;
+    use crate::secret::SecretRef;
     use crate::target::TargetKind;
 
     fn target() -> TargetConfig {
@@ -664,7 +660,7 @@ mod tests {
             base_url: Url::parse("https://vk.example/prefix/").unwrap(),
             credentials: Credentials {
                 client_id: Some("cid".into()),
-                client_secret: Some(Secret::new("cs-hunter3")),
+                client_secret: Some(SecretRef::inline("target[0].client_secret", "cs-hunter3")),
                 token_url: Some(Url::parse("https://id.example/connect/token").unwrap()),
                 scope: Some("application".into()),
                 tenant_key: Some("ten ant".into()),
