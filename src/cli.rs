@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success / nothing to do; 1 error (config, source, store); 2 changes pending
 //! (`plan`, `sync --dry-run`) or drift found (`drift`); 3 blocked by the safety policy; 4 applied with some operations
-//! failed (from the apply engine on).
+//! failed (from the apply engine on); 6 interrupted: a SIGTERM / SIGINT stopped `sync` with
+//! operations left for the next run ([`EXIT_INTERRUPTED`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ macro_rules! outln {
 
 /// Exit code: an error (bad config, unreadable source, store failure).
 pub const EXIT_ERROR: u8 = 1;
+/// Exit code: a shutdown request (SIGTERM / SIGINT) stopped the run; what was not sent is
+/// left for the next run.
+pub use crate::report::EXIT_INTERRUPTED;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,7 +46,8 @@ pub const EXIT_ERROR: u8 = 1;
 with what it last applied (kept in a state store: SQLite by default, Postgres in production) and \
 plans the creates, updates, role changes, disables and deletes each target application needs. \
 `dirsync plan` shows the plan without changing anything.\n\nExit codes: 0 nothing to do / \
-success, 1 error, 2 changes pending, 3 blocked by the safety policy, 4 applied with failures."
+success, 1 error, 2 changes pending, 3 blocked by the safety policy, 4 applied with failures, \
+6 interrupted by SIGTERM / SIGINT (the rest is left for the next run)."
 )]
 pub struct Cli {
     /// Configuration file.
@@ -348,18 +353,42 @@ async fn sync(config: &Config, args: &SyncArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Err(e) = stop_on_signals(std::sync::Arc::clone(&stop)) {
+        return fail(format!("cannot install the SIGTERM / SIGINT handlers: {e}"));
+    }
     let opts = RunOptions {
         trigger: Trigger::Manual,
         targets: args.plan.targets.clone(),
         force: args.force,
         now: chrono::Utc::now(),
-        stop: Default::default(),
+        stop,
         refresh: args.refresh,
     };
     match run::execute(config, store.as_ref(), &opts, Some(&connectors)).await {
         Ok(plan) => print_report(&plan, args.plan.format, false),
         Err(e) => fail(e),
     }
+}
+
+/// SIGTERM / SIGINT during `sync`: set `stop`, so dispatch stops at once, requests in flight
+/// finish (within the shutdown grace), the run is recorded `interrupted` and `sync` exits 6.
+fn stop_on_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::warn!(
+            signal = name,
+            "shutdown requested: no new operation is sent; requests in flight may finish"
+        );
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    Ok(())
 }
 
 /// Exit code of `dirsync drift` when drift was found.

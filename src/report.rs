@@ -45,12 +45,19 @@ pub enum PlanStatus {
     Partial,
     /// A target could not be reached or reconciled (the others were still applied).
     Failed,
+    /// A shutdown request (SIGTERM / SIGINT) stopped the run with operations left unsent.
+    Interrupted,
 }
+
+/// Exit code of a run a shutdown request stopped with operations left for the next run.
+pub const EXIT_INTERRUPTED: u8 = 6;
 
 impl PlanStatus {
     pub fn of(plan: &RunPlan) -> PlanStatus {
         if plan.targets.iter().any(|t| t.error.is_some()) {
             PlanStatus::Failed
+        } else if plan.interrupted() {
+            PlanStatus::Interrupted
         } else if plan.blocked() {
             PlanStatus::Blocked
         } else if !plan.dry_run {
@@ -69,7 +76,7 @@ impl PlanStatus {
     }
 
     /// 0 nothing to do / applied, 1 a target failed, 2 changes pending, 3 blocked by safety,
-    /// 4 some operations failed.
+    /// 4 some operations failed, 6 interrupted by a shutdown request.
     pub fn exit_code(self) -> u8 {
         match self {
             PlanStatus::Failed => 1,
@@ -77,6 +84,7 @@ impl PlanStatus {
             PlanStatus::ChangesPending => 2,
             PlanStatus::Blocked => 3,
             PlanStatus::Partial => 4,
+            PlanStatus::Interrupted => EXIT_INTERRUPTED,
         }
     }
 }
@@ -318,6 +326,9 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
                 "  applied {}, failed {}, skipped {}",
                 a.applied, a.failed, a.skipped
             );
+            if a.interrupted > 0 {
+                let _ = writeln!(o, "  left for the next run: {}", a.interrupted);
+            }
             for f in &a.failures {
                 let _ = writeln!(o, "  ! failed {} {}: {}", f.op, show(&f.key), f.error);
             }
@@ -341,6 +352,13 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
             PlanStatus::Partial => {
                 let (a, f) = plan.applied_failed();
                 format!("Applied {a} changes; {f} failed (they are retried on the next run).")
+            }
+            PlanStatus::Interrupted => {
+                let (a, f) = plan.applied_failed();
+                format!(
+                    "Interrupted: applied {a} changes, {f} failed, {} left for the next run.",
+                    plan.left()
+                )
             }
             PlanStatus::Failed => {
                 let (a, f) = plan.applied_failed();

@@ -682,6 +682,7 @@ mod tests {
             batch_size: 500,
             expire_sessions_on_disable: false,
             bulk_import_min: None,
+            import_batch_size: 1000,
             send_invitation: false,
             set_status: false,
             job_timeout: Duration::from_secs(600),
