@@ -248,9 +248,7 @@ pub async fn recover(
         }
     }
     if !outcomes.is_empty() {
-        store
-            .record_outcomes(&target.name, &outcomes, &[])
-            .await?;
+        store.record_outcomes(&target.name, &outcomes, &[]).await?;
     }
     let caps = connector.capabilities();
     let deadline = caps.settle_time.map(|t| started + t);
@@ -288,7 +286,10 @@ pub async fn recover(
                 }
             })?;
             let mut confirmed = Vec::new();
-            for (c, f) in part.into_iter().zip(found.into_iter().chain(std::iter::repeat(None))) {
+            for (c, f) in part
+                .into_iter()
+                .zip(found.into_iter().chain(std::iter::repeat(None)))
+            {
                 match f {
                     Some(remote) => confirmed.push((c, remote)),
                     None => missing.push(c),
@@ -1067,7 +1068,17 @@ pub async fn apply(
     now: DateTime<Utc>,
     stop: &AtomicBool,
 ) -> Result<ApplySummary, EngineError> {
-    apply_with(store, connector, target, run_id, plan, now, stop, DEFAULT_GRACE).await
+    apply_with(
+        store,
+        connector,
+        target,
+        run_id,
+        plan,
+        now,
+        stop,
+        DEFAULT_GRACE,
+    )
+    .await
 }
 
 /// Applies an allowed plan to one target. Individual failures are recorded and counted; an
@@ -1192,6 +1203,7 @@ pub async fn apply_with(
                     .collect();
                 store.mark_sent(&sent).await?;
                 debug!(run_id, target = %target.name, from = start, to = end, ops, "window marked sent");
+                let mut put_back = false;
                 for u in start..end {
                     // Marked `sent` but never sent: put back as skipped so the next run plans
                     // it again without a reconciliation look-up.
@@ -1216,11 +1228,14 @@ pub async fn apply_with(
                             .collect();
                         interrupted.fetch_add(left.len() as u64, Ordering::SeqCst);
                         store.record_outcomes(&target.name, &left, &[]).await?;
-                        start = units.len();
+                        put_back = true;
                         break;
                     }
                 }
                 start = start.max(end);
+                if put_back {
+                    break;
+                }
             }
             // Units never marked stay `pending`; the next run's reconciliation skips them.
             let never: u64 = units[start.min(units.len())..]
@@ -1365,7 +1380,8 @@ pub async fn apply_with(
     w?;
     summary.interrupted += interrupted.load(Ordering::SeqCst);
     summary.fatal = fatal.get().cloned();
-    summary.stopped = summary.interrupted > 0 && summary.fatal.is_none() && stop.load(Ordering::SeqCst);
+    summary.stopped =
+        summary.interrupted > 0 && summary.fatal.is_none() && stop.load(Ordering::SeqCst);
     if summary.interrupted > 0 {
         let why = summary.fatal.as_deref().unwrap_or("shutdown requested");
         warn!(run_id, target = %target.name, left = summary.interrupted, applied = summary.applied, failed = summary.failed, reason = why, "stopped: operations left for the next run");

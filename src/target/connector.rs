@@ -246,7 +246,10 @@ pub trait Connector: Send + Sync {
     /// per login, in order. The default lists the target once when it can list and more than
     /// [`LOOKUPS_BEFORE_LISTING`] logins are asked (matching as the default `find_account`: the
     /// account's login, else its email, case-insensitively), else looks each up, concurrently.
-    async fn find_accounts(&self, logins: &[String]) -> Result<Vec<Option<RemoteAccount>>, OpError> {
+    async fn find_accounts(
+        &self,
+        logins: &[String],
+    ) -> Result<Vec<Option<RemoteAccount>>, OpError> {
         use futures::StreamExt;
         if self.capabilities().can_list && logins.len() > LOOKUPS_BEFORE_LISTING {
             let all = self.list_accounts().await?;

@@ -8,6 +8,7 @@ mod drift;
 mod faults;
 mod faults_state;
 mod faults_target;
+mod field_engine;
 mod hostile;
 mod ldap_hostile;
 mod ldap_prefilter;
