@@ -772,7 +772,7 @@ async fn apply_locked(
             let probe = if plan.ops.is_empty() || opts.stop.load(Ordering::SeqCst) {
                 Ok(())
             } else {
-                c.probe().await
+                c.preflight().await
             };
             match probe {
                 Err(e) if e.is_target_fatal() => {

@@ -232,6 +232,16 @@ pub trait Connector: Send + Sync {
             .map(|_| ())
     }
 
+    /// Before a run journals anything for this target: proves the credentials are accepted and
+    /// the host is reachable, so that a target-fatal error (`Auth`, `Unreachable`) fails the
+    /// target as a whole before anything is journaled. Default: [`Connector::probe`].
+    /// Connectors with a token endpoint fetch the token the run then uses (no extra request);
+    /// one whose every request authenticates may skip it (its first request's target-fatal
+    /// error stops the target just as well).
+    async fn preflight(&self) -> Result<(), OpError> {
+        self.probe().await
+    }
+
     /// `dirsync check`: which of these role names the target does not know, where the target
     /// can list its roles (`None`: it cannot tell).
     async fn unknown_roles(&self, roles: &[String]) -> Result<Option<Vec<String>>, OpError> {

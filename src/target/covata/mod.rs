@@ -411,6 +411,12 @@ impl Connector for CovataConnector {
         }
     }
 
+    /// The password grant (cached for the run's requests): refused credentials and an
+    /// unreachable host show here, before anything is journaled.
+    async fn preflight(&self) -> Result<(), OpError> {
+        self.tokens.token().await.map(|_| ()).map_err(OpError::from)
+    }
+
     /// With `bulk_import_min` set and reached by the run's creates, all of them go to one
     /// `create_many` call: it uploads files of `import_batch_size` and lists the users once.
     fn bulk_create_unit(&self, total: usize) -> Option<usize> {

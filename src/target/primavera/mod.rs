@@ -665,6 +665,13 @@ fn job_context(e: OpError, job: &str) -> OpError {
 
 #[async_trait::async_trait]
 impl Connector for PrimaveraConnector {
+    /// Nothing: every request carries the credentials (HTTP Basic), so the first job's 401 or
+    /// refused connection is the target-fatal error that stops the target, and a read here
+    /// would cost each run a request.
+    async fn preflight(&self) -> Result<(), OpError> {
+        Ok(())
+    }
+
     async fn unknown_roles(&self, roles: &[String]) -> Result<Option<Vec<String>>, OpError> {
         self.validate_roles(roles).await.map(Some)
     }
