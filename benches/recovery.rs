@@ -96,7 +96,10 @@ request_timeout = "60s"
         let Mapped::Account(account) = target.mapping.map(&u) else {
             panic!("user {i} does not map");
         };
-        fake.insert_user(covata::FakeUser::new(&format!("user{i}@example.com"), &["ROLE_COLLABORATOR"]));
+        fake.insert_user(covata::FakeUser::new(
+            &format!("user{i}@example.com"),
+            &["ROLE_COLLABORATOR"],
+        ));
         ops.push(NewOperation {
             source_key: u.key.clone(),
             kind: "create".into(),
