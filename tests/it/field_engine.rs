@@ -672,3 +672,147 @@ async fn sigkilled_syncs_make_progress_at_every_restart_and_never_create_twice()
     assert!(lookups <= 8, "{lookups} single look-ups");
     let _ = &env.dir;
 }
+
+/// An in-process job-like target (`settle_time`): creates are answered with an unknown outcome
+/// and not found at once; afterwards the target shows half of them, then all.
+struct Settling {
+    phase2: AtomicBool,
+    created: std::sync::Mutex<Vec<String>>,
+    lookups: AtomicUsize,
+    listings: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Connector for Settling {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            bulk_status_batch: None,
+            bulk_create_batch: None,
+            can_list: true,
+            roles: RoleSemantics::Replace,
+            settle_time: Some(Duration::from_secs(20)),
+        }
+    }
+
+    async fn create(&self, account: &Account) -> Result<Created, OpError> {
+        let email = account.fields.get("email").cloned().unwrap_or_default();
+        self.created.lock().unwrap().push(email);
+        Err(OpError::Unavailable {
+            message: "job accepted, outcome not known yet".into(),
+        })
+    }
+
+    async fn update(&self, _: &str, _: &[FieldChange], _: &Account) -> Result<(), OpError> {
+        Ok(())
+    }
+
+    async fn set_roles(
+        &self,
+        _: &str,
+        _: &[String],
+        _: &[String],
+        _: &[String],
+    ) -> Result<(), OpError> {
+        Ok(())
+    }
+
+    async fn set_status(&self, _: StatusAction, items: &[StatusItem]) -> Vec<Result<(), OpError>> {
+        items.iter().map(|_| Ok(())).collect()
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, OpError> {
+        let n = self.listings.fetch_add(1, Ordering::SeqCst);
+        if !self.phase2.load(Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
+        let created = self.created.lock().unwrap().clone();
+        let shown = if n == 0 {
+            created.len() / 2
+        } else {
+            created.len()
+        };
+        Ok(created[..shown]
+            .iter()
+            .map(|e| RemoteAccount {
+                remote_id: format!("id-{e}"),
+                login: Some(e.clone()),
+                email: Some(e.clone()),
+                fields: Default::default(),
+                roles: Default::default(),
+                enabled: true,
+            })
+            .collect())
+    }
+
+    async fn find_account(&self, _: &str) -> Result<Option<RemoteAccount>, OpError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        Ok(None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sent_creates_of_a_settling_target_are_confirmed_from_listings_round_by_round() {
+    let fake = FakeCovata::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.csv"), csv(40, false, usize::MAX)).unwrap();
+    let config_path = write_config(
+        dir.path(),
+        &fake,
+        &dir.path().join("state.db"),
+        "concurrency = 8\n",
+    );
+    let config = dirsync::config::load_with_env(&config_path, &[]).unwrap();
+    let store = crate::support::cmd::store(&config_path).await;
+    let connector = Arc::new(Settling {
+        phase2: AtomicBool::new(false),
+        created: Default::default(),
+        lookups: AtomicUsize::new(0),
+        listings: AtomicUsize::new(0),
+    });
+    let mut connectors = Connectors::new();
+    connectors.insert("covata".into(), connector.clone() as Arc<dyn Connector>);
+    let opts = RunOptions {
+        trigger: Trigger::Manual,
+        targets: vec![],
+        force: false,
+        now: chrono::Utc::now(),
+        stop: Default::default(),
+        refresh: false,
+    };
+    // First run: every create's outcome unknown, left `sent`.
+    let first = dirsync::run::execute(&config, store.as_ref(), &opts, Some(&connectors))
+        .await
+        .unwrap();
+    let statuses = journal_of_run(&config_path, first.run_id).await;
+    assert_eq!(statuses.get("sent"), Some(&40), "{statuses:?}");
+
+    // The target settles: half of them are listed at the first look, all at the second.
+    connector.phase2.store(true, Ordering::SeqCst);
+    connector.lookups.store(0, Ordering::SeqCst);
+    connector.listings.store(0, Ordering::SeqCst);
+    let opts = RunOptions {
+        now: chrono::Utc::now(),
+        ..opts
+    };
+    let second = dirsync::run::execute(&config, store.as_ref(), &opts, Some(&connectors))
+        .await
+        .unwrap();
+    let t = &second.targets[0];
+    let recovered = t.recovered.as_ref().unwrap();
+    assert_eq!((recovered.confirmed, recovered.replanned), (40, 0));
+    assert_eq!(
+        connector.listings.load(Ordering::SeqCst),
+        2,
+        "one listing per round"
+    );
+    assert_eq!(
+        connector.lookups.load(Ordering::SeqCst),
+        0,
+        "no look-up per user"
+    );
+    assert_eq!(t.plan.ops.len(), 0, "nothing created again");
+    assert_eq!(connector.created.lock().unwrap().len(), 40);
+    let statuses = journal_of_run(&config_path, first.run_id).await;
+    assert_eq!(statuses.get("succeeded"), Some(&40), "{statuses:?}");
+    assert_eq!(store.load_accounts("covata").await.unwrap().len(), 40);
+}
