@@ -767,8 +767,9 @@ async fn apply_locked(
     let mut error = None;
     let applied = match (&connector, &verdict) {
         (Some(c), Verdict::Allowed | Verdict::Forced { .. }) => {
-            // Preflight: one authenticated read before anything is journaled, so refused
-            // credentials or an unreachable host fail the target as a whole.
+            // Preflight (`Connector::preflight`: the token grant, or an authenticated read)
+            // before anything is journaled, so refused credentials or an unreachable host fail
+            // the target as a whole with nothing journaled.
             let probe = if plan.ops.is_empty() || opts.stop.load(Ordering::SeqCst) {
                 Ok(())
             } else {
