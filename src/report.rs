@@ -2,7 +2,8 @@
 //!
 //! JSON schema, version 1 (additive changes keep the version; anything else bumps it):
 //! `{ "schema": "dirsync.report", "version": 1, "run_id", "trigger", "dry_run", "forced",
-//!    "generated_at", "status": "no_changes" | "changes_pending" | "blocked", "exit_code",
+//!    "generated_at", "status": "no_changes" | "changes_pending" | "blocked" | "applied" |
+//!    "partial" | "failed" | "interrupted", "exit_code",
 //!    "source": { "kind", "users", "last_applied_users", "blocked_by": [reason] },
 //!    "targets": [ { "name", "kind", "verdict": { "status": "allowed" | "blocked" | "forced",
 //!      "reasons"? }, "owned", "summary": { "create", "update", "set_roles", "enable",
