@@ -36,8 +36,9 @@ pub const EXIT_ERROR: u8 = 1;
 /// Exit code: every selected target was skipped because another dirsync instance is applying
 /// it (`sync`, `run --once`).
 pub const EXIT_SKIPPED: u8 = 5;
-/// Exit code: the run was interrupted (SIGTERM) before it finished.
-pub const EXIT_INTERRUPTED: u8 = 6;
+/// Exit code: a shutdown request (SIGTERM / SIGINT) stopped the run; what was not sent is
+/// left for the next run.
+pub use crate::report::EXIT_INTERRUPTED;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -370,18 +371,42 @@ async fn sync(config: &Config, args: &SyncArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Err(e) = stop_on_signals(std::sync::Arc::clone(&stop)) {
+        return fail(format!("cannot install the SIGTERM / SIGINT handlers: {e}"));
+    }
     let opts = RunOptions {
         trigger: Trigger::Manual,
         targets: args.plan.targets.clone(),
         force: args.force,
         now: chrono::Utc::now(),
-        stop: Default::default(),
+        stop,
         refresh: args.refresh,
     };
     match run::execute(config, store.as_ref(), &opts, Some(&connectors)).await {
         Ok(plan) => print_report(&plan, args.plan.format, false),
         Err(e) => fail(e),
     }
+}
+
+/// SIGTERM / SIGINT during `sync`: set `stop`, so dispatch stops at once, requests in flight
+/// finish (within the shutdown grace), the run is recorded `interrupted` and `sync` exits 6.
+fn stop_on_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::warn!(
+            signal = name,
+            "shutdown requested: no new operation is sent; requests in flight may finish"
+        );
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    Ok(())
 }
 
 /// Exit code of `dirsync drift` when drift was found.

@@ -655,6 +655,7 @@ mod tests {
             batch_size: 250,
             expire_sessions_on_disable: true,
             bulk_import_min: None,
+            import_batch_size: 1000,
             send_invitation: false,
             set_status: false,
             job_timeout: std::time::Duration::from_secs(600),

@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -24,7 +26,7 @@ use crate::store::{
     AccountChange, AccountRecord, AccountState, NewOperation, OpOutcome, OpStatus, RecordedAccount,
     Store, StoreError,
 };
-use crate::target::{Connector, OpError, StatusAction, StatusItem};
+use crate::target::{Connector, OpError, RemoteAccount, StatusAction, StatusItem};
 
 /// Outcomes are written at least this often while a target is being applied.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
@@ -37,6 +39,17 @@ pub const FLUSH_MAX: usize = 8192;
 /// operations (a bulk unit holds hundreds), so the first requests go out after the first
 /// window, not after the whole plan is marked.
 const WINDOW_OPS: usize = 4096;
+/// Requests in flight when a shutdown is requested get this long to finish (when the caller
+/// gives no grace of its own, see [`apply_with`]); after it they are abandoned and their
+/// operations stay `sent` for the next run's reconciliation.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// How often the workers look at the shutdown flag while requests are in flight.
+const STOP_POLL: Duration = Duration::from_millis(20);
+/// Sent creates looked up per round when the target cannot list (each round is recorded
+/// before the next starts, so an interrupted reconciliation keeps what it confirmed).
+const LOOKUP_CHUNK: usize = 64;
+/// Confirmed creates recorded per store write during reconciliation.
+const RECOVER_RECORD_CHUNK: usize = 2048;
 
 /// Errors that stop applying a target (individual operation failures do not: they are recorded
 /// and counted).
@@ -53,6 +66,10 @@ pub enum EngineError {
         count: usize,
         message: String,
     },
+    /// The target refused the credentials or cannot be reached (a target-fatal error, see
+    /// `OpError::is_target_fatal`) before anything was sent to it.
+    #[error("target {target:?}: {message}; nothing was sent")]
+    TargetFatal { target: String, message: String },
 }
 
 /// One failed operation, for the report.
@@ -76,8 +93,18 @@ pub struct KindCounts {
 pub struct ApplySummary {
     /// Outcomes per operation kind (`create`, `update`, ...).
     pub by_kind: std::collections::BTreeMap<String, KindCounts>,
-    /// Operations left `pending` because a shutdown was requested (the next run does them).
+    /// Operations left for the next run: never sent because a shutdown was requested or a
+    /// target-fatal error stopped dispatch (left `pending`, or put back as skipped "not sent"),
+    /// plus requests still in flight when the shutdown grace ran out (left `sent`, reconciled
+    /// by the next run).
     pub interrupted: u64,
+    /// A shutdown request stopped this apply before every operation was sent.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
+    /// The target-fatal error (credentials refused, host unreachable) that stopped dispatch to
+    /// this target; its unsent operations are left for the next run, not failed one by one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fatal: Option<String>,
     pub applied: u64,
     pub failed: u64,
     /// Operations not sent because an earlier operation of the same account failed.
@@ -146,9 +173,23 @@ fn error_text(e: &OpError) -> String {
     e.to_string()
 }
 
+/// A `sent` create of an earlier run, to look up on the target.
+struct SentCreate {
+    id: i64,
+    key: String,
+    account: Account,
+    login: String,
+}
+
 /// Reconciles operations that an earlier run of this target left `pending` or `sent`.
 /// Must run before the target is planned, so that a create that took effect is recorded and
-/// not sent twice. If the target cannot be asked, nothing is changed and the run must stop.
+/// not sent twice. If the target cannot be asked, nothing is sent and the run must stop.
+///
+/// `sent` creates are looked up together ([`Connector::find_accounts`]: one listing of the
+/// target when it can list, else concurrent look-ups in rounds of [`LOOKUP_CHUNK`]); on
+/// targets whose changes settle later (`settle_time`), those not found are looked for again,
+/// all together, until the settle time has passed. Each confirmed create is recorded as soon
+/// as its round is known, so a reconciliation that is itself interrupted keeps its progress.
 pub async fn recover(
     store: &dyn Store,
     connector: &dyn Connector,
@@ -160,14 +201,12 @@ pub async fn recover(
     if unfinished.is_empty() {
         return Ok(summary);
     }
-    info!(run_id, target = %target.name, count = unfinished.len(), "reconciling unfinished operations");
+    let started = Instant::now();
+    let total = unfinished.len();
+    info!(run_id, target = %target.name, count = total, "reconciling unfinished operations");
     let mut outcomes = Vec::new();
-    let mut changes = Vec::new();
-    let deadline = connector
-        .capabilities()
-        .settle_time
-        .map(|t| std::time::Instant::now() + t);
-    for op in &unfinished {
+    let mut creates: Vec<SentCreate> = Vec::new();
+    for op in unfinished {
         if op.status == "pending" {
             summary.superseded += 1;
             outcomes.push(OpOutcome {
@@ -178,8 +217,9 @@ pub async fn recover(
             });
             continue;
         }
-        let p: Option<Payload> = serde_json::from_value(op.payload.clone()).ok();
-        let account = p.as_ref().and_then(|p| p.account.clone());
+        let account = serde_json::from_value::<Payload>(op.payload)
+            .ok()
+            .and_then(|p| p.account);
         match (op.kind.as_str(), account) {
             ("create", Some(account)) => {
                 let login = account
@@ -187,46 +227,12 @@ pub async fn recover(
                     .get(&target.mapping.login_field)
                     .cloned()
                     .unwrap_or_default();
-                let found = find_settled(connector, &login, deadline)
-                    .await
-                    .map_err(|e| EngineError::Reconcile {
-                        target: target.name.clone(),
-                        count: unfinished.len(),
-                        message: format!("looking up {login:?}: {e}"),
-                    })?;
-                match found {
-                    Some(remote) => {
-                        summary.confirmed += 1;
-                        debug!(run_id, target = %target.name, key = %op.source_key, "create took effect before the interruption");
-                        changes.push(AccountChange::Upsert(created_record(
-                            &account,
-                            remote.remote_id.clone(),
-                            &target.mapping.login_field,
-                            run_id,
-                        )));
-                        outcomes.push(OpOutcome {
-                            id: op.id,
-                            status: OpStatus::Succeeded,
-                            error: Some(
-                                "reconciled after an interruption: the target has the account"
-                                    .into(),
-                            ),
-                            remote_id: Some(remote.remote_id),
-                        });
-                    }
-                    None => {
-                        summary.replanned += 1;
-                        outcomes.push(OpOutcome {
-                            id: op.id,
-                            status: OpStatus::Failed,
-                            error: Some(
-                                "interrupted before the target created the account; re-planned"
-                                    .into(),
-                            ),
-                            remote_id: None,
-                        });
-                    }
-                }
+                creates.push(SentCreate {
+                    id: op.id,
+                    key: op.source_key,
+                    account,
+                    login,
+                });
             }
             _ => {
                 // Updates, role changes, enable/disable/delete are idempotent: the account row
@@ -241,34 +247,122 @@ pub async fn recover(
             }
         }
     }
-    store
-        .record_outcomes(&target.name, &outcomes, &changes)
-        .await?;
+    if !outcomes.is_empty() {
+        store.record_outcomes(&target.name, &outcomes, &[]).await?;
+    }
+    let caps = connector.capabilities();
+    let deadline = caps.settle_time.map(|t| started + t);
+    // A target that lists is asked once per round for all of them; else in chunks, each
+    // recorded before the next is asked.
+    let chunk = if caps.can_list {
+        creates.len().max(1)
+    } else {
+        LOOKUP_CHUNK
+    };
+    let mut delay = Duration::from_millis(250);
+    let mut rounds = 0u32;
+    while !creates.is_empty() {
+        rounds += 1;
+        let mut missing: Vec<SentCreate> = Vec::new();
+        let mut rest = creates.into_iter().peekable();
+        while rest.peek().is_some() {
+            let part: Vec<SentCreate> = rest.by_ref().take(chunk).collect();
+            let logins: Vec<String> = part.iter().map(|c| c.login.clone()).collect();
+            let found = connector.find_accounts(&logins).await.map_err(|e| {
+                let count = total - summary.confirmed as usize;
+                if e.is_target_fatal() {
+                    EngineError::TargetFatal {
+                        target: target.name.clone(),
+                        message: format!(
+                            "{e} (while reconciling {count} operation(s) left unfinished by an earlier run)"
+                        ),
+                    }
+                } else {
+                    EngineError::Reconcile {
+                        target: target.name.clone(),
+                        count,
+                        message: format!("looking up {} sent create(s): {e}", logins.len()),
+                    }
+                }
+            })?;
+            let mut confirmed = Vec::new();
+            for (c, f) in part
+                .into_iter()
+                .zip(found.into_iter().chain(std::iter::repeat(None)))
+            {
+                match f {
+                    Some(remote) => confirmed.push((c, remote)),
+                    None => missing.push(c),
+                }
+            }
+            record_confirmed(store, target, run_id, &confirmed).await?;
+            summary.confirmed += confirmed.len() as u64;
+            if !confirmed.is_empty() {
+                debug!(run_id, target = %target.name, confirmed = summary.confirmed, "sent creates confirmed on the target");
+            }
+        }
+        creates = missing;
+        match deadline {
+            Some(d) if !creates.is_empty() && Instant::now() < d => {
+                let left = d.saturating_duration_since(Instant::now());
+                tokio::time::sleep(delay.min(left)).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            _ => break,
+        }
+    }
+    // Not on the target (after the settle time): the create never took effect.
+    let not_applied: Vec<OpOutcome> = creates
+        .iter()
+        .map(|c| OpOutcome {
+            id: c.id,
+            status: OpStatus::Failed,
+            error: Some("interrupted before the target created the account; re-planned".into()),
+            remote_id: None,
+        })
+        .collect();
+    summary.replanned += not_applied.len() as u64;
+    if !not_applied.is_empty() {
+        store
+            .record_outcomes(&target.name, &not_applied, &[])
+            .await?;
+    }
+    info!(run_id, target = %target.name, confirmed = summary.confirmed, replanned = summary.replanned,
+          superseded = summary.superseded, rounds, ms = started.elapsed().as_millis() as u64, "reconciled");
     Ok(summary)
 }
 
-/// Looks an account up; on targets whose changes settle later (jobs), keeps looking until the
-/// deadline (one for the whole reconciliation: the start plus the settle time), so that a
-/// create still in progress is not sent a second time.
-async fn find_settled(
-    connector: &dyn Connector,
-    login: &str,
-    deadline: Option<std::time::Instant>,
-) -> Result<Option<crate::target::RemoteAccount>, OpError> {
-    let mut delay = std::time::Duration::from_millis(250);
-    loop {
-        if let Some(found) = connector.find_account(login).await? {
-            return Ok(Some(found));
+/// Records sent creates found on the target as succeeded, with their account rows, in
+/// batches of [`RECOVER_RECORD_CHUNK`].
+async fn record_confirmed(
+    store: &dyn Store,
+    target: &TargetConfig,
+    run_id: i64,
+    confirmed: &[(SentCreate, RemoteAccount)],
+) -> Result<(), StoreError> {
+    for part in confirmed.chunks(RECOVER_RECORD_CHUNK) {
+        let mut outcomes = Vec::with_capacity(part.len());
+        let mut changes = Vec::with_capacity(part.len());
+        for (c, remote) in part {
+            debug!(run_id, target = %target.name, key = %c.key, "create took effect before the interruption");
+            changes.push(AccountChange::Upsert(created_record(
+                &c.account,
+                remote.remote_id.clone(),
+                &target.mapping.login_field,
+                run_id,
+            )));
+            outcomes.push(OpOutcome {
+                id: c.id,
+                status: OpStatus::Succeeded,
+                error: Some("reconciled after an interruption: the target has the account".into()),
+                remote_id: Some(remote.remote_id.clone()),
+            });
         }
-        match deadline {
-            Some(d) if std::time::Instant::now() < d => {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                tokio::time::sleep(delay.min(left)).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
-            }
-            _ => return Ok(None),
-        }
+        store
+            .record_outcomes(&target.name, &outcomes, &changes)
+            .await?;
     }
+    Ok(())
 }
 
 fn created_record(
@@ -325,7 +419,27 @@ struct Done {
     notes: Vec<Failure>,
     applied: u64,
     skipped: u64,
+    /// Operations put back unsent (shutdown, target-fatal error).
+    left: u64,
     kinds: Vec<(&'static str, OpStatus)>,
+}
+
+/// Why nothing more is sent to the target, as the reason recorded on operations put back: a
+/// target-fatal error (the first one), or a shutdown request.
+fn halted(stop: &AtomicBool, fatal: &OnceLock<String>) -> Option<String> {
+    if let Some(e) = fatal.get() {
+        return Some(format!("not sent: {e}; re-planned"));
+    }
+    stop.load(Ordering::SeqCst)
+        .then(|| "not sent: dirsync was shutting down; re-planned".to_string())
+}
+
+/// Resolves once a shutdown was requested and `grace` has passed since.
+async fn stop_deadline(stop: &AtomicBool, grace: Duration) {
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(STOP_POLL).await;
+    }
+    tokio::time::sleep(grace).await;
 }
 
 struct Ctx<'a> {
@@ -336,9 +450,47 @@ struct Ctx<'a> {
     records: &'a HashMap<String, AccountRecord>,
     run_id: i64,
     now: DateTime<Utc>,
+    stop: &'a AtomicBool,
+    /// The first target-fatal error: once set, nothing more is sent to the target.
+    fatal: &'a OnceLock<String>,
+    /// Operations of units that started sending, and of units that finished: the difference
+    /// is what a shutdown abandoned in flight.
+    started_ops: &'a AtomicU64,
+    finished_ops: &'a AtomicU64,
 }
 
 impl Ctx<'_> {
+    fn halted(&self) -> Option<String> {
+        halted(self.stop, self.fatal)
+    }
+
+    /// Operations that will not be sent in this run: skipped with the reason, so the next run
+    /// plans them again (no reconciliation look-up needed: they never left).
+    fn put_back(&self, d: &mut Done, idx: &[usize], why: &str) {
+        for &i in idx {
+            d.left += 1;
+            d.outcomes.push(OpOutcome {
+                id: self.ids[i],
+                status: OpStatus::Skipped,
+                error: Some(why.to_string()),
+                remote_id: None,
+            });
+        }
+    }
+
+    /// A target-fatal error: dispatch to this target stops (the first error is kept and
+    /// reported once), and `idx` (the operation that got it and what follows in its unit) is
+    /// put back.
+    fn target_fatal(&self, d: &mut Done, e: &OpError, idx: &[usize]) {
+        if self.fatal.set(e.to_string()).is_ok() {
+            warn!(run_id = self.run_id, target = %self.target.name, error = %e, "target-fatal error: nothing more is sent to this target in this run");
+        }
+        let why = self
+            .halted()
+            .unwrap_or_else(|| format!("not sent: {e}; re-planned"));
+        self.put_back(d, idx, &why);
+    }
+
     fn ok(&self, d: &mut Done, i: usize, remote_id: Option<String>, note: Option<String>) {
         d.applied += 1;
         d.kinds
@@ -429,11 +581,19 @@ impl Ctx<'_> {
 
     async fn run(&self, work: Work) -> Done {
         let mut d = Done::default();
+        // A unit not started when a stop is seen is put back: never sent.
+        if let Some(why) = self.halted() {
+            self.put_back(&mut d, work.ops(), &why);
+            return d;
+        }
+        let n = work.ops().len() as u64;
+        self.started_ops.fetch_add(n, Ordering::SeqCst);
         match work {
             Work::Chain(idx) => self.chain(&idx, &mut d).await,
             Work::Status(action, idx) => self.status(action, &idx, &mut d).await,
             Work::CreateMany(idx) => self.create_many(&idx, &mut d).await,
         }
+        self.finished_ops.fetch_add(n, Ordering::SeqCst);
         d
     }
 
@@ -451,6 +611,13 @@ impl Ctx<'_> {
                 self.skip(d, i, why);
                 continue;
             }
+            // Between two requests of one account: a stop puts the rest back.
+            if pos > 0
+                && let Some(why) = self.halted()
+            {
+                self.put_back(d, &idx[pos..], &why);
+                return;
+            }
             let op = &self.plan.ops[i];
             let remote_id = current
                 .as_ref()
@@ -467,6 +634,11 @@ impl Ctx<'_> {
                         );
                         current = keep(d, rec, last);
                         self.ok(d, i, Some(created.remote_id), created.note);
+                    }
+                    // Never sent, or refused before anything was done: put back.
+                    Err(e) if e.is_target_fatal() => {
+                        self.target_fatal(d, &e, &idx[pos..]);
+                        return;
                     }
                     Err(OpError::Unavailable { message }) => {
                         // The request may have taken effect (a dropped connection after the
@@ -529,6 +701,10 @@ impl Ctx<'_> {
                             }
                             self.ok(d, i, None, None);
                         }
+                        Err(e) if e.is_target_fatal() => {
+                            self.target_fatal(d, &e, &idx[pos..]);
+                            return;
+                        }
                         Err(e) => self.fail(d, i, &e),
                     }
                 }
@@ -553,6 +729,10 @@ impl Ctx<'_> {
                                 current = keep(d, rec, last);
                             }
                             self.ok(d, i, None, None);
+                        }
+                        Err(e) if e.is_target_fatal() => {
+                            self.target_fatal(d, &e, &idx[pos..]);
+                            return;
                         }
                         Err(e) => self.fail(d, i, &e),
                     }
@@ -582,6 +762,10 @@ impl Ctx<'_> {
                             }
                             self.ok(d, i, None, None);
                         }
+                        Err(e) if e.is_target_fatal() => {
+                            self.target_fatal(d, &e, &idx[pos..]);
+                            return;
+                        }
                         Err(e) => self.fail(d, i, &e),
                     }
                 }
@@ -610,6 +794,10 @@ impl Ctx<'_> {
                         Some(Ok(())) => {
                             d.changes.push(self.status_change(action, &op.key));
                             self.ok(d, i, None, None);
+                        }
+                        Some(Err(e)) if e.is_target_fatal() => {
+                            self.target_fatal(d, &e, &idx[pos..]);
+                            return;
                         }
                         Some(Err(e)) => self.fail(d, i, &e),
                         None => self.fail(
@@ -704,6 +892,7 @@ impl Ctx<'_> {
                         .push(self.status_change(action, &self.plan.ops[i].key));
                     self.ok(d, i, None, None);
                 }
+                Some(Err(e)) if e.is_target_fatal() => self.target_fatal(d, e, &[i]),
                 Some(Err(e)) => self.fail(d, i, e),
                 None => self.fail(
                     d,
@@ -737,6 +926,7 @@ impl Ctx<'_> {
                     )));
                     self.ok(d, i, Some(created.remote_id.clone()), created.note.clone());
                 }
+                Some(Err(e)) if e.is_target_fatal() => self.target_fatal(d, e, &[i]),
                 Some(Err(OpError::Unavailable { message })) => {
                     // Unknown outcome: ask the target before calling it failed.
                     match self.confirm_create(account).await {
@@ -813,7 +1003,9 @@ fn work_units(plan: &TargetPlan, connector: &dyn Connector) -> Vec<Work> {
         .iter()
         .filter(|o| matches!(o.op, Op::Create { .. }))
         .count();
-    let bulk_create = caps.bulk_create_batch.filter(|_| creates > 1);
+    // The connector decides from the run's creates for the target (a bulk import threshold
+    // applies to the run, not to one batch).
+    let bulk_create = connector.bulk_create_unit(creates).filter(|_| creates > 1);
     let mut chains: Vec<Work> = Vec::new();
     let mut chain_of: HashMap<&str, usize> = HashMap::new();
     let mut status: [(StatusAction, Vec<usize>); 3] = [
@@ -866,9 +1058,7 @@ fn work_units(plan: &TargetPlan, connector: &dyn Connector) -> Vec<Work> {
     units
 }
 
-/// Applies an allowed plan to one target. Individual failures are recorded and counted; an
-/// error is returned only when the journal itself cannot be written (then nothing further is
-/// sent).
+/// [`apply_with`] with the [`DEFAULT_GRACE`] for requests in flight at a shutdown.
 pub async fn apply(
     store: &dyn Store,
     connector: &dyn Connector,
@@ -878,11 +1068,55 @@ pub async fn apply(
     now: DateTime<Utc>,
     stop: &AtomicBool,
 ) -> Result<ApplySummary, EngineError> {
+    apply_with(
+        store,
+        connector,
+        target,
+        run_id,
+        plan,
+        now,
+        stop,
+        DEFAULT_GRACE,
+    )
+    .await
+}
+
+/// Applies an allowed plan to one target. Individual failures are recorded and counted; an
+/// error is returned only when the journal itself cannot be written (then nothing further is
+/// sent).
+///
+/// Dispatch stops at once when `stop` is set (a shutdown) or an operation fails with a
+/// target-fatal error (`OpError::is_target_fatal`): no unit starts after that (those already
+/// queued are put back as skipped "not sent", those never marked stay `pending`), and the
+/// summary counts them in `interrupted`. After a stop, requests in flight get `grace` to
+/// finish; then they are abandoned, their operations stay `sent` (the next run reconciles them)
+/// and are counted in `interrupted` too.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_with(
+    store: &dyn Store,
+    connector: &dyn Connector,
+    target: &TargetConfig,
+    run_id: i64,
+    plan: &TargetPlan,
+    now: DateTime<Utc>,
+    stop: &AtomicBool,
+    grace: Duration,
+) -> Result<ApplySummary, EngineError> {
     let mut summary = ApplySummary::default();
     let interrupted = AtomicU64::new(0);
     if plan.ops.is_empty() {
         return Ok(summary);
     }
+    if stop.load(Ordering::SeqCst) {
+        // Stopped before anything of this target was journaled: nothing to put back.
+        summary.interrupted = plan.ops.len() as u64;
+        summary.stopped = true;
+        warn!(run_id, target = %target.name, left = summary.interrupted, "shutdown: target not applied; its operations are left for the next run");
+        return Ok(summary);
+    }
+    let fatal = OnceLock::new();
+    let started_ops = AtomicU64::new(0);
+    let finished_ops = AtomicU64::new(0);
     // 1. Journal every operation as pending, before anything is sent.
     let started = std::time::Instant::now();
     let new_ops: Vec<NewOperation> = plan
@@ -930,6 +1164,10 @@ pub async fn apply(
         records: &records,
         run_id,
         now,
+        stop,
+        fatal: &fatal,
+        started_ops: &started_ops,
+        finished_ops: &finished_ops,
     };
     info!(run_id, target = %target.name, ops = plan.ops.len(), units = units.len(), "applying");
     // 3. Pipeline: mark a window `sent`, run its units concurrently, record outcomes in
@@ -942,10 +1180,11 @@ pub async fn apply(
         let units = Arc::clone(&units);
         let ids = &ids;
         let interrupted = &interrupted;
+        let fatal = &fatal;
         async move {
             let mut start = 0;
             while start < units.len() {
-                if stop.load(Ordering::SeqCst) {
+                if halted(stop, fatal).is_some() {
                     break;
                 }
                 // At most `window` units and about WINDOW_OPS operations (at least one unit).
@@ -964,29 +1203,39 @@ pub async fn apply(
                     .collect();
                 store.mark_sent(&sent).await?;
                 debug!(run_id, target = %target.name, from = start, to = end, ops, "window marked sent");
+                let mut put_back = false;
                 for u in start..end {
                     // Marked `sent` but never sent: put back as skipped so the next run plans
                     // it again without a reconciliation look-up.
-                    if stop.load(Ordering::SeqCst) || tx.send(u).await.is_err() {
+                    let why = match halted(stop, fatal) {
+                        Some(why) => Some(why),
+                        None => tx.send(u).await.err().map(|_| {
+                            halted(stop, fatal).unwrap_or_else(|| {
+                                "not sent: the apply stopped; re-planned".to_string()
+                            })
+                        }),
+                    };
+                    if let Some(why) = why {
                         let left: Vec<OpOutcome> = units[u..end]
                             .iter()
                             .flat_map(|w| w.ops().iter())
                             .map(|&i| OpOutcome {
                                 id: ids[i],
                                 status: OpStatus::Skipped,
-                                error: Some(
-                                    "not sent: dirsync was shutting down; re-planned".into(),
-                                ),
+                                error: Some(why.clone()),
                                 remote_id: None,
                             })
                             .collect();
                         interrupted.fetch_add(left.len() as u64, Ordering::SeqCst);
                         store.record_outcomes(&target.name, &left, &[]).await?;
-                        start = units.len();
+                        put_back = true;
                         break;
                     }
                 }
                 start = start.max(end);
+                if put_back {
+                    break;
+                }
             }
             // Units never marked stay `pending`; the next run's reconciliation skips them.
             let never: u64 = units[start.min(units.len())..]
@@ -1001,6 +1250,7 @@ pub async fn apply(
     let workers = {
         let units = Arc::clone(&units);
         let ctx = &ctx;
+        let interrupted = &interrupted;
         async move {
             let stream =
                 futures::stream::unfold(
@@ -1015,7 +1265,24 @@ pub async fn apply(
                     })
                     .buffer_unordered(concurrency)
             );
-            while let Some(done) = results.next().await {
+            // After a stop, requests in flight get `grace` to finish, then are abandoned.
+            let deadline = stop_deadline(stop, grace);
+            let mut deadline = std::pin::pin!(deadline);
+            loop {
+                let next = tokio::select! {
+                    next = results.next() => next,
+                    () = &mut deadline => {
+                        let left = ctx
+                            .started_ops
+                            .load(Ordering::SeqCst)
+                            .saturating_sub(ctx.finished_ops.load(Ordering::SeqCst));
+                        interrupted.fetch_add(left, Ordering::SeqCst);
+                        warn!(run_id, target = %ctx.target.name, abandoned = left, grace_ms = grace.as_millis() as u64,
+                              "shutdown grace over: requests still in flight abandoned; their operations stay sent for the next run to reconcile");
+                        None
+                    }
+                };
+                let Some(done) = next else { break };
                 if done_tx.send(done).await.is_err() {
                     debug!(run_id, target = %ctx.target.name, "workers: outcome writer gone, stopping");
                     break;
@@ -1080,6 +1347,7 @@ pub async fn apply(
                         batch.changes.extend(d.changes);
                         summary.applied += d.applied;
                         summary.skipped += d.skipped;
+                        summary.interrupted += d.left;
                         summary.failed += d.failures.len() as u64;
                         summary.failures.extend(d.failures);
                         summary.notes.extend(d.notes);
@@ -1110,9 +1378,13 @@ pub async fn apply(
     let (m, (), w) = tokio::join!(marker, workers, writer);
     m?;
     w?;
-    summary.interrupted = interrupted.load(Ordering::SeqCst);
+    summary.interrupted += interrupted.load(Ordering::SeqCst);
+    summary.fatal = fatal.get().cloned();
+    summary.stopped =
+        summary.interrupted > 0 && summary.fatal.is_none() && stop.load(Ordering::SeqCst);
     if summary.interrupted > 0 {
-        warn!(run_id, target = %target.name, left = summary.interrupted, "shutdown: operations left for the next run");
+        let why = summary.fatal.as_deref().unwrap_or("shutdown requested");
+        warn!(run_id, target = %target.name, left = summary.interrupted, applied = summary.applied, failed = summary.failed, reason = why, "stopped: operations left for the next run");
     }
     info!(run_id, target = %target.name, applied = summary.applied, failed = summary.failed, skipped = summary.skipped, "applied");
     Ok(summary)

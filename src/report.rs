@@ -3,7 +3,7 @@
 //! JSON schema, version 1 (additive changes keep the version; anything else bumps it):
 //! `{ "schema": "dirsync.report", "version": 1, "run_id", "trigger", "dry_run", "forced",
 //!    "generated_at", "store", "status": "no_changes" | "changes_pending" | "blocked" | "applied" |
-//!    "partial" | "failed" | "skipped", "exit_code",
+//!    "partial" | "failed" | "skipped" | "interrupted", "exit_code",
 //!    "source": { "kind", "users", "last_applied_users", "blocked_by": [reason] },
 //!    "targets": [ { "name", "kind", "verdict": { "status": "allowed" | "blocked" | "forced",
 //!      "reasons"? }, "owned", "summary": { "create", "update", "set_roles", "enable",
@@ -49,12 +49,19 @@ pub enum PlanStatus {
     Failed,
     /// Applying: every target was skipped because another dirsync instance holds its lock.
     Skipped,
+    /// A shutdown request (SIGTERM / SIGINT) stopped the run with operations left unsent.
+    Interrupted,
 }
+
+/// Exit code of a run a shutdown request stopped with operations left for the next run.
+pub const EXIT_INTERRUPTED: u8 = 6;
 
 impl PlanStatus {
     pub fn of(plan: &RunPlan) -> PlanStatus {
         if plan.targets.iter().any(|t| t.error.is_some()) {
             PlanStatus::Failed
+        } else if plan.interrupted() {
+            PlanStatus::Interrupted
         } else if plan.blocked() {
             PlanStatus::Blocked
         } else if !plan.dry_run {
@@ -76,7 +83,8 @@ impl PlanStatus {
     }
 
     /// 0 nothing to do / applied, 1 a target failed, 2 changes pending, 3 blocked by safety,
-    /// 4 some operations failed, 5 every target skipped (another instance applies them).
+    /// 4 some operations failed, 5 every target skipped (another instance applies them), 6
+    /// interrupted by a shutdown request.
     pub fn exit_code(self) -> u8 {
         match self {
             PlanStatus::Skipped => crate::cli::EXIT_SKIPPED,
@@ -85,6 +93,7 @@ impl PlanStatus {
             PlanStatus::ChangesPending => 2,
             PlanStatus::Blocked => 3,
             PlanStatus::Partial => 4,
+            PlanStatus::Interrupted => EXIT_INTERRUPTED,
         }
     }
 }
@@ -335,6 +344,9 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
                 "  applied {}, failed {}, skipped {}",
                 a.applied, a.failed, a.skipped
             );
+            if a.interrupted > 0 {
+                let _ = writeln!(o, "  left for the next run: {}", a.interrupted);
+            }
             for f in &a.failures {
                 let _ = writeln!(o, "  ! failed {} {}: {}", f.op, show(&f.key), f.error);
             }
@@ -358,6 +370,13 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
             PlanStatus::Partial => {
                 let (a, f) = plan.applied_failed();
                 format!("Applied {a} changes; {f} failed (they are retried on the next run).")
+            }
+            PlanStatus::Interrupted => {
+                let (a, f) = plan.applied_failed();
+                format!(
+                    "Interrupted: applied {a} changes, {f} failed, {} left for the next run.",
+                    plan.left()
+                )
             }
             PlanStatus::Failed => {
                 let (a, f) = plan.applied_failed();

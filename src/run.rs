@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -67,7 +68,7 @@ impl RunError {
     pub fn is_target_local(&self) -> bool {
         matches!(
             self,
-            RunError::Engine(EngineError::Reconcile { .. })
+            RunError::Engine(EngineError::Reconcile { .. } | EngineError::TargetFatal { .. })
                 | RunError::Drift(_)
                 | RunError::NoConnector(_)
                 | RunError::FirstContact { .. }
@@ -247,10 +248,29 @@ impl RunPlan {
             .fold((0, 0), |(a, f), s| (a + s.applied, f + s.failed))
     }
 
-    /// How the run ended: blocked if any target was blocked, partial if any operation failed.
+    /// Whether a shutdown request left operations of some target unsent.
+    pub fn interrupted(&self) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.applied.as_ref().is_some_and(|a| a.stopped))
+    }
+
+    /// Operations left for the next run (shutdown, target-fatal errors), over all targets.
+    pub fn left(&self) -> u64 {
+        self.targets
+            .iter()
+            .filter_map(|t| t.applied.as_ref())
+            .map(|a| a.interrupted)
+            .sum()
+    }
+
+    /// How the run ended: failed if a target failed, interrupted if a shutdown left operations
+    /// unsent, blocked if any target was blocked, partial if any operation failed.
     pub fn status(&self) -> RunStatus {
         if self.targets.iter().any(|t| t.error.is_some()) {
             RunStatus::Failed
+        } else if self.interrupted() {
+            RunStatus::Interrupted
         } else if self.blocked() {
             RunStatus::Blocked
         } else if self.applied_failed().1 > 0 {
@@ -611,6 +631,7 @@ pub async fn execute_scoped(
         changes = plan.changes(),
         applied,
         failed,
+        left = plan.left(),
         "run finished"
     );
     crate::notify::notify_run(&config.notify, &plan, status, None).await;
@@ -769,9 +790,54 @@ async fn apply_locked(
           roles = plan.summary.set_roles, enables = plan.summary.enable,
           disables = plan.summary.disable, deletes = plan.summary.delete,
           verdict = verdict_name(&verdict), "target planned");
+    let mut error = None;
     let applied = match (&connector, &verdict) {
         (Some(c), Verdict::Allowed | Verdict::Forced { .. }) => {
-            Some(engine::apply(store, c.as_ref(), t, run_id, &plan, opts.now, &opts.stop).await?)
+            // Preflight (`Connector::preflight`: the token grant, or an authenticated read)
+            // before anything is journaled, so refused credentials or an unreachable host fail
+            // the target as a whole with nothing journaled.
+            let probe = if plan.ops.is_empty() || opts.stop.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                c.preflight().await
+            };
+            match probe {
+                Err(e) if e.is_target_fatal() => {
+                    warn!(run_id, target = %t.name, error = %e, "preflight failed: nothing was sent to this target");
+                    error = Some(
+                        EngineError::TargetFatal {
+                            target: t.name.clone(),
+                            message: e.to_string(),
+                        }
+                        .to_string(),
+                    );
+                    None
+                }
+                probe => {
+                    if let Err(e) = probe {
+                        warn!(run_id, target = %t.name, error = %e, "preflight read failed; applying anyway (operations fail one by one if the target stays down)");
+                    }
+                    let grace = shutdown_grace(config.daemon.shutdown_timeout);
+                    let summary = engine::apply_with(
+                        store,
+                        c.as_ref(),
+                        t,
+                        run_id,
+                        &plan,
+                        opts.now,
+                        &opts.stop,
+                        grace,
+                    )
+                    .await?;
+                    if let Some(fatal) = &summary.fatal {
+                        error = Some(format!(
+                            "target {:?}: {fatal}; sending stopped, {} operation(s) left for the next run",
+                            t.name, summary.interrupted
+                        ));
+                    }
+                    Some(summary)
+                }
+            }
         }
         _ => None,
     };
@@ -793,7 +859,7 @@ async fn apply_locked(
         estimate,
         skipped: None,
         refresh,
-        error: None,
+        error,
         existing_unchecked,
     })
 }
@@ -880,6 +946,14 @@ async fn hold_existing(
         store.record_outcomes(&t.name, &[], &changes).await?;
     }
     Ok(None)
+}
+
+/// How long requests in flight may finish after a shutdown request: the daemon's
+/// `shutdown_timeout`, less a margin (2 s, at most half of it) so the run is still recorded
+/// before the daemon's own deadline.
+pub fn shutdown_grace(shutdown_timeout: std::time::Duration) -> std::time::Duration {
+    let margin = std::time::Duration::from_secs(2).min(shutdown_timeout / 2);
+    shutdown_timeout.saturating_sub(margin)
 }
 
 fn verdict_name(v: &Verdict) -> &'static str {

@@ -179,6 +179,8 @@ pub struct TargetConfig {
     /// Covata: create through the CSV import endpoint when a run has at least this many
     /// creates (default: never).
     pub bulk_import_min: Option<usize>,
+    /// Covata: accounts per uploaded import file (default 1000).
+    pub import_batch_size: usize,
     /// Valuekeep: send the invitation (`POST /identity/users/sendInvitation`) after a create
     /// (default false).
     pub send_invitation: bool,

@@ -244,6 +244,7 @@ pub struct RawTarget {
     pub batch_size: Option<usize>,
     pub expire_sessions_on_disable: Option<bool>,
     pub bulk_import_min: Option<usize>,
+    pub import_batch_size: Option<usize>,
     pub send_invitation: Option<bool>,
     pub set_status: Option<bool>,
     pub allow_insecure_http: Option<bool>,

@@ -17,6 +17,10 @@ use crate::source::csv::{CsvColumns, CsvSettings};
 use crate::store::StoreLocation;
 use crate::target::{Credential, TargetKind};
 
+/// Covata `import_batch_size`: the default, and the most accounts one import file may hold.
+pub const DEFAULT_IMPORT_BATCH: usize = 1000;
+pub const MAX_IMPORT_BATCH: usize = 100_000;
+
 /// The problems found so far, and what reading the secrets needed at load takes
 /// (`$CREDENTIALS_DIRECTORY`, from the environment the configuration is loaded with).
 struct Problems<'a>(&'a mut Vec<ConfigProblem>, Option<std::ffi::OsString>);
@@ -1377,6 +1381,11 @@ fn target(
             TargetKind::Covata,
         ),
         (
+            raw.import_batch_size.is_some(),
+            "import_batch_size",
+            TargetKind::Covata,
+        ),
+        (
             raw.send_invitation.is_some(),
             "send_invitation",
             TargetKind::Valuekeep,
@@ -1412,6 +1421,15 @@ fn target(
         pr.push(
             format!("{at}.bulk_import_min"),
             "must be at least 1 (leave it unset to never import)",
+        );
+    }
+
+    if let Some(n) = raw.import_batch_size
+        && !(1..=MAX_IMPORT_BATCH).contains(&n)
+    {
+        pr.push(
+            format!("{at}.import_batch_size"),
+            format!("must be between 1 and {MAX_IMPORT_BATCH} (got {n})"),
         );
     }
 
@@ -1507,6 +1525,7 @@ fn target(
         batch_size,
         expire_sessions_on_disable: raw.expire_sessions_on_disable.unwrap_or(true),
         bulk_import_min: raw.bulk_import_min,
+        import_batch_size: raw.import_batch_size.unwrap_or(DEFAULT_IMPORT_BATCH),
         send_invitation: raw.send_invitation.unwrap_or(false),
         set_status: raw.set_status.unwrap_or(false),
         job_timeout: job_timeout?,

@@ -140,6 +140,13 @@ pub enum StatusAction {
     Delete,
 }
 
+/// [`Connector::find_accounts`] lists the target instead of looking accounts up one by one
+/// when asked for more than this many.
+pub const LOOKUPS_BEFORE_LISTING: usize = 8;
+/// Look-ups [`Connector::find_accounts`] keeps in flight when it does not list (the HTTP
+/// client's own concurrency limit still applies).
+pub const LOOKUP_CONCURRENCY: usize = 16;
+
 /// A vendor API. Implementations own their HTTP client, auth and pacing; every method is safe
 /// to call concurrently.
 #[async_trait::async_trait]
@@ -157,6 +164,15 @@ pub trait Connector: Send + Sync {
             out.push(self.create(a).await);
         }
         out
+    }
+
+    /// How many creates one `create_many` call gets when the run creates `total` accounts on
+    /// this target (`None`: one `create` call per account). Thresholds that apply to a run's
+    /// creates (Covata's `bulk_import_min`) are decided here, from the run's total, not from
+    /// one batch. Default: `capabilities().bulk_create_batch`.
+    fn bulk_create_unit(&self, total: usize) -> Option<usize> {
+        let _ = total;
+        self.capabilities().bulk_create_batch
     }
 
     /// Changes only the given fields; `desired` is the complete desired account.
@@ -216,6 +232,16 @@ pub trait Connector: Send + Sync {
             .map(|_| ())
     }
 
+    /// Before a run journals anything for this target: proves the credentials are accepted and
+    /// the host is reachable, so that a target-fatal error (`Auth`, `Unreachable`) fails the
+    /// target as a whole before anything is journaled. Default: [`Connector::probe`].
+    /// Connectors with a token endpoint fetch the token the run then uses (no extra request);
+    /// one whose every request authenticates may skip it (its first request's target-fatal
+    /// error stops the target just as well).
+    async fn preflight(&self) -> Result<(), OpError> {
+        self.probe().await
+    }
+
     /// `dirsync check`: which of these role names the target does not know, where the target
     /// can list its roles (`None`: it cannot tell).
     async fn unknown_roles(&self, roles: &[String]) -> Result<Option<Vec<String>>, OpError> {
@@ -225,6 +251,40 @@ pub trait Connector: Send + Sync {
 
     /// Every account on the target (paged as the API requires).
     async fn list_accounts(&self) -> Result<Vec<RemoteAccount>, OpError>;
+
+    /// Looks many accounts up at once (crash reconciliation of many `sent` creates): one entry
+    /// per login, in order. The default lists the target once when it can list and more than
+    /// [`LOOKUPS_BEFORE_LISTING`] logins are asked (matching as the default `find_account`: the
+    /// account's login, else its email, case-insensitively), else looks each up, concurrently.
+    async fn find_accounts(
+        &self,
+        logins: &[String],
+    ) -> Result<Vec<Option<RemoteAccount>>, OpError> {
+        use futures::StreamExt;
+        if self.capabilities().can_list && logins.len() > LOOKUPS_BEFORE_LISTING {
+            let all = self.list_accounts().await?;
+            let mut by_login: std::collections::HashMap<String, RemoteAccount> =
+                std::collections::HashMap::with_capacity(all.len());
+            for a in all {
+                if let Some(l) = a.login.as_deref().or(a.email.as_deref()) {
+                    by_login.entry(crate::model::email_fold(l)).or_insert(a);
+                }
+            }
+            return Ok(logins
+                .iter()
+                .map(|l| by_login.get(&crate::model::email_fold(l)).cloned())
+                .collect());
+        }
+        let mut lookups = Vec::with_capacity(logins.len());
+        for l in logins {
+            lookups.push(self.find_account(l));
+        }
+        let found: Vec<Result<Option<RemoteAccount>, OpError>> = futures::stream::iter(lookups)
+            .buffered(LOOKUP_CONCURRENCY)
+            .collect()
+            .await;
+        found.into_iter().collect()
+    }
 
     /// Looks an account up by its login / email (crash reconciliation: did a create that was
     /// sent take effect?). The default lists everything.

@@ -9,6 +9,7 @@ mod faults;
 mod faults_state;
 mod faults_target;
 mod field_config;
+mod field_engine;
 mod field_http;
 mod field_service;
 mod hostile;

@@ -582,7 +582,7 @@ async fn wrong_credentials_fail_clearly_without_secrets() {
     );
     std::fs::write(env.config_path(), cfg).unwrap();
     let o = env.run(&["sync", "-vv"]);
-    // The whole target fails (exit 1), not operation by operation.
+    // Refused credentials fail the target as a whole (exit 1), not operation by operation.
     assert_eq!(code(&o), 1, "{}", out(&o));
     let all = out(&o);
     assert!(all.contains("authentication"), "{all}");

@@ -606,18 +606,30 @@ async fn duplicate_user_key_is_a_conflict_then_adopted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_client_secret_fails_without_printing_it() {
-    let env = Env::new(Backend::Sqlite, &users(2)).await;
-    let cfg = std::fs::read_to_string(env.config_path())
-        .unwrap()
-        .replace(valuekeep::CLIENT_SECRET, "wrong-vk-secret");
+    let env = Env::new(Backend::Sqlite, &users(300)).await;
+    let good = std::fs::read_to_string(env.config_path()).unwrap();
+    let cfg = good.replace(valuekeep::CLIENT_SECRET, "wrong-vk-secret");
     std::fs::write(env.config_path(), cfg).unwrap();
     let o = env.run(&["sync", "-vv"]);
-    // The whole target fails (exit 1), not operation by operation.
+    // Refused credentials fail the target as a whole (exit 1), not operation by operation:
+    // at most one login and its retry, and no API request at all.
     assert_eq!(code(&o), 1, "{}", out(&o));
     let all = out(&o);
     assert!(all.contains("authentication"), "{all}");
     assert!(!all.contains("wrong-vk-secret"), "secret printed");
     assert!(env.fake.users().is_empty());
+    let reqs = env.fake.requests();
+    let logins = reqs
+        .iter()
+        .filter(|r| r.path == valuekeep::TOKEN_PATH)
+        .count();
+    assert!((1..=2).contains(&logins), "{logins} token requests");
+    assert_eq!(reqs.len(), logins, "only token requests");
+    // The secret fixed: everyone is created, once.
+    std::fs::write(env.config_path(), good).unwrap();
+    let o = env.run(&["sync"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.fake.users().len(), 300);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,6 +73,8 @@ pub struct CovataConnector {
     batch_size: usize,
     expire_sessions_on_disable: bool,
     bulk_import_min: Option<usize>,
+    /// Accounts per uploaded import file.
+    import_batch_size: usize,
 }
 
 fn setup_error(target: &TargetConfig, message: impl Into<String>) -> HttpError {
@@ -121,6 +123,7 @@ impl CovataConnector {
             batch_size: target.batch_size.max(1),
             expire_sessions_on_disable: target.expire_sessions_on_disable,
             bulk_import_min: target.bulk_import_min,
+            import_batch_size: target.import_batch_size.max(1),
         })
     }
 
@@ -253,7 +256,7 @@ impl CovataConnector {
 
         let mut pending = Vec::new();
         let mut unmatched = Vec::new();
-        for chunk in csv_ok.chunks(self.batch_size) {
+        for chunk in csv_ok.chunks(self.import_batch_size) {
             let batch: Vec<&Account> = chunk.iter().map(|&i| &accounts[i]).collect();
             let outcome = self.import_batch(&batch).await;
             unmatched.extend(outcome.unmatched);
@@ -403,10 +406,26 @@ impl Connector for CovataConnector {
         }
     }
 
+    /// The password grant (cached for the run's requests): refused credentials and an
+    /// unreachable host show here, before anything is journaled.
+    async fn preflight(&self) -> Result<(), OpError> {
+        self.tokens.token().await.map(|_| ()).map_err(OpError::from)
+    }
+
+    /// With `bulk_import_min` set and reached by the run's creates, all of them go to one
+    /// `create_many` call: it uploads files of `import_batch_size` and lists the users once.
+    fn bulk_create_unit(&self, total: usize) -> Option<usize> {
+        self.bulk_import_min
+            .filter(|&min| total >= min.max(1))
+            .map(|_| total.max(1))
+    }
+
+    /// Called by the engine only when [`Connector::bulk_create_unit`] chose the import (the
+    /// run's creates reached `bulk_import_min`), so every account given is imported.
     async fn create_many(&self, accounts: &[Account]) -> Vec<Result<Created, OpError>> {
         match self.bulk_import_min {
-            Some(min) if accounts.len() >= min.max(1) => self.import(accounts).await,
-            _ => {
+            Some(_) => self.import(accounts).await,
+            None => {
                 let refs: Vec<&Account> = accounts.iter().collect();
                 self.create_each(&refs).await
             }
@@ -558,6 +577,7 @@ mod tests {
             batch_size: 250,
             expire_sessions_on_disable: true,
             bulk_import_min,
+            import_batch_size: 1000,
             send_invitation: false,
             set_status: false,
             job_timeout: Duration::from_secs(600),

@@ -661,6 +661,13 @@ fn job_context(e: OpError, job: &str) -> OpError {
 
 #[async_trait::async_trait]
 impl Connector for PrimaveraConnector {
+    /// Nothing: every request carries the credentials (HTTP Basic), so the first job's 401 or
+    /// refused connection is the target-fatal error that stops the target, and a read here
+    /// would cost each run a request.
+    async fn preflight(&self) -> Result<(), OpError> {
+        Ok(())
+    }
+
     async fn unknown_roles(&self, roles: &[String]) -> Result<Option<Vec<String>>, OpError> {
         self.validate_roles(roles).await.map(Some)
     }
@@ -814,6 +821,7 @@ mod tests {
             batch_size: 200,
             expire_sessions_on_disable: false,
             bulk_import_min: None,
+            import_batch_size: 1000,
             send_invitation: false,
             set_status: false,
             job_timeout: Duration::from_secs(120),

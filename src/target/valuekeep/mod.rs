@@ -420,6 +420,12 @@ fn create_error(e: HttpError, user_key: &str) -> OpError {
 
 #[async_trait::async_trait]
 impl Connector for ValuekeepConnector {
+    /// The client-credentials grant (cached for the run's requests): refused credentials and
+    /// an unreachable host show here, before anything is journaled.
+    async fn preflight(&self) -> Result<(), OpError> {
+        self.tokens.token().await.map(|_| ()).map_err(OpError::from)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             bulk_status_batch: None,
@@ -682,6 +688,7 @@ mod tests {
             batch_size: 500,
             expire_sessions_on_disable: false,
             bulk_import_min: None,
+            import_batch_size: 1000,
             send_invitation: false,
             set_status: false,
             job_timeout: Duration::from_secs(600),
