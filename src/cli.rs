@@ -389,9 +389,11 @@ async fn sync(config: &Config, args: &SyncArgs) -> u8 {
     }
 }
 
-/// SIGTERM / SIGINT during `sync`: set `stop`, so dispatch stops at once, requests in flight
+/// SIGTERM / SIGINT during `sync` (also `sync --user` and `apply`): set `stop`, so dispatch stops at once, requests in flight
 /// finish (within the shutdown grace), the run is recorded `interrupted` and `sync` exits 6.
-fn stop_on_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+pub(crate) fn stop_on_signals(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -591,12 +591,16 @@ pub async fn cli_apply(config: &Config, args: &crate::cli::ApplyArgs) -> u8 {
             Err(e) => return fail(e),
         }
     }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Err(e) = crate::cli::stop_on_signals(std::sync::Arc::clone(&stop)) {
+        return fail(format!("cannot install the SIGTERM / SIGINT handlers: {e}"));
+    }
     let opts = crate::run::RunOptions {
         trigger: crate::store::Trigger::Apply,
         targets: names,
         force: args.force,
         now: Utc::now(),
-        stop: Default::default(),
+        stop,
         refresh: false,
     };
     let scope = crate::run::Scope::Saved(std::sync::Arc::new(saved));
@@ -665,6 +669,13 @@ pub async fn cli_sync_user(config: &Config, args: &crate::cli::SyncArgs) -> u8 {
             names.join(", ")
         ));
     }
+    // A dry run sends nothing; applying, a shutdown request stops dispatch (exit 6).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if !args.dry_run
+        && let Err(e) = crate::cli::stop_on_signals(std::sync::Arc::clone(&stop))
+    {
+        return fail(format!("cannot install the SIGTERM / SIGINT handlers: {e}"));
+    }
     let opts = crate::run::RunOptions {
         trigger: if args.dry_run {
             crate::store::Trigger::DryRun
@@ -674,7 +685,7 @@ pub async fn cli_sync_user(config: &Config, args: &crate::cli::SyncArgs) -> u8 {
         targets: args.plan.targets.clone(),
         force: args.force,
         now: Utc::now(),
-        stop: Default::default(),
+        stop,
         refresh: false,
     };
     let scope = crate::run::Scope::User(key);
