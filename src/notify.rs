@@ -190,6 +190,10 @@ fn payload_of(
             if let Some(s) = &t.skipped {
                 v["skipped"] = serde_json::json!(s);
             }
+            // Why the target failed as a whole (refused credentials, unreachable, ...).
+            if let Some(e) = &t.error {
+                v["error"] = serde_json::json!(e);
+            }
             v
         })
         .collect();
@@ -603,6 +607,20 @@ mod tests {
         assert!(v.get("error").is_none());
         let v = payload(&p, RunStatus::Failed, Some("source: boom"));
         assert_eq!(v["error"], "source: boom");
+        assert!(v["targets"][0].get("error").is_none());
+    }
+
+    #[test]
+    fn a_target_that_failed_as_a_whole_says_why() {
+        let mut p = plan(false, false);
+        p.targets[0].error = Some(
+            "covata: authentication failed: the token endpoint refused the credentials".into(),
+        );
+        let v = payload(&p, RunStatus::Failed, None);
+        assert_eq!(
+            v["targets"][0]["error"],
+            "covata: authentication failed: the token endpoint refused the credentials"
+        );
     }
 
     #[test]
