@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, SourceConfig, TargetConfig};
 use crate::engine::{self, ApplySummary, EngineError, RecoverySummary};
 use crate::mapping::{Account, Mapped};
-use crate::model::{Snapshot, User};
+use crate::model::Snapshot;
 use crate::plan::policy::{judge_plan, judge_source};
 use crate::plan::{
     BlockReason, DiffInput, PlanSettings, Prefilter, Settled, SourceFacts, TargetPlan, Verdict,
@@ -363,7 +363,7 @@ pub async fn plan_target(
         return Err(RunError::PartialSnapshot(target.name.clone()));
     }
     let recorded = store.load_accounts(&target.name).await?;
-    Ok(plan_recorded(store, target, snapshot.users(), &recorded, None, now).await?)
+    Ok(plan_recorded(store, target, snapshot, &recorded, None, now).await?)
 }
 
 /// The plan from recorded accounts already loaded (and, with a prefiltered snapshot, what the
@@ -371,11 +371,12 @@ pub async fn plan_target(
 async fn plan_recorded(
     store: &dyn Store,
     target: &TargetConfig,
-    users: &[User],
+    snapshot: &Snapshot,
     recorded: &[RecordedAccount],
     settled: Option<&Settled>,
     now: DateTime<Utc>,
 ) -> Result<TargetPlan, StoreError> {
+    let users = snapshot.users();
     let triage = triage(&target.mapping, users, recorded);
     let states = if triage.need_state.is_empty() {
         HashMap::new()
@@ -397,6 +398,7 @@ async fn plan_recorded(
             triage: &triage,
             states: &states,
             settled,
+            quarantined: snapshot.quarantined_keys(),
         },
         &settings,
     ))
@@ -763,7 +765,7 @@ async fn apply_locked(
                             plan_recorded(
                                 store,
                                 t,
-                                snapshot.users(),
+                                snapshot,
                                 &p.recorded,
                                 Some(&p.settled),
                                 opts.now,
