@@ -534,6 +534,7 @@ pub async fn execute_scoped(
     let facts = SourceFacts {
         users: snapshot.len() as u64,
         last_good,
+        quarantined: snapshot.quarantined().len() as u64,
     };
     let source_reasons = judge_source(&config.safety, facts);
     let run_id = store

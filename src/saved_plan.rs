@@ -363,6 +363,8 @@ fn rule_name(rule: &str) -> &'static str {
         "max_disable_percent",
         "max_deletes",
         "max_delete_percent",
+        "max_quarantined",
+        "max_quarantined_percent",
     ];
     KNOWN
         .iter()
