@@ -113,6 +113,9 @@ pub struct SourceSummary {
     pub last_applied_users: Option<u64>,
     /// Rules the source read broke (they block every target).
     pub blocked_by: Vec<BlockReason>,
+    /// Records the source set aside: nothing is planned under their keys on any target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<crate::model::Quarantined>,
 }
 
 /// One target's judged plan.
@@ -265,7 +268,8 @@ impl RunPlan {
     }
 
     /// How the run ended: failed if a target failed, interrupted if a shutdown left operations
-    /// unsent, blocked if any target was blocked, partial if any operation failed.
+    /// unsent, blocked if any target was blocked, partial if any operation failed or (applying)
+    /// source records were quarantined.
     pub fn status(&self) -> RunStatus {
         if self.targets.iter().any(|t| t.error.is_some()) {
             RunStatus::Failed
@@ -273,7 +277,9 @@ impl RunPlan {
             RunStatus::Interrupted
         } else if self.blocked() {
             RunStatus::Blocked
-        } else if self.applied_failed().1 > 0 {
+        } else if self.applied_failed().1 > 0
+            || (!self.dry_run && !self.source.quarantined.is_empty())
+        {
             RunStatus::Partial
         } else {
             RunStatus::Succeeded
@@ -563,6 +569,7 @@ pub async fn execute_scoped(
             users: facts.users,
             last_applied_users: last_good,
             blocked_by: source_reasons.clone(),
+            quarantined: snapshot.quarantined().to_vec(),
         },
         targets: Vec::with_capacity(targets.len()),
     };
