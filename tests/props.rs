@@ -61,6 +61,13 @@ fn check_csv(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert_eq!(snap.len(), data_records(bytes), "{:?}", bytes);
             for u in snap.users() {
                 prop_assert!(!u.key.is_empty() && !u.email.is_empty());
+                prop_assert!(!snap.is_quarantined(&u.key), "{:?}", u.key);
+            }
+            // Every record is a user or quarantined, named by its line, its value escaped.
+            for q in snap.quarantined() {
+                prop_assert!(q.location.starts_with("users.csv:"), "{:?}", q);
+                prop_assert!(!q.problem.is_empty());
+                prop_assert!(!q.value.chars().any(char::is_control), "{:?}", q);
             }
         }
         Err(e) => {
