@@ -344,9 +344,9 @@ mod tests {
         // (source records incl. quarantined, quarantined, expected rules)
         let cases: &[(u64, u64, &[&str])] = &[
             (10_000, 0, &[]),
-            (10_000, 50, &[]),                 // exactly max_quarantined
+            (10_000, 50, &[]),                  // exactly max_quarantined
             (10_000, 51, &["max_quarantined"]), // 5 % = 500
-            (1000, 50, &[]),                   // exactly 5 % and 50
+            (1000, 50, &[]),                    // exactly 5 % and 50
             (1000, 51, &["max_quarantined", "max_quarantined_percent"]),
             (100, 5, &[]),
             (100, 6, &["max_quarantined_percent"]),
@@ -363,7 +363,11 @@ mod tests {
                     quarantined: *quarantined,
                 },
             );
-            assert_eq!(rules(&got), *want, "{users} records, {quarantined} quarantined");
+            assert_eq!(
+                rules(&got),
+                *want,
+                "{users} records, {quarantined} quarantined"
+            );
         }
         let got = judge_source(
             &s,
@@ -373,8 +377,12 @@ mod tests {
                 quarantined: 51,
             },
         );
-        assert!(got[0].message.contains("max_quarantined = 50"), "{}", got[0].message);
-        assert_eq!(Verdict::from_reasons(got, true).is_blocked(), false);
+        assert!(
+            got[0].message.contains("max_quarantined = 50"),
+            "{}",
+            got[0].message
+        );
+        assert!(!Verdict::from_reasons(got, true).is_blocked());
     }
 
     #[test]

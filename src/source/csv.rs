@@ -774,10 +774,7 @@ fn read<R: Read>(
     };
     for (i, first) in bad.iter().enumerate() {
         if let Some(first) = *first {
-            records.insert(
-                (lines[i], i),
-                (Some(i), row_problems_of(first, lines[i])),
-            );
+            records.insert((lines[i], i), (Some(i), row_problems_of(first, lines[i])));
         }
     }
     for &(line, first) in &keyless {

@@ -472,7 +472,6 @@ E6,f@example.com,F,G,maybe,staff
     assert!(store.list_runs(10).await.unwrap().is_empty());
     assert!(store.load_accounts("covata-test").await.unwrap().is_empty());
 
-
     // Missing column.
     std::fs::write(
         env.dir.path().join("users.csv"),

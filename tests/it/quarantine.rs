@@ -144,12 +144,7 @@ fn json(o: &Output) -> serde_json::Value {
 async fn bad_row_is_quarantined_and_the_rest_synced(backend: Backend) {
     let env = Env::first_sync(backend).await;
     let bad = "E00003,user3.example.com,Changed,Last3,disabled,staff\n";
-    env.write_csv(&format!(
-        "{}{bad}{}{}",
-        rows(1..=2),
-        rows(4..=20),
-        row(21)
-    ));
+    env.write_csv(&format!("{}{bad}{}{}", rows(1..=2), rows(4..=20), row(21)));
 
     let o = env.run(&["plan"]);
     assert_eq!(code(&o), 2, "{}", out(&o));
@@ -159,7 +154,10 @@ async fn bad_row_is_quarantined_and_the_rest_synced(backend: Backend) {
         .find(|l| l.contains("? quarantined"))
         .unwrap_or_else(|| panic!("no quarantined line:\n{text}"));
     assert!(line.contains("users.csv:4"), "{line}");
-    assert!(line.contains("E00003") && line.contains("invalid email"), "{line}");
+    assert!(
+        line.contains("E00003") && line.contains("invalid email"),
+        "{line}"
+    );
     assert!(line.contains("\"user3.example.com\""), "{line}");
     assert!(text.contains("1 create,"), "{text}");
     assert!(text.contains("1 quarantined"), "{text}");
@@ -172,7 +170,10 @@ async fn bad_row_is_quarantined_and_the_rest_synced(backend: Backend) {
     assert_eq!(report["exit_code"], 7);
     let q = &report["source"]["quarantined"];
     assert_eq!(q.as_array().map(Vec::len), Some(1), "{q}");
-    assert!(q[0]["location"].as_str().unwrap().ends_with("users.csv:4"), "{q}");
+    assert!(
+        q[0]["location"].as_str().unwrap().ends_with("users.csv:4"),
+        "{q}"
+    );
     assert_eq!(q[0]["key"], "E00003");
     assert_eq!(q[0]["field"], "email");
     assert_eq!(q[0]["value"], "\"user3.example.com\"");
@@ -200,7 +201,11 @@ async fn bad_row_is_quarantined_and_the_rest_synced(backend: Backend) {
     // `runs show` and `sync --user` say why.
     let o = env.run(&["runs", "show", &runs[0].id.to_string()]);
     assert_eq!(code(&o), 0, "{}", out(&o));
-    assert!(stdout(&o).contains("source records quarantined: 1"), "{}", out(&o));
+    assert!(
+        stdout(&o).contains("source records quarantined: 1"),
+        "{}",
+        out(&o)
+    );
     let o = env.run(&["sync", "--user", "E00003"]);
     assert_eq!(code(&o), 1, "{}", out(&o));
     assert!(
@@ -208,7 +213,10 @@ async fn bad_row_is_quarantined_and_the_rest_synced(backend: Backend) {
         "{}",
         out(&o)
     );
-    assert_eq!(env.remote("user3@example.com"), (true, Some("First3".into())));
+    assert_eq!(
+        env.remote("user3@example.com"),
+        (true, Some("First3".into()))
+    );
 
     // Fixed: planned normally (the name change and the disable are applied now).
     env.write_csv(&format!(
@@ -246,13 +254,19 @@ async fn duplicate_key_quarantines_both(backend: Backend) {
     let o = env.run(&["sync"]);
     assert_eq!(code(&o), 7, "{}", out(&o));
     let text = stdout(&o);
-    let quarantined: Vec<&str> = text.lines().filter(|l| l.contains("? quarantined")).collect();
+    let quarantined: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("? quarantined"))
+        .collect();
     assert_eq!(quarantined.len(), 2, "{text}");
     assert!(quarantined[0].contains("users.csv:3") && quarantined[0].contains("again on line 22"));
     assert!(quarantined[1].contains("users.csv:22") && quarantined[1].contains("first on line 3"));
     assert_eq!(env.fake.users().len(), 20, "the duplicate is not created");
     assert!(env.fake.user_by_email("other@example.com").is_none());
-    assert_eq!(env.remote("user2@example.com"), (true, Some("First2".into())));
+    assert_eq!(
+        env.remote("user2@example.com"),
+        (true, Some("First2".into()))
+    );
     let store = env.store().await;
     let rows_now = store.load_accounts("covata").await.unwrap();
     assert!(rows_now.iter().all(|r| r.enabled), "{rows_now:?}");
@@ -282,7 +296,11 @@ async fn over_the_threshold_is_blocked(backend: Backend) {
     let before = env.fake.requests().len();
     let o = env.run(&["sync"]);
     assert_eq!(code(&o), 3, "{}", out(&o));
-    assert!(stdout(&o).contains("max_quarantined_percent"), "{}", out(&o));
+    assert!(
+        stdout(&o).contains("max_quarantined_percent"),
+        "{}",
+        out(&o)
+    );
     assert_eq!(env.fake.users().len(), 20, "nothing applied");
     let sent: Vec<_> = env.fake.requests()[before..]
         .iter()
@@ -331,7 +349,11 @@ async fn file_level_problems_still_fail(backend: Backend) {
     .unwrap();
     let o = env.run(&["sync"]);
     assert_eq!(code(&o), 1, "{}", out(&o));
-    assert!(stderr(&o).contains("missing column \"groups\""), "{}", out(&o));
+    assert!(
+        stderr(&o).contains("missing column \"groups\""),
+        "{}",
+        out(&o)
+    );
     assert_eq!(env.fake.users().len(), 20);
     assert!(env.fake.users().iter().all(|u| u.enabled));
 }
