@@ -580,7 +580,7 @@ fn read<R: Read>(
     // Record-level problems, in line order: their records are quarantined (or, when the read
     // fails, listed with the file-level ones).
     let mut row_problems: Vec<RowProblem> = Vec::new();
-    // Per user below: the first problem of its row (column index, problem), if any.
+    // Per user below: where its row's problems start in `row_problems`, if it has any.
     let mut bad: Vec<Option<usize>> = Vec::new();
     // Records with neither a usable key nor a usable email: (line, first problem index).
     let mut keyless: Vec<(u64, usize)> = Vec::new();
