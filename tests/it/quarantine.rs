@@ -146,6 +146,15 @@ async fn bad_row_is_quarantined_and_the_rest_synced(backend: Backend) {
     let bad = "E00003,user3.example.com,Changed,Last3,disabled,staff\n";
     env.write_csv(&format!("{}{bad}{}{}", rows(1..=2), rows(4..=20), row(21)));
 
+    let o = env.run(&["check"]);
+    let checked = stdout(&o);
+    assert!(
+        checked.contains("source: OK, 20 users, 1 record(s) quarantined")
+            && checked.contains("users.csv:4"),
+        "{}",
+        out(&o)
+    );
+
     let o = env.run(&["plan"]);
     assert_eq!(code(&o), 2, "{}", out(&o));
     let text = stdout(&o);
