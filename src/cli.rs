@@ -521,7 +521,23 @@ async fn check(config: &Config, offline: bool) -> u8 {
         failed |= !check_ldap(l).await;
     } else {
         match run::read_source(&config.source).await {
-            Ok(s) => outln!("source: OK, {} users", s.len()),
+            Ok(s) if s.quarantined().is_empty() => outln!("source: OK, {} users", s.len()),
+            Ok(s) => {
+                outln!(
+                    "source: OK, {} users, {} record(s) quarantined (a sync leaves their accounts as they are):",
+                    s.users().len(),
+                    s.quarantined().len()
+                );
+                for q in s.quarantined() {
+                    outln!(
+                        "  ? quarantined {} {}: {} (value {})",
+                        q.location.escape_debug(),
+                        q.field.escape_debug(),
+                        q.problem.escape_debug(),
+                        q.value
+                    );
+                }
+            }
             Err(e) => {
                 outln!("source: FAILED: {e}");
                 failed = true;

@@ -425,6 +425,7 @@ pub async fn plan_refreshed(
             triage: &tri,
             states: &plan_states,
             settled: None,
+            quarantined: snapshot.quarantined_keys(),
         },
         &settings,
     );

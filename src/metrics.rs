@@ -20,6 +20,8 @@ struct State {
     duration_sum: f64,
     duration_count: u64,
     source_users: Option<u64>,
+    /// Source records quarantined at the last run.
+    source_quarantined: Option<u64>,
     last_success: Option<i64>,
     /// target → (retries, 429 answers)
     http: BTreeMap<String, (u64, u64)>,
@@ -72,6 +74,7 @@ pub fn record_run(status: RunStatus, plan: Option<&RunPlan>, seconds: f64) {
     }
     let Some(plan) = plan else { return };
     s.source_users = Some(plan.source.users);
+    s.source_quarantined = Some(plan.source.quarantined.len() as u64);
     for t in &plan.targets {
         let Some(a) = &t.applied else { continue };
         for (kind, c) in &a.by_kind {
@@ -145,6 +148,12 @@ pub fn render() -> String {
         let _ = writeln!(
             o,
             "# HELP dirsync_source_users Users in the source at the last run.\n# TYPE dirsync_source_users gauge\ndirsync_source_users {n}"
+        );
+    }
+    if let Some(n) = s.source_quarantined {
+        let _ = writeln!(
+            o,
+            "# HELP dirsync_source_quarantined Source records quarantined (their accounts left as they are) at the last run.\n# TYPE dirsync_source_quarantined gauge\ndirsync_source_quarantined {n}"
         );
     }
     if let Some(t) = s.last_success {

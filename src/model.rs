@@ -168,14 +168,71 @@ pub fn email_eq(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim()) || email_fold(a) == email_fold(b)
 }
 
-/// A complete, validated read of the source: users sorted by key, keys and emails unique.
-/// A source returns a whole snapshot or an error, never a partial one.
+/// How many characters of a quarantined value the report shows.
+pub const QUARANTINE_SHOWN: usize = 80;
+
+/// A source record set aside because one of its values is wrong (an invalid email, a control
+/// character, an unknown enabled value, an empty or duplicate key, ...). The run plans every
+/// other user; for every target the accounts under a quarantined key are left exactly as they
+/// are (never created, updated, enabled, disabled or deleted, never "missing").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Quarantined {
+    /// The record's source key, when it could be read (not for an empty key).
+    pub key: Option<String>,
+    /// Where the record is: `file:line` (CSV) or the entry's DN (LDAP).
+    pub location: String,
+    /// The field (column or attribute) with the problem.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+    /// The value as shown: quoted, escaped (no control character survives) and cut.
+    pub value: String,
+}
+
+impl Quarantined {
+    /// A quarantined record; `value` is escaped and cut here (see [`shown_value`]).
+    pub fn new(
+        key: Option<&str>,
+        location: impl Into<String>,
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        value: &str,
+    ) -> Self {
+        Quarantined {
+            key: key
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_string),
+            location: location.into(),
+            field: field.into(),
+            problem: problem.into(),
+            value: shown_value(value),
+        }
+    }
+}
+
+/// A value as reports show it: quoted, with quotes, backslashes, control and other
+/// non-printable characters escaped, cut after [`QUARANTINE_SHOWN`] characters (saying so).
+pub fn shown_value(v: &str) -> String {
+    match v.char_indices().nth(QUARANTINE_SHOWN) {
+        None => format!("{v:?}"),
+        Some((i, _)) => format!("{:?}... ({} bytes in all)", &v[..i], v.len()),
+    }
+}
+
+/// A validated read of the source: users sorted by key, keys and emails unique, and the
+/// records set aside ([`Quarantined`]). A source returns a snapshot or an error: file-level
+/// problems fail the read, record-level problems quarantine the record.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     users: Vec<User>,
     /// Users the source holds (more than `users` in a prefiltered snapshot).
     total: usize,
     partial: bool,
+    /// Records set aside, in source order.
+    quarantined: Vec<Quarantined>,
+    /// The keys of `quarantined`, sorted and de-duplicated.
+    quarantined_keys: Vec<String>,
 }
 
 impl Snapshot {
@@ -201,7 +258,26 @@ impl Snapshot {
             users,
             total,
             partial,
+            quarantined: Vec::new(),
+            quarantined_keys: Vec::new(),
         })
+    }
+
+    /// Adds the records the source set aside. They count in [`Self::len`] (the source holds
+    /// them); a user whose key is quarantined is taken out of the users, so that nothing is
+    /// planned for that key.
+    pub fn with_quarantined(mut self, quarantined: Vec<Quarantined>) -> Self {
+        let mut keys: Vec<String> = quarantined.iter().filter_map(|q| q.key.clone()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let before = self.users.len();
+        self.users
+            .retain(|u| keys.binary_search_by(|k| k.as_str().cmp(&u.key)).is_err());
+        let taken = before - self.users.len();
+        self.total = self.total - taken.min(self.total) + quarantined.len();
+        self.quarantined = quarantined;
+        self.quarantined_keys = keys;
+        self
     }
 
     /// The users, sorted by key. In a [partial](Self::is_partial) snapshot only those with
@@ -210,7 +286,8 @@ impl Snapshot {
         &self.users
     }
 
-    /// How many users the source holds (all of them, also in a partial snapshot).
+    /// How many records the source holds (all of them, also in a partial snapshot, quarantined
+    /// records included).
     pub fn len(&self) -> usize {
         self.total
     }
@@ -222,6 +299,30 @@ impl Snapshot {
     /// Prefiltered: users exactly as recorded on every target were left out.
     pub fn is_partial(&self) -> bool {
         self.partial
+    }
+
+    /// The records set aside, in source order.
+    pub fn quarantined(&self) -> &[Quarantined] {
+        &self.quarantined
+    }
+
+    /// The keys under which nothing is planned, sorted.
+    pub fn quarantined_keys(&self) -> &[String] {
+        &self.quarantined_keys
+    }
+
+    /// Whether `key` is quarantined.
+    pub fn is_quarantined(&self, key: &str) -> bool {
+        self.quarantined_keys
+            .binary_search_by(|k| k.as_str().cmp(key))
+            .is_ok()
+    }
+
+    /// The quarantined records under `key`.
+    pub fn quarantined_for<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a Quarantined> {
+        self.quarantined
+            .iter()
+            .filter(move |q| q.key.as_deref() == Some(key))
     }
 
     pub fn get(&self, key: &str) -> Option<&User> {
@@ -293,5 +394,41 @@ mod tests {
         assert!(s.get("b").is_some());
         assert!(s.get("c").is_none());
         assert!(Snapshot::new(vec![User::new("a", "1@x"), User::new("a", "2@x")]).is_err());
+    }
+
+    #[test]
+    fn quarantined_keys_leave_the_users_and_count_in_the_source() {
+        let s = Snapshot::new(vec![User::new("a", "a@x"), User::new("b", "b@x")])
+            .unwrap()
+            .with_quarantined(vec![
+                Quarantined::new(Some("b"), "hr.csv:3", "email", "duplicate email", "b@x"),
+                Quarantined::new(Some("b"), "hr.csv:5", "email", "duplicate email", "b@x"),
+                Quarantined::new(None, "hr.csv:7", "key", "empty key", ""),
+            ]);
+        assert_eq!(s.users().len(), 1);
+        assert_eq!(s.len(), 4, "1 user + 3 quarantined records");
+        assert_eq!(s.quarantined_keys(), ["b".to_string()]);
+        assert!(s.is_quarantined("b"));
+        assert!(!s.is_quarantined("a"));
+        assert!(s.get("b").is_none());
+        assert_eq!(s.quarantined_for("b").count(), 2);
+    }
+
+    #[test]
+    fn quarantined_values_are_escaped_and_cut() {
+        let q = Quarantined::new(
+            Some(" k "),
+            "f:1",
+            "given_name",
+            "control character",
+            "A\nb\0",
+        );
+        assert_eq!(q.key.as_deref(), Some("k"));
+        assert_eq!(q.value, r#""A\nb\0""#);
+        let long = "x".repeat(200);
+        let q = Quarantined::new(None, "f:1", "mobile", "too long", &long);
+        assert!(q.value.ends_with("... (200 bytes in all)"), "{}", q.value);
+        assert!(q.value.len() < 120, "{}", q.value);
+        assert!(q.key.is_none());
     }
 }

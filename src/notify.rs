@@ -208,6 +208,7 @@ fn payload_of(
         "generated_at": plan.generated_at,
         "source_users": plan.source.users,
         "source_blocked_by": plan.source.blocked_by,
+        "source_quarantined": plan.source.quarantined.len(),
         "targets": targets,
         "report_markdown": report(plan),
     });
@@ -315,6 +316,7 @@ pub async fn notify_source_failure(
             users: 0,
             last_applied_users: None,
             blocked_by: Vec::new(),
+            quarantined: Vec::new(),
         },
         targets: Vec::new(),
     };
@@ -560,6 +562,7 @@ mod tests {
                 users: 0,
                 last_applied_users: Some(10),
                 blocked_by: vec![],
+                quarantined: vec![],
             },
             targets: vec![TargetOutcome {
                 name: "covata".into(),

@@ -3,11 +3,14 @@
 //! JSON schema, version 1 (additive changes keep the version; anything else bumps it):
 //! `{ "schema": "dirsync.report", "version": 1, "run_id", "trigger", "dry_run", "forced",
 //!    "generated_at", "store", "status": "no_changes" | "changes_pending" | "blocked" | "applied" |
-//!    "partial" | "failed" | "skipped" | "interrupted", "exit_code",
-//!    "source": { "kind", "users", "last_applied_users", "blocked_by": [reason] },
+//!    "partial" | "failed" | "skipped" | "interrupted" | "quarantined", "exit_code",
+//!    "source": { "kind", "users", "last_applied_users", "blocked_by": [reason],
+//!      "quarantined"?: [ { "key" (null when unknown), "location" (`file:line` or DN),
+//!        "field", "problem", "value" (quoted, escaped, cut) } ] },
 //!    "targets": [ { "name", "kind", "verdict": { "status": "allowed" | "blocked" | "forced",
 //!      "reasons"? }, "owned", "summary": { "create", "update", "set_roles", "enable",
-//!      "disable", "delete", "unchanged", "not_owned", "skipped", "exists_unowned" },
+//!      "disable", "delete", "unchanged", "not_owned", "skipped", "exists_unowned",
+//!      "quarantined"? (owned accounts left alone: their source record is quarantined) },
 //!      "ops": [ { "key", "label", "remote_id", "op", ...op fields } ],
 //!      "problems": [ { "key", "message" } ],
 //!      "existing"?: [ { "key", "login", "remote_id" } ], "existing_unchecked"?: "why" } ] }`
@@ -51,7 +54,13 @@ pub enum PlanStatus {
     Skipped,
     /// A shutdown request (SIGTERM / SIGINT) stopped the run with operations left unsent.
     Interrupted,
+    /// Applied, every operation succeeded, but source records were quarantined (their
+    /// accounts left as they are): the source needs fixing.
+    Quarantined,
 }
+
+/// Exit code of a run that applied everything else but quarantined source records.
+pub const EXIT_QUARANTINED: u8 = 7;
 
 /// Exit code of a run a shutdown request stopped with operations left for the next run.
 pub const EXIT_INTERRUPTED: u8 = 6;
@@ -69,6 +78,8 @@ impl PlanStatus {
                 PlanStatus::Skipped
             } else if plan.applied_failed().1 > 0 {
                 PlanStatus::Partial
+            } else if !plan.source.quarantined.is_empty() {
+                PlanStatus::Quarantined
             } else if plan.changes() > 0 {
                 PlanStatus::Applied
             } else {
@@ -84,7 +95,7 @@ impl PlanStatus {
 
     /// 0 nothing to do / applied, 1 a target failed, 2 changes pending, 3 blocked by safety,
     /// 4 some operations failed, 5 every target skipped (another instance applies them), 6
-    /// interrupted by a shutdown request.
+    /// interrupted by a shutdown request, 7 applied but source records were quarantined.
     pub fn exit_code(self) -> u8 {
         match self {
             PlanStatus::Skipped => crate::cli::EXIT_SKIPPED,
@@ -94,6 +105,7 @@ impl PlanStatus {
             PlanStatus::Blocked => 3,
             PlanStatus::Partial => 4,
             PlanStatus::Interrupted => EXIT_INTERRUPTED,
+            PlanStatus::Quarantined => EXIT_QUARANTINED,
         }
     }
 }
@@ -200,6 +212,22 @@ fn show_opt(v: Option<&String>) -> String {
     v.map_or_else(|| "(none)".to_string(), |v| show(v))
 }
 
+/// A message on one line: control characters escaped (the sources already escape values).
+fn plain(v: &str) -> String {
+    if !v.chars().any(char::is_control) {
+        return v.to_string();
+    }
+    v.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn who(op: &PlannedOp) -> String {
     match &op.label {
         Some(l) => format!("{} ({})", show(&op.key), show(l)),
@@ -228,11 +256,14 @@ fn summary_line(t: &TargetOutcome) -> String {
     } else {
         String::new()
     };
-    let exists = if s.exists_unowned > 0 {
+    let mut exists = if s.exists_unowned > 0 {
         format!(", {} exist not owned", s.exists_unowned)
     } else {
         String::new()
     };
+    if s.quarantined > 0 {
+        let _ = write!(exists, ", {} quarantined", s.quarantined);
+    }
     format!(
         "{} create, {} update, {} role change{groups}, {} enable, {} disable, {} delete; {} unchanged, {} not owned, {} skipped{exists}",
         s.create,
@@ -278,6 +309,27 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
     );
     if !plan.store.is_empty() {
         let _ = writeln!(o, "state store: {}", plan.store);
+    }
+    if !plan.source.quarantined.is_empty() {
+        let _ = writeln!(
+            o,
+            "{} source record(s) quarantined: their accounts are left as they are on every target until the record is fixed",
+            plan.source.quarantined.len()
+        );
+        for q in &plan.source.quarantined {
+            let _ = writeln!(
+                o,
+                "  ? quarantined {} {}{}: {} (value {})",
+                show(&q.location),
+                q.key
+                    .as_deref()
+                    .map(|k| format!("key {} ", show(k)))
+                    .unwrap_or_default(),
+                show(&q.field),
+                plain(&q.problem),
+                q.value
+            );
+        }
     }
     for t in &plan.targets {
         let _ = writeln!(o);
@@ -371,6 +423,11 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
                 let (a, f) = plan.applied_failed();
                 format!("Applied {a} changes; {f} failed (they are retried on the next run).")
             }
+            PlanStatus::Quarantined => format!(
+                "Applied {} changes; {} source record(s) quarantined, their accounts left as they are: fix the source.",
+                plan.applied_failed().0,
+                plan.source.quarantined.len()
+            ),
             PlanStatus::Interrupted => {
                 let (a, f) = plan.applied_failed();
                 format!(
@@ -516,6 +573,28 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
     );
     if !plan.store.is_empty() {
         let _ = writeln!(o, "State store: `{}`.\n", plan.store);
+    }
+    if !plan.source.quarantined.is_empty() {
+        let _ = writeln!(
+            o,
+            "**{} source record(s) quarantined**: their accounts are left as they are on every target until the record is fixed.\n",
+            plan.source.quarantined.len()
+        );
+        for q in &plan.source.quarantined {
+            let _ = writeln!(
+                o,
+                "- ? quarantined {}{}, {}: {} (value {})",
+                md(&q.location),
+                q.key
+                    .as_deref()
+                    .map(|k| format!(" (key {})", md(k)))
+                    .unwrap_or_default(),
+                md(&q.field),
+                md(&plain(&q.problem)),
+                md(&q.value)
+            );
+        }
+        let _ = writeln!(o);
     }
     for t in &plan.targets {
         let s = &t.plan.summary;
@@ -767,6 +846,26 @@ pub fn render_run(run: &RunRecord, ops: &[OperationRecord], format: Format) -> S
     );
     if let Some(e) = &run.error {
         let _ = writeln!(o, "error: {e}");
+    }
+    if let Some(q) = run
+        .summary
+        .get("source")
+        .and_then(|s| s.get("quarantined"))
+        .and_then(|q| q.as_array())
+        .filter(|q| !q.is_empty())
+    {
+        let _ = writeln!(o, "source records quarantined: {}", q.len());
+        for r in q {
+            let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("?");
+            let _ = writeln!(
+                o,
+                "  ? quarantined {} {}: {} (value {})",
+                show(text("location")),
+                show(text("field")),
+                plain(text("problem")),
+                plain(text("value"))
+            );
+        }
     }
     if let Some(targets) = run.summary.get("targets").and_then(|t| t.as_array()) {
         for t in targets {

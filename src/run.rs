@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, SourceConfig, TargetConfig};
 use crate::engine::{self, ApplySummary, EngineError, RecoverySummary};
 use crate::mapping::{Account, Mapped};
-use crate::model::{Snapshot, User};
+use crate::model::Snapshot;
 use crate::plan::policy::{judge_plan, judge_source};
 use crate::plan::{
     BlockReason, DiffInput, PlanSettings, Prefilter, Settled, SourceFacts, TargetPlan, Verdict,
@@ -113,6 +113,9 @@ pub struct SourceSummary {
     pub last_applied_users: Option<u64>,
     /// Rules the source read broke (they block every target).
     pub blocked_by: Vec<BlockReason>,
+    /// Records the source set aside: nothing is planned under their keys on any target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<crate::model::Quarantined>,
 }
 
 /// One target's judged plan.
@@ -265,7 +268,8 @@ impl RunPlan {
     }
 
     /// How the run ended: failed if a target failed, interrupted if a shutdown left operations
-    /// unsent, blocked if any target was blocked, partial if any operation failed.
+    /// unsent, blocked if any target was blocked, partial if any operation failed or (applying)
+    /// source records were quarantined.
     pub fn status(&self) -> RunStatus {
         if self.targets.iter().any(|t| t.error.is_some()) {
             RunStatus::Failed
@@ -273,7 +277,9 @@ impl RunPlan {
             RunStatus::Interrupted
         } else if self.blocked() {
             RunStatus::Blocked
-        } else if self.applied_failed().1 > 0 {
+        } else if self.applied_failed().1 > 0
+            || (!self.dry_run && !self.source.quarantined.is_empty())
+        {
             RunStatus::Partial
         } else {
             RunStatus::Succeeded
@@ -363,7 +369,7 @@ pub async fn plan_target(
         return Err(RunError::PartialSnapshot(target.name.clone()));
     }
     let recorded = store.load_accounts(&target.name).await?;
-    Ok(plan_recorded(store, target, snapshot.users(), &recorded, None, now).await?)
+    Ok(plan_recorded(store, target, snapshot, &recorded, None, now).await?)
 }
 
 /// The plan from recorded accounts already loaded (and, with a prefiltered snapshot, what the
@@ -371,11 +377,12 @@ pub async fn plan_target(
 async fn plan_recorded(
     store: &dyn Store,
     target: &TargetConfig,
-    users: &[User],
+    snapshot: &Snapshot,
     recorded: &[RecordedAccount],
     settled: Option<&Settled>,
     now: DateTime<Utc>,
 ) -> Result<TargetPlan, StoreError> {
+    let users = snapshot.users();
     let triage = triage(&target.mapping, users, recorded);
     let states = if triage.need_state.is_empty() {
         HashMap::new()
@@ -397,6 +404,7 @@ async fn plan_recorded(
             triage: &triage,
             states: &states,
             settled,
+            quarantined: snapshot.quarantined_keys(),
         },
         &settings,
     ))
@@ -532,6 +540,7 @@ pub async fn execute_scoped(
     let facts = SourceFacts {
         users: snapshot.len() as u64,
         last_good,
+        quarantined: snapshot.quarantined().len() as u64,
     };
     let source_reasons = judge_source(&config.safety, facts);
     let run_id = store
@@ -560,6 +569,7 @@ pub async fn execute_scoped(
             users: facts.users,
             last_applied_users: last_good,
             blocked_by: source_reasons.clone(),
+            quarantined: snapshot.quarantined().to_vec(),
         },
         targets: Vec::with_capacity(targets.len()),
     };
@@ -763,7 +773,7 @@ async fn apply_locked(
                             plan_recorded(
                                 store,
                                 t,
-                                snapshot.users(),
+                                snapshot,
                                 &p.recorded,
                                 Some(&p.settled),
                                 opts.now,

@@ -363,6 +363,8 @@ fn rule_name(rule: &str) -> &'static str {
         "max_disable_percent",
         "max_deletes",
         "max_delete_percent",
+        "max_quarantined",
+        "max_quarantined_percent",
     ];
     KNOWN
         .iter()
@@ -652,6 +654,22 @@ pub async fn cli_sync_user(config: &Config, args: &crate::cli::SyncArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    if snapshot.is_quarantined(&key) {
+        let why: Vec<String> = snapshot
+            .quarantined_for(&key)
+            .map(|q| {
+                format!(
+                    "{} {}: {} (value {})",
+                    q.location, q.field, q.problem, q.value
+                )
+            })
+            .collect();
+        return fail(format!(
+            "the source record of user {key:?} is quarantined, so nothing is planned for it and \
+             its accounts are left as they are until the source is fixed: {}",
+            why.join("; ")
+        ));
+    }
     let mut known = snapshot.get(&key).is_some();
     for t in &targets {
         if known {

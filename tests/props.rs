@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use dirsync::mapping::{
     Account, FieldKind, FieldMapping, Mapped, RoleRule, TargetMapping, Template, UserFilter,
 };
-use dirsync::model::User;
+use dirsync::model::{Quarantined, Snapshot, User};
 use dirsync::plan::Op;
 use dirsync::plan::diff::{DiffInput, OnMissing, PlanSettings, diff, triage};
 use dirsync::source::csv::{CsvColumns, CsvSettings, load_from_reader};
@@ -61,6 +61,13 @@ fn check_csv(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert_eq!(snap.len(), data_records(bytes), "{:?}", bytes);
             for u in snap.users() {
                 prop_assert!(!u.key.is_empty() && !u.email.is_empty());
+                prop_assert!(!snap.is_quarantined(&u.key), "{:?}", u.key);
+            }
+            // Every record is a user or quarantined, named by its line, its value escaped.
+            for q in snap.quarantined() {
+                prop_assert!(q.location.starts_with("users.csv:"), "{:?}", q);
+                prop_assert!(!q.problem.is_empty());
+                prop_assert!(!q.value.chars().any(char::is_control), "{:?}", q);
             }
         }
         Err(e) => {
@@ -483,6 +490,17 @@ fn plan(
     recs: &BTreeMap<String, Rec>,
     settings: &PlanSettings,
 ) -> dirsync::plan::TargetPlan {
+    plan_q(m, users, recs, settings, &[])
+}
+
+/// [`plan`] with quarantined keys (sorted).
+fn plan_q(
+    m: &TargetMapping,
+    users: &[User],
+    recs: &BTreeMap<String, Rec>,
+    settings: &PlanSettings,
+    quarantined: &[String],
+) -> dirsync::plan::TargetPlan {
     let recorded: Vec<RecordedAccount> = recs.values().map(|r| r.account.clone()).collect();
     let t = triage(m, users, &recorded);
     let states: HashMap<String, AccountState> = t
@@ -498,6 +516,7 @@ fn plan(
             triage: &t,
             states: &states,
             settled: None,
+            quarantined,
         },
         settings,
     )
@@ -511,6 +530,7 @@ fn plan_prefiltered(
     settled: &dirsync::plan::Settled,
     recs: &BTreeMap<String, Rec>,
     settings: &PlanSettings,
+    quarantined: &[String],
 ) -> dirsync::plan::TargetPlan {
     let t = triage(m, kept, recorded);
     let states: HashMap<String, AccountState> = t
@@ -526,6 +546,7 @@ fn plan_prefiltered(
             triage: &t,
             states: &states,
             settled: Some(settled),
+            quarantined,
         },
         settings,
     )
@@ -647,7 +668,7 @@ proptest! {
         let kept: Vec<User> = users.iter().filter(|u| pf.keep(u)).cloned().collect();
         for (mapping, side) in [&m, &scoped].into_iter().zip(&pf.targets) {
             let whole = plan(mapping, &users, &recs, &settings);
-            let pre = plan_prefiltered(mapping, &kept, &recorded, &side.settled, &recs, &settings);
+            let pre = plan_prefiltered(mapping, &kept, &recorded, &side.settled, &recs, &settings, &[]);
             prop_assert_eq!(whole, pre);
         }
     }
@@ -704,5 +725,73 @@ proptest! {
             .map(|r| r.account.clone())
             .collect();
         prop_assert_eq!(unowned_before, unowned_after);
+    }
+
+    /// Random bad rows: a quarantined key's account never changes (no operation, whatever the
+    /// user under it or `on_missing`), and every other key is planned exactly as if the bad
+    /// rows and their accounts were not there. The prefiltered read (bad rows never offered to
+    /// the prefilter) plans the same.
+    #[test]
+    fn quarantined_accounts_never_change(
+        (us, rs, missing) in planner_input(),
+        bad in prop::collection::vec(any::<bool>(), KEYS.len()),
+    ) {
+        let m = mapping();
+        let all: Vec<User> = KEYS
+            .iter()
+            .zip(&us)
+            .filter_map(|(k, v)| v.map(|v| user(k, v)))
+            .collect();
+        let recs: BTreeMap<String, Rec> = KEYS
+            .iter()
+            .zip(&rs)
+            .filter_map(|(k, r)| {
+                r.map(|(v, owned, enabled, old)| (k.to_string(), recorded(k, v, owned, enabled, old)))
+            })
+            .collect();
+        let settings = PlanSettings {
+            on_missing: [OnMissing::Disable, OnMissing::DisableThenDelete, OnMissing::Delete]
+                [missing as usize],
+            delete_after: Duration::from_secs(30 * 86400),
+            now: now(),
+        };
+        let is_bad = |k: &str| KEYS.iter().position(|x| *x == k).is_some_and(|i| bad[i]);
+        // The source as the reader hands it over: the bad rows quarantined (a bad row's key may
+        // or may not also be a user of the source).
+        let quarantine: Vec<Quarantined> = KEYS
+            .iter()
+            .filter(|k| is_bad(k))
+            .map(|k| Quarantined::new(Some(k), format!("hr.csv:{k}"), "email", "invalid email", "x"))
+            .collect();
+        let snap = Snapshot::new(all.clone()).unwrap().with_quarantined(quarantine);
+        prop_assert!(snap.users().iter().all(|u| !is_bad(&u.key)));
+        let q = snap.quarantined_keys().to_vec();
+        let p = plan_q(&m, snap.users(), &recs, &settings, &q);
+        for op in &p.ops {
+            prop_assert!(!is_bad(&op.key), "operation on a quarantined key: {:?}", op);
+        }
+        prop_assert!(p.problems.iter().all(|pr| !is_bad(&pr.key)));
+        let owned_bad = recs.values().filter(|r| r.account.owned && is_bad(&r.account.key)).count();
+        prop_assert_eq!(p.summary.quarantined, owned_bad as u64);
+
+        // The rest: the plan of the source without the bad rows and their accounts.
+        let clean_users: Vec<User> = all.iter().filter(|u| !is_bad(&u.key)).cloned().collect();
+        let clean_recs: BTreeMap<String, Rec> =
+            recs.iter().filter(|(k, _)| !is_bad(k)).map(|(k, r)| (k.clone(), r.clone())).collect();
+        let clean = plan(&m, &clean_users, &clean_recs, &settings);
+        prop_assert_eq!(&p.ops, &clean.ops);
+        prop_assert_eq!(&p.problems, &clean.problems);
+        let mut s = p.summary.clone();
+        s.quarantined = 0;
+        let unowned_bad = recs.values().filter(|r| !r.account.owned && is_bad(&r.account.key)).count();
+        s.not_owned -= unowned_bad as u64;
+        prop_assert_eq!(s, clean.summary);
+
+        // Prefiltered: the reader offers only the good rows to the prefilter.
+        let recorded: Vec<RecordedAccount> = recs.values().map(|r| r.account.clone()).collect();
+        let mut pf = dirsync::plan::Prefilter::new(vec![(m.clone(), recorded.clone())]);
+        let kept: Vec<User> = snap.users().iter().filter(|u| pf.keep(u)).cloned().collect();
+        let pre = plan_prefiltered(&m, &kept, &recorded, &pf.targets[0].settled, &recs, &settings, &q);
+        prop_assert_eq!(pre, p);
     }
 }

@@ -192,6 +192,8 @@ pub struct RawSafety {
     pub max_deletes: Option<u64>,
     pub max_delete_percent: Option<f64>,
     pub percent_floor: Option<u64>,
+    pub max_quarantined: Option<u64>,
+    pub max_quarantined_percent: Option<f64>,
     pub max_plan_age: Option<String>,
 }
 

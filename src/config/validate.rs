@@ -1212,6 +1212,13 @@ fn safety(raw: RawSafety, pr: &mut Problems) -> SafetySettings {
             pr,
         ),
         percent_floor: raw.percent_floor.unwrap_or(d.percent_floor),
+        max_quarantined: raw.max_quarantined.unwrap_or(d.max_quarantined),
+        max_quarantined_percent: percent(
+            raw.max_quarantined_percent,
+            d.max_quarantined_percent,
+            "safety.max_quarantined_percent",
+            pr,
+        ),
         max_plan_age: match &raw.max_plan_age {
             Some(v) => duration(v, "safety.max_plan_age", pr).unwrap_or(d.max_plan_age),
             None => d.max_plan_age,

@@ -64,6 +64,9 @@ pub struct DiffInput<'a> {
     /// With a prefiltered snapshot: the accounts whose users were dropped as settled (see
     /// [`super::prefilter`]); they are unchanged, not missing.
     pub settled: Option<&'a super::prefilter::Settled>,
+    /// Keys whose source record is quarantined, sorted ([`crate::model::Snapshot::quarantined_keys`]):
+    /// their accounts are left exactly as they are.
+    pub quarantined: &'a [String],
 }
 
 /// One key of the merge: the user (with its index) and/or the recorded account.
@@ -139,6 +142,8 @@ pub fn triage(mapping: &TargetMapping, users: &[User], recorded: &[RecordedAccou
 ///   differs, `Update` (changed fields only) and `SetRoles` (the delta).
 /// - a user that cannot be mapped (a required field empty) → its account is untouched and the
 ///   problem reported: an unmappable user is not a missing user.
+/// - a quarantined key (`input.quarantined`) → nothing: its account is counted `quarantined`
+///   (owned) or `not_owned`, never created, updated, enabled, disabled or deleted.
 pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
     let mut plan = TargetPlan {
         summary: Summary::default(),
@@ -159,7 +164,23 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
         });
     };
 
+    let quarantined = |key: &str| {
+        input
+            .quarantined
+            .binary_search_by(|k| k.as_str().cmp(key))
+            .is_ok()
+    };
+
     merge(input.users, input.recorded, |side| match side {
+        // A quarantined key is never planned: not created, changed or missing.
+        Side::User(u) if quarantined(&u.key) => {}
+        Side::Recorded(_, r) | Side::Both(_, _, r) if quarantined(&r.key) => {
+            if r.owned {
+                s.quarantined += 1;
+            } else {
+                s.not_owned += 1;
+            }
+        }
         Side::User(u) => match mapping.map(u) {
             Mapped::Account(d) if d.enabled => {
                 s.create += 1;
@@ -467,6 +488,17 @@ mod tests {
         recorded: &[(RecordedAccount, AccountState)],
         settings: &PlanSettings,
     ) -> TargetPlan {
+        run_q(m, users, recorded, settings, &[])
+    }
+
+    /// [`run`] with quarantined keys (sorted).
+    fn run_q(
+        m: &TargetMapping,
+        users: &[User],
+        recorded: &[(RecordedAccount, AccountState)],
+        settings: &PlanSettings,
+        quarantined: &[String],
+    ) -> TargetPlan {
         let mut users = users.to_vec();
         users.sort_by(|a, b| a.key.cmp(&b.key));
         let mut recs: Vec<RecordedAccount> = recorded.iter().map(|r| r.0.clone()).collect();
@@ -486,6 +518,7 @@ mod tests {
                 triage: &t,
                 states: &states,
                 settled: None,
+                quarantined,
             },
             settings,
         )
@@ -514,6 +547,94 @@ mod tests {
             panic!()
         };
         assert!(account.roles.contains("ADMIN"));
+    }
+
+    #[test]
+    fn quarantined_keys_are_left_exactly_as_they_are() {
+        let m = mapping();
+        let a = user("a", "a@x.com", "Alice", &[], true);
+        let b = user("b", "b@x.com", "Bob", &[], true);
+        let b_changed = user("b", "b@x.com", "Robert", &["admins"], false);
+        let c = user("c", "c@x.com", "Carol", &[], true);
+        let all = [
+            OnMissing::Disable,
+            OnMissing::DisableThenDelete,
+            OnMissing::Delete,
+        ];
+        // (description, source users, recorded (user, enabled, owned), expected ops, summary.quarantined)
+        type Case<'a> = (
+            &'a str,
+            Vec<User>,
+            Vec<(&'a User, bool, bool)>,
+            Vec<(String, &'static str)>,
+            u64,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "missing from the users: not disabled or deleted",
+                vec![a.clone()],
+                vec![(&a, true, true), (&b, true, true)],
+                vec![],
+                1,
+            ),
+            (
+                "disabled account stays disabled (never enabled)",
+                vec![a.clone()],
+                vec![(&a, true, true), (&b, false, true)],
+                vec![],
+                1,
+            ),
+            (
+                "a user under the key (changed, disabled) is not planned",
+                vec![a.clone(), b_changed.clone()],
+                vec![(&a, true, true), (&b, true, true)],
+                vec![],
+                1,
+            ),
+            (
+                "never created",
+                vec![a.clone(), b.clone()],
+                vec![(&a, true, true)],
+                vec![],
+                0,
+            ),
+            (
+                "not owned: left alone, counted not owned",
+                vec![a.clone()],
+                vec![(&a, true, true), (&b, true, false)],
+                vec![],
+                0,
+            ),
+            (
+                "everyone else planned as usual",
+                vec![c.clone()],
+                vec![(&a, true, true), (&b, true, true)],
+                vec![("a".into(), "disable"), ("c".into(), "create")],
+                1,
+            ),
+        ];
+        let q = vec!["b".to_string()];
+        for (what, users, recorded, expected, nq) in cases {
+            for on_missing in all {
+                let recorded: Vec<_> = recorded
+                    .iter()
+                    .map(|(u, en, owned)| rec(&m, u, *en, *owned))
+                    .collect();
+                let p = run_q(&m, &users, &recorded, &settings(on_missing), &q);
+                let mut got = kinds(&p);
+                if on_missing == OnMissing::Delete {
+                    for g in &mut got {
+                        if g.1 == "delete" {
+                            g.1 = "disable";
+                        }
+                    }
+                }
+                assert_eq!(got, expected, "{what} ({on_missing:?})");
+                assert!(p.ops.iter().all(|o| o.key != "b"), "{what}");
+                assert_eq!(p.summary.quarantined, nq, "{what}");
+                assert!(p.problems.iter().all(|pr| pr.key != "b"), "{what}");
+            }
+        }
     }
 
     #[test]

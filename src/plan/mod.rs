@@ -129,6 +129,14 @@ pub struct Summary {
     /// on first contact): not created; `dirsync adopt` takes them.
     #[serde(default)]
     pub exists_unowned: u64,
+    /// Recorded accounts whose source record is quarantined ([`crate::model::Quarantined`]):
+    /// left exactly as they are.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub quarantined: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Summary {

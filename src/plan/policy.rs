@@ -7,6 +7,10 @@
 //!   a drop of more than this percentage blocks every target.
 //! - `max_disables`, `max_deletes`: absolute counts per target and run.
 //! - `max_disable_percent`, `max_delete_percent`: of the accounts dirsync owns on the target.
+//! - `max_quarantined`, `max_quarantined_percent`: records the source set aside
+//!   ([`crate::model::Quarantined`]); more than either (the percentage of the source's records)
+//!   blocks every target: thousands of bad rows are a broken export, not a few bad records.
+//!   Quarantined records count as present for the source-size rules.
 //! - `percent_floor`: percentage limits (and the source drop) never block a change of at most
 //!   this many accounts, so that on a small installation one leaver is not "10 %".
 //!   The effective percentage limit is `max(floor(owned × percent / 100), percent_floor)`.
@@ -25,6 +29,10 @@ pub struct SafetySettings {
     pub max_deletes: Option<u64>,
     pub max_delete_percent: f64,
     pub percent_floor: u64,
+    /// Quarantined source records allowed (absolute).
+    pub max_quarantined: u64,
+    /// Quarantined source records allowed, in percent of the source's records.
+    pub max_quarantined_percent: f64,
     /// `dirsync apply` refuses saved plans older than this (default 24h).
     pub max_plan_age: std::time::Duration,
 }
@@ -39,6 +47,8 @@ impl Default for SafetySettings {
             max_deletes: Some(50),
             max_delete_percent: 5.0,
             percent_floor: 2,
+            max_quarantined: 50,
+            max_quarantined_percent: 5.0,
             max_plan_age: std::time::Duration::from_secs(24 * 3600),
         }
     }
@@ -47,7 +57,10 @@ impl Default for SafetySettings {
 /// What the policy knows about the source read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceFacts {
+    /// Records the source holds, quarantined ones included.
     pub users: u64,
+    /// Records set aside ([`crate::model::Quarantined`]).
+    pub quarantined: u64,
     /// Source users of the last run that applied changes (None on a first run).
     pub last_good: Option<u64>,
 }
@@ -102,6 +115,39 @@ fn percent_limit(base: u64, percent: f64, floor: u64) -> u64 {
 /// Checks the source read (applies to every target).
 pub fn judge_source(settings: &SafetySettings, facts: SourceFacts) -> Vec<BlockReason> {
     let mut reasons = Vec::new();
+    if facts.quarantined > settings.max_quarantined {
+        reasons.push(BlockReason {
+            rule: "max_quarantined",
+            limit: settings.max_quarantined,
+            actual: facts.quarantined,
+            message: format!(
+                "{} source records are quarantined, more than max_quarantined = {}; \
+                 so many bad records look like a broken export: fix it or use --force",
+                facts.quarantined, settings.max_quarantined
+            ),
+        });
+    }
+    let q_limit = percent_limit(
+        facts.users,
+        settings.max_quarantined_percent,
+        settings.percent_floor,
+    );
+    if facts.quarantined > q_limit {
+        reasons.push(BlockReason {
+            rule: "max_quarantined_percent",
+            limit: q_limit,
+            actual: facts.quarantined,
+            message: format!(
+                "{} of the source's {} records are quarantined ({:.1}%, over \
+                 max_quarantined_percent = {}%, limit {} records); fix the export or use --force",
+                facts.quarantined,
+                facts.users,
+                facts.quarantined as f64 * 100.0 / facts.users.max(1) as f64,
+                settings.max_quarantined_percent,
+                q_limit
+            ),
+        });
+    }
     if facts.users < settings.min_source_users {
         reasons.push(BlockReason {
             rule: "min_source_users",
@@ -259,6 +305,7 @@ mod tests {
                 SourceFacts {
                     users: *users,
                     last_good: *last_good,
+                    quarantined: 0,
                 },
             );
             assert_eq!(rules(&got), *want, "users {users} last {last_good:?}");
@@ -272,7 +319,8 @@ mod tests {
                 &custom,
                 SourceFacts {
                     users: 10,
-                    last_good: None
+                    last_good: None,
+                    quarantined: 0,
                 }
             )),
             Vec::<&str>::new()
@@ -282,11 +330,59 @@ mod tests {
                 &custom,
                 SourceFacts {
                     users: 9,
-                    last_good: None
+                    last_good: None,
+                    quarantined: 0,
                 }
             )),
             vec!["min_source_users"]
         );
+    }
+
+    #[test]
+    fn quarantine_table() {
+        let s = SafetySettings::default();
+        // (source records incl. quarantined, quarantined, expected rules)
+        let cases: &[(u64, u64, &[&str])] = &[
+            (10_000, 0, &[]),
+            (10_000, 50, &[]),                  // exactly max_quarantined
+            (10_000, 51, &["max_quarantined"]), // 5 % = 500
+            (1000, 50, &[]),                    // exactly 5 % and 50
+            (1000, 51, &["max_quarantined", "max_quarantined_percent"]),
+            (100, 5, &[]),
+            (100, 6, &["max_quarantined_percent"]),
+            (10, 2, &[]),                          // floor: small installation
+            (10, 3, &["max_quarantined_percent"]), // over the floor
+            (3, 3, &["max_quarantined_percent"]),  // every record bad
+        ];
+        for (users, quarantined, want) in cases {
+            let got = judge_source(
+                &s,
+                SourceFacts {
+                    users: *users,
+                    last_good: None,
+                    quarantined: *quarantined,
+                },
+            );
+            assert_eq!(
+                rules(&got),
+                *want,
+                "{users} records, {quarantined} quarantined"
+            );
+        }
+        let got = judge_source(
+            &s,
+            SourceFacts {
+                users: 1000,
+                last_good: None,
+                quarantined: 51,
+            },
+        );
+        assert!(
+            got[0].message.contains("max_quarantined = 50"),
+            "{}",
+            got[0].message
+        );
+        assert!(!Verdict::from_reasons(got, true).is_blocked());
     }
 
     #[test]
@@ -340,6 +436,7 @@ mod tests {
             SourceFacts {
                 users: 0,
                 last_good: None,
+                quarantined: 0,
             },
         );
         assert!(Verdict::from_reasons(r.clone(), false).is_blocked());

@@ -22,15 +22,22 @@
 //!
 //! # Problems
 //!
-//! Reading never stops at the first problem: every row is checked and every problem is
-//! returned in one [`CsvError`], with the line where the offending record *starts* (1-based,
-//! counting physical lines, so a quoted field spanning lines moves the following records
-//! down). Any problem means no snapshot at all. Per row: field count different from the
-//! header; invalid UTF-8 in a column the mapping uses; empty key; empty or invalid email;
-//! unknown enabled value; control characters (other than tab) in the key, names, mobile or
-//! groups; duplicate key; duplicate email (case-insensitive). Both lines of a duplicate are
-//! named. Extra attributes may contain anything (including newlines); they are only trimmed
-//! and put in NFC.
+//! Reading never stops at the first problem: every row is checked, with the line where the
+//! offending record *starts* (1-based, counting physical lines, so a quoted field spanning
+//! lines moves the following records down).
+//!
+//! - **File-level problems fail the read** (no snapshot, every problem returned in one
+//!   [`CsvError`]): missing or ambiguous columns, a row whose field count differs from the
+//!   header (a broken quote shifts everything after it), an unreadable or non-regular file, a
+//!   file changed while read. The record-level problems of such a file are listed with them.
+//! - **Record-level problems quarantine the record** ([`Quarantined`], carried by the
+//!   snapshot; nothing is planned under its key): invalid UTF-8 in a column the mapping uses;
+//!   empty key; empty or invalid email; unknown enabled value; control characters (other
+//!   than tab) in the key, names, mobile or groups; duplicate key; duplicate email
+//!   (case-insensitive) — every record sharing the key or email, each naming the other line.
+//!
+//! Extra attributes may contain anything (including newlines); they are only trimmed and put
+//! in NFC.
 //!
 //! An empty file, or one with only a header, is a valid snapshot of zero users: the safety
 //! policy, not the parser, decides whether an empty source may be acted upon.
@@ -46,7 +53,7 @@ use csv::ByteRecord;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::model::{Snapshot, User, email_fold};
+use crate::model::{Quarantined, Snapshot, User, email_fold};
 
 /// How to read the CSV source (`[source.csv]` in the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -568,7 +575,15 @@ fn read<R: Read>(
     let width = rec.len();
     let rules = Rules::new(settings);
 
+    // File-level problems (a field count off): the read fails.
     let mut problems: Vec<CsvProblem> = Vec::new();
+    // Record-level problems, in line order: their records are quarantined (or, when the read
+    // fails, listed with the file-level ones).
+    let mut row_problems: Vec<RowProblem> = Vec::new();
+    // Per user below: where its row's problems start in `row_problems`, if it has any.
+    let mut bad: Vec<Option<usize>> = Vec::new();
+    // Records with neither a usable key nor a usable email: (line, first problem index).
+    let mut keyless: Vec<(u64, usize)> = Vec::new();
     let mut users: Vec<User> = Vec::new();
     // The line of each user, for the duplicate report.
     let mut lines: Vec<u64> = Vec::new();
@@ -590,11 +605,12 @@ fn read<R: Read>(
             ));
             continue;
         }
+        let first_problem = row_problems.len();
         let mut row = Row {
             rec: &rec,
             layout: &layout,
             line,
-            problems: &mut problems,
+            problems: &mut row_problems,
         };
 
         let key = row.text(layout.key).map(str::trim);
@@ -671,9 +687,8 @@ fn read<R: Read>(
         }
 
         // Every row with a usable key or email is kept, with its line, for the duplicate
-        // check at the end. Once anything is wrong no snapshot will be returned, so the rest
-        // of the row is not built any more.
-        let full = problems.is_empty();
+        // check at the end. A row with a problem is quarantined: the rest of it is not built.
+        let full = row_problems.len() == first_problem;
         let user = match (key, email) {
             (Some(k), Some(e)) if full => User {
                 key: k.to_string(),
@@ -688,13 +703,16 @@ fn read<R: Read>(
                 extra,
             }
             .normalized(),
-            (None, None) => continue,
+            (None, None) => {
+                keyless.push((line, first_problem));
+                continue;
+            }
             // An unusable key or email is left empty: the duplicate check skips empty ones.
             (k, e) => User::new(k.unwrap_or_default(), e.unwrap_or_default()),
         };
         if let Some(keep) = keep.as_mut() {
-            if !problems.is_empty() {
-                return Ok(None); // the whole read reports every problem
+            if !problems.is_empty() || !row_problems.is_empty() {
+                return Ok(None); // the whole read reports and quarantines as usual
             }
             total += 1;
             hashes.push((
@@ -707,10 +725,11 @@ fn read<R: Read>(
         }
         users.push(user);
         lines.push(line);
+        bad.push((!full).then_some(first_problem));
     }
 
     if keep.is_some() {
-        if !problems.is_empty() {
+        if !problems.is_empty() || !row_problems.is_empty() {
             return Ok(None);
         }
         let mut by_key: Vec<u64> = hashes.iter().map(|h| h.0).collect();
@@ -725,19 +744,85 @@ fn read<R: Read>(
             .map_err(|d| fail(vec![CsvProblem::file(d.to_string())]));
     }
     let names = &layout.names;
-    let (order, duplicates) = duplicate_keys(&users, &lines, &names[layout.key]);
-    problems.extend(duplicates);
-    problems.extend(duplicate_emails(&users, &lines, &names[layout.email]));
+    let (order, key_dups) = duplicate_keys(&users, &lines, &names[layout.key]);
+    let email_dups = duplicate_emails(&users, &lines, &names[layout.email]);
     if !problems.is_empty() {
-        // Row problems were pushed in line order, the duplicates after them: a stable sort
-        // puts each duplicate after the other problems of its line.
+        // A file-level problem: no snapshot; every problem listed. Row problems were pushed in
+        // line order, the duplicates after them: a stable sort puts each duplicate after the
+        // other problems of its line.
+        problems.extend(row_problems.into_iter().map(|p| p.problem));
+        problems.extend(
+            key_dups
+                .into_iter()
+                .chain(email_dups)
+                .filter(|(_, also)| !also)
+                .map(|(d, _)| d.1.problem),
+        );
         problems.sort_by_key(|p| p.line);
         return Err(fail(problems));
     }
-    // Hand the users over in key order, so that `Snapshot::new`'s sort only has to check it.
-    permute(&mut users, order);
+
+    // Record-level problems: each record concerned is quarantined once, its problems joined.
+    // (index into `users` or `None` for a keyless record, line, problems in order)
+    let mut records: BTreeMap<(u64, usize), (Option<usize>, Vec<RowProblem>)> = BTreeMap::new();
+    let row_problems_of = |first: usize, line: u64| -> Vec<RowProblem> {
+        row_problems[first..]
+            .iter()
+            .take_while(|p| p.problem.line == Some(line))
+            .cloned()
+            .collect()
+    };
+    for (i, first) in bad.iter().enumerate() {
+        if let Some(first) = *first {
+            records.insert((lines[i], i), (Some(i), row_problems_of(first, lines[i])));
+        }
+    }
+    for &(line, first) in &keyless {
+        records.insert((line, usize::MAX), (None, row_problems_of(first, line)));
+    }
+    for ((i, p), _) in key_dups.into_iter().chain(email_dups) {
+        records
+            .entry((lines[i], i))
+            .or_insert_with(|| (Some(i), Vec::new()))
+            .1
+            .push(p);
+    }
+    let mut quarantined = Vec::with_capacity(records.len());
+    let mut taken = vec![false; users.len()];
+    for ((line, _), (i, ps)) in records {
+        let Some(first) = ps.first() else { continue };
+        let key = i.map(|i| users[i].key.as_str()).filter(|k| !k.is_empty());
+        let problem = ps
+            .iter()
+            .map(|p| p.problem.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        quarantined.push(Quarantined::new(
+            key,
+            format!("{}:{line}", path.display()),
+            first.problem.column.clone().unwrap_or_default(),
+            problem,
+            &first.value,
+        ));
+        if let Some(i) = i {
+            taken[i] = true;
+        }
+    }
+    if quarantined.is_empty() {
+        // Hand the users over in key order, so that `Snapshot::new`'s sort only has to check
+        // it.
+        permute(&mut users, order);
+        return Snapshot::new(users)
+            .map(Some)
+            .map_err(|d| fail(vec![CsvProblem::file(d.to_string())]));
+    }
+    let users: Vec<User> = users
+        .into_iter()
+        .zip(taken)
+        .filter_map(|(u, t)| (!t).then_some(u))
+        .collect();
     Snapshot::new(users)
-        .map(Some)
+        .map(|s| Some(s.with_quarantined(quarantined)))
         .map_err(|d| fail(vec![CsvProblem::file(d.to_string())]))
 }
 
@@ -752,9 +837,14 @@ fn prefix(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(p)
 }
 
+/// A duplicate found: ((index into the users, problem), whether it is the first occurrence,
+/// which a failing read does not list).
+type Duplicate = ((usize, RowProblem), bool);
+
 /// Sorts the users with a key by key (then by line) and reports each repeated key, naming
-/// the line of its first occurrence. Returns the order (indexes into `users`).
-fn duplicate_keys(users: &[User], lines: &[u64], column: &str) -> (Vec<usize>, Vec<CsvProblem>) {
+/// the line of its first occurrence (and the first occurrence, naming the second line).
+/// Returns the order (indexes into `users`).
+fn duplicate_keys(users: &[User], lines: &[u64], column: &str) -> (Vec<usize>, Vec<Duplicate>) {
     let mut order: Vec<(u64, usize)> = users
         .iter()
         .enumerate()
@@ -767,19 +857,29 @@ fn duplicate_keys(users: &[User], lines: &[u64], column: &str) -> (Vec<usize>, V
             .then_with(|| key(a).cmp(key(b)))
             .then(a.1.cmp(&b.1))
     });
-    let mut problems = Vec::new();
+    let mut problems: Vec<Duplicate> = Vec::new();
     let mut first = 0;
     for j in 1..order.len() {
         if order[j].0 == order[first].0 && key(&order[j]) == key(&order[first]) {
             let k = key(&order[j]);
-            problems.push(CsvProblem::at(
+            if j == first + 1 {
+                let (a, b) = (order[first].1, order[j].1);
+                let p = CsvProblem::at(
+                    lines[a],
+                    Some(column),
+                    format!("duplicate key {k:?} (again on line {})", lines[b]),
+                );
+                problems.push(((a, RowProblem::new(p, k.as_bytes())), true));
+            }
+            let p = CsvProblem::at(
                 lines[order[j].1],
                 Some(column),
                 format!(
                     "duplicate key {k:?} (first on line {})",
                     lines[order[first].1]
                 ),
-            ));
+            );
+            problems.push(((order[j].1, RowProblem::new(p, k.as_bytes())), false));
         } else {
             first = j;
         }
@@ -793,7 +893,7 @@ fn duplicate_keys(users: &[User], lines: &[u64], column: &str) -> (Vec<usize>, V
 /// earliest row first; within a run of equal hashes the emails themselves are compared, so a
 /// hash collision is never taken for a duplicate. ASCII emails are folded into a reused
 /// buffer, without allocating.
-fn duplicate_emails(users: &[User], lines: &[u64], column: &str) -> Vec<CsvProblem> {
+fn duplicate_emails(users: &[User], lines: &[u64], column: &str) -> Vec<Duplicate> {
     let mut buf: Vec<u8> = Vec::new();
     let mut order: Vec<(u64, usize)> = Vec::with_capacity(users.len());
     for (i, u) in users.iter().enumerate() {
@@ -802,10 +902,10 @@ fn duplicate_emails(users: &[User], lines: &[u64], column: &str) -> Vec<CsvProbl
         }
     }
     order.sort_unstable();
-    let mut problems = Vec::new();
+    let mut problems: Vec<Duplicate> = Vec::new();
     // The distinct folded emails of the current run of equal hashes, with their first user:
     // one entry unless the hash collides, however often an email repeats.
-    let mut distinct: Vec<(Vec<u8>, usize)> = Vec::new();
+    let mut distinct: Vec<(Vec<u8>, usize, bool)> = Vec::new();
     let mut run = 0;
     while run < order.len() {
         let mut end = run + 1;
@@ -816,16 +916,28 @@ fn duplicate_emails(users: &[User], lines: &[u64], column: &str) -> Vec<CsvProbl
             distinct.clear();
             for &(_, b) in &order[run..end] {
                 let folded = fold_into(&users[b].email, &mut buf);
-                match distinct.iter().find(|(f, _)| f.as_slice() == folded) {
-                    Some(&(_, a)) => {
+                match distinct.iter_mut().find(|(f, _, _)| f.as_slice() == folded) {
+                    Some((_, a, repeated)) => {
+                        let a = *a;
+                        if !*repeated {
+                            *repeated = true;
+                            let e = &users[a].email;
+                            let p = CsvProblem::at(
+                                lines[a],
+                                Some(column),
+                                format!("duplicate email {e:?} (again on line {})", lines[b]),
+                            );
+                            problems.push(((a, RowProblem::new(p, e.as_bytes())), true));
+                        }
                         let e = &users[b].email;
-                        problems.push(CsvProblem::at(
+                        let p = CsvProblem::at(
                             lines[b],
                             Some(column),
                             format!("duplicate email {e:?} (first on line {})", lines[a]),
-                        ));
+                        );
+                        problems.push(((b, RowProblem::new(p, e.as_bytes())), false));
                     }
-                    None => distinct.push((folded.to_vec(), b)),
+                    None => distinct.push((folded.to_vec(), b, false)),
                 }
             }
         }
@@ -894,15 +1006,34 @@ struct Row<'r, 'p> {
     rec: &'r ByteRecord,
     layout: &'r Layout,
     line: u64,
-    problems: &'p mut Vec<CsvProblem>,
+    problems: &'p mut Vec<RowProblem>,
+}
+
+/// A record-level problem and the value it is about (as read, lossily decoded, cut).
+#[derive(Debug, Clone)]
+struct RowProblem {
+    problem: CsvProblem,
+    value: String,
+}
+
+/// How many bytes of a value a row problem keeps for the quarantine report.
+const KEPT_VALUE: usize = 256;
+
+impl RowProblem {
+    fn new(problem: CsvProblem, value: &[u8]) -> Self {
+        let cut = &value[..value.len().min(KEPT_VALUE)];
+        RowProblem {
+            problem,
+            value: String::from_utf8_lossy(cut).into_owned(),
+        }
+    }
 }
 
 impl<'r> Row<'r, '_> {
     fn problem(&mut self, column: usize, message: String) {
-        self.problems.push(CsvProblem::at(
-            self.line,
-            Some(&self.layout.names[column]),
-            message,
+        self.problems.push(RowProblem::new(
+            CsvProblem::at(self.line, Some(&self.layout.names[column]), message),
+            field(self.rec, column),
         ));
     }
 
@@ -1102,18 +1233,38 @@ mod tests {
     #[test]
     fn filtered_read_reports_problems_and_duplicates_as_a_whole_read_does() {
         // A duplicate key and a duplicate email among dropped rows, and a bad row: the
-        // errors are exactly those of the unfiltered read, with their lines.
+        // quarantine is exactly that of the unfiltered read (which it is: a whole read), with
+        // its lines; a file-level problem fails both alike.
         for data in [
             "id,email\na,a@x.org\nb,b@x.org\na,c@x.org\n",
             "id,email\na,a@x.org\nb,A@X.org\n",
             "id,email\na,a@x.org\nb,not-an-email\n",
         ] {
-            let whole = load_str(&minimal(), data).unwrap_err().problems;
-            let e = filtered(data, |_| false).unwrap_err();
-            assert_eq!(e.problems.len(), whole.len(), "{data:?}: {e}");
-            for (a, b) in e.problems.iter().zip(&whole) {
-                assert_eq!((a.line, &a.message), (b.line, &b.message), "{data:?}");
-            }
+            let whole = load_str(&minimal(), data).unwrap();
+            let f = filtered(data, |_| false).unwrap();
+            assert!(!f.is_partial(), "{data:?}");
+            assert!(!whole.quarantined().is_empty(), "{data:?}");
+            // (the filtered read is of a file elsewhere: compare past the path)
+            let strip = |s: &Snapshot| {
+                s.quarantined()
+                    .iter()
+                    .map(|q| {
+                        let mut q = q.clone();
+                        q.location = q.location.rsplit('/').next().unwrap_or("").to_string();
+                        q
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(strip(&f), strip(&whole), "{data:?}");
+            assert_eq!(f.users(), whole.users(), "{data:?}");
+            assert_eq!(f.len(), whole.len(), "{data:?}");
+        }
+        let data = "id,email\na,a@x.org\nb,not-an-email\nc\n";
+        let whole = load_str(&minimal(), data).unwrap_err().problems;
+        let e = filtered(data, |_| false).unwrap_err();
+        assert_eq!(e.problems.len(), whole.len(), "{e}");
+        for (a, b) in e.problems.iter().zip(&whole) {
+            assert_eq!((a.line, &a.message), (b.line, &b.message));
         }
     }
 
@@ -1124,16 +1275,34 @@ mod tests {
         }
     }
 
-    /// `(line, message)` of each problem.
+    /// `(line, message)` of each problem: of the error (file-level problems fail the read), or
+    /// of the quarantined records (a record's problems are joined with "; ").
     fn problems(s: &CsvSettings, data: &[u8]) -> Vec<(Option<u64>, String)> {
         match load_bytes(s, data) {
-            Ok(snap) => panic!("expected problems for {data:?}, got {} users", snap.len()),
+            Ok(snap) if snap.quarantined().is_empty() => {
+                panic!("expected problems for {data:?}, got {} users", snap.len())
+            }
+            Ok(snap) => quarantine_problems(&snap),
             Err(e) => e
                 .problems
                 .into_iter()
                 .map(|p| (p.line, p.message))
                 .collect(),
         }
+    }
+
+    /// `(line, message)` of each problem of the quarantined records.
+    fn quarantine_problems(snap: &Snapshot) -> Vec<(Option<u64>, String)> {
+        snap.quarantined()
+            .iter()
+            .flat_map(|q| {
+                let line = q.location.rsplit(':').next().and_then(|l| l.parse().ok());
+                q.problem
+                    .split("; ")
+                    .map(move |m| (line, m.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Asserts exactly one problem, at `line`, whose message contains every fragment.
@@ -1456,7 +1625,14 @@ mod tests {
         ];
         for (what, rows, line, fragments) in cases {
             let data = format!("{h}{rows}");
-            let ps = problems(&s, data.as_bytes());
+            let mut ps = problems(&s, data.as_bytes());
+            // A duplicate quarantines every record sharing it: the first names the repeat.
+            if what.starts_with("duplicate") {
+                assert_eq!(ps.len(), 2, "{what}: {ps:#?}");
+                assert_eq!(ps[0].0, Some(2), "{what}: {ps:#?}");
+                assert!(ps[0].1.contains("(again on line 4)"), "{what}: {ps:#?}");
+                ps.remove(0);
+            }
             assert_eq!(ps.len(), 1, "{what}: {ps:#?}");
             assert_eq!(ps[0].0, Some(*line), "{what}: {ps:#?}");
             for f in *fragments {
@@ -1479,9 +1655,15 @@ mod tests {
         let data = "ID,Mail,given,family,display,mobile,active,groups\n,,,,,,nope,\n";
         let mut s2 = s.clone();
         s2.columns.email = "mail".into();
-        let e = load_str(&s2, data).unwrap_err();
+        // Record-level: quarantined, under the first column with a problem, every problem named.
+        let snap = ok(&s2, data);
+        let q = &snap.quarantined()[0];
+        assert_eq!(q.field, "ID");
+        assert!(q.problem.contains("empty email") && q.problem.contains("\"active\""));
+        // Failing for a file-level problem, each problem names its column as written.
+        let e = load_str(&s2, &format!("{data}E1,a@x.com\n")).unwrap_err();
         let cols: Vec<Option<&str>> = e.problems.iter().map(|p| p.column.as_deref()).collect();
-        assert_eq!(cols, vec![Some("ID"), Some("Mail"), Some("active")]);
+        assert_eq!(cols, vec![Some("ID"), Some("Mail"), Some("active"), None]);
     }
 
     #[test]
@@ -1809,9 +1991,11 @@ E8,,,,,,nah,
         for _ in 0..60 {
             data.push_str(",a@x.com\n");
         }
+        // A row with too few fields makes it a failing read, which lists every problem.
+        data.push_str("E1\n");
         let e = load_str(&minimal(), &data).unwrap_err();
-        // 60 empty keys, 59 duplicate emails
-        assert_eq!(e.problems.len(), 119);
+        // 60 empty keys, 59 duplicate emails, 1 field count
+        assert_eq!(e.problems.len(), 120);
         let text = e.to_string();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 51);
@@ -1821,7 +2005,7 @@ E8,,,,,,nah,
             lines[2],
             "users.csv:3: duplicate email \"a@x.com\" (first on line 2)"
         );
-        assert_eq!(lines[50], "... and 69 more problems");
+        assert_eq!(lines[50], "... and 70 more problems");
 
         let small = CsvError {
             path: "f.csv".into(),
@@ -1841,6 +2025,7 @@ E8,,,,,,nah,
             (
                 "E1,a@x.com\nE1,b@x.com\nE1,c@x.com\n",
                 &[
+                    (2, "duplicate key \"E1\" (again on line 3)"),
                     (3, "duplicate key \"E1\" (first on line 2)"),
                     (4, "duplicate key \"E1\" (first on line 2)"),
                 ],
@@ -1849,28 +2034,42 @@ E8,,,,,,nah,
             ("e1,a@x.com\nE1,b@x.com\n", &[]),
             (
                 " E1 ,a@x.com\nE1,b@x.com\n",
-                &[(3, "duplicate key \"E1\" (first on line 2)")],
+                &[
+                    (2, "duplicate key \"E1\" (again on line 3)"),
+                    (3, "duplicate key \"E1\" (first on line 2)"),
+                ],
             ),
             // long keys sharing the 8-byte sort prefix
             (
                 "user-000001,a@x.com\nuser-000002,b@x.com\nuser-000001,c@x.com\n",
-                &[(4, "duplicate key \"user-000001\" (first on line 2)")],
+                &[
+                    (2, "duplicate key \"user-000001\" (again on line 4)"),
+                    (4, "duplicate key \"user-000001\" (first on line 2)"),
+                ],
             ),
             // emails: case-insensitively, non-ASCII too, and across ASCII/non-ASCII
             (
                 "E1,\u{c9}mile@x.com\nE2,\u{e9}MILE@X.com\nE3,emile@x.com\n",
-                &[(3, "duplicate email \"\u{e9}MILE@X.com\" (first on line 2)")],
+                &[
+                    (2, "duplicate email \"\u{c9}mile@x.com\" (again on line 3)"),
+                    (3, "duplicate email \"\u{e9}MILE@X.com\" (first on line 2)"),
+                ],
             ),
             (
                 "E1,Kelvin@x.com\nE2,\u{212a}elvin@x.com\n",
-                &[(
-                    3,
-                    "duplicate email \"\u{212a}elvin@x.com\" (first on line 2)",
-                )],
+                &[
+                    (2, "duplicate email \"Kelvin@x.com\" (again on line 3)"),
+                    (
+                        3,
+                        "duplicate email \"\u{212a}elvin@x.com\" (first on line 2)",
+                    ),
+                ],
             ),
             (
                 "E1,a@x.com\nE2,b@x.com\nE3,A@X.COM\nE4,B@x.com\nE5,a@x.com\n",
                 &[
+                    (2, "duplicate email \"a@x.com\" (again on line 4)"),
+                    (3, "duplicate email \"b@x.com\" (again on line 5)"),
                     (4, "duplicate email \"A@X.COM\" (first on line 2)"),
                     (5, "duplicate email \"B@x.com\" (first on line 3)"),
                     (6, "duplicate email \"a@x.com\" (first on line 2)"),
@@ -1881,7 +2080,9 @@ E8,,,,,,nah,
                 "E1,bad\nE1,a@x.com\n,a@x.com\n",
                 &[
                     (2, "invalid email \"bad\": no \"@\""),
+                    (2, "duplicate key \"E1\" (again on line 3)"),
                     (3, "duplicate key \"E1\" (first on line 2)"),
+                    (3, "duplicate email \"a@x.com\" (again on line 4)"),
                     (4, "empty key"),
                     (4, "duplicate email \"a@x.com\" (first on line 3)"),
                 ],
@@ -1889,17 +2090,10 @@ E8,,,,,,nah,
         ];
         for (rows, want) in cases {
             let data = format!("id,email\n{rows}");
-            let got = match load_str(&s, &data) {
-                Ok(snap) => {
-                    assert_eq!(snap.len(), rows.lines().count(), "{rows:?}");
-                    Vec::new()
-                }
-                Err(e) => e
-                    .problems
-                    .into_iter()
-                    .map(|p| (p.line, p.message))
-                    .collect(),
-            };
+            // Every record sharing a key or email is quarantined; the rest are users.
+            let snap = ok(&s, &data);
+            assert_eq!(snap.len(), rows.lines().count(), "{rows:?}");
+            let got = quarantine_problems(&snap);
             let want: Vec<(Option<u64>, String)> = want
                 .iter()
                 .map(|(l, m)| (Some(*l), (*m).to_string()))
@@ -1916,14 +2110,16 @@ E8,,,,,,nah,
             data.push_str("E1,Same@x.com\n");
         }
         let started = std::time::Instant::now();
-        let e = load_str(&minimal(), &data).unwrap_err();
+        let snap = ok(&minimal(), &data);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
-        assert_eq!(e.problems.len(), 2 * 19_999);
+        assert!(snap.users().is_empty());
+        assert_eq!(snap.quarantined().len(), 20_000);
+        let last = &snap.quarantined()[19_999];
+        assert_eq!(last.location, "users.csv:20001");
         assert_eq!(
-            e.problems[39_997].message,
-            "duplicate email \"Same@x.com\" (first on line 2)"
+            last.problem,
+            "duplicate key \"E1\" (first on line 2); duplicate email \"Same@x.com\" (first on line 2)"
         );
-        assert_eq!(e.problems[39_997].line, Some(20_001));
     }
 
     #[test]

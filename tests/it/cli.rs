@@ -450,21 +450,21 @@ async fn bad_input_is_an_error_and_writes_nothing() {
         stderr(&out)
     );
 
-    // Malformed CSV: every problem named with file and line; exit 1; no run, no account.
-    env.write_csv(
-        "\
+    // Malformed CSV with a file-level problem (a row with too few fields): every problem
+    // named with file and line; exit 1; no run, no account.
+    let rows = "\
 E1,alice@example.com,Alice,Smith,active,staff
 ,nokey@example.com,No,Key,active,staff
 E3,not-an-email,Carol,Wu,active,staff
 E1,dup@example.com,Dup,Key,active,staff
 E5,ALICE@example.com,Dup,Mail,active,staff
 E6,f@example.com,F,G,maybe,staff
-",
-    );
+";
+    env.write_csv(&format!("{rows}E8,short@example.com\n"));
     let out = env.run(&["plan"]);
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
-    for line in [":3:", ":4:", ":5:", ":6:", ":7:"] {
+    for line in [":3:", ":4:", ":5:", ":6:", ":7:", ":8:"] {
         assert!(err.contains(line), "{line} missing in {err}");
     }
     assert!(err.contains("users.csv"), "{err}");
@@ -494,6 +494,25 @@ E6,f@example.com,F,G,maybe,staff
     let out = env.run(&["check"]);
     assert_eq!(code(&out), 1);
     assert!(stdout(&out).contains("source: FAILED"), "{}", stdout(&out));
+
+    std::fs::remove_dir(env.dir.path().join("users.csv")).unwrap();
+    // The same record-level problems alone quarantine their records: every one named with
+    // file and line in the report; all 6 of 6 records bad is over max_quarantined_percent:
+    // blocked (exit 3), no account.
+    env.write_csv(rows);
+    let out = env.run(&["plan"]);
+    let report = stdout(&out);
+    assert_eq!(code(&out), 3, "{report}{}", stderr(&out));
+    for line in [":2 ", ":3 ", ":4 ", ":5 ", ":6 ", ":7 "] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains("? quarantined") && l.contains(line)),
+            "{line} missing in {report}"
+        );
+    }
+    assert!(report.contains("max_quarantined_percent"), "{report}");
+    assert!(store.load_accounts("covata-test").await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

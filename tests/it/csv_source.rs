@@ -37,6 +37,27 @@ fn load_err(s: &CsvSettings) -> CsvError {
     }
 }
 
+/// The quarantined records of a read that succeeds, as problems: (line, field, problem).
+fn quarantined(s: &CsvSettings) -> Vec<CsvProblem> {
+    let snap = match load(s) {
+        Ok(snap) => snap,
+        Err(e) => panic!("{}: expected a snapshot, got {e}", s.path.display()),
+    };
+    snap.quarantined()
+        .iter()
+        .map(|q| {
+            let (file, line) = q.location.rsplit_once(':').expect("file:line");
+            assert_eq!(file, s.path.display().to_string());
+            assert!(q.key.as_deref().is_none_or(|k| snap.get(k).is_none()));
+            CsvProblem {
+                line: line.parse().ok(),
+                column: Some(q.field.clone()),
+                message: q.problem.clone(),
+            }
+        })
+        .collect()
+}
+
 fn problem(line: Option<u64>, column: Option<&str>, message: &str) -> CsvProblem {
     CsvProblem {
         line,
@@ -93,9 +114,8 @@ fn good_file_line_numbers_survive_bom_crlf_and_quoted_newlines() {
     // point at line 7 (the header is line 1, E1003 spans lines 4-5, line 6 is blank).
     let mut s = hr_settings(fixture("good.csv"));
     s.columns.email = "Display Name".into();
-    let e = load_err(&s);
     assert_eq!(
-        e.problems,
+        quarantined(&s),
         [
             problem(
                 Some(2),
@@ -208,16 +228,19 @@ fn invalid_utf8_file() {
     .expect("write");
     let mut columns = CsvColumns::new("id", "email");
     columns.given_name = Some("given".into());
-    let e = load_err(&CsvSettings::new(&path, columns));
+    let s = CsvSettings::new(&path, columns);
     assert_eq!(
-        e.problems,
+        quarantined(&s),
         [problem(
             Some(3),
             Some("given"),
             "invalid UTF-8 in column \"given\" (after byte 3 of the value)",
         )]
     );
-    assert_eq!(e.path, path);
+    let snap = load(&s).unwrap();
+    assert_eq!(snap.quarantined()[0].key.as_deref(), Some("E2"));
+    assert_eq!(snap.quarantined()[0].value, "\"Ren\u{fffd}\"");
+    assert_eq!(snap.users().len(), 2);
 }
 
 #[test]

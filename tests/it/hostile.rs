@@ -135,15 +135,37 @@ fn assert_rejected(env: &Env, o: &Output, want: &[(u64, &str)]) {
     assert!(env.fake.users().is_empty());
 }
 
+/// Exit 7 (applied, records quarantined), every `(line, text)` in a `? quarantined` line of
+/// the report naming the file and that line, and exactly `created` users on the target: the
+/// quarantined records are never sent.
+fn assert_quarantined(env: &Env, o: &Output, want: &[(u64, &str)], created: usize) {
+    assert_eq!(code(o), 7, "{}", out(o));
+    let report = stdout(o);
+    for (line, text) in want {
+        let located = format!("users.csv:{line}");
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains("? quarantined") && l.contains(&located) && l.contains(text)),
+            "want ? quarantined {located} ... {text:?}\n{}",
+            out(o)
+        );
+    }
+    assert_eq!(env.fake.users().len(), created, "{}", out(o));
+}
+
 #[tokio::test]
 async fn control_characters_in_names_are_rejected_with_the_line() {
     let env = Env::new().await;
     env.copy_corpus("control.csv");
     let o = env.run(&["sync"]);
-    assert_rejected(
+    // The escape sequence and the bell are shown escaped, never sent to the terminal.
+    assert!(!stdout(&o).contains('\u{1b}') && !stdout(&o).contains('\u{7}'));
+    assert_quarantined(
         &env,
         &o,
         &[(3, "control character"), (4, "control character")],
+        1,
     );
 }
 
@@ -152,7 +174,7 @@ async fn latin1_bytes_are_an_invalid_utf8_error_naming_the_line() {
     let env = Env::new().await;
     env.copy_corpus("latin1.csv");
     let o = env.run(&["sync"]);
-    assert_rejected(&env, &o, &[(3, "invalid UTF-8")]);
+    assert_quarantined(&env, &o, &[(3, "invalid UTF-8")], 1);
 }
 
 #[tokio::test]
@@ -168,7 +190,7 @@ async fn emails_with_spaces_are_rejected() {
     let env = Env::new().await;
     env.copy_corpus("email_space.csv");
     let o = env.run(&["sync"]);
-    assert_rejected(&env, &o, &[(2, "invalid email")]);
+    assert_quarantined(&env, &o, &[(2, "invalid email")], 0);
 }
 
 #[tokio::test]

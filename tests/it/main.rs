@@ -18,6 +18,7 @@ mod ldap_prefilter;
 mod ldap_source;
 mod notify;
 mod primavera;
+mod quarantine;
 mod saved_plan;
 mod store;
 mod support;
