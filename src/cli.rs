@@ -3,7 +3,8 @@
 //! Exit codes: 0 success / nothing to do; 1 error (config, source, store, a failed target); 2
 //! changes pending (`plan`, `sync --dry-run`) or drift found (`drift`); 3 blocked by the safety
 //! policy; 4 applied with some operations failed; 5 every target skipped because another
-//! instance is applying it; 6 interrupted (SIGTERM). `run --once` exits with its run's code.
+//! instance is applying it; 6 interrupted (SIGTERM); 7 applied, but source records were
+//! quarantined. `run --once` exits with its run's code.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,7 +52,8 @@ plans the creates, updates, role changes, disables and deletes each target appli
 `dirsync plan` shows the plan without changing anything.\n\nExit codes: 0 nothing to do / \
 success, 1 error (or a target failed), 2 changes pending, 3 blocked by the safety policy, 4 \
 applied with failures, 5 skipped (another instance is applying every selected target), 6 \
-interrupted. `dirsync run --once` exits with its run's code, as `sync` would."
+interrupted, 7 applied but source records quarantined. `dirsync run --once` exits with its \
+run's code, as `sync` would."
 )]
 pub struct Cli {
     /// Configuration file.
@@ -95,7 +97,8 @@ pub enum Command {
     ///
     /// Exit code 0: applied (or nothing to do); 1: error or a target failed; 3: blocked by the
     /// safety policy; 4: some operations failed; 5: skipped, another dirsync instance is
-    /// applying every selected target; 6: interrupted.
+    /// applying every selected target; 6: interrupted; 7: applied, but source records were
+    /// quarantined (left as they are; listed in the report).
     Sync(SyncArgs),
     /// Validate the configuration and show the schedule's next three run times; without
     /// --offline also open the state store, read the source, and reach each enabled target
