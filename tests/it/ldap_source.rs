@@ -780,6 +780,81 @@ async fn ldap_cli_plan_and_sync_follow_the_directory() {
     );
 }
 
+/// After a first sync, one entry turns bad (a NUL in its given name) and a joiner is added:
+/// the joiner is created, the bad entry's account is left exactly as it was (not disabled),
+/// the report names the DN, exit 7. Fixed, the entry is planned normally again.
+#[tokio::test]
+async fn ldap_cli_bad_entry_is_quarantined_and_a_joiner_still_created() {
+    let env = env(true).await;
+    let fake = env.fake.as_ref().unwrap();
+    let o = env.run(&["sync"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    let bender = fake.user_by_email("bender@planetexpress.com").unwrap();
+    assert!(bender.enabled);
+    assert!(fake.user_by_email("joiner@planetexpress.com").is_none());
+    let users_before = fake.users().len();
+
+    let bender_dn = format!("uid=bender,ou=crew,{PEOPLE}");
+    env.server.modify(&format!(
+        "dn: {bender_dn}\nchangetype: modify\nreplace: givenName\ngivenName:: QmVuAGRlcg==\n-\n\n\
+         dn: uid=joiner,ou=crew,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\n\
+         uid: joiner\ncn: Jo Iner\nsn: Iner\ngivenName: Jo\n\
+         mail: joiner@planetexpress.com\n"
+    ));
+    fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(o.status.code(), Some(7), "{}", out(&o));
+    let report = String::from_utf8_lossy(&o.stdout);
+    let line = report
+        .lines()
+        .find(|l| l.contains("? quarantined") && l.contains(&bender_dn))
+        .unwrap_or_else(|| panic!("no quarantined line naming {bender_dn}\n{}", out(&o)));
+    assert!(
+        line.contains(r#"givenName: control character in attribute "givenName": "Ben\0der""#),
+        "{line}"
+    );
+    assert_eq!(
+        report
+            .lines()
+            .filter(|l| l.contains("? quarantined"))
+            .count(),
+        1,
+        "{}",
+        out(&o)
+    );
+    // The joiner is created; Bender's account is exactly as it was; nothing else changed.
+    let joiner = fake.user_by_email("joiner@planetexpress.com").unwrap();
+    assert!(joiner.enabled);
+    assert_eq!(
+        fake.user_by_email("bender@planetexpress.com").unwrap(),
+        bender
+    );
+    assert_eq!(fake.users().len(), users_before + 1);
+    let changes: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET" && !r.path.starts_with("/api/oauth"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(changes.len(), 1, "only the joiner's create: {changes:?}");
+
+    // Fixed: planned normally again, nothing quarantined, nothing to change.
+    env.server.modify(&format!(
+        "dn: {bender_dn}\nchangetype: modify\nreplace: givenName\ngivenName: Bender\n-\n"
+    ));
+    let o = env.run(&["sync"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("quarantined"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(
+        fake.user_by_email("bender@planetexpress.com").unwrap(),
+        bender
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldap_cli_sync_fails_when_slapd_dies_mid_search() {
     let fake = FakeCovata::start().await;
