@@ -1,5 +1,6 @@
 //! LDAP source of truth (OpenLDAP, 389-DS, FreeIPA, Active Directory): one paged search of
-//! the user entries into a complete [`Snapshot`], or an error listing every problem.
+//! the user entries into a complete [`Snapshot`] (entries with problems quarantined), or an
+//! error when the read as a whole fails.
 //!
 //! # Reading
 //!
@@ -18,7 +19,7 @@
 //!
 //! - Key: [`LdapAttributes::key`] (default `entryUUID`; `objectGUID` for Active Directory,
 //!   whose 16 bytes are written as the canonical GUID string
-//!   `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lower case). An entry without it is an error
+//!   `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lower case). An entry without it is a problem
 //!   naming its DN. The DN is never the key: it changes when an entry is renamed or moved.
 //! - Each mapped field lists one or more attributes; the first one present wins, and of a
 //!   multi-valued attribute the first (non-blank) value is used; the other values are not read.
@@ -31,22 +32,27 @@
 //!   Each problem names the entry's DN and the attribute; values are shown escaped and cut
 //!   ([`shown`]), so no value can break a log line. A non-UTF-8 key is written in hex (or as a
 //!   GUID), as [`KeyFormat`] says.
-//! - No email: skipped and reported ([`MissingEmail::Skip`], the default) or an error.
+//! - No email: skipped and reported ([`MissingEmail::Skip`], the default) or a problem.
 //! - Enabled: Active Directory's `userAccountControl` bit 0x2 (ACCOUNTDISABLE) and / or a
 //!   configured attribute with disabled values (`nsAccountLock: TRUE`) or whose presence
 //!   means disabled (`pwdAccountLockedTime`).
 //! - Groups (as DNs): the `memberOf` attribute, or a search of group entries under a group
 //!   base (`member` / `uniqueMember` DNs, `memberUid` user ids); nested groups optionally.
-//! - Duplicate keys and duplicate emails (case-insensitive) are errors naming both DNs.
-//! - Any problem of any entry fails the whole read (every problem is reported): one bad entry
-//!   never turns into a partial snapshot.
+//! - Duplicate keys and duplicate emails (case-insensitive) are problems of every entry
+//!   sharing one, each naming the other's DN.
+//! - **An entry with problems is quarantined** ([`Quarantined`]: its key when readable, its
+//!   DN, the attribute of its first problem, every problem joined, the value escaped and cut):
+//!   it is not a user, and the planner leaves every account under its key as it is. Problems
+//!   of the read as a whole (bind refused, connection lost, a search cut short, a size or time
+//!   limit, `source.timeout`) fail it: never a partial snapshot.
 //!
 //! # Prefiltered reads
 //!
 //! A whole-source run reads through [`load_filtered`]: each user, built and checked as above and
 //! with its groups complete, is offered to the run's [`crate::plan::Prefilter`] as its entry
-//! arrives, and only the users it keeps stay in memory. Any problem, or two equal hashes of keys
-//! or emails, makes it search again whole, so that the error is the whole read's.
+//! arrives, and only the users it keeps stay in memory. Any entry problem, or two equal hashes of
+//! keys or emails, makes it search again whole, so that exactly the whole read's entries are
+//! quarantined.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -217,7 +223,7 @@ impl GroupSearch {
 pub enum MissingEmail {
     /// Leave the entry out of the snapshot and report it (a warning per run).
     Skip,
-    /// The whole read fails.
+    /// A problem of the entry: it is quarantined.
     Error,
 }
 
@@ -474,8 +480,8 @@ pub async fn load(settings: &LdapSettings) -> Result<Snapshot, LdapSourceError> 
 /// [`load`] builds it: normalised, with its groups complete (nested ones included). Duplicate
 /// keys and emails across all users are found from 64-bit hashes; when any two hashes are equal
 /// (a duplicate, or a collision) or any entry has a problem, the directory is read again whole,
-/// so that errors are reported exactly as [`load`] reports them (and a mere collision gives a
-/// whole snapshot). A search that is cut short fails as in [`load`].
+/// so that entries are quarantined exactly as [`load`] quarantines them (and a mere collision
+/// gives a whole snapshot). A search that is cut short fails as in [`load`].
 ///
 /// With groups from `memberOf` and `nested_groups`, the parents of each group are only looked
 /// up once every entry is read: the users are then kept until the end of the read and offered
@@ -649,7 +655,8 @@ fn fold_into<'b>(email: &str, buf: &'b mut Vec<u8>) -> &'b [u8] {
     buf
 }
 
-/// Reads the source completely: a snapshot, or every problem found.
+/// Reads the source completely: a snapshot with the entries that have problems quarantined
+/// ([`quarantine`]), or the error of a read that failed as a whole.
 pub async fn read(settings: &LdapSettings) -> Result<LdapRead, LdapSourceError> {
     let started = Instant::now();
     let c = collect(settings, None).await?;
