@@ -647,7 +647,8 @@ async fn check_target(t: &crate::config::TargetConfig) -> bool {
 }
 
 /// `check` of an LDAP source: binds, runs the whole search and reports what it found.
-/// False when a sync would fail.
+/// False when a sync would fail (the search itself); entries with problems are listed (a sync
+/// quarantines them).
 async fn check_ldap(l: &crate::source::ldap::LdapSettings) -> bool {
     let c = match crate::source::ldap::check(l).await {
         Ok(c) => c,
@@ -700,11 +701,14 @@ async fn check_ldap(l: &crate::source::ldap::LdapSettings) -> bool {
             outln!("    {p}");
         }
     }
-    let ok = c.problems.is_empty() && (skip || c.without_email.is_empty());
-    if !ok {
-        outln!("source: FAILED: a sync would stop on the problems above");
+    if !c.problems.is_empty() || !(skip || c.without_email.is_empty()) {
+        // Problems of entries: a sync quarantines those entries (problems of the read as a
+        // whole are the error above).
+        outln!(
+            "source: OK; a sync quarantines the entries above (their accounts are left as they are)"
+        );
     }
-    ok
+    true
 }
 
 async fn migrate(config: &Config) -> u8 {

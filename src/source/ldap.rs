@@ -1,5 +1,6 @@
 //! LDAP source of truth (OpenLDAP, 389-DS, FreeIPA, Active Directory): one paged search of
-//! the user entries into a complete [`Snapshot`], or an error listing every problem.
+//! the user entries into a complete [`Snapshot`] (entries with problems quarantined), or an
+//! error when the read as a whole fails.
 //!
 //! # Reading
 //!
@@ -18,7 +19,7 @@
 //!
 //! - Key: [`LdapAttributes::key`] (default `entryUUID`; `objectGUID` for Active Directory,
 //!   whose 16 bytes are written as the canonical GUID string
-//!   `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lower case). An entry without it is an error
+//!   `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lower case). An entry without it is a problem
 //!   naming its DN. The DN is never the key: it changes when an entry is renamed or moved.
 //! - Each mapped field lists one or more attributes; the first one present wins, and of a
 //!   multi-valued attribute the first (non-blank) value is used; the other values are not read.
@@ -31,22 +32,27 @@
 //!   Each problem names the entry's DN and the attribute; values are shown escaped and cut
 //!   ([`shown`]), so no value can break a log line. A non-UTF-8 key is written in hex (or as a
 //!   GUID), as [`KeyFormat`] says.
-//! - No email: skipped and reported ([`MissingEmail::Skip`], the default) or an error.
+//! - No email: skipped and reported ([`MissingEmail::Skip`], the default) or a problem.
 //! - Enabled: Active Directory's `userAccountControl` bit 0x2 (ACCOUNTDISABLE) and / or a
 //!   configured attribute with disabled values (`nsAccountLock: TRUE`) or whose presence
 //!   means disabled (`pwdAccountLockedTime`).
 //! - Groups (as DNs): the `memberOf` attribute, or a search of group entries under a group
 //!   base (`member` / `uniqueMember` DNs, `memberUid` user ids); nested groups optionally.
-//! - Duplicate keys and duplicate emails (case-insensitive) are errors naming both DNs.
-//! - Any problem of any entry fails the whole read (every problem is reported): one bad entry
-//!   never turns into a partial snapshot.
+//! - Duplicate keys and duplicate emails (case-insensitive) are problems of every entry
+//!   sharing one, each naming the other's DN.
+//! - **An entry with problems is quarantined** ([`Quarantined`]: its key when readable, its
+//!   DN, the attribute of its first problem, every problem joined, the value escaped and cut):
+//!   it is not a user, and the planner leaves every account under its key as it is. Problems
+//!   of the read as a whole (bind refused, connection lost, a search cut short, a size or time
+//!   limit, `source.timeout`) fail it: never a partial snapshot.
 //!
 //! # Prefiltered reads
 //!
 //! A whole-source run reads through [`load_filtered`]: each user, built and checked as above and
 //! with its groups complete, is offered to the run's [`crate::plan::Prefilter`] as its entry
-//! arrives, and only the users it keeps stay in memory. Any problem, or two equal hashes of keys
-//! or emails, makes it search again whole, so that the error is the whole read's.
+//! arrives, and only the users it keeps stay in memory. Any entry problem, or two equal hashes of
+//! keys or emails, makes it search again whole, so that exactly the whole read's entries are
+//! quarantined.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -58,7 +64,7 @@ use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
 use ldap3::{DerefAliases, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use tracing::{debug, info, warn};
 
-use crate::model::{Snapshot, User, email_fold};
+use crate::model::{Quarantined, Snapshot, User, email_fold};
 use crate::secret::Secret;
 
 /// Which kind of directory: decides the defaults of the key, the filter, the enabled rule and
@@ -217,7 +223,7 @@ impl GroupSearch {
 pub enum MissingEmail {
     /// Leave the entry out of the snapshot and report it (a warning per run).
     Skip,
-    /// The whole read fails.
+    /// A problem of the entry: it is quarantined.
     Error,
 }
 
@@ -320,6 +326,9 @@ pub struct LdapProblem {
     pub attribute: Option<String>,
     /// What is wrong. Values quoted in it are escaped ([`shown`]), so it is one line.
     pub message: String,
+    /// The value concerned, when the problem is found after the entry is read (duplicates,
+    /// groups): what a quarantined record shows.
+    pub value: Option<String>,
 }
 
 const SHOWN_PROBLEMS: usize = 50;
@@ -358,6 +367,7 @@ impl LdapProblem {
             dn: None,
             attribute: None,
             message: message.into(),
+            value: None,
         }
     }
 
@@ -366,6 +376,7 @@ impl LdapProblem {
             dn: Some(dn.to_string()),
             attribute: None,
             message: message.into(),
+            value: None,
         }
     }
 
@@ -375,7 +386,13 @@ impl LdapProblem {
             dn: Some(dn.to_string()),
             attribute: Some(attribute.to_string()),
             message: message.into(),
+            value: None,
         }
+    }
+
+    fn with_value(mut self, value: &str) -> Self {
+        self.value = Some(value.to_string());
+        self
     }
 }
 
@@ -463,8 +480,8 @@ pub async fn load(settings: &LdapSettings) -> Result<Snapshot, LdapSourceError> 
 /// [`load`] builds it: normalised, with its groups complete (nested ones included). Duplicate
 /// keys and emails across all users are found from 64-bit hashes; when any two hashes are equal
 /// (a duplicate, or a collision) or any entry has a problem, the directory is read again whole,
-/// so that errors are reported exactly as [`load`] reports them (and a mere collision gives a
-/// whole snapshot). A search that is cut short fails as in [`load`].
+/// so that entries are quarantined exactly as [`load`] quarantines them (and a mere collision
+/// gives a whole snapshot). A search that is cut short fails as in [`load`].
 ///
 /// With groups from `memberOf` and `nested_groups`, the parents of each group are only looked
 /// up once every entry is read: the users are then kept until the end of the read and offered
@@ -517,6 +534,21 @@ fn log_read(read: &LdapRead, kept: Option<usize>) {
             read.skipped.len(),
             shown.join("; "),
             if read.skipped.len() > 20 { "; ..." } else { "" }
+        );
+    }
+    let quarantined = read.snapshot.quarantined();
+    if !quarantined.is_empty() {
+        let shown: Vec<String> = quarantined
+            .iter()
+            .take(20)
+            .map(|q| format!("entry {:?}: {}", q.location, q.problem))
+            .collect();
+        warn!(
+            quarantined = quarantined.len(),
+            "LDAP source: {} entries quarantined (their accounts are left as they are): {}{}",
+            quarantined.len(),
+            shown.join("; "),
+            if quarantined.len() > 20 { "; ..." } else { "" }
         );
     }
     match kept {
@@ -623,15 +655,22 @@ fn fold_into<'b>(email: &str, buf: &'b mut Vec<u8>) -> &'b [u8] {
     buf
 }
 
-/// Reads the source completely: a snapshot, or every problem found.
+/// Reads the source completely: a snapshot with the entries that have problems quarantined
+/// ([`quarantine`]), or the error of a read that failed as a whole.
 pub async fn read(settings: &LdapSettings) -> Result<LdapRead, LdapSourceError> {
     let started = Instant::now();
     let c = collect(settings, None).await?;
     let mut problems = c.problems;
     if settings.missing_email == MissingEmail::Error {
+        let attribute = settings
+            .attributes
+            .email
+            .first()
+            .map_or("mail", String::as_str);
         problems.extend(c.without_email.iter().map(|dn| {
-            LdapProblem::entry(
+            LdapProblem::value(
                 dn,
+                attribute,
                 format!(
                     "no email ({}); set source.ldap.missing_email = \"skip\" to leave such entries out",
                     settings.attributes.email.join(" / ")
@@ -643,18 +682,72 @@ pub async fn read(settings: &LdapSettings) -> Result<LdapRead, LdapSourceError> 
         server: settings.url.clone(),
         problems,
     };
-    if !problems.is_empty() {
-        return Err(fail(problems));
-    }
     let skipped = skipped_entries(settings, &c.without_email);
-    let snapshot =
-        Snapshot::new(c.users).map_err(|d| fail(vec![LdapProblem::read(d.to_string())]))?;
+    let quarantined = quarantine(&problems, &c.users, &c.dns, &c.bad);
+    let mut users = c.users;
+    if !quarantined.is_empty() {
+        // The entries quarantined leave the users (duplicates among them); `with_quarantined`
+        // then takes out any other user under a quarantined key.
+        let out: HashSet<&str> = quarantined.iter().map(|q| q.location.as_str()).collect();
+        let mut dns = c.dns.iter();
+        users.retain(|_| dns.next().is_none_or(|dn| !out.contains(dn.as_str())));
+    }
+    let snapshot = Snapshot::new(users)
+        .map_err(|d| fail(vec![LdapProblem::read(d.to_string())]))?
+        .with_quarantined(quarantined);
     Ok(LdapRead {
         snapshot,
         entries: c.entries,
         skipped,
         elapsed: started.elapsed(),
     })
+}
+
+/// The quarantined records of a whole read: one per entry with problems (all of them entry
+/// problems: problems of the read as a whole fail it before), in the order the problems came,
+/// its problems joined; the field and value are those of its first problem.
+fn quarantine(
+    problems: &[LdapProblem],
+    users: &[User],
+    dns: &[String],
+    bad: &HashMap<String, (Option<String>, String)>,
+) -> Vec<Quarantined> {
+    let user_of: HashMap<&str, &User> = dns.iter().map(String::as_str).zip(users).collect();
+    // DN -> indexes of its problems, in first-seen order.
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_dn: HashMap<&str, Vec<&LdapProblem>> = HashMap::new();
+    for p in problems {
+        let Some(dn) = p.dn.as_deref() else { continue };
+        let ps = by_dn.entry(dn).or_default();
+        if ps.is_empty() {
+            order.push(dn);
+        }
+        ps.push(p);
+    }
+    let mut out = Vec::with_capacity(order.len());
+    for dn in order {
+        let ps = &by_dn[dn];
+        let Some(first) = ps.first() else { continue };
+        let (key, value) = match (bad.get(dn), user_of.get(dn)) {
+            (Some((key, value)), _) => (key.as_deref(), value.as_str()),
+            (None, Some(u)) => (Some(u.key.as_str()), ""),
+            (None, None) => (None, ""),
+        };
+        let value = first.value.as_deref().unwrap_or(value);
+        let problem = ps
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        out.push(Quarantined::new(
+            key,
+            dn,
+            first.attribute.clone().unwrap_or_default(),
+            problem,
+            value,
+        ));
+    }
+    out
 }
 
 /// Binds and runs the whole search, reporting what a sync would find. Connection, bind and
@@ -681,6 +774,11 @@ struct Collected {
     without_key: Vec<String>,
     without_email: Vec<String>,
     problems: Vec<LdapProblem>,
+    /// DN of each of `users` (whole reads only).
+    dns: Vec<String>,
+    /// Entries that are not users because of a problem (or no email): DN -> (key when
+    /// readable, the value of the first attribute named by its problems).
+    bad: HashMap<String, (Option<String>, String)>,
 }
 
 /// Connects, reads, unbinds. With a `filter` (see [`load_filtered`]), the users are offered to
@@ -728,6 +826,8 @@ async fn collect_on(
         without_key: Vec::new(),
         without_email: Vec::new(),
         problems: Vec::new(),
+        dns: Vec::new(),
+        bad: HashMap::new(),
     };
     // Nested groups from `memberOf` are looked up once every entry is read: until then a
     // user's groups are not complete, so a filtered read offers the users after the search.
@@ -771,8 +871,26 @@ async fn collect_on(
                     }
                 },
                 Outcome::NoKey => c.without_key.push(e.dn),
-                Outcome::NoEmail => c.without_email.push(e.dn),
-                Outcome::Problems(p) => c.problems.extend(p),
+                Outcome::NoEmail(key) => {
+                    if offer_to.is_none() {
+                        c.bad.insert(e.dn.clone(), (key, String::new()));
+                    }
+                    c.without_email.push(e.dn);
+                }
+                Outcome::Problems(p, key) => {
+                    if offer_to.is_none() {
+                        // The value quarantine reports: the first value of the first
+                        // attribute named.
+                        let value = p
+                            .iter()
+                            .find_map(|p| p.attribute.as_deref())
+                            .and_then(|a| values(&e, a).next())
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default();
+                        c.bad.insert(e.dn.clone(), (key, value));
+                    }
+                    c.problems.extend(p);
+                }
             }
         },
     )
@@ -794,15 +912,17 @@ async fn collect_on(
     c.users = users.into_iter().map(User::normalized).collect();
     c.problems.extend(group_problems(s, &c.users, &dns));
     for dn in &c.without_key {
-        c.problems.push(LdapProblem::entry(
+        c.problems.push(LdapProblem::value(
             dn,
+            &s.attributes.key,
             format!(
                 "no key attribute {:?} (is it readable by the bind DN?)",
                 s.attributes.key
             ),
         ));
     }
-    c.problems.extend(duplicates(&c.users, &dns));
+    c.problems.extend(duplicates(s, &c.users, &dns));
+    c.dns = dns;
     if let Some(f) = filter
         && !streamed
         && c.problems.is_empty()
@@ -1254,8 +1374,10 @@ fn text_field<'n>(
 enum Outcome {
     User(Box<User>),
     NoKey,
-    NoEmail,
-    Problems(Vec<LdapProblem>),
+    /// No email; the key, when readable.
+    NoEmail(Option<String>),
+    /// Every problem of the entry, and its key when readable.
+    Problems(Vec<LdapProblem>, Option<String>),
 }
 
 /// One entry as a user, or every problem of the entry.
@@ -1293,9 +1415,9 @@ fn entry_to_user(s: &LdapSettings, e: &SearchEntry, groups: Option<&GroupIndex>)
     let email = text_field(e, &a.email, Check::NoControls, &mut problems);
     if email.is_none() && problems.len() == before {
         return if problems.is_empty() {
-            Outcome::NoEmail
+            Outcome::NoEmail(key)
         } else {
-            Outcome::Problems(problems)
+            Outcome::Problems(problems, key)
         };
     }
     if let Some((attr, email)) = &email
@@ -1391,11 +1513,14 @@ fn entry_to_user(s: &LdapSettings, e: &SearchEntry, groups: Option<&GroupIndex>)
     let other_name = field(&a.other_name);
     let display_name = field(&a.display_name);
     let mobile = field(&a.mobile);
-    let (Some(key), Some((_, email))) = (key, email) else {
-        return Outcome::Problems(problems);
+    let Some((_, email)) = email else {
+        return Outcome::Problems(problems, key);
+    };
+    let Some(key) = key else {
+        return Outcome::Problems(problems, None);
     };
     if !problems.is_empty() {
-        return Outcome::Problems(problems);
+        return Outcome::Problems(problems, Some(key));
     }
     Outcome::User(Box::new(User {
         key,
@@ -1696,40 +1821,70 @@ fn group_problems(s: &LdapSettings, users: &[User], dns: &[String]) -> Vec<LdapP
                         "control character in a group of attribute {attribute:?}: {}",
                         shown(g)
                     ),
-                ),
+                )
+                .with_value(g),
                 _ => LdapProblem::entry(
                     dn,
                     format!(
                         "control character in the DN of a group found by the group search: {}",
                         shown(g)
                     ),
-                ),
+                )
+                .with_value(g),
             });
         }
     }
     problems
 }
 
-/// Duplicate keys and emails, each naming both DNs.
-fn duplicates(users: &[User], dns: &[String]) -> Vec<LdapProblem> {
+/// Duplicate keys and emails, each naming both DNs; every entry sharing one has a problem.
+fn duplicates(s: &LdapSettings, users: &[User], dns: &[String]) -> Vec<LdapProblem> {
+    let email_attr = s.attributes.email.first().map_or("mail", String::as_str);
     let mut problems = Vec::new();
     let mut keys: HashMap<&str, usize> = HashMap::with_capacity(users.len());
     let mut emails: HashMap<String, usize> = HashMap::with_capacity(users.len());
     for (i, u) in users.iter().enumerate() {
         if let Some(&first) = keys.get(u.key.as_str()) {
-            problems.push(LdapProblem::entry(
-                &dns[i],
-                format!("duplicate key {:?} (also on {:?})", u.key, dns[first]),
-            ));
+            problems.push(
+                LdapProblem::value(
+                    &dns[first],
+                    &s.attributes.key,
+                    format!("duplicate key {:?} (also on {:?})", u.key, dns[i]),
+                )
+                .with_value(&u.key),
+            );
+            problems.push(
+                LdapProblem::value(
+                    &dns[i],
+                    &s.attributes.key,
+                    format!("duplicate key {:?} (also on {:?})", u.key, dns[first]),
+                )
+                .with_value(&u.key),
+            );
         } else {
             keys.insert(&u.key, i);
         }
         let folded = email_fold(&u.email);
         if let Some(&first) = emails.get(&folded) {
-            problems.push(LdapProblem::entry(
-                &dns[i],
-                format!("duplicate email {:?} (also on {:?})", u.email, dns[first]),
-            ));
+            problems.push(
+                LdapProblem::value(
+                    &dns[first],
+                    email_attr,
+                    format!(
+                        "duplicate email {:?} (also on {:?})",
+                        users[first].email, dns[i]
+                    ),
+                )
+                .with_value(&users[first].email),
+            );
+            problems.push(
+                LdapProblem::value(
+                    &dns[i],
+                    email_attr,
+                    format!("duplicate email {:?} (also on {:?})", u.email, dns[first]),
+                )
+                .with_value(&u.email),
+            );
         } else {
             emails.insert(folded, i);
         }
@@ -1839,7 +1994,7 @@ mod tests {
     /// `(attribute, message)` of each problem of the entry; panics when it is a user.
     fn entry_problems(e: &SearchEntry) -> Vec<(Option<String>, String)> {
         match entry_to_user(&hostile_settings(), e, None) {
-            Outcome::Problems(ps) => {
+            Outcome::Problems(ps, _) => {
                 for p in &ps {
                     assert_eq!(p.dn.as_deref(), Some("cn=x,dc=example"));
                 }
@@ -1847,14 +2002,14 @@ mod tests {
             }
             Outcome::User(u) => panic!("a user: {u:?}"),
             Outcome::NoKey => panic!("no key"),
-            Outcome::NoEmail => panic!("no email"),
+            Outcome::NoEmail(_) => panic!("no email"),
         }
     }
 
     fn entry_user(e: &SearchEntry) -> User {
         match entry_to_user(&hostile_settings(), e, None) {
             Outcome::User(u) => *u,
-            Outcome::Problems(ps) => panic!("{ps:?}"),
+            Outcome::Problems(ps, _) => panic!("{ps:?}"),
             _ => panic!("no user"),
         }
     }

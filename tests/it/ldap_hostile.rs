@@ -1,12 +1,12 @@
 //! Hostile LDAP input: the corpus `tests/data/ldap/hostile.ldif` (groups in
 //! `hostile-groups.ldif`) in a real slapd, read by the real binary and synced to the fake
-//! Covata. Each input is either rejected with a clear error (exit 1, a line naming the entry's
-//! DN and the attribute, the value escaped; nothing sent, the fake unchanged) or sent exactly
+//! Covata. Each input is either quarantined (exit 7, a `? quarantined` line naming the entry's
+//! DN and the attribute, the value escaped; the entry never sent) or sent exactly
 //! (asserted on what the fake received: its users, the request bodies, the ids in paths and
 //! the emails in queries). A DN of about 8 KB and 100 KB values are generated here.
 //!
-//! The policy, as in the CSV source: one bad entry fails the whole read, so the good entry
-//! next to the bad ones (every rejected OU has one) is not created either.
+//! The policy, as in the CSV source: a bad entry is quarantined and the good entry next to the
+//! bad ones (every rejected OU has one) is created.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -672,45 +672,49 @@ async fn ldap_hostile_group_dns_with_escaped_specials_resolve_by_member_of_and_b
 /// One rejected input: the DN of the entry, the attribute, and the message's text.
 type Rejected<'a> = (&'a str, &'a str, &'a str);
 
-/// Syncs `ou=accepted`, then points the source at `ou` (its bad entries and one good one):
-/// the run fails with exit 1 and one error line per bad entry naming its DN (escaped, as
-/// Rust's `{:?}` writes it) and the attribute; nothing is sent, the fake's users are
-/// unchanged (the good entry is not created, the accepted users not disabled), no secret is
-/// printed, and `dirsync check` reports the same problems.
+/// Points the source at `ou` (its bad entries and one good one): the run exits 7, the report
+/// has one `? quarantined` line per bad entry naming its DN (escaped) and the attribute, with
+/// the message's text; only the good entry is created (the bad ones are never sent), no secret
+/// is printed, and `dirsync check` lists the same problems and passes (a sync would apply).
 async fn assert_ou_rejected(ou: &str, want: &[Rejected<'_>]) -> Output {
     let env = Env::new("").await;
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    let before = env.users();
-    assert_eq!(before.len(), accepted().len());
-    env.fake.clear_requests();
-
     env.config(&format!("ou={ou},{HOSTILE}"), "", "");
+    // Most entries of an OU are bad: the quarantine threshold is lifted (it is tested in the
+    // quarantine suite).
+    let mut config = std::fs::read_to_string(env.config_path()).unwrap();
+    config.push_str("\n[safety]\nmax_quarantined_percent = 100\n");
+    std::fs::write(env.config_path(), config).unwrap();
     let o = env.run(&["sync", "-vv"]);
-    assert_eq!(code(&o), 1, "{}", out(&o));
-    let err = stderr(&o);
-    let problem_lines: Vec<&str> = err.lines().filter(|l| l.contains(": entry \"")).collect();
+    assert_eq!(code(&o), 7, "{}", out(&o));
+    let report = stdout(&o);
+    let problem_lines: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("? quarantined"))
+        .collect();
     for (dn, attribute, text) in want {
-        let entry = format!("entry {dn:?}");
+        let entry = shown_dn(dn);
+        let field = format!(" {attribute}: ");
         let attribute = format!("attribute {attribute:?}");
         assert!(
-            problem_lines
-                .iter()
-                .any(|l| l.contains(&entry) && l.contains(&attribute) && l.contains(text)),
-            "want {entry} ... {attribute} ... {text}\n{}",
+            problem_lines.iter().any(|l| l.contains(&entry)
+                && l.contains(&field)
+                && l.contains(&attribute)
+                && l.contains(text)),
+            "want {entry} ... {field} ... {attribute} ... {text}\n{}",
             out(&o)
         );
     }
-    assert_eq!(problem_lines.len(), want.len(), "{}", out(&o));
-    assert!(!err.contains(&format!("cn=Good {ou}")), "{}", out(&o));
-    assert!(err.contains("error: source: ldap://"), "{}", out(&o));
+    let mut dns: Vec<&str> = want.iter().map(|w| w.0).collect();
+    dns.sort();
+    dns.dedup();
+    assert_eq!(problem_lines.len(), dns.len(), "{}", out(&o));
     assert_no_secrets(&o);
-    assert!(env.changes().is_empty(), "{:?}", env.changes());
-    assert_eq!(env.users(), before);
+    let users = env.users();
+    assert_eq!(users.len(), 1, "only the good entry: {users:?}");
 
-    // check names the same problems (and fails).
+    // check names the same problems and passes.
     let o = env.run(&["check"]);
-    assert_eq!(code(&o), 1, "{}", out(&o));
+    assert_eq!(code(&o), 0, "{}", out(&o));
     let report = stdout(&o);
     for (dn, attribute, text) in want {
         let entry = format!("entry {dn:?}");
@@ -725,6 +729,15 @@ async fn assert_ou_rejected(ou: &str, want: &[Rejected<'_>]) -> Output {
     }
     assert_no_secrets(&o);
     o
+}
+
+/// A DN as the text report shows it: quoted and escaped when it holds a control character.
+fn shown_dn(dn: &str) -> String {
+    if dn.chars().any(|c| c.is_control() || c == '"') {
+        format!("\"{}\"", dn.escape_debug())
+    } else {
+        dn.to_string()
+    }
 }
 
 fn dn(rdn: &str, ou: &str) -> String {
@@ -911,13 +924,13 @@ async fn ldap_hostile_two_values_of_the_key_attribute_are_rejected() {
 }
 
 #[tokio::test]
-async fn ldap_hostile_whole_corpus_fails_with_every_problem_and_nothing_else() {
+async fn ldap_hostile_whole_corpus_quarantines_every_bad_entry_and_nothing_else() {
     let server = corpus("");
-    let e = ldap::read(&settings(&server, HOSTILE)).await.unwrap_err();
-    let mut got: Vec<(String, Option<String>)> = e
-        .problems
+    let read = ldap::read(&settings(&server, HOSTILE)).await.unwrap();
+    let q = read.snapshot.quarantined();
+    let mut got: Vec<(String, Option<String>)> = q
         .iter()
-        .map(|p| (p.dn.clone().unwrap(), p.attribute.clone()))
+        .map(|q| (q.location.clone(), Some(q.field.clone())))
         .collect();
     got.sort();
     let mut want: Vec<(String, Option<String>)> = [
@@ -947,27 +960,28 @@ async fn ldap_hostile_whole_corpus_fails_with_every_problem_and_nothing_else() {
     .map(|(rdn, ou, attr)| (dn(rdn, ou), Some(attr.to_string())))
     .collect();
     want.sort();
-    assert_eq!(got, want, "{e}");
-    // One line per problem, each starting with the server.
-    let text = e.to_string();
-    assert_eq!(text.lines().count(), want.len(), "{text}");
+    assert_eq!(got, want, "{q:?}");
+    // Every good entry is a user; no value shown holds a control character.
+    assert_eq!(
+        read.snapshot.len(),
+        read.snapshot.users().len() + want.len()
+    );
     assert!(
-        text.lines()
-            .all(|l| l.starts_with(&format!("{}: entry \"", server.url()))),
-        "{text}"
+        q.iter()
+            .all(|q| !q.value.chars().any(char::is_control)
+                && !q.problem.chars().any(char::is_control)),
+        "{q:?}"
     );
 
     // The group DN with a line break, found by a group search instead of memberOf.
     let mut search = settings(&server, &format!("ou=group-control,{HOSTILE}"));
     search.groups = GroupSource::Search(GroupSearch::new(GROUPS));
-    let e = ldap::read(&search).await.unwrap_err();
-    assert_eq!(e.problems.len(), 1, "{e}");
+    let read = ldap::read(&search).await.unwrap();
+    let q = read.snapshot.quarantined();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0].location, dn("cn=Newline Member", "group-control"));
     assert_eq!(
-        e.problems[0].dn.as_deref(),
-        Some(dn("cn=Newline Member", "group-control").as_str())
-    );
-    assert_eq!(
-        e.problems[0].message,
+        q[0].problem,
         r#"control character in the DN of a group found by the group search: "cn=line\nbreak,ou=groups,dc=example,dc=com""#
     );
 }
@@ -1029,7 +1043,7 @@ async fn ldap_hostile_8kb_dns_and_100kb_values_are_sent_whole_or_rejected_with_a
     let o = env.run(&["plan"]);
     assert_eq!(code(&o), 0, "{}", out(&o));
 
-    // A 100 KB name ending in a NUL, under the 8 KB DN: rejected, the message names the whole
+    // A 100 KB name ending in a NUL, under the 8 KB DN: quarantined, the report names the whole
     // DN and shows the start of the value only.
     let bad_dn = format!("uid=deep-bad,{deepest}");
     let mut bad = "y".repeat(100_000);
@@ -1042,18 +1056,23 @@ async fn ldap_hostile_8kb_dns_and_100kb_values_are_sent_whole_or_rejected_with_a
     env.fake.clear_requests();
     let before = env.users();
     let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 1, "{}", out(&o));
-    let err = stderr(&o);
-    let line = err
+    assert_eq!(code(&o), 7, "{}", out(&o));
+    let report = stdout(&o);
+    let line = report
         .lines()
-        .find(|l| l.contains(&format!("entry {bad_dn:?}")))
+        .find(|l| l.contains("? quarantined") && l.contains(&bad_dn))
         .unwrap_or_else(|| panic!("{}", out(&o)));
     assert!(
         line.contains(r#"control character in attribute "givenName": "yyyy"#)
-            && line.ends_with("... (100001 bytes in all)"),
+            && line.contains("... (100001 bytes in all)"),
         "{line}"
     );
-    assert!(err.len() < 20_000, "{} bytes of stderr", err.len());
+    assert!(line.len() < 9_000, "{} bytes in the line", line.len());
+    assert!(
+        stderr(&o).len() < 20_000,
+        "{} bytes of stderr",
+        stderr(&o).len()
+    );
     assert!(env.changes().is_empty(), "{:?}", env.changes());
     assert_eq!(env.users(), before);
 }

@@ -3,11 +3,12 @@
 //!
 //! - the library: `ldap::load_filtered` offers every user exactly as `ldap::read` builds it
 //!   (groups from `memberOf`, from a group search, nested), keeps what it is told, counts all;
-//!   every problem (duplicate emails and keys, bad entries, missing emails when they are errors)
-//!   fails it with the very error of the whole read;
+//!   every entry problem (duplicate emails and keys, bad entries, missing emails when they are
+//!   errors) quarantines exactly what the whole read quarantines; a search cut short fails it
+//!   with the very error of the whole read;
 //! - the binary: a second `sync` sends nothing and plans nothing; a renamed, regrouped, disabled
 //!   and deleted entry give exactly their operations; a duplicate email among unchanged entries
-//!   fails the run as the whole read reports it; the report counts every source user.
+//!   quarantines both (exit 7, their accounts untouched); the report counts every source user.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -142,6 +143,26 @@ async fn assert_same_error(s: &LdapSettings) -> String {
     whole
 }
 
+/// The filtered read quarantines exactly what the whole read quarantines (it reads again
+/// whole) and has the same users; the quarantined records, one `location field: problem` a
+/// line.
+async fn assert_same_quarantine(s: &LdapSettings) -> String {
+    let whole = ldap::read(s).await.unwrap().snapshot;
+    assert!(!whole.quarantined().is_empty());
+    for keep_all in [false, true] {
+        let (_, snapshot) = filtered(s, move |_| keep_all).await.unwrap();
+        assert_eq!(snapshot.quarantined(), whole.quarantined());
+        assert_eq!(snapshot.users(), whole.users());
+        assert_eq!(snapshot.len(), whole.len());
+    }
+    whole
+        .quarantined()
+        .iter()
+        .map(|q| format!("{} {}: {}", q.location, q.field, q.problem))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[tokio::test]
 async fn ldap_prefilter_problems_are_reported_exactly_as_the_whole_read_reports_them() {
     let server = planet_express();
@@ -150,7 +171,7 @@ async fn ldap_prefilter_problems_are_reported_exactly_as_the_whole_read_reports_
         "dn: uid=bender,ou=crew,{PEOPLE}\nchangetype: modify\nreplace: mail\n\
          mail: FRY@PlanetExpress.com\n-\n"
     ));
-    let e = assert_same_error(&settings(&server)).await;
+    let e = assert_same_quarantine(&settings(&server)).await;
     assert!(
         e.contains("duplicate email") && e.contains("uid=bender") && e.contains("uid=fry"),
         "{e}"
@@ -162,17 +183,17 @@ async fn ldap_prefilter_problems_are_reported_exactly_as_the_whole_read_reports_
         "dn: uid=bender,ou=crew,{PEOPLE}\nchangetype: modify\nreplace: mail\n\
          mail: bender@planetexpress.com\n-\nreplace: sn\nsn: Fry\n-\n"
     ));
-    let e = assert_same_error(&s).await;
+    let e = assert_same_quarantine(&s).await;
     assert!(e.contains("duplicate key \"Fry\""), "{e}");
     s.nested_groups = true;
-    assert_same_error(&s).await;
+    assert_same_quarantine(&s).await;
     // Entry problems: a control character in a name, an invalid email; all of them listed.
     server.modify(&format!(
         "dn: uid=bender,ou=crew,{PEOPLE}\nchangetype: modify\nreplace: sn\n\
          sn: Rodriguez\n-\nreplace: givenName\ngivenName:: QmVuAGRlcg==\n-\n\n\
          dn: uid=fry,ou=crew,{PEOPLE}\nchangetype: modify\nreplace: mail\nmail: fry at planetexpress\n-\n"
     ));
-    let e = assert_same_error(&settings(&server)).await;
+    let e = assert_same_quarantine(&settings(&server)).await;
     assert!(
         e.contains("control character in attribute \"givenName\"") && e.contains("invalid email"),
         "{e}"
@@ -186,12 +207,12 @@ async fn ldap_prefilter_problems_are_reported_exactly_as_the_whole_read_reports_
     assert_same_users(&settings(&server)).await;
     let mut s = settings(&server);
     s.missing_email = MissingEmail::Error;
-    let e = assert_same_error(&s).await;
+    let e = assert_same_quarantine(&s).await;
     assert!(e.contains("uid=zoidberg") && e.contains("no email"), "{e}");
     // A key attribute some entries lack.
     let mut s = settings(&server);
     s.attributes.key = "employeeNumber".into();
-    let e = assert_same_error(&s).await;
+    let e = assert_same_quarantine(&s).await;
     assert!(e.contains("no key attribute"), "{e}");
     // A search cut short: the server's size limit without paging.
     let mut s = settings(&server);
@@ -440,7 +461,7 @@ async fn ldap_prefilter_second_sync_sends_nothing_and_changes_give_exactly_their
 }
 
 #[tokio::test]
-async fn ldap_prefilter_duplicate_email_among_unchanged_entries_fails_as_the_whole_read() {
+async fn ldap_prefilter_duplicate_email_among_unchanged_entries_quarantines_both() {
     let env = Env::new().await;
     let (code, _, o) = env.json(&["sync"]);
     assert_eq!(code, Some(0), "{}", out(&o));
@@ -457,19 +478,29 @@ async fn ldap_prefilter_duplicate_email_among_unchanged_entries_fails_as_the_who
         values: vec!["TRUE".into()],
     });
     s.extra.clear();
-    let whole = ldap::read(&s).await.unwrap_err().to_string();
-    assert!(whole.contains("duplicate email"), "{whole}");
+    let whole = ldap::read(&s).await.unwrap().snapshot;
+    let dns: Vec<&str> = whole
+        .quarantined()
+        .iter()
+        .map(|q| q.location.as_str())
+        .collect();
+    assert_eq!(dns.len(), 2, "{:?}", whole.quarantined());
     env.fake.clear_requests();
-    for cmd in ["plan", "sync"] {
+    for (cmd, want) in [("plan", 0), ("sync", 7)] {
         let o = env.run(&[cmd]);
-        assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            stderr.contains(&whole),
-            "{cmd}: want {whole:?}\n{}",
-            out(&o)
-        );
+        assert_eq!(o.status.code(), Some(want), "{}", out(&o));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        for dn in &dns {
+            assert!(
+                stdout.lines().any(|l| l.contains("? quarantined")
+                    && l.contains(dn)
+                    && l.contains("duplicate email")),
+                "{cmd}: want {dn}\n{}",
+                out(&o)
+            );
+        }
     }
+    // Nothing else changed, and both accounts are left as they are (not disabled).
     assert!(env.fake.requests().is_empty(), "{:?}", env.fake.requests());
     assert_eq!(env.users(), before);
 }

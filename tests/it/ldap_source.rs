@@ -166,18 +166,22 @@ async fn ldap_fixture_users_groups_disabled_and_names() {
 }
 
 #[tokio::test]
-async fn ldap_missing_email_as_error_names_the_dn() {
+async fn ldap_missing_email_as_error_quarantines_the_entry_naming_the_dn() {
     let server = planet_express();
     let mut s = settings(&server);
     s.missing_email = MissingEmail::Error;
-    let e = ldap::read(&s).await.unwrap_err();
-    let text = e.to_string();
-    assert_eq!(e.problems.len(), 1, "{text}");
-    assert!(
-        text.contains("uid=zoidberg,ou=office,ou=people,dc=example,dc=com")
-            && text.contains("no email"),
-        "{text}"
+    let read = ldap::read(&s).await.unwrap();
+    let q = read.snapshot.quarantined();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(
+        q[0].location,
+        "uid=zoidberg,ou=office,ou=people,dc=example,dc=com"
     );
+    assert_eq!(q[0].field, "mail");
+    assert!(q[0].problem.contains("no email"), "{q:?}");
+    // Its key is known: its accounts are left as they are.
+    assert!(q[0].key.is_some(), "{q:?}");
+    assert!(read.snapshot.is_quarantined(q[0].key.as_deref().unwrap()));
 }
 
 #[tokio::test]
@@ -224,25 +228,40 @@ async fn ldap_entry_problems_are_all_reported() {
     );
     let server = Slapd::start(SlapdOptions::default(), &ldif);
     let s = settings(&server);
-    let e = ldap::read(&s).await.unwrap_err();
-    let text = e.to_string();
-    assert!(text.contains("duplicate email"), "{text}");
-    assert!(
-        text.contains(&format!("uid=dup,{PEOPLE}"))
-            && text.contains(&format!("uid=user000001,{PEOPLE}")),
-        "{text}"
+    // Every entry sharing the email is quarantined, each naming the other.
+    let read = ldap::read(&s).await.unwrap();
+    let q = read.snapshot.quarantined();
+    let mut got: Vec<(&str, &str)> = q
+        .iter()
+        .map(|q| (q.location.as_str(), q.field.as_str()))
+        .collect();
+    got.sort();
+    let (dup, one) = (
+        format!("uid=dup,{PEOPLE}"),
+        format!("uid=user000001,{PEOPLE}"),
     );
+    assert_eq!(got, vec![(dup.as_str(), "mail"), (one.as_str(), "mail")]);
+    assert!(
+        q.iter().all(|q| q.problem.contains("duplicate email")
+            && q.problem.contains("also on")
+            && q.key.is_some()),
+        "{q:?}"
+    );
+    assert_eq!(read.snapshot.users().len(), 2, "user2 and user3");
+    assert_eq!(read.snapshot.len(), 4);
     let mut s = settings(&server);
     s.attributes.key = "employeeNumber".into();
-    let e = ldap::read(&s).await.unwrap_err();
-    // user1..3 lack employeeNumber; the duplicate email is reported as well.
+    let read = ldap::read(&s).await.unwrap();
+    // user1..3 lack employeeNumber: quarantined without a key.
+    let q = read.snapshot.quarantined();
     assert_eq!(
-        e.problems
-            .iter()
-            .filter(|p| p.message.contains("no key attribute"))
+        q.iter()
+            .filter(|q| q.problem.contains("no key attribute")
+                && q.field == "employeeNumber"
+                && q.key.is_none())
             .count(),
         3,
-        "{e}"
+        "{q:?}"
     );
     // check reports rather than fails.
     let c = ldap::check(&s).await.unwrap();
@@ -619,12 +638,13 @@ async fn ldap_cli_check_reports_entries_and_missing_email() {
         "{}",
         out(&o)
     );
-    // Email required: check fails and says why.
+    // Email required: check lists the entry a sync quarantines, and passes.
     env.write_config("missing_email = \"error\"");
     let o = env.run(&["check"]);
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("source: FAILED"),
+        stdout.contains("a sync quarantines the entries above") && stdout.contains("uid=zoidberg"),
         "{}",
         out(&o)
     );
@@ -757,6 +777,81 @@ async fn ldap_cli_plan_and_sync_follow_the_directory() {
             .iter()
             .all(|r| r.method == "GET" || r.path.starts_with("/api/oauth")),
         "nothing changed on the target"
+    );
+}
+
+/// After a first sync, one entry turns bad (a NUL in its given name) and a joiner is added:
+/// the joiner is created, the bad entry's account is left exactly as it was (not disabled),
+/// the report names the DN, exit 7. Fixed, the entry is planned normally again.
+#[tokio::test]
+async fn ldap_cli_bad_entry_is_quarantined_and_a_joiner_still_created() {
+    let env = env(true).await;
+    let fake = env.fake.as_ref().unwrap();
+    let o = env.run(&["sync"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    let bender = fake.user_by_email("bender@planetexpress.com").unwrap();
+    assert!(bender.enabled);
+    assert!(fake.user_by_email("joiner@planetexpress.com").is_none());
+    let users_before = fake.users().len();
+
+    let bender_dn = format!("uid=bender,ou=crew,{PEOPLE}");
+    env.server.modify(&format!(
+        "dn: {bender_dn}\nchangetype: modify\nreplace: givenName\ngivenName:: QmVuAGRlcg==\n-\n\n\
+         dn: uid=joiner,ou=crew,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\n\
+         uid: joiner\ncn: Jo Iner\nsn: Iner\ngivenName: Jo\n\
+         mail: joiner@planetexpress.com\n"
+    ));
+    fake.clear_requests();
+    let o = env.run(&["sync"]);
+    assert_eq!(o.status.code(), Some(7), "{}", out(&o));
+    let report = String::from_utf8_lossy(&o.stdout);
+    let line = report
+        .lines()
+        .find(|l| l.contains("? quarantined") && l.contains(&bender_dn))
+        .unwrap_or_else(|| panic!("no quarantined line naming {bender_dn}\n{}", out(&o)));
+    assert!(
+        line.contains(r#"givenName: control character in attribute "givenName": "Ben\0der""#),
+        "{line}"
+    );
+    assert_eq!(
+        report
+            .lines()
+            .filter(|l| l.contains("? quarantined"))
+            .count(),
+        1,
+        "{}",
+        out(&o)
+    );
+    // The joiner is created; Bender's account is exactly as it was; nothing else changed.
+    let joiner = fake.user_by_email("joiner@planetexpress.com").unwrap();
+    assert!(joiner.enabled);
+    assert_eq!(
+        fake.user_by_email("bender@planetexpress.com").unwrap(),
+        bender
+    );
+    assert_eq!(fake.users().len(), users_before + 1);
+    let changes: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET" && !r.path.starts_with("/api/oauth"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(changes.len(), 1, "only the joiner's create: {changes:?}");
+
+    // Fixed: planned normally again, nothing quarantined, nothing to change.
+    env.server.modify(&format!(
+        "dn: {bender_dn}\nchangetype: modify\nreplace: givenName\ngivenName: Bender\n-\n"
+    ));
+    let o = env.run(&["sync"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("quarantined"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(
+        fake.user_by_email("bender@planetexpress.com").unwrap(),
+        bender
     );
 }
 
