@@ -785,7 +785,24 @@ async fn ldap_cli_plan_and_sync_follow_the_directory() {
 /// the report names the DN, exit 7. Fixed, the entry is planned normally again.
 #[tokio::test]
 async fn ldap_cli_bad_entry_is_quarantined_and_a_joiner_still_created() {
+    bad_entry_is_quarantined(false).await;
+}
+
+/// The same on the Postgres store.
+#[tokio::test(flavor = "multi_thread")]
+async fn ldap_cli_bad_entry_is_quarantined_and_a_joiner_still_created_postgres() {
+    bad_entry_is_quarantined(true).await;
+}
+
+async fn bad_entry_is_quarantined(postgres: bool) {
     let env = env(true).await;
+    if postgres {
+        let url = crate::support::pg::pg_url().await;
+        let text = std::fs::read_to_string(env.config_path())
+            .unwrap()
+            .replace("path = \"state.db\"", &format!("database_url = \"{url}\""));
+        std::fs::write(env.config_path(), text).unwrap();
+    }
     let fake = env.fake.as_ref().unwrap();
     let o = env.run(&["sync"]);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
