@@ -365,7 +365,9 @@ async fn record_confirmed(
     Ok(())
 }
 
-fn created_record(
+/// The account row a create makes (owned, enabled); first contact reuses it for an existing
+/// account it records as not owned.
+pub(crate) fn created_record(
     account: &Account,
     remote_id: String,
     login_field: &str,

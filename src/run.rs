@@ -20,8 +20,7 @@ use crate::plan::{
 };
 use crate::source::csv::CsvError;
 use crate::store::{
-    AccountChange, AccountRecord, AccountState, NewRun, RecordedAccount, RunFinish, RunStatus,
-    Store, StoreError, Trigger,
+    AccountChange, NewRun, RecordedAccount, RunFinish, RunStatus, Store, StoreError, Trigger,
 };
 use crate::target::{Connector, TargetKind};
 
@@ -933,24 +932,10 @@ async fn hold_existing(
         let changes: Vec<AccountChange> = held
             .into_iter()
             .map(|(account, remote_id)| {
-                AccountChange::Upsert(AccountRecord {
-                    account: RecordedAccount {
-                        key: account.key.clone(),
-                        remote_id: Some(remote_id),
-                        login: account.fields.get(&t.mapping.login_field).cloned(),
-                        hash: account.hash,
-                        enabled: true,
-                        owned: false,
-                        adopted: false,
-                        disabled_at: None,
-                    },
-                    state: AccountState {
-                        fields: account.fields,
-                        roles: account.roles,
-                        groups: account.groups,
-                    },
-                    last_seen_run: Some(run_id),
-                })
+                let mut rec =
+                    engine::created_record(&account, remote_id, &t.mapping.login_field, run_id);
+                rec.account.owned = false;
+                AccountChange::Upsert(rec)
             })
             .collect();
         store.record_outcomes(&t.name, &[], &changes).await?;
