@@ -74,7 +74,7 @@ request_timeout = "60s"
     let store = dirsync::store::open(&config.state.location, true)
         .await
         .expect("store");
-    let connector = dirsync::target::connect(target).expect("connector");
+    let connector = dirsync::connector::connect(target).expect("connector");
 
     // The interrupted run: every create journaled and marked `sent`, and every account made on
     // the target (its answers were lost).

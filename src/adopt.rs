@@ -8,11 +8,11 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::config::TargetConfig;
+use crate::connector::{Connector, OpError, RemoteAccount};
 use crate::mapping::content_hash;
 use crate::model::{Snapshot, email_fold};
 use crate::report::Format;
 use crate::store::{AccountRecord, AccountState, RecordedAccount, Store, StoreError};
-use crate::target::{Connector, OpError, RemoteAccount};
 
 /// What remote accounts are matched on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]

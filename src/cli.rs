@@ -363,7 +363,7 @@ async fn sync(config: &Config, args: &SyncArgs) -> u8 {
     };
     let mut connectors = run::Connectors::new();
     for t in targets {
-        match crate::target::connect(t) {
+        match crate::connector::connect(t) {
             Ok(c) => {
                 connectors.insert(t.name.clone(), c);
             }
@@ -424,7 +424,7 @@ async fn drift(config: &Config, args: &DriftArgs) -> u8 {
     };
     let mut connectors = Vec::with_capacity(targets.len());
     for t in &targets {
-        match crate::target::connect(t) {
+        match crate::connector::connect(t) {
             Ok(c) => connectors.push(c),
             Err(e) => return fail(e),
         }
@@ -452,7 +452,7 @@ async fn adopt(config: &Config, args: &AdoptArgs) -> u8 {
         Ok(t) => t[0],
         Err(e) => return fail(e),
     };
-    let connector = match crate::target::connect(target) {
+    let connector = match crate::connector::connect(target) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -601,7 +601,7 @@ fn check_state_dir(config: &Config) -> bool {
 /// `check` of a target: authenticates and reads once; validates role names where the target
 /// lists its roles. False when a sync would fail.
 async fn check_target(t: &crate::config::TargetConfig) -> bool {
-    let connector = match crate::target::connect(t) {
+    let connector = match crate::connector::connect(t) {
         Ok(c) => c,
         Err(e) => {
             outln!("target {}: FAILED: {e}", t.name);

@@ -229,7 +229,7 @@ async fn one_run(d: &Daemon) -> RunEnd {
     let mut names = Vec::new();
     let mut unusable = false;
     for t in targets {
-        match crate::target::connect(t) {
+        match crate::connector::connect(t) {
             Ok(c) => {
                 connectors.insert(t.name.clone(), c);
                 names.push(t.name.clone());

@@ -18,12 +18,12 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::config::TargetConfig;
+use crate::connector::{Connector, OpError, RemoteAccount, TargetKind};
 use crate::mapping::{TargetMapping, content_hash};
 use crate::model::Snapshot;
 use crate::plan::{DiffInput, Op, PlanSettings, TargetPlan, diff, triage};
 use crate::report::Format;
 use crate::store::{AccountRecord, AccountState, RecordedAccount, Store, StoreError};
-use crate::target::{Connector, OpError, RemoteAccount, TargetKind};
 
 /// The `schema` of the JSON form.
 pub const SCHEMA: &str = "dirsync.drift";

@@ -20,13 +20,13 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::config::TargetConfig;
+use crate::connector::{Connector, OpError, RemoteAccount, StatusAction, StatusItem};
 use crate::mapping::{Account, content_hash};
 use crate::plan::{Op, PlannedOp, TargetPlan};
 use crate::store::{
     AccountChange, AccountRecord, AccountState, NewOperation, OpOutcome, OpStatus, RecordedAccount,
     Store, StoreError,
 };
-use crate::target::{Connector, OpError, RemoteAccount, StatusAction, StatusItem};
 
 /// Outcomes are written at least this often while a target is being applied.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);

@@ -8,7 +8,7 @@
 //! - [`secret`]: a string that never prints itself.
 //! - [`source`]: reading a snapshot from the source of truth.
 //! - [`store`]: the state store (Postgres, SQLite): accounts, runs, operations.
-//! - [`target`]: what each vendor's accounts look like (and, later, the connectors).
+//! - [`connector`]: the connectors: what each vendor's accounts look like and how to change them.
 //! - [`engine`]: applies a plan through a connector; the journal and crash reconciliation.
 //! - [`run`]: one run from source to judged plans, recorded in the store.
 //! - [`report`]: text / Markdown / JSON rendering of plans and run history.
@@ -23,6 +23,7 @@
 pub mod adopt;
 pub mod cli;
 pub mod config;
+pub mod connector;
 pub mod daemon;
 pub mod drift;
 pub mod engine;
@@ -39,5 +40,4 @@ pub mod schedule;
 pub mod secret;
 pub mod source;
 pub mod store;
-pub mod target;
 pub mod telemetry;

@@ -566,7 +566,7 @@ mod tests {
             },
             targets: vec![TargetOutcome {
                 name: "covata".into(),
-                kind: crate::target::TargetKind::Covata,
+                kind: crate::connector::TargetKind::Covata,
                 verdict,
                 plan: Default::default(),
                 recovered: None,

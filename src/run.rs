@@ -10,6 +10,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, SourceConfig, TargetConfig};
+use crate::connector::{Connector, TargetKind};
 use crate::engine::{self, ApplySummary, EngineError, RecoverySummary};
 use crate::mapping::{Account, Mapped};
 use crate::model::Snapshot;
@@ -22,7 +23,6 @@ use crate::source::csv::CsvError;
 use crate::store::{
     AccountChange, NewRun, RecordedAccount, RunFinish, RunStatus, Store, StoreError, Trigger,
 };
-use crate::target::{Connector, TargetKind};
 
 /// Errors of a run. Each names the part that failed.
 #[derive(Debug, thiserror::Error)]
@@ -854,7 +854,7 @@ async fn apply_locked(
         Some(c) => estimate(t, &plan, Some(c.as_ref())),
         // A dry run builds the connector only to know its request costs (no I/O).
         None => {
-            let c = crate::target::connect(t).ok();
+            let c = crate::connector::connect(t).ok();
             estimate(t, &plan, c.as_deref())
         }
     };
@@ -904,7 +904,7 @@ async fn hold_existing(
             // the report a note, not a retry series.
             let mut quick = t.clone();
             quick.http.max_retries = 0;
-            let c = match crate::target::connect(&quick) {
+            let c = match crate::connector::connect(&quick) {
                 Ok(c) => c,
                 Err(e) => return Ok(Some(e.to_string())),
             };

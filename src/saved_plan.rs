@@ -586,7 +586,7 @@ pub async fn cli_apply(config: &Config, args: &crate::cli::ApplyArgs) -> u8 {
     }
     let mut connectors = crate::run::Connectors::new();
     for t in targets {
-        match crate::target::connect(t) {
+        match crate::connector::connect(t) {
             Ok(c) => {
                 connectors.insert(t.name.clone(), c);
             }
@@ -638,7 +638,7 @@ pub async fn cli_sync_user(config: &Config, args: &crate::cli::SyncArgs) -> u8 {
     let mut connectors = crate::run::Connectors::new();
     if !args.dry_run {
         for t in &targets {
-            match crate::target::connect(t) {
+            match crate::connector::connect(t) {
                 Ok(c) => {
                     connectors.insert(t.name.clone(), c);
                 }

@@ -134,7 +134,7 @@ request_timeout = "60s"
     let store = dirsync::store::open(&config.state.location, true)
         .await
         .expect("store");
-    let connector = dirsync::target::connect(target).expect("connector");
+    let connector = dirsync::connector::connect(target).expect("connector");
 
     // Warm the token outside the measurement; then inject the latency.
     let _ = connector.list_accounts().await;

@@ -16,13 +16,13 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 
+use crate::connector::TargetKind;
 use crate::mapping::TargetMapping;
 use crate::plan::{OnMissing, SafetySettings};
 use crate::secret::SecretRef;
 use crate::source::csv::CsvSettings;
 use crate::source::ldap::LdapSettings;
 use crate::store::StoreLocation;
-use crate::target::TargetKind;
 
 pub use raw::RawConfig;
 
@@ -114,7 +114,7 @@ pub struct ScheduleConfig {
 
 /// Connection settings of a target. Only the ones its kind uses are set. The secrets are
 /// references (inline value, `_file` path or `_credential` name), read only when a connector
-/// is built ([`crate::target::connect`]): commands that contact no target read none.
+/// is built ([`crate::connector::connect`]): commands that contact no target read none.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     pub username: Option<String>,

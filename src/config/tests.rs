@@ -483,7 +483,7 @@ fn target_secrets_are_read_only_at_connect() {
     let cov = &c.targets[0];
     let pw = cov.credentials.password.as_ref().unwrap();
     assert_eq!(pw.key, "target[0].password_file");
-    let e = crate::target::connect(cov).err().unwrap().to_string();
+    let e = crate::connector::connect(cov).err().unwrap().to_string();
     assert!(
         e.contains("target[0].password_file")
             && e.contains("/run/credentials/dirsync.service/covata-password")

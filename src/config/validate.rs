@@ -10,12 +10,12 @@ use super::{
     Config, ConfigProblem, Credentials, DaemonConfig, HttpListenConfig, HttpSettings,
     ScheduleConfig, SourceConfig, StateConfig, TargetConfig,
 };
+use crate::connector::{Credential, TargetKind};
 use crate::mapping::{FieldMapping, RoleRule, TargetMapping, Template, UserFilter};
 use crate::plan::{OnMissing, SafetySettings};
 use crate::secret::{Secret, SecretRef, SecretSource};
 use crate::source::csv::{CsvColumns, CsvSettings};
 use crate::store::StoreLocation;
-use crate::target::{Credential, TargetKind};
 
 /// Covata `import_batch_size`: the default, and the most accounts one import file may hold.
 pub const DEFAULT_IMPORT_BATCH: usize = 1000;

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::connector::RemoteAccount;
 use crate::mapping::Account;
 use crate::model::email_fold;
 use crate::plan::{Op, PlannedOp, TargetPlan};
-use crate::target::RemoteAccount;
 
 /// A source user whose account already exists on the target, not owned by dirsync.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

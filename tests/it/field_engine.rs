@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use dirsync::connector::{
+    Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
+    StatusItem,
+};
 use dirsync::mapping::Account;
 use dirsync::plan::FieldChange;
 use dirsync::run::{Connectors, RunOptions};
 use dirsync::store::{RunStatus, Store, Trigger};
-use dirsync::target::{
-    Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
-    StatusItem,
-};
 
 use crate::support::cmd::{code, dirsync, out, stdout};
 use crate::support::covata::{self, FakeCovata, Fault, PathMatch};

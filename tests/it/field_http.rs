@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use dirsync::connector::{Connector, OpError};
 use dirsync::mapping::Account;
-use dirsync::target::{Connector, OpError};
 
 use crate::support::cmd::{code, out};
 use crate::support::covata::{self, FakeCovata};
@@ -28,7 +28,7 @@ fn emails(n: usize) -> BTreeSet<String> {
 
 fn connector_of(config: &Path) -> Arc<dyn Connector> {
     let config = dirsync::config::load_with_env(config, &[]).unwrap();
-    dirsync::target::connect(&config.targets[0]).unwrap()
+    dirsync::connector::connect(&config.targets[0]).unwrap()
 }
 
 fn account(key: &str, fields: &[(&str, String)], roles: &[&str]) -> Account {

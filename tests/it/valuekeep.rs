@@ -640,15 +640,15 @@ mod connector {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use dirsync::connector::{Connector, OpError, StatusAction, StatusItem};
     use dirsync::mapping::Account;
-    use dirsync::target::{Connector, OpError, StatusAction, StatusItem};
 
     use super::{Backend, Env};
     use crate::support::valuekeep::{FakeUser, Fault, PathMatch, users_prefix};
 
     async fn connect(env: &Env) -> Arc<dyn Connector> {
         let config = dirsync::config::load_with_env(&env.config_path(), &[]).unwrap();
-        dirsync::target::connect(&config.targets[0]).unwrap()
+        dirsync::connector::connect(&config.targets[0]).unwrap()
     }
 
     fn account(key: &str, roles: &[&str]) -> Account {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::Value;
 use url::Url;
 
+use crate::connector::http::{HttpClient, HttpError, Request, Token, TokenFetcher};
 use crate::secret::Secret;
-use crate::target::http::{HttpClient, HttpError, Request, Token, TokenFetcher};
 
 /// How the client authenticates to the token endpoint.
 ///

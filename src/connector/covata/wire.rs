@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
+use crate::connector::connector::{OpError, RemoteAccount};
+use crate::connector::http::truncate_body;
 use crate::mapping::Account;
 use crate::plan::FieldChange;
-use crate::target::connector::{OpError, RemoteAccount};
-use crate::target::http::truncate_body;
 
 /// Fields `POST /api/v1/users` takes from the account (`roles` comes from its roles).
 pub(crate) const CREATE_FIELDS: [&str; 6] = [

@@ -53,15 +53,15 @@ use tokio::sync::{Notify, oneshot};
 use url::Url;
 
 use crate::config::TargetConfig;
+use crate::connector::connector::{
+    Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
+    StatusItem,
+};
+use crate::connector::http::{HttpClient, HttpError, Request, Response, UrlBuilder};
 use crate::mapping::Account;
 use crate::model::email_eq;
 use crate::plan::FieldChange;
 use crate::secret::Secret;
-use crate::target::connector::{
-    Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
-    StatusItem,
-};
-use crate::target::http::{HttpClient, HttpError, Request, Response, UrlBuilder};
 
 use wire::{ListKind, Sent, UserOutcome};
 
@@ -262,7 +262,7 @@ impl PrimaveraConnector {
                     message: format!(
                         "POST /user answered HTTP {} without a job id: {}",
                         resp.status,
-                        crate::target::http::truncate_body(&resp.body)
+                        crate::connector::http::truncate_body(&resp.body)
                     ),
                 },
                 maybe_applied: true,
@@ -789,8 +789,8 @@ mod tests {
     use super::*;
 
     use crate::config::{Credentials, HttpSettings};
+    use crate::connector::TargetKind;
     use crate::mapping::{TargetMapping, UserFilter};
-    use crate::target::TargetKind;
 
     fn target() -> TargetConfig {
         TargetConfig {

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
+use crate::connector::connector::RemoteAccount;
 use crate::mapping::{Account, parse_bool};
 use crate::plan::FieldChange;
-use crate::target::connector::RemoteAccount;
 
 /// The login field: accounts are addressed by it in every per-user path.
 pub(crate) const USER_KEY: &str = "userKey";

@@ -50,14 +50,16 @@ use serde_json::Value;
 use url::Url;
 
 use crate::config::TargetConfig;
-use crate::mapping::Account;
-use crate::model::email_eq;
-use crate::plan::FieldChange;
-use crate::target::connector::{
+use crate::connector::connector::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
     StatusItem,
 };
-use crate::target::http::{CachedToken, HttpClient, HttpError, Request, TokenSource, UrlBuilder};
+use crate::connector::http::{
+    CachedToken, HttpClient, HttpError, Request, TokenSource, UrlBuilder,
+};
+use crate::mapping::Account;
+use crate::model::email_eq;
+use crate::plan::FieldChange;
 
 use auth::CovataAuth;
 
@@ -275,7 +277,7 @@ impl CovataConnector {
                     message.push_str(&format!(" (import errors: {})", unmatched.join("; ")));
                 }
                 OpError::Unavailable {
-                    message: crate::target::http::truncate_body(message.as_bytes()),
+                    message: crate::connector::http::truncate_body(message.as_bytes()),
                 }
             };
             match self.list_accounts().await {
@@ -545,9 +547,9 @@ mod tests {
     use std::time::Duration;
 
     use crate::config::{Credentials, HttpSettings};
+    use crate::connector::TargetKind;
     use crate::mapping::{TargetMapping, UserFilter};
     use crate::secret::SecretRef;
-    use crate::target::TargetKind;
 
     fn target(bulk_import_min: Option<usize>) -> TargetConfig {
         TargetConfig {

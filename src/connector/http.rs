@@ -60,8 +60,8 @@ use url::Url;
 pub use reqwest::Method;
 
 use crate::config::HttpSettings;
+use crate::connector::connector::OpError;
 use crate::secret::Secret;
-use crate::target::connector::OpError;
 
 /// The `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("dirsync/", env!("CARGO_PKG_VERSION"));

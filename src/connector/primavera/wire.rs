@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 
+use crate::connector::connector::{OpError, RemoteAccount};
+use crate::connector::http::truncate_body;
 use crate::model::email_eq;
-use crate::target::connector::{OpError, RemoteAccount};
-use crate::target::http::truncate_body;
 
 /// `User` fields sent as JSON strings, in the mapping's names (= the API's names).
 pub(crate) const TEXT_FIELDS: [&str; 7] = [

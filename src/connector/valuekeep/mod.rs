@@ -61,13 +61,15 @@ use serde_json::Value;
 use url::Url;
 
 use crate::config::TargetConfig;
-use crate::mapping::Account;
-use crate::plan::{FieldChange, Op};
-use crate::target::connector::{
+use crate::connector::connector::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
     StatusItem,
 };
-use crate::target::http::{CachedToken, HttpClient, HttpError, Request, TokenSource, UrlBuilder};
+use crate::connector::http::{
+    CachedToken, HttpClient, HttpError, Request, TokenSource, UrlBuilder,
+};
+use crate::mapping::Account;
+use crate::plan::{FieldChange, Op};
 
 use auth::ValuekeepAuth;
 
@@ -653,10 +655,10 @@ mod tests {
     use std::time::Duration;
 
     use crate::config::{Credentials, HttpSettings};
+    use crate::connector::TargetKind;
     use crate::mapping::{TargetMapping, UserFilter};
     use crate::plan::{DeleteReason, DisableReason};
     use crate::secret::SecretRef;
-    use crate::target::TargetKind;
 
     fn target() -> TargetConfig {
         TargetConfig {
