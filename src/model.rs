@@ -187,6 +187,11 @@ pub struct Quarantined {
     pub problem: String,
     /// The value as shown: quoted, escaped (no control character survives) and cut.
     pub value: String,
+    /// For a record without a usable key: its email as read (trimmed, possibly invalid), so
+    /// that the account recorded for it can be found and left alone
+    /// ([`crate::plan::keyless`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 impl Quarantined {
@@ -207,7 +212,20 @@ impl Quarantined {
             field: field.into(),
             problem: problem.into(),
             value: shown_value(value),
+            email: None,
         }
+    }
+
+    /// The same record carrying the email it was read with, when it has no key (see
+    /// [`Quarantined::email`]); an empty email or one with a control character is not kept.
+    pub fn with_email(mut self, email: Option<&str>) -> Self {
+        if self.key.is_none() {
+            self.email = email
+                .map(str::trim)
+                .filter(|e| !e.is_empty() && !e.chars().any(char::is_control))
+                .map(str::to_string);
+        }
+        self
     }
 }
 

@@ -583,7 +583,7 @@ fn read<R: Read>(
     // Per user below: where its row's problems start in `row_problems`, if it has any.
     let mut bad: Vec<Option<usize>> = Vec::new();
     // Records with neither a usable key nor a usable email: (line, first problem index).
-    let mut keyless: Vec<(u64, usize)> = Vec::new();
+    let mut keyless: Vec<(u64, usize, Option<String>)> = Vec::new();
     let mut users: Vec<User> = Vec::new();
     // The line of each user, for the duplicate report.
     let mut lines: Vec<u64> = Vec::new();
@@ -704,7 +704,10 @@ fn read<R: Read>(
             }
             .normalized(),
             (None, None) => {
-                keyless.push((line, first_problem));
+                let email = std::str::from_utf8(field(&rec, layout.email))
+                    .ok()
+                    .map(str::to_string);
+                keyless.push((line, first_problem, email));
                 continue;
             }
             // An unusable key or email is left empty: the duplicate check skips empty ones.
@@ -777,8 +780,10 @@ fn read<R: Read>(
             records.insert((lines[i], i), (Some(i), row_problems_of(first, lines[i])));
         }
     }
-    for &(line, first) in &keyless {
+    let mut keyless_email: BTreeMap<u64, Option<String>> = BTreeMap::new();
+    for (line, first, email) in keyless {
         records.insert((line, usize::MAX), (None, row_problems_of(first, line)));
+        keyless_email.insert(line, email);
     }
     for ((i, p), _) in key_dups.into_iter().chain(email_dups) {
         records
@@ -797,13 +802,21 @@ fn read<R: Read>(
             .map(|p| p.problem.message.as_str())
             .collect::<Vec<_>>()
             .join("; ");
-        quarantined.push(Quarantined::new(
-            key,
-            format!("{}:{line}", path.display()),
-            first.problem.column.clone().unwrap_or_default(),
-            problem,
-            &first.value,
-        ));
+        // A keyless record carries its email, so that its recorded account can be found.
+        let email = match i {
+            Some(i) => Some(users[i].email.as_str()),
+            None => keyless_email.get(&line).and_then(|e| e.as_deref()),
+        };
+        quarantined.push(
+            Quarantined::new(
+                key,
+                format!("{}:{line}", path.display()),
+                first.problem.column.clone().unwrap_or_default(),
+                problem,
+                &first.value,
+            )
+            .with_email(email),
+        );
         if let Some(i) = i {
             taken[i] = true;
         }

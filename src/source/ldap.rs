@@ -683,7 +683,7 @@ pub async fn read(settings: &LdapSettings) -> Result<LdapRead, LdapSourceError> 
         problems,
     };
     let skipped = skipped_entries(settings, &c.without_email);
-    let quarantined = quarantine(&problems, &c.users, &c.dns, &c.bad);
+    let quarantined = quarantine(&problems, &c.users, &c.dns, &c.bad, &c.keyless_email);
     let mut users = c.users;
     if !quarantined.is_empty() {
         // The entries quarantined leave the users (duplicates among them); `with_quarantined`
@@ -711,6 +711,7 @@ fn quarantine(
     users: &[User],
     dns: &[String],
     bad: &HashMap<String, (Option<String>, String)>,
+    keyless_email: &HashMap<String, String>,
 ) -> Vec<Quarantined> {
     let user_of: HashMap<&str, &User> = dns.iter().map(String::as_str).zip(users).collect();
     // DN -> indexes of its problems, in first-seen order.
@@ -739,13 +740,16 @@ fn quarantine(
             .map(|p| p.message.as_str())
             .collect::<Vec<_>>()
             .join("; ");
-        out.push(Quarantined::new(
-            key,
-            dn,
-            first.attribute.clone().unwrap_or_default(),
-            problem,
-            value,
-        ));
+        out.push(
+            Quarantined::new(
+                key,
+                dn,
+                first.attribute.clone().unwrap_or_default(),
+                problem,
+                value,
+            )
+            .with_email(keyless_email.get(dn).map(String::as_str)),
+        );
     }
     out
 }
@@ -779,6 +783,9 @@ struct Collected {
     /// Entries that are not users because of a problem (or no email): DN -> (key when
     /// readable, the value of the first attribute named by its problems).
     bad: HashMap<String, (Option<String>, String)>,
+    /// Entries without a usable key: DN -> their email as read, so that the account recorded
+    /// for them can be found and left alone.
+    keyless_email: HashMap<String, String>,
 }
 
 /// Connects, reads, unbinds. With a `filter` (see [`load_filtered`]), the users are offered to
@@ -828,6 +835,7 @@ async fn collect_on(
         problems: Vec::new(),
         dns: Vec::new(),
         bad: HashMap::new(),
+        keyless_email: HashMap::new(),
     };
     // Nested groups from `memberOf` are looked up once every entry is read: until then a
     // user's groups are not complete, so a filtered read offers the users after the search.
@@ -854,7 +862,14 @@ async fn collect_on(
                 }
                 _ => None,
             };
-            match entry_to_user(s, &e, index.as_ref()) {
+            let outcome = entry_to_user(s, &e, index.as_ref());
+            if matches!(outcome, Outcome::NoKey | Outcome::Problems(_, None))
+                && let Some(email) = s.attributes.email.iter().find_map(|a| values(&e, a).next())
+            {
+                c.keyless_email
+                    .insert(e.dn.clone(), String::from_utf8_lossy(email).into_owned());
+            }
+            match outcome {
                 Outcome::User(mut u) => match offer_to {
                     Some(f) => {
                         // As the whole read below: nested groups, then normalised.
