@@ -182,12 +182,42 @@ impl Template {
     pub fn as_str(&self) -> &str {
         &self.source
     }
+
+    /// Whether [`Self::render`] gives empty text for `user`, without rendering: every literal
+    /// and every field value is blank (the filters never turn blank text into non-blank).
+    pub fn renders_empty(&self, user: &User) -> bool {
+        self.parts.iter().all(|p| match p {
+            Part::Literal(l) => l.trim().is_empty(),
+            Part::Field { name, .. } => user.field(name).unwrap_or("").trim().is_empty(),
+        })
+    }
+
+    /// Whether the template names a field (else it renders the same text for everyone).
+    fn has_fields(&self) -> bool {
+        self.fields().next().is_some()
+    }
 }
 
 impl fmt::Display for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)
     }
+}
+
+fn required_empty(fm: &FieldMapping) -> String {
+    format!(
+        "field {} is empty (template {:?}) but the target requires it",
+        fm.name,
+        fm.template.as_str()
+    )
+}
+
+fn not_bool(fm: &FieldMapping, v: &str) -> String {
+    format!(
+        "field {} must be true or false, template {:?} gave {v:?}",
+        fm.name,
+        fm.template.as_str()
+    )
 }
 
 /// One target field: its name in the vendor API, how it compares, and its template.
@@ -410,24 +440,14 @@ impl TargetMapping {
             let v = fm.template.render(user);
             if v.is_empty() {
                 if fm.required {
-                    return Mapped::Invalid(format!(
-                        "field {} is empty (template {:?}) but the target requires it",
-                        fm.name,
-                        fm.template.as_str()
-                    ));
+                    return Mapped::Invalid(required_empty(fm));
                 }
                 continue;
             }
             let v = match fm.kind {
                 FieldKind::Bool => match parse_bool(&v) {
                     Some(b) => b.to_string(),
-                    None => {
-                        return Mapped::Invalid(format!(
-                            "field {} must be true or false, template {:?} gave {v:?}",
-                            fm.name,
-                            fm.template.as_str()
-                        ));
-                    }
+                    None => return Mapped::Invalid(not_bool(fm, &v)),
                 },
                 FieldKind::Text | FieldKind::Email => v,
             };
@@ -460,6 +480,27 @@ impl TargetMapping {
             enabled: user.enabled,
             hash,
         })
+    }
+
+    /// Whether [`Self::map`] would find the user invalid, and why: (field, problem). Cheaper
+    /// than mapping (only required and bool fields are looked at; nothing is built). A user
+    /// out of this target's scope is never unmappable here.
+    pub fn unmappable(&self, user: &User) -> Option<(String, String)> {
+        if !self.filter.admits(user) {
+            return None;
+        }
+        for fm in &self.fields {
+            if fm.required && fm.template.renders_empty(user) {
+                return Some((fm.name.clone(), required_empty(fm)));
+            }
+            if fm.kind == FieldKind::Bool && fm.template.has_fields() {
+                let v = fm.template.render(user);
+                if !v.is_empty() && parse_bool(&v).is_none() {
+                    return Some((fm.name.clone(), not_bool(fm, &v)));
+                }
+            }
+        }
+        None
     }
 
     pub fn field_kind(&self, name: &str) -> FieldKind {

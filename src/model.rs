@@ -298,6 +298,25 @@ impl Snapshot {
         self
     }
 
+    /// Adds more records set aside, found after the read (users a target cannot map): each is
+    /// under the key of a user of the snapshot, who leaves the users; [`Self::len`] is
+    /// unchanged.
+    pub fn quarantine_more(mut self, more: Vec<Quarantined>) -> Self {
+        let mut keys: Vec<String> = more.iter().filter_map(|q| q.key.clone()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let before = self.users.len();
+        self.users
+            .retain(|u| keys.binary_search_by(|k| k.as_str().cmp(&u.key)).is_err());
+        let taken = before - self.users.len();
+        self.total = self.total - taken.min(self.total) + more.len();
+        self.quarantined.extend(more);
+        self.quarantined_keys.extend(keys);
+        self.quarantined_keys.sort_unstable();
+        self.quarantined_keys.dedup();
+        self
+    }
+
     /// The users, sorted by key. In a [partial](Self::is_partial) snapshot only those with
     /// something to plan.
     pub fn users(&self) -> &[User] {

@@ -14,10 +14,11 @@ use crate::connector::{Connector, TargetKind};
 use crate::engine::{self, ApplySummary, EngineError, RecoverySummary};
 use crate::mapping::{Account, Mapped};
 use crate::model::Snapshot;
+use crate::plan::held::Keyless;
 use crate::plan::policy::{judge_plan, judge_source};
 use crate::plan::{
-    BlockReason, DiffInput, PlanSettings, Prefilter, Settled, SourceFacts, TargetPlan, Verdict,
-    diff, existing, triage,
+    BlockReason, DiffInput, PlanSettings, Prefilter, Settled, SourceFacts, TargetPlan, UserProblem,
+    Verdict, diff, existing, triage,
 };
 use crate::source::csv::CsvError;
 use crate::store::{
@@ -395,7 +396,24 @@ async fn plan_recorded(
         delete_after: target.delete_after,
         now,
     };
-    Ok(diff(
+    // Accounts a quarantined record without a key may belong to are left alone too.
+    let keyless = Keyless::new(snapshot.quarantined());
+    let candidates = keyless.candidates(users, recorded, snapshot.quarantined_keys(), settled);
+    let held = if candidates.is_empty() {
+        Vec::new()
+    } else {
+        let keys: Vec<String> = candidates.iter().map(|r| r.key.clone()).collect();
+        let states = store.load_account_states(&target.name, &keys).await?;
+        keyless.held(&candidates, &states)
+    };
+    let mut quarantined = std::borrow::Cow::Borrowed(snapshot.quarantined_keys());
+    if !held.is_empty() {
+        let q = quarantined.to_mut();
+        q.extend(held.iter().map(|h| h.key.clone()));
+        q.sort_unstable();
+        q.dedup();
+    }
+    let mut plan = diff(
         DiffInput {
             mapping: &target.mapping,
             users,
@@ -403,10 +421,15 @@ async fn plan_recorded(
             triage: &triage,
             states: &states,
             settled,
-            quarantined: snapshot.quarantined_keys(),
+            quarantined: &quarantined,
         },
         &settings,
-    ))
+    );
+    plan.problems.extend(held.into_iter().map(|h| UserProblem {
+        key: h.key,
+        message: h.reason,
+    }));
+    Ok(plan)
 }
 
 /// What a prefiltered source read brings for one target: the recorded accounts the users were
@@ -480,6 +503,28 @@ async fn read_source_prefiltered(
     Ok((snapshot, pre))
 }
 
+/// Users some configured target cannot map (a required field renders empty) are quarantined
+/// for every target ([`crate::plan::held::unmappable`]), so that they count toward the
+/// quarantine limits and none of their accounts changes anywhere.
+fn quarantine_unmappable(config: &Config, snapshot: Snapshot) -> Snapshot {
+    let mappings: Vec<(&str, &crate::mapping::TargetMapping)> = config
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), &t.mapping))
+        .collect();
+    let origin = config.source.origin();
+    let more: Vec<_> = snapshot
+        .users()
+        .iter()
+        .filter_map(|u| crate::plan::held::unmappable(&mappings, u, &origin))
+        .collect();
+    if more.is_empty() {
+        snapshot
+    } else {
+        snapshot.quarantine_more(more)
+    }
+}
+
 /// The connectors of the targets a run applies to, by target name.
 pub type Connectors = HashMap<String, Arc<dyn Connector>>;
 
@@ -535,6 +580,7 @@ pub async fn execute_scoped(
             }
         },
     };
+    let snapshot = quarantine_unmappable(config, snapshot);
     let last_good = store.last_good_source_count().await?;
     let facts = SourceFacts {
         users: snapshot.len() as u64,

@@ -93,6 +93,14 @@ impl SourceConfig {
         }
     }
 
+    /// Where the records come from, for reports: the CSV file or the LDAP server.
+    pub fn origin(&self) -> String {
+        match self {
+            SourceConfig::Csv(c) => c.path.display().to_string(),
+            SourceConfig::Ldap(l) => l.url.clone(),
+        }
+    }
+
     /// Names of the extra attributes the source reads (usable in templates).
     pub fn extra_attributes(&self) -> Vec<String> {
         match self {

@@ -3,6 +3,7 @@
 
 pub mod diff;
 pub mod existing;
+pub mod held;
 pub mod policy;
 pub mod prefilter;
 

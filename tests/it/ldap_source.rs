@@ -263,6 +263,18 @@ async fn ldap_entry_problems_are_all_reported() {
         3,
         "{q:?}"
     );
+    // Each carries the email it was read with, so that its account can be found and left alone.
+    let mut emails: Vec<&str> = q.iter().filter_map(|q| q.email.as_deref()).collect();
+    emails.sort_unstable();
+    assert_eq!(
+        emails,
+        vec![
+            "user000001@example.com",
+            "user000002@example.com",
+            "user000003@example.com"
+        ],
+        "{q:?}"
+    );
     // check reports rather than fails.
     let c = ldap::check(&s).await.unwrap();
     assert_eq!(c.entries, 4);

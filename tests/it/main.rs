@@ -19,6 +19,7 @@ mod ldap_source;
 mod notify;
 mod primavera;
 mod quarantine;
+mod quarantine_held;
 mod saved_plan;
 mod store;
 mod support;
