@@ -60,7 +60,7 @@ use url::Url;
 pub use reqwest::Method;
 
 use crate::config::HttpSettings;
-use crate::connector::connector::OpError;
+use crate::connector::contract::OpError;
 use crate::secret::Secret;
 
 /// The `User-Agent` of every request.

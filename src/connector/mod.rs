@@ -9,13 +9,13 @@ use std::sync::Arc;
 use crate::config::TargetConfig;
 use crate::mapping::FieldKind;
 
-pub mod connector;
+pub mod contract;
 pub mod covata;
 pub mod http;
 pub mod primavera;
 pub mod valuekeep;
 
-pub use connector::{
+pub use contract::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
     StatusItem,
 };

@@ -53,7 +53,7 @@ use tokio::sync::{Notify, oneshot};
 use url::Url;
 
 use crate::config::TargetConfig;
-use crate::connector::connector::{
+use crate::connector::contract::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
     StatusItem,
 };

@@ -61,7 +61,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::config::TargetConfig;
-use crate::connector::connector::{
+use crate::connector::contract::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
     StatusItem,
 };
