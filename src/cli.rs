@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config};
 use crate::report::{self, Format, PlanStatus};
@@ -124,6 +124,26 @@ pub enum Command {
     Migrate,
     /// List recent runs, or show one.
     Runs(RunsArgs),
+    /// Write the man pages or the shell completions into a directory (for packagers).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to write.
+    #[arg(value_enum)]
+    pub what: Generated,
+    /// The directory to write into (created if missing).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Generated {
+    /// dirsync(1), a page per command, dirsync.toml(5).
+    Man,
+    /// bash, zsh and fish completions.
+    Completions,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +262,10 @@ pub enum RunsCommand {
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Generate(args) = &cli.command {
+        // Needs no configuration.
+        return ExitCode::from(generate(args));
+    }
     telemetry::init(cli.log_format, cli.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -255,6 +279,23 @@ pub fn main() -> ExitCode {
     };
     let code = rt.block_on(dispatch(cli));
     ExitCode::from(code)
+}
+
+/// `dirsync generate`: writes the files and lists them.
+fn generate(args: &GenerateArgs) -> u8 {
+    let written = match args.what {
+        Generated::Man => crate::generate::man_pages(&args.dir),
+        Generated::Completions => crate::generate::completions(&args.dir),
+    };
+    match written {
+        Ok(files) => {
+            for f in files {
+                outln!("{}", f.display());
+            }
+            0
+        }
+        Err(e) => fail(format!("cannot write into {}: {e}", args.dir.display())),
+    }
 }
 
 /// An error for the user: printed on stderr, exit code 1.
@@ -282,6 +323,7 @@ async fn dispatch(cli: Cli) -> u8 {
                 Err(e) => fail(e),
             }
         }
+        Command::Generate(args) => generate(&args),
         Command::Plan(args) => plan(&config, &args, false, true).await,
         Command::Sync(args) => {
             if args.user.is_some() {

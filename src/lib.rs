@@ -27,6 +27,7 @@ pub mod connector;
 pub mod daemon;
 pub mod drift;
 pub mod engine;
+pub mod generate;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
