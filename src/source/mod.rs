@@ -105,3 +105,51 @@ pub async fn load(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_show_what_each_source_shows() {
+        let e = SourceError::from(csv::CsvError {
+            path: "users.csv".into(),
+            problems: vec![
+                csv::CsvProblem {
+                    line: None,
+                    column: None,
+                    message: "missing column \"id\"".into(),
+                },
+                csv::CsvProblem {
+                    line: Some(3),
+                    column: Some("email".into()),
+                    message: "empty email".into(),
+                },
+            ],
+        });
+        assert_eq!(
+            e.to_string(),
+            "users.csv: missing column \"id\"\nusers.csv:3: empty email"
+        );
+        assert_eq!(e.origin().as_deref(), Some("users.csv"));
+        assert_eq!(
+            e.problems(),
+            ["missing column \"id\"", "line 3: empty email"]
+        );
+        let e = SourceError::from(ldap::LdapSourceError {
+            server: "ldap://h".into(),
+            problems: vec![ldap::LdapProblem {
+                dn: Some("uid=a,dc=x".into()),
+                attribute: None,
+                message: "no key".into(),
+                value: None,
+            }],
+        });
+        assert_eq!(e.to_string(), "ldap://h: entry \"uid=a,dc=x\": no key");
+        assert_eq!(e.origin().as_deref(), Some("ldap://h"));
+        assert_eq!(e.problems(), ["entry \"uid=a,dc=x\": no key"]);
+        let e = SourceError::Task("panicked".into());
+        assert_eq!(e.to_string(), "the reader task failed: panicked");
+        assert_eq!(e.origin(), None);
+    }
+}
