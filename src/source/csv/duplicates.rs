@@ -73,7 +73,7 @@ pub(super) fn duplicate_keys(
     (order.into_iter().map(|e| e.1).collect(), problems)
 }
 
-/// Reports each email that an earlier row already has, compared as [`email_fold`] does.
+/// Reports each email that an earlier row already has, compared as [`email_fold`](crate::model::email_fold) does.
 ///
 /// Sorts `(hash of the folded email, index)` pairs: equal emails end up next to each other,
 /// earliest row first; within a run of equal hashes the emails themselves are compared, so a

@@ -11,7 +11,7 @@
 //!   their header appears twice.
 //! - Blank lines (nothing, or only spaces, or one empty quoted field) are skipped anywhere.
 //! - Every value is trimmed and goes through [`User::normalized`] (names NFC, groups
-//!   de-duplicated). Emails keep their case; duplicates are found with [`email_fold`].
+//!   de-duplicated). Emails keep their case; duplicates are found with [`email_fold`](crate::model::email_fold).
 //! - Enabled column: a value from [`CsvSettings::enabled_values`] or
 //!   [`CsvSettings::disabled_values`], compared trimmed and case-insensitively. **An empty cell
 //!   means enabled** (as does having no enabled column at all).
@@ -30,7 +30,7 @@
 //!   [`CsvError`]): missing or ambiguous columns, a row whose field count differs from the
 //!   header (a broken quote shifts everything after it), an unreadable or non-regular file, a
 //!   file changed while read. The record-level problems of such a file are listed with them.
-//! - **Record-level problems quarantine the record** ([`Quarantined`], carried by the
+//! - **Record-level problems quarantine the record** ([`Quarantined`](crate::model::Quarantined), carried by the
 //!   snapshot; nothing is planned under its key): invalid UTF-8 in a column the mapping uses;
 //!   empty key; empty or invalid email; unknown enabled value; control characters (other
 //!   than tab) in the key, names, mobile or groups; duplicate key; duplicate email
