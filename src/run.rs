@@ -20,7 +20,7 @@ use crate::plan::{
     BlockReason, DiffInput, PlanSettings, Prefilter, Settled, SourceFacts, TargetPlan, UserProblem,
     Verdict, diff, existing, triage,
 };
-use crate::source::csv::CsvError;
+use crate::source::SourceError;
 use crate::store::{
     AccountChange, NewRun, RecordedAccount, RunFinish, RunStatus, Store, StoreError, Trigger,
 };
@@ -29,11 +29,7 @@ use crate::store::{
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("source: {0}")]
-    Csv(#[from] CsvError),
-    #[error("source: {0}")]
-    Ldap(#[from] crate::source::ldap::LdapSourceError),
-    #[error("source: the reader task failed: {0}")]
-    SourceTask(String),
+    Source(#[from] SourceError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("no target named {name:?}; configured: {known}")]
@@ -287,20 +283,9 @@ impl RunPlan {
     }
 }
 
-/// Reads the configured source completely (on a blocking thread).
+/// Reads the configured source completely.
 pub async fn read_source(source: &SourceConfig) -> Result<Snapshot, RunError> {
-    match source {
-        SourceConfig::Csv(settings) => {
-            let settings = settings.clone();
-            tokio::task::spawn_blocking(move || crate::source::csv::load(&settings))
-                .await
-                .map_err(|e| RunError::SourceTask(e.to_string()))?
-                .map_err(RunError::from)
-        }
-        SourceConfig::Ldap(settings) => crate::source::ldap::load(settings)
-            .await
-            .map_err(RunError::from),
-    }
+    Ok(crate::source::load(source, None).await?)
 }
 
 /// The targets a run covers, in config order.
@@ -457,25 +442,7 @@ async fn read_source_prefiltered(
         sides.push((t.mapping.clone(), store.load_accounts(&t.name).await?));
     }
     let mut prefilter = Prefilter::new(sides);
-    let read = match &config.source {
-        SourceConfig::Csv(settings) => {
-            let settings = settings.clone();
-            let (read, pf) = tokio::task::spawn_blocking(move || {
-                let read = crate::source::csv::load_filtered(&settings, &mut |u| prefilter.keep(u));
-                (read, prefilter)
-            })
-            .await
-            .map_err(|e| RunError::SourceTask(e.to_string()))?;
-            prefilter = pf;
-            read.map_err(RunError::from)
-        }
-        SourceConfig::Ldap(settings) => {
-            crate::source::ldap::load_filtered(settings, &mut |u| prefilter.keep(u))
-                .await
-                .map_err(RunError::from)
-        }
-    };
-    let snapshot = read?;
+    let snapshot = crate::source::load(&config.source, Some(&mut prefilter)).await?;
     if !snapshot.is_partial() {
         return Ok((snapshot, HashMap::new()));
     }

@@ -20,10 +20,9 @@ use crate::connector::TargetKind;
 use crate::mapping::TargetMapping;
 use crate::plan::{OnMissing, SafetySettings};
 use crate::secret::SecretRef;
-use crate::source::csv::CsvSettings;
-use crate::source::ldap::LdapSettings;
 use crate::store::StoreLocation;
 
+pub use crate::source::SourceConfig;
 pub use raw::RawConfig;
 
 /// The default config path.
@@ -75,39 +74,6 @@ pub struct StateConfig {
     pub location: StoreLocation,
     /// Apply pending migrations when dirsync starts (default true).
     pub auto_migrate: bool,
-}
-
-#[derive(Debug, Clone)]
-// Built once per process: the size difference between the variants does not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum SourceConfig {
-    Csv(CsvSettings),
-    Ldap(LdapSettings),
-}
-
-impl SourceConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceConfig::Csv(_) => "csv",
-            SourceConfig::Ldap(_) => "ldap",
-        }
-    }
-
-    /// Where the records come from, for reports: the CSV file or the LDAP server.
-    pub fn origin(&self) -> String {
-        match self {
-            SourceConfig::Csv(c) => c.path.display().to_string(),
-            SourceConfig::Ldap(l) => l.url.clone(),
-        }
-    }
-
-    /// Names of the extra attributes the source reads (usable in templates).
-    pub fn extra_attributes(&self) -> Vec<String> {
-        match self {
-            SourceConfig::Csv(c) => c.extra.keys().cloned().collect(),
-            SourceConfig::Ldap(l) => l.extra.keys().cloned().collect(),
-        }
-    }
 }
 
 /// `[schedule]`: when the daemon runs.
