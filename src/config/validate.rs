@@ -7,19 +7,18 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawCsv, RawLdap, RawSafety, RawSchedule, RawState, RawTarget};
 use super::{
-    Config, ConfigProblem, Credentials, DaemonConfig, HttpListenConfig, HttpSettings,
-    ScheduleConfig, SourceConfig, StateConfig, TargetConfig,
+    Config, ConfigProblem, DaemonConfig, HttpListenConfig, HttpSettings, ScheduleConfig,
+    SourceConfig, StateConfig, TargetConfig,
 };
-use crate::connector::{Credential, TargetKind};
+use crate::connector::TargetKind;
+use crate::connector::settings::{
+    self, ProblemSink, RawVendorKeys, VendorSettings, http_url, refuse_clear_text,
+};
 use crate::mapping::{FieldMapping, RoleRule, TargetMapping, Template, UserFilter};
 use crate::plan::{OnMissing, SafetySettings};
 use crate::secret::{Secret, SecretRef, SecretSource};
 use crate::source::csv::{CsvColumns, CsvSettings};
 use crate::store::StoreLocation;
-
-/// Covata `import_batch_size`: the default, and the most accounts one import file may hold.
-pub const DEFAULT_IMPORT_BATCH: usize = 1000;
-pub const MAX_IMPORT_BATCH: usize = 100_000;
 
 /// The problems found so far, and what reading the secrets needed at load takes
 /// (`$CREDENTIALS_DIRECTORY`, from the environment the configuration is loaded with).
@@ -31,6 +30,12 @@ impl Problems<'_> {
             key: key.into(),
             message: message.into(),
         });
+    }
+}
+
+impl ProblemSink for Problems<'_> {
+    fn push(&mut self, key: String, message: String) {
+        Problems::push(self, key, message);
     }
 }
 
@@ -124,81 +129,7 @@ fn secret(
 }
 
 fn duration(v: &str, key: &str, pr: &mut Problems) -> Option<Duration> {
-    match humantime::parse_duration(v.trim()) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            pr.push(
-                key,
-                format!("invalid duration {v:?}: {e} (examples: 15m, 1h 30m, 30d)"),
-            );
-            None
-        }
-    }
-}
-
-fn http_url(v: &str, key: &str, pr: &mut Problems) -> Option<url::Url> {
-    match url::Url::parse(v.trim()) {
-        Ok(u) if u.scheme() != "http" && u.scheme() != "https" => {
-            pr.push(
-                key,
-                format!("scheme {:?} not allowed (use https://)", u.scheme()),
-            );
-            None
-        }
-        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
-            pr.push(key, "URL has no host");
-            None
-        }
-        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
-            pr.push(key, "URL must not have a query or fragment");
-            None
-        }
-        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
-            pr.push(
-                key,
-                "URL must not carry credentials; use the username/password settings",
-            );
-            None
-        }
-        Ok(u) => Some(u),
-        Err(url::ParseError::RelativeUrlWithoutBase) => {
-            pr.push(
-                key,
-                format!("relative URL not allowed: {v:?} (write https://host/...)"),
-            );
-            None
-        }
-        Err(e) => {
-            pr.push(key, format!("invalid URL {v:?}: {e}"));
-            None
-        }
-    }
-}
-
-/// True for `localhost`, 127.0.0.0/8 and `::1`: clear-text HTTP there never leaves the host.
-pub(crate) fn is_loopback_host(u: &url::Url) -> bool {
-    match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
-/// A target URL every request to which carries credentials: `http://` only to a loopback host
-/// or with `allow_insecure_http = true`.
-fn refuse_clear_text(u: &url::Url, key: &str, allow: bool, at: &str, pr: &mut Problems) -> bool {
-    if u.scheme() == "http" && !allow && !is_loopback_host(u) {
-        pr.push(
-            key,
-            format!(
-                "http:// sends the credentials and every account in clear text: use https:// \
-                 (or set {at}.allow_insecure_http = true on a network you trust)"
-            ),
-        );
-        return true;
-    }
-    false
+    settings::duration(v, key, pr)
 }
 
 pub fn validate(
@@ -1277,14 +1208,6 @@ fn target(
 ) -> Option<TargetConfig> {
     let http = http_settings(&raw, at, pr);
     let raw_rps = raw.requests_per_second;
-    let job_timeout = match raw.job_timeout.as_deref() {
-        Some(v) => duration(v, &format!("{at}.job_timeout"), pr),
-        None => Some(Duration::from_secs(600)),
-    };
-    let job_poll_interval = match raw.job_poll_interval.as_deref() {
-        Some(v) => duration(v, &format!("{at}.job_poll_interval"), pr),
-        None => Some(Duration::from_secs(1)),
-    };
     let name = match raw.name {
         Some(n)
             if !n.is_empty()
@@ -1374,139 +1297,33 @@ fn target(
         pr.push(format!("{at}.batch_size"), "must be at least 1");
     }
     let kind = kind?;
-    let spec = kind.spec();
-    // Settings that belong to one vendor only.
-    for (set, key, only) in [
-        (
-            raw.expire_sessions_on_disable.is_some(),
-            "expire_sessions_on_disable",
-            TargetKind::Covata,
-        ),
-        (
-            raw.bulk_import_min.is_some(),
-            "bulk_import_min",
-            TargetKind::Covata,
-        ),
-        (
-            raw.import_batch_size.is_some(),
-            "import_batch_size",
-            TargetKind::Covata,
-        ),
-        (
-            raw.send_invitation.is_some(),
-            "send_invitation",
-            TargetKind::Valuekeep,
-        ),
-        (
-            raw.set_status.is_some(),
-            "set_status",
-            TargetKind::Valuekeep,
-        ),
-        (
-            raw.job_timeout.is_some(),
-            "job_timeout",
-            TargetKind::Primavera,
-        ),
-        (
-            raw.job_poll_interval.is_some(),
-            "job_poll_interval",
-            TargetKind::Primavera,
-        ),
-    ] {
-        if set && kind != only {
-            pr.push(
-                format!("{at}.{key}"),
-                format!(
-                    "not a setting of kind {} (only of {})",
-                    kind.as_str(),
-                    only.as_str()
-                ),
-            );
-        }
-    }
-    if raw.bulk_import_min == Some(0) {
-        pr.push(
-            format!("{at}.bulk_import_min"),
-            "must be at least 1 (leave it unset to never import)",
-        );
-    }
-
-    if let Some(n) = raw.import_batch_size
-        && !(1..=MAX_IMPORT_BATCH).contains(&n)
-    {
-        pr.push(
-            format!("{at}.import_batch_size"),
-            format!("must be between 1 and {MAX_IMPORT_BATCH} (got {n})"),
-        );
-    }
-
-    // Credentials: the ones this kind needs must be set; others must not be.
-    let mut creds = Credentials {
-        username: raw.username,
-        password,
-        client_id: raw.client_id,
-        client_secret,
-        token_url: None,
-        scope: raw.scope,
-        tenant_key: raw.tenant_key,
-        org_key: raw.org_key,
-    };
-    let token_url_raw = raw.token_url;
-    let is_set = |c: Credential, creds: &Credentials| match c {
-        Credential::Username => creds.username.is_some(),
-        Credential::Password => creds.password.is_some(),
-        Credential::ClientId => creds.client_id.is_some(),
-        Credential::ClientSecret => creds.client_secret.is_some(),
-        Credential::TokenUrl => token_url_raw.is_some(),
-        Credential::Scope => creds.scope.is_some(),
-        Credential::TenantKey => creds.tenant_key.is_some(),
-        Credential::OrgKey => creds.org_key.is_some(),
-    };
-    let secret_key_was_given = |c: Credential| match c {
-        // A secret set in a wrong way was already reported.
-        Credential::Password => raw.password_file.is_some() || raw.password_credential.is_some(),
-        Credential::ClientSecret => {
-            raw.client_secret_file.is_some() || raw.client_secret_credential.is_some()
-        }
-        _ => false,
-    };
-    for c in Credential::ALL {
-        let needed = spec.required_credentials.contains(&c);
-        let allowed = needed || spec.optional_credentials.contains(&c);
-        let set = is_set(c, &creds);
-        if needed && !set && !secret_key_was_given(c) {
-            let hint = match c {
-                Credential::Password | Credential::ClientSecret => {
-                    format!(" (set {0}, {0}_file or {0}_credential)", c.key())
-                }
-                _ => String::new(),
-            };
-            pr.push(
-                format!("{at}.{}", c.key()),
-                format!("required for kind {}{hint}", kind.as_str()),
-            );
-        }
-        if !allowed && (set || secret_key_was_given(c)) {
-            pr.push(
-                format!("{at}.{}", c.key()),
-                format!("not a setting of kind {}", kind.as_str()),
-            );
-        }
-    }
-    for (c, default) in spec.credential_defaults {
-        match c {
-            Credential::TokenUrl => {
-                let v = token_url_raw.as_deref().unwrap_or(default);
-                let key = format!("{at}.token_url");
-                creds.token_url = http_url(v, &key, pr)
-                    .filter(|u| !refuse_clear_text(u, &key, allow_insecure_http, at, pr));
-            }
-            Credential::Scope => {
-                creds.scope.get_or_insert_with(|| (*default).to_string());
-            }
-            _ => {}
-        }
-    }
+    let vendor = VendorSettings::validate(
+        kind,
+        RawVendorKeys {
+            password_given_otherwise: raw.password_file.is_some()
+                || raw.password_credential.is_some(),
+            client_secret_given_otherwise: raw.client_secret_file.is_some()
+                || raw.client_secret_credential.is_some(),
+            username: raw.username,
+            password,
+            client_id: raw.client_id,
+            client_secret,
+            token_url: raw.token_url,
+            scope: raw.scope,
+            tenant_key: raw.tenant_key,
+            org_key: raw.org_key,
+            allow_insecure_http,
+            expire_sessions_on_disable: raw.expire_sessions_on_disable,
+            bulk_import_min: raw.bulk_import_min,
+            import_batch_size: raw.import_batch_size,
+            send_invitation: raw.send_invitation,
+            set_status: raw.set_status,
+            job_timeout: raw.job_timeout,
+            job_poll_interval: raw.job_poll_interval,
+        },
+        at,
+        pr,
+    );
     let mapping = mapping(
         &raw.fields,
         &raw.roles,
@@ -1525,19 +1342,12 @@ fn target(
         kind,
         enabled: raw.enabled.unwrap_or(true),
         base_url: base_url?,
-        credentials: creds,
         mapping: mapping?,
         on_missing: on_missing?,
         delete_after: delete_after?,
         batch_size,
-        expire_sessions_on_disable: raw.expire_sessions_on_disable.unwrap_or(true),
-        bulk_import_min: raw.bulk_import_min,
-        import_batch_size: raw.import_batch_size.unwrap_or(DEFAULT_IMPORT_BATCH),
-        send_invitation: raw.send_invitation.unwrap_or(false),
-        set_status: raw.set_status.unwrap_or(false),
-        job_timeout: job_timeout?,
-        job_poll_interval: job_poll_interval?,
         recreate_deleted: raw.recreate_deleted.unwrap_or(false),
+        vendor: vendor?,
         http: match (http, kind) {
             // Valuekeep's API allows 60 requests a minute per client: pace at that by default.
             (Some(mut h), TargetKind::Valuekeep) if raw_rps.is_none() => {

@@ -59,7 +59,7 @@ use url::Url;
 
 pub use reqwest::Method;
 
-use crate::config::HttpSettings;
+use crate::connector::HttpSettings;
 use crate::connector::connector::OpError;
 use crate::secret::Secret;
 
