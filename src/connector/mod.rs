@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use crate::mapping::FieldKind;
 
-pub mod connector;
+pub mod api;
 pub mod covata;
 pub mod http;
 pub mod primavera;
 pub mod settings;
 pub mod valuekeep;
 
-pub use connector::{
+pub use api::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
     StatusItem,
 };

@@ -51,7 +51,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::connector::TargetConfig;
-use crate::connector::connector::{
+use crate::connector::api::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
     StatusItem,
 };

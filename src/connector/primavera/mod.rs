@@ -54,7 +54,7 @@ use tokio::sync::{Notify, oneshot};
 use url::Url;
 
 use crate::connector::TargetConfig;
-use crate::connector::connector::{
+use crate::connector::api::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
     StatusItem,
 };
