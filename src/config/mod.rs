@@ -2,8 +2,9 @@
 //! collects every problem (with its key path) before reporting.
 //!
 //! The raw layer ([`raw`]) mirrors the TOML; [`load`] turns it into a validated [`Config`] whose
-//! types the rest of dirsync uses (secrets read from `*_file`, templates parsed, paths resolved
-//! against the config file's directory).
+//! types the rest of dirsync uses (templates parsed, paths resolved against the config file's
+//! directory). Target settings are the connector's types ([`TargetConfig`]); each vendor's
+//! keys are checked by its folder under `crate::connector`.
 
 pub mod perms;
 mod raw;

@@ -1,6 +1,6 @@
-//! Targets (the SaaS applications): what each vendor's accounts look like — its fields, the
-//! roles it documents, the credentials it needs. Connectors that talk to the APIs live in one
-//! folder per vendor under this module.
+//! Connectors to the targets (the SaaS applications): the vendor kinds, what each vendor's
+//! accounts look like ([`VendorSpec`]), and [`connect`], which builds a target's connector from
+//! its typed settings. Each vendor's folder owns its connector, settings, validation and spec.
 
 use serde::Serialize;
 
