@@ -124,6 +124,8 @@ pub struct VendorSpec {
     pub roles_required: bool,
     /// The vendor has user groups besides roles (`[[target.groups]]`).
     pub supports_groups: bool,
+    /// Requests per second when the config sets none (the vendor's documented rate limit).
+    pub default_requests_per_second: Option<f64>,
     /// Settings this vendor needs.
     pub required_credentials: &'static [Credential],
     /// Settings this vendor accepts but does not need.

@@ -152,14 +152,13 @@ pub(super) fn target(
         batch_size,
         recreate_deleted: raw.recreate_deleted.unwrap_or(false),
         vendor: vendor?,
-        http: match (http, kind) {
-            // Valuekeep's API allows 60 requests a minute per client: pace at that by default.
-            (Some(mut h), TargetKind::Valuekeep) if raw_rps.is_none() => {
-                h.requests_per_second = Some(1.0);
-                Some(h)
+        http: http.map(|mut h| {
+            // Unset: the vendor's documented rate limit (if any) paces the target.
+            if raw_rps.is_none() {
+                h.requests_per_second = kind.spec().default_requests_per_second;
             }
-            (h, _) => h,
-        }?,
+            h
+        })?,
     })
 }
 

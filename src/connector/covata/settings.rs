@@ -97,6 +97,7 @@ pub static SPEC: VendorSpec = VendorSpec {
     default_roles: &["ROLE_COLLABORATOR"],
     roles_required: true,
     supports_groups: false,
+    default_requests_per_second: None,
     required_credentials: &[
         Credential::Username,
         Credential::Password,

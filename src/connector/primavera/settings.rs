@@ -72,6 +72,7 @@ pub static SPEC: VendorSpec = VendorSpec {
     default_roles: &[],
     roles_required: false,
     supports_groups: false,
+    default_requests_per_second: None,
     required_credentials: &[Credential::Username, Credential::Password],
     optional_credentials: &[],
     credential_defaults: &[],

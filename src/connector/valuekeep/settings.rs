@@ -75,6 +75,8 @@ pub static SPEC: VendorSpec = VendorSpec {
     default_roles: &[],
     roles_required: false,
     supports_groups: true,
+    // The API allows 60 requests a minute per client: pace at that by default.
+    default_requests_per_second: Some(1.0),
     required_credentials: &[
         Credential::ClientId,
         Credential::ClientSecret,
