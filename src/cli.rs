@@ -403,15 +403,10 @@ async fn sync(config: &Config, args: &SyncArgs) -> u8 {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
-    let mut connectors = run::Connectors::new();
-    for t in targets {
-        match crate::connector::connect(t) {
-            Ok(c) => {
-                connectors.insert(t.name.clone(), c);
-            }
-            Err(e) => return fail(e),
-        }
-    }
+    let connectors: run::Connectors = match crate::connector::connect_all(targets) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let store = match open_store(config, config.state.auto_migrate).await {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -464,13 +459,11 @@ async fn drift(config: &Config, args: &DriftArgs) -> u8 {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
-    let mut connectors = Vec::with_capacity(targets.len());
-    for t in &targets {
-        match crate::connector::connect(t) {
-            Ok(c) => connectors.push(c),
-            Err(e) => return fail(e),
-        }
-    }
+    let connectors: Vec<(String, _)> = match crate::connector::connect_all(targets.iter().copied())
+    {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let store = match open_store(config, config.state.auto_migrate).await {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -479,7 +472,7 @@ async fn drift(config: &Config, args: &DriftArgs) -> u8 {
         generated_at: chrono::Utc::now(),
         targets: Vec::with_capacity(targets.len()),
     };
-    for (t, c) in targets.iter().zip(&connectors) {
+    for (t, (_, c)) in targets.iter().zip(&connectors) {
         match crate::drift::detect(store.as_ref(), c.as_ref(), t).await {
             Ok(d) => report.targets.push(d),
             Err(e) => return fail(e),

@@ -648,20 +648,26 @@ mod tests {
             kind: TargetKind::Covata,
             enabled: true,
             base_url: url::Url::parse("https://covata.example/").unwrap(),
-            credentials: Default::default(),
             mapping,
             on_missing: Default::default(),
             delete_after: std::time::Duration::ZERO,
             http: Default::default(),
             batch_size: 250,
-            expire_sessions_on_disable: true,
-            bulk_import_min: None,
-            import_batch_size: 1000,
-            send_invitation: false,
-            set_status: false,
-            job_timeout: std::time::Duration::from_secs(600),
-            job_poll_interval: std::time::Duration::from_secs(1),
             recreate_deleted: false,
+            vendor: crate::connector::VendorSettings::Covata(
+                crate::connector::covata::settings::CovataSettings {
+                    username: "svc".into(),
+                    password: crate::secret::SecretRef::inline("target[0].password", "pw"),
+                    client_id: "cid".into(),
+                    client_secret: crate::secret::SecretRef::inline(
+                        "target[0].client_secret",
+                        "cs",
+                    ),
+                    expire_sessions_on_disable: true,
+                    bulk_import_min: None,
+                    import_batch_size: 1000,
+                },
+            ),
         }
     }
 

@@ -584,15 +584,10 @@ pub async fn cli_apply(config: &Config, args: &crate::cli::ApplyArgs) -> u8 {
         }
         return report::PlanStatus::Blocked.exit_code();
     }
-    let mut connectors = crate::run::Connectors::new();
-    for t in targets {
-        match crate::connector::connect(t) {
-            Ok(c) => {
-                connectors.insert(t.name.clone(), c);
-            }
-            Err(e) => return fail(e),
-        }
-    }
+    let connectors: crate::run::Connectors = match crate::connector::connect_all(targets) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Err(e) = crate::cli::stop_on_signals(std::sync::Arc::clone(&stop)) {
         return fail(format!("cannot install the SIGTERM / SIGINT handlers: {e}"));
@@ -635,17 +630,14 @@ pub async fn cli_sync_user(config: &Config, args: &crate::cli::SyncArgs) -> u8 {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
-    let mut connectors = crate::run::Connectors::new();
-    if !args.dry_run {
-        for t in &targets {
-            match crate::connector::connect(t) {
-                Ok(c) => {
-                    connectors.insert(t.name.clone(), c);
-                }
-                Err(e) => return fail(e),
-            }
+    let connectors: crate::run::Connectors = if args.dry_run {
+        crate::run::Connectors::new()
+    } else {
+        match crate::connector::connect_all(targets.iter().copied()) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
         }
-    }
+    };
     let store = match crate::cli::open_store(config, config.state.auto_migrate).await {
         Ok(s) => s,
         Err(e) => return fail(e),

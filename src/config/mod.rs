@@ -2,8 +2,9 @@
 //! collects every problem (with its key path) before reporting.
 //!
 //! The raw layer ([`raw`]) mirrors the TOML; [`load`] turns it into a validated [`Config`] whose
-//! types the rest of dirsync uses (secrets read from `*_file`, templates parsed, paths resolved
-//! against the config file's directory).
+//! types the rest of dirsync uses (templates parsed, paths resolved against the config file's
+//! directory). Target settings are the connector's types ([`TargetConfig`]); each vendor's
+//! keys are checked by its folder under `crate::connector`.
 
 pub mod perms;
 mod raw;
@@ -16,10 +17,8 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 
-use crate::connector::TargetKind;
-use crate::mapping::TargetMapping;
-use crate::plan::{OnMissing, SafetySettings};
-use crate::secret::SecretRef;
+pub use crate::connector::{HttpSettings, TargetConfig};
+use crate::plan::SafetySettings;
 use crate::store::StoreLocation;
 
 pub use crate::source::SourceConfig;
@@ -84,90 +83,6 @@ pub struct ScheduleConfig {
     pub interval: Option<Duration>,
     pub jitter: Duration,
     pub run_on_start: bool,
-}
-
-/// Connection settings of a target. Only the ones its kind uses are set. The secrets are
-/// references (inline value, `_file` path or `_credential` name), read only when a connector
-/// is built ([`crate::connector::connect`]): commands that contact no target read none.
-#[derive(Debug, Clone, Default)]
-pub struct Credentials {
-    pub username: Option<String>,
-    pub password: Option<SecretRef>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretRef>,
-    pub token_url: Option<url::Url>,
-    pub scope: Option<String>,
-    pub tenant_key: Option<String>,
-    pub org_key: Option<String>,
-}
-
-/// HTTP behaviour of a target's client.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpSettings {
-    /// TCP + TLS connect timeout (default 10s).
-    pub connect_timeout: Duration,
-    /// Whole-request timeout (default 30s).
-    pub request_timeout: Duration,
-    /// Requests in flight at once (default 8).
-    pub concurrency: usize,
-    /// Requests per second, all of this target's calls together (default: no limit).
-    pub requests_per_second: Option<f64>,
-    /// Retries of one request after 429 / 503 / a connection error (default 5).
-    pub max_retries: u32,
-    /// Cap of the exponential backoff between retries, and of an honoured `Retry-After`
-    /// (default 60s).
-    pub max_backoff: Duration,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        HttpSettings {
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            concurrency: 8,
-            requests_per_second: None,
-            max_retries: 5,
-            max_backoff: Duration::from_secs(60),
-        }
-    }
-}
-
-/// One `[[target]]`.
-#[derive(Debug, Clone)]
-pub struct TargetConfig {
-    pub name: String,
-    pub kind: TargetKind,
-    /// False: skipped by every command (kept in the file).
-    pub enabled: bool,
-    pub base_url: url::Url,
-    pub credentials: Credentials,
-    pub mapping: TargetMapping,
-    pub on_missing: OnMissing,
-    pub delete_after: Duration,
-    pub http: HttpSettings,
-    /// Accounts per bulk call (enable / disable / delete, batch jobs; default 500).
-    pub batch_size: usize,
-    /// Covata: end a user's sessions (`action=expire`) before disabling or deleting it
-    /// (default true).
-    pub expire_sessions_on_disable: bool,
-    /// Covata: create through the CSV import endpoint when a run has at least this many
-    /// creates (default: never).
-    pub bulk_import_min: Option<usize>,
-    /// Covata: accounts per uploaded import file (default 1000).
-    pub import_batch_size: usize,
-    /// Valuekeep: send the invitation (`POST /identity/users/sendInvitation`) after a create
-    /// (default false).
-    pub send_invitation: bool,
-    /// Valuekeep: also set `status` (1 active, 2 inactive) when enabling / disabling, besides
-    /// `isActive` (default false).
-    pub set_status: bool,
-    /// Primavera: how long a user job may run before its operations fail (default 10m).
-    pub job_timeout: Duration,
-    /// Primavera: the first delay between job status polls; it doubles up to 30s (default 1s).
-    pub job_poll_interval: Duration,
-    /// `sync --refresh`: re-create owned accounts deleted on the target by hand (default
-    /// false: they are reported and left alone).
-    pub recreate_deleted: bool,
 }
 
 /// One configuration problem: where (a key path such as `target[1].base_url`, or an

@@ -1,6 +1,26 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::connector::VendorSettings;
+use crate::connector::covata::settings::CovataSettings;
+use crate::connector::valuekeep::settings::ValuekeepSettings;
+use crate::plan::OnMissing;
+
+/// The Covata settings of a target.
+fn covata(t: &TargetConfig) -> &CovataSettings {
+    match &t.vendor {
+        VendorSettings::Covata(s) => s,
+        other => panic!("not a Covata target: {other:?}"),
+    }
+}
+
+/// The Valuekeep settings of a target.
+fn valuekeep(t: &TargetConfig) -> &ValuekeepSettings {
+    match &t.vendor {
+        VendorSettings::Valuekeep(s) => s,
+        other => panic!("not a Valuekeep target: {other:?}"),
+    }
+}
 
 const GOOD: &str = r#"
 [source]
@@ -70,23 +90,11 @@ fn good_config_loads_with_defaults() {
     assert_eq!(c.targets.len(), 2);
     let cov = &c.targets[0];
     assert_eq!(
-        cov.credentials
-            .password
-            .as_ref()
-            .unwrap()
-            .resolve()
-            .unwrap()
-            .expose(),
+        covata(cov).password.resolve().unwrap().expose(),
         "pw-inline-secret"
     );
     assert_eq!(
-        cov.credentials
-            .client_secret
-            .as_ref()
-            .unwrap()
-            .resolve()
-            .unwrap()
-            .expose(),
+        covata(cov).client_secret.resolve().unwrap().expose(),
         "file-secret"
     );
     assert_eq!(
@@ -95,8 +103,11 @@ fn good_config_loads_with_defaults() {
     );
     assert_eq!(cov.on_missing, OnMissing::Disable);
     let vk = &c.targets[1];
-    assert_eq!(vk.credentials.scope.as_deref(), Some("application"));
-    assert!(vk.credentials.token_url.is_some());
+    assert_eq!(valuekeep(vk).scope, "application");
+    assert_eq!(
+        valuekeep(vk).token_url.as_str(),
+        "https://identity.primaverabss.com/connect/token"
+    );
     assert_eq!(c.safety, SafetySettings::default());
     assert_eq!(c.schedule.interval, Some(Duration::from_secs(900)));
     match &c.source {
@@ -131,14 +142,7 @@ fn environment_overrides() {
     assert_eq!(c.safety.max_disable_percent, 2.5);
     assert!(matches!(c.state.location, StoreLocation::Postgres { .. }));
     assert_eq!(
-        c.targets[0]
-            .credentials
-            .password
-            .as_ref()
-            .unwrap()
-            .resolve()
-            .unwrap()
-            .expose(),
+        covata(&c.targets[0]).password.resolve().unwrap().expose(),
         "from-env"
     );
 }
@@ -481,7 +485,7 @@ fn target_secrets_are_read_only_at_connect() {
     let d = Dir::new(&text);
     let c = d.load(&[]).unwrap();
     let cov = &c.targets[0];
-    let pw = cov.credentials.password.as_ref().unwrap();
+    let pw = &covata(cov).password;
     assert_eq!(pw.key, "target[0].password_file");
     let e = crate::connector::connect(cov).err().unwrap().to_string();
     assert!(
@@ -491,7 +495,7 @@ fn target_secrets_are_read_only_at_connect() {
         "{e}"
     );
     let vk = &c.targets[1];
-    let cred = vk.credentials.client_secret.as_ref().unwrap();
+    let cred = &valuekeep(vk).client_secret;
     assert_eq!(cred.key, "target[1].client_secret_credential");
     let unset = cred.resolve_with(None).unwrap_err().to_string();
     assert!(

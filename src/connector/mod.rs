@@ -1,24 +1,25 @@
-//! Targets (the SaaS applications): what each vendor's accounts look like — its fields, the
-//! roles it documents, the credentials it needs. Connectors that talk to the APIs live in one
-//! folder per vendor under this module.
+//! Connectors to the targets (the SaaS applications): the vendor kinds, what each vendor's
+//! accounts look like ([`VendorSpec`]), and [`connect`], which builds a target's connector from
+//! its typed settings. Each vendor's folder owns its connector, settings, validation and spec.
 
 use serde::Serialize;
 
 use std::sync::Arc;
 
-use crate::config::TargetConfig;
 use crate::mapping::FieldKind;
 
-pub mod contract;
+pub mod api;
 pub mod covata;
 pub mod http;
 pub mod primavera;
+pub mod settings;
 pub mod valuekeep;
 
-pub use contract::{
+pub use api::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
     StatusItem,
 };
+pub use settings::{HttpSettings, TargetConfig, VendorSettings};
 
 /// The vendors dirsync can sync to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -51,9 +52,9 @@ impl TargetKind {
     /// The vendor's account shape.
     pub fn spec(self) -> &'static VendorSpec {
         match self {
-            TargetKind::Covata => &COVATA,
-            TargetKind::Primavera => &PRIMAVERA,
-            TargetKind::Valuekeep => &VALUEKEEP,
+            TargetKind::Covata => &covata::settings::SPEC,
+            TargetKind::Primavera => &primavera::settings::SPEC,
+            TargetKind::Valuekeep => &valuekeep::settings::SPEC,
         }
     }
 }
@@ -123,6 +124,8 @@ pub struct VendorSpec {
     pub roles_required: bool,
     /// The vendor has user groups besides roles (`[[target.groups]]`).
     pub supports_groups: bool,
+    /// Requests per second when the config sets none (the vendor's documented rate limit).
+    pub default_requests_per_second: Option<f64>,
     /// Settings this vendor needs.
     pub required_credentials: &'static [Credential],
     /// Settings this vendor accepts but does not need.
@@ -137,7 +140,7 @@ impl VendorSpec {
     }
 }
 
-const fn field(
+pub(crate) const fn field(
     name: &'static str,
     kind: FieldKind,
     required: bool,
@@ -151,95 +154,6 @@ const fn field(
     }
 }
 
-/// Covata Access Service: `POST /api/v1/users` body fields; the five documented roles.
-pub static COVATA: VendorSpec = VendorSpec {
-    fields: &[
-        field("email", FieldKind::Email, true, Some("{email}")),
-        field("firstName", FieldKind::Text, false, Some("{given_name}")),
-        field("lastName", FieldKind::Text, false, Some("{family_name}")),
-        field("otherName", FieldKind::Text, false, Some("{other_name}")),
-        field("mobileNumber", FieldKind::Text, false, Some("{mobile}")),
-        field("planId", FieldKind::Text, false, None),
-    ],
-    login_field: "email",
-    known_roles: Some(&[
-        "ROLE_SYSTEM_ADMIN",
-        "ROLE_COLLABORATOR",
-        "ROLE_ORIGINATOR",
-        "ROLE_ADHOC_COLLABORATOR",
-        "ROLE_USER_ADMIN",
-    ]),
-    default_roles: &["ROLE_COLLABORATOR"],
-    roles_required: true,
-    supports_groups: false,
-    required_credentials: &[
-        Credential::Username,
-        Credential::Password,
-        Credential::ClientId,
-        Credential::ClientSecret,
-    ],
-    optional_credentials: &[],
-    credential_defaults: &[],
-};
-
-/// Oracle Primavera Administration: the `User` object of `/cloudapi/restapi`. Roles are per
-/// tenant (`GET /roles`), so they are not checked here.
-pub static PRIMAVERA: VendorSpec = VendorSpec {
-    fields: &[
-        field("loginId", FieldKind::Text, true, Some("{email}")),
-        field("emailAddress", FieldKind::Email, true, Some("{email}")),
-        field("firstName", FieldKind::Text, true, Some("{given_name}")),
-        field("lastName", FieldKind::Text, true, Some("{family_name}")),
-        field("middleName", FieldKind::Text, false, Some("{other_name}")),
-        field("employeeNumber", FieldKind::Text, false, None),
-        // Required by the API and different for every customer: no default.
-        field("organization", FieldKind::Text, true, None),
-        field("userType", FieldKind::Text, false, None),
-    ],
-    login_field: "loginId",
-    known_roles: None,
-    default_roles: &[],
-    roles_required: false,
-    supports_groups: false,
-    required_credentials: &[Credential::Username, Credential::Password],
-    optional_credentials: &[],
-    credential_defaults: &[],
-};
-
-/// Valuekeep identity/users: `ApiUserResource`.
-pub static VALUEKEEP: VendorSpec = VendorSpec {
-    fields: &[
-        field("userKey", FieldKind::Text, true, Some("{key}")),
-        field(
-            "name",
-            FieldKind::Text,
-            true,
-            Some("{given_name} {family_name}"),
-        ),
-        field("email", FieldKind::Email, false, Some("{email}")),
-        field("isTechnician", FieldKind::Bool, true, Some("false")),
-    ],
-    login_field: "userKey",
-    known_roles: None,
-    default_roles: &[],
-    roles_required: false,
-    supports_groups: true,
-    required_credentials: &[
-        Credential::ClientId,
-        Credential::ClientSecret,
-        Credential::TenantKey,
-        Credential::OrgKey,
-    ],
-    optional_credentials: &[Credential::TokenUrl, Credential::Scope],
-    credential_defaults: &[
-        (
-            Credential::TokenUrl,
-            "https://identity.primaverabss.com/connect/token",
-        ),
-        (Credential::Scope, "application"),
-    ],
-};
-
 /// Why a target's connector could not be built (its HTTP client; nothing is sent).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -249,36 +163,53 @@ pub struct ConnectError {
     pub message: String,
 }
 
-/// Builds the connector of a target. Nothing is sent: connectors authenticate on first use.
-/// Reads one of `target`'s secrets (inline, `_file` or `_credential`) now, when its connector
+/// Reads one of a target's secrets (inline, `_file` or `_credential`) now, when its connector
 /// is built: the error names the target and the config key, never the value.
 pub(crate) fn read_secret(
     target: &TargetConfig,
-    secret: Option<&crate::secret::SecretRef>,
-    what: &str,
+    secret: &crate::secret::SecretRef,
 ) -> Result<crate::secret::Secret, http::HttpError> {
     let setup = |message: String| http::HttpError::Setup {
         target: target.name.clone(),
         message,
     };
-    let r = secret
-        .ok_or_else(|| setup(format!("{} needs the setting {what}", target.kind.as_str())))?;
-    let s = r.resolve().map_err(|e| setup(e.to_string()))?;
+    let s = secret.resolve().map_err(|e| setup(e.to_string()))?;
     if s.expose().trim().is_empty() {
-        return Err(setup(format!("{}: empty", r.key)));
+        return Err(setup(format!("{}: empty", secret.key)));
     }
     Ok(s)
 }
 
 /// Builds the connector of `target`, reading its secrets (the only place they are read).
+/// Nothing is sent: connectors authenticate on first use.
 pub fn connect(target: &TargetConfig) -> Result<Arc<dyn Connector>, ConnectError> {
     let err = |e: http::HttpError| ConnectError {
         target: target.name.clone(),
         message: e.to_string(),
     };
-    Ok(match target.kind {
-        TargetKind::Covata => Arc::new(covata::CovataConnector::new(target).map_err(err)?),
-        TargetKind::Primavera => Arc::new(primavera::PrimaveraConnector::new(target).map_err(err)?),
-        TargetKind::Valuekeep => Arc::new(valuekeep::ValuekeepConnector::new(target).map_err(err)?),
+    Ok(match &target.vendor {
+        VendorSettings::Covata(s) => {
+            Arc::new(covata::CovataConnector::new(target, s).map_err(err)?)
+        }
+        VendorSettings::Primavera(s) => {
+            Arc::new(primavera::PrimaveraConnector::new(target, s).map_err(err)?)
+        }
+        VendorSettings::Valuekeep(s) => {
+            Arc::new(valuekeep::ValuekeepConnector::new(target, s).map_err(err)?)
+        }
     })
+}
+
+/// Builds the connectors of `targets` ([`connect`] each), keyed by target name; the first
+/// that cannot be built is the error.
+pub fn connect_all<'a, C>(
+    targets: impl IntoIterator<Item = &'a TargetConfig>,
+) -> Result<C, ConnectError>
+where
+    C: FromIterator<(String, Arc<dyn Connector>)>,
+{
+    targets
+        .into_iter()
+        .map(|t| Ok((t.name.clone(), connect(t)?)))
+        .collect()
 }

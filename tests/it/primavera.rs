@@ -588,7 +588,11 @@ async fn job_timeout_fails_clearly_and_the_next_run_waits_for_the_running_job() 
 async fn roles_are_validated_against_get_roles() {
     let env = Env::new(Backend::Sqlite, &users(1)).await;
     let config = dirsync::config::load_with_env(&env.config_path(), &[]).unwrap();
-    let c = dirsync::connector::primavera::PrimaveraConnector::new(&config.targets[0]).unwrap();
+    let target = &config.targets[0];
+    let dirsync::connector::VendorSettings::Primavera(settings) = &target.vendor else {
+        panic!("not a Primavera target");
+    };
+    let c = dirsync::connector::primavera::PrimaveraConnector::new(target, settings).unwrap();
     let unknown = c
         .validate_roles(&["PrimaveraAdmin".to_string(), "NoSuchRole".to_string()])
         .await

@@ -40,6 +40,7 @@
 //!   success, as the engine expects).
 
 mod auth;
+pub mod settings;
 mod wire;
 
 use std::collections::{BTreeMap, HashSet};
@@ -49,8 +50,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use url::Url;
 
-use crate::config::TargetConfig;
-use crate::connector::contract::{
+use crate::connector::TargetConfig;
+use crate::connector::api::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
     StatusItem,
 };
@@ -60,6 +61,7 @@ use crate::connector::http::{
 use crate::mapping::Account;
 use crate::model::email_eq;
 use crate::plan::FieldChange;
+use settings::CovataSettings;
 
 use auth::CovataAuth;
 
@@ -90,21 +92,16 @@ impl CovataConnector {
     /// A connector for `target` (its base URL, credentials, HTTP settings, batch size,
     /// `expire_sessions_on_disable` and `bulk_import_min`). Nothing is sent until the first
     /// call.
-    pub fn new(target: &TargetConfig) -> Result<CovataConnector, HttpError> {
-        let c = &target.credentials;
+    pub fn new(target: &TargetConfig, s: &CovataSettings) -> Result<CovataConnector, HttpError> {
         let missing = |what: &str| setup_error(target, format!("covata needs the setting {what}"));
-        let username = c
-            .username
-            .clone()
+        let username = Some(s.username.clone())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| missing("username"))?;
-        let password = super::read_secret(target, c.password.as_ref(), "password")?;
-        let client_id = c
-            .client_id
-            .clone()
+        let password = super::read_secret(target, &s.password)?;
+        let client_id = Some(s.client_id.clone())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| missing("client_id"))?;
-        let client_secret = super::read_secret(target, c.client_secret.as_ref(), "client_secret")?;
+        let client_secret = super::read_secret(target, &s.client_secret)?;
         let http = HttpClient::new(&target.name, &target.http)?;
         let token_url = http.url(UrlBuilder::new(&target.base_url).path("api/oauth/token"))?;
         let tokens = Arc::new(CachedToken::new(
@@ -123,9 +120,9 @@ impl CovataConnector {
             base: target.base_url.clone(),
             tokens,
             batch_size: target.batch_size.max(1),
-            expire_sessions_on_disable: target.expire_sessions_on_disable,
-            bulk_import_min: target.bulk_import_min,
-            import_batch_size: target.import_batch_size.max(1),
+            expire_sessions_on_disable: s.expire_sessions_on_disable,
+            bulk_import_min: s.bulk_import_min,
+            import_batch_size: s.import_batch_size.max(1),
         })
     }
 
@@ -546,8 +543,7 @@ mod tests {
 
     use std::time::Duration;
 
-    use crate::config::{Credentials, HttpSettings};
-    use crate::connector::TargetKind;
+    use crate::connector::{HttpSettings, TargetKind, VendorSettings};
     use crate::mapping::{TargetMapping, UserFilter};
     use crate::secret::SecretRef;
 
@@ -557,13 +553,6 @@ mod tests {
             kind: TargetKind::Covata,
             enabled: true,
             base_url: Url::parse("https://covata.example/prefix/").unwrap(),
-            credentials: Credentials {
-                username: Some("svc".into()),
-                password: Some(SecretRef::inline("target[0].password", "pw-hunter2")),
-                client_id: Some("cid".into()),
-                client_secret: Some(SecretRef::inline("target[0].client_secret", "cs-hunter3")),
-                ..Default::default()
-            },
             mapping: TargetMapping {
                 group_rules: vec![],
                 default_groups: vec![],
@@ -577,20 +566,37 @@ mod tests {
             delete_after: Duration::ZERO,
             http: HttpSettings::default(),
             batch_size: 250,
-            expire_sessions_on_disable: true,
-            bulk_import_min,
-            import_batch_size: 1000,
-            send_invitation: false,
-            set_status: false,
-            job_timeout: Duration::from_secs(600),
-            job_poll_interval: Duration::from_secs(1),
             recreate_deleted: false,
+            vendor: VendorSettings::Covata(CovataSettings {
+                username: "svc".into(),
+                password: SecretRef::inline("target[0].password", "pw-hunter2"),
+                client_id: "cid".into(),
+                client_secret: SecretRef::inline("target[0].client_secret", "cs-hunter3"),
+                expire_sessions_on_disable: true,
+                bulk_import_min,
+                import_batch_size: 1000,
+            }),
+        }
+    }
+
+    /// The connector of a test target.
+    fn connector(t: &TargetConfig) -> Result<CovataConnector, HttpError> {
+        match &t.vendor {
+            VendorSettings::Covata(s) => CovataConnector::new(t, s),
+            other => panic!("not a Covata target: {other:?}"),
+        }
+    }
+
+    fn settings(t: &mut TargetConfig) -> &mut CovataSettings {
+        match &mut t.vendor {
+            VendorSettings::Covata(s) => s,
+            other => panic!("not a Covata target: {other:?}"),
         }
     }
 
     #[test]
     fn capabilities_follow_the_settings() {
-        let c = CovataConnector::new(&target(None)).unwrap();
+        let c = connector(&target(None)).unwrap();
         assert_eq!(
             c.capabilities(),
             Capabilities {
@@ -601,7 +607,7 @@ mod tests {
                 settle_time: None,
             }
         );
-        let c = CovataConnector::new(&target(Some(20))).unwrap();
+        let c = connector(&target(Some(20))).unwrap();
         assert_eq!(c.capabilities().bulk_create_batch, Some(250));
         let debug = format!("{c:?}");
         assert!(!debug.contains("hunter"), "{debug}");
@@ -614,12 +620,12 @@ mod tests {
     #[test]
     fn missing_credentials_are_named() {
         let mut t = target(None);
-        t.credentials.client_secret = None;
-        let e = CovataConnector::new(&t).unwrap_err();
+        settings(&mut t).client_secret = SecretRef::inline("target[0].client_secret", " ");
+        let e = connector(&t).unwrap_err();
         assert!(e.to_string().contains("client_secret"), "{e}");
         let mut t = target(None);
-        t.credentials.password = Some(SecretRef::inline("target[0].password", ""));
-        let e = CovataConnector::new(&t).unwrap_err();
+        settings(&mut t).password = SecretRef::inline("target[0].password", "");
+        let e = connector(&t).unwrap_err();
         assert!(e.to_string().contains("password") && !e.to_string().contains("hunter"));
     }
 

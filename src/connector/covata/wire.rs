@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use crate::connector::contract::{OpError, RemoteAccount};
+use crate::connector::api::{OpError, RemoteAccount};
 use crate::connector::http::truncate_body;
 use crate::mapping::Account;
 use crate::plan::FieldChange;

@@ -41,6 +41,7 @@
 //!   server does not have is `NotFound`, anything else failed.
 //! - **Lookup** ([`Connector::find_account`]): `GET /user/{loginId}`, 404 meaning absent.
 
+pub mod settings;
 mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -52,8 +53,8 @@ use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
 use url::Url;
 
-use crate::config::TargetConfig;
-use crate::connector::contract::{
+use crate::connector::TargetConfig;
+use crate::connector::api::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
     StatusItem,
 };
@@ -62,6 +63,7 @@ use crate::mapping::Account;
 use crate::model::email_eq;
 use crate::plan::FieldChange;
 use crate::secret::Secret;
+use settings::PrimaveraSettings;
 
 use wire::{ListKind, Sent, UserOutcome};
 
@@ -170,18 +172,18 @@ fn maybe_sent(e: &HttpError) -> bool {
 impl PrimaveraConnector {
     /// A connector for `target` (base URL, username/password, HTTP settings, `batch_size`,
     /// `job_timeout`, `job_poll_interval`). Nothing is sent until the first call.
-    pub fn new(target: &TargetConfig) -> Result<PrimaveraConnector, HttpError> {
-        let c = &target.credentials;
+    pub fn new(
+        target: &TargetConfig,
+        s: &PrimaveraSettings,
+    ) -> Result<PrimaveraConnector, HttpError> {
         let missing = |what: &str| HttpError::Setup {
             target: target.name.clone(),
             message: format!("primavera needs the setting {what}"),
         };
-        let username = c
-            .username
-            .clone()
+        let username = Some(s.username.clone())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| missing("username"))?;
-        let password = super::read_secret(target, c.password.as_ref(), "password")?;
+        let password = super::read_secret(target, &s.password)?;
         let http = HttpClient::new(&target.name, &target.http)?;
         Ok(PrimaveraConnector {
             http,
@@ -189,8 +191,8 @@ impl PrimaveraConnector {
             username,
             password,
             batch_size: target.batch_size.max(1),
-            job_timeout: target.job_timeout,
-            poll_interval: target.job_poll_interval.max(Duration::from_millis(10)),
+            job_timeout: s.job_timeout,
+            poll_interval: s.job_poll_interval.max(Duration::from_millis(10)),
             jobs: tokio::sync::Mutex::new(()),
             modify: ModifyQueue::default(),
             known: Mutex::new(HashMap::new()),
@@ -788,8 +790,7 @@ impl Connector for PrimaveraConnector {
 mod tests {
     use super::*;
 
-    use crate::config::{Credentials, HttpSettings};
-    use crate::connector::TargetKind;
+    use crate::connector::{HttpSettings, TargetKind, VendorSettings};
     use crate::mapping::{TargetMapping, UserFilter};
 
     fn target() -> TargetConfig {
@@ -798,14 +799,6 @@ mod tests {
             kind: TargetKind::Primavera,
             enabled: true,
             base_url: Url::parse("https://p6.example/cloudapi/restapi").unwrap(),
-            credentials: Credentials {
-                username: Some("svc".into()),
-                password: Some(crate::secret::SecretRef::inline(
-                    "target[0].password",
-                    "pw-hunter2",
-                )),
-                ..Default::default()
-            },
             mapping: TargetMapping {
                 group_rules: vec![],
                 default_groups: vec![],
@@ -819,20 +812,34 @@ mod tests {
             delete_after: Duration::ZERO,
             http: HttpSettings::default(),
             batch_size: 200,
-            expire_sessions_on_disable: false,
-            bulk_import_min: None,
-            import_batch_size: 1000,
-            send_invitation: false,
-            set_status: false,
-            job_timeout: Duration::from_secs(120),
-            job_poll_interval: Duration::from_secs(1),
             recreate_deleted: false,
+            vendor: VendorSettings::Primavera(PrimaveraSettings {
+                username: "svc".into(),
+                password: crate::secret::SecretRef::inline("target[0].password", "pw-hunter2"),
+                job_timeout: Duration::from_secs(120),
+                job_poll_interval: Duration::from_secs(1),
+            }),
+        }
+    }
+
+    /// The connector of a test target.
+    fn connector(t: &TargetConfig) -> Result<PrimaveraConnector, HttpError> {
+        match &t.vendor {
+            VendorSettings::Primavera(s) => PrimaveraConnector::new(t, s),
+            other => panic!("not a Primavera target: {other:?}"),
+        }
+    }
+
+    fn settings(t: &mut TargetConfig) -> &mut PrimaveraSettings {
+        match &mut t.vendor {
+            VendorSettings::Primavera(s) => s,
+            other => panic!("not a Primavera target: {other:?}"),
         }
     }
 
     #[test]
     fn capabilities_and_urls() {
-        let c = PrimaveraConnector::new(&target()).unwrap();
+        let c = connector(&target()).unwrap();
         assert_eq!(
             c.capabilities(),
             Capabilities {
@@ -858,12 +865,12 @@ mod tests {
     #[test]
     fn missing_credentials_are_named() {
         let mut t = target();
-        t.credentials.password = None;
-        let e = PrimaveraConnector::new(&t).unwrap_err();
+        settings(&mut t).password = crate::secret::SecretRef::inline("target[0].password", " ");
+        let e = connector(&t).unwrap_err();
         assert!(e.to_string().contains("password"), "{e}");
         let mut t = target();
-        t.credentials.username = Some(String::new());
-        let e = PrimaveraConnector::new(&t).unwrap_err();
+        settings(&mut t).username = String::new();
+        let e = connector(&t).unwrap_err();
         assert!(e.to_string().contains("username"), "{e}");
     }
 

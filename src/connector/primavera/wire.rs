@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 
-use crate::connector::contract::{OpError, RemoteAccount};
+use crate::connector::api::{OpError, RemoteAccount};
 use crate::connector::http::truncate_body;
 use crate::model::email_eq;
 

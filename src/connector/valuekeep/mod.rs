@@ -52,6 +52,7 @@
 //! - **Delete**: by the record id; a 404 means already gone: a success.
 
 mod auth;
+pub mod settings;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -60,8 +61,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use url::Url;
 
-use crate::config::TargetConfig;
-use crate::connector::contract::{
+use crate::connector::TargetConfig;
+use crate::connector::api::{
     Capabilities, Connector, Created, OpError, RemoteAccount, RoleSemantics, StatusAction,
     StatusItem,
 };
@@ -70,6 +71,7 @@ use crate::connector::http::{
 };
 use crate::mapping::Account;
 use crate::plan::{FieldChange, Op};
+use settings::ValuekeepSettings;
 
 use auth::ValuekeepAuth;
 
@@ -126,23 +128,23 @@ impl ValuekeepConnector {
     /// A connector for `target` (base URL, tenant and organization keys, client credentials,
     /// token URL and scope, HTTP settings, `send_invitation`, `set_status`). Nothing is sent
     /// until the first call.
-    pub fn new(target: &TargetConfig) -> Result<ValuekeepConnector, HttpError> {
-        let c = &target.credentials;
+    pub fn new(
+        target: &TargetConfig,
+        s: &ValuekeepSettings,
+    ) -> Result<ValuekeepConnector, HttpError> {
         let missing =
             |what: &str| setup_error(target, format!("valuekeep needs the setting {what}"));
-        let text = |v: &Option<String>, what: &str| {
-            v.clone()
+        let text = |v: &String, what: &str| {
+            Some(v.clone())
                 .filter(|s| !s.trim().is_empty())
                 .ok_or_else(|| missing(what))
         };
-        let client_id = text(&c.client_id, "client_id")?;
-        let tenant_key = text(&c.tenant_key, "tenant_key")?;
-        let org_key = text(&c.org_key, "org_key")?;
-        let client_secret = super::read_secret(target, c.client_secret.as_ref(), "client_secret")?;
-        let token_url = c.token_url.clone().ok_or_else(|| missing("token_url"))?;
-        let scope = c
-            .scope
-            .clone()
+        let client_id = text(&s.client_id, "client_id")?;
+        let tenant_key = text(&s.tenant_key, "tenant_key")?;
+        let org_key = text(&s.org_key, "org_key")?;
+        let client_secret = super::read_secret(target, &s.client_secret)?;
+        let token_url = s.token_url.clone();
+        let scope = Some(s.scope.clone())
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| "application".to_string());
         let http = HttpClient::new(&target.name, &target.http)?;
@@ -163,8 +165,8 @@ impl ValuekeepConnector {
             tenant_key,
             org_key,
             tokens,
-            send_invitation: target.send_invitation,
-            set_status: target.set_status,
+            send_invitation: s.send_invitation,
+            set_status: s.set_status,
             keys: Mutex::new(HashMap::new()),
         };
         // Fail now, not on the first call, when the keys cannot be path segments.
@@ -654,8 +656,7 @@ mod tests {
 
     use std::time::Duration;
 
-    use crate::config::{Credentials, HttpSettings};
-    use crate::connector::TargetKind;
+    use crate::connector::{HttpSettings, TargetKind, VendorSettings};
     use crate::mapping::{TargetMapping, UserFilter};
     use crate::plan::{DeleteReason, DisableReason};
     use crate::secret::SecretRef;
@@ -666,15 +667,6 @@ mod tests {
             kind: TargetKind::Valuekeep,
             enabled: true,
             base_url: Url::parse("https://vk.example/prefix/").unwrap(),
-            credentials: Credentials {
-                client_id: Some("cid".into()),
-                client_secret: Some(SecretRef::inline("target[0].client_secret", "cs-hunter3")),
-                token_url: Some(Url::parse("https://id.example/connect/token").unwrap()),
-                scope: Some("application".into()),
-                tenant_key: Some("ten ant".into()),
-                org_key: Some("org/1".into()),
-                ..Default::default()
-            },
             mapping: TargetMapping {
                 group_rules: vec![],
                 default_groups: vec![],
@@ -688,14 +680,32 @@ mod tests {
             delete_after: Duration::ZERO,
             http: HttpSettings::default(),
             batch_size: 500,
-            expire_sessions_on_disable: false,
-            bulk_import_min: None,
-            import_batch_size: 1000,
-            send_invitation: false,
-            set_status: false,
-            job_timeout: Duration::from_secs(600),
-            job_poll_interval: Duration::from_secs(1),
             recreate_deleted: false,
+            vendor: VendorSettings::Valuekeep(ValuekeepSettings {
+                client_id: "cid".into(),
+                client_secret: SecretRef::inline("target[0].client_secret", "cs-hunter3"),
+                token_url: Url::parse("https://id.example/connect/token").unwrap(),
+                scope: "application".into(),
+                tenant_key: "ten ant".into(),
+                org_key: "org/1".into(),
+                send_invitation: false,
+                set_status: false,
+            }),
+        }
+    }
+
+    /// The connector of a test target.
+    fn connector(t: &TargetConfig) -> Result<ValuekeepConnector, HttpError> {
+        match &t.vendor {
+            VendorSettings::Valuekeep(s) => ValuekeepConnector::new(t, s),
+            other => panic!("not a Valuekeep target: {other:?}"),
+        }
+    }
+
+    fn settings(t: &mut TargetConfig) -> &mut ValuekeepSettings {
+        match &mut t.vendor {
+            VendorSettings::Valuekeep(s) => s,
+            other => panic!("not a Valuekeep target: {other:?}"),
         }
     }
 
@@ -712,7 +722,7 @@ mod tests {
 
     #[test]
     fn capabilities_and_urls() {
-        let c = ValuekeepConnector::new(&target()).unwrap();
+        let c = connector(&target()).unwrap();
         assert_eq!(
             c.capabilities(),
             Capabilities {
@@ -741,7 +751,7 @@ mod tests {
 
     #[test]
     fn next_links_stay_on_the_origin() {
-        let c = ValuekeepConnector::new(&target()).unwrap();
+        let c = connector(&target()).unwrap();
         let current = c.odata_url(0).unwrap();
         let next = c.next_url(&current, "odata?$skip=100&$top=100").unwrap();
         assert!(
@@ -760,36 +770,37 @@ mod tests {
         for (what, f) in [
             (
                 "client_secret",
-                Box::new(|t: &mut TargetConfig| t.credentials.client_secret = None)
-                    as Box<dyn Fn(&mut TargetConfig)>,
+                Box::new(|t: &mut TargetConfig| {
+                    settings(t).client_secret = SecretRef::inline("target[0].client_secret", " ")
+                }) as Box<dyn Fn(&mut TargetConfig)>,
             ),
             (
                 "tenant_key",
-                Box::new(|t: &mut TargetConfig| t.credentials.tenant_key = Some(" ".into())),
+                Box::new(|t: &mut TargetConfig| settings(t).tenant_key = " ".into()),
             ),
             (
                 "org_key",
-                Box::new(|t: &mut TargetConfig| t.credentials.org_key = None),
+                Box::new(|t: &mut TargetConfig| settings(t).org_key = String::new()),
             ),
             (
-                "token_url",
-                Box::new(|t: &mut TargetConfig| t.credentials.token_url = None),
+                "client_id",
+                Box::new(|t: &mut TargetConfig| settings(t).client_id = String::new()),
             ),
         ] {
             let mut t = target();
             f(&mut t);
-            let e = ValuekeepConnector::new(&t).unwrap_err().to_string();
+            let e = connector(&t).unwrap_err().to_string();
             assert!(e.contains(what) && !e.contains("hunter"), "{e}");
         }
         let mut t = target();
-        t.credentials.org_key = Some("..".into());
-        assert!(ValuekeepConnector::new(&t).is_err());
+        settings(&mut t).org_key = "..".into();
+        assert!(connector(&t).is_err());
     }
 
     #[test]
     fn request_counts() {
         let mut t = target();
-        let c = ValuekeepConnector::new(&t).unwrap();
+        let c = connector(&t).unwrap();
         let change = |f: &str| FieldChange {
             field: f.into(),
             before: Some("a".into()),
@@ -820,9 +831,9 @@ mod tests {
         assert_eq!(c.requests_for(&Op::Enable), 2);
         assert_eq!(c.requests_for(&disable), 2);
         assert_eq!(c.requests_for(&delete), 1);
-        t.send_invitation = true;
-        t.set_status = true;
-        let c = ValuekeepConnector::new(&t).unwrap();
+        settings(&mut t).send_invitation = true;
+        settings(&mut t).set_status = true;
+        let c = connector(&t).unwrap();
         assert_eq!(c.requests_for(&create), 2);
         assert_eq!(c.requests_for(&Op::Enable), 3);
         assert_eq!(c.requests_for(&disable), 3);
@@ -867,7 +878,7 @@ mod tests {
 
     #[test]
     fn the_key_memory() {
-        let c = ValuekeepConnector::new(&target()).unwrap();
+        let c = connector(&target()).unwrap();
         assert_eq!(c.cached_key("1"), None);
         c.remember("1", "a");
         c.remember("1", "b");

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use crate::connector::contract::RemoteAccount;
+use crate::connector::api::RemoteAccount;
 use crate::mapping::{Account, parse_bool};
 use crate::plan::FieldChange;
 
