@@ -14,10 +14,10 @@ use futures::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
+use super::rows::{self, AccountRow, OperationRow, RunRow, last_wins, to_i64};
 use super::{
     AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OperationRecord,
-    RecordedAccount, RunFinish, RunRecord, RunStatus, Store, StoreError, TargetLock, Trigger,
-    coalesce,
+    RecordedAccount, RunFinish, RunRecord, Store, StoreError, TargetLock, coalesce,
 };
 use crate::secret::Secret;
 
@@ -196,32 +196,11 @@ fn query_error(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreE
 }
 
 fn corrupt(context: impl Into<String>, message: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        backend: BACKEND,
-        context: context.into(),
-        message: message.into(),
-    }
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    rows::corrupt(BACKEND, context, message)
 }
 
 fn to_u64(n: i64, what: &str, context: &str) -> Result<u64, StoreError> {
-    u64::try_from(n).map_err(|_| corrupt(context, format!("{what} is negative ({n})")))
-}
-
-/// The rows to write, the last occurrence of a key winning (one `INSERT ... ON CONFLICT`
-/// statement may not touch a row twice).
-fn last_wins(rows: &[AccountRecord]) -> Vec<&AccountRecord> {
-    let mut seen: HashSet<&str> = HashSet::with_capacity(rows.len());
-    let mut out: Vec<&AccountRecord> = rows
-        .iter()
-        .rev()
-        .filter(|r| seen.insert(r.account.key.as_str()))
-        .collect();
-    out.reverse();
-    out
+    rows::to_u64(BACKEND, n, what, context)
 }
 
 /// What an account upsert does with an existing row: every column from the new one (one text
@@ -386,42 +365,23 @@ const RUN_COLUMNS: &str = "id, trigger, status, started_at, finished_at, targets
      forced, source_count, planned, applied, failed, error, summary::text AS summary";
 
 fn run_from_row(row: &PgRow, context: &str) -> Result<RunRecord, StoreError> {
-    let get_err = |e: sqlx::Error| StoreError::Query {
-        backend: BACKEND,
-        context: context.to_owned(),
-        source: e,
-    };
-    let id: i64 = row.try_get("id").map_err(get_err)?;
-    let context = format!("{context}: run {id}");
-    let trigger: String = row.try_get("trigger").map_err(get_err)?;
-    let status: String = row.try_get("status").map_err(get_err)?;
-    let targets: String = row.try_get("targets").map_err(get_err)?;
-    let summary: String = row.try_get("summary").map_err(get_err)?;
-    let source_count: Option<i64> = row.try_get("source_count").map_err(get_err)?;
-    let planned: i64 = row.try_get("planned").map_err(get_err)?;
-    let applied: i64 = row.try_get("applied").map_err(get_err)?;
-    let failed: i64 = row.try_get("failed").map_err(get_err)?;
-    Ok(RunRecord {
-        id,
-        trigger: Trigger::parse(&trigger)
-            .ok_or_else(|| corrupt(&context, format!("unknown trigger {trigger:?}")))?,
-        status: RunStatus::parse(&status)
-            .ok_or_else(|| corrupt(&context, format!("unknown status {status:?}")))?,
-        started_at: row.try_get("started_at").map_err(get_err)?,
-        finished_at: row.try_get("finished_at").map_err(get_err)?,
-        targets: serde_json::from_str(&targets)
-            .map_err(|e| corrupt(&context, format!("targets: {e}")))?,
-        forced: row.try_get("forced").map_err(get_err)?,
-        source_count: source_count
-            .map(|n| to_u64(n, "source_count", &context))
-            .transpose()?,
-        planned: to_u64(planned, "planned", &context)?,
-        applied: to_u64(applied, "applied", &context)?,
-        failed: to_u64(failed, "failed", &context)?,
-        error: row.try_get("error").map_err(get_err)?,
-        summary: serde_json::from_str(&summary)
-            .map_err(|e| corrupt(&context, format!("summary: {e}")))?,
-    })
+    let get_err = rows::column_error(BACKEND, context);
+    RunRow::<DateTime<Utc>> {
+        id: row.try_get("id").map_err(&get_err)?,
+        trigger: row.try_get("trigger").map_err(&get_err)?,
+        status: row.try_get("status").map_err(&get_err)?,
+        started_at: row.try_get("started_at").map_err(&get_err)?,
+        finished_at: row.try_get("finished_at").map_err(&get_err)?,
+        targets: row.try_get("targets").map_err(&get_err)?,
+        forced: row.try_get("forced").map_err(&get_err)?,
+        source_count: row.try_get("source_count").map_err(&get_err)?,
+        planned: row.try_get("planned").map_err(&get_err)?,
+        applied: row.try_get("applied").map_err(&get_err)?,
+        failed: row.try_get("failed").map_err(&get_err)?,
+        error: row.try_get("error").map_err(&get_err)?,
+        summary: row.try_get("summary").map_err(&get_err)?,
+    }
+    .decode(BACKEND, context, Ok)
 }
 
 #[async_trait::async_trait]
@@ -1166,66 +1126,44 @@ const OPERATION_COLUMNS: &str = "id, run_id, target, source_key, kind, status, a
      last_error, remote_id, payload::text AS payload, updated_at";
 
 fn operation_from_row(row: &PgRow, context: &str) -> Result<OperationRecord, StoreError> {
-    let get_err = |e: sqlx::Error| StoreError::Query {
-        backend: BACKEND,
-        context: context.to_owned(),
-        source: e,
-    };
-    let id: i64 = row.try_get("id").map_err(get_err)?;
-    let attempts: i32 = row.try_get("attempts").map_err(get_err)?;
-    let payload: String = row.try_get("payload").map_err(get_err)?;
+    let get_err = rows::column_error(BACKEND, context);
+    let id: i64 = row.try_get("id").map_err(&get_err)?;
+    let attempts: i32 = row.try_get("attempts").map_err(&get_err)?;
     let op_context = format!("{context}: operation {id}");
-    Ok(OperationRecord {
+    OperationRow::<DateTime<Utc>> {
         id,
-        run_id: row.try_get("run_id").map_err(get_err)?,
-        target: row.try_get("target").map_err(get_err)?,
-        source_key: row.try_get("source_key").map_err(get_err)?,
-        kind: row.try_get("kind").map_err(get_err)?,
-        status: row.try_get("status").map_err(get_err)?,
+        run_id: row.try_get("run_id").map_err(&get_err)?,
+        target: row.try_get("target").map_err(&get_err)?,
+        source_key: row.try_get("source_key").map_err(&get_err)?,
+        kind: row.try_get("kind").map_err(&get_err)?,
+        status: row.try_get("status").map_err(&get_err)?,
         attempts: u32::try_from(attempts)
             .map_err(|_| corrupt(&op_context, format!("attempts is negative ({attempts})")))?,
-        last_error: row.try_get("last_error").map_err(get_err)?,
-        remote_id: row.try_get("remote_id").map_err(get_err)?,
-        payload: serde_json::from_str(&payload)
-            .map_err(|e| corrupt(&op_context, format!("payload: {e}")))?,
-        updated_at: row.try_get("updated_at").map_err(get_err)?,
-    })
+        last_error: row.try_get("last_error").map_err(&get_err)?,
+        remote_id: row.try_get("remote_id").map_err(&get_err)?,
+        payload: row.try_get("payload").map_err(&get_err)?,
+        updated_at: row.try_get("updated_at").map_err(&get_err)?,
+    }
+    .decode(BACKEND, &op_context, Ok)
 }
 
 /// A full account row (light columns, `attributes`, `roles`, `last_seen_run`).
 fn record_from_row(row: &PgRow, context: &str) -> Result<AccountRecord, StoreError> {
-    let get_err = |e: sqlx::Error| StoreError::Query {
-        backend: BACKEND,
-        context: context.to_owned(),
-        source: e,
-    };
-    let key: String = row.try_get("source_key").map_err(get_err)?;
-    let attributes: String = row.try_get("attributes").map_err(get_err)?;
-    let roles: String = row.try_get("roles").map_err(get_err)?;
-    let fields = serde_json::from_str(&attributes)
-        .map_err(|e| corrupt(context, format!("key {key:?}: attributes: {e}")))?;
-    let (roles, groups) = super::parse_memberships(&roles)
-        .map_err(|e| corrupt(context, format!("key {key:?}: roles: {e}")))?;
-    Ok(AccountRecord {
-        account: RecordedAccount {
-            remote_id: row.try_get("remote_id").map_err(get_err)?,
-            login: row.try_get("login").map_err(get_err)?,
-            hash: crate::mapping::ContentHash::parse_lenient(
-                &row.try_get::<String, _>("hash").map_err(get_err)?,
-            ),
-            enabled: row.try_get("enabled").map_err(get_err)?,
-            owned: row.try_get("owned").map_err(get_err)?,
-            adopted: row.try_get("adopted").map_err(get_err)?,
-            disabled_at: row.try_get("disabled_at").map_err(get_err)?,
-            key,
-        },
-        state: AccountState {
-            fields,
-            roles,
-            groups,
-        },
-        last_seen_run: row.try_get("last_seen_run").map_err(get_err)?,
-    })
+    let get_err = rows::column_error(BACKEND, context);
+    AccountRow::<DateTime<Utc>> {
+        key: row.try_get("source_key").map_err(&get_err)?,
+        remote_id: row.try_get("remote_id").map_err(&get_err)?,
+        login: row.try_get("login").map_err(&get_err)?,
+        hash: row.try_get("hash").map_err(&get_err)?,
+        enabled: row.try_get("enabled").map_err(&get_err)?,
+        owned: row.try_get("owned").map_err(&get_err)?,
+        adopted: row.try_get("adopted").map_err(&get_err)?,
+        disabled_at: row.try_get("disabled_at").map_err(&get_err)?,
+        attributes: row.try_get("attributes").map_err(&get_err)?,
+        roles: row.try_get("roles").map_err(&get_err)?,
+        last_seen_run: row.try_get("last_seen_run").map_err(&get_err)?,
+    }
+    .decode(BACKEND, context, Ok)
 }
 
 /// The advisory lock key of a run's lease: a stable 64-bit hash of its id, in dirsync's own
