@@ -10,7 +10,7 @@
 
 mod marker;
 mod recover;
-
+mod transition;
 mod units;
 mod workers;
 mod writer;
@@ -249,3 +249,6 @@ pub async fn apply_with(
     info!(run_id, target = %target.name, applied = summary.applied, failed = summary.failed, skipped = summary.skipped, "applied");
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests;

@@ -25,14 +25,6 @@ impl Work {
     }
 }
 
-pub(super) fn status_action(op: &Op) -> StatusAction {
-    match op {
-        Op::Enable => StatusAction::Enable,
-        Op::Delete { .. } => StatusAction::Delete,
-        _ => StatusAction::Disable,
-    }
-}
-
 /// Groups a plan's operations into units of work: one chain per account (in plan order) for
 /// creates, updates and role changes; bulk calls for enable / disable / delete (and creates)
 /// where the connector has them.

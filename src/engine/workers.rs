@@ -13,21 +13,17 @@ use tokio::sync::mpsc::{Receiver, Sender};
 use tracing::{debug, warn};
 
 use super::Failure;
-use super::recover::created_record;
-use super::units::{Work, status_action};
+use super::transition::{Answer, Rules, status_action, transition};
+use super::units::Work;
 use super::writer::Done;
 use crate::config::TargetConfig;
 use crate::connector::{Connector, OpError, StatusAction, StatusItem};
-use crate::mapping::{Account, content_hash};
+use crate::mapping::Account;
 use crate::plan::{Op, TargetPlan};
 use crate::store::{AccountChange, AccountRecord, OpOutcome, OpStatus};
 
 /// How often the workers look at the shutdown flag while requests are in flight.
 const STOP_POLL: Duration = Duration::from_millis(20);
-
-fn error_text(e: &OpError) -> String {
-    e.to_string()
-}
 
 /// Why nothing more is sent to the target, as the reason recorded on operations put back: a
 /// target-fatal error (the first one), or a shutdown request.
@@ -96,66 +92,72 @@ impl Ctx<'_> {
         self.put_back(d, idx, &why);
     }
 
-    fn ok(&self, d: &mut Done, i: usize, remote_id: Option<String>, note: Option<String>) {
-        d.applied += 1;
-        d.kinds
-            .push((self.plan.ops[i].op.kind(), OpStatus::Succeeded));
-        if let Some(n) = &note {
-            d.notes.push(Failure {
-                key: self.plan.ops[i].key.clone(),
-                op: self.plan.ops[i].op.kind(),
-                error: n.clone(),
-            });
+    /// Records operation `i` as `answer` makes it (see [`transition`]): its outcome, its
+    /// account change, its counts and its failure or note. In a chain, `current` is the
+    /// account's running state; `last`: no later operation of the unit needs it (then the
+    /// record moves into the change instead of being cloned).
+    fn settle(
+        &self,
+        d: &mut Done,
+        i: usize,
+        current: &mut Option<AccountRecord>,
+        last: bool,
+        answer: Answer<'_>,
+    ) {
+        let op = &self.plan.ops[i];
+        let rules = Rules {
+            mapping: &self.target.mapping,
+            run_id: self.run_id,
+            now: self.now,
+        };
+        let t = transition(op, current, answer, &rules);
+        let kind = op.op.kind();
+        match t.status {
+            OpStatus::Succeeded => {
+                d.applied += 1;
+                d.kinds.push((kind, OpStatus::Succeeded));
+                if let Some(n) = &t.error {
+                    d.notes.push(Failure {
+                        key: op.key.clone(),
+                        op: kind,
+                        error: n.clone(),
+                    });
+                }
+            }
+            status => {
+                d.kinds.push((kind, OpStatus::Failed));
+                let text = t.error.clone().unwrap_or_default();
+                if matches!(status, OpStatus::Sent) {
+                    warn!(run_id = self.run_id, target = %self.target.name, op = kind, key = %op.key, error = %text, "create outcome unknown");
+                } else {
+                    warn!(run_id = self.run_id, target = %self.target.name, op = kind, key = %op.key, error = %text, "operation failed");
+                }
+                d.failures.push(Failure {
+                    key: op.key.clone(),
+                    op: kind,
+                    error: text,
+                });
+            }
+        }
+        match t.change {
+            Some(AccountChange::Upsert(rec)) if !last => {
+                *current = Some(rec.clone());
+                d.changes.push(AccountChange::Upsert(rec));
+            }
+            Some(change) => d.changes.push(change),
+            None => {}
         }
         d.outcomes.push(OpOutcome {
             id: self.ids[i],
-            status: OpStatus::Succeeded,
-            error: note,
-            remote_id,
+            status: t.status,
+            error: t.error,
+            remote_id: t.remote_id,
         });
     }
 
-    fn fail(&self, d: &mut Done, i: usize, e: &OpError) {
-        let op = &self.plan.ops[i];
-        d.kinds.push((op.op.kind(), OpStatus::Failed));
-        let text = error_text(e);
-        warn!(run_id = self.run_id, target = %self.target.name, op = op.op.kind(), key = %op.key, error = %text, "operation failed");
-        d.failures.push(Failure {
-            key: op.key.clone(),
-            op: op.op.kind(),
-            error: text.clone(),
-        });
-        d.outcomes.push(OpOutcome {
-            id: self.ids[i],
-            status: OpStatus::Failed,
-            error: Some(text),
-            remote_id: None,
-        });
-    }
-
-    /// A create whose outcome is unknown (the request failed and the look-up did not find the
-    /// account, but the target may still be finishing it): reported as failed, and its journal
-    /// row stays `sent`, so the next run looks it up again before planning instead of sending
-    /// it twice.
-    fn unknown(&self, d: &mut Done, i: usize, e: &OpError) {
-        let op = &self.plan.ops[i];
-        d.kinds.push((op.op.kind(), OpStatus::Failed));
-        let text = format!(
-            "{}; outcome unknown: looked up again by the next run",
-            error_text(e)
-        );
-        warn!(run_id = self.run_id, target = %self.target.name, op = op.op.kind(), key = %op.key, error = %text, "create outcome unknown");
-        d.failures.push(Failure {
-            key: op.key.clone(),
-            op: op.op.kind(),
-            error: text.clone(),
-        });
-        d.outcomes.push(OpOutcome {
-            id: self.ids[i],
-            status: OpStatus::Sent,
-            error: Some(text),
-            remote_id: None,
-        });
+    /// [`Ctx::settle`] of an operation outside a chain (a bulk call).
+    fn settle_one(&self, d: &mut Done, i: usize, answer: Answer<'_>) {
+        self.settle(d, i, &mut None, true, answer);
     }
 
     fn skip(&self, d: &mut Done, i: usize, why: &str) {
@@ -168,20 +170,6 @@ impl Ctx<'_> {
             error: Some(why.to_string()),
             remote_id: None,
         });
-    }
-
-    /// A create that hit an existing account: remembered as a not-owned account so that later
-    /// runs report it (and `dirsync adopt` can take it over) instead of creating again.
-    fn conflict_record(&self, account: &Account) -> AccountChange {
-        let mut rec = created_record(
-            account,
-            String::new(),
-            &self.target.mapping.login_field,
-            self.run_id,
-        );
-        rec.account.remote_id = None;
-        rec.account.owned = false;
-        AccountChange::Upsert(rec)
     }
 
     async fn run(&self, work: Work) -> Done {
@@ -202,6 +190,8 @@ impl Ctx<'_> {
         d
     }
 
+    /// One account's operations in plan order, each after the previous one's answer: after a
+    /// failed create the rest is skipped; a stop between two requests puts the rest back.
     async fn chain(&self, idx: &[usize], d: &mut Done) {
         let Some(&first) = idx.first() else { return };
         let key = &self.plan.ops[first].key;
@@ -224,168 +214,57 @@ impl Ctx<'_> {
                 return;
             }
             let op = &self.plan.ops[i];
-            let remote_id = current
-                .as_ref()
-                .and_then(|r| r.account.remote_id.clone())
-                .or_else(|| op.remote_id.clone());
-            match &op.op {
-                Op::Create { account } => match self.connector.create(account).await {
+            if let Op::Create { account } = &op.op {
+                match self.connector.create(account).await {
                     Ok(created) => {
-                        let rec = created_record(
-                            account,
-                            created.remote_id.clone(),
-                            &self.target.mapping.login_field,
-                            self.run_id,
-                        );
-                        current = keep(d, rec, last);
-                        self.ok(d, i, Some(created.remote_id), created.note);
+                        let answer = Answer::Done {
+                            remote_id: Some(created.remote_id),
+                            note: created.note,
+                        };
+                        self.settle(d, i, &mut current, last, answer);
                     }
                     // Never sent, or refused before anything was done: put back.
                     Err(e) if e.is_target_fatal() => {
                         self.target_fatal(d, &e, &idx[pos..]);
                         return;
                     }
-                    Err(OpError::Unavailable { message }) => {
-                        // The request may have taken effect (a dropped connection after the
-                        // target created the account): ask before calling it failed, so the
-                        // next run does not create it twice.
-                        match self.confirm_create(account).await {
-                            Some(remote_id) => {
-                                let rec = created_record(
-                                    account,
-                                    remote_id.clone(),
-                                    &self.target.mapping.login_field,
-                                    self.run_id,
-                                );
-                                current = keep(d, rec, last);
-                                self.ok(
-                                    d,
-                                    i,
-                                    Some(remote_id),
-                                    Some(format!("the target created the account although the request failed ({message})")),
-                                );
-                            }
-                            None => {
-                                self.unknown(d, i, &OpError::Unavailable { message });
-                                broken = Some("skipped: the create of this account failed".into());
-                            }
-                        }
-                    }
                     Err(e) => {
-                        if matches!(e, OpError::Conflict { .. }) {
-                            d.changes.push(self.conflict_record(account));
+                        let answer = self.failed_create(account, &e).await;
+                        if !matches!(answer, Answer::Done { .. }) {
+                            broken = Some("skipped: the create of this account failed".into());
                         }
-                        self.fail(d, i, &e);
-                        broken = Some("skipped: the create of this account failed".into());
+                        self.settle(d, i, &mut current, last, answer);
                     }
-                },
+                }
+                continue;
+            }
+            let remote_id = current
+                .as_ref()
+                .and_then(|r| r.account.remote_id.clone())
+                .or_else(|| op.remote_id.clone());
+            let Some(rid) = remote_id else {
+                let e = OpError::NotFound {
+                    message: "no remote id recorded for this account".into(),
+                };
+                self.settle(d, i, &mut current, last, Answer::Failed(&e));
+                continue;
+            };
+            let result = match &op.op {
                 Op::Update { changes, account } => {
-                    let Some(rid) = remote_id else {
-                        self.fail(
-                            d,
-                            i,
-                            &OpError::NotFound {
-                                message: "no remote id recorded for this account".into(),
-                            },
-                        );
-                        continue;
-                    };
-                    match self.connector.update(&rid, changes, account).await {
-                        Ok(()) => {
-                            if let Some(mut rec) = current.take() {
-                                for c in changes {
-                                    match &c.after {
-                                        Some(v) => {
-                                            rec.state.fields.insert(c.field.clone(), v.clone())
-                                        }
-                                        None => rec.state.fields.remove(&c.field),
-                                    };
-                                }
-                                self.rehash(&mut rec);
-                                current = keep(d, rec, last);
-                            }
-                            self.ok(d, i, None, None);
-                        }
-                        Err(e) if e.is_target_fatal() => {
-                            self.target_fatal(d, &e, &idx[pos..]);
-                            return;
-                        }
-                        Err(e) => self.fail(d, i, &e),
-                    }
+                    self.connector.update(&rid, changes, account).await
                 }
                 Op::SetRoles {
                     add, remove, roles, ..
-                } => {
-                    let Some(rid) = remote_id else {
-                        self.fail(
-                            d,
-                            i,
-                            &OpError::NotFound {
-                                message: "no remote id recorded for this account".into(),
-                            },
-                        );
-                        continue;
-                    };
-                    match self.connector.set_roles(&rid, add, remove, roles).await {
-                        Ok(()) => {
-                            if let Some(mut rec) = current.take() {
-                                rec.state.roles = roles.iter().cloned().collect();
-                                self.rehash(&mut rec);
-                                current = keep(d, rec, last);
-                            }
-                            self.ok(d, i, None, None);
-                        }
-                        Err(e) if e.is_target_fatal() => {
-                            self.target_fatal(d, &e, &idx[pos..]);
-                            return;
-                        }
-                        Err(e) => self.fail(d, i, &e),
-                    }
-                }
+                } => self.connector.set_roles(&rid, add, remove, roles).await,
                 Op::SetGroups {
                     add,
                     remove,
                     groups,
                     ..
-                } => {
-                    let Some(rid) = remote_id else {
-                        self.fail(
-                            d,
-                            i,
-                            &OpError::NotFound {
-                                message: "no remote id recorded for this account".into(),
-                            },
-                        );
-                        continue;
-                    };
-                    match self.connector.set_groups(&rid, add, remove, groups).await {
-                        Ok(()) => {
-                            if let Some(mut rec) = current.take() {
-                                rec.state.groups = groups.iter().cloned().collect();
-                                self.rehash(&mut rec);
-                                current = keep(d, rec, last);
-                            }
-                            self.ok(d, i, None, None);
-                        }
-                        Err(e) if e.is_target_fatal() => {
-                            self.target_fatal(d, &e, &idx[pos..]);
-                            return;
-                        }
-                        Err(e) => self.fail(d, i, &e),
-                    }
-                }
+                } => self.connector.set_groups(&rid, add, remove, groups).await,
+                // Handled above.
+                Op::Create { .. } => continue,
                 Op::Enable | Op::Disable { .. } | Op::Delete { .. } => {
-                    let action = status_action(&op.op);
-                    let Some(rid) = remote_id else {
-                        self.fail(
-                            d,
-                            i,
-                            &OpError::NotFound {
-                                message: "no remote id recorded for this account".into(),
-                            },
-                        );
-                        continue;
-                    };
                     let item = StatusItem {
                         key: op.key.clone(),
                         remote_id: rid,
@@ -393,28 +272,48 @@ impl Ctx<'_> {
                     };
                     let res = self
                         .connector
-                        .set_status(action, std::slice::from_ref(&item))
+                        .set_status(status_action(&op.op), std::slice::from_ref(&item))
                         .await;
-                    match res.into_iter().next() {
-                        Some(Ok(())) => {
-                            d.changes.push(self.status_change(action, &op.key));
-                            self.ok(d, i, None, None);
-                        }
-                        Some(Err(e)) if e.is_target_fatal() => {
-                            self.target_fatal(d, &e, &idx[pos..]);
-                            return;
-                        }
-                        Some(Err(e)) => self.fail(d, i, &e),
-                        None => self.fail(
-                            d,
-                            i,
-                            &OpError::Unavailable {
-                                message: "connector returned no result".into(),
-                            },
-                        ),
-                    }
+                    res.into_iter().next().unwrap_or_else(|| {
+                        Err(OpError::Unavailable {
+                            message: "connector returned no result".into(),
+                        })
+                    })
                 }
+            };
+            match result {
+                Ok(()) => {
+                    let answer = Answer::Done {
+                        remote_id: None,
+                        note: None,
+                    };
+                    self.settle(d, i, &mut current, last, answer);
+                }
+                Err(e) if e.is_target_fatal() => {
+                    self.target_fatal(d, &e, &idx[pos..]);
+                    return;
+                }
+                Err(e) => self.settle(d, i, &mut current, last, Answer::Failed(&e)),
             }
+        }
+    }
+
+    /// The answer for a create whose request failed (not target-fatal). `Unavailable`: the
+    /// request may have taken effect (a dropped connection after the target created the
+    /// account), so the target is asked before calling it failed, and the next run does not
+    /// create it twice.
+    async fn failed_create<'e>(&self, account: &Account, e: &'e OpError) -> Answer<'e> {
+        let OpError::Unavailable { message } = e else {
+            return Answer::Failed(e);
+        };
+        match self.confirm_create(account).await {
+            Some(remote_id) => Answer::Done {
+                remote_id: Some(remote_id),
+                note: Some(format!(
+                    "the target created the account although the request failed ({message})"
+                )),
+            },
+            None => Answer::Unknown(e),
         }
     }
 
@@ -430,39 +329,7 @@ impl Ctx<'_> {
         }
     }
 
-    /// After a field or role change: the record's hash, and its login when the login field
-    /// changed (a renamed Valuekeep userKey, a new Primavera loginId).
-    fn rehash(&self, rec: &mut AccountRecord) {
-        if let Some(login) = rec.state.fields.get(&self.target.mapping.login_field) {
-            rec.account.login = Some(login.clone());
-        }
-        rec.account.hash = content_hash(
-            &self.target.mapping,
-            &rec.state.fields,
-            &rec.state.roles,
-            &rec.state.groups,
-        );
-        rec.last_seen_run = Some(self.run_id);
-    }
-
-    fn status_change(&self, action: StatusAction, key: &str) -> AccountChange {
-        match action {
-            StatusAction::Enable => AccountChange::SetEnabled {
-                key: key.to_string(),
-                enabled: true,
-                disabled_at: None,
-            },
-            StatusAction::Disable => AccountChange::SetEnabled {
-                key: key.to_string(),
-                enabled: false,
-                disabled_at: Some(self.now),
-            },
-            StatusAction::Delete => AccountChange::Delete {
-                key: key.to_string(),
-            },
-        }
-    }
-
+    /// One bulk status call.
     async fn status(&self, action: StatusAction, idx: &[usize], d: &mut Done) {
         let mut items = Vec::with_capacity(idx.len());
         let mut sent = Vec::with_capacity(idx.len());
@@ -477,13 +344,12 @@ impl Ctx<'_> {
                     });
                     sent.push(i);
                 }
-                None => self.fail(
-                    d,
-                    i,
-                    &OpError::NotFound {
+                None => {
+                    let e = OpError::NotFound {
                         message: "no remote id recorded for this account".into(),
-                    },
-                ),
+                    };
+                    self.settle_one(d, i, Answer::Failed(&e));
+                }
             }
         }
         if items.is_empty() {
@@ -493,23 +359,20 @@ impl Ctx<'_> {
         for (n, &i) in sent.iter().enumerate() {
             match results.get(n) {
                 Some(Ok(())) => {
-                    d.changes
-                        .push(self.status_change(action, &self.plan.ops[i].key));
-                    self.ok(d, i, None, None);
+                    let answer = Answer::Done {
+                        remote_id: None,
+                        note: None,
+                    };
+                    self.settle_one(d, i, answer);
                 }
                 Some(Err(e)) if e.is_target_fatal() => self.target_fatal(d, e, &[i]),
-                Some(Err(e)) => self.fail(d, i, e),
-                None => self.fail(
-                    d,
-                    i,
-                    &OpError::Unavailable {
-                        message: "connector returned no result for this account".into(),
-                    },
-                ),
+                Some(Err(e)) => self.settle_one(d, i, Answer::Failed(e)),
+                None => self.no_result(d, i),
             }
         }
     }
 
+    /// One bulk create call.
     async fn create_many(&self, idx: &[usize], d: &mut Done) {
         let accounts: Vec<Account> = idx
             .iter()
@@ -523,70 +386,28 @@ impl Ctx<'_> {
             let account = &accounts[n.min(accounts.len().saturating_sub(1))];
             match results.get(n) {
                 Some(Ok(created)) => {
-                    d.changes.push(AccountChange::Upsert(created_record(
-                        account,
-                        created.remote_id.clone(),
-                        &self.target.mapping.login_field,
-                        self.run_id,
-                    )));
-                    self.ok(d, i, Some(created.remote_id.clone()), created.note.clone());
+                    let answer = Answer::Done {
+                        remote_id: Some(created.remote_id.clone()),
+                        note: created.note.clone(),
+                    };
+                    self.settle_one(d, i, answer);
                 }
                 Some(Err(e)) if e.is_target_fatal() => self.target_fatal(d, e, &[i]),
-                Some(Err(OpError::Unavailable { message })) => {
-                    // Unknown outcome: ask the target before calling it failed.
-                    match self.confirm_create(account).await {
-                        Some(remote_id) => {
-                            d.changes.push(AccountChange::Upsert(created_record(
-                                account,
-                                remote_id.clone(),
-                                &self.target.mapping.login_field,
-                                self.run_id,
-                            )));
-                            self.ok(
-                                d,
-                                i,
-                                Some(remote_id),
-                                Some(format!(
-                                    "the target created the account although the request failed ({message})"
-                                )),
-                            );
-                        }
-                        None => self.unknown(
-                            d,
-                            i,
-                            &OpError::Unavailable {
-                                message: message.clone(),
-                            },
-                        ),
-                    }
-                }
                 Some(Err(e)) => {
-                    if matches!(e, OpError::Conflict { .. }) {
-                        d.changes.push(self.conflict_record(account));
-                    }
-                    self.fail(d, i, e);
+                    let answer = self.failed_create(account, e).await;
+                    self.settle_one(d, i, answer);
                 }
-                None => self.fail(
-                    d,
-                    i,
-                    &OpError::Unavailable {
-                        message: "connector returned no result for this account".into(),
-                    },
-                ),
+                None => self.no_result(d, i),
             }
         }
     }
-}
 
-/// Records an account change; returns the record as the chain's running state unless `last`
-/// (then it is moved into the change, not cloned).
-fn keep(d: &mut Done, rec: AccountRecord, last: bool) -> Option<AccountRecord> {
-    if last {
-        d.changes.push(AccountChange::Upsert(rec));
-        None
-    } else {
-        d.changes.push(AccountChange::Upsert(rec.clone()));
-        Some(rec)
+    /// A bulk call that returned fewer results than it was given items.
+    fn no_result(&self, d: &mut Done, i: usize) {
+        let e = OpError::Unavailable {
+            message: "connector returned no result for this account".into(),
+        };
+        self.settle_one(d, i, Answer::Failed(&e));
     }
 }
 
@@ -611,10 +432,7 @@ impl Ctx<'_> {
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|u| (u, rx)) });
         let mut results = std::pin::pin!(
             stream
-                .map(|u| {
-                    let units = units;
-                    async move { ctx.run(units[u].clone()).await }
-                })
+                .map(|u| { async move { ctx.run(units[u].clone()).await } })
                 .buffer_unordered(concurrency)
         );
         // After a stop, requests in flight get `grace` to finish, then are abandoned.
