@@ -7,6 +7,11 @@
 //! the account change in the same transaction. A crash leaves `sent` rows: [`recover`] asks the
 //! target whether creates took effect before anything is planned again; every other operation is
 //! idempotent and simply re-planned.
+//!
+//! Parts: `units` groups a plan into units of work; the `marker` journals and marks windows
+//! `sent`; the `workers` send units through the connector; each answer becomes an outcome and
+//! an account change by the pure `transition`; the `writer` records them in batches;
+//! [`recover`] settles what a crash left.
 
 mod marker;
 mod recover;

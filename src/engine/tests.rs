@@ -42,7 +42,12 @@ impl MemConnector {
             .lock()
             .unwrap()
             .values()
-            .map(|a| (a.login.clone().unwrap_or_default(), a.enabled))
+            .map(|a| {
+                (
+                    a.fields.get("login").cloned().unwrap_or_default(),
+                    a.enabled,
+                )
+            })
             .collect()
     }
 }
