@@ -1,7 +1,11 @@
 //! Connecting to Postgres: where the store is (for messages) and connection errors that never
 //! echo the URL or its password.
 
-use super::*;
+use sqlx::postgres::PgConnectOptions;
+
+use super::{ACQUIRE_TIMEOUT, BACKEND};
+use crate::secret::Secret;
+use crate::store::StoreError;
 
 /// `host:port, database NAME` (or the socket path), for error messages. Never a password.
 pub(super) fn describe_place(options: &PgConnectOptions) -> String {

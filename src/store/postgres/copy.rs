@@ -1,6 +1,9 @@
 //! `load_accounts` through COPY: the statement and the decoding of its text format.
 
-use super::*;
+use chrono::{DateTime, Utc};
+
+use super::corrupt;
+use crate::store::{RecordedAccount, StoreError};
 
 /// The light columns of a target's accounts as COPY text, in byte order of the key (the
 /// primary key index's order: no sort). `disabled_at` as microseconds since the epoch. COPY

@@ -1,7 +1,13 @@
 //! `runs`, `operations` and `accounts` rows as Postgres returns them, through the shared
 //! decoding of `store::rows`.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::{BACKEND, corrupt};
+use crate::store::rows::{self, AccountRow, OperationRow, RunRow};
+use crate::store::{AccountRecord, OperationRecord, RunRecord, StoreError};
 
 pub(super) const RUN_COLUMNS: &str = "id, trigger, status, started_at, finished_at, targets::text AS targets, \
      forced, source_count, planned, applied, failed, error, summary::text AS summary";

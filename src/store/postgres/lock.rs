@@ -1,6 +1,10 @@
 //! Advisory locks: the keys of run leases and target locks, and a held target lock.
 
-use super::*;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+use super::query_error;
+use crate::store::{StoreError, TargetLock};
 
 /// The advisory lock key of a run's lease: a stable 64-bit hash of its id, in dirsync's own
 /// space (apart from the target locks' keys).

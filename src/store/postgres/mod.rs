@@ -20,7 +20,7 @@ use futures::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
-use super::rows::{self, AccountRow, OperationRow, RunRow, last_wins, to_i64};
+use super::rows::{self, last_wins, to_i64};
 use super::{
     AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OperationRecord,
     RecordedAccount, RunFinish, RunRecord, Store, StoreError, TargetLock, coalesce,

@@ -1,6 +1,9 @@
 //! `record_outcomes` in chunks: one statement (data-modifying CTEs over `UNNEST`) per chunk.
 
-use super::*;
+use chrono::{DateTime, Utc};
+
+use super::{CHUNK, RECORD_OUTCOMES};
+use crate::store::OpOutcome;
 
 /// The `i`-th [`CHUNK`] of `items` (empty past the end).
 pub(super) fn chunk_of<T>(items: &[T], i: usize) -> &[T] {

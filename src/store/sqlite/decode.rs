@@ -1,7 +1,13 @@
 //! Rows of the SQLite store as read: stored timestamps, the light rows of `load_accounts`,
 //! and `runs`, `operations`, `accounts` rows through the shared decoding of `store::rows`.
 
-use super::*;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{BACKEND, corrupt};
+use crate::store::rows::{self, AccountRow, OperationRow, RunRow};
+use crate::store::{AccountRecord, OperationRecord, RunRecord, StoreError};
 
 /// A timestamp as stored: RFC 3339, UTC, microseconds.
 pub(super) fn format_ts(ts: &DateTime<Utc>) -> String {

@@ -1,7 +1,16 @@
 //! Leases and locks of the SQLite store: a run's lease (a lock on its byte of
 //! `<database>-runs.lock`) and a target's lock row.
 
-use super::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use sqlx::sqlite::SqlitePool;
+
+use super::BACKEND;
+use super::decode::format_ts;
+use super::location::Location;
+use crate::store::{LOCK_LEASE, StoreError, TargetLock};
 
 /// Leases of running runs (see [`Store::begin_run`]): a write lock on byte `id` of
 /// `<database>-runs.lock`, taken through a file opened for the run alone and dropped at its end.

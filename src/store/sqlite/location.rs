@@ -1,7 +1,11 @@
 //! Where the SQLite database lives, and what the file system shows when SQLite fails on it
 //! (full, read-only, cannot open), for every error message.
 
-use super::*;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::BACKEND;
+use crate::store::StoreError;
 
 /// Where the database lives. Every query error names the file, and when SQLite reports a failure
 /// the file system causes (full, read-only, cannot open, I/O), says what the file system shows

@@ -14,18 +14,18 @@ mod location;
 mod sql;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow,
 };
 use sqlx::{AssertSqlSafe, Row};
 
-use super::rows::{self, AccountRow, OperationRow, RunRow, last_wins, to_i64};
+use super::rows::{self, last_wins, to_i64};
 use super::{
     AccountChange, AccountRecord, AccountState, LOCK_LEASE, NewOperation, NewRun, OpOutcome,
     OperationRecord, RecordedAccount, RunFinish, RunRecord, Store, StoreError, TargetLock,
@@ -779,6 +779,7 @@ async fn delete_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
 
     #[test]
     fn timestamps_round_trip_with_microseconds() {

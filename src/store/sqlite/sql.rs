@@ -1,7 +1,9 @@
 //! The SQLite store's statement texts: multi-row upserts, key lists, and the fixed-text
 //! statements that take a batch as one JSON array (`json_each`).
 
-use super::*;
+use super::decode::parse_ts;
+use super::{UPSERT_VARS_PER_ROW, corrupt};
+use crate::store::{RecordedAccount, StoreError};
 
 /// `?, ?, ...`: `n` anonymous placeholders.
 ///
