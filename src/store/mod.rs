@@ -10,6 +10,7 @@ use crate::secret::Secret;
 
 pub mod bounded;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 /// Errors of the state store. Messages name the backend and the operation, never the URL's

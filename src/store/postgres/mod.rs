@@ -5,6 +5,12 @@
 //! JSON columns are `JSONB`; they are written as text cast to `jsonb` and read back as text so
 //! that a row whose JSON has the wrong shape is reported as [`StoreError::Corrupt`].
 
+mod connect;
+mod copy;
+mod decode;
+mod lock;
+mod outcomes;
+
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,12 +20,18 @@ use futures::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
+use super::rows::{self, last_wins, to_i64};
 use super::{
     AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OperationRecord,
-    RecordedAccount, RunFinish, RunRecord, RunStatus, Store, StoreError, TargetLock, Trigger,
-    coalesce,
+    RecordedAccount, RunFinish, RunRecord, Store, StoreError, TargetLock, coalesce,
 };
 use crate::secret::Secret;
+
+use connect::*;
+use copy::*;
+use decode::*;
+use lock::*;
+use outcomes::*;
 
 const BACKEND: &str = "postgres";
 
@@ -93,99 +105,6 @@ impl PgStore {
     }
 }
 
-/// `host:port, database NAME` (or the socket path), for error messages. Never a password.
-fn describe_place(options: &PgConnectOptions) -> String {
-    let database = options.get_database().unwrap_or("(default database)");
-    match options.get_socket() {
-        Some(socket) => format!("socket {}, database {database}", socket.display()),
-        None => format!(
-            "{}:{}, database {database}",
-            options.get_host(),
-            options.get_port()
-        ),
-    }
-}
-
-/// Builds a `Connect` error from the error's kind, then removes anything of the URL that could
-/// still have been echoed (its password, raw or percent-decoded, and the URL itself).
-fn connect_error(url: &Secret, place: &str, error: &sqlx::Error) -> StoreError {
-    let cause = match error {
-        sqlx::Error::Configuration(e) => e
-            .to_string()
-            .trim_start_matches("error with configuration: ")
-            .to_owned(),
-        sqlx::Error::Database(e) => match e.code() {
-            Some(code) => format!("server refused: {} (SQLSTATE {code})", e.message()),
-            None => format!("server refused: {}", e.message()),
-        },
-        sqlx::Error::Io(e) => format!("network error: {e}"),
-        sqlx::Error::Tls(e) => format!("TLS error: {e}"),
-        sqlx::Error::Protocol(e) => format!("protocol error: {e}"),
-        sqlx::Error::PoolTimedOut => format!(
-            "timed out after {} s waiting for a connection",
-            ACQUIRE_TIMEOUT.as_secs()
-        ),
-        other => other.to_string(),
-    };
-    StoreError::Connect {
-        backend: BACKEND,
-        message: redact(url, &format!("{place}: {cause}")),
-    }
-}
-
-/// Replaces every occurrence of the URL and of its password in `text` with `***`.
-fn redact(url: &Secret, text: &str) -> String {
-    let mut secrets: Vec<String> = Vec::new();
-    if !url.is_empty() {
-        secrets.push(url.expose().to_owned());
-    }
-    if let Ok(parsed) = url::Url::parse(url.expose()) {
-        if let Some(password) = parsed.password() {
-            secrets.push(password.to_owned());
-            if let Ok(decoded) = percent_decode(password) {
-                secrets.push(decoded);
-            }
-        }
-        // `?password=...` is accepted too.
-        for (name, value) in parsed.query_pairs() {
-            if name == "password" {
-                secrets.push(value.into_owned());
-            }
-        }
-    }
-    // Longest first, so that the URL is replaced as a whole before its password.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut out = text.to_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        out = out.replace(secret.as_str(), "***");
-    }
-    out
-}
-
-/// Percent-decodes (RFC 3986, no `+` handling) a URL component.
-fn percent_decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(h * 16 + l);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out)
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
-}
-
 fn query_error(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
     let context = context.into();
     move |source| StoreError::Query {
@@ -196,32 +115,11 @@ fn query_error(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreE
 }
 
 fn corrupt(context: impl Into<String>, message: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        backend: BACKEND,
-        context: context.into(),
-        message: message.into(),
-    }
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    rows::corrupt(BACKEND, context, message)
 }
 
 fn to_u64(n: i64, what: &str, context: &str) -> Result<u64, StoreError> {
-    u64::try_from(n).map_err(|_| corrupt(context, format!("{what} is negative ({n})")))
-}
-
-/// The rows to write, the last occurrence of a key winning (one `INSERT ... ON CONFLICT`
-/// statement may not touch a row twice).
-fn last_wins(rows: &[AccountRecord]) -> Vec<&AccountRecord> {
-    let mut seen: HashSet<&str> = HashSet::with_capacity(rows.len());
-    let mut out: Vec<&AccountRecord> = rows
-        .iter()
-        .rev()
-        .filter(|r| seen.insert(r.account.key.as_str()))
-        .collect();
-    out.reverse();
-    out
+    rows::to_u64(BACKEND, n, what, context)
 }
 
 /// What an account upsert does with an existing row: every column from the new one (one text
@@ -259,170 +157,6 @@ FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text
 "#,
     upsert_conflict!()
 );
-
-/// The light columns of a target's accounts as COPY text, in byte order of the key (the
-/// primary key index's order: no sort). `disabled_at` as microseconds since the epoch. COPY
-/// skips sqlx's per-row decoding, the larger part of reading 1M rows.
-const LOAD_ACCOUNTS_COPY: &str = "COPY (SELECT source_key, remote_id, login, hash, enabled, owned, \
-     adopted, (extract(epoch FROM disabled_at) * 1000000)::int8 \
-     FROM accounts WHERE target = current_setting('dirsync.target') \
-     ORDER BY source_key COLLATE \"C\") TO STDOUT";
-
-/// One line of [`LOAD_ACCOUNTS_COPY`] output (without its newline).
-fn parse_light_row(line: &[u8], context: &str) -> Result<RecordedAccount, StoreError> {
-    let bad = |what: &str| corrupt(context, format!("COPY row: {what}"));
-    let mut fields = line.split(|&b| b == b'\t');
-    let mut next = |name: &str| -> Result<Option<String>, StoreError> {
-        let field = fields
-            .next()
-            .ok_or_else(|| bad(&format!("missing column {name}")))?;
-        copy_text_field(field).map_err(|e| bad(&format!("column {name}: {e}")))
-    };
-    let key = next("source_key")?.ok_or_else(|| bad("source_key is NULL"))?;
-    let remote_id = next("remote_id")?;
-    let login = next("login")?;
-    let hash = next("hash")?.ok_or_else(|| bad(&format!("key {key:?}: hash is NULL")))?;
-    let mut flag = |name: &str| -> Result<bool, StoreError> {
-        match next(name)?.as_deref() {
-            Some("t") => Ok(true),
-            Some("f") => Ok(false),
-            other => Err(bad(&format!("key {key:?}: {name} is {other:?}"))),
-        }
-    };
-    let enabled = flag("enabled")?;
-    let owned = flag("owned")?;
-    let adopted = flag("adopted")?;
-    let disabled_at = match next("disabled_at")? {
-        None => None,
-        Some(micros) => {
-            let parsed = micros
-                .parse::<i64>()
-                .ok()
-                .and_then(DateTime::<Utc>::from_timestamp_micros);
-            Some(parsed.ok_or_else(|| bad(&format!("key {key:?}: disabled_at {micros:?}")))?)
-        }
-    };
-    if fields.next().is_some() {
-        return Err(bad(&format!("key {key:?}: too many columns")));
-    }
-    Ok(RecordedAccount {
-        key,
-        remote_id,
-        login,
-        hash: crate::mapping::ContentHash::parse_lenient(&hash),
-        enabled,
-        owned,
-        adopted,
-        disabled_at,
-    })
-}
-
-/// Decodes one field of COPY's text format: `\N` is NULL; backslash escapes as documented
-/// (`\b \f \n \r \t \v`, octal `\NNN`, hex `\xHH`, any other character stands for itself).
-fn copy_text_field(field: &[u8]) -> Result<Option<String>, String> {
-    if field == b"\\N" {
-        return Ok(None);
-    }
-    let bytes = if field.contains(&b'\\') {
-        let mut out = Vec::with_capacity(field.len());
-        let mut i = 0;
-        while i < field.len() {
-            let b = field[i];
-            i += 1;
-            if b != b'\\' {
-                out.push(b);
-                continue;
-            }
-            let Some(&e) = field.get(i) else {
-                return Err("ends in a backslash".to_owned());
-            };
-            i += 1;
-            match e {
-                b'b' => out.push(0x08),
-                b'f' => out.push(0x0c),
-                b'n' => out.push(b'\n'),
-                b'r' => out.push(b'\r'),
-                b't' => out.push(b'\t'),
-                b'v' => out.push(0x0b),
-                b'0'..=b'7' => {
-                    let mut v = u32::from(e - b'0');
-                    for _ in 0..2 {
-                        match field.get(i) {
-                            Some(&d @ b'0'..=b'7') => {
-                                v = v * 8 + u32::from(d - b'0');
-                                i += 1;
-                            }
-                            _ => break,
-                        }
-                    }
-                    out.push(u8::try_from(v & 0xff).unwrap_or(0));
-                }
-                b'x' if field.get(i).is_some_and(u8::is_ascii_hexdigit) => {
-                    let mut v = 0u32;
-                    for _ in 0..2 {
-                        match field.get(i).and_then(|&d| char::from(d).to_digit(16)) {
-                            Some(d) => {
-                                v = v * 16 + d;
-                                i += 1;
-                            }
-                            None => break,
-                        }
-                    }
-                    out.push(u8::try_from(v).unwrap_or(0));
-                }
-                other => out.push(other),
-            }
-        }
-        out
-    } else {
-        field.to_vec()
-    };
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|_| "not UTF-8".to_owned())
-}
-
-const RUN_COLUMNS: &str = "id, trigger, status, started_at, finished_at, targets::text AS targets, \
-     forced, source_count, planned, applied, failed, error, summary::text AS summary";
-
-fn run_from_row(row: &PgRow, context: &str) -> Result<RunRecord, StoreError> {
-    let get_err = |e: sqlx::Error| StoreError::Query {
-        backend: BACKEND,
-        context: context.to_owned(),
-        source: e,
-    };
-    let id: i64 = row.try_get("id").map_err(get_err)?;
-    let context = format!("{context}: run {id}");
-    let trigger: String = row.try_get("trigger").map_err(get_err)?;
-    let status: String = row.try_get("status").map_err(get_err)?;
-    let targets: String = row.try_get("targets").map_err(get_err)?;
-    let summary: String = row.try_get("summary").map_err(get_err)?;
-    let source_count: Option<i64> = row.try_get("source_count").map_err(get_err)?;
-    let planned: i64 = row.try_get("planned").map_err(get_err)?;
-    let applied: i64 = row.try_get("applied").map_err(get_err)?;
-    let failed: i64 = row.try_get("failed").map_err(get_err)?;
-    Ok(RunRecord {
-        id,
-        trigger: Trigger::parse(&trigger)
-            .ok_or_else(|| corrupt(&context, format!("unknown trigger {trigger:?}")))?,
-        status: RunStatus::parse(&status)
-            .ok_or_else(|| corrupt(&context, format!("unknown status {status:?}")))?,
-        started_at: row.try_get("started_at").map_err(get_err)?,
-        finished_at: row.try_get("finished_at").map_err(get_err)?,
-        targets: serde_json::from_str(&targets)
-            .map_err(|e| corrupt(&context, format!("targets: {e}")))?,
-        forced: row.try_get("forced").map_err(get_err)?,
-        source_count: source_count
-            .map(|n| to_u64(n, "source_count", &context))
-            .transpose()?,
-        planned: to_u64(planned, "planned", &context)?,
-        applied: to_u64(applied, "applied", &context)?,
-        failed: to_u64(failed, "failed", &context)?,
-        error: row.try_get("error").map_err(get_err)?,
-        summary: serde_json::from_str(&summary)
-            .map_err(|e| corrupt(&context, format!("summary: {e}")))?,
-    })
-}
 
 #[async_trait::async_trait]
 impl Store for PgStore {
@@ -1023,12 +757,6 @@ async fn upsert_in(
     Ok(())
 }
 
-/// The `i`-th [`CHUNK`] of `items` (empty past the end).
-fn chunk_of<T>(items: &[T], i: usize) -> &[T] {
-    let start = (i * CHUNK).min(items.len());
-    &items[start..(start + CHUNK).min(items.len())]
-}
-
 /// Operation outcomes and the account changes they bring, written by one statement: the
 /// operations `UPDATE`, the account upsert, the status updates and the deletes as
 /// data-modifying CTEs over `UNNEST`ed columns. Each key appears in one list only
@@ -1066,84 +794,6 @@ SELECT 1
 "#
 );
 
-/// One statement's share of a `record_outcomes` batch.
-struct OutcomeChunk<'a, 'c> {
-    outcomes: &'a [&'a OpOutcome],
-    upserts: &'a [super::CoalescedUpsert<'c>],
-    set_enabled: &'a [(&'c str, bool, Option<DateTime<Utc>>)],
-    deletes: &'a [&'c str],
-}
-
-impl OutcomeChunk<'_, '_> {
-    async fn execute<'e>(
-        &self,
-        executor: impl sqlx::PgExecutor<'e>,
-        target: &str,
-    ) -> Result<(), sqlx::Error> {
-        let o = self.outcomes;
-        let ids: Vec<i64> = o.iter().map(|o| o.id).collect();
-        let statuses: Vec<&str> = o.iter().map(|o| o.status.as_str()).collect();
-        let errors: Vec<Option<&str>> = o.iter().map(|o| o.error.as_deref()).collect();
-        let remote_ids: Vec<Option<&str>> = o.iter().map(|o| o.remote_id.as_deref()).collect();
-        let n = self.upserts.len();
-        let mut keys = Vec::with_capacity(n);
-        let mut u_remote_ids = Vec::with_capacity(n);
-        let mut logins = Vec::with_capacity(n);
-        let mut attributes = Vec::with_capacity(n);
-        let mut roles = Vec::with_capacity(n);
-        let mut hashes = Vec::with_capacity(n);
-        let mut enabled = Vec::with_capacity(n);
-        let mut owned = Vec::with_capacity(n);
-        let mut adopted = Vec::with_capacity(n);
-        let mut disabled_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
-        let mut last_seen_run = Vec::with_capacity(n);
-        for u in self.upserts {
-            let row = u.record;
-            let a = &row.account;
-            keys.push(a.key.as_str());
-            u_remote_ids.push(a.remote_id.as_deref());
-            logins.push(a.login.as_deref());
-            // Serialising string maps and sets cannot fail.
-            attributes.push(serde_json::to_string(&row.state.fields).unwrap_or_default());
-            roles.push(super::memberships_json(&row.state));
-            hashes.push(a.hash.to_string());
-            enabled.push(u.enabled());
-            owned.push(a.owned);
-            adopted.push(a.adopted);
-            disabled_at.push(u.disabled_at());
-            last_seen_run.push(row.last_seen_run);
-        }
-        let s = self.set_enabled;
-        let s_keys: Vec<&str> = s.iter().map(|(k, _, _)| *k).collect();
-        let s_enabled: Vec<bool> = s.iter().map(|(_, e, _)| *e).collect();
-        let s_disabled_at: Vec<Option<DateTime<Utc>>> = s.iter().map(|(_, _, d)| *d).collect();
-        sqlx::query(RECORD_OUTCOMES)
-            .bind(target)
-            .bind(ids)
-            .bind(statuses)
-            .bind(errors)
-            .bind(remote_ids)
-            .bind(keys)
-            .bind(u_remote_ids)
-            .bind(logins)
-            .bind(attributes)
-            .bind(roles)
-            .bind(hashes)
-            .bind(enabled)
-            .bind(owned)
-            .bind(adopted)
-            .bind(disabled_at)
-            .bind(last_seen_run)
-            .bind(s_keys)
-            .bind(s_enabled)
-            .bind(s_disabled_at)
-            .bind(self.deletes)
-            .execute(executor)
-            .await?;
-        Ok(())
-    }
-}
-
 /// Deletes account rows of a target inside a transaction, [`CHUNK`] keys per statement.
 async fn delete_in(
     conn: &mut PgConnection,
@@ -1160,106 +810,6 @@ async fn delete_in(
             .map_err(query_error(context))?;
     }
     Ok(())
-}
-
-const OPERATION_COLUMNS: &str = "id, run_id, target, source_key, kind, status, attempts, \
-     last_error, remote_id, payload::text AS payload, updated_at";
-
-fn operation_from_row(row: &PgRow, context: &str) -> Result<OperationRecord, StoreError> {
-    let get_err = |e: sqlx::Error| StoreError::Query {
-        backend: BACKEND,
-        context: context.to_owned(),
-        source: e,
-    };
-    let id: i64 = row.try_get("id").map_err(get_err)?;
-    let attempts: i32 = row.try_get("attempts").map_err(get_err)?;
-    let payload: String = row.try_get("payload").map_err(get_err)?;
-    let op_context = format!("{context}: operation {id}");
-    Ok(OperationRecord {
-        id,
-        run_id: row.try_get("run_id").map_err(get_err)?,
-        target: row.try_get("target").map_err(get_err)?,
-        source_key: row.try_get("source_key").map_err(get_err)?,
-        kind: row.try_get("kind").map_err(get_err)?,
-        status: row.try_get("status").map_err(get_err)?,
-        attempts: u32::try_from(attempts)
-            .map_err(|_| corrupt(&op_context, format!("attempts is negative ({attempts})")))?,
-        last_error: row.try_get("last_error").map_err(get_err)?,
-        remote_id: row.try_get("remote_id").map_err(get_err)?,
-        payload: serde_json::from_str(&payload)
-            .map_err(|e| corrupt(&op_context, format!("payload: {e}")))?,
-        updated_at: row.try_get("updated_at").map_err(get_err)?,
-    })
-}
-
-/// A full account row (light columns, `attributes`, `roles`, `last_seen_run`).
-fn record_from_row(row: &PgRow, context: &str) -> Result<AccountRecord, StoreError> {
-    let get_err = |e: sqlx::Error| StoreError::Query {
-        backend: BACKEND,
-        context: context.to_owned(),
-        source: e,
-    };
-    let key: String = row.try_get("source_key").map_err(get_err)?;
-    let attributes: String = row.try_get("attributes").map_err(get_err)?;
-    let roles: String = row.try_get("roles").map_err(get_err)?;
-    let fields = serde_json::from_str(&attributes)
-        .map_err(|e| corrupt(context, format!("key {key:?}: attributes: {e}")))?;
-    let (roles, groups) = super::parse_memberships(&roles)
-        .map_err(|e| corrupt(context, format!("key {key:?}: roles: {e}")))?;
-    Ok(AccountRecord {
-        account: RecordedAccount {
-            remote_id: row.try_get("remote_id").map_err(get_err)?,
-            login: row.try_get("login").map_err(get_err)?,
-            hash: crate::mapping::ContentHash::parse_lenient(
-                &row.try_get::<String, _>("hash").map_err(get_err)?,
-            ),
-            enabled: row.try_get("enabled").map_err(get_err)?,
-            owned: row.try_get("owned").map_err(get_err)?,
-            adopted: row.try_get("adopted").map_err(get_err)?,
-            disabled_at: row.try_get("disabled_at").map_err(get_err)?,
-            key,
-        },
-        state: AccountState {
-            fields,
-            roles,
-            groups,
-        },
-        last_seen_run: row.try_get("last_seen_run").map_err(get_err)?,
-    })
-}
-
-/// The advisory lock key of a run's lease: a stable 64-bit hash of its id, in dirsync's own
-/// space (apart from the target locks' keys).
-fn run_lease_key(id: i64) -> i64 {
-    xxhash_rust::xxh3::xxh3_64(format!("dirsync.run-lease.v1:{id}").as_bytes()) as i64
-}
-
-/// The advisory lock key of a target: a stable 64-bit hash of its name, in dirsync's own space.
-fn lock_key(target: &str) -> i64 {
-    xxhash_rust::xxh3::xxh3_64(format!("dirsync.target-lock.v1:{target}").as_bytes()) as i64
-}
-
-struct PgLock {
-    conn: PgConnection,
-    key: i64,
-    context: String,
-}
-
-#[async_trait::async_trait]
-impl TargetLock for PgLock {
-    async fn release(self: Box<Self>) -> Result<(), StoreError> {
-        let PgLock {
-            mut conn,
-            key,
-            context,
-        } = *self;
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(key)
-            .execute(&mut conn)
-            .await
-            .map_err(query_error(context.clone()))?;
-        conn.close().await.map_err(query_error(context))
-    }
 }
 
 #[cfg(test)]
