@@ -9,23 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::cmd::{code, code as code_of, dirsync, out, store};
 use crate::support::covata::FakeCovata;
+use crate::support::env::{ConfigText, SecretStyle};
 
-const HEADER: &str = "id,email,first,last,status,groups\n";
-
-fn csv(n: usize, renamed: bool, removed_from: usize) -> String {
-    (1..=n)
-        .filter(|i| *i < removed_from)
-        .map(|i| {
-            let last = if renamed && i % 3 == 0 {
-                format!("Renamed{i}")
-            } else {
-                format!("Last{i}")
-            };
-            let groups = if i % 7 == 0 { "staff;admins" } else { "staff" };
-            format!("E{i:05},user{i}@example.com,First{i},{last},active,{groups}\n")
-        })
-        .collect()
-}
+use crate::support::faultrun::{HEADER, assert_user_count, assert_users_as_in_csv, rows as csv};
 
 fn write_config(dir: &Path, fake: &FakeCovata, db: Option<&str>) -> PathBuf {
     let state = match db {
@@ -76,38 +62,8 @@ async fn assert_converged(
     removed_from: usize,
     what: &str,
 ) {
-    let users = fake.users();
-    let mut emails: Vec<&str> = users.iter().map(|u| u.email.as_str()).collect();
-    emails.sort();
-    let before = emails.len();
-    emails.dedup();
-    assert_eq!(before, emails.len(), "{what}: duplicate creates");
-    assert_eq!(users.len(), n, "{what}: user count");
-    for i in 1..=n {
-        let u = fake
-            .user_by_email(&format!("user{i}@example.com"))
-            .unwrap_or_else(|| panic!("{what}: user{i} missing"));
-        let gone = i >= removed_from;
-        assert_eq!(u.enabled, !gone, "{what}: user{i} enabled");
-        if !gone {
-            let last = if renamed && i % 3 == 0 {
-                format!("Renamed{i}")
-            } else {
-                format!("Last{i}")
-            };
-            assert_eq!(
-                u.last_name.as_deref(),
-                Some(last.as_str()),
-                "{what}: user{i} name"
-            );
-            let want_admin = i % 7 == 0;
-            assert_eq!(
-                u.roles.contains(&"ROLE_SYSTEM_ADMIN".to_string()),
-                want_admin,
-                "{what}: user{i} roles"
-            );
-        }
-    }
+    assert_user_count(fake, n, what);
+    assert_users_as_in_csv(fake, n, renamed, removed_from, what);
     let s = store(config).await;
     let accounts = s.load_accounts("covata").await.unwrap();
     assert_eq!(accounts.len(), n, "{what}: account rows");
@@ -196,28 +152,12 @@ async fn sixty_kills_at_different_points_lose_and_duplicate_nothing() {
     println!("{interrupted} of 60 kills interrupted a run");
 }
 
+/// A CSV of keys only and a Covata target nobody answers for (plans only).
 fn plan_config(dir: &Path) -> PathBuf {
-    let text = r#"
-[state]
-path = "state.db"
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "https://covata.invalid"
-username = "u"
-password = "p"
-client_id = "c"
-client_secret = "s"
-"#;
-    let path = dir.join("dirsync.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    ConfigText::new(dir, "path = \"state.db\"")
+        .csv_columns("key = \"id\"")
+        .covata("https://covata.invalid", SecretStyle::Inline, "")
+        .write()
 }
 
 fn rows(n: usize, tag: &str) -> String {

@@ -1,7 +1,9 @@
 //! Running the real `dirsync` binary from tests, and reading what it did.
 
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use dirsync::store::Store;
 
@@ -28,6 +30,15 @@ pub async fn store(config: &Path) -> Box<dyn Store> {
         .unwrap()
 }
 
+/// Whether `store` holds no unfinished (pending or sent) operation of `target`.
+pub async fn nothing_unfinished(store: &dyn Store, target: &str) -> bool {
+    store
+        .unfinished_operations(target)
+        .await
+        .unwrap()
+        .is_empty()
+}
+
 /// Exit code, stdout and stderr, for assertion messages.
 pub fn out(o: &Output) -> String {
     format!(
@@ -49,4 +60,43 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `cmd` to its end (stdin empty, stdout and stderr collected) but kills it after `limit`:
+/// `Err` holds what it wrote until then, so that a hang fails its test instead of the suite.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output, Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let mut killed = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            killed = true;
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let output = Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    if killed { Err(output) } else { Ok(output) }
 }

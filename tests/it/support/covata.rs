@@ -25,22 +25,13 @@
 //! `IncompleteMessage`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
-use axum::Router;
-
-use super::killable::{ConnHandle, KillListener};
-use axum::body::{Body, Bytes};
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Multipart, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
+use axum::extract::{DefaultBodyLimit, Multipart};
+
+use super::fake::prelude::*;
+pub use super::fake::{Fault, PathMatch};
+use super::fake::{TokenRefused, Tokens, basic_credentials};
 
 /// The service account the tests configure (password grant `username`).
 pub const USERNAME: &str = "svc-dirsync";
@@ -149,81 +140,6 @@ pub struct RecordedRequest {
     pub authorized: bool,
 }
 
-/// Which request paths a fault applies to (matched against the raw, still-encoded path).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMatch {
-    /// The path equals this.
-    Exact(String),
-    /// The path starts with this (`/api/v1/users` also matches `/api/v1/users/bulk`).
-    Prefix(String),
-    /// Same number of segments; a `{..}` segment matches any one segment
-    /// (`/api/v1/users/{id}` matches `/api/v1/users/42`, not `/api/v1/users/42/enable`).
-    Template(String),
-}
-
-impl PathMatch {
-    pub fn exact(path: &str) -> PathMatch {
-        PathMatch::Exact(path.to_owned())
-    }
-
-    pub fn prefix(path: &str) -> PathMatch {
-        PathMatch::Prefix(path.to_owned())
-    }
-
-    pub fn template(path: &str) -> PathMatch {
-        PathMatch::Template(path.to_owned())
-    }
-
-    fn matches(&self, path: &str) -> bool {
-        match self {
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
-            PathMatch::Template(t) => {
-                let want: Vec<&str> = t.split('/').collect();
-                let got: Vec<&str> = path.split('/').collect();
-                want.len() == got.len()
-                    && want.iter().zip(&got).all(|(w, g)| {
-                        (w.starts_with('{') && w.ends_with('}') && !g.is_empty()) || w == g
-                    })
-            }
-        }
-    }
-}
-
-/// An exact path.
-impl From<&str> for PathMatch {
-    fn from(path: &str) -> PathMatch {
-        PathMatch::exact(path)
-    }
-}
-
-/// What an injected fault does to a matching request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// 429 with a JSON error body and, if given, `Retry-After` (seconds or an HTTP date, sent
-    /// verbatim). Nothing is applied.
-    Status429 { retry_after: Option<String> },
-    /// 503 with a JSON error body and, if given, `Retry-After`. Nothing is applied.
-    Status503 { retry_after: Option<String> },
-    /// This status with a JSON error body. Nothing is applied.
-    Status(u16),
-    /// Wait, then handle the request normally.
-    Latency(Duration),
-    /// Close the connection without any response. Nothing is applied.
-    Drop,
-    /// Handle the request (the change takes effect), then close the connection without any
-    /// response.
-    DropAfterApply,
-    /// Handle the request (the change takes effect at once), then wait this long before
-    /// answering: a client whose request timeout is shorter gives up on a change that was made.
-    ApplyThenLatency(Duration),
-    /// Wait this long, then handle the request even if the client has gone away meanwhile (a
-    /// server that finishes queued work after its client timed out): the change takes effect
-    /// late, possibly after the client has already looked for it. With [`Fault::Latency`] the
-    /// handler is dropped with the connection, so nothing is applied.
-    LatencyThenApplyDetached(Duration),
-}
-
 /// One exchange as the fake saw it: when the request arrived, the fault it fired and the
 /// status answered (`None`: no answer was written — a dropped connection, or a client that gave
 /// up while the fake was still waiting).
@@ -255,13 +171,6 @@ impl Exchange {
     }
 }
 
-struct FaultRule {
-    method: String,
-    path: PathMatch,
-    fault: Fault,
-    remaining: usize,
-}
-
 struct Inner {
     /// By creation order.
     users: BTreeMap<u64, FakeUser>,
@@ -269,8 +178,7 @@ struct Inner {
     /// Lowercased email.
     by_email: HashMap<String, u64>,
     next_seq: u64,
-    /// Access token → expiry.
-    access_tokens: HashMap<String, Instant>,
+    access_tokens: Tokens<()>,
     refresh_tokens: HashSet<String>,
     token_ttl: Duration,
     /// Every bearer token is refused (401), freshly issued ones included.
@@ -283,19 +191,12 @@ struct Inner {
     bulk_batches: Vec<(String, usize)>,
     bulk_limit: Option<usize>,
     toggle_calls: usize,
-    faults: Vec<FaultRule>,
-    latency: Duration,
+    faults: Faults,
     /// Every exchange, never cleared by [`FakeCovata::clear_requests`].
     exchanges: Vec<Exchange>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
-
-fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
-    shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 impl Inner {
     fn new() -> Inner {
@@ -304,7 +205,7 @@ impl Inner {
             by_id: HashMap::new(),
             by_email: HashMap::new(),
             next_seq: 0,
-            access_tokens: HashMap::new(),
+            access_tokens: Tokens::default(),
             refresh_tokens: HashSet::new(),
             token_ttl: DEFAULT_TOKEN_TTL,
             refuse_tokens: false,
@@ -315,8 +216,7 @@ impl Inner {
             bulk_batches: Vec::new(),
             bulk_limit: None,
             toggle_calls: 0,
-            faults: Vec::new(),
-            latency: Duration::ZERO,
+            faults: Faults::default(),
             exchanges: Vec::new(),
         }
     }
@@ -357,12 +257,10 @@ impl Inner {
     }
 
     fn issue_tokens(&mut self) -> Value {
-        let access = uuid::Uuid::new_v4().simple().to_string();
-        let refresh = uuid::Uuid::new_v4().simple().to_string();
         // Expires exactly `token_ttl` after the answer; `expires_in` (whole seconds, rounded
         // down) never promises more.
-        self.access_tokens
-            .insert(access.clone(), Instant::now() + self.token_ttl);
+        let access = self.access_tokens.issue((), self.token_ttl);
+        let refresh = uuid::Uuid::new_v4().simple().to_string();
         self.refresh_tokens.insert(refresh.clone());
         json!({
             "access_token": access,
@@ -375,101 +273,37 @@ impl Inner {
     fn check_bearer(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let invalid =
             |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", message);
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err(invalid(
+        match self.access_tokens.check(headers) {
+            Err(TokenRefused::Missing) => Err(invalid(
                 "Full authentication is required to access this resource",
-            ));
-        };
-        let value = value.to_str().unwrap_or("");
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(invalid("expected a Bearer token")),
-        };
-        if self.refuse_tokens {
-            return Err(invalid("This account may not use the API"));
+            )),
+            Err(TokenRefused::NotBearer) => Err(invalid("expected a Bearer token")),
+            _ if self.refuse_tokens => Err(invalid("This account may not use the API")),
+            Ok(()) => Ok(()),
+            Err(TokenRefused::Expired) => Err(invalid("Access token expired")),
+            Err(TokenRefused::Unknown) => Err(invalid("Invalid access token")),
         }
-        match self.access_tokens.get(token) {
-            Some(expiry) if Instant::now() < *expiry => Ok(()),
-            Some(_) => Err(invalid("Access token expired")),
-            None => Err(invalid("Invalid access token")),
-        }
-    }
-
-    fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
-        let rule = self.faults.iter_mut().find(|r| {
-            r.remaining > 0
-                && (r.method == "*" || r.method.eq_ignore_ascii_case(method))
-                && r.path.matches(path)
-        })?;
-        rule.remaining -= 1;
-        let fault = rule.fault.clone();
-        self.faults.retain(|r| r.remaining > 0);
-        Some(fault)
     }
 }
 
 /// The running fake. Dropping it stops the server.
 pub struct FakeCovata {
-    base_url: String,
+    server: Server,
     shared: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for FakeCovata {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            // The server thread may already be gone; nothing to do then.
-            let _ = shutdown.send(());
-        }
-    }
 }
 
 impl FakeCovata {
     /// Starts the fake on `127.0.0.1:<free port>`.
     pub async fn start() -> FakeCovata {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fake Covata: bind");
-        listener
-            .set_nonblocking(true)
-            .expect("fake Covata: set_nonblocking");
-        let addr = listener.local_addr().expect("fake Covata: local_addr");
+        let listener = Listener::bind("Covata");
         let shared: Shared = Arc::new(Mutex::new(Inner::new()));
-        let app = router(shared.clone());
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name(format!("fake-covata-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("fake Covata: runtime");
-                runtime.block_on(async move {
-                    let listener = KillListener {
-                        inner: TcpListener::from_std(listener).expect("fake Covata: listener"),
-                    };
-                    let server = axum::serve(
-                        listener,
-                        app.into_make_service_with_connect_info::<ConnHandle>(),
-                    );
-                    tokio::select! {
-                        result = std::future::IntoFuture::into_future(server) => {
-                            result.expect("fake Covata: server");
-                        }
-                        _ = stopped => {}
-                    }
-                });
-                // Dropping the runtime cancels the connection tasks.
-            })
-            .expect("fake Covata: thread");
-        FakeCovata {
-            base_url: format!("http://{addr}"),
-            shared,
-            shutdown: Some(shutdown),
-        }
+        let server = listener.serve(router(shared.clone()));
+        FakeCovata { server, shared }
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash); the API is under `/api/...`.
     pub fn base_url(&self) -> String {
-        self.base_url.clone()
+        self.server.url()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -530,6 +364,15 @@ impl FakeCovata {
         self.lock().requests.clone()
     }
 
+    /// The requests other than token grants, as `(method, path)`.
+    pub fn api_requests(&self) -> Vec<(String, String)> {
+        self.requests()
+            .into_iter()
+            .filter(|r| !r.path.starts_with("/api/oauth"))
+            .map(|r| (r.method, r.path))
+            .collect()
+    }
+
     pub fn clear_requests(&self) {
         self.lock().requests.clear();
     }
@@ -582,10 +425,7 @@ impl FakeCovata {
 
     /// Every access token issued so far stops working now; refresh tokens stay valid.
     pub fn expire_all_tokens(&self) {
-        let now = Instant::now();
-        for expiry in self.lock().access_tokens.values_mut() {
-            *expiry = now;
-        }
+        self.lock().access_tokens.expire_all();
     }
 
     /// Every refresh token issued so far stops working (forces a new password grant).
@@ -601,25 +441,16 @@ impl FakeCovata {
 
     /// A delay added to every request before it is handled.
     pub fn set_latency(&self, latency: Duration) {
-        self.lock().latency = latency;
+        self.lock().faults.latency = latency;
     }
 
     /// Applies `fault` to the next `times` requests whose method is `method` (`"*"`: any) and
     /// whose raw path matches `path` (a `&str` is an exact path). When several rules match, the
     /// one injected first fires; a request fires at most one rule.
     pub fn inject(&self, method: &str, path: impl Into<PathMatch>, fault: Fault, times: usize) {
-        if let Fault::Status(code) = fault {
-            assert!(
-                StatusCode::from_u16(code).is_ok(),
-                "fake Covata: invalid status {code}"
-            );
-        }
-        self.lock().faults.push(FaultRule {
-            method: method.to_owned(),
-            path: path.into(),
-            fault,
-            remaining: times,
-        });
+        self.lock()
+            .faults
+            .inject("Covata", method, path.into(), fault, times);
     }
 
     /// Drops every injected fault that has not fired yet.
@@ -629,7 +460,7 @@ impl FakeCovata {
 
     /// How many fault firings are still pending.
     pub fn pending_faults(&self) -> usize {
-        self.lock().faults.iter().map(|r| r.remaining).sum()
+        self.lock().faults.pending()
     }
 
     /// Every exchange so far, in arrival order (see [`Exchange`]).
@@ -651,9 +482,6 @@ impl FakeCovata {
             .count()
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Connections that a fault can break.
 
 // ---------------------------------------------------------------------------------------------
 // Errors.
@@ -771,39 +599,34 @@ fn needs_bearer(path: &str) -> bool {
 }
 
 async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Response {
-    let conn = request
-        .extensions()
-        .get::<ConnectInfo<ConnHandle>>()
-        .map(|info| info.0.clone());
-    let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(body) => body,
-        Err(e) => return ApiError::bad_request(format!("unreadable body: {e}")).into_response(),
+    let incoming = match Incoming::read(request, MAX_BODY).await {
+        Ok(incoming) => incoming,
+        Err(e) => return ApiError::bad_request(e).into_response(),
     };
-    let method = parts.method.as_str().to_owned();
-    let path = parts.uri.path().to_owned();
+    let path = incoming.path.clone();
+    let conn = incoming.conn.clone();
     let (auth, latency, fault, exchange) = {
         let mut inner = lock(&shared);
-        let auth = inner.check_bearer(&parts.headers);
+        let auth = inner.check_bearer(&incoming.parts.headers);
         inner.requests.push(RecordedRequest {
-            method: method.clone(),
+            method: incoming.method.clone(),
             path: path.clone(),
-            query: parts.uri.query().map(str::to_owned),
-            body: String::from_utf8_lossy(&body).into_owned(),
-            content_type: content_type(&parts.headers).map(str::to_owned),
+            query: incoming.parts.uri.query().map(str::to_owned),
+            body: incoming.body_text(),
+            content_type: content_type(&incoming.parts.headers).map(str::to_owned),
             authorized: auth.is_ok(),
         });
-        let fault = inner.take_fault(&method, &path);
+        let fault = inner.faults.take(&incoming.method, &path);
         inner.exchanges.push(Exchange {
             at: Instant::now(),
-            method: method.clone(),
+            method: incoming.method.clone(),
             path: path.clone(),
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body: incoming.body_text(),
             fault: fault.clone(),
             status: None,
         });
         let exchange = inner.exchanges.len() - 1;
-        (auth, inner.latency, fault, exchange)
+        (auth, inner.faults.latency, fault, exchange)
     };
     // The answer's status, once there is one to write.
     let answered = |response: Response| {
@@ -818,63 +641,34 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let kill = || {
-        conn.as_ref()
-            .expect("fake Covata: the connection handle is always set")
-            .kill();
-    };
-    match &fault {
-        Some(Fault::Status429 { retry_after }) => {
-            return answered(fault_status(
-                StatusCode::TOO_MANY_REQUESTS,
-                retry_after.as_deref(),
-            ));
-        }
-        Some(Fault::Status503 { retry_after }) => {
-            return answered(fault_status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                retry_after.as_deref(),
-            ));
-        }
-        Some(Fault::Status(code)) => {
-            let status = StatusCode::from_u16(*code).expect("checked by inject");
-            return answered(fault_status(status, None));
-        }
-        Some(Fault::Latency(delay)) => tokio::time::sleep(*delay).await,
-        Some(Fault::Drop) => {
-            kill();
-            // Never written: the connection fails first.
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-        Some(Fault::LatencyThenApplyDetached(delay)) => {
-            // A task of its own: it goes on when the client gives up and hyper drops this
-            // future with the connection.
-            let delay = *delay;
-            let request = Request::from_parts(parts, Body::from(body));
-            let handled = tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                match auth {
-                    Err(e) if needs_bearer(request.uri().path()) => e.into_response(),
-                    _ => next.run(request).await,
-                }
-            });
-            return match handled.await {
-                Ok(response) => answered(response),
-                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-            };
-        }
-        Some(Fault::DropAfterApply | Fault::ApplyThenLatency(_)) | None => {}
+    if let Some(Fault::LatencyThenApplyDetached(delay)) = &fault {
+        // A task of its own: it goes on when the client gives up and hyper drops this
+        // future with the connection.
+        let delay = *delay;
+        let request = incoming.into_request();
+        let handled = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            match auth {
+                Err(e) if needs_bearer(request.uri().path()) => e.into_response(),
+                _ => next.run(request).await,
+            }
+        });
+        return match handled.await {
+            Ok(response) => answered(response),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        };
+    }
+    match before_handler(fault.as_ref(), conn.as_ref(), fault_status).await {
+        Before::Answer(response) => return answered(response),
+        Before::Dropped(response) => return response,
+        Before::Proceed => {}
     }
     let response = match auth {
         Err(e) if needs_bearer(&path) => e.into_response(),
-        _ => next.run(Request::from_parts(parts, Body::from(body))).await,
+        _ => next.run(incoming.into_request()).await,
     };
-    if fault == Some(Fault::DropAfterApply) {
-        kill();
+    if after_handler(fault.as_ref(), conn.as_ref()).await {
         return response;
-    }
-    if let Some(Fault::ApplyThenLatency(delay)) = &fault {
-        tokio::time::sleep(*delay).await;
     }
     answered(response)
 }
@@ -887,33 +681,11 @@ fn fault_status(status: StatusCode, retry_after: Option<&str>) -> Response {
         _ => "injected_fault",
     };
     let body = json!({"error": error, "message": format!("injected fault: {status}")});
-    let mut response = (status, axum::Json(body)).into_response();
-    if let Some(retry_after) = retry_after {
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_str(retry_after).expect("fake Covata: Retry-After header value"),
-        );
-    }
-    response
+    with_retry_after((status, axum::Json(body)).into_response(), retry_after)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Request helpers.
-
-fn content_type(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::CONTENT_TYPE)?.to_str().ok()
-}
-
-/// Whether the content type's essence (before `;`) is `expected`.
-fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
-    content_type(headers).is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .eq_ignore_ascii_case(expected)
-    })
-}
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     if has_content_type(headers, "application/json") {
@@ -1063,42 +835,6 @@ fn user_json(user: &FakeUser) -> Value {
         "accountType": user.account_type,
         "roles": user.roles,
     })
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// The HTTP Basic credentials.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(base64_decode(encoded.trim())?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    Some((id.to_owned(), secret.to_owned()))
 }
 
 // ---------------------------------------------------------------------------------------------
