@@ -200,13 +200,7 @@ async fn drift_and_refresh(backend: Backend) {
     let again = env.fake.user_by_email("user4@example.com").unwrap();
     assert_ne!(again.id, u4);
     assert_eq!(again.last_name.as_deref(), Some("Last4"));
-    let row = store
-        .load_accounts("covata")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.key == "E00004")
-        .unwrap();
+    let row = crate::support::cmd::recorded(&*store, "covata", "E00004").await;
     assert_eq!(row.remote_id.as_deref(), Some(again.id.as_str()));
     assert!(row.owned);
 

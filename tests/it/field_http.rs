@@ -116,33 +116,17 @@ async fn covata_tokens_expiring_in_a_deep_queue() {
 }
 
 fn valuekeep_config(dir: &Path, fake: &FakeValuekeep, secret: &str, http: &str) -> PathBuf {
-    let target = format!(
-        r#"
-[[target]]
-name = "vk"
-kind = "valuekeep"
-base_url = "{base}"
-token_url = "{token}"
-client_id = "{client}"
-client_secret = "{secret}"
-tenant_key = "{tenant}"
-org_key = "{org}"
-default_roles = ["REQUESTER"]
-{http}
-[target.fields]
-userKey = "{{email | lower}}"
-isTechnician = "false"
-"#,
-        base = fake.base_url(),
-        token = fake.token_url(),
-        client = valuekeep::CLIENT_ID,
-        tenant = valuekeep::TENANT,
-        org = valuekeep::ORG,
-    );
     ConfigText::new(dir, "path = \"state.db\"")
         .csv("email = \"email\"")
         .raw("[safety]\nmax_disable_percent = 100")
-        .raw(&target)
+        .valuekeep(
+            &fake.base_url(),
+            &fake.token_url(),
+            secret,
+            &format!(
+                "{http}\n[target.fields]\nuserKey = \"{{email | lower}}\"\nisTechnician = \"false\""
+            ),
+        )
         .write()
 }
 

@@ -436,13 +436,7 @@ async fn location_header_dropped_polls_and_duplicate_logins() {
     assert_eq!(u2.id, hand);
     assert_eq!(u2.roles, vec!["PrimaveraP6Production".to_string()]);
     let store = env.store().await;
-    let row = store
-        .load_accounts("p6")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.key == "E00002")
-        .unwrap();
+    let row = crate::support::cmd::recorded(&*store, "p6", "E00002").await;
     assert!(!row.owned);
     // Adoption takes the hand-made account over (listing only), then sync fixes its roles.
     env.fake.clear_requests();

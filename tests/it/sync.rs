@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::support::covata::{self, FakeCovata, FakeUser, Fault, PathMatch};
 use crate::support::env::Backend;
 
-use crate::support::env::{USERS_HEADER as HEADER, user_rows};
+use crate::support::env::{USERS_HEADER as HEADER, target_table, user_rows};
 
 crate::support::env::env_with_fake!(Env, FakeCovata, HEADER, new);
 
@@ -340,13 +340,7 @@ async fn conflict_without_adoption_then_adopt() {
     let u = env.fake.user(&hand).unwrap();
     assert_eq!(u.first_name.as_deref(), Some("Hand"));
     let store = env.store().await;
-    let row = store
-        .load_accounts("covata")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.key == "E00002")
-        .unwrap();
+    let row = crate::support::cmd::recorded(&*store, "covata", "E00002").await;
     assert!(!row.owned);
     // The next plan reports it instead of creating again.
     let o = env.run_code(&["plan"], 0);
@@ -364,13 +358,7 @@ async fn conflict_without_adoption_then_adopt() {
         "{}",
         out(&o)
     );
-    let row = store
-        .load_accounts("covata")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.key == "E00002")
-        .unwrap();
+    let row = crate::support::cmd::recorded(&*store, "covata", "E00002").await;
     assert!(!row.owned);
     let o = env.run_code(&["adopt", "--target", "covata"], 0);
     assert!(
@@ -384,13 +372,7 @@ async fn conflict_without_adoption_then_adopt() {
         "{:?}",
         env.fake.api_requests()
     );
-    let row = store
-        .load_accounts("covata")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.key == "E00002")
-        .unwrap();
+    let row = crate::support::cmd::recorded(&*store, "covata", "E00002").await;
     assert!(row.owned && row.adopted);
     assert_eq!(row.remote_id.as_deref(), Some(hand.as_str()));
     // Now sync brings it in line: name and roles, no create.
@@ -513,22 +495,17 @@ async fn an_unreachable_target_does_not_stop_the_others() {
     let env = Env::new(Backend::Sqlite, &users(3)).await;
     // A second target nothing listens for (connection refused); max_retries 0 keeps it quick.
     let mut cfg = std::fs::read_to_string(env.config_path()).unwrap();
-    cfg.push_str(&format!(
-        r#"
-[[target]]
-name = "covata-down"
-kind = "covata"
-base_url = "http://127.0.0.1:9"
-username = "{u}"
-password = "{p}"
-client_id = "{c}"
-client_secret = "x"
-max_retries = 0
-connect_timeout = "1s"
-"#,
-        u = covata::USERNAME,
-        p = covata::PASSWORD,
-        c = covata::CLIENT_ID,
+    cfg.push_str(&target_table(
+        "covata-down",
+        "covata",
+        &[
+            ("base_url", "http://127.0.0.1:9"),
+            ("username", covata::USERNAME),
+            ("password", covata::PASSWORD),
+            ("client_id", covata::CLIENT_ID),
+            ("client_secret", "x"),
+        ],
+        "max_retries = 0\nconnect_timeout = \"1s\"",
     ));
     std::fs::write(env.config_path(), cfg).unwrap();
     // --refresh must list each target first: the second cannot be listed.

@@ -37,34 +37,17 @@ impl Env {
         let rps = rps
             .map(|r| format!("requests_per_second = {r}"))
             .unwrap_or_default();
-        let target = format!(
-            r#"
-[[target]]
-name = "vk"
-kind = "valuekeep"
-base_url = "{base}"
-token_url = "{token}"
-client_id = "{client}"
-client_secret = "{secret}"
-tenant_key = "{tenant}"
-org_key = "{org}"
-max_backoff = "2s"
-default_roles = ["REQUESTER"]
-{rps}
-{extra}
-[target.fields]
-userKey = "{{login}}"
-isTechnician = "{{tech}}""#,
-            base = self.fake.base_url(),
-            token = self.fake.token_url(),
-            client = valuekeep::CLIENT_ID,
-            secret = valuekeep::CLIENT_SECRET,
-            tenant = valuekeep::TENANT,
-            org = valuekeep::ORG,
-        );
         self.config()
             .csv("email = \"email\"\n[source.csv.extra]\nlogin = \"login\"\ntech = \"tech\"")
-            .raw(&target)
+            .valuekeep(
+                &self.fake.base_url(),
+                &self.fake.token_url(),
+                valuekeep::CLIENT_SECRET,
+                &format!(
+                    "max_backoff = \"2s\"\n{rps}\n{extra}\n[target.fields]\n\
+                     userKey = \"{{login}}\"\nisTechnician = \"{{tech}}\""
+                ),
+            )
             .role("admins", &["ADMIN"])
             .role("techs", &["TECHNICIAN"])
             .write();

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,25 @@ pub fn run_as(cmd: &mut Command, user: Option<(u32, u32)>) {
     if let Some((uid, gid)) = user {
         cmd.uid(uid).gid(gid);
     }
+}
+
+/// Sets up `cmd` as a server is run: in `dir`, as `user`, no stdin, stdout and stderr to `log`.
+pub fn server_command(
+    cmd: &mut Command,
+    dir: &Path,
+    log: File,
+    user: Option<(u32, u32)>,
+    what: &str,
+) -> Result<(), String> {
+    let out = log
+        .try_clone()
+        .map_err(|e| format!("{what}: dup the log file: {e}"))?;
+    cmd.current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(log);
+    run_as(cmd, user);
+    Ok(())
 }
 
 pub fn free_port() -> io::Result<u16> {

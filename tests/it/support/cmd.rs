@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use dirsync::store::Store;
+use dirsync::store::{RecordedAccount, Store};
 
 /// `dirsync <args> --config <config>`, with the test process's own `DIRSYNC_*` and systemd
 /// variables removed (a test's environment must not leak into the binary's configuration) and
@@ -28,6 +28,17 @@ pub async fn store(config: &Path) -> Box<dyn Store> {
     dirsync::store::open(&config.state.location, true)
         .await
         .unwrap()
+}
+
+/// The account row of `key` on `target` (panics when there is none).
+pub async fn recorded(store: &dyn Store, target: &str, key: &str) -> RecordedAccount {
+    store
+        .load_accounts(target)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.key == key)
+        .unwrap_or_else(|| panic!("no account row of {key} on {target}"))
 }
 
 /// Whether `store` holds no unfinished (pending or sent) operation of `target`.

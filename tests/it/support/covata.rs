@@ -287,27 +287,25 @@ impl Inner {
 }
 
 /// The running fake. Dropping it stops the server.
-pub struct FakeCovata {
-    server: Server,
-    shared: Shared,
-}
+pub struct FakeCovata(Running<Inner>);
 
 impl FakeCovata {
     /// Starts the fake on `127.0.0.1:<free port>`.
     pub async fn start() -> FakeCovata {
-        let listener = Listener::bind("Covata");
-        let shared: Shared = Arc::new(Mutex::new(Inner::new()));
-        let server = listener.serve(router(shared.clone()));
-        FakeCovata { server, shared }
+        FakeCovata(Running::serve(
+            Listener::bind("Covata"),
+            Inner::new(),
+            router,
+        ))
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash); the API is under `/api/...`.
     pub fn base_url(&self) -> String {
-        self.server.url()
+        self.0.url()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.shared)
+        self.0.lock()
     }
 
     /// Every user, in creation order.

@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 
 use dirsync::store::Store;
 
-use super::covata;
 use super::slapd::{READER_DN, READER_PASSWORD};
+use super::{covata, valuekeep};
 
 /// The state backend of a test.
 #[derive(Clone, Copy, Debug)]
@@ -225,20 +225,41 @@ bind_password_file = "bind-password"
                 "client_secret_file = \"client-secret\"".to_string()
             }
         };
-        self.raw(&format!(
-            r#"
-[[target]]
-name = "{name}"
-kind = "covata"
-base_url = "{base_url}"
-username = "{user}"
-password = "{password}"
-client_id = "{client}"
-{secret}
-{keys}"#,
-            user = covata::USERNAME,
-            password = covata::PASSWORD,
-            client = covata::CLIENT_ID,
+        self.raw(&target_table(
+            name,
+            "covata",
+            &[
+                ("base_url", base_url),
+                ("username", covata::USERNAME),
+                ("password", covata::PASSWORD),
+                ("client_id", covata::CLIENT_ID),
+            ],
+            &format!("{secret}\n{keys}"),
+        ))
+    }
+
+    /// A Valuekeep target named `vk` on the fake at `base_url` / `token_url` with the fake's
+    /// client id, tenant and organization, this client secret, `default_roles =
+    /// ["REQUESTER"]`, then `keys` (more keys, then possibly `[target.fields]`).
+    pub fn valuekeep(
+        self,
+        base_url: &str,
+        token_url: &str,
+        secret: &str,
+        keys: &str,
+    ) -> ConfigText {
+        self.raw(&target_table(
+            "vk",
+            "valuekeep",
+            &[
+                ("base_url", base_url),
+                ("token_url", token_url),
+                ("client_id", valuekeep::CLIENT_ID),
+                ("client_secret", secret),
+                ("tenant_key", valuekeep::TENANT),
+                ("org_key", valuekeep::ORG),
+            ],
+            &format!("default_roles = [\"REQUESTER\"]\n{keys}"),
         ))
     }
 
@@ -338,6 +359,17 @@ macro_rules! on_both_backends {
     };
 }
 pub(crate) use on_both_backends;
+
+/// A `[[target]]` table: `name`, `kind`, `keys` as `key = "value"` lines, then `more` (TOML).
+pub fn target_table(name: &str, kind: &str, keys: &[(&str, &str)], more: &str) -> String {
+    let mut table = format!("\n[[target]]\nname = \"{name}\"\nkind = \"{kind}\"\n");
+    for (key, value) in keys {
+        table.push_str(&format!("{key} = \"{value}\"\n"));
+    }
+    table.push_str(more);
+    table.push('\n');
+    table
+}
 
 /// The header of the CSV the Covata suites write.
 pub const USERS_HEADER: &str = "id,email,first,last,status,groups\n";

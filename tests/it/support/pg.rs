@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-use super::child::{Kept, free_port, is_exe, open_log, run_as, server_user, tail, temp_root};
+use super::child::{
+    Kept, free_port, is_exe, open_log, run_as, server_command, server_user, tail, temp_root,
+};
 
 /// How the server is named in errors.
 const WHAT: &str = "test Postgres";
@@ -294,16 +296,8 @@ fn spawn_postgres(
         .arg(data)
         .args(["-h", "127.0.0.1", "-F"])
         .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-        .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .stdout(
-            log_file
-                .try_clone()
-                .map_err(|e| format!("test Postgres: dup the log file: {e}"))?,
-        )
-        .stderr(log_file);
-    run_as(&mut cmd, user);
+        .args(["-c", "full_page_writes=off", "-c", "max_connections=200"]);
+    server_command(&mut cmd, root, log_file, user, WHAT)?;
     // The keeper lives as long as the process (the shared cluster serves every test).
     let kept = Kept::spawn(cmd, format!("postgres-{port}"), WHAT)?;
     register(Started {

@@ -539,27 +539,25 @@ fn check_user(list: &str, i: usize, u: &Value) -> Result<(), String> {
 }
 
 /// The running fake. Dropping it stops the server.
-pub struct FakePrimavera {
-    server: Server,
-    shared: Shared,
-}
+pub struct FakePrimavera(Running<Inner>);
 
 impl FakePrimavera {
     /// Starts the fake on `127.0.0.1:<free port>`.
     pub async fn start() -> FakePrimavera {
-        let listener = Listener::bind("Primavera");
-        let shared: Shared = Arc::new(Mutex::new(Inner::new()));
-        let server = listener.serve(router(shared.clone()));
-        FakePrimavera { server, shared }
+        FakePrimavera(Running::serve(
+            Listener::bind("Primavera"),
+            Inner::new(),
+            router,
+        ))
     }
 
     /// `http://127.0.0.1:PORT/cloudapi/restapi`.
     pub fn base_url(&self) -> String {
-        format!("{}{BASE_PATH}", self.server.url())
+        format!("{}{BASE_PATH}", self.0.url())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        let mut inner = lock(&self.shared);
+        let mut inner = self.0.lock();
         inner.tick();
         inner
     }

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::child::{Kept, free_port, is_exe, open_log, run_as, server_user, tail, temp_root};
+use super::child::{
+    Kept, free_port, is_exe, open_log, run_as, server_command, server_user, tail, temp_root,
+};
 
 const NOT_FOUND: &str = "slapd not found (on PATH or /usr/sbin): install the Debian packages \
      slapd and ldap-utils (apt-get install -y slapd ldap-utils)";
@@ -345,16 +347,8 @@ fn spawn(
         .arg(urls)
         .arg("-f")
         .arg(conf)
-        .args(["-d", "0"])
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .stdout(
-            log_file
-                .try_clone()
-                .map_err(|e| format!("test slapd: dup the log: {e}"))?,
-        )
-        .stderr(log_file);
-    run_as(&mut cmd, user);
+        .args(["-d", "0"]);
+    server_command(&mut cmd, root, log_file, user, WHAT)?;
     let kept = Kept::spawn(cmd, format!("slapd-{port}"), WHAT)?;
     let answers = |p: u16| {
         TcpStream::connect_timeout(

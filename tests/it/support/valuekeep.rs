@@ -238,16 +238,13 @@ impl Inner {
 }
 
 /// The running fake. Dropping it stops the server.
-pub struct FakeValuekeep {
-    server: Server,
-    shared: Shared,
-}
+pub struct FakeValuekeep(Running<Inner>);
 
 impl FakeValuekeep {
     /// Starts the fake on `127.0.0.1:<free port>` with the default limiter (60 per minute).
     pub async fn start() -> FakeValuekeep {
         let listener = Listener::bind("Valuekeep");
-        let shared: Shared = Arc::new(Mutex::new(Inner {
+        let inner = Inner {
             base_url: format!("http://{}", listener.addr()),
             users: BTreeMap::new(),
             by_id: HashMap::new(),
@@ -262,23 +259,22 @@ impl FakeValuekeep {
             limit: Some((DEFAULT_LIMIT, DEFAULT_WINDOW)),
             limiters: HashMap::new(),
             rate_limited: 0,
-        }));
-        let server = listener.serve(router(shared.clone()));
-        FakeValuekeep { server, shared }
+        };
+        FakeValuekeep(Running::serve(listener, inner, router))
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash): the API host (and the identity server).
     pub fn base_url(&self) -> String {
-        self.server.url()
+        self.0.url()
     }
 
     /// The token endpoint's URL.
     pub fn token_url(&self) -> String {
-        format!("{}{TOKEN_PATH}", self.server.url())
+        format!("{}{TOKEN_PATH}", self.0.url())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.shared)
+        self.0.lock()
     }
 
     /// Every user, in creation order.

@@ -38,7 +38,7 @@ pub mod prelude {
     pub use serde_json::{Map, Value, json};
 
     pub use super::{
-        Before, Faults, Incoming, Listener, PathMatch, Server, after_handler, before_handler,
+        Before, Faults, Incoming, Listener, PathMatch, Running, after_handler, before_handler,
         content_type, has_content_type, lock, with_retry_after,
     };
 }
@@ -145,6 +145,35 @@ impl Drop for Server {
             // The server thread may already be gone; nothing to do then.
             let _ = shutdown.send(());
         }
+    }
+}
+
+/// A running fake: its server and the state its handlers share. Dropping it stops the server.
+pub struct Running<S> {
+    server: Server,
+    shared: std::sync::Arc<Mutex<S>>,
+}
+
+impl<S: Send + 'static> Running<S> {
+    /// Serves the router `router` builds on the shared `state` from `listener`.
+    pub fn serve(
+        listener: Listener,
+        state: S,
+        router: impl FnOnce(std::sync::Arc<Mutex<S>>) -> Router,
+    ) -> Running<S> {
+        let shared = std::sync::Arc::new(Mutex::new(state));
+        let server = listener.serve(router(shared.clone()));
+        Running { server, shared }
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// The shared state (see [`lock`]).
+    pub fn lock(&self) -> MutexGuard<'_, S> {
+        lock(&self.shared)
     }
 }
 
