@@ -389,12 +389,7 @@ async fn bulk_import_min_applies_to_the_runs_creates() {
     .await;
     let o = env.sync();
     assert_eq!(code(&o), 0, "{}", out(&o));
-    let imports = env
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.path == "/api/v1/users/import")
-        .count();
+    let imports = env.fake.requests_to("POST", "/api/v1/users/import").len();
     assert_eq!(imports, 130usize.div_ceil(40), "{}", out(&o));
     assert_eq!(env.create_requests(), 0, "no create one by one");
     // Every new id recorded, the fake's users = the source, nothing unfinished.

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::support::cmd::{code, out, stderr, stdout};
 use crate::support::covata::{self, FakeCovata, Fault, PathMatch};
-use crate::support::env::{Backend, SecretStyle, TestEnv};
+use crate::support::env::{Backend, TestEnv};
 
 const HEADER: &str = "id,email,first,last,status,groups\n";
 
@@ -31,12 +31,7 @@ impl Env {
         };
         env.config()
             .csv("")
-            .covata(
-                &env.fake.base_url(),
-                SecretStyle::File,
-                "max_backoff = \"1s\"",
-            )
-            .role("admins", &["ROLE_SYSTEM_ADMIN"])
+            .covata_with_admins(&env.fake.base_url(), "max_backoff = \"1s\"")
             .write();
         env
     }
@@ -56,9 +51,8 @@ impl Env {
     /// Bodies of `POST /api/v1/users` (single creates), parsed.
     fn create_bodies(&self) -> Vec<Value> {
         self.fake
-            .requests()
+            .requests_to("POST", "/api/v1/users")
             .into_iter()
-            .filter(|r| r.method == "POST" && r.path == "/api/v1/users")
             .map(|r| serde_json::from_str(&r.body).unwrap())
             .collect()
     }
@@ -310,9 +304,8 @@ async fn email_lookups_percent_encode_the_email_as_one_query_value() {
     let o = env.run(&["sync"]);
     let lookups: Vec<_> = env
         .fake
-        .requests()
+        .requests_to("GET", "/api/v1/users")
         .into_iter()
-        .filter(|r| r.method == "GET" && r.path == "/api/v1/users")
         .filter_map(|r| r.query)
         .filter(|q| q.contains("email="))
         .collect();

@@ -22,7 +22,7 @@ use dirsync::source::ldap::{
 
 use crate::support::cmd::out;
 use crate::support::covata::{FakeCovata, FakeUser};
-use crate::support::env::{Backend, SecretStyle, TestEnv};
+use crate::support::env::{Backend, TestEnv};
 use crate::support::ldap_fixture::{
     GROUPS, PEOPLE, data, people_source_keys, planet_express, settings,
 };
@@ -217,12 +217,7 @@ impl Env {
         };
         env.config()
             .ldap(&env.server.url(), &people_source_keys(""))
-            .covata(
-                &env.fake.base_url(),
-                SecretStyle::File,
-                "max_backoff = \"2s\"",
-            )
-            .role("admins", &["ROLE_SYSTEM_ADMIN"])
+            .covata_with_admins(&env.fake.base_url(), "max_backoff = \"2s\"")
             .write();
         env
     }

@@ -519,8 +519,7 @@ impl Env {
             .map_or("https://covata.invalid/".to_string(), FakeCovata::base_url);
         self.config()
             .ldap(&self.server.url(), &people_source_keys(source_extra))
-            .covata(&base, SecretStyle::File, "max_backoff = \"2s\"")
-            .role("admins", &["ROLE_SYSTEM_ADMIN"])
+            .covata_with_admins(&base, "max_backoff = \"2s\"")
             .write();
     }
 }

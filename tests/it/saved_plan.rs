@@ -5,7 +5,7 @@ use crate::support::cmd::{code, out, stderr};
 use std::process::Output;
 
 use crate::support::covata::FakeCovata;
-use crate::support::env::{Backend, SecretStyle};
+use crate::support::env::Backend;
 
 use crate::support::env::{USERS_HEADER as HEADER, user_rows};
 
@@ -26,12 +26,7 @@ impl Env {
         self.config()
             .csv("")
             .raw(&format!("[safety]\n{safety}"))
-            .covata(
-                &self.fake.base_url(),
-                SecretStyle::File,
-                "max_backoff = \"2s\"",
-            )
-            .role("admins", &["ROLE_SYSTEM_ADMIN"])
+            .covata_with_admins(&self.fake.base_url(), "max_backoff = \"2s\"")
             .write();
     }
 

@@ -362,6 +362,14 @@ impl FakeCovata {
         self.lock().requests.clone()
     }
 
+    /// The requests with this method and exactly this (raw) path, in arrival order.
+    pub fn requests_to(&self, method: &str, path: &str) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path == path)
+            .collect()
+    }
+
     /// The requests other than token grants, as `(method, path)`.
     pub fn api_requests(&self) -> Vec<(String, String)> {
         self.requests()

@@ -81,12 +81,7 @@ impl TestEnv {
     pub fn write_covata_config(&self, base_url: &str, extra: &str) {
         self.config()
             .csv("")
-            .covata(
-                base_url,
-                SecretStyle::File,
-                &format!("max_backoff = \"2s\"\n{extra}"),
-            )
-            .role("admins", &["ROLE_SYSTEM_ADMIN"])
+            .covata_with_admins(base_url, &format!("max_backoff = \"2s\"\n{extra}"))
             .write();
     }
 
@@ -208,6 +203,13 @@ bind_password_file = "bind-password"
     /// keys of the `[[target]]` table.
     pub fn covata(self, base_url: &str, secret: SecretStyle, keys: &str) -> ConfigText {
         self.covata_named("covata", base_url, secret, keys)
+    }
+
+    /// [`Self::covata`] with its client secret in a file and the members of `admins` made
+    /// system admins: the target most suites sync to.
+    pub fn covata_with_admins(self, base_url: &str, keys: &str) -> ConfigText {
+        self.covata(base_url, SecretStyle::File, keys)
+            .role("admins", &["ROLE_SYSTEM_ADMIN"])
     }
 
     /// [`Self::covata`] named `name`.
