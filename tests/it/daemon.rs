@@ -124,18 +124,8 @@ fn signal(d: &Daemon, sig: i32) {
 
 fn finish(d: Daemon, timeout: Duration) -> (i32, String) {
     let Daemon { mut child, log } = d;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let err = std::fs::read_to_string(&log).unwrap_or_default();
-            return (status.code().unwrap_or(-1), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the daemon did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let code = crate::support::cmd::wait_exit(&mut child, timeout, "the daemon");
+    (code, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread")]

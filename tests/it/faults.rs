@@ -54,12 +54,12 @@ fn sync_killed_after(config: &Path, delay: Duration) -> bool {
 
 /// Checks the fake against the CSV: each desired user exactly once, with the desired last name
 /// and enabled flag; users not in the CSV any more disabled.
-async fn assert_converged(
+///
+/// `csv`: the arguments of the CSV's [`csv`]`(n, renamed, removed_from)`.
+async fn assert_converged_after_kills(
     fake: &FakeCovata,
     config: &Path,
-    n: usize,
-    renamed: bool,
-    removed_from: usize,
+    (n, renamed, removed_from): (usize, bool, usize),
     what: &str,
 ) {
     assert_user_count(fake, n, what);
@@ -102,12 +102,10 @@ async fn sixty_kills_at_different_points_lose_and_duplicate_nothing() {
         }
         let o = dirsync(&config, &["sync"]).output().unwrap();
         assert_eq!(code(&o), 0, "round {round} creates: {}", out(&o));
-        assert_converged(
+        assert_converged_after_kills(
             &fake,
             &config,
-            N,
-            false,
-            usize::MAX,
+            (N, false, usize::MAX),
             &format!("round {round} creates"),
         )
         .await;
@@ -124,12 +122,10 @@ async fn sixty_kills_at_different_points_lose_and_duplicate_nothing() {
         }
         let o = dirsync(&config, &["sync"]).output().unwrap();
         assert_eq!(code(&o), 0, "round {round} changes: {}", out(&o));
-        assert_converged(
+        assert_converged_after_kills(
             &fake,
             &config,
-            N,
-            true,
-            N - 20,
+            (N, true, N - 20),
             &format!("round {round} changes"),
         )
         .await;
@@ -304,7 +300,7 @@ async fn token_endpoint_failures() {
     fake.clear_faults();
     let o = dirsync(&config, &["sync"]).output().unwrap();
     assert_eq!(code(&o), 0, "{}", out(&o));
-    assert_converged(&fake, &config, 10, true, 9, "after the token outage").await;
+    assert_converged_after_kills(&fake, &config, (10, true, 9), "after the token outage").await;
 }
 
 /// Waits for a child that must end on its own; fails with the end of its log if it does not.
@@ -387,12 +383,10 @@ async fn postgres_connections_dropped_mid_run() {
         assert!(code_of(&o) == 0 || code_of(&o) == 4, "{}", out(&o));
         let o = dirsync(&config, &["sync"]).output().unwrap();
         assert_eq!(code_of(&o), 0, "{}", out(&o));
-        assert_converged(
+        assert_converged_after_kills(
             &fake,
             &config,
-            N * round,
-            false,
-            usize::MAX,
+            (N * round, false, usize::MAX),
             &format!("round {round} after dropped connections"),
         )
         .await;
@@ -456,12 +450,10 @@ async fn postgres_restarted_mid_run() {
         assert!(code_of(&o) == 0 || code_of(&o) == 4, "{}", out(&o));
         let o = dirsync(&config, &["sync"]).output().unwrap();
         assert_eq!(code_of(&o), 0, "{}", out(&o));
-        assert_converged(
+        assert_converged_after_kills(
             &fake,
             &config,
-            N * round,
-            false,
-            usize::MAX,
+            (N * round, false, usize::MAX),
             &format!("round {round} after a Postgres restart"),
         )
         .await;

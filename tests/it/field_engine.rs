@@ -150,10 +150,7 @@ async fn refused_credentials_fail_the_target_once_and_the_fixed_run_creates_ever
     assert_eq!(env.create_requests(), 0, "{}", out(&o));
     // One line for the target, naming the refusal; no operation failed one by one.
     let text = stdout(&o);
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("authentication failed"))
-        .collect();
+    let lines = crate::support::cmd::lines_with(&text, "authentication failed");
     assert_eq!(lines.len(), 1, "{text}");
     assert!(!text.contains("! failed"), "{text}");
     let store = env.store().await;

@@ -623,10 +623,7 @@ async fn assert_ou_rejected(ou: &str, want: &[Rejected<'_>]) -> Output {
     std::fs::write(env.config_path(), config).unwrap();
     let o = env.run_code(&["sync", "-vv"], 7);
     let report = stdout(&o);
-    let problem_lines: Vec<&str> = report
-        .lines()
-        .filter(|l| l.contains("? quarantined"))
-        .collect();
+    let problem_lines = crate::support::cmd::lines_with(&report, "? quarantined");
     for (dn, attribute, text) in want {
         let entry = shown_dn(dn);
         let field = format!(" {attribute}: ");

@@ -178,10 +178,7 @@ async fn duplicate_key_quarantines_both(backend: Backend) {
     ));
     let o = env.run_code(&["sync"], 7);
     let text = stdout(&o);
-    let quarantined: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("? quarantined"))
-        .collect();
+    let quarantined = crate::support::cmd::lines_with(&text, "? quarantined");
     assert_eq!(quarantined.len(), 2, "{text}");
     assert!(quarantined[0].contains("users.csv:3") && quarantined[0].contains("again on line 22"));
     assert!(quarantined[1].contains("users.csv:22") && quarantined[1].contains("first on line 3"));

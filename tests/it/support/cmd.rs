@@ -60,6 +60,27 @@ pub fn out(o: &Output) -> String {
     )
 }
 
+/// Waits for `child` to exit and returns its exit code (-1 when killed by a signal); after
+/// `limit`, kills it and fails the test saying `what` did not exit.
+pub fn wait_exit(child: &mut std::process::Child, limit: Duration, what: &str) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The lines of `text` that contain `needle`.
+pub fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.contains(needle)).collect()
+}
+
 /// The exit code (-1 when killed by a signal).
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
