@@ -39,6 +39,7 @@
 use std::collections::BTreeMap;
 
 pub use super::fake::Fault;
+use super::fake::PathMatch;
 use super::fake::base64_encode;
 use super::fake::prelude::*;
 

@@ -38,8 +38,8 @@ pub mod prelude {
     pub use serde_json::{Map, Value, json};
 
     pub use super::{
-        Before, Faults, Incoming, Listener, PathMatch, Running, after_handler, before_handler,
-        content_type, has_content_type, lock, with_retry_after,
+        Before, Faults, Incoming, Listener, Running, after_handler, before_handler, content_type,
+        has_content_type, lock, with_retry_after,
     };
 }
 
