@@ -31,7 +31,7 @@ use axum::extract::{DefaultBodyLimit, Multipart};
 
 use super::fake::prelude::*;
 pub use super::fake::{Fault, PathMatch};
-use super::fake::{TokenRefused, Tokens, basic_credentials};
+use super::fake::{TokenRefused, Tokens, basic_credentials, form_fields};
 
 /// The service account the tests configure (password grant `username`).
 pub const USERNAME: &str = "svc-dirsync";

@@ -26,19 +26,13 @@ pub(super) async fn token(
             ));
         }
     }
-    let mut form = HashMap::new();
-    for (key, value) in url::form_urlencoded::parse(&body) {
-        if form
-            .insert(key.clone().into_owned(), value.into_owned())
-            .is_some()
-        {
-            return Err(ApiError::oauth(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!("parameter `{key}` given more than once"),
-            ));
-        }
-    }
+    let form = form_fields(&body).map_err(|key| {
+        ApiError::oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("parameter `{key}` given more than once"),
+        )
+    })?;
     let field = |name: &str| form.get(name).map(String::as_str);
     let mut inner = lock(&shared);
     let answer = match field("grant_type") {

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::fake::prelude::*;
 pub use super::fake::{Fault, PathMatch};
-use super::fake::{TokenRefused, Tokens, basic_credentials};
+use super::fake::{TokenRefused, Tokens, basic_credentials, form_fields};
 
 /// The OAuth client id the tests configure.
 pub const CLIENT_ID: &str = "vk-dirsync-app";
@@ -711,19 +711,16 @@ async fn token(
             "the body must be application/x-www-form-urlencoded",
         ));
     }
-    let mut form = HashMap::new();
-    for (key, value) in url::form_urlencoded::parse(&body) {
-        if form
-            .insert(key.clone().into_owned(), value.into_owned())
-            .is_some()
-        {
+    let form = match form_fields(&body) {
+        Ok(form) => form,
+        Err(key) => {
             return Ok(oauth(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 &format!("parameter {key} given more than once"),
             ));
         }
-    }
+    };
     let in_form = match (form.get("client_id"), form.get("client_secret")) {
         (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
         _ => None,

@@ -524,6 +524,21 @@ pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((id.to_owned(), secret.to_owned()))
 }
 
+/// The fields of a form body (`application/x-www-form-urlencoded`); `Err`: a key given more
+/// than once.
+pub fn form_fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
+    let mut form = HashMap::new();
+    for (key, value) in url::form_urlencoded::parse(body) {
+        if form
+            .insert(key.clone().into_owned(), value.into_owned())
+            .is_some()
+        {
+            return Err(key.into_owned());
+        }
+    }
+    Ok(form)
+}
+
 /// Why a request's bearer token is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenRefused {
