@@ -9,6 +9,9 @@
 #[allow(dead_code)]
 #[path = "../tests/it/support/covata.rs"]
 mod covata;
+#[allow(dead_code)]
+#[path = "../tests/it/support/fake/mod.rs"]
+mod fake;
 #[path = "../tests/it/support/killable.rs"]
 mod killable;
 

@@ -42,8 +42,14 @@
 //! and are scaled linearly for other sizes; MET / MISSED is judged on the median.
 
 #[allow(dead_code)]
+#[path = "../tests/it/support/child.rs"]
+mod child;
+#[allow(dead_code)]
 #[path = "../tests/it/support/covata.rs"]
 mod covata;
+#[allow(dead_code)]
+#[path = "../tests/it/support/fake/mod.rs"]
+mod fake;
 #[path = "../tests/it/support/killable.rs"]
 mod killable;
 #[allow(dead_code)]

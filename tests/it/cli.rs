@@ -3,12 +3,14 @@
 //! scenarios run against both SQLite and a real Postgres.
 
 use crate::support::cmd::{code, stderr, stdout};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use dirsync::store::{
-    AccountRecord, AccountState, NewRun, RecordedAccount, RunFinish, RunStatus, Store, Trigger,
+    AccountRecord, AccountState, NewRun, RecordedAccount, RunFinish, RunStatus, Trigger,
 };
+
+use crate::support::env::{Backend, TestEnv};
 
 const HEADER: &str = "id,email,first,last,status,groups\n";
 const USERS: &str = "\
@@ -19,60 +21,27 @@ E4,dave@example.com,Dave,Brown,active,staff
 E5,erin@example.com,Erin,Stone,disabled,staff
 ";
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    db_url: Option<String>,
-}
+crate::support::env::suite_env!(Env {});
 
 impl Env {
     async fn new(backend: Backend, csv: &str) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let db_url = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(crate::support::pg::pg_url().await),
+        let env = Env {
+            env: TestEnv::new(backend).await,
         };
-        let env = Env { dir, db_url };
         env.write_csv(csv);
         env.write_config("");
         env
     }
 
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("dirsync.toml")
-    }
-
     fn write_csv(&self, body: &str) {
-        std::fs::write(self.dir.path().join("users.csv"), format!("{HEADER}{body}")).unwrap();
+        self.write_users_csv(HEADER, body);
     }
 
     fn write_config(&self, extra_target_settings: &str) {
-        let state = match &self.db_url {
-            Some(url) => format!("database_url = \"{url}\""),
-            None => "path = \"state.db\"".to_string(),
-        };
-        let text = format!(
-            r#"
-[state]
-{state}
-
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-email = "email"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-
+        self.config()
+            .csv("email = \"email\"")
+            .raw(&format!(
+                r#"
 [[target]]
 name = "covata-test"
 kind = "covata"
@@ -81,24 +50,11 @@ username = "svc"
 password_file = "pw.txt"
 client_id = "dirsync"
 client_secret = "client-secret-value"
-{extra_target_settings}
-[[target.roles]]
-group = "admins"
-roles = ["ROLE_SYSTEM_ADMIN"]
-"#
-        );
-        std::fs::write(self.config_path(), text).unwrap();
-        std::fs::write(self.dir.path().join("pw.txt"), "password-value\n").unwrap();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        crate::support::cmd::dirsync(&self.config_path(), args)
-            .output()
-            .unwrap()
-    }
-
-    async fn store(&self) -> Box<dyn Store> {
-        crate::support::cmd::store(&self.config_path()).await
+{extra_target_settings}"#
+            ))
+            .role("admins", &["ROLE_SYSTEM_ADMIN"])
+            .write();
+        std::fs::write(self.path("pw.txt"), "password-value\n").unwrap();
     }
 
     /// Records every enabled, mapped source user as created on every target, and a successful
@@ -287,15 +243,7 @@ E5,erin@example.com,Erin,Stone,disabled,staff
     assert!(stderr(&out).contains("no run with id 999999"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn lifecycle_sqlite() {
-    lifecycle(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn lifecycle_postgres() {
-    lifecycle(Backend::Postgres).await;
-}
+crate::support::env::on_both_backends!(lifecycle_sqlite, lifecycle_postgres, lifecycle);
 
 async fn safety(backend: Backend) {
     let many: String = (1..=30)
@@ -357,15 +305,7 @@ async fn safety(backend: Backend) {
     assert_eq!(store.last_good_source_count().await.unwrap(), Some(30));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn safety_sqlite() {
-    safety(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn safety_postgres() {
-    safety(Backend::Postgres).await;
-}
+crate::support::env::on_both_backends!(safety_sqlite, safety_postgres, safety);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lifecycle_settings_delete_and_grace() {

@@ -357,9 +357,8 @@ async fn api_calls_need_a_valid_unexpired_bearer_token() {
     // The record says which requests carried a valid token.
     let authorized: Vec<bool> = api
         .fake
-        .requests()
+        .requests_to("GET", "/api/v1/users")
         .into_iter()
-        .filter(|r| r.path == "/api/v1/users" && r.method == "GET")
         .map(|r| r.authorized)
         .collect();
     assert_eq!(
@@ -1333,12 +1332,7 @@ async fn drop_breaks_the_connection_and_applies_nothing() {
         chain(&error)
     );
     assert!(api.fake.users().is_empty());
-    let posts = api
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.path == "/api/v1/users")
-        .count();
+    let posts = api.fake.requests_to("POST", "/api/v1/users").len();
     assert_eq!(posts, 1, "received once, not retried by the client");
 
     // The same client carries on.

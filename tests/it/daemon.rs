@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use dirsync::store::Store;
 
-use crate::support::covata::{self, FakeCovata};
+use crate::support::covata::FakeCovata;
+use crate::support::env::{Backend, SecretStyle, TestEnv};
 
-const HEADER: &str = "id,email,first,last,status,groups\n";
+use crate::support::env::{USERS_HEADER as HEADER, user_rows};
 
 fn users(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("E{i:05},user{i}@example.com,First{i},Last{i},active,staff\n"))
-        .collect()
+    user_rows(1..=n, |_| false)
 }
 
 fn free_port() -> u16 {
@@ -27,19 +26,16 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Env {
-    dir: tempfile::TempDir,
+crate::support::env::suite_env!(Env {
     fake: FakeCovata,
-    db_url: String,
     port: u16,
-}
+});
 
 impl Env {
     async fn new(csv: &str, interval: &str, extra: &str) -> Env {
         let env = Env {
-            dir: tempfile::tempdir().unwrap(),
+            env: TestEnv::new(Backend::Postgres).await,
             fake: FakeCovata::start().await,
-            db_url: crate::support::pg::pg_url().await,
             port: free_port(),
         };
         env.write_csv(csv);
@@ -47,61 +43,22 @@ impl Env {
         env
     }
 
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("dirsync.toml")
-    }
-
     fn write_csv(&self, body: &str) {
-        let tmp = self.dir.path().join("users.csv.tmp");
+        let tmp = self.path("users.csv.tmp");
         std::fs::write(&tmp, format!("{HEADER}{body}")).unwrap();
-        std::fs::rename(tmp, self.dir.path().join("users.csv")).unwrap();
+        std::fs::rename(tmp, self.path("users.csv")).unwrap();
     }
 
     fn write_config(&self, interval: &str, extra: &str, target_extra: &str) {
-        let text = format!(
-            r#"
-[state]
-database_url = "{db}"
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-[schedule]
-interval = "{interval}"
-[daemon]
-shutdown_timeout = "10s"
-[http]
-listen = "127.0.0.1:{port}"
-{extra}
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{u}"
-password = "{p}"
-client_id = "{ci}"
-client_secret = "{cs}"
-{target_extra}
-"#,
-            db = self.db_url,
-            port = self.port,
-            base = self.fake.base_url(),
-            u = covata::USERNAME,
-            p = covata::PASSWORD,
-            ci = covata::CLIENT_ID,
-            cs = covata::CLIENT_SECRET,
-        );
-        std::fs::write(self.config_path(), text).unwrap();
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        crate::support::cmd::dirsync(&self.config_path(), args)
+        self.config()
+            .csv("")
+            .raw(&format!(
+                "[schedule]\ninterval = \"{interval}\"\n[daemon]\nshutdown_timeout = \"10s\"\n\
+                 [http]\nlisten = \"127.0.0.1:{port}\"\n{extra}",
+                port = self.port
+            ))
+            .covata(&self.fake.base_url(), SecretStyle::Inline, target_extra)
+            .write();
     }
 
     /// Starts `dirsync run`; its log goes to a file (a pipe nobody reads could fill up).
@@ -167,18 +124,8 @@ fn signal(d: &Daemon, sig: i32) {
 
 fn finish(d: Daemon, timeout: Duration) -> (i32, String) {
     let Daemon { mut child, log } = d;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let err = std::fs::read_to_string(&log).unwrap_or_default();
-            return (status.code().unwrap_or(-1), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the daemon did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let code = crate::support::cmd::wait_exit(&mut child, timeout, "the daemon");
+    (code, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -319,13 +266,7 @@ async fn sigterm_mid_run_loses_nothing() {
     assert_eq!((n, emails.len()), (60, 60));
     let store = env.store().await;
     assert_eq!(store.load_accounts("covata").await.unwrap().len(), 60);
-    assert!(
-        store
-            .unfinished_operations("covata")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(crate::support::cmd::nothing_unfinished(&*store, "covata").await);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,130 +1,31 @@
 //! `dirsync drift` and `dirsync sync --refresh` against the fake Covata server and a real
 //! store: hand edits in the fake are reported (with GET requests only) and corrected.
 
-use crate::support::cmd::{code, out, stdout};
-use std::path::PathBuf;
+use crate::support::cmd::{out, stdout};
 use std::process::Output;
 
-use dirsync::store::Store;
 use serde_json::Value;
 
-use crate::support::covata::{self, FakeCovata, FakeUser};
+use crate::support::covata::{FakeCovata, FakeUser};
+use crate::support::env::Backend;
 
-const HEADER: &str = "id,email,first,last,status,groups\n";
+use crate::support::env::{USERS_HEADER as HEADER, user_rows};
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    fake: FakeCovata,
-    db_url: Option<String>,
-}
+crate::support::env::env_with_fake!(Env, FakeCovata, HEADER, new);
 
 fn users(n: usize) -> String {
-    (1..=n)
-        .map(|i| {
-            let groups = if i == 1 { "staff;admins" } else { "staff" };
-            format!("E{i:05},user{i}@example.com,First{i},Last{i},active,{groups}\n")
-        })
-        .collect()
+    user_rows(1..=n, |i| i == 1)
 }
 
 impl Env {
-    async fn new(backend: Backend, csv: &str) -> Env {
-        let fake = FakeCovata::start().await;
-        let db_url = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(crate::support::pg::pg_url().await),
-        };
-        let env = Env {
-            dir: tempfile::tempdir().unwrap(),
-            fake,
-            db_url,
-        };
-        std::fs::write(env.dir.path().join("users.csv"), format!("{HEADER}{csv}")).unwrap();
-        env.write_config("");
-        env
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("dirsync.toml")
-    }
-
     fn write_config(&self, extra: &str) {
-        let state = match &self.db_url {
-            Some(url) => format!("database_url = \"{url}\""),
-            None => "path = \"state.db\"".to_string(),
-        };
-        std::fs::write(
-            self.dir.path().join("client-secret"),
-            format!("{}\n", covata::CLIENT_SECRET),
-        )
-        .unwrap();
-        let text = format!(
-            r#"
-[state]
-{state}
-
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{user}"
-password = "{password}"
-client_id = "{client}"
-client_secret_file = "client-secret"
-max_backoff = "2s"
-{extra}
-[[target.roles]]
-group = "admins"
-roles = ["ROLE_SYSTEM_ADMIN"]
-"#,
-            base = self.fake.base_url(),
-            user = covata::USERNAME,
-            password = covata::PASSWORD,
-            client = covata::CLIENT_ID,
-        );
-        std::fs::write(self.config_path(), text).unwrap();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        crate::support::cmd::dirsync(&self.config_path(), args)
-            .output()
-            .unwrap()
-    }
-
-    async fn store(&self) -> Box<dyn Store> {
-        crate::support::cmd::store(&self.config_path()).await
-    }
-
-    /// Non-token requests the fake received: (method, path).
-    fn api_requests(&self) -> Vec<(String, String)> {
-        self.fake
-            .requests()
-            .into_iter()
-            .filter(|r| !r.path.starts_with("/api/oauth"))
-            .map(|r| (r.method, r.path))
-            .collect()
+        self.write_covata_config(&self.fake.base_url(), extra);
     }
 
     /// Non-token requests other than GET, sorted.
     fn writes(&self) -> Vec<(String, String)> {
         let mut v: Vec<_> = self
+            .fake
             .api_requests()
             .into_iter()
             .filter(|(m, _)| m != "GET")
@@ -166,16 +67,14 @@ fn hand_edits(env: &Env) -> (String, String, String, String) {
 
 async fn drift_and_refresh(backend: Backend) {
     let env = Env::new(backend, &users(5)).await;
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(env.fake.users().len(), 5);
 
     // No hand edits yet: no drift.
     env.fake.clear_requests();
-    let o = env.run(&["drift"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["drift"], 0);
     assert!(stdout(&o).contains("No drift."), "{}", out(&o));
-    assert!(env.writes().is_empty(), "{:?}", env.api_requests());
+    assert!(env.writes().is_empty(), "{:?}", env.fake.api_requests());
 
     let (u1, u2, u4, hand_id) = hand_edits(&env);
     let store = env.store().await;
@@ -183,8 +82,7 @@ async fn drift_and_refresh(backend: Backend) {
 
     // Text: exactly the four.
     env.fake.clear_requests();
-    let o = env.run(&["drift"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["drift"], 2);
     let text = stdout(&o);
     assert!(
         text.contains(
@@ -220,12 +118,11 @@ async fn drift_and_refresh(backend: Backend) {
         "{text}"
     );
     assert_eq!(text.matches("  ~ ").count(), 2, "{text}");
-    assert!(env.writes().is_empty(), "{:?}", env.api_requests());
-    assert!(!env.api_requests().is_empty());
+    assert!(env.writes().is_empty(), "{:?}", env.fake.api_requests());
+    assert!(!env.fake.api_requests().is_empty());
 
     // JSON: the same four, versioned.
-    let o = env.run(&["drift", "--format", "json", "--target", "covata"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["drift", "--format", "json", "--target", "covata"], 2);
     let v = json(&o);
     assert_eq!(v["schema"], "dirsync.drift");
     assert_eq!(v["version"], 1);
@@ -242,17 +139,15 @@ async fn drift_and_refresh(backend: Backend) {
     assert_eq!(keys(t, "deleted", "key"), vec!["E00004"]);
     assert_eq!(keys(t, "unowned", "login"), vec!["hand@example.com"]);
     assert_eq!(keys(t, "unowned", "remote_id"), vec![hand_id.clone()]);
-    let o = env.run(&["drift", "--format", "markdown"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["drift", "--format", "markdown"], 2);
     assert!(stdout(&o).contains("| deleted | E00004 |"), "{}", out(&o));
-    assert!(env.writes().is_empty(), "{:?}", env.api_requests());
+    assert!(env.writes().is_empty(), "{:?}", env.fake.api_requests());
     // Drift records nothing.
     assert_eq!(store.load_accounts("covata").await.unwrap(), before);
 
     // sync --refresh: the field and the role corrected; nothing else sent.
     env.fake.clear_requests();
-    let o = env.run(&["sync", "--refresh", "--format", "json"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync", "--refresh", "--format", "json"], 0);
     let mut expected = vec![
         ("PUT".to_string(), format!("/api/v1/users/{u1}")),
         ("PUT".to_string(), format!("/api/v1/users/{u2}")),
@@ -281,8 +176,7 @@ async fn drift_and_refresh(backend: Backend) {
     assert_eq!(env.fake.users().len(), 5);
 
     // Afterwards: only the hand-made account and the deleted one.
-    let o = env.run(&["drift", "--format", "json"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["drift", "--format", "json"], 2);
     let t = &json(&o)["targets"][0];
     assert!(t["changed"].as_array().unwrap().is_empty(), "{t}");
     assert_eq!(keys(t, "deleted", "key"), vec!["E00004"]);
@@ -291,8 +185,7 @@ async fn drift_and_refresh(backend: Backend) {
     // With recreate_deleted = true, --refresh creates it again.
     env.write_config("recreate_deleted = true");
     env.fake.clear_requests();
-    let o = env.run(&["sync", "--refresh", "--format", "json"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync", "--refresh", "--format", "json"], 0);
     assert_eq!(
         env.writes(),
         vec![("POST".to_string(), "/api/v1/users".to_string())],
@@ -307,55 +200,41 @@ async fn drift_and_refresh(backend: Backend) {
     let again = env.fake.user_by_email("user4@example.com").unwrap();
     assert_ne!(again.id, u4);
     assert_eq!(again.last_name.as_deref(), Some("Last4"));
-    let row = store
-        .load_accounts("covata")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.key == "E00004")
-        .unwrap();
+    let row = crate::support::cmd::recorded(&*store, "covata", "E00004").await;
     assert_eq!(row.remote_id.as_deref(), Some(again.id.as_str()));
     assert!(row.owned);
 
     // Now only the account dirsync does not own.
     env.fake.clear_requests();
-    let o = env.run(&["drift"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["drift"], 2);
     assert!(
         stdout(&o).contains("0 changed by hand, 0 deleted remotely, 1 not owned by dirsync"),
         "{}",
         out(&o)
     );
-    assert!(env.writes().is_empty(), "{:?}", env.api_requests());
+    assert!(env.writes().is_empty(), "{:?}", env.fake.api_requests());
     // And a refresh with nothing to correct sends only the listing.
-    let o = env.run(&["sync", "--refresh"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    assert!(env.writes().is_empty(), "{:?}", env.api_requests());
+    env.run_code(&["sync", "--refresh"], 0);
+    assert!(env.writes().is_empty(), "{:?}", env.fake.api_requests());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn drift_reports_hand_edits_and_refresh_corrects_them_postgres() {
-    drift_and_refresh(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn drift_reports_hand_edits_and_refresh_corrects_them_sqlite() {
-    drift_and_refresh(Backend::Sqlite).await;
-}
+crate::support::env::on_both_backends!(
+    drift_reports_hand_edits_and_refresh_corrects_them_sqlite,
+    drift_reports_hand_edits_and_refresh_corrects_them_postgres,
+    drift_and_refresh
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refresh_conflicts_with_dry_run_and_recreate_deleted_must_be_a_bool() {
     let env = Env::new(Backend::Sqlite, &users(2)).await;
-    let o = env.run(&["sync", "--refresh", "--dry-run"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["sync", "--refresh", "--dry-run"], 2);
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("--refresh"),
         "{}",
         out(&o)
     );
     env.write_config("recreate_deleted = \"yes\"");
-    let o = env.run(&["drift"]);
-    assert_eq!(code(&o), 1, "{}", out(&o));
+    let o = env.run_code(&["drift"], 1);
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("recreate_deleted"),
         "{}",

@@ -9,23 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::cmd::{code, code as code_of, dirsync, out, store};
 use crate::support::covata::FakeCovata;
+use crate::support::env::{ConfigText, SecretStyle};
 
-const HEADER: &str = "id,email,first,last,status,groups\n";
-
-fn csv(n: usize, renamed: bool, removed_from: usize) -> String {
-    (1..=n)
-        .filter(|i| *i < removed_from)
-        .map(|i| {
-            let last = if renamed && i % 3 == 0 {
-                format!("Renamed{i}")
-            } else {
-                format!("Last{i}")
-            };
-            let groups = if i % 7 == 0 { "staff;admins" } else { "staff" };
-            format!("E{i:05},user{i}@example.com,First{i},{last},active,{groups}\n")
-        })
-        .collect()
-}
+use crate::support::faultrun::{HEADER, assert_user_count, assert_users_as_in_csv, rows as csv};
 
 fn write_config(dir: &Path, fake: &FakeCovata, db: Option<&str>) -> PathBuf {
     let state = match db {
@@ -68,46 +54,16 @@ fn sync_killed_after(config: &Path, delay: Duration) -> bool {
 
 /// Checks the fake against the CSV: each desired user exactly once, with the desired last name
 /// and enabled flag; users not in the CSV any more disabled.
-async fn assert_converged(
+///
+/// `csv`: the arguments of the CSV's [`csv`]`(n, renamed, removed_from)`.
+async fn assert_converged_after_kills(
     fake: &FakeCovata,
     config: &Path,
-    n: usize,
-    renamed: bool,
-    removed_from: usize,
+    (n, renamed, removed_from): (usize, bool, usize),
     what: &str,
 ) {
-    let users = fake.users();
-    let mut emails: Vec<&str> = users.iter().map(|u| u.email.as_str()).collect();
-    emails.sort();
-    let before = emails.len();
-    emails.dedup();
-    assert_eq!(before, emails.len(), "{what}: duplicate creates");
-    assert_eq!(users.len(), n, "{what}: user count");
-    for i in 1..=n {
-        let u = fake
-            .user_by_email(&format!("user{i}@example.com"))
-            .unwrap_or_else(|| panic!("{what}: user{i} missing"));
-        let gone = i >= removed_from;
-        assert_eq!(u.enabled, !gone, "{what}: user{i} enabled");
-        if !gone {
-            let last = if renamed && i % 3 == 0 {
-                format!("Renamed{i}")
-            } else {
-                format!("Last{i}")
-            };
-            assert_eq!(
-                u.last_name.as_deref(),
-                Some(last.as_str()),
-                "{what}: user{i} name"
-            );
-            let want_admin = i % 7 == 0;
-            assert_eq!(
-                u.roles.contains(&"ROLE_SYSTEM_ADMIN".to_string()),
-                want_admin,
-                "{what}: user{i} roles"
-            );
-        }
-    }
+    assert_user_count(fake, n, what);
+    assert_users_as_in_csv(fake, n, renamed, removed_from, what);
     let s = store(config).await;
     let accounts = s.load_accounts("covata").await.unwrap();
     assert_eq!(accounts.len(), n, "{what}: account rows");
@@ -146,12 +102,10 @@ async fn sixty_kills_at_different_points_lose_and_duplicate_nothing() {
         }
         let o = dirsync(&config, &["sync"]).output().unwrap();
         assert_eq!(code(&o), 0, "round {round} creates: {}", out(&o));
-        assert_converged(
+        assert_converged_after_kills(
             &fake,
             &config,
-            N,
-            false,
-            usize::MAX,
+            (N, false, usize::MAX),
             &format!("round {round} creates"),
         )
         .await;
@@ -168,12 +122,10 @@ async fn sixty_kills_at_different_points_lose_and_duplicate_nothing() {
         }
         let o = dirsync(&config, &["sync"]).output().unwrap();
         assert_eq!(code(&o), 0, "round {round} changes: {}", out(&o));
-        assert_converged(
+        assert_converged_after_kills(
             &fake,
             &config,
-            N,
-            true,
-            N - 20,
+            (N, true, N - 20),
             &format!("round {round} changes"),
         )
         .await;
@@ -196,28 +148,12 @@ async fn sixty_kills_at_different_points_lose_and_duplicate_nothing() {
     println!("{interrupted} of 60 kills interrupted a run");
 }
 
+/// A CSV of keys only and a Covata target nobody answers for (plans only).
 fn plan_config(dir: &Path) -> PathBuf {
-    let text = r#"
-[state]
-path = "state.db"
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "https://covata.invalid"
-username = "u"
-password = "p"
-client_id = "c"
-client_secret = "s"
-"#;
-    let path = dir.join("dirsync.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    ConfigText::new(dir, "path = \"state.db\"")
+        .csv_columns("key = \"id\"")
+        .covata("https://covata.invalid", SecretStyle::Inline, "")
+        .write()
 }
 
 fn rows(n: usize, tag: &str) -> String {
@@ -364,7 +300,7 @@ async fn token_endpoint_failures() {
     fake.clear_faults();
     let o = dirsync(&config, &["sync"]).output().unwrap();
     assert_eq!(code(&o), 0, "{}", out(&o));
-    assert_converged(&fake, &config, 10, true, 9, "after the token outage").await;
+    assert_converged_after_kills(&fake, &config, (10, true, 9), "after the token outage").await;
 }
 
 /// Waits for a child that must end on its own; fails with the end of its log if it does not.
@@ -447,12 +383,10 @@ async fn postgres_connections_dropped_mid_run() {
         assert!(code_of(&o) == 0 || code_of(&o) == 4, "{}", out(&o));
         let o = dirsync(&config, &["sync"]).output().unwrap();
         assert_eq!(code_of(&o), 0, "{}", out(&o));
-        assert_converged(
+        assert_converged_after_kills(
             &fake,
             &config,
-            N * round,
-            false,
-            usize::MAX,
+            (N * round, false, usize::MAX),
             &format!("round {round} after dropped connections"),
         )
         .await;
@@ -516,12 +450,10 @@ async fn postgres_restarted_mid_run() {
         assert!(code_of(&o) == 0 || code_of(&o) == 4, "{}", out(&o));
         let o = dirsync(&config, &["sync"]).output().unwrap();
         assert_eq!(code_of(&o), 0, "{}", out(&o));
-        assert_converged(
+        assert_converged_after_kills(
             &fake,
             &config,
-            N * round,
-            false,
-            usize::MAX,
+            (N * round, false, usize::MAX),
             &format!("round {round} after a Postgres restart"),
         )
         .await;

@@ -4,13 +4,13 @@
 //! answer (FIFOs, directories, devices, a hung LDAP server), target names the environment
 //! cannot tell apart, and clear-text HTTP.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use crate::support::cmd::{code, out, stdout};
 use crate::support::covata::{self, FakeCovata};
+use crate::support::env::{ConfigText, SecretStyle};
 
 const HEADER: &str = "id,email,first,last,status,groups\n";
 const USERS: &str = "\
@@ -24,38 +24,8 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs `cmd` to its end, killing it after [`LIMIT`] and failing the test (a hang).
 fn bounded(mut cmd: Command) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let so = drain(Box::new(child.stdout.take().unwrap()));
-    let se = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {LIMIT:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: so.join().unwrap(),
-        stderr: se.join().unwrap(),
-    }
+    crate::support::cmd::output_within(&mut cmd, LIMIT)
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within {LIMIT:?}: it hangs"))
 }
 
 /// Stdout and stderr together.
@@ -93,21 +63,8 @@ impl Env {
     /// A config with `state` as the `[state]` body, `source` the CSV path, and `secrets` the
     /// target's password and client secret lines.
     fn write(&self, state: &str, csv_path: &str, secrets: &str, extra: &str) {
-        let text = format!(
+        let target = format!(
             r#"
-[state]
-{state}
-
-[source]
-kind = "csv"
-[source.csv]
-path = "{csv_path}"
-[source.csv.columns]
-key = "id"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-
 [[target]]
 name = "covata"
 kind = "covata"
@@ -123,7 +80,13 @@ max_retries = 1
             user = covata::USERNAME,
             client = covata::CLIENT_ID,
         );
-        std::fs::write(self.config(), text).unwrap();
+        ConfigText::new(self.dir.path(), state)
+            .csv_file(
+                csv_path,
+                "key = \"id\"\ngiven_name = \"first\"\nfamily_name = \"last\"\nenabled = \"status\"",
+            )
+            .raw(&target)
+            .write();
     }
 
     /// The working secrets, inline.
@@ -510,32 +473,10 @@ async fn a_hung_ldap_server_fails_the_read_within_its_timeouts() {
     }
     // The CLI: `plan` with an LDAP source on the hung server ends with the error.
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("dirsync.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[state]
-path = "state.db"
-[source]
-kind = "ldap"
-timeout = "2s"
-[source.ldap]
-url = "{url}"
-anonymous = true
-base_dn = "dc=example,dc=com"
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "http://127.0.0.1:9"
-username = "u"
-password = "p"
-client_id = "c"
-client_secret = "s"
-"#
-        ),
-    )
-    .unwrap();
+    let config = ConfigText::new(dir.path(), "path = \"state.db\"")
+        .ldap_anonymous(&url, "timeout = \"2s\"", "base_dn = \"dc=example,dc=com\"")
+        .covata("http://127.0.0.1:9", SecretStyle::Inline, "")
+        .write();
     let o = bounded(crate::support::cmd::dirsync(&config, &["plan"]));
     assert_eq!(code(&o), 1, "{}", out(&o));
     assert!(all(&o).contains("source.timeout (2s)"), "{}", out(&o));

@@ -21,6 +21,7 @@ use dirsync::store::{RunStatus, Store, Trigger};
 
 use crate::support::cmd::{code, dirsync, out, stdout};
 use crate::support::covata::{self, FakeCovata, Fault, PathMatch};
+use crate::support::env::{ConfigText, SecretStyle};
 use crate::support::faultrun::{
     RUN_LIMIT, assert_converged, assert_store_agrees, creates, csv, journal_of_run, last_run_id,
     run_bounded, write_config,
@@ -149,10 +150,7 @@ async fn refused_credentials_fail_the_target_once_and_the_fixed_run_creates_ever
     assert_eq!(env.create_requests(), 0, "{}", out(&o));
     // One line for the target, naming the refusal; no operation failed one by one.
     let text = stdout(&o);
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("authentication failed"))
-        .collect();
+    let lines = crate::support::cmd::lines_with(&text, "authentication failed");
     assert_eq!(lines.len(), 1, "{text}");
     assert!(!text.contains("! failed"), "{text}");
     let store = env.store().await;
@@ -197,11 +195,7 @@ async fn a_refused_port_fails_fast_leaves_nothing_sent_and_the_next_run_plans_no
     assert_eq!(statuses.get("failed"), None, "{statuses:?}");
     // Failed before anything was journaled: nothing for the next run to reconcile.
     assert!(
-        store
-            .unfinished_operations("covata")
-            .await
-            .unwrap()
-            .is_empty(),
+        crate::support::cmd::nothing_unfinished(&*store, "covata").await,
         "{statuses:?}"
     );
     eprintln!("refused port: exit 1 after {took:?}");
@@ -361,13 +355,7 @@ async fn fatal_mid_run(error: OpError) {
     let unique: BTreeSet<&String> = created.iter().collect();
     assert_eq!(created.len(), 200);
     assert_eq!(unique.len(), 200);
-    assert!(
-        store
-            .unfinished_operations("covata")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(crate::support::cmd::nothing_unfinished(&*store, "covata").await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -398,12 +386,7 @@ async fn bulk_import_min_applies_to_the_runs_creates() {
     .await;
     let o = env.sync();
     assert_eq!(code(&o), 0, "{}", out(&o));
-    let imports = env
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.path == "/api/v1/users/import")
-        .count();
+    let imports = env.fake.requests_to("POST", "/api/v1/users/import").len();
     assert_eq!(imports, 130usize.div_ceil(40), "{}", out(&o));
     assert_eq!(env.create_requests(), 0, "no create one by one");
     // Every new id recorded, the fake's users = the source, nothing unfinished.
@@ -413,13 +396,7 @@ async fn bulk_import_min_applies_to_the_runs_creates() {
         130
     );
     let store = env.store().await;
-    assert!(
-        store
-            .unfinished_operations("covata")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(crate::support::cmd::nothing_unfinished(&*store, "covata").await);
     // A second run has nothing to do.
     let o = env.sync();
     assert_eq!(code(&o), 0, "{}", out(&o));
@@ -444,28 +421,14 @@ async fn fewer_creates_than_bulk_import_min_go_one_by_one() {
 #[test]
 fn import_batch_size_is_validated() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("dirsync.toml");
-    std::fs::write(
-        &path,
-        r#"
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "https://covata.example"
-username = "u"
-password = "p"
-client_id = "c"
-client_secret = "s"
-import_batch_size = 0
-"#,
-    )
-    .unwrap();
+    let path = ConfigText::new(dir.path(), "path = \"state.db\"")
+        .csv_columns("key = \"id\"")
+        .covata(
+            "https://covata.example",
+            SecretStyle::Inline,
+            "import_batch_size = 0",
+        )
+        .write();
     let err = dirsync::config::load_with_env(&path, &[])
         .unwrap_err()
         .to_string();
@@ -511,32 +474,42 @@ async fn assert_interrupted_run_counts(config: &Path, run_id: i64) {
     assert!(left > 0);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_stops_sync_dispatch_and_records_the_run_interrupted() {
-    const CONCURRENCY: usize = 4;
+/// The concurrency of the SIGTERM tests: at most this many creates reach the server after it.
+const SIGTERM_CONCURRENCY: usize = 4;
+
+/// 300 users to create, 40 ms a request.
+async fn sigterm_env() -> Env {
     let env = Env::new(
         300,
-        &format!("concurrency = {CONCURRENCY}\nmax_backoff = \"1s\"\n"),
+        &format!("concurrency = {SIGTERM_CONCURRENCY}\nmax_backoff = \"1s\"\n"),
     )
     .await;
     env.fake.set_latency(Duration::from_millis(40));
-    let child = env.spawn_sync(&["sync"]);
+    env
+}
+
+/// `dirsync <args>` sent SIGTERM after 40 creates: it exits `want`, at most the creates in
+/// flight reach the server after the signal, and the run is recorded interrupted with exact
+/// counts. Returns its output.
+async fn sigterm_after_40_creates(env: &Env, args: &[&str], want: i32) -> std::process::Output {
+    let child = env.spawn_sync(args);
     wait_until("40 creates", RUN_LIMIT, || env.create_requests() >= 40);
     let at = Instant::now();
     signal(&child, "TERM");
     let o = wait_output(child);
-    assert_eq!(code(&o), 6, "{}", out(&o));
+    assert_eq!(code(&o), want, "{}", out(&o));
     let late = creates_after(&env.fake, at);
     assert!(
-        late <= CONCURRENCY,
+        late <= SIGTERM_CONCURRENCY,
         "{late} creates reached the server after SIGTERM"
     );
     let run_id = last_run_id(&env.config).await;
     assert_interrupted_run_counts(&env.config, run_id).await;
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(stdout(&o).contains("left for the next run"), "{}", out(&o));
-    assert!(err.contains("left="), "{err}");
+    o
+}
 
+/// A sync without latency after the SIGTERM: everything is there, nothing twice.
+async fn converges_after_sigterm(env: &Env) {
     env.fake.set_latency(Duration::ZERO);
     let o = env.sync();
     assert_eq!(code(&o), 0, "{}", out(&o));
@@ -552,46 +525,26 @@ async fn sigterm_stops_sync_dispatch_and_records_the_run_interrupted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_sync_dispatch_and_records_the_run_interrupted() {
+    let env = sigterm_env().await;
+    let o = sigterm_after_40_creates(&env, &["sync"], 6).await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(stdout(&o).contains("left for the next run"), "{}", out(&o));
+    assert!(err.contains("left="), "{err}");
+    converges_after_sigterm(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_the_daemon_run_and_records_it_interrupted() {
-    const CONCURRENCY: usize = 4;
-    let env = Env::new(
-        300,
-        &format!("concurrency = {CONCURRENCY}\nmax_backoff = \"1s\"\n"),
-    )
-    .await;
+    let env = sigterm_env().await;
     let text = std::fs::read_to_string(&env.config).unwrap();
     std::fs::write(
         &env.config,
         format!("[schedule]\ninterval = \"1h\"\nrun_on_start = true\n[daemon]\nshutdown_timeout = \"10s\"\n{text}"),
     )
     .unwrap();
-    env.fake.set_latency(Duration::from_millis(40));
-    let child = env.spawn_sync(&["run", "--allow-root"]);
-    wait_until("40 creates", RUN_LIMIT, || env.create_requests() >= 40);
-    let at = Instant::now();
-    signal(&child, "TERM");
-    let o = wait_output(child);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    let late = creates_after(&env.fake, at);
-    assert!(
-        late <= CONCURRENCY,
-        "{late} creates reached the server after SIGTERM"
-    );
-    let run_id = last_run_id(&env.config).await;
-    assert_interrupted_run_counts(&env.config, run_id).await;
-
-    env.fake.set_latency(Duration::ZERO);
-    let o = env.sync();
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    assert_converged(
-        &env.fake,
-        &env.config,
-        300,
-        false,
-        usize::MAX,
-        "after SIGTERM",
-    )
-    .await;
+    sigterm_after_40_creates(&env, &["run", "--allow-root"], 0).await;
+    converges_after_sigterm(&env).await;
 }
 
 // ---- D. recovery --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ use dirsync::mapping::Account;
 
 use crate::support::cmd::{code, out};
 use crate::support::covata::{self, FakeCovata};
+use crate::support::env::{ConfigText, SecretStyle};
 use crate::support::faultrun::{self, RUN_LIMIT, run_bounded};
 use crate::support::primavera::{self, FakePrimavera};
 use crate::support::valuekeep::{self, FakeValuekeep};
@@ -115,47 +116,18 @@ async fn covata_tokens_expiring_in_a_deep_queue() {
 }
 
 fn valuekeep_config(dir: &Path, fake: &FakeValuekeep, secret: &str, http: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[state]
-path = "state.db"
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-email = "email"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-[safety]
-max_disable_percent = 100
-[[target]]
-name = "vk"
-kind = "valuekeep"
-base_url = "{base}"
-token_url = "{token}"
-client_id = "{client}"
-client_secret = "{secret}"
-tenant_key = "{tenant}"
-org_key = "{org}"
-default_roles = ["REQUESTER"]
-{http}
-[target.fields]
-userKey = "{{email | lower}}"
-isTechnician = "false"
-"#,
-        base = fake.base_url(),
-        token = fake.token_url(),
-        client = valuekeep::CLIENT_ID,
-        tenant = valuekeep::TENANT,
-        org = valuekeep::ORG,
-    );
-    let path = dir.join("dirsync.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    ConfigText::new(dir, "path = \"state.db\"")
+        .csv("email = \"email\"")
+        .raw("[safety]\nmax_disable_percent = 100")
+        .valuekeep(
+            &fake.base_url(),
+            &fake.token_url(),
+            secret,
+            &format!(
+                "{http}\n[target.fields]\nuserKey = \"{{email | lower}}\"\nisTechnician = \"false\""
+            ),
+        )
+        .write()
 }
 
 /// The same for Valuekeep, paced (500 requests a second) as its targets are: 2,000 creates
@@ -318,17 +290,8 @@ async fn primavera_refused_password_is_sticky() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakePrimavera::start().await;
     fake.set_latency(Duration::from_millis(20));
-    let text = format!(
+    let target = format!(
         r#"
-[state]
-path = "state.db"
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-email = "email"
 [[target]]
 name = "p6-refused"
 kind = "primavera"
@@ -346,8 +309,10 @@ organization = "sfo"
         base = fake.base_url(),
         user = primavera::USERNAME,
     );
-    let config = dir.path().join("dirsync.toml");
-    std::fs::write(&config, text).unwrap();
+    let config = ConfigText::new(dir.path(), "path = \"state.db\"")
+        .csv_columns("key = \"id\"\nemail = \"email\"")
+        .raw(&target)
+        .write();
     let connector = connector_of(&config);
     let all = (0..100).map(|_| {
         let c = connector.clone();
@@ -386,36 +351,15 @@ async fn closing_listener() -> (String, Arc<AtomicUsize>) {
 
 /// A config of one Covata target at `base_url` (nothing listening there, or not TLS).
 fn covata_at(dir: &Path, name: &str, base_url: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[state]
-path = "state.db"
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-email = "email"
-[[target]]
-name = "{name}"
-kind = "covata"
-base_url = "{base_url}"
-username = "{u}"
-password = "{p}"
-client_id = "{c}"
-client_secret = "{s}"
-concurrency = 4
-max_retries = 5
-"#,
-        u = covata::USERNAME,
-        p = covata::PASSWORD,
-        c = covata::CLIENT_ID,
-        s = covata::CLIENT_SECRET,
-    );
-    let path = dir.join("dirsync.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    ConfigText::new(dir, "path = \"state.db\"")
+        .csv_columns("key = \"id\"\nemail = \"email\"")
+        .covata_named(
+            name,
+            base_url,
+            SecretStyle::Inline,
+            "concurrency = 4\nmax_retries = 5",
+        )
+        .write()
 }
 
 fn retries_metric(target: &str) -> u64 {

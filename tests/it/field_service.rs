@@ -333,17 +333,7 @@ async fn killed_sync_is_interrupted_and_a_live_one_is_not() {
 }
 
 fn wait_child(child: &mut Child, limit: Duration) -> i32 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::support::cmd::wait_exit(child, limit, "the process")
 }
 
 /// The store-level contract on both backends: a run of a live store (this process, another

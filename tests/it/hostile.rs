@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::support::cmd::{code, out, stderr, stdout};
 use crate::support::covata::{self, FakeCovata, Fault, PathMatch};
+use crate::support::env::{Backend, TestEnv};
 
 const HEADER: &str = "id,email,first,last,status,groups\n";
 
@@ -20,27 +21,23 @@ fn corpus(name: &str) -> PathBuf {
         .join(name)
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    fake: FakeCovata,
-}
+crate::support::env::env_with_fake!(Env, FakeCovata, HEADER);
 
 impl Env {
     async fn new() -> Env {
         let env = Env {
-            dir: tempfile::tempdir().unwrap(),
             fake: FakeCovata::start().await,
+            env: TestEnv::new(Backend::Sqlite).await,
         };
-        env.write_config();
+        env.config()
+            .csv("")
+            .covata_with_admins(&env.fake.base_url(), "max_backoff = \"1s\"")
+            .write();
         env
     }
 
     fn csv_path(&self) -> PathBuf {
-        self.dir.path().join("users.csv")
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("dirsync.toml")
+        self.path("users.csv")
     }
 
     fn write_csv_bytes(&self, bytes: &[u8]) {
@@ -51,61 +48,11 @@ impl Env {
         self.write_csv_bytes(&std::fs::read(corpus(name)).unwrap());
     }
 
-    fn write_config(&self) {
-        std::fs::write(
-            self.dir.path().join("client-secret"),
-            format!("{}\n", covata::CLIENT_SECRET),
-        )
-        .unwrap();
-        let text = format!(
-            r#"
-[state]
-path = "state.db"
-
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{user}"
-password = "{password}"
-client_id = "{client}"
-client_secret_file = "client-secret"
-max_backoff = "1s"
-[[target.roles]]
-group = "admins"
-roles = ["ROLE_SYSTEM_ADMIN"]
-"#,
-            base = self.fake.base_url(),
-            user = covata::USERNAME,
-            password = covata::PASSWORD,
-            client = covata::CLIENT_ID,
-        );
-        std::fs::write(self.config_path(), text).unwrap();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        crate::support::cmd::dirsync(&self.config_path(), args)
-            .output()
-            .unwrap()
-    }
-
     /// Bodies of `POST /api/v1/users` (single creates), parsed.
     fn create_bodies(&self) -> Vec<Value> {
         self.fake
-            .requests()
+            .requests_to("POST", "/api/v1/users")
             .into_iter()
-            .filter(|r| r.method == "POST" && r.path == "/api/v1/users")
             .map(|r| serde_json::from_str(&r.body).unwrap())
             .collect()
     }
@@ -199,18 +146,15 @@ async fn formula_prefixes_are_sent_verbatim_and_reports_keep_their_tables() {
     env.copy_corpus("formula.csv");
 
     // The markdown plan: every table row has as many cells as its header.
-    let o = env.run(&["plan", "--format", "markdown"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["plan", "--format", "markdown"], 2);
     let md = stdout(&o);
     assert!(md.contains("HYPERLINK"), "{md}");
     assert!(check_markdown_tables(&md) > 0, "no table:\n{md}");
     // The text plan shows the formula key as it is, on one line.
-    let o = env.run(&["plan"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["plan"], 2);
     assert!(stdout(&o).contains("=HYPERLINK(x)"), "{}", out(&o));
 
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let want = [
         ("f1@example.com", "=cmd|' /C calc'!A0", "Formula"),
         ("f2@example.com", "+SUM(1;2)", "Plus"),
@@ -231,8 +175,7 @@ async fn formula_prefixes_are_sent_verbatim_and_reports_keep_their_tables() {
         );
     }
     // The run's own markdown report keeps its tables too.
-    let o = env.run(&["runs", "--format", "markdown"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["runs", "--format", "markdown"], 0);
     check_markdown_tables(&stdout(&o));
 }
 
@@ -280,8 +223,7 @@ fn check_markdown_tables(md: &str) -> usize {
 async fn special_characters_in_keys_and_emails_are_sent_exactly() {
     let env = Env::new().await;
     env.copy_corpus("special.csv");
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let want = [
         ("a/b", "a/b@example.com", "Slash"),
         ("q?x", "q?x@example.com", "Question"),
@@ -323,8 +265,7 @@ async fn special_characters_in_keys_and_emails_are_sent_exactly() {
     let text = text.replace(",Key,", ",Renamed/?#%..,");
     env.write_csv_bytes(text.replace(",\u{5f20},", ",Renamed/?#%..,").as_bytes());
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let puts: Vec<_> = env
         .fake
         .requests()
@@ -344,10 +285,8 @@ async fn special_characters_in_keys_and_emails_are_sent_exactly() {
         assert_eq!(body["lastName"], "Renamed/?#%..", "{put:?}");
     }
     // `--user` with such a key works, and a third sync has nothing to do.
-    let o = env.run(&["sync", "--dry-run", "--user", "a/b"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    let o = env.run(&["plan"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync", "--dry-run", "--user", "a/b"], 0);
+    env.run_code(&["plan"], 0);
 }
 
 #[tokio::test]
@@ -365,9 +304,8 @@ async fn email_lookups_percent_encode_the_email_as_one_query_value() {
     let o = env.run(&["sync"]);
     let lookups: Vec<_> = env
         .fake
-        .requests()
+        .requests_to("GET", "/api/v1/users")
         .into_iter()
-        .filter(|r| r.method == "GET" && r.path == "/api/v1/users")
         .filter_map(|r| r.query)
         .filter(|q| q.contains("email="))
         .collect();
@@ -387,8 +325,7 @@ async fn email_lookups_percent_encode_the_email_as_one_query_value() {
     }
     // Exactly one account, recorded with the fake's id: no duplicate create.
     assert_eq!(env.fake.users().len(), 1, "{}", out(&o));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync"], 0);
     assert_eq!(env.fake.users().len(), 1, "{}", out(&o));
     assert_eq!(env.fake.users()[0].email, email);
 }
@@ -458,8 +395,7 @@ async fn ten_thousand_columns_are_read() {
     // Without it: accepted and sent.
     let data = format!("{}\n{}\n", header.join(","), row.join(","));
     env.write_csv_bytes(data.as_bytes());
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let u = env.fake.user_by_email("wide@example.com").unwrap();
     assert_eq!(u.first_name.as_deref(), Some("Wide"));
     assert_eq!(u.last_name.as_deref(), Some("Columns"));
@@ -521,8 +457,10 @@ async fn no_secret_or_token_in_logs_or_reports() {
     env.write_csv_bytes(format!("{HEADER}{rows}").as_bytes());
 
     // Trace, JSON logs: creates (token grant included).
-    let o = env.run(&["sync", "-vv", "--log-format", "json", "--format", "json"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(
+        &["sync", "-vv", "--log-format", "json", "--format", "json"],
+        0,
+    );
     assert!(!stderr(&o).is_empty(), "trace logging produced nothing");
     assert_no_secrets("sync json", &o);
     assert_eq!(env.fake.users().len(), 5);
@@ -530,8 +468,7 @@ async fn no_secret_or_token_in_logs_or_reports() {
     // Trace, text logs: updates, with tokens expired so they are refreshed.
     env.fake.expire_all_tokens();
     env.write_csv_bytes(format!("{HEADER}{}", rows.replace("Last", "Changed")).as_bytes());
-    let o = env.run(&["sync", "-vv", "--format", "markdown"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync", "-vv", "--format", "markdown"], 0);
     assert_no_secrets("sync text", &o);
 
     // Tokens were issued (a grant per run at least) and none of them showed.
@@ -541,8 +478,7 @@ async fn no_secret_or_token_in_logs_or_reports() {
     // Plans and reports.
     let o = env.run(&["plan", "-vv", "--format", "json"]);
     assert_no_secrets("plan", &o);
-    let o = env.run(&["runs", "-vv", "--format", "json"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["runs", "-vv", "--format", "json"], 0);
     assert_no_secrets("runs", &o);
     let runs: Value = serde_json::from_slice(&o.stdout).unwrap();
     let ids: Vec<String> = runs
@@ -555,8 +491,7 @@ async fn no_secret_or_token_in_logs_or_reports() {
     assert!(ids.len() >= 2, "{runs}");
     for id in &ids {
         for format in ["json", "text", "markdown"] {
-            let o = env.run(&["runs", "show", id, "-vv", "--format", format]);
-            assert_eq!(code(&o), 0, "{}", out(&o));
+            let o = env.run_code(&["runs", "show", id, "-vv", "--format", format], 0);
             assert_no_secrets("runs show", &o);
         }
     }

@@ -9,7 +9,6 @@
 //! bad ones (every rejected OU has one) is created.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Output;
 
 use serde_json::Value;
@@ -17,8 +16,10 @@ use serde_json::Value;
 use dirsync::secret::Secret;
 use dirsync::source::ldap::{self, GroupSearch, GroupSource, LdapSettings, ServerType};
 
-use crate::support::cmd::{code, out, stderr, stdout};
+use crate::support::cmd::{out, stderr, stdout};
 use crate::support::covata::{self, FakeCovata, FakeUser, Fault, PathMatch};
+use crate::support::env::{Backend, SecretStyle, TestEnv};
+use crate::support::ldap_fixture::{base64, data};
 use crate::support::slapd::{READER_DN, READER_PASSWORD, Slapd, SlapdOptions};
 
 const HOSTILE: &str = "ou=hostile,dc=example,dc=com";
@@ -38,13 +39,6 @@ const ALL: &str = "cn=all hostile,ou=groups,dc=example,dc=com";
 const SYSTEM_ADMIN: &str = "ROLE_SYSTEM_ADMIN";
 const USER_ADMIN: &str = "ROLE_USER_ADMIN";
 const COLLABORATOR: &str = "ROLE_COLLABORATOR";
-
-fn data(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/ldap")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// The corpus, plus `more` (LDIF content records), with its groups added through the server.
 fn corpus(more: &str) -> Slapd {
@@ -222,25 +216,20 @@ fn accepted() -> Vec<Want> {
     ]
 }
 
-struct Env {
-    dir: tempfile::TempDir,
+crate::support::env::suite_env!(Env {
     server: Slapd,
     fake: FakeCovata,
-}
+});
 
 impl Env {
     async fn new(more: &str) -> Env {
         let env = Env {
-            dir: tempfile::tempdir().unwrap(),
+            env: TestEnv::new(Backend::Sqlite).await,
             server: corpus(more),
             fake: FakeCovata::start().await,
         };
         env.config(ACCEPTED, "", "");
         env
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("dirsync.toml")
     }
 
     /// Reads `base` with key = uid and other_name = audio (see hostile.ldif); `ldap` is added
@@ -249,64 +238,23 @@ impl Env {
     /// first RDN's value (`group = "#admins"`) does not match `cn=\23admins,...`, as the
     /// mapping does not undo hex escapes.
     fn config(&self, base: &str, ldap: &str, target: &str) {
-        std::fs::write(
-            self.dir.path().join("bind-password"),
-            format!("{READER_PASSWORD}\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            self.dir.path().join("client-secret"),
-            format!("{}\n", covata::CLIENT_SECRET),
-        )
-        .unwrap();
-        let text = format!(
-            r#"
-[state]
-path = "state.db"
-
-[source]
-kind = "ldap"
-[source.ldap]
-url = "{url}"
-bind_dn = "{READER_DN}"
-bind_password_file = "bind-password"
-base_dn = '{base}'
-operation_timeout = "20s"
-{ldap}
-[source.ldap.attributes]
-key = "uid"
-other_name = "audio"
-
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{fake}"
-username = "{user}"
-password = "{password}"
-client_id = "{client}"
-client_secret_file = "client-secret"
-max_backoff = "1s"
-{target}
-[[target.roles]]
-group = '{RND}'
-roles = ["{SYSTEM_ADMIN}"]
-[[target.roles]]
-group = '{ADMINS}'
-roles = ["{USER_ADMIN}"]
-"#,
-            url = self.server.url(),
-            fake = self.fake.base_url(),
-            user = covata::USERNAME,
-            password = covata::PASSWORD,
-            client = covata::CLIENT_ID,
-        );
-        std::fs::write(self.config_path(), text).unwrap();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        crate::support::cmd::dirsync(&self.config_path(), args)
-            .output()
-            .unwrap()
+        self.env
+            .config()
+            .ldap(
+                &self.server.url(),
+                &format!(
+                    "base_dn = '{base}'\noperation_timeout = \"20s\"\n{ldap}\n\
+                     [source.ldap.attributes]\nkey = \"uid\"\nother_name = \"audio\""
+                ),
+            )
+            .covata(
+                &self.fake.base_url(),
+                SecretStyle::File,
+                &format!("max_backoff = \"1s\"\n{target}"),
+            )
+            .role(RND, &[SYSTEM_ADMIN])
+            .role(ADMINS, &[USER_ADMIN])
+            .write();
     }
 
     /// Requests that change something on the target (not GETs, not token grants).
@@ -382,8 +330,7 @@ fn assert_fake_holds(fake: &FakeCovata, want: &[Want], disabled: &[&str]) {
 async fn ldap_hostile_slashes_queries_percents_dots_spaces_and_non_ascii_are_sent_exactly() {
     let env = Env::new("").await;
     let want = accepted();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync"], 0);
     assert_no_secrets(&o);
     // 127.0.0.1 is loopback: no warning about the bind password crossing the network.
     assert!(!stderr(&o).contains("unencrypted"), "{}", out(&o));
@@ -417,10 +364,8 @@ async fn ldap_hostile_slashes_queries_percents_dots_spaces_and_non_ascii_are_sen
     assert_eq!(env.stored_keys().await, keys);
 
     // One user by such a key; then nothing left to do (the values round-trip).
-    let o = env.run(&["sync", "--dry-run", "--user", "x?y#z"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    let o = env.run(&["plan"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync", "--dry-run", "--user", "x?y#z"], 0);
+    env.run_code(&["plan"], 0);
 }
 
 #[tokio::test]
@@ -444,11 +389,9 @@ async fn ldap_hostile_remote_ids_with_slash_query_percent_dots_space_plus_and_no
         u.last_name = Some("Name".into());
         env.fake.insert_user(u);
     }
-    let o = env.run(&["adopt", "--target", "covata"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["adopt", "--target", "covata"], 0);
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let want = accepted();
     assert_fake_holds(&env.fake, &want, &[]);
     // Each adopted account was updated (fields, and roles where they differ) by PUTs to its
@@ -490,8 +433,7 @@ async fn ldap_hostile_remote_ids_with_slash_query_percent_dots_space_plus_and_no
          dn: cn=Percent,{ACCEPTED}\nchangetype: delete\n"
     ));
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let bulk: Vec<_> = env
         .changes()
         .into_iter()
@@ -560,11 +502,9 @@ async fn ldap_hostile_emails_looked_up_after_lost_creates_are_one_query_value_ea
     assert_eq!(looked_up, want_emails, "{}", out(&o));
     // No duplicate create; the next sync finds everything recorded.
     assert_fake_holds(&env.fake, &want, &[]);
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_fake_holds(&env.fake, &want, &[]);
-    let o = env.run(&["plan"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["plan"], 0);
 }
 
 #[tokio::test]
@@ -572,16 +512,14 @@ async fn ldap_hostile_csv_import_carries_commas_quotes_tabs_and_non_ascii_exactl
     // The same users through Covata's CSV import (then otherName by PUT).
     let env = Env::new("").await;
     env.config(ACCEPTED, "", "bulk_import_min = 1");
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert!(
         env.changes().iter().any(|r| r.path.contains("import")),
         "{:?}",
         env.changes()
     );
     assert_fake_holds(&env.fake, &accepted(), &[]);
-    let o = env.run(&["plan"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["plan"], 0);
 }
 
 /// `(user, groups)` of a read, groups sorted.
@@ -655,7 +593,7 @@ async fn ldap_hostile_group_dns_with_escaped_specials_resolve_by_member_of_and_b
 
     // The roles follow (rules given as the DNs slapd hands out).
     let env = Env {
-        dir: tempfile::tempdir().unwrap(),
+        env: TestEnv::new(Backend::Sqlite).await,
         server,
         fake: FakeCovata::start().await,
     };
@@ -664,8 +602,7 @@ async fn ldap_hostile_group_dns_with_escaped_specials_resolve_by_member_of_and_b
         &format!("groups = \"search\"\n[source.ldap.group_search]\nbase_dn = \"{GROUPS}\""),
         "",
     );
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_fake_holds(&env.fake, &want, &[]);
 }
 
@@ -684,13 +621,9 @@ async fn assert_ou_rejected(ou: &str, want: &[Rejected<'_>]) -> Output {
     let mut config = std::fs::read_to_string(env.config_path()).unwrap();
     config.push_str("\n[safety]\nmax_quarantined_percent = 100\n");
     std::fs::write(env.config_path(), config).unwrap();
-    let o = env.run(&["sync", "-vv"]);
-    assert_eq!(code(&o), 7, "{}", out(&o));
+    let o = env.run_code(&["sync", "-vv"], 7);
     let report = stdout(&o);
-    let problem_lines: Vec<&str> = report
-        .lines()
-        .filter(|l| l.contains("? quarantined"))
-        .collect();
+    let problem_lines = crate::support::cmd::lines_with(&report, "? quarantined");
     for (dn, attribute, text) in want {
         let entry = shown_dn(dn);
         let field = format!(" {attribute}: ");
@@ -713,8 +646,7 @@ async fn assert_ou_rejected(ou: &str, want: &[Rejected<'_>]) -> Output {
     assert_eq!(users.len(), 1, "only the good entry: {users:?}");
 
     // check names the same problems and passes.
-    let o = env.run(&["check"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["check"], 0);
     let report = stdout(&o);
     for (dn, attribute, text) in want {
         let entry = format!("entry {dn:?}");
@@ -1034,14 +966,12 @@ async fn ldap_hostile_8kb_dns_and_100kb_values_are_sent_whole_or_rejected_with_a
     assert_eq!(u.family_name.as_deref(), Some(last.as_str()));
 
     env.config(&deep_base, "", "");
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let got = env.fake.user_by_email("deep@example.org").unwrap();
     assert_eq!(got.first_name.as_deref(), Some(first.as_str()), "not cut");
     assert_eq!(got.last_name.as_deref(), Some(last.as_str()), "not cut");
     assert_eq!(env.stored_keys().await, vec!["deep-dn".to_string()]);
-    let o = env.run(&["plan"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["plan"], 0);
 
     // A 100 KB name ending in a NUL, under the 8 KB DN: quarantined, the report names the whole
     // DN and shows the start of the value only.
@@ -1055,8 +985,7 @@ async fn ldap_hostile_8kb_dns_and_100kb_values_are_sent_whole_or_rejected_with_a
     ));
     env.fake.clear_requests();
     let before = env.users();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 7, "{}", out(&o));
+    let o = env.run_code(&["sync"], 7);
     let report = stdout(&o);
     let line = report
         .lines()
@@ -1075,23 +1004,4 @@ async fn ldap_hostile_8kb_dns_and_100kb_values_are_sent_whole_or_rejected_with_a
     );
     assert!(env.changes().is_empty(), "{:?}", env.changes());
     assert_eq!(env.users(), before);
-}
-
-/// Standard base64 (for LDIF `::` values).
-fn base64(v: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(v.len() * 4 / 3 + 4);
-    for c in v.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for k in 0..4 {
-            if k <= c.len() {
-                out.push(char::from(T[((n >> (18 - 6 * k)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

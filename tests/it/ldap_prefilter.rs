@@ -11,53 +11,22 @@
 //!   quarantines both (exit 7, their accounts untouched); the report counts every source user.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Output;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use dirsync::model::User;
-use dirsync::secret::Secret;
 use dirsync::source::ldap::{
-    self, DisabledRule, GroupSearch, GroupSource, LdapSettings, MissingEmail, ServerType,
+    self, DisabledRule, GroupSearch, GroupSource, LdapSettings, MissingEmail,
 };
 
 use crate::support::cmd::out;
-use crate::support::covata::{self, FakeCovata, FakeUser};
-use crate::support::slapd::{READER_DN, READER_PASSWORD, Slapd, SlapdOptions};
-
-const PEOPLE: &str = "ou=people,dc=example,dc=com";
-const GROUPS: &str = "ou=groups,dc=example,dc=com";
-
-fn data(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/ldap")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The Planet Express fixture (50 entries, 49 users: Zoidberg has no mail), with its groups
-/// added through the server (memberof overlay).
-fn planet_express() -> Slapd {
-    let server = Slapd::start(SlapdOptions::default(), &data("planet-express.ldif"));
-    server.modify(&data("groups.ldif"));
-    server
-}
-
-fn settings(server: &Slapd) -> LdapSettings {
-    let mut s = LdapSettings::new(server.url(), PEOPLE, ServerType::Generic);
-    s.bind_dn = Some(READER_DN.into());
-    s.bind_password = Some(Secret::new(READER_PASSWORD));
-    s.disabled = Some(DisabledRule {
-        attribute: "nsAccountLock".into(),
-        values: vec!["true".into()],
-    });
-    s.extra
-        .insert("employee_number".into(), "employeeNumber".into());
-    s.operation_timeout = Duration::from_secs(20);
-    s
-}
+use crate::support::covata::{FakeCovata, FakeUser};
+use crate::support::env::{Backend, TestEnv};
+use crate::support::ldap_fixture::{
+    GROUPS, PEOPLE, data, people_source_keys, planet_express, settings,
+};
+use crate::support::slapd::{Slapd, SlapdOptions};
 
 /// A filtered read: every user offered (in the order offered), and the snapshot.
 async fn filtered(
@@ -234,72 +203,23 @@ async fn ldap_prefilter_problems_are_reported_exactly_as_the_whole_read_reports_
 
 // ---- the real binary -------------------------------------------------------------------
 
-struct Env {
-    dir: tempfile::TempDir,
+crate::support::env::suite_env!(Env {
     server: Slapd,
     fake: FakeCovata,
-}
+});
 
 impl Env {
     async fn new() -> Env {
         let env = Env {
-            dir: tempfile::tempdir().unwrap(),
+            env: TestEnv::new(Backend::Sqlite).await,
             server: planet_express(),
             fake: FakeCovata::start().await,
         };
-        std::fs::write(
-            env.dir.path().join("bind-password"),
-            format!("{READER_PASSWORD}\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            env.dir.path().join("client-secret"),
-            format!("{}\n", covata::CLIENT_SECRET),
-        )
-        .unwrap();
-        let text = format!(
-            r#"
-[state]
-path = "state.db"
-
-[source]
-kind = "ldap"
-[source.ldap]
-url = "{url}"
-bind_dn = "{READER_DN}"
-bind_password_file = "bind-password"
-base_dn = "{PEOPLE}"
-disabled_attribute = "nsAccountLock"
-disabled_values = ["TRUE"]
-operation_timeout = "20s"
-
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{user}"
-password = "{password}"
-client_id = "{client}"
-client_secret_file = "client-secret"
-max_backoff = "2s"
-[[target.roles]]
-group = "admins"
-roles = ["ROLE_SYSTEM_ADMIN"]
-"#,
-            url = env.server.url(),
-            base = env.fake.base_url(),
-            user = covata::USERNAME,
-            password = covata::PASSWORD,
-            client = covata::CLIENT_ID,
-        );
-        std::fs::write(env.dir.path().join("dirsync.toml"), text).unwrap();
+        env.config()
+            .ldap(&env.server.url(), &people_source_keys(""))
+            .covata_with_admins(&env.fake.base_url(), "max_backoff = \"2s\"")
+            .write();
         env
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        crate::support::cmd::dirsync(&self.dir.path().join("dirsync.toml"), args)
-            .output()
-            .unwrap()
     }
 
     /// `args` with `--format json`: the exit code and the report.

@@ -6,8 +6,7 @@
 //! `cargo test --release --test it ldap_bench -- --ignored --nocapture`.
 
 use crate::support::cmd::out;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,42 +14,15 @@ use dirsync::mapping::RoleRule;
 use dirsync::model::User;
 use dirsync::secret::Secret;
 use dirsync::source::ldap::{
-    self, DisabledRule, GroupSearch, GroupSource, LdapSettings, MissingEmail, ServerType,
+    self, GroupSearch, GroupSource, LdapSettings, MissingEmail, ServerType,
 };
 
-use crate::support::covata::{self, FakeCovata};
+use crate::support::covata::FakeCovata;
+use crate::support::env::{Backend, ConfigText, SecretStyle, TestEnv};
+use crate::support::ldap_fixture::{
+    GROUPS, PEOPLE, base64, people_source_keys, planet_express, settings,
+};
 use crate::support::slapd::{READER_DN, READER_PASSWORD, SUFFIX, Slapd, SlapdOptions};
-
-const PEOPLE: &str = "ou=people,dc=example,dc=com";
-const GROUPS: &str = "ou=groups,dc=example,dc=com";
-
-fn data(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/ldap")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The Planet Express fixture, with its groups added through the server (memberof overlay).
-fn planet_express() -> Slapd {
-    let server = Slapd::start(SlapdOptions::default(), &data("planet-express.ldif"));
-    server.modify(&data("groups.ldif"));
-    server
-}
-
-fn settings(server: &Slapd) -> LdapSettings {
-    let mut s = LdapSettings::new(server.url(), PEOPLE, ServerType::Generic);
-    s.bind_dn = Some(READER_DN.into());
-    s.bind_password = Some(Secret::new(READER_PASSWORD));
-    s.disabled = Some(DisabledRule {
-        attribute: "nsAccountLock".into(),
-        values: vec!["true".into()],
-    });
-    s.extra
-        .insert("employee_number".into(), "employeeNumber".into());
-    s.operation_timeout = Duration::from_secs(20);
-    s
-}
 
 /// `n` plain users `uid=user<i>` under ou=people, numbered from `from`.
 fn people(from: usize, n: usize) -> String {
@@ -546,74 +518,21 @@ async fn ldap_active_directory_guid_and_user_account_control() {
 
 // ---- the real binary -------------------------------------------------------------------
 
-struct Env {
-    dir: tempfile::TempDir,
+crate::support::env::suite_env!(Env {
     server: Slapd,
     fake: Option<FakeCovata>,
-}
+});
 
 impl Env {
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("dirsync.toml")
-    }
-
     fn write_config(&self, source_extra: &str) {
-        std::fs::write(
-            self.dir.path().join("bind-password"),
-            format!("{READER_PASSWORD}\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            self.dir.path().join("client-secret"),
-            format!("{}\n", covata::CLIENT_SECRET),
-        )
-        .unwrap();
         let base = self
             .fake
             .as_ref()
             .map_or("https://covata.invalid/".to_string(), FakeCovata::base_url);
-        let text = format!(
-            r#"
-[state]
-path = "state.db"
-
-[source]
-kind = "ldap"
-[source.ldap]
-url = "{url}"
-bind_dn = "{READER_DN}"
-bind_password_file = "bind-password"
-base_dn = "{PEOPLE}"
-disabled_attribute = "nsAccountLock"
-disabled_values = ["TRUE"]
-operation_timeout = "20s"
-{source_extra}
-
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{user}"
-password = "{password}"
-client_id = "{client}"
-client_secret_file = "client-secret"
-max_backoff = "2s"
-[[target.roles]]
-group = "admins"
-roles = ["ROLE_SYSTEM_ADMIN"]
-"#,
-            url = self.server.url(),
-            user = covata::USERNAME,
-            password = covata::PASSWORD,
-            client = covata::CLIENT_ID,
-        );
-        std::fs::write(self.config_path(), text).unwrap();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        crate::support::cmd::dirsync(&self.config_path(), args)
-            .output()
-            .unwrap()
+        self.config()
+            .ldap(&self.server.url(), &people_source_keys(source_extra))
+            .covata_with_admins(&base, "max_backoff = \"2s\"")
+            .write();
     }
 }
 
@@ -624,7 +543,7 @@ async fn env(with_fake: bool) -> Env {
         None
     };
     let env = Env {
-        dir: tempfile::tempdir().unwrap(),
+        env: TestEnv::new(Backend::Sqlite).await,
         server: planet_express(),
         fake,
     };
@@ -891,37 +810,14 @@ async fn ldap_cli_sync_fails_when_slapd_dies_mid_search() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("dirsync.toml");
     let write = |url: &str| {
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[state]
-path = "state.db"
-[source]
-kind = "ldap"
-[source.ldap]
-url = "{url}"
-anonymous = true
-base_dn = "{PEOPLE}"
-page_size = 100
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{user}"
-password = "{password}"
-client_id = "{client}"
-client_secret = "{secret}"
-bulk_import_min = 100
-"#,
-                base = fake.base_url(),
-                user = covata::USERNAME,
-                password = covata::PASSWORD,
-                client = covata::CLIENT_ID,
-                secret = covata::CLIENT_SECRET,
-            ),
-        )
-        .unwrap();
+        ConfigText::new(dir.path(), "path = \"state.db\"")
+            .ldap_anonymous(url, "", &format!("base_dn = \"{PEOPLE}\"\npage_size = 100"))
+            .covata(
+                &fake.base_url(),
+                SecretStyle::Inline,
+                "bulk_import_min = 100",
+            )
+            .write();
     };
     let run = {
         let config = config.clone();
@@ -1003,23 +899,4 @@ fn vm_kib(field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// Standard base64 (for binary values in LDIF).
-fn base64(v: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in v.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for k in 0..4 {
-            if k <= c.len() {
-                out.push(char::from(T[((n >> (18 - 6 * k)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

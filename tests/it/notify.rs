@@ -3,7 +3,6 @@
 
 use crate::support::cmd::{code, out};
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 
@@ -12,16 +11,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{KeyInit, Mac};
 
-use crate::support::covata::{self, FakeCovata};
+use crate::support::covata::FakeCovata;
+use crate::support::env::{Backend, SecretStyle};
 use crate::support::smtp::SmtpSink;
 
-const HEADER: &str = "id,email,first,last,status,groups\n";
+use crate::support::env::{USERS_HEADER as HEADER, user_rows};
 const SECRET: &str = "webhook-s3cret";
 
 fn users(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("E{i:05},user{i}@example.com,First{i},Last{i},active,staff\n"))
-        .collect()
+    user_rows(1..=n, |_| false)
 }
 
 /// What the webhook receiver got: headers and raw body.
@@ -64,95 +62,35 @@ async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Sta
     StatusCode::from_u16(code).unwrap()
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    fake: FakeCovata,
-    db_url: Option<String>,
-}
+crate::support::env::env_with_fake!(Env, FakeCovata, HEADER);
 
 impl Env {
     async fn new(postgres: bool, csv: &str) -> Env {
-        let fake = FakeCovata::start().await;
-        let db_url = if postgres {
-            Some(crate::support::pg::pg_url().await)
-        } else {
-            None
-        };
-        let env = Env {
-            dir: tempfile::tempdir().unwrap(),
-            fake,
-            db_url,
-        };
-        env.write_csv(csv);
+        let env = Env::with_csv(Backend::of(postgres), csv).await;
         std::fs::write(env.dir.path().join("hook-secret"), format!("{SECRET}\n")).unwrap();
         env
     }
 
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("dirsync.toml")
-    }
-
-    fn write_csv(&self, body: &str) {
-        std::fs::write(self.dir.path().join("users.csv"), format!("{HEADER}{body}")).unwrap();
-    }
-
     /// The config with `notify` appended (whole `[[notify]]` tables).
     fn write_config(&self, notify: &str) {
-        let state = match &self.db_url {
-            Some(url) => format!("database_url = \"{url}\""),
-            None => "path = \"state.db\"".to_string(),
-        };
-        let text = format!(
-            r#"
-[state]
-{state}
-
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-
-[safety]
-min_source_users = 5
-
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{user}"
-password = "{password}"
-client_id = "{client}"
-client_secret = "{secret}"
-max_backoff = "2s"
-
-{notify}
-"#,
-            base = self.fake.base_url(),
-            user = covata::USERNAME,
-            password = covata::PASSWORD,
-            client = covata::CLIENT_ID,
-            secret = covata::CLIENT_SECRET,
-        );
-        std::fs::write(self.config_path(), text).unwrap();
+        self.config()
+            .csv("")
+            .raw("[safety]\nmin_source_users = 5")
+            .covata(
+                &self.fake.base_url(),
+                SecretStyle::Inline,
+                "max_backoff = \"2s\"",
+            )
+            .raw(notify)
+            .write();
     }
 
     async fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_dirsync"));
-        cmd.args(args).arg("--config").arg(self.config_path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DIRSYNC_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NO_COLOR", "1");
         // The receivers run on this test's runtime: wait for the child without blocking it.
-        cmd.output().await.unwrap()
+        tokio::process::Command::from(self.command(args))
+            .output()
+            .await
+            .unwrap()
     }
 }
 

@@ -2,33 +2,18 @@
 //! modifications and deletions, batched change-status, per-user job failures, one job at a
 //! time, and a kill during a running job.
 
-use crate::support::cmd::{code, out};
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use crate::support::cmd::out;
+use std::process::Stdio;
 use std::time::Duration;
 
-use dirsync::store::Store;
 use serde_json::Value;
 
+use crate::support::env::Backend;
 use crate::support::primavera::{self, FailOp, FakePrimavera, Fault};
 
 const HEADER: &str = "id,email,first,last,status,groups,dept\n";
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    fake: FakePrimavera,
-    db_url: Option<String>,
-}
-
-fn user_line(i: usize, last: &str, status: &str, groups: &str, dept: &str) -> String {
-    format!("E{i:05},user{i}@example.com,First{i},{last},{status},{groups},{dept}\n")
-}
+crate::support::env::env_with_fake!(Env, FakePrimavera, HEADER, new);
 
 fn users(n: usize) -> String {
     (1..=n)
@@ -39,60 +24,20 @@ fn users(n: usize) -> String {
         .collect()
 }
 
+fn user_line(i: usize, last: &str, status: &str, groups: &str, dept: &str) -> String {
+    format!("E{i:05},user{i}@example.com,First{i},{last},{status},{groups},{dept}\n")
+}
+
 impl Env {
-    async fn new(backend: Backend, csv: &str) -> Env {
-        let fake = FakePrimavera::start().await;
-        let db_url = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(crate::support::pg::pg_url().await),
-        };
-        let env = Env {
-            dir: tempfile::tempdir().unwrap(),
-            fake,
-            db_url,
-        };
-        env.write_csv(csv);
-        env.write_config("");
-        env
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("dirsync.toml")
-    }
-
-    fn write_csv(&self, body: &str) {
-        std::fs::write(self.dir.path().join("users.csv"), format!("{HEADER}{body}")).unwrap();
-    }
-
     /// `extra`: more `[[target]]` keys.
     fn write_config(&self, extra: &str) {
-        let state = match &self.db_url {
-            Some(url) => format!("database_url = \"{url}\""),
-            None => "path = \"state.db\"".to_string(),
-        };
         std::fs::write(
-            self.dir.path().join("p6-password"),
+            self.path("p6-password"),
             format!("{}\n", primavera::PASSWORD),
         )
         .unwrap();
-        let text = format!(
+        let target = format!(
             r#"
-[state]
-{state}
-
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-[source.csv.extra]
-department = "dept"
-
 [safety]
 max_source_drop_percent = 100
 max_disable_percent = 100
@@ -118,10 +63,6 @@ lastName = "{{family_name}}"
 employeeNumber = "{{key}}"
 organization = "{{department}}"
 userType = "EMP"
-
-[[target.roles]]
-group = "admins"
-roles = ["PrimaveraAdmin"]
 "#,
             base = self.fake.base_url(),
             user = primavera::USERNAME,
@@ -131,19 +72,11 @@ roles = ["PrimaveraAdmin"]
                 "job_timeout = \"60s\""
             },
         );
-        std::fs::write(self.config_path(), text).unwrap();
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        crate::support::cmd::dirsync(&self.config_path(), args)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    async fn store(&self) -> Box<dyn Store> {
-        crate::support::cmd::store(&self.config_path()).await
+        self.config()
+            .csv("[source.csv.extra]\ndepartment = \"dept\"")
+            .raw(&target)
+            .role("admins", &["PrimaveraAdmin"])
+            .write();
     }
 
     fn api_requests(&self) -> Vec<(String, String)> {
@@ -189,8 +122,7 @@ async fn lifecycle_against_fake_primavera_postgres() {
     env.write_config("on_missing = \"delete\"");
 
     // First sync: one `added` job with everyone; server ids recorded.
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let all = env.fake.users();
     assert_eq!(all.len(), 5);
     let jobs = env.jobs();
@@ -221,8 +153,7 @@ async fn lifecycle_against_fake_primavera_postgres() {
 
     // Second sync, nothing changed: not a single request.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert!(env.fake.requests().is_empty(), "{:?}", env.api_requests());
 
     // Rename, role change, org move, source disable, removal (on_missing = delete).
@@ -235,8 +166,7 @@ async fn lifecycle_against_fake_primavera_postgres() {
     .concat();
     env.write_csv(&csv);
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let u1 = env.fake.user("user1@example.com").unwrap();
     assert_eq!(u1.last_name, "Renamed");
     assert_eq!(u1.roles, vec!["PrimaveraAdmin".to_string()]);
@@ -277,8 +207,7 @@ async fn lifecycle_against_fake_primavera_postgres() {
     // User 3 active again: one change-status call, nothing else.
     env.write_csv(&csv.replace("Last3,disabled", "Last3,active"));
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(
         env.api_requests(),
         vec![("PUT".to_string(), "/user/change-status".to_string())]
@@ -287,8 +216,7 @@ async fn lifecycle_against_fake_primavera_postgres() {
 
     // And then nothing again.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert!(env.fake.requests().is_empty(), "{:?}", env.api_requests());
 }
 
@@ -304,8 +232,7 @@ async fn per_user_job_failure_fails_only_that_user_and_is_retried() {
         "user2@example.com",
         "User created, but Application Access failed",
     );
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 4, "{}", out(&o));
+    let o = env.run_code(&["sync"], 4);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(text.contains("identity store refused the user"), "{text}");
     assert!(text.contains("Application Access failed"), "{text}");
@@ -331,8 +258,7 @@ async fn per_user_job_failure_fails_only_that_user_and_is_retried() {
 
     // Next run: only user 3 is sent again, and created.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let jobs = env.jobs();
     assert_eq!(jobs.len(), 1);
     assert_eq!(
@@ -373,8 +299,7 @@ async fn killed_during_a_running_job_then_restarted_does_not_resubmit() {
     assert_eq!(submitted.len(), 1);
 
     // Restart: reconciliation waits for the job instead of submitting the users again.
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let submitted = env.fake.submitted_jobs();
     assert_eq!(
         submitted.len(),
@@ -397,21 +322,14 @@ async fn killed_during_a_running_job_then_restarted_does_not_resubmit() {
         assert_eq!(a.remote_id.as_deref(), Some(remote.id.as_str()));
     }
     assert!(store.unfinished_operations("p6").await.unwrap().is_empty());
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("Nothing to do."),
-        "{}",
-        out(&o)
-    );
+    env.assert_nothing_to_do(&["sync"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_updates_share_jobs_one_job_at_a_time() {
     let env = Env::new(Backend::Sqlite, &users(40)).await;
     env.write_config("concurrency = 8\nbatch_size = 16");
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(env.fake.users().len(), 40);
     // batch_size 16: three `added` jobs.
     let sizes: Vec<usize> = env
@@ -434,8 +352,7 @@ async fn concurrent_updates_share_jobs_one_job_at_a_time() {
         .collect();
     env.write_csv(&csv);
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let jobs = env.jobs();
     assert_eq!(count(&jobs, "modified"), 40);
     assert!(jobs.len() <= 10, "{} jobs for 40 updates", jobs.len());
@@ -456,13 +373,11 @@ async fn concurrent_updates_share_jobs_one_job_at_a_time() {
 #[tokio::test(flavor = "multi_thread")]
 async fn change_status_errors_fail_the_batch_and_the_next_run_retries() {
     let env = Env::new(Backend::Sqlite, &users(3)).await;
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     env.write_csv(&users(3).replace(",active,", ",disabled,"));
     env.fake
         .inject("PUT", "/user/change-status", Fault::Status(400), 1);
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 4, "{}", out(&o));
+    let o = env.run_code(&["sync"], 4);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("injected fault"),
         "{}",
@@ -476,12 +391,10 @@ async fn change_status_errors_fail_the_batch_and_the_next_run_retries() {
         user_line(9, "Last9", "active", "staff", "sfo")
     ));
     env.fake.inject("POST", "/user", Fault::Status(500), 1);
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 4, "{}", out(&o));
+    env.run_code(&["sync"], 4);
     assert!(env.fake.users().iter().all(|u| u.disabled));
     assert!(env.fake.user("user9@example.com").is_none());
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert!(env.fake.user("user9@example.com").is_some());
     assert_eq!(env.fake.status_batches(), vec![3]);
 }
@@ -495,8 +408,7 @@ async fn location_header_dropped_polls_and_duplicate_logins() {
     let env = Env::new(Backend::Sqlite, &without2).await;
     env.fake.set_location_header(true);
     env.fake.set_latency(Duration::from_millis(5));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     env.write_csv(&all);
     // Someone created user2 by hand: the job reports it as a per-user failure.
     let hand = env.fake.insert_user(primavera::FakeUser::new(
@@ -512,8 +424,7 @@ async fn location_header_dropped_polls_and_duplicate_logins() {
         Fault::Latency(Duration::from_millis(100)),
         1,
     );
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 4, "{}", out(&o));
+    let o = env.run_code(&["sync"], 4);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
         text.contains("conflict") && text.contains("already exists"),
@@ -525,21 +436,13 @@ async fn location_header_dropped_polls_and_duplicate_logins() {
     assert_eq!(u2.id, hand);
     assert_eq!(u2.roles, vec!["PrimaveraP6Production".to_string()]);
     let store = env.store().await;
-    let row = store
-        .load_accounts("p6")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.key == "E00002")
-        .unwrap();
+    let row = crate::support::cmd::recorded(&*store, "p6", "E00002").await;
     assert!(!row.owned);
     // Adoption takes the hand-made account over (listing only), then sync fixes its roles.
     env.fake.clear_requests();
-    let o = env.run(&["adopt", "--target", "p6"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["adopt", "--target", "p6"], 0);
     assert!(env.api_requests().iter().all(|(m, _)| m == "GET"));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let u2 = env.fake.user("user2@example.com").unwrap();
     assert_eq!(u2.id, hand);
     assert_eq!(u2.roles, vec!["PrimaveraViewer".to_string()]);
@@ -552,8 +455,7 @@ async fn job_timeout_fails_clearly_and_the_next_run_waits_for_the_running_job() 
     let env = Env::new(Backend::Sqlite, &users(2)).await;
     env.write_config("job_timeout = \"2s\"");
     env.fake.set_job_delay(Duration::from_millis(2500));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 4, "{}", out(&o));
+    let o = env.run_code(&["sync"], 4);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(text.contains("did not finish within"), "{text}");
     assert!(text.contains("job_timeout"), "{text}");
@@ -562,8 +464,7 @@ async fn job_timeout_fails_clearly_and_the_next_run_waits_for_the_running_job() 
     // accounts created: recorded as owned, never submitted again, nothing to adopt.
     assert!(env.fake.job_running());
     env.fake.set_job_delay(Duration::from_millis(50));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync"], 0);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("2 create(s) confirmed on the target"),
         "{}",
@@ -574,8 +475,7 @@ async fn job_timeout_fails_clearly_and_the_next_run_waits_for_the_running_job() 
     let rows = store.load_accounts("p6").await.unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.owned), "{rows:?}");
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync"], 0);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("Nothing to do"),
         "{}",

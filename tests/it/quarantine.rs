@@ -5,120 +5,44 @@
 //! problems still fail the read.
 
 use crate::support::cmd::{code, out, stderr, stdout};
-use std::path::PathBuf;
 use std::process::Output;
 
-use dirsync::store::{RunStatus, Store};
+use dirsync::store::RunStatus;
 
-use crate::support::covata::{self, FakeCovata};
+use crate::support::covata::FakeCovata;
+use crate::support::env::{Backend, SecretStyle};
 
-const HEADER: &str = "id,email,first,last,status,groups\n";
+use crate::support::env::{USERS_HEADER as HEADER, user_rows};
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    fake: FakeCovata,
-    db_url: Option<String>,
-}
+crate::support::env::env_with_fake!(Env, FakeCovata, HEADER);
 
 /// The CSV row of user `i` (line `i + 1` of the file).
 fn row(i: usize) -> String {
-    format!("E{i:05},user{i}@example.com,First{i},Last{i},active,staff\n")
+    user_rows([i], |_| false)
 }
 
 fn rows(range: std::ops::RangeInclusive<usize>) -> String {
-    range.map(row).collect()
+    user_rows(range, |_| false)
 }
 
 impl Env {
     async fn new(backend: Backend, csv: &str) -> Env {
-        let fake = FakeCovata::start().await;
-        let db_url = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(crate::support::pg::pg_url().await),
-        };
-        let env = Env {
-            dir: tempfile::tempdir().unwrap(),
-            fake,
-            db_url,
-        };
-        env.write_csv(csv);
-        env.write_config();
+        let env = Env::with_csv(backend, csv).await;
+        env.config()
+            .csv("")
+            .covata(
+                &env.fake.base_url(),
+                SecretStyle::File,
+                "max_backoff = \"2s\"",
+            )
+            .write();
         env
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("dirsync.toml")
-    }
-
-    fn write_csv(&self, body: &str) {
-        std::fs::write(self.dir.path().join("users.csv"), format!("{HEADER}{body}")).unwrap();
-    }
-
-    fn write_config(&self) {
-        let state = match &self.db_url {
-            Some(url) => format!("database_url = \"{url}\""),
-            None => "path = \"state.db\"".to_string(),
-        };
-        std::fs::write(
-            self.dir.path().join("client-secret"),
-            format!("{}\n", covata::CLIENT_SECRET),
-        )
-        .unwrap();
-        let text = format!(
-            r#"
-[state]
-{state}
-
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{user}"
-password = "{password}"
-client_id = "{client}"
-client_secret_file = "client-secret"
-max_backoff = "2s"
-"#,
-            base = self.fake.base_url(),
-            user = covata::USERNAME,
-            password = covata::PASSWORD,
-            client = covata::CLIENT_ID,
-        );
-        std::fs::write(self.config_path(), text).unwrap();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        crate::support::cmd::dirsync(&self.config_path(), args)
-            .output()
-            .unwrap()
-    }
-
-    async fn store(&self) -> Box<dyn Store> {
-        crate::support::cmd::store(&self.config_path()).await
     }
 
     /// Syncs 20 users: all created.
     async fn first_sync(backend: Backend) -> Env {
         let env = Env::new(backend, &rows(1..=20)).await;
-        let o = env.run(&["sync"]);
-        assert_eq!(code(&o), 0, "{}", out(&o));
+        env.run_code(&["sync"], 0);
         assert_eq!(env.fake.users().len(), 20);
         env
     }
@@ -155,8 +79,7 @@ async fn bad_row_is_quarantined_and_the_rest_synced(backend: Backend) {
         out(&o)
     );
 
-    let o = env.run(&["plan"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["plan"], 2);
     let text = stdout(&o);
     let line = text
         .lines()
@@ -172,8 +95,7 @@ async fn bad_row_is_quarantined_and_the_rest_synced(backend: Backend) {
     assert!(text.contains("1 quarantined"), "{text}");
     assert!(!text.contains("disable E00003"), "{text}");
 
-    let o = env.run(&["sync", "--format", "json"]);
-    assert_eq!(code(&o), 7, "{}", out(&o));
+    let o = env.run_code(&["sync", "--format", "json"], 7);
     let report = json(&o);
     assert_eq!(report["status"], "quarantined");
     assert_eq!(report["exit_code"], 7);
@@ -215,8 +137,7 @@ async fn bad_row_is_quarantined_and_the_rest_synced(backend: Backend) {
         "{}",
         out(&o)
     );
-    let o = env.run(&["sync", "--user", "E00003"]);
-    assert_eq!(code(&o), 1, "{}", out(&o));
+    let o = env.run_code(&["sync", "--user", "E00003"], 1);
     assert!(
         stderr(&o).contains("quarantined") && stderr(&o).contains("users.csv:4"),
         "{}",
@@ -234,23 +155,18 @@ async fn bad_row_is_quarantined_and_the_rest_synced(backend: Backend) {
         rows(4..=20),
         row(21)
     ));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(
         env.remote("user3@example.com"),
         (false, Some("Changed".into()))
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_row_is_quarantined_sqlite() {
-    bad_row_is_quarantined_and_the_rest_synced(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_row_is_quarantined_postgres() {
-    bad_row_is_quarantined_and_the_rest_synced(Backend::Postgres).await;
-}
+crate::support::env::on_both_backends!(
+    bad_row_is_quarantined_sqlite,
+    bad_row_is_quarantined_postgres,
+    bad_row_is_quarantined_and_the_rest_synced
+);
 
 /// A second record with an existing key: both records are quarantined, the existing account
 /// is neither updated nor disabled, both lines are named.
@@ -260,13 +176,9 @@ async fn duplicate_key_quarantines_both(backend: Backend) {
         "{}E00002,other@example.com,Other,Person,active,staff\n",
         rows(1..=20)
     ));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 7, "{}", out(&o));
+    let o = env.run_code(&["sync"], 7);
     let text = stdout(&o);
-    let quarantined: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("? quarantined"))
-        .collect();
+    let quarantined = crate::support::cmd::lines_with(&text, "? quarantined");
     assert_eq!(quarantined.len(), 2, "{text}");
     assert!(quarantined[0].contains("users.csv:3") && quarantined[0].contains("again on line 22"));
     assert!(quarantined[1].contains("users.csv:22") && quarantined[1].contains("first on line 3"));
@@ -281,15 +193,11 @@ async fn duplicate_key_quarantines_both(backend: Backend) {
     assert!(rows_now.iter().all(|r| r.enabled), "{rows_now:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn duplicate_key_quarantines_both_sqlite() {
-    duplicate_key_quarantines_both(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn duplicate_key_quarantines_both_postgres() {
-    duplicate_key_quarantines_both(Backend::Postgres).await;
-}
+crate::support::env::on_both_backends!(
+    duplicate_key_quarantines_both_sqlite,
+    duplicate_key_quarantines_both_postgres,
+    duplicate_key_quarantines_both
+);
 
 /// Three bad records of 21 is over `max_quarantined_percent` (5 %, floor 2): blocked, exit 3,
 /// nothing applied (not even the joiner); `--force` applies everything else.
@@ -303,8 +211,7 @@ async fn over_the_threshold_is_blocked(backend: Backend) {
     );
     env.write_csv(&csv);
     let before = env.fake.requests().len();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 3, "{}", out(&o));
+    let o = env.run_code(&["sync"], 3);
     assert!(
         stdout(&o).contains("max_quarantined_percent"),
         "{}",
@@ -318,8 +225,7 @@ async fn over_the_threshold_is_blocked(backend: Backend) {
         .collect();
     assert!(sent.is_empty(), "{sent:?}");
 
-    let o = env.run(&["sync", "--force"]);
-    assert_eq!(code(&o), 7, "{}", out(&o));
+    env.run_code(&["sync", "--force"], 7);
     assert_eq!(env.fake.users().len(), 21);
     for i in 3..=5 {
         assert_eq!(
@@ -329,23 +235,18 @@ async fn over_the_threshold_is_blocked(backend: Backend) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn over_the_threshold_is_blocked_sqlite() {
-    over_the_threshold_is_blocked(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn over_the_threshold_is_blocked_postgres() {
-    over_the_threshold_is_blocked(Backend::Postgres).await;
-}
+crate::support::env::on_both_backends!(
+    over_the_threshold_is_blocked_sqlite,
+    over_the_threshold_is_blocked_postgres,
+    over_the_threshold_is_blocked
+);
 
 /// A missing column or a row with the wrong number of fields fails the read as before:
 /// exit 1, the line named, nothing applied (the joiner not created, nobody disabled).
 async fn file_level_problems_still_fail(backend: Backend) {
     let env = Env::first_sync(backend).await;
     env.write_csv(&format!("{}E00021,user21@example.com,F\n", rows(1..=20)));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 1, "{}", out(&o));
+    let o = env.run_code(&["sync"], 1);
     assert!(
         stderr(&o).contains("users.csv:22: expected 6 fields as in the header, found 3"),
         "{}",
@@ -356,8 +257,7 @@ async fn file_level_problems_still_fail(backend: Backend) {
         format!("id,email,first,last,status\n{}", rows(1..=21)),
     )
     .unwrap();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 1, "{}", out(&o));
+    let o = env.run_code(&["sync"], 1);
     assert!(
         stderr(&o).contains("missing column \"groups\""),
         "{}",
@@ -367,12 +267,8 @@ async fn file_level_problems_still_fail(backend: Backend) {
     assert!(env.fake.users().iter().all(|u| u.enabled));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn file_level_problems_still_fail_sqlite() {
-    file_level_problems_still_fail(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn file_level_problems_still_fail_postgres() {
-    file_level_problems_still_fail(Backend::Postgres).await;
-}
+crate::support::env::on_both_backends!(
+    file_level_problems_still_fail_sqlite,
+    file_level_problems_still_fail_postgres,
+    file_level_problems_still_fail
+);

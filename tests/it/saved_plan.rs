@@ -2,113 +2,39 @@
 //! (`dirsync sync --user KEY`) against the fake Covata, with the real binary and real stores.
 
 use crate::support::cmd::{code, out, stderr};
-use std::path::PathBuf;
 use std::process::Output;
 
-use dirsync::store::Store;
+use crate::support::covata::FakeCovata;
+use crate::support::env::Backend;
 
-use crate::support::covata::{self, FakeCovata};
+use crate::support::env::{USERS_HEADER as HEADER, user_rows};
 
-const HEADER: &str = "id,email,first,last,status,groups\n";
-
-struct Env {
-    dir: tempfile::TempDir,
-    fake: FakeCovata,
-    db_url: Option<String>,
-}
+crate::support::env::env_with_fake!(Env, FakeCovata, HEADER);
 
 fn users(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("E{i:05},user{i}@example.com,First{i},Last{i},active,staff\n"))
-        .collect()
+    user_rows(1..=n, |_| false)
 }
 
 impl Env {
     async fn new(postgres: bool, n: usize) -> Env {
-        let fake = FakeCovata::start().await;
-        let db_url = if postgres {
-            Some(crate::support::pg::pg_url().await)
-        } else {
-            None
-        };
-        let env = Env {
-            dir: tempfile::tempdir().unwrap(),
-            fake,
-            db_url,
-        };
-        env.write_csv(&users(n));
+        let env = Env::with_csv(Backend::of(postgres), &users(n)).await;
         env.write_config("");
         env
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write_csv(&self, body: &str) {
-        std::fs::write(self.path("users.csv"), format!("{HEADER}{body}")).unwrap();
-    }
-
     fn write_config(&self, safety: &str) {
-        let state = match &self.db_url {
-            Some(url) => format!("database_url = \"{url}\""),
-            None => "path = \"state.db\"".to_string(),
-        };
-        std::fs::write(
-            self.path("client-secret"),
-            format!("{}\n", covata::CLIENT_SECRET),
-        )
-        .unwrap();
-        let text = format!(
-            r#"
-[state]
-{state}
-
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-
-[safety]
-{safety}
-
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{user}"
-password = "{password}"
-client_id = "{client}"
-client_secret_file = "client-secret"
-max_backoff = "2s"
-
-[[target.roles]]
-group = "admins"
-roles = ["ROLE_SYSTEM_ADMIN"]
-"#,
-            base = self.fake.base_url(),
-            user = covata::USERNAME,
-            password = covata::PASSWORD,
-            client = covata::CLIENT_ID,
-        );
-        std::fs::write(self.path("dirsync.toml"), text).unwrap();
+        self.config()
+            .csv("")
+            .raw(&format!("[safety]\n{safety}"))
+            .covata_with_admins(&self.fake.base_url(), "max_backoff = \"2s\"")
+            .write();
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        crate::support::cmd::dirsync(&self.path("dirsync.toml"), args)
+        self.command(args)
             .current_dir(self.dir.path())
             .output()
             .unwrap()
-    }
-
-    async fn store(&self) -> Box<dyn Store> {
-        crate::support::cmd::store(&self.path("dirsync.toml")).await
     }
 
     fn plan_file(&self) -> String {

@@ -3,130 +3,23 @@
 //! faults and kills.
 
 use crate::support::cmd::{code, out, stderr, stdout};
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use dirsync::store::Store;
-
 use crate::support::covata::{self, FakeCovata, FakeUser, Fault, PathMatch};
+use crate::support::env::Backend;
 
-const HEADER: &str = "id,email,first,last,status,groups\n";
+use crate::support::env::{USERS_HEADER as HEADER, target_table, user_rows};
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    fake: FakeCovata,
-    db_url: Option<String>,
-}
+crate::support::env::env_with_fake!(Env, FakeCovata, HEADER, new);
 
 fn users(n: usize) -> String {
-    (1..=n)
-        .map(|i| {
-            let groups = if i % 10 == 1 { "staff;admins" } else { "staff" };
-            format!("E{i:05},user{i}@example.com,First{i},Last{i},active,{groups}\n")
-        })
-        .collect()
+    user_rows(1..=n, |i| i % 10 == 1)
 }
 
 impl Env {
-    async fn new(backend: Backend, csv: &str) -> Env {
-        let fake = FakeCovata::start().await;
-        let db_url = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(crate::support::pg::pg_url().await),
-        };
-        let env = Env {
-            dir: tempfile::tempdir().unwrap(),
-            fake,
-            db_url,
-        };
-        env.write_csv(csv);
-        env.write_config("");
-        env
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("dirsync.toml")
-    }
-
-    fn write_csv(&self, body: &str) {
-        std::fs::write(self.dir.path().join("users.csv"), format!("{HEADER}{body}")).unwrap();
-    }
-
     fn write_config(&self, extra: &str) {
-        let state = match &self.db_url {
-            Some(url) => format!("database_url = \"{url}\""),
-            None => "path = \"state.db\"".to_string(),
-        };
-        std::fs::write(
-            self.dir.path().join("client-secret"),
-            format!("{}\n", covata::CLIENT_SECRET),
-        )
-        .unwrap();
-        let text = format!(
-            r#"
-[state]
-{state}
-
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{user}"
-password = "{password}"
-client_id = "{client}"
-client_secret_file = "client-secret"
-max_backoff = "2s"
-{extra}
-[[target.roles]]
-group = "admins"
-roles = ["ROLE_SYSTEM_ADMIN"]
-"#,
-            base = self.fake.base_url(),
-            user = covata::USERNAME,
-            password = covata::PASSWORD,
-            client = covata::CLIENT_ID,
-        );
-        std::fs::write(self.config_path(), text).unwrap();
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        crate::support::cmd::dirsync(&self.config_path(), args)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    async fn store(&self) -> Box<dyn Store> {
-        crate::support::cmd::store(&self.config_path()).await
-    }
-
-    /// Non-token requests the fake received.
-    fn api_requests(&self) -> Vec<(String, String)> {
-        self.fake
-            .requests()
-            .into_iter()
-            .filter(|r| !r.path.starts_with("/api/oauth"))
-            .map(|r| (r.method, r.path))
-            .collect()
+        self.write_covata_config(&self.fake.base_url(), extra);
     }
 }
 
@@ -140,8 +33,7 @@ async fn full_lifecycle(backend: Backend) {
     let env = Env::new(backend, &users(5)).await;
 
     // First sync: everyone created with the right roles.
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync"], 0);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("Applied 5 changes."),
         "{}",
@@ -183,8 +75,7 @@ async fn full_lifecycle(backend: Backend) {
 
     // Second sync, nothing changed: not a single request, not even a token.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert!(env.fake.requests().is_empty(), "{:?}", env.fake.requests());
 
     // Rename, role change, source disable, removal.
@@ -205,16 +96,14 @@ async fn full_lifecycle(backend: Backend) {
     env.write_csv(&csv);
     env.write_config("max_disable_percent = 50");
     // (max_disable_percent is a [safety] key, not a target key: the config must refuse it.)
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 1, "{}", out(&o));
+    env.run_code(&["sync"], 1);
     env.write_config("");
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync"], 0);
     let bob_id = bob.id.clone();
     let carol = env.fake.user_by_email("user3@example.com").unwrap();
     let dave = env.fake.user_by_email("user4@example.com").unwrap();
-    let mut reqs = env.api_requests();
+    let mut reqs = env.fake.api_requests();
     reqs.sort();
     let mut expected = vec![
         ("PUT".to_string(), format!("/api/v1/users/{}", alice.id)),
@@ -246,52 +135,46 @@ async fn full_lifecycle(backend: Backend) {
     // Carol enabled again in the source: one bulk enable; nothing else.
     env.write_csv(&csv.replace("First3,Last3,disabled", "First3,Last3,active"));
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(
-        env.api_requests(),
+        env.fake.api_requests(),
         vec![("POST".to_string(), "/api/v1/users/bulk".to_string())]
     );
     assert!(env.fake.user(&carol.id).unwrap().enabled);
 
     // And then nothing again.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    assert!(env.api_requests().is_empty(), "{:?}", env.api_requests());
+    env.run_code(&["sync"], 0);
+    assert!(
+        env.fake.api_requests().is_empty(),
+        "{:?}",
+        env.fake.api_requests()
+    );
 
     // A dry run against the same config sends nothing at all.
     env.write_csv(&users(5));
     env.fake.clear_requests();
-    let o = env.run(&["sync", "--dry-run"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    env.run_code(&["sync", "--dry-run"], 2);
     assert!(env.fake.requests().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn lifecycle_against_fake_covata_sqlite() {
-    full_lifecycle(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn lifecycle_against_fake_covata_postgres() {
-    full_lifecycle(Backend::Postgres).await;
-}
+crate::support::env::on_both_backends!(
+    lifecycle_against_fake_covata_sqlite,
+    lifecycle_against_fake_covata_postgres,
+    full_lifecycle
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bulk_disables_are_batched() {
     let env = Env::new(Backend::Postgres, &users(1234)).await;
     env.write_config("concurrency = 32");
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(env.fake.users().len(), 1234);
     // Everyone leaves: blocked without --force, applied in 3 batches with it.
     env.write_csv("X1,x1@example.com,X,One,active,staff\n");
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 3, "{}", out(&o));
+    env.run_code(&["sync"], 3);
     assert!(env.fake.users().iter().all(|u| u.enabled));
-    let o = env.run(&["sync", "--force"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync", "--force"], 0);
     let disables: Vec<usize> = env
         .fake
         .bulk_batches()
@@ -325,8 +208,7 @@ async fn rate_limit_storm_is_absorbed() {
         Fault::Status503 { retry_after: None },
         2,
     );
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(env.fake.users().len(), 6);
     assert_eq!(env.fake.pending_faults(), 0);
 }
@@ -340,8 +222,7 @@ async fn server_error_fails_one_operation_and_the_next_run_retries_it() {
         Fault::Status(500),
         1,
     );
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 4, "{}", out(&o));
+    let o = env.run_code(&["sync"], 4);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(text.contains("failed 1"), "{text}");
     assert_eq!(env.fake.users().len(), 3);
@@ -364,10 +245,10 @@ async fn server_error_fails_one_operation_and_the_next_run_retries_it() {
     );
     // Next run: only the failed one is created.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(env.fake.users().len(), 4);
     let creates = env
+        .fake
         .api_requests()
         .iter()
         .filter(|(m, p)| m == "POST" && p == "/api/v1/users")
@@ -384,16 +265,18 @@ async fn dropped_response_after_create_creates_nobody_twice() {
         Fault::DropAfterApply,
         2,
     );
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(emails(&env.fake).len(), 5);
     let store = env.store().await;
     assert_eq!(store.load_accounts("covata").await.unwrap().len(), 5);
     // A second run sends nothing and creates nothing.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    assert!(env.api_requests().is_empty(), "{:?}", env.api_requests());
+    env.run_code(&["sync"], 0);
+    assert!(
+        env.fake.api_requests().is_empty(),
+        "{:?}",
+        env.fake.api_requests()
+    );
     assert_eq!(env.fake.users().len(), 5);
 }
 
@@ -434,21 +317,9 @@ async fn killed_mid_run_then_restarted_creates_nobody_twice() {
         assert_eq!(accounts.len(), 40);
         assert!(accounts.iter().all(|a| a.owned));
         // Nothing is left unfinished in the journal.
-        assert!(
-            store
-                .unfinished_operations("covata")
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(crate::support::cmd::nothing_unfinished(&*store, "covata").await);
         // And the third run has nothing to do.
-        let o = env.run(&["sync"]);
-        assert_eq!(code(&o), 0, "{}", out(&o));
-        assert!(
-            String::from_utf8_lossy(&o.stdout).contains("Nothing to do."),
-            "{}",
-            out(&o)
-        );
+        env.assert_nothing_to_do(&["sync"]);
     }
 }
 
@@ -461,8 +332,7 @@ async fn conflict_without_adoption_then_adopt() {
         ..FakeUser::new("User2@Example.com", &["ROLE_ORIGINATOR"])
     });
     // First contact: the existing account is found in the target's list and not created.
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync"], 0);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(text.contains("exists, not owned: adopt first"), "{text}");
     assert_eq!(env.fake.create_attempts(), 2);
@@ -470,17 +340,10 @@ async fn conflict_without_adoption_then_adopt() {
     let u = env.fake.user(&hand).unwrap();
     assert_eq!(u.first_name.as_deref(), Some("Hand"));
     let store = env.store().await;
-    let row = store
-        .load_accounts("covata")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.key == "E00002")
-        .unwrap();
+    let row = crate::support::cmd::recorded(&*store, "covata", "E00002").await;
     assert!(!row.owned);
     // The next plan reports it instead of creating again.
-    let o = env.run(&["plan"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["plan"], 0);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("dirsync adopt"),
         "{}",
@@ -489,23 +352,15 @@ async fn conflict_without_adoption_then_adopt() {
 
     // Adopt: dry run records nothing; then for real.
     env.fake.clear_requests();
-    let o = env.run(&["adopt", "--target", "covata", "--dry-run"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["adopt", "--target", "covata", "--dry-run"], 0);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("would adopt 1"),
         "{}",
         out(&o)
     );
-    let row = store
-        .load_accounts("covata")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.key == "E00002")
-        .unwrap();
+    let row = crate::support::cmd::recorded(&*store, "covata", "E00002").await;
     assert!(!row.owned);
-    let o = env.run(&["adopt", "--target", "covata"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["adopt", "--target", "covata"], 0);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("adopted 1"),
         "{}",
@@ -513,25 +368,19 @@ async fn conflict_without_adoption_then_adopt() {
     );
     // Adoption changed nothing remotely: only listing calls.
     assert!(
-        env.api_requests().iter().all(|(m, _)| m == "GET"),
+        env.fake.api_requests().iter().all(|(m, _)| m == "GET"),
         "{:?}",
-        env.api_requests()
+        env.fake.api_requests()
     );
-    let row = store
-        .load_accounts("covata")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.key == "E00002")
-        .unwrap();
+    let row = crate::support::cmd::recorded(&*store, "covata", "E00002").await;
     assert!(row.owned && row.adopted);
     assert_eq!(row.remote_id.as_deref(), Some(hand.as_str()));
     // Now sync brings it in line: name and roles, no create.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert!(
-        !env.api_requests()
+        !env.fake
+            .api_requests()
             .iter()
             .any(|(m, p)| m == "POST" && p == "/api/v1/users")
     );
@@ -544,8 +393,7 @@ async fn conflict_without_adoption_then_adopt() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_reaches_the_target() {
     let env = Env::new(Backend::Sqlite, &users(2)).await;
-    let o = env.run(&["check"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["check"], 0);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(text.contains("target covata: OK"), "{text}");
     // Only reads: no user was created or changed.
@@ -561,8 +409,7 @@ async fn check_reaches_the_target() {
         .unwrap()
         .replace(covata::PASSWORD, "not-the-password");
     std::fs::write(env.config_path(), cfg).unwrap();
-    let o = env.run(&["check"]);
-    assert_eq!(code(&o), 1, "{}", out(&o));
+    let o = env.run_code(&["check"], 1);
     let all = out(&o);
     assert!(all.contains("target covata: FAILED"), "{all}");
     assert!(!all.contains("not-the-password"), "{all}");
@@ -600,16 +447,17 @@ async fn large_creates_go_through_the_csv_import() {
     let hand = env
         .fake
         .insert_user(FakeUser::new("user7@example.com", &["ROLE_ORIGINATOR"]));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let imports = env
+        .fake
         .api_requests()
         .into_iter()
         .filter(|(m, p)| m == "POST" && p == "/api/v1/users/import")
         .count();
-    assert_eq!(imports, 1, "{:?}", env.api_requests());
+    assert_eq!(imports, 1, "{:?}", env.fake.api_requests());
     assert!(
-        !env.api_requests()
+        !env.fake
+            .api_requests()
             .iter()
             .any(|(m, p)| m == "POST" && p == "/api/v1/users")
     );
@@ -634,9 +482,12 @@ async fn large_creates_go_through_the_csv_import() {
     }
     // Next run: nothing to create; the conflict is reported, not retried.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    assert!(env.api_requests().is_empty(), "{:?}", env.api_requests());
+    env.run_code(&["sync"], 0);
+    assert!(
+        env.fake.api_requests().is_empty(),
+        "{:?}",
+        env.fake.api_requests()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -644,27 +495,21 @@ async fn an_unreachable_target_does_not_stop_the_others() {
     let env = Env::new(Backend::Sqlite, &users(3)).await;
     // A second target nothing listens for (connection refused); max_retries 0 keeps it quick.
     let mut cfg = std::fs::read_to_string(env.config_path()).unwrap();
-    cfg.push_str(&format!(
-        r#"
-[[target]]
-name = "covata-down"
-kind = "covata"
-base_url = "http://127.0.0.1:9"
-username = "{u}"
-password = "{p}"
-client_id = "{c}"
-client_secret = "x"
-max_retries = 0
-connect_timeout = "1s"
-"#,
-        u = covata::USERNAME,
-        p = covata::PASSWORD,
-        c = covata::CLIENT_ID,
+    cfg.push_str(&target_table(
+        "covata-down",
+        "covata",
+        &[
+            ("base_url", "http://127.0.0.1:9"),
+            ("username", covata::USERNAME),
+            ("password", covata::PASSWORD),
+            ("client_id", covata::CLIENT_ID),
+            ("client_secret", "x"),
+        ],
+        "max_retries = 0\nconnect_timeout = \"1s\"",
     ));
     std::fs::write(env.config_path(), cfg).unwrap();
     // --refresh must list each target first: the second cannot be listed.
-    let o = env.run(&["sync", "--refresh"]);
-    assert_eq!(code(&o), 1, "{}", out(&o));
+    let o = env.run_code(&["sync", "--refresh"], 1);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
         text.contains("target covata-down (covata): FAILED"),
@@ -688,8 +533,7 @@ connect_timeout = "1s"
 #[tokio::test(flavor = "multi_thread")]
 async fn empty_or_shrunken_source_blocks_sync_and_force_applies() {
     let env = Env::new(Backend::Sqlite, &users(50)).await;
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(env.fake.users().len(), 50);
     for (what, body, rule) in [
         ("empty", String::new(), "min_source_users"),
@@ -728,8 +572,7 @@ async fn empty_or_shrunken_source_blocks_sync_and_force_applies() {
             env.fake.requests()
         );
     }
-    let o = env.run(&["sync", "--force"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync", "--force"], 0);
     let fake_users = env.fake.users();
     assert_eq!(fake_users.iter().filter(|u| u.enabled).count(), 30);
     assert_eq!(fake_users.iter().filter(|u| !u.enabled).count(), 20);
@@ -754,8 +597,7 @@ async fn existing_tenant_is_not_sent_creates() {
     ));
 
     // The dry run: 4 creates, 2 held back, nothing written but the run row.
-    let o = env.run(&["plan", "--format", "json"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["plan", "--format", "json"], 2);
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let t = &report["targets"][0];
     assert_eq!(t["summary"]["create"], 4, "{t}");
@@ -786,8 +628,7 @@ async fn existing_tenant_is_not_sent_creates() {
             .all(|op| op["key"] != "E00002" && op["key"] != "E00004"),
         "{t}"
     );
-    let o = env.run(&["plan"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["plan"], 2);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
         text.contains("2 accounts already exist on the target, not owned by dirsync"),
@@ -803,9 +644,13 @@ async fn existing_tenant_is_not_sent_creates() {
     assert_eq!(env.fake.create_attempts(), 0);
 
     // The sync: exactly the 4 new accounts, no conflict collected.
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    assert_eq!(env.fake.create_attempts(), 4, "{:?}", env.api_requests());
+    env.run_code(&["sync"], 0);
+    assert_eq!(
+        env.fake.create_attempts(),
+        4,
+        "{:?}",
+        env.fake.api_requests()
+    );
     assert_eq!(env.fake.users().len(), 7);
     assert_eq!(
         env.fake.user(&hand2).unwrap().first_name.as_deref(),
@@ -829,16 +674,17 @@ async fn existing_tenant_is_not_sent_creates() {
 
     // Later runs: no create for them either; the plan points to adopt.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    assert!(env.api_requests().is_empty(), "{:?}", env.api_requests());
-    let o = env.run(&["adopt", "--target", "covata"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
+    assert!(
+        env.fake.api_requests().is_empty(),
+        "{:?}",
+        env.fake.api_requests()
+    );
+    env.run_code(&["adopt", "--target", "covata"], 0);
     let accounts = store.load_accounts("covata").await.unwrap();
     assert!(accounts.iter().all(|a| a.owned), "{accounts:?}");
     // Adopted: the hand-made names are now corrected like any owned account's.
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(
         env.fake.user(&hand2).unwrap().first_name.as_deref(),
         Some("First2")
@@ -860,8 +706,7 @@ async fn first_contact_without_a_listing_sends_nothing() {
         Fault::Status(500),
         100,
     );
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 1, "{}", out(&o));
+    let o = env.run_code(&["sync"], 1);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
         text.contains("cannot list the existing accounts before a first sync"),
@@ -869,8 +714,7 @@ async fn first_contact_without_a_listing_sends_nothing() {
     );
     assert_eq!(env.fake.create_attempts(), 0);
     assert_eq!(env.fake.users().len(), 1);
-    let o = env.run(&["plan"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["plan"], 2);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("existing accounts not checked"),
         "{}",
@@ -878,8 +722,7 @@ async fn first_contact_without_a_listing_sends_nothing() {
     );
     // The target answers again: the next sync holds user2 back and creates the others.
     env.fake.clear_faults();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(env.fake.create_attempts(), 2);
     assert_eq!(env.fake.users().len(), 3);
 }

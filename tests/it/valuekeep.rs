@@ -3,27 +3,14 @@
 //! ends up holding, pacing and 429s, and OData paging.
 
 use crate::support::cmd::{code, out};
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use dirsync::store::Store;
-
+use crate::support::env::Backend;
 use crate::support::valuekeep::{self, FakeUser, FakeValuekeep, Fault, PathMatch, users_prefix};
 
 const HEADER: &str = "id,login,email,first,last,status,groups,tech\n";
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    fake: FakeValuekeep,
-    db_url: Option<String>,
-}
+crate::support::env::env_with_fake!(Env, FakeValuekeep, HEADER);
 
 /// `n` users `E00001..`: login `u1..`, staff (every 10th also admins), not technicians.
 fn users(n: usize) -> String {
@@ -38,103 +25,32 @@ fn users(n: usize) -> String {
 impl Env {
     /// The fake without its limiter (tests that exercise it set one).
     async fn new(backend: Backend, csv: &str) -> Env {
-        let fake = FakeValuekeep::start().await;
-        fake.set_rate_limit(None);
-        let db_url = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(crate::support::pg::pg_url().await),
-        };
-        let env = Env {
-            dir: tempfile::tempdir().unwrap(),
-            fake,
-            db_url,
-        };
-        env.write_csv(csv);
+        let env = Env::with_csv(backend, csv).await;
+        env.fake.set_rate_limit(None);
         env.write_config(Some(1000.0), "");
         env
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("dirsync.toml")
-    }
-
-    fn write_csv(&self, body: &str) {
-        std::fs::write(self.dir.path().join("users.csv"), format!("{HEADER}{body}")).unwrap();
     }
 
     /// `rps`: `requests_per_second` (`None`: the Valuekeep default of 1/s); `extra`: more keys
     /// of the `[[target]]` table.
     fn write_config(&self, rps: Option<f64>, extra: &str) {
-        let state = match &self.db_url {
-            Some(url) => format!("database_url = \"{url}\""),
-            None => "path = \"state.db\"".to_string(),
-        };
         let rps = rps
             .map(|r| format!("requests_per_second = {r}"))
             .unwrap_or_default();
-        let text = format!(
-            r#"
-[state]
-{state}
-
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-email = "email"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-[source.csv.extra]
-login = "login"
-tech = "tech"
-
-[[target]]
-name = "vk"
-kind = "valuekeep"
-base_url = "{base}"
-token_url = "{token}"
-client_id = "{client}"
-client_secret = "{secret}"
-tenant_key = "{tenant}"
-org_key = "{org}"
-max_backoff = "2s"
-default_roles = ["REQUESTER"]
-{rps}
-{extra}
-[target.fields]
-userKey = "{{login}}"
-isTechnician = "{{tech}}"
-[[target.roles]]
-group = "admins"
-roles = ["ADMIN"]
-[[target.roles]]
-group = "techs"
-roles = ["TECHNICIAN"]
-"#,
-            base = self.fake.base_url(),
-            token = self.fake.token_url(),
-            client = valuekeep::CLIENT_ID,
-            secret = valuekeep::CLIENT_SECRET,
-            tenant = valuekeep::TENANT,
-            org = valuekeep::ORG,
-        );
-        std::fs::write(self.config_path(), text).unwrap();
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        crate::support::cmd::dirsync(&self.config_path(), args)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    async fn store(&self) -> Box<dyn Store> {
-        crate::support::cmd::store(&self.config_path()).await
+        self.config()
+            .csv("email = \"email\"\n[source.csv.extra]\nlogin = \"login\"\ntech = \"tech\"")
+            .valuekeep(
+                &self.fake.base_url(),
+                &self.fake.token_url(),
+                valuekeep::CLIENT_SECRET,
+                &format!(
+                    "max_backoff = \"2s\"\n{rps}\n{extra}\n[target.fields]\n\
+                     userKey = \"{{login}}\"\nisTechnician = \"{{tech}}\""
+                ),
+            )
+            .role("admins", &["ADMIN"])
+            .role("techs", &["TECHNICIAN"])
+            .write();
     }
 
     /// API requests (not the token endpoint) as `(method, path after .../identity/users,
@@ -177,8 +93,7 @@ async fn lifecycle(backend: Backend) {
     let env = Env::new(backend, FIVE).await;
 
     // First sync: everyone created with the mapped fields and roles, one POST each.
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(
         keys(&env.fake),
         vec!["bsmith", "cjones", "dking", "eeve", "jdoe"]
@@ -220,8 +135,7 @@ async fn lifecycle(backend: Backend) {
 
     // Second sync, nothing changed: not a single request, not even a token.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert!(env.fake.requests().is_empty(), "{:?}", env.fake.requests());
 
     // Rename, email change, role delta (staff → admins), source disable, userKey change.
@@ -233,8 +147,7 @@ async fn lifecycle(backend: Backend) {
         .replace("E5,eeve,", "E5,eve.e,");
     env.write_csv(&changed);
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync"], 0);
     let carol = env.fake.user_by_key("cjones").unwrap();
     let dave = env.fake.user_by_key("dking").unwrap();
     let mut expected = vec![
@@ -274,8 +187,7 @@ async fn lifecycle(backend: Backend) {
         .replace("Eve,Eve", "Eve,Evans");
     env.write_csv(&changed2);
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync"], 0);
     let mut expected = vec![
         call("GET", &format!("/{}", carol.id), ""),
         call("POST", "/cjones/roles/add", "[\"TECHNICIAN\"]"),
@@ -294,8 +206,7 @@ async fn lifecycle(backend: Backend) {
 
     // And then nothing again.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert!(env.api_calls().is_empty(), "{:?}", env.api_calls());
 
     // Deletes: Bob leaves the source; Carol leaves too but was already deleted by hand.
@@ -311,8 +222,7 @@ async fn lifecycle(backend: Backend) {
         .collect::<String>();
     env.write_csv(&without);
     env.fake.clear_requests();
-    let o = env.run(&["sync", "--force"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync", "--force"], 0);
     assert!(env.fake.user(&bob.id).is_none());
     assert_eq!(keys(&env.fake), vec!["dking", "eve.e", "jdoe"]);
     // Deletes go to the record id; Carol's answers 404, which counts as done.
@@ -331,8 +241,7 @@ async fn lifecycle(backend: Backend) {
 
     // Finally nothing again.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert!(env.api_calls().is_empty(), "{:?}", env.api_calls());
 }
 
@@ -363,22 +272,17 @@ async fn delete_by_hand(fake: &FakeValuekeep, key: &str) {
     assert_eq!(resp.status().as_u16(), 204);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn lifecycle_against_fake_valuekeep_postgres() {
-    lifecycle(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn lifecycle_against_fake_valuekeep_sqlite() {
-    lifecycle(Backend::Sqlite).await;
-}
+crate::support::env::on_both_backends!(
+    lifecycle_against_fake_valuekeep_sqlite,
+    lifecycle_against_fake_valuekeep_postgres,
+    lifecycle
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invitation_and_status_settings() {
     let env = Env::new(Backend::Sqlite, FIVE).await;
     env.write_config(Some(1000.0), "send_invitation = true\nset_status = true");
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let calls = env.api_calls();
     let invitations = calls
         .iter()
@@ -389,8 +293,7 @@ async fn invitation_and_status_settings() {
 
     env.write_csv(&FIVE.replace("Dave,King,active", "Dave,King,disabled"));
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let dave = env.fake.user_by_key("dking").unwrap();
     assert_eq!(
         env.api_calls(),
@@ -405,8 +308,7 @@ async fn invitation_and_status_settings() {
 
     env.write_csv(FIVE);
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(
         env.api_calls(),
         vec![
@@ -436,8 +338,7 @@ async fn injected_429s_and_503s_are_absorbed() {
         Fault::Status503 { retry_after: None },
         2,
     );
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(env.fake.users().len(), 6);
     assert_eq!(env.fake.pending_faults(), 0);
 }
@@ -448,8 +349,7 @@ async fn the_servers_limiter_is_absorbed() {
     // answers 429 with Retry-After and the run still completes.
     let env = Env::new(Backend::Sqlite, &users(40)).await;
     env.fake.set_rate_limit(Some((15, Duration::from_secs(1))));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(env.fake.users().len(), 40);
     assert!(env.fake.rate_limited() > 0, "the limiter never fired");
 }
@@ -462,8 +362,7 @@ async fn pacing_keeps_under_the_limit() {
     env.fake.set_rate_limit(Some((60, Duration::from_secs(1))));
     env.write_config(Some(50.0), "");
     let started = Instant::now();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(env.fake.users().len(), 100);
     assert_eq!(env.fake.rate_limited(), 0);
     // 101 requests (a token and 100 creates) 20 ms apart.
@@ -513,8 +412,7 @@ async fn adoption_pages_over_250_users() {
     // One account nobody in the source matches.
     env.fake
         .insert_user(FakeUser::new("stranger", "Some One", &[]));
-    let o = env.run(&["adopt", "--target", "vk", "--match", "login"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["adopt", "--target", "vk", "--match", "login"], 0);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("adopted 260"),
         "{}",
@@ -550,8 +448,7 @@ async fn adoption_pages_over_250_users() {
     // The adopted accounts already match the source: the sync sends nothing and creates
     // nobody.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert!(env.api_calls().is_empty(), "{:?}", env.api_calls());
     assert_eq!(env.fake.users().len(), 261);
 }
@@ -563,25 +460,21 @@ async fn duplicate_user_key_is_a_conflict_then_adopted() {
     let all = users(3);
     let without2 = all.replace(&all[users(1).len()..users(2).len()], "");
     let env = Env::new(Backend::Sqlite, &without2).await;
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let hand = env
         .fake
         .insert_user(FakeUser::new("u2", "Hand Made", &["PLANNER"]));
     env.write_csv(&all);
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 4, "{}", out(&o));
+    let o = env.run_code(&["sync"], 4);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("conflict"),
         "{}",
         out(&o)
     );
     assert_eq!(env.fake.user(&hand).unwrap().name, "Hand Made");
-    let o = env.run(&["adopt", "--target", "vk", "--match", "login"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["adopt", "--target", "vk", "--match", "login"], 0);
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     let u = env.fake.user(&hand).unwrap();
     assert_eq!(u.name, "First2 Last2");
     assert_eq!(u.email.as_deref(), Some("user2@example.com"));
@@ -627,8 +520,7 @@ async fn wrong_client_secret_fails_without_printing_it() {
     assert_eq!(reqs.len(), logins, "only token requests");
     // The secret fixed: everyone is created, once.
     std::fs::write(env.config_path(), good).unwrap();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(env.fake.users().len(), 300);
 }
 
@@ -891,15 +783,11 @@ mod connector {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn groups_are_created_and_changed_by_delta_postgres() {
-    groups_by_delta(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn groups_are_created_and_changed_by_delta_sqlite() {
-    groups_by_delta(Backend::Sqlite).await;
-}
+crate::support::env::on_both_backends!(
+    groups_are_created_and_changed_by_delta_sqlite,
+    groups_are_created_and_changed_by_delta_postgres,
+    groups_by_delta
+);
 
 async fn groups_by_delta(backend: Backend) {
     let env = Env::new(backend, FIVE).await;
@@ -907,8 +795,7 @@ async fn groups_by_delta(backend: Backend) {
         Some(1000.0),
         "default_groups = [\"OFFICE\"]\n[[target.groups]]\ngroup = \"techs\"\ngroups = [\"MAINT\"]\n",
     );
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert_eq!(
         env.fake.user_by_key("eeve").unwrap().groups,
         vec!["MAINT".to_string()]
@@ -929,8 +816,7 @@ async fn groups_by_delta(backend: Backend) {
         "Bob,Smith,active,staff,false",
         "Bob,Smith,active,staff;techs,false",
     ));
-    let o = env.run(&["plan"]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    let o = env.run_code(&["plan"], 2);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
         text.contains("~ groups   E2 (bsmith)  +MAINT -OFFICE"),
@@ -938,8 +824,7 @@ async fn groups_by_delta(backend: Backend) {
     );
     assert!(text.contains("1 group change"), "{text}");
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync"], 0);
     // (Joining techs also brings the TECHNICIAN role: its delta goes separately.)
     let calls: Vec<_> = env
         .api_calls()
@@ -964,7 +849,6 @@ async fn groups_by_delta(backend: Backend) {
 
     // Nothing left to do.
     env.fake.clear_requests();
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    env.run_code(&["sync"], 0);
     assert!(env.fake.requests().is_empty(), "{:?}", env.fake.requests());
 }

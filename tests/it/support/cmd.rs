@@ -1,9 +1,11 @@
 //! Running the real `dirsync` binary from tests, and reading what it did.
 
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use dirsync::store::Store;
+use dirsync::store::{RecordedAccount, Store};
 
 /// `dirsync <args> --config <config>`, with the test process's own `DIRSYNC_*` and systemd
 /// variables removed (a test's environment must not leak into the binary's configuration) and
@@ -28,6 +30,26 @@ pub async fn store(config: &Path) -> Box<dyn Store> {
         .unwrap()
 }
 
+/// The account row of `key` on `target` (panics when there is none).
+pub async fn recorded(store: &dyn Store, target: &str, key: &str) -> RecordedAccount {
+    store
+        .load_accounts(target)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.key == key)
+        .unwrap_or_else(|| panic!("no account row of {key} on {target}"))
+}
+
+/// Whether `store` holds no unfinished (pending or sent) operation of `target`.
+pub async fn nothing_unfinished(store: &dyn Store, target: &str) -> bool {
+    store
+        .unfinished_operations(target)
+        .await
+        .unwrap()
+        .is_empty()
+}
+
 /// Exit code, stdout and stderr, for assertion messages.
 pub fn out(o: &Output) -> String {
     format!(
@@ -36,6 +58,27 @@ pub fn out(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// Waits for `child` to exit and returns its exit code (-1 when killed by a signal); after
+/// `limit`, kills it and fails the test saying `what` did not exit.
+pub fn wait_exit(child: &mut std::process::Child, limit: Duration, what: &str) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The lines of `text` that contain `needle`.
+pub fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.contains(needle)).collect()
 }
 
 /// The exit code (-1 when killed by a signal).
@@ -49,4 +92,43 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `cmd` to its end (stdin empty, stdout and stderr collected) but kills it after `limit`:
+/// `Err` holds what it wrote until then, so that a hang fails its test instead of the suite.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output, Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let mut killed = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            killed = true;
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let output = Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    if killed { Err(output) } else { Ok(output) }
 }

@@ -25,22 +25,13 @@
 //! `IncompleteMessage`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
-use axum::Router;
-
-use super::killable::{ConnHandle, KillListener};
-use axum::body::{Body, Bytes};
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Multipart, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
+use axum::extract::{DefaultBodyLimit, Multipart};
+
+use super::fake::prelude::*;
+pub use super::fake::{Fault, PathMatch};
+use super::fake::{TokenRefused, Tokens, basic_credentials, form_fields};
 
 /// The service account the tests configure (password grant `username`).
 pub const USERNAME: &str = "svc-dirsync";
@@ -149,81 +140,6 @@ pub struct RecordedRequest {
     pub authorized: bool,
 }
 
-/// Which request paths a fault applies to (matched against the raw, still-encoded path).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMatch {
-    /// The path equals this.
-    Exact(String),
-    /// The path starts with this (`/api/v1/users` also matches `/api/v1/users/bulk`).
-    Prefix(String),
-    /// Same number of segments; a `{..}` segment matches any one segment
-    /// (`/api/v1/users/{id}` matches `/api/v1/users/42`, not `/api/v1/users/42/enable`).
-    Template(String),
-}
-
-impl PathMatch {
-    pub fn exact(path: &str) -> PathMatch {
-        PathMatch::Exact(path.to_owned())
-    }
-
-    pub fn prefix(path: &str) -> PathMatch {
-        PathMatch::Prefix(path.to_owned())
-    }
-
-    pub fn template(path: &str) -> PathMatch {
-        PathMatch::Template(path.to_owned())
-    }
-
-    fn matches(&self, path: &str) -> bool {
-        match self {
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
-            PathMatch::Template(t) => {
-                let want: Vec<&str> = t.split('/').collect();
-                let got: Vec<&str> = path.split('/').collect();
-                want.len() == got.len()
-                    && want.iter().zip(&got).all(|(w, g)| {
-                        (w.starts_with('{') && w.ends_with('}') && !g.is_empty()) || w == g
-                    })
-            }
-        }
-    }
-}
-
-/// An exact path.
-impl From<&str> for PathMatch {
-    fn from(path: &str) -> PathMatch {
-        PathMatch::exact(path)
-    }
-}
-
-/// What an injected fault does to a matching request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// 429 with a JSON error body and, if given, `Retry-After` (seconds or an HTTP date, sent
-    /// verbatim). Nothing is applied.
-    Status429 { retry_after: Option<String> },
-    /// 503 with a JSON error body and, if given, `Retry-After`. Nothing is applied.
-    Status503 { retry_after: Option<String> },
-    /// This status with a JSON error body. Nothing is applied.
-    Status(u16),
-    /// Wait, then handle the request normally.
-    Latency(Duration),
-    /// Close the connection without any response. Nothing is applied.
-    Drop,
-    /// Handle the request (the change takes effect), then close the connection without any
-    /// response.
-    DropAfterApply,
-    /// Handle the request (the change takes effect at once), then wait this long before
-    /// answering: a client whose request timeout is shorter gives up on a change that was made.
-    ApplyThenLatency(Duration),
-    /// Wait this long, then handle the request even if the client has gone away meanwhile (a
-    /// server that finishes queued work after its client timed out): the change takes effect
-    /// late, possibly after the client has already looked for it. With [`Fault::Latency`] the
-    /// handler is dropped with the connection, so nothing is applied.
-    LatencyThenApplyDetached(Duration),
-}
-
 /// One exchange as the fake saw it: when the request arrived, the fault it fired and the
 /// status answered (`None`: no answer was written — a dropped connection, or a client that gave
 /// up while the fake was still waiting).
@@ -255,13 +171,6 @@ impl Exchange {
     }
 }
 
-struct FaultRule {
-    method: String,
-    path: PathMatch,
-    fault: Fault,
-    remaining: usize,
-}
-
 struct Inner {
     /// By creation order.
     users: BTreeMap<u64, FakeUser>,
@@ -269,8 +178,7 @@ struct Inner {
     /// Lowercased email.
     by_email: HashMap<String, u64>,
     next_seq: u64,
-    /// Access token → expiry.
-    access_tokens: HashMap<String, Instant>,
+    access_tokens: Tokens<()>,
     refresh_tokens: HashSet<String>,
     token_ttl: Duration,
     /// Every bearer token is refused (401), freshly issued ones included.
@@ -283,19 +191,12 @@ struct Inner {
     bulk_batches: Vec<(String, usize)>,
     bulk_limit: Option<usize>,
     toggle_calls: usize,
-    faults: Vec<FaultRule>,
-    latency: Duration,
+    faults: Faults,
     /// Every exchange, never cleared by [`FakeCovata::clear_requests`].
     exchanges: Vec<Exchange>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
-
-fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
-    shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 impl Inner {
     fn new() -> Inner {
@@ -304,7 +205,7 @@ impl Inner {
             by_id: HashMap::new(),
             by_email: HashMap::new(),
             next_seq: 0,
-            access_tokens: HashMap::new(),
+            access_tokens: Tokens::default(),
             refresh_tokens: HashSet::new(),
             token_ttl: DEFAULT_TOKEN_TTL,
             refuse_tokens: false,
@@ -315,8 +216,7 @@ impl Inner {
             bulk_batches: Vec::new(),
             bulk_limit: None,
             toggle_calls: 0,
-            faults: Vec::new(),
-            latency: Duration::ZERO,
+            faults: Faults::default(),
             exchanges: Vec::new(),
         }
     }
@@ -357,12 +257,10 @@ impl Inner {
     }
 
     fn issue_tokens(&mut self) -> Value {
-        let access = uuid::Uuid::new_v4().simple().to_string();
-        let refresh = uuid::Uuid::new_v4().simple().to_string();
         // Expires exactly `token_ttl` after the answer; `expires_in` (whole seconds, rounded
         // down) never promises more.
-        self.access_tokens
-            .insert(access.clone(), Instant::now() + self.token_ttl);
+        let access = self.access_tokens.issue((), self.token_ttl);
+        let refresh = uuid::Uuid::new_v4().simple().to_string();
         self.refresh_tokens.insert(refresh.clone());
         json!({
             "access_token": access,
@@ -375,105 +273,39 @@ impl Inner {
     fn check_bearer(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let invalid =
             |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", message);
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err(invalid(
+        match self.access_tokens.check(headers) {
+            Err(TokenRefused::Missing) => Err(invalid(
                 "Full authentication is required to access this resource",
-            ));
-        };
-        let value = value.to_str().unwrap_or("");
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(invalid("expected a Bearer token")),
-        };
-        if self.refuse_tokens {
-            return Err(invalid("This account may not use the API"));
+            )),
+            Err(TokenRefused::NotBearer) => Err(invalid("expected a Bearer token")),
+            _ if self.refuse_tokens => Err(invalid("This account may not use the API")),
+            Ok(()) => Ok(()),
+            Err(TokenRefused::Expired) => Err(invalid("Access token expired")),
+            Err(TokenRefused::Unknown) => Err(invalid("Invalid access token")),
         }
-        match self.access_tokens.get(token) {
-            Some(expiry) if Instant::now() < *expiry => Ok(()),
-            Some(_) => Err(invalid("Access token expired")),
-            None => Err(invalid("Invalid access token")),
-        }
-    }
-
-    fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
-        let rule = self.faults.iter_mut().find(|r| {
-            r.remaining > 0
-                && (r.method == "*" || r.method.eq_ignore_ascii_case(method))
-                && r.path.matches(path)
-        })?;
-        rule.remaining -= 1;
-        let fault = rule.fault.clone();
-        self.faults.retain(|r| r.remaining > 0);
-        Some(fault)
     }
 }
 
 /// The running fake. Dropping it stops the server.
-pub struct FakeCovata {
-    base_url: String,
-    shared: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for FakeCovata {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            // The server thread may already be gone; nothing to do then.
-            let _ = shutdown.send(());
-        }
-    }
-}
+pub struct FakeCovata(Running<Inner>);
 
 impl FakeCovata {
     /// Starts the fake on `127.0.0.1:<free port>`.
     pub async fn start() -> FakeCovata {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fake Covata: bind");
-        listener
-            .set_nonblocking(true)
-            .expect("fake Covata: set_nonblocking");
-        let addr = listener.local_addr().expect("fake Covata: local_addr");
-        let shared: Shared = Arc::new(Mutex::new(Inner::new()));
-        let app = router(shared.clone());
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name(format!("fake-covata-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("fake Covata: runtime");
-                runtime.block_on(async move {
-                    let listener = KillListener {
-                        inner: TcpListener::from_std(listener).expect("fake Covata: listener"),
-                    };
-                    let server = axum::serve(
-                        listener,
-                        app.into_make_service_with_connect_info::<ConnHandle>(),
-                    );
-                    tokio::select! {
-                        result = std::future::IntoFuture::into_future(server) => {
-                            result.expect("fake Covata: server");
-                        }
-                        _ = stopped => {}
-                    }
-                });
-                // Dropping the runtime cancels the connection tasks.
-            })
-            .expect("fake Covata: thread");
-        FakeCovata {
-            base_url: format!("http://{addr}"),
-            shared,
-            shutdown: Some(shutdown),
-        }
+        FakeCovata(Running::serve(
+            Listener::bind("Covata"),
+            Inner::new(),
+            router,
+        ))
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash); the API is under `/api/...`.
     pub fn base_url(&self) -> String {
-        self.base_url.clone()
+        self.0.url()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.shared)
+        self.0.lock()
     }
 
     /// Every user, in creation order.
@@ -530,6 +362,23 @@ impl FakeCovata {
         self.lock().requests.clone()
     }
 
+    /// The requests with this method and exactly this (raw) path, in arrival order.
+    pub fn requests_to(&self, method: &str, path: &str) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path == path)
+            .collect()
+    }
+
+    /// The requests other than token grants, as `(method, path)`.
+    pub fn api_requests(&self) -> Vec<(String, String)> {
+        self.requests()
+            .into_iter()
+            .filter(|r| !r.path.starts_with("/api/oauth"))
+            .map(|r| (r.method, r.path))
+            .collect()
+    }
+
     pub fn clear_requests(&self) {
         self.lock().requests.clear();
     }
@@ -582,10 +431,7 @@ impl FakeCovata {
 
     /// Every access token issued so far stops working now; refresh tokens stay valid.
     pub fn expire_all_tokens(&self) {
-        let now = Instant::now();
-        for expiry in self.lock().access_tokens.values_mut() {
-            *expiry = now;
-        }
+        self.lock().access_tokens.expire_all();
     }
 
     /// Every refresh token issued so far stops working (forces a new password grant).
@@ -601,25 +447,16 @@ impl FakeCovata {
 
     /// A delay added to every request before it is handled.
     pub fn set_latency(&self, latency: Duration) {
-        self.lock().latency = latency;
+        self.lock().faults.latency = latency;
     }
 
     /// Applies `fault` to the next `times` requests whose method is `method` (`"*"`: any) and
     /// whose raw path matches `path` (a `&str` is an exact path). When several rules match, the
     /// one injected first fires; a request fires at most one rule.
     pub fn inject(&self, method: &str, path: impl Into<PathMatch>, fault: Fault, times: usize) {
-        if let Fault::Status(code) = fault {
-            assert!(
-                StatusCode::from_u16(code).is_ok(),
-                "fake Covata: invalid status {code}"
-            );
-        }
-        self.lock().faults.push(FaultRule {
-            method: method.to_owned(),
-            path: path.into(),
-            fault,
-            remaining: times,
-        });
+        self.lock()
+            .faults
+            .inject("Covata", method, path.into(), fault, times);
     }
 
     /// Drops every injected fault that has not fired yet.
@@ -629,7 +466,7 @@ impl FakeCovata {
 
     /// How many fault firings are still pending.
     pub fn pending_faults(&self) -> usize {
-        self.lock().faults.iter().map(|r| r.remaining).sum()
+        self.lock().faults.pending()
     }
 
     /// Every exchange so far, in arrival order (see [`Exchange`]).
@@ -651,9 +488,6 @@ impl FakeCovata {
             .count()
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Connections that a fault can break.
 
 // ---------------------------------------------------------------------------------------------
 // Errors.
@@ -732,6 +566,12 @@ impl IntoResponse for ApiError {
 // ---------------------------------------------------------------------------------------------
 // Routing and the front middleware (recording, latency, faults, bearer check).
 
+#[path = "covata_handlers.rs"]
+mod handlers;
+use handlers::{
+    bulk, create_user, delete_user, get_user, import, list_users, toggle_user, token, update_user,
+};
+
 fn router(shared: Shared) -> Router {
     Router::new()
         .route("/api/oauth/token", post(token))
@@ -771,39 +611,34 @@ fn needs_bearer(path: &str) -> bool {
 }
 
 async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Response {
-    let conn = request
-        .extensions()
-        .get::<ConnectInfo<ConnHandle>>()
-        .map(|info| info.0.clone());
-    let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(body) => body,
-        Err(e) => return ApiError::bad_request(format!("unreadable body: {e}")).into_response(),
+    let incoming = match Incoming::read(request, MAX_BODY).await {
+        Ok(incoming) => incoming,
+        Err(e) => return ApiError::bad_request(e).into_response(),
     };
-    let method = parts.method.as_str().to_owned();
-    let path = parts.uri.path().to_owned();
+    let path = incoming.path.clone();
+    let conn = incoming.conn.clone();
     let (auth, latency, fault, exchange) = {
         let mut inner = lock(&shared);
-        let auth = inner.check_bearer(&parts.headers);
+        let auth = inner.check_bearer(&incoming.parts.headers);
         inner.requests.push(RecordedRequest {
-            method: method.clone(),
+            method: incoming.method.clone(),
             path: path.clone(),
-            query: parts.uri.query().map(str::to_owned),
-            body: String::from_utf8_lossy(&body).into_owned(),
-            content_type: content_type(&parts.headers).map(str::to_owned),
+            query: incoming.parts.uri.query().map(str::to_owned),
+            body: incoming.body_text(),
+            content_type: content_type(&incoming.parts.headers).map(str::to_owned),
             authorized: auth.is_ok(),
         });
-        let fault = inner.take_fault(&method, &path);
+        let fault = inner.faults.take(&incoming.method, &path);
         inner.exchanges.push(Exchange {
             at: Instant::now(),
-            method: method.clone(),
+            method: incoming.method.clone(),
             path: path.clone(),
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body: incoming.body_text(),
             fault: fault.clone(),
             status: None,
         });
         let exchange = inner.exchanges.len() - 1;
-        (auth, inner.latency, fault, exchange)
+        (auth, inner.faults.latency, fault, exchange)
     };
     // The answer's status, once there is one to write.
     let answered = |response: Response| {
@@ -818,63 +653,34 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let kill = || {
-        conn.as_ref()
-            .expect("fake Covata: the connection handle is always set")
-            .kill();
-    };
-    match &fault {
-        Some(Fault::Status429 { retry_after }) => {
-            return answered(fault_status(
-                StatusCode::TOO_MANY_REQUESTS,
-                retry_after.as_deref(),
-            ));
-        }
-        Some(Fault::Status503 { retry_after }) => {
-            return answered(fault_status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                retry_after.as_deref(),
-            ));
-        }
-        Some(Fault::Status(code)) => {
-            let status = StatusCode::from_u16(*code).expect("checked by inject");
-            return answered(fault_status(status, None));
-        }
-        Some(Fault::Latency(delay)) => tokio::time::sleep(*delay).await,
-        Some(Fault::Drop) => {
-            kill();
-            // Never written: the connection fails first.
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-        Some(Fault::LatencyThenApplyDetached(delay)) => {
-            // A task of its own: it goes on when the client gives up and hyper drops this
-            // future with the connection.
-            let delay = *delay;
-            let request = Request::from_parts(parts, Body::from(body));
-            let handled = tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                match auth {
-                    Err(e) if needs_bearer(request.uri().path()) => e.into_response(),
-                    _ => next.run(request).await,
-                }
-            });
-            return match handled.await {
-                Ok(response) => answered(response),
-                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-            };
-        }
-        Some(Fault::DropAfterApply | Fault::ApplyThenLatency(_)) | None => {}
+    if let Some(Fault::LatencyThenApplyDetached(delay)) = &fault {
+        // A task of its own: it goes on when the client gives up and hyper drops this
+        // future with the connection.
+        let delay = *delay;
+        let request = incoming.into_request();
+        let handled = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            match auth {
+                Err(e) if needs_bearer(request.uri().path()) => e.into_response(),
+                _ => next.run(request).await,
+            }
+        });
+        return match handled.await {
+            Ok(response) => answered(response),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        };
+    }
+    match before_handler(fault.as_ref(), conn.as_ref(), fault_status).await {
+        Before::Answer(response) => return answered(response),
+        Before::Dropped(response) => return response,
+        Before::Proceed => {}
     }
     let response = match auth {
         Err(e) if needs_bearer(&path) => e.into_response(),
-        _ => next.run(Request::from_parts(parts, Body::from(body))).await,
+        _ => next.run(incoming.into_request()).await,
     };
-    if fault == Some(Fault::DropAfterApply) {
-        kill();
+    if after_handler(fault.as_ref(), conn.as_ref()).await {
         return response;
-    }
-    if let Some(Fault::ApplyThenLatency(delay)) = &fault {
-        tokio::time::sleep(*delay).await;
     }
     answered(response)
 }
@@ -887,33 +693,11 @@ fn fault_status(status: StatusCode, retry_after: Option<&str>) -> Response {
         _ => "injected_fault",
     };
     let body = json!({"error": error, "message": format!("injected fault: {status}")});
-    let mut response = (status, axum::Json(body)).into_response();
-    if let Some(retry_after) = retry_after {
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_str(retry_after).expect("fake Covata: Retry-After header value"),
-        );
-    }
-    response
+    with_retry_after((status, axum::Json(body)).into_response(), retry_after)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Request helpers.
-
-fn content_type(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::CONTENT_TYPE)?.to_str().ok()
-}
-
-/// Whether the content type's essence (before `;`) is `expected`.
-fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
-    content_type(headers).is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .eq_ignore_ascii_case(expected)
-    })
-}
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     if has_content_type(headers, "application/json") {
@@ -1063,612 +847,4 @@ fn user_json(user: &FakeUser) -> Value {
         "accountType": user.account_type,
         "roles": user.roles,
     })
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// The HTTP Basic credentials.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(base64_decode(encoded.trim())?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    Some((id.to_owned(), secret.to_owned()))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Handlers.
-
-/// `POST /api/oauth/token`.
-async fn token(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    if !has_content_type(&headers, "application/x-www-form-urlencoded") {
-        return Err(ApiError::oauth(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body must be application/x-www-form-urlencoded",
-        ));
-    }
-    match basic_credentials(&headers) {
-        Some((id, secret)) if id == CLIENT_ID && secret == CLIENT_SECRET => {}
-        _ => {
-            return Err(ApiError::oauth(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "Bad client credentials",
-            ));
-        }
-    }
-    let mut form = HashMap::new();
-    for (key, value) in url::form_urlencoded::parse(&body) {
-        if form
-            .insert(key.clone().into_owned(), value.into_owned())
-            .is_some()
-        {
-            return Err(ApiError::oauth(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!("parameter `{key}` given more than once"),
-            ));
-        }
-    }
-    let field = |name: &str| form.get(name).map(String::as_str);
-    let mut inner = lock(&shared);
-    let answer = match field("grant_type") {
-        Some("password") => {
-            if field("username") != Some(USERNAME) || field("password") != Some(PASSWORD) {
-                return Err(ApiError::oauth(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_grant",
-                    "Bad credentials",
-                ));
-            }
-            inner.password_grants += 1;
-            inner.issue_tokens()
-        }
-        Some("refresh_token") => {
-            let Some(refresh) = field("refresh_token") else {
-                return Err(ApiError::oauth(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "missing refresh_token",
-                ));
-            };
-            if !inner.refresh_tokens.remove(refresh) {
-                return Err(ApiError::oauth(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_grant",
-                    "Invalid refresh token",
-                ));
-            }
-            inner.refresh_grants += 1;
-            inner.issue_tokens()
-        }
-        Some(other) => {
-            return Err(ApiError::oauth(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                &format!("Unsupported grant type: {other}"),
-            ));
-        }
-        None => {
-            return Err(ApiError::oauth(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "missing grant_type",
-            ));
-        }
-    };
-    drop(inner);
-    let mut response = axum::Json(answer).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
-}
-
-/// `GET /api/v1/users?offset=&limit=&email=&name=&role=&enabled=`.
-async fn list_users(
-    State(shared): State<Shared>,
-    RawQuery(query): RawQuery,
-) -> Result<axum::Json<Value>, ApiError> {
-    let mut offset = 0usize;
-    let mut limit = DEFAULT_PAGE_LIMIT;
-    let mut email = None;
-    let mut name = None;
-    let mut role = None;
-    let mut enabled = None;
-    for (key, value) in query_pairs(query.as_deref())? {
-        let number = |v: &str| {
-            v.parse::<usize>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "query parameter `{key}` must be a non-negative integer"
-                ))
-            })
-        };
-        match key.as_str() {
-            "offset" => offset = number(&value)?,
-            "limit" => limit = number(&value)?.min(MAX_PAGE_LIMIT),
-            "email" => email = Some(value.to_lowercase()),
-            "name" => name = Some(value.to_lowercase()),
-            "role" => role = Some(value),
-            "enabled" => {
-                enabled = Some(value.parse::<bool>().map_err(|_| {
-                    ApiError::bad_request("query parameter `enabled` must be true or false")
-                })?);
-            }
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter `{key}` (known: {})",
-                    LIST_PARAMETERS.join(", ")
-                )));
-            }
-        }
-    }
-    let inner = lock(&shared);
-    let matching: Vec<&FakeUser> = inner
-        .users
-        .values()
-        .filter(|u| {
-            email
-                .as_ref()
-                .is_none_or(|e| u.email.to_lowercase().contains(e.as_str()))
-        })
-        .filter(|u| {
-            name.as_ref().is_none_or(|n| {
-                [&u.first_name, &u.last_name, &u.other_name]
-                    .into_iter()
-                    .flatten()
-                    .any(|part| part.to_lowercase().contains(n.as_str()))
-            })
-        })
-        .filter(|u| role.as_ref().is_none_or(|r| u.roles.contains(r)))
-        .filter(|u| enabled.is_none_or(|e| u.enabled == e))
-        .collect();
-    let items: Vec<Value> = matching
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|u| user_json(u))
-        .collect();
-    Ok(axum::Json(json!({
-        "items": items,
-        "count": matching.len(),
-        "offset": offset,
-    })))
-}
-
-/// `GET /api/v1/users/{id}`.
-async fn get_user(
-    State(shared): State<Shared>,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let id = path_id(path)?;
-    let inner = lock(&shared);
-    let seq = inner
-        .by_id
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?;
-    Ok(axum::Json(user_json(&inner.users[seq])))
-}
-
-/// `POST /api/v1/users`.
-async fn create_user(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    require_json(&headers)?;
-    let fields = json_object(&body)?;
-    let mut user = FakeUser::new("", &[]);
-    let mut email = None;
-    let mut role_set = None;
-    for (key, value) in &fields {
-        match key.as_str() {
-            "email" => email = opt_string(key, value)?,
-            "firstName" => user.first_name = opt_string(key, value)?,
-            "lastName" => user.last_name = opt_string(key, value)?,
-            "otherName" => user.other_name = opt_string(key, value)?,
-            "mobileNumber" => user.mobile_number = opt_string(key, value)?,
-            "planId" => user.plan_id = plan_id(value)?,
-            "roles" => role_set = Some(roles(value)?),
-            _ => return Err(ApiError::bad_request(format!("unknown field `{key}`"))),
-        }
-    }
-    let email = email
-        .filter(|e| !e.trim().is_empty())
-        .ok_or_else(|| ApiError::bad_request("field `email` is required"))?;
-    if !valid_email(&email) {
-        return Err(ApiError::bad_request(format!(
-            "field `email`: {email:?} is not a valid address"
-        )));
-    }
-    user.email = email;
-    user.roles = role_set.ok_or_else(|| ApiError::bad_request("field `roles` is required"))?;
-    let mut inner = lock(&shared);
-    if inner.email_taken(&user.email) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("a user with email {} already exists", user.email),
-        ));
-    }
-    let id = inner.insert(user);
-    let seq = inner.by_id[&id];
-    let body = user_json(&inner.users[&seq]);
-    drop(inner);
-    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/users/{id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
-}
-
-/// `PUT /api/v1/users/{id}`.
-async fn update_user(
-    State(shared): State<Shared>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
-    let id = path_id(path)?;
-    require_json(&headers)?;
-    let fields = json_object(&body)?;
-    // Validate everything before changing anything.
-    type Change = Box<dyn FnOnce(&mut FakeUser) + Send>;
-    let mut changes: Vec<Change> = Vec::new();
-    for (key, value) in &fields {
-        match key.as_str() {
-            "email" => {
-                return Err(ApiError::bad_request("field `email` cannot be updated"));
-            }
-            "firstName" => {
-                let v = opt_string(key, value)?;
-                changes.push(Box::new(move |u| u.first_name = v));
-            }
-            "lastName" => {
-                let v = opt_string(key, value)?;
-                changes.push(Box::new(move |u| u.last_name = v));
-            }
-            "otherName" => {
-                let v = opt_string(key, value)?;
-                changes.push(Box::new(move |u| u.other_name = v));
-            }
-            "mobileNumber" => {
-                let v = opt_string(key, value)?;
-                changes.push(Box::new(move |u| u.mobile_number = v));
-            }
-            "planId" => {
-                let v = plan_id(value)?;
-                changes.push(Box::new(move |u| u.plan_id = v));
-            }
-            "roles" => {
-                let v = roles(value)?;
-                changes.push(Box::new(move |u| u.roles = v));
-            }
-            "forceResetPassword" => {
-                let v = boolean(key, value)?;
-                changes.push(Box::new(move |u| u.force_reset_password = v));
-            }
-            "resetFailedLogins" => {
-                if boolean(key, value)? {
-                    changes.push(Box::new(|u| {
-                        u.num_failed_logins = 0;
-                        u.account_non_locked = true;
-                    }));
-                }
-            }
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown or read-only field `{key}`"
-                )));
-            }
-        }
-    }
-    let mut inner = lock(&shared);
-    let user = inner
-        .user_mut(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?;
-    for change in changes {
-        change(user);
-    }
-    Ok(axum::Json(user_json(user)))
-}
-
-/// `DELETE /api/v1/users/{id}`.
-async fn delete_user(
-    State(shared): State<Shared>,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<StatusCode, ApiError> {
-    let id = path_id(path)?;
-    lock(&shared)
-        .remove(&id)
-        .map(|_| StatusCode::NO_CONTENT)
-        .ok_or_else(|| ApiError::not_found(&id))
-}
-
-/// `PUT /api/v1/users/{id}/enable`: the documented toggle (counted; dirsync must not use it).
-async fn toggle_user(
-    State(shared): State<Shared>,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let mut inner = lock(&shared);
-    inner.toggle_calls += 1;
-    let id = path_id(path)?;
-    let user = inner
-        .user_mut(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?;
-    user.enabled = !user.enabled;
-    Ok(axum::Json(user_json(user)))
-}
-
-/// `POST /api/v1/users/bulk?action=..` with `{"ids": [..]}` (at least `{}`) → 200, empty body.
-/// Unknown ids are ignored (assumed).
-async fn bulk(
-    State(shared): State<Shared>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<StatusCode, ApiError> {
-    let mut action = None;
-    for (key, value) in query_pairs(query.as_deref())? {
-        if key == "action" {
-            action = Some(value);
-        } else {
-            return Err(ApiError::bad_request(format!(
-                "unknown query parameter `{key}`"
-            )));
-        }
-    }
-    let action = action.ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "query parameter `action` is required (one of {})",
-            BULK_ACTIONS.join(", ")
-        ))
-    })?;
-    if !BULK_ACTIONS.contains(&action.as_str()) {
-        return Err(ApiError::bad_request(format!(
-            "unknown action `{action}`: expected one of {}",
-            BULK_ACTIONS.join(", ")
-        )));
-    }
-    // A missing body is a 400 even without a content type: that is the documented mistake.
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "a JSON object body is required (at least {})",
-        ));
-    }
-    require_json(&headers)?;
-    let fields = json_object(&body)?;
-    let mut ids = Vec::new();
-    for (key, value) in &fields {
-        match (key.as_str(), value) {
-            ("ids", Value::Null) => {}
-            ("ids", Value::Array(items)) => {
-                for item in items {
-                    let Value::String(id) = item else {
-                        return Err(ApiError::bad_request("field `ids` must hold only strings"));
-                    };
-                    ids.push(id.clone());
-                }
-            }
-            ("ids", _) => {
-                return Err(ApiError::bad_request(
-                    "field `ids` must be an array of user ids",
-                ));
-            }
-            _ => return Err(ApiError::bad_request(format!("unknown field `{key}`"))),
-        }
-    }
-    let mut inner = lock(&shared);
-    if let Some(limit) = inner.bulk_limit
-        && ids.len() > limit
-    {
-        return Err(ApiError::bad_request(format!(
-            "at most {limit} ids per bulk request, got {}",
-            ids.len()
-        )));
-    }
-    for id in &ids {
-        if action == "delete" {
-            inner.remove(id);
-            continue;
-        }
-        let Some(user) = inner.user_mut(id) else {
-            continue;
-        };
-        match action.as_str() {
-            "disable" => user.enabled = false,
-            "enable" => user.enabled = true,
-            "expire" => user.sessions_expired += 1,
-            "resetPassword" => {
-                user.force_reset_password = true;
-                user.password_resets += 1;
-            }
-            _ => unreachable!("checked above"),
-        }
-    }
-    inner.bulk_batches.push((action, ids.len()));
-    Ok(StatusCode::OK)
-}
-
-/// `POST /api/v1/users/import`: `multipart/form-data` with one part `file` holding the CSV.
-async fn import(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
-    if !has_content_type(&headers, "multipart/form-data") {
-        return Err(ApiError::unsupported_media_type(
-            "multipart/form-data",
-            content_type(&headers),
-        ));
-    }
-    let mut multipart =
-        multipart.map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?;
-    let mut file: Option<Bytes> = None;
-    loop {
-        let field = multipart
-            .next_field()
-            .await
-            .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?;
-        let Some(field) = field else { break };
-        let name = field.name().unwrap_or("").to_owned();
-        if name != "file" {
-            return Err(ApiError::bad_request(format!(
-                "unexpected part `{name}`: only `file` is accepted"
-            )));
-        }
-        if file.is_some() {
-            return Err(ApiError::bad_request("more than one part named `file`"));
-        }
-        file = Some(
-            field
-                .bytes()
-                .await
-                .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?,
-        );
-    }
-    let file = file.ok_or_else(|| ApiError::bad_request("the part `file` is required"))?;
-    let errors = import_csv(&mut lock(&shared), &file)?;
-    Ok(axum::Json(json!({ "errors": errors })))
-}
-
-/// Creates a user per valid row; returns `"Line <n>: <email>: <reason>"` per bad row, `n` the
-/// 1-based physical line where the row starts (the header is line 1). A bad header fails the
-/// whole file (400).
-fn import_csv(inner: &mut Inner, data: &[u8]) -> Result<Vec<String>, ApiError> {
-    let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(data);
-    let mut records = reader.byte_records();
-    let header = match records.next() {
-        None => return Err(ApiError::bad_request("the CSV file is empty")),
-        Some(Err(e)) => return Err(ApiError::bad_request(format!("unreadable CSV: {e}"))),
-        Some(Ok(header)) => header,
-    };
-    let names: Vec<String> = header
-        .iter()
-        .map(|h| String::from_utf8_lossy(h).trim().to_lowercase())
-        .collect();
-    let mut index = [0usize; IMPORT_COLUMNS.len()];
-    for (slot, column) in index.iter_mut().zip(IMPORT_COLUMNS) {
-        let wanted = column.to_lowercase();
-        let found: Vec<usize> = (0..names.len()).filter(|&i| names[i] == wanted).collect();
-        match found.as_slice() {
-            [i] => *slot = *i,
-            [] => {
-                return Err(ApiError::bad_request(format!(
-                    "CSV header: missing column `{column}` (expected {})",
-                    IMPORT_COLUMNS.join(", ")
-                )));
-            }
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "CSV header: column `{column}` given more than once"
-                )));
-            }
-        }
-    }
-    if let Some(extra) = names
-        .iter()
-        .find(|n| !IMPORT_COLUMNS.iter().any(|c| c.to_lowercase() == **n))
-    {
-        return Err(ApiError::bad_request(format!(
-            "CSV header: unknown column `{extra}` (expected {})",
-            IMPORT_COLUMNS.join(", ")
-        )));
-    }
-    let mut errors = Vec::new();
-    for record in records {
-        let record = record.map_err(|e| ApiError::bad_request(format!("unreadable CSV: {e}")))?;
-        let line = record.position().map_or(0, |p| p.line());
-        let field = |i: usize| -> Result<String, ()> {
-            let raw = record.get(index[i]).unwrap_or(b"");
-            std::str::from_utf8(raw)
-                .map(|s| s.trim().to_owned())
-                .map_err(|_| ())
-        };
-        let email = field(0).unwrap_or_default();
-        let row = (|| -> Result<FakeUser, String> {
-            if record.len() != names.len() {
-                return Err(format!(
-                    "expected {} fields, found {}",
-                    names.len(),
-                    record.len()
-                ));
-            }
-            let mut values = Vec::with_capacity(IMPORT_COLUMNS.len());
-            for (i, column) in IMPORT_COLUMNS.iter().enumerate() {
-                values.push(field(i).map_err(|()| format!("{column}: invalid UTF-8"))?);
-            }
-            let optional = |s: &String| (!s.is_empty()).then(|| s.clone());
-            if values[0].is_empty() {
-                return Err("Email is required".to_owned());
-            }
-            if !valid_email(&values[0]) {
-                return Err("Email is not a valid address".to_owned());
-            }
-            if inner.email_taken(&values[0]) {
-                return Err(format!("a user with email {} already exists", values[0]));
-            }
-            let roles: Vec<String> = values[4]
-                .split(';')
-                .map(str::trim)
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if roles.is_empty() {
-                return Err("Role is required".to_owned());
-            }
-            for role in &roles {
-                check_role(role)?;
-            }
-            let mut user = FakeUser::new(&values[0], &[]);
-            user.first_name = optional(&values[1]);
-            user.last_name = optional(&values[2]);
-            user.mobile_number = optional(&values[3]);
-            user.roles = normalize_roles(roles);
-            user.account_type = optional(&values[5]);
-            user.plan_id = optional(&values[6]);
-            Ok(user)
-        })();
-        match row {
-            Ok(user) => {
-                inner.insert(user);
-            }
-            Err(reason) => errors.push(format!("Line {line}: {email}: {reason}")),
-        }
-    }
-    Ok(errors)
 }

@@ -3,20 +3,25 @@
 //! bounded in time, and the checks that nothing was lost or created twice.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
-use crate::support::cmd::{dirsync, store};
-use crate::support::covata::{self, FakeCovata};
+use crate::support::cmd::{dirsync, output_within, store};
+use crate::support::covata::FakeCovata;
+use crate::support::env::{ConfigText, SecretStyle};
 
 pub const HEADER: &str = "id,email,first,last,status,groups\n";
 
 /// `n` users `E00001..`; with `renamed` every third gets another last name; users from
 /// `removed_from` on are left out (they get disabled); every seventh is an admin.
 pub fn csv(n: usize, renamed: bool, removed_from: usize) -> String {
-    let rows: String = (1..=n)
+    format!("{HEADER}{}", rows(n, renamed, removed_from))
+}
+
+/// [`csv`] without its header.
+pub fn rows(n: usize, renamed: bool, removed_from: usize) -> String {
+    (1..=n)
         .filter(|i| *i < removed_from)
         .map(|i| {
             let last = if renamed && i % 3 == 0 {
@@ -27,8 +32,7 @@ pub fn csv(n: usize, renamed: bool, removed_from: usize) -> String {
             let groups = if i % 7 == 0 { "staff;admins" } else { "staff" };
             format!("E{i:05},user{i}@example.com,First{i},{last},active,{groups}\n")
         })
-        .collect();
-    format!("{HEADER}{rows}")
+        .collect()
 }
 
 /// The HTTP settings of the target unless a test gives its own.
@@ -42,44 +46,12 @@ pub fn write_config(dir: &Path, fake: &FakeCovata, state: &Path, http: &str) -> 
 
 /// [`write_config`] with the `[state]` table's keys given as TOML lines.
 pub fn write_config_with(dir: &Path, fake: &FakeCovata, state: &str, http: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[state]
-{state}
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-groups = "groups"
-[safety]
-max_disable_percent = 100
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{u}"
-password = "{p}"
-client_id = "{c}"
-client_secret = "{s}"
-{http}
-[[target.roles]]
-group = "admins"
-roles = ["ROLE_SYSTEM_ADMIN"]
-"#,
-        base = fake.base_url(),
-        u = covata::USERNAME,
-        p = covata::PASSWORD,
-        c = covata::CLIENT_ID,
-        s = covata::CLIENT_SECRET,
-    );
-    let path = dir.join("dirsync.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    ConfigText::new(dir, state)
+        .csv("")
+        .raw("[safety]\nmax_disable_percent = 100")
+        .covata(&fake.base_url(), SecretStyle::Inline, http)
+        .role("admins", &["ROLE_SYSTEM_ADMIN"])
+        .write()
 }
 
 /// The longest one `dirsync` run of these suites may take before it is killed.
@@ -88,52 +60,21 @@ pub const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// Runs `dirsync <args>` to its end, but kills it after `limit` and fails the test saying so
 /// (with its output so far), so that a hanging run fails instead of hanging the suite.
 pub fn run_bounded(config: &Path, args: &[&str], limit: Duration) -> Output {
-    let mut child = dirsync(config, args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + limit;
-    let mut killed = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    match output_within(&mut dirsync(config, args), limit) {
+        Ok(output) => output,
+        Err(output) => {
+            let err = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = err.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "`dirsync {}` did not finish within {limit:?} and was killed (a hang: if the \
+                 state store failed mid-apply, this is the known engine pipeline hang of \
+                 src/engine.rs `apply`).\n--- stderr (last lines)\n{}",
+                args.join(" "),
+                tail.join("\n")
+            );
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            killed = true;
-            break child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let output = Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    };
-    if killed {
-        let err = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(15).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        panic!(
-            "`dirsync {}` did not finish within {limit:?} and was killed (a hang: if the state \
-             store failed mid-apply, this is the known engine pipeline hang of src/engine.rs \
-             `apply`).\n--- stderr (last lines)\n{}",
-            args.join(" "),
-            tail.join("\n")
-        );
     }
-    output
 }
 
 /// What the fake saw of create attempts (`POST /api/v1/users`) since it started.
@@ -184,6 +125,25 @@ pub async fn assert_converged(
     removed_from: usize,
     what: &str,
 ) {
+    assert_user_count(fake, n, what);
+    assert_users_as_in_csv(fake, n, renamed, removed_from, what);
+    let c = creates(fake);
+    assert_eq!(c.duplicates, 0, "{what}: duplicate creates: {c:?}");
+    assert_eq!(
+        c.max_created_per_email, 1,
+        "{what}: an email created twice: {c:?}"
+    );
+    let agreed = assert_store_agrees(fake, config, what).await;
+    assert_eq!(agreed, n, "{what}: account rows");
+    let s = store(config).await;
+    assert!(
+        s.unfinished_operations("covata").await.unwrap().is_empty(),
+        "{what}: unfinished operations left"
+    );
+}
+
+/// The fake holds exactly `n` users, no email twice (case-insensitive).
+pub fn assert_user_count(fake: &FakeCovata, n: usize, what: &str) {
     let users = fake.users();
     let mut emails: Vec<String> = users.iter().map(|u| u.email.to_lowercase()).collect();
     emails.sort();
@@ -195,6 +155,17 @@ pub async fn assert_converged(
         "{what}: duplicate users on the target"
     );
     assert_eq!(users.len(), n, "{what}: user count");
+}
+
+/// Each user of [`csv`]`(n, renamed, removed_from)` is on the fake, with the CSV's last name
+/// and admin role, and disabled if the CSV left it out.
+pub fn assert_users_as_in_csv(
+    fake: &FakeCovata,
+    n: usize,
+    renamed: bool,
+    removed_from: usize,
+    what: &str,
+) {
     for i in 1..=n {
         let u = fake
             .user_by_email(&format!("user{i}@example.com"))
@@ -219,19 +190,6 @@ pub async fn assert_converged(
             );
         }
     }
-    let c = creates(fake);
-    assert_eq!(c.duplicates, 0, "{what}: duplicate creates: {c:?}");
-    assert_eq!(
-        c.max_created_per_email, 1,
-        "{what}: an email created twice: {c:?}"
-    );
-    let agreed = assert_store_agrees(fake, config, what).await;
-    assert_eq!(agreed, n, "{what}: account rows");
-    let s = store(config).await;
-    assert!(
-        s.unfinished_operations("covata").await.unwrap().is_empty(),
-        "{what}: unfinished operations left"
-    );
 }
 
 /// The store and the fake agree on who exists: every account row is owned and names a user the

@@ -1,9 +1,13 @@
 //! The integration tests' harness: real servers started per test process, fakes and helpers.
 
+pub mod child;
 pub mod cmd;
 pub mod covata;
+pub mod env;
+pub mod fake;
 pub mod faultrun;
 pub mod killable;
+pub mod ldap_fixture;
 pub mod pg;
 pub mod primavera;
 pub mod slapd;

@@ -11,18 +11,23 @@
 //! happens; on a normal exit an `atexit` handler shuts it down (SIGQUIT, which also frees its
 //! shared memory) and removes the temp dir.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::net::TcpListener;
+use std::fs::{self, File};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+use super::child::{
+    Kept, free_port, is_exe, open_log, run_as, server_command, server_user, tail, temp_root,
+};
+
+/// How the server is named in errors.
+const WHAT: &str = "test Postgres";
 
 /// Use this server (a `postgres://` URL of a user allowed to create databases) instead of
 /// starting one.
@@ -83,7 +88,7 @@ struct Cluster {
     root: PathBuf,
     data: PathBuf,
     user: Option<(u32, u32)>,
-    running: Option<(u32, Arc<Mutex<bool>>)>,
+    running: Option<Kept>,
 }
 
 impl Server {
@@ -126,7 +131,7 @@ impl Server {
                     Server::Local(cluster) => panic!(
                         "test Postgres: cannot connect to 127.0.0.1:{}: {e}\n{}",
                         cluster.port,
-                        tail(&cluster.log)
+                        tail(&cluster.log, 0)
                     ),
                 },
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -202,13 +207,9 @@ fn register(started: Started) {
 impl Cluster {
     fn start() -> Result<Cluster, String> {
         let (initdb, postgres) = find_binaries()?;
-        let user = server_user()?;
+        let user = server_user(WHAT, &["postgres", "nobody"])?;
 
-        let root = tempfile::Builder::new()
-            .prefix("dirsync-pg-")
-            .tempdir_in(std::env::temp_dir())
-            .map_err(|e| format!("test Postgres: cannot create a temp dir: {e}"))?
-            .keep();
+        let root = temp_root("dirsync-pg-", WHAT)?;
         register(Started {
             pid: None,
             exited: None,
@@ -237,9 +238,7 @@ impl Cluster {
         let log = File::create(&initdb_log).map_err(|e| io_err("create initdb.log", e))?;
         cmd.stdout(log.try_clone().map_err(|e| io_err("dup initdb.log", e))?)
             .stderr(log);
-        if let Some((uid, gid)) = user {
-            cmd.uid(uid).gid(gid);
-        }
+        run_as(&mut cmd, user);
         let status = cmd
             .status()
             .map_err(|e| io_err(&format!("run {}", initdb.display()), e))?;
@@ -247,7 +246,7 @@ impl Cluster {
             return Err(format!(
                 "test Postgres: {} failed ({status})\n{}",
                 initdb.display(),
-                tail(&initdb_log)
+                tail(&initdb_log, 0)
             ));
         }
 
@@ -286,13 +285,8 @@ fn spawn_postgres(
     log: &Path,
     port: u16,
     user: Option<(u32, u32)>,
-) -> Result<(u32, Arc<Mutex<bool>>), String> {
-    let log_file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| format!("test Postgres: open {}: {e}", log.display()))?;
-    let start_of_log = log_file.metadata().map(|m| m.len()).unwrap_or(0);
+) -> Result<Kept, String> {
+    let (log_file, start_of_log) = open_log(log, WHAT)?;
     let mut cmd = Command::new(postgres);
     cmd.arg("-D")
         .arg(data)
@@ -302,84 +296,22 @@ fn spawn_postgres(
         .arg(data)
         .args(["-h", "127.0.0.1", "-F"])
         .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-        .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .stdout(
-            log_file
-                .try_clone()
-                .map_err(|e| format!("test Postgres: dup the log file: {e}"))?,
-        )
-        .stderr(log_file);
-    if let Some((uid, gid)) = user {
-        cmd.uid(uid).gid(gid);
-    }
-    // SAFETY: the closure runs in the child between fork and exec and only makes the
-    // async-signal-safe prctl syscall.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-
-    // PR_SET_PDEATHSIG fires when the thread that spawned the child exits: spawn it from a
-    // thread that lives as long as the child, i.e. as long as the process.
-    let exited = Arc::new(Mutex::new(false));
-    let (tx, rx) = mpsc::channel();
-    let keeper_exited = Arc::clone(&exited);
-    std::thread::Builder::new()
-        .name(format!("postgres-{port}"))
-        .spawn(move || match cmd.spawn() {
-            Ok(mut child) => {
-                let _ = tx.send(Ok(child.id()));
-                let _ = child.wait();
-                if let Ok(mut e) = keeper_exited.lock() {
-                    *e = true;
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-            }
-        })
-        .map_err(|e| format!("test Postgres: spawn the keeper thread: {e}"))?;
-    let pid = match rx.recv() {
-        Ok(Ok(pid)) => pid,
-        Ok(Err(e)) => return Err(format!("test Postgres: run {}: {e}", postgres.display())),
-        Err(_) => return Err("test Postgres: the keeper thread died".to_owned()),
-    };
+        .args(["-c", "full_page_writes=off", "-c", "max_connections=200"]);
+    server_command(&mut cmd, root, log_file, user, WHAT)?;
+    // The keeper lives as long as the process (the shared cluster serves every test).
+    let kept = Kept::spawn(cmd, format!("postgres-{port}"), WHAT)?;
     register(Started {
-        pid: Some(pid),
-        exited: Some(Arc::clone(&exited)),
+        pid: Some(kept.pid),
+        exited: Some(Arc::clone(&kept.exited)),
         dir: root.to_owned(),
     });
-
     // Ready when postmaster.pid says so (its 8th line, as pg_ctl reads it).
-    let deadline = Instant::now() + READY_TIMEOUT;
     let pid_file = data.join("postmaster.pid");
-    loop {
-        if exited.lock().map(|e| *e).unwrap_or(true) {
-            return Err(format!(
-                "test Postgres: postgres exited at start-up\n{}",
-                tail_from(log, start_of_log)
-            ));
-        }
-        if let Ok(text) = fs::read_to_string(&pid_file)
-            && text.lines().nth(7).map(str::trim) == Some("ready")
-        {
-            return Ok((pid, exited));
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "test Postgres: not ready after {} s\n{}",
-                READY_TIMEOUT.as_secs(),
-                tail_from(log, start_of_log)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    kept.wait_ready(WHAT, log, start_of_log, READY_TIMEOUT, || {
+        fs::read_to_string(&pid_file)
+            .is_ok_and(|text| text.lines().nth(7).map(str::trim) == Some("ready"))
+    })?;
+    Ok(kept)
 }
 
 /// The directory holding `initdb` and `postgres`: on PATH, else the highest
@@ -399,11 +331,6 @@ fn find_binaries() -> Result<(PathBuf, PathBuf), String> {
         .collect();
     versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
     dirs.extend(versioned.into_iter().map(|(_, dir)| dir));
-    let is_exe = |p: &Path| {
-        fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
     for dir in dirs {
         let initdb = dir.join("initdb");
         let postgres = dir.join("postgres");
@@ -412,62 +339,6 @@ fn find_binaries() -> Result<(PathBuf, PathBuf), String> {
         }
     }
     Err(NOT_FOUND.to_owned())
-}
-
-/// The (uid, gid) to run the server as: `postgres` (else `nobody`) when we are root, else
-/// ourselves (None).
-fn server_user() -> Result<Option<(u32, u32)>, String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    let passwd = fs::read_to_string("/etc/passwd")
-        .map_err(|e| format!("test Postgres: read /etc/passwd: {e}"))?;
-    let lookup = |name: &str| {
-        passwd.lines().find_map(|line| {
-            let mut f = line.split(':');
-            if f.next()? != name {
-                return None;
-            }
-            let uid = f.nth(1)?.parse().ok()?;
-            let gid = f.next()?.parse().ok()?;
-            Some((uid, gid))
-        })
-    };
-    lookup("postgres")
-        .or_else(|| lookup("nobody"))
-        .map(Some)
-        .ok_or_else(|| {
-            "test Postgres: running as root and neither a `postgres` nor a `nobody` user exists \
-             in /etc/passwd to run the server as"
-                .to_owned()
-        })
-}
-
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn tail(path: &Path) -> String {
-    tail_from(path, 0)
-}
-
-/// The last lines of a log file from byte `from` on, for panic messages.
-fn tail_from(path: &Path, from: u64) -> String {
-    let mut bytes = Vec::new();
-    let read = File::open(path).and_then(|mut f| {
-        let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(from.max(len.saturating_sub(8192))))?;
-        f.read_to_end(&mut bytes)
-    });
-    match read {
-        Ok(_) => format!(
-            "--- {} (end) ---\n{}",
-            path.display(),
-            String::from_utf8_lossy(&bytes).trim_end()
-        ),
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
 }
 
 /// A Postgres server of its own, for a test that stops and restarts it (the shared one of
@@ -496,23 +367,15 @@ impl OwnServer {
     /// Stops the server with a fast shutdown (SIGINT: clients are disconnected, as in a
     /// restart) and waits until it has exited.
     pub fn stop(&mut self) {
-        let Some((pid, exited)) = self.cluster.running.take() else {
+        let Some(kept) = self.cluster.running.take() else {
             return;
         };
-        // SAFETY: a plain syscall on the server we spawned; its keeper thread has not reaped it
-        // (checked just below by `exited` before waiting).
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGINT);
-        }
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while !exited.lock().map(|e| *e).unwrap_or(true) {
-            assert!(
-                Instant::now() < deadline,
-                "test Postgres: did not stop within {} s",
-                READY_TIMEOUT.as_secs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // SIGINT: a fast shutdown.
+        assert!(
+            kept.stop(libc::SIGINT, READY_TIMEOUT),
+            "test Postgres: did not stop within {} s",
+            READY_TIMEOUT.as_secs()
+        );
     }
 
     /// Starts the server again on the same port and data directory.

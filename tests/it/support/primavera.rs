@@ -33,24 +33,15 @@
 //!   `GET /roles`.
 //!
 //! Faults ([`FakePrimavera::inject`]) fire on the next N requests matching a method and a path
-//! prefix (below the base path): any status, latency, or a dropped connection.
+//! prefix (below the base path): the vocabulary of [`super::fake::Fault`] (429/503 with
+//! `Retry-After`, any status, latency, a dropped connection before or after the change).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
-use axum::Router;
-
-use super::killable::{ConnHandle, KillListener};
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
+pub use super::fake::Fault;
+use super::fake::PathMatch;
+use super::fake::base64_encode;
+use super::fake::prelude::*;
 
 /// The API's base path (the configured base URL ends with it).
 pub const BASE_PATH: &str = "/cloudapi/restapi";
@@ -192,24 +183,6 @@ impl RecordedRequest {
     }
 }
 
-/// What an injected fault does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// This status with a JSON error body; nothing is applied.
-    Status(u16),
-    /// Wait, then handle the request normally.
-    Latency(Duration),
-    /// Close the connection without any response; nothing is applied.
-    Drop,
-}
-
-struct FaultRule {
-    method: String,
-    prefix: String,
-    fault: Fault,
-    remaining: usize,
-}
-
 /// What [`FakePrimavera::fail_next`] makes fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOp {
@@ -233,8 +206,7 @@ struct Inner {
     job_delay: Duration,
     location_header: bool,
     requests: Vec<RecordedRequest>,
-    faults: Vec<FaultRule>,
-    latency: Duration,
+    faults: Faults,
     /// (operation, lowercased loginId, reason, how many more times).
     fail_next: Vec<(FailOp, String, String)>,
     /// (lowercased loginId, statusInfo) for the next addition.
@@ -247,10 +219,6 @@ struct Inner {
 
 type Shared = Arc<Mutex<Inner>>;
 
-fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
-    shared.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Inner {
     fn new() -> Inner {
         Inner {
@@ -261,8 +229,7 @@ impl Inner {
             job_delay: Duration::from_millis(200),
             location_header: false,
             requests: Vec::new(),
-            faults: Vec::new(),
-            latency: Duration::ZERO,
+            faults: Faults::default(),
             fail_next: Vec::new(),
             partial_next: Vec::new(),
             status_batches: Vec::new(),
@@ -290,18 +257,6 @@ impl Inner {
         let id = user.id.clone();
         self.users.insert(seq, user);
         id
-    }
-
-    fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
-        let rule = self.faults.iter_mut().find(|r| {
-            r.remaining > 0
-                && (r.method == "*" || r.method.eq_ignore_ascii_case(method))
-                && path.starts_with(r.prefix.as_str())
-        })?;
-        rule.remaining -= 1;
-        let fault = rule.fault.clone();
-        self.faults.retain(|r| r.remaining > 0);
-        Some(fault)
     }
 
     fn take_failure(&mut self, op: FailOp, login: &str) -> Option<String> {
@@ -585,69 +540,25 @@ fn check_user(list: &str, i: usize, u: &Value) -> Result<(), String> {
 }
 
 /// The running fake. Dropping it stops the server.
-pub struct FakePrimavera {
-    base_url: String,
-    shared: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for FakePrimavera {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-    }
-}
+pub struct FakePrimavera(Running<Inner>);
 
 impl FakePrimavera {
     /// Starts the fake on `127.0.0.1:<free port>`.
     pub async fn start() -> FakePrimavera {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fake Primavera: bind");
-        listener
-            .set_nonblocking(true)
-            .expect("fake Primavera: set_nonblocking");
-        let addr = listener.local_addr().expect("fake Primavera: local_addr");
-        let shared: Shared = Arc::new(Mutex::new(Inner::new()));
-        let app = router(shared.clone());
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name(format!("fake-primavera-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("fake Primavera: runtime");
-                runtime.block_on(async move {
-                    let listener = KillListener {
-                        inner: TcpListener::from_std(listener).expect("fake Primavera: listener"),
-                    };
-                    let server = axum::serve(
-                        listener,
-                        app.into_make_service_with_connect_info::<ConnHandle>(),
-                    );
-                    tokio::select! {
-                        result = std::future::IntoFuture::into_future(server) => {
-                            result.expect("fake Primavera: server");
-                        }
-                        _ = stopped => {}
-                    }
-                });
-            })
-            .expect("fake Primavera: thread");
-        FakePrimavera {
-            base_url: format!("http://{addr}{BASE_PATH}"),
-            shared,
-            shutdown: Some(shutdown),
-        }
+        FakePrimavera(Running::serve(
+            Listener::bind("Primavera"),
+            Inner::new(),
+            router,
+        ))
     }
 
     /// `http://127.0.0.1:PORT/cloudapi/restapi`.
     pub fn base_url(&self) -> String {
-        self.base_url.clone()
+        format!("{}{BASE_PATH}", self.0.url())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        let mut inner = lock(&self.shared);
+        let mut inner = self.0.lock();
         inner.tick();
         inner
     }
@@ -723,7 +634,7 @@ impl FakePrimavera {
 
     /// A delay added to every request.
     pub fn set_latency(&self, latency: Duration) {
-        self.lock().latency = latency;
+        self.lock().faults.latency = latency;
     }
 
     /// The next `op` of the user with this loginId (or id, for modifications and deletions
@@ -744,21 +655,16 @@ impl FakePrimavera {
     /// Applies `fault` to the next `times` requests with this method (`"*"`: any) whose path
     /// below [`BASE_PATH`] starts with `prefix`.
     pub fn inject(&self, method: &str, prefix: &str, fault: Fault, times: usize) {
-        self.lock().faults.push(FaultRule {
-            method: method.to_owned(),
-            prefix: prefix.to_owned(),
-            fault,
-            remaining: times,
-        });
+        self.lock()
+            .faults
+            .inject("Primavera", method, PathMatch::prefix(prefix), fault, times);
     }
 
+    /// How many fault firings are still pending.
     pub fn pending_faults(&self) -> usize {
-        self.lock().faults.iter().map(|r| r.remaining).sum()
+        self.lock().faults.pending()
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Connections that a fault can break.
 
 // ---------------------------------------------------------------------------------------------
 // Errors, routing and the front middleware (recording, Basic auth, latency, faults).
@@ -798,32 +704,10 @@ fn router(shared: Shared) -> Router {
         .layer(middleware::from_fn_with_state(shared, front))
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64(input: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn authorized(headers: &HeaderMap) -> bool {
     let expected = format!(
         "Basic {}",
-        base64(format!("{USERNAME}:{PASSWORD}").as_bytes())
+        base64_encode(format!("{USERNAME}:{PASSWORD}").as_bytes())
     );
     headers
         .get(header::AUTHORIZATION)
@@ -832,47 +716,35 @@ fn authorized(headers: &HeaderMap) -> bool {
 }
 
 async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Response {
-    let conn = request
-        .extensions()
-        .get::<ConnectInfo<ConnHandle>>()
-        .map(|info| info.0.clone());
-    let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(body) => body,
-        Err(e) => return bad_request(format!("unreadable body: {e}")),
+    let incoming = match Incoming::read(request, MAX_BODY).await {
+        Ok(incoming) => incoming,
+        Err(e) => return bad_request(e),
     };
-    let method = parts.method.as_str().to_owned();
-    let full = parts.uri.path().to_owned();
-    let path = full.strip_prefix(BASE_PATH).unwrap_or(&full).to_owned();
-    let auth = authorized(&parts.headers);
+    let conn = incoming.conn.clone();
+    let path = incoming
+        .path
+        .strip_prefix(BASE_PATH)
+        .unwrap_or(&incoming.path)
+        .to_owned();
+    let auth = authorized(&incoming.parts.headers);
     let (latency, fault) = {
         let mut inner = lock(&shared);
         inner.tick();
         inner.requests.push(RecordedRequest {
-            method: method.clone(),
+            method: incoming.method.clone(),
             path: path.clone(),
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body: incoming.body_text(),
             authorized: auth,
         });
-        let fault = inner.take_fault(&method, &path);
-        (inner.latency, fault)
+        let fault = inner.faults.take(&incoming.method, &path);
+        (inner.faults.latency, fault)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    match fault {
-        Some(Fault::Status(code)) => {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return error(status, format!("injected fault: {status}"));
-        }
-        Some(Fault::Latency(d)) => tokio::time::sleep(d).await,
-        Some(Fault::Drop) => {
-            if let Some(c) = &conn {
-                c.kill();
-            }
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-        None => {}
+    match before_handler(fault.as_ref(), conn.as_ref(), fault_status).await {
+        Before::Answer(response) | Before::Dropped(response) => return response,
+        Before::Proceed => {}
     }
     if !auth {
         return error(
@@ -880,9 +752,17 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
             "authentication required (HTTP Basic)",
         );
     }
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let response = next.run(incoming.into_request()).await;
     lock(&shared).tick();
+    after_handler(fault.as_ref(), conn.as_ref()).await;
     response
+}
+
+fn fault_status(status: StatusCode, retry_after: Option<&str>) -> Response {
+    with_retry_after(
+        error(status, format!("injected fault: {status}")),
+        retry_after,
+    )
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

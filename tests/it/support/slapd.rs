@@ -17,14 +17,16 @@
 //! to which the size limit applies.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::child::{
+    Kept, free_port, is_exe, open_log, run_as, server_command, server_user, tail, temp_root,
+};
 
 const NOT_FOUND: &str = "slapd not found (on PATH or /usr/sbin): install the Debian packages \
      slapd and ldap-utils (apt-get install -y slapd ldap-utils)";
@@ -36,6 +38,9 @@ pub const READER_DN: &str = "cn=reader,dc=example,dc=com";
 pub const READER_PASSWORD: &str = "reader-secret";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the server is named in errors.
+const WHAT: &str = "test slapd";
 
 /// Attributes that OpenLDAP lacks but the LDAP source handles: 389-DS's `nsAccountLock` and
 /// Active Directory's `objectGUID` (binary) and `userAccountControl`, on an auxiliary class.
@@ -90,8 +95,7 @@ pub struct Slapd {
     tls_port: Option<u16>,
     root: PathBuf,
     log: PathBuf,
-    pid: u32,
-    exited: Arc<Mutex<bool>>,
+    kept: Kept,
 }
 
 impl Slapd {
@@ -105,13 +109,9 @@ impl Slapd {
 
     fn try_start(options: &SlapdOptions, ldif: &str) -> Result<Slapd, String> {
         let (slapd, slapadd) = find_binaries()?;
-        let user = server_user()?;
+        let user = server_user(WHAT, &["openldap", "nobody"])?;
         let io_err = |what: &str, e: io::Error| format!("test slapd: {what}: {e}");
-        let root = tempfile::Builder::new()
-            .prefix("dirsync-slapd-")
-            .tempdir_in(std::env::temp_dir())
-            .map_err(|e| io_err("create a temp dir", e))?
-            .keep();
+        let root = temp_root("dirsync-slapd-", WHAT)?;
         // From here on a failure must remove `root`.
         let cleanup = |e: String| {
             let _ = fs::remove_dir_all(&root);
@@ -215,9 +215,7 @@ impl Slapd {
                     .map_err(cleanup)?,
             )
             .stderr(log_file);
-        if let Some((uid, gid)) = user {
-            cmd.uid(uid).gid(gid);
-        }
+        run_as(&mut cmd, user);
         let status = cmd
             .status()
             .map_err(|e| io_err(&format!("run {}", slapadd.display()), e))
@@ -244,14 +242,13 @@ impl Slapd {
                 None
             };
             match spawn(&slapd, &root, &conf_path, &log, port, tls_port, user) {
-                Ok((pid, exited)) => {
+                Ok(kept) => {
                     return Ok(Slapd {
                         port,
                         tls_port,
                         root,
                         log,
-                        pid,
-                        exited,
+                        kept,
                     });
                 }
                 Err(e) if e.contains("Address already in use") => last = e,
@@ -286,24 +283,7 @@ impl Slapd {
 
     /// Kills the server (SIGKILL) and waits until it is gone.
     pub fn stop(&self) {
-        if self.is_exited() {
-            return;
-        }
-        if let Ok(pid) = libc::pid_t::try_from(self.pid) {
-            // SAFETY: a plain syscall on a child we spawned and whose keeper thread has not
-            // reaped it yet (checked above; a race only makes the signal a no-op on a zombie).
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.is_exited() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn is_exited(&self) -> bool {
-        self.exited.lock().map(|e| *e).unwrap_or(true)
+        self.kept.stop(libc::SIGKILL, Duration::from_secs(10));
     }
 
     /// Applies LDIF change records (`changetype: add / modify / delete / modrdn`) as the
@@ -347,7 +327,7 @@ impl Drop for Slapd {
     }
 }
 
-/// Starts slapd from a keeper thread and waits until it accepts connections.
+/// Starts `slapd` from a keeper thread and waits until its ports answer.
 fn spawn(
     slapd: &Path,
     root: &Path,
@@ -356,13 +336,8 @@ fn spawn(
     port: u16,
     tls_port: Option<u16>,
     user: Option<(u32, u32)>,
-) -> Result<(u32, Arc<Mutex<bool>>), String> {
-    let log_file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| format!("test slapd: open {}: {e}", log.display()))?;
-    let start_of_log = log_file.metadata().map(|m| m.len()).unwrap_or(0);
+) -> Result<Kept, String> {
+    let (log_file, start_of_log) = open_log(log, WHAT)?;
     let mut cmd = Command::new(slapd);
     let mut urls = format!("ldap://127.0.0.1:{port}/");
     if let Some(p) = tls_port {
@@ -372,90 +347,25 @@ fn spawn(
         .arg(urls)
         .arg("-f")
         .arg(conf)
-        .args(["-d", "0"])
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .stdout(
-            log_file
-                .try_clone()
-                .map_err(|e| format!("test slapd: dup the log: {e}"))?,
+        .args(["-d", "0"]);
+    server_command(&mut cmd, root, log_file, user, WHAT)?;
+    let kept = Kept::spawn(cmd, format!("slapd-{port}"), WHAT)?;
+    let answers = |p: u16| {
+        TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], p)),
+            Duration::from_millis(200),
         )
-        .stderr(log_file);
-    if let Some((uid, gid)) = user {
-        cmd.uid(uid).gid(gid);
-    }
-    // SAFETY: the closure runs in the child between fork and exec and only makes the
-    // async-signal-safe prctl syscall.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    // PR_SET_PDEATHSIG fires when the thread that spawned the child exits: spawn it from a
-    // thread that lives as long as the child.
-    let exited = Arc::new(Mutex::new(false));
-    let keeper_exited = Arc::clone(&exited);
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name(format!("slapd-{port}"))
-        .spawn(move || match cmd.spawn() {
-            Ok(mut child) => {
-                let _ = tx.send(Ok(child.id()));
-                let _ = child.wait();
-                if let Ok(mut e) = keeper_exited.lock() {
-                    *e = true;
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-            }
-        })
-        .map_err(|e| format!("test slapd: spawn the keeper thread: {e}"))?;
-    let pid = match rx.recv() {
-        Ok(Ok(pid)) => pid,
-        Ok(Err(e)) => return Err(format!("test slapd: run {}: {e}", slapd.display())),
-        Err(_) => return Err("test slapd: the keeper thread died".into()),
+        .is_ok()
     };
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if exited.lock().map(|e| *e).unwrap_or(true) {
-            return Err(format!(
-                "test slapd: slapd exited at start-up\n{}",
-                tail(log, start_of_log)
-            ));
-        }
-        let answers = |p: u16| {
-            TcpStream::connect_timeout(
-                &SocketAddr::from(([127, 0, 0, 1], p)),
-                Duration::from_millis(200),
-            )
-            .is_ok()
-        };
-        if answers(port) && tls_port.is_none_or(answers) {
-            return Ok((pid, exited));
-        }
-        if Instant::now() >= deadline {
-            if let Ok(p) = libc::pid_t::try_from(pid) {
-                // SAFETY: plain syscall on our child.
-                unsafe {
-                    libc::kill(p, libc::SIGKILL);
-                }
-            }
-            return Err(format!(
-                "test slapd: not answering after {} s\n{}",
-                READY_TIMEOUT.as_secs(),
-                tail(log, start_of_log)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if let Err(e) = kept.wait_ready(WHAT, log, start_of_log, READY_TIMEOUT, || {
+        answers(port) && tls_port.is_none_or(answers)
+    }) {
+        kept.stop(libc::SIGKILL, Duration::from_secs(10));
+        return Err(e);
     }
+    Ok(kept)
 }
 
-/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 / localhost issued by it
-/// (`server.pem`, `server.key`), with the openssl command.
 fn make_certificates(root: &Path) -> Result<(), String> {
     let openssl = find_tool("openssl").map_err(|_| {
         "test slapd: openssl not found: install the Debian package openssl".to_string()
@@ -534,12 +444,6 @@ fn make_certificates(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn is_exe(p: &Path) -> bool {
-    fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
 /// A program on PATH, else in /usr/sbin or /usr/bin.
 fn find_tool(name: &str) -> Result<PathBuf, String> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
@@ -555,53 +459,4 @@ fn find_tool(name: &str) -> Result<PathBuf, String> {
 
 fn find_binaries() -> Result<(PathBuf, PathBuf), String> {
     Ok((find_tool("slapd")?, find_tool("slapadd")?))
-}
-
-/// The (uid, gid) to run the server as: `openldap` (else `nobody`) when we are root.
-fn server_user() -> Result<Option<(u32, u32)>, String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    let passwd = fs::read_to_string("/etc/passwd")
-        .map_err(|e| format!("test slapd: read /etc/passwd: {e}"))?;
-    let lookup = |name: &str| {
-        passwd.lines().find_map(|line| {
-            let mut f = line.split(':');
-            if f.next()? != name {
-                return None;
-            }
-            let uid = f.nth(1)?.parse().ok()?;
-            let gid = f.next()?.parse().ok()?;
-            Some((uid, gid))
-        })
-    };
-    lookup("openldap")
-        .or_else(|| lookup("nobody"))
-        .map(Some)
-        .ok_or_else(|| {
-            "test slapd: running as root and neither an `openldap` nor a `nobody` user exists"
-                .to_string()
-        })
-}
-
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn tail(path: &Path, from: u64) -> String {
-    let mut bytes = Vec::new();
-    let read = File::open(path).and_then(|mut f| {
-        let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(from.max(len.saturating_sub(8192))))?;
-        f.read_to_end(&mut bytes)
-    });
-    match read {
-        Ok(_) => format!(
-            "--- {} (end) ---\n{}",
-            path.display(),
-            String::from_utf8_lossy(&bytes).trim_end()
-        ),
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
 }

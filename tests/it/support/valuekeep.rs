@@ -28,24 +28,13 @@
 //! Faults ([`FakeValuekeep::inject`]) fire on the next N requests that match a method and a
 //! path (exact, prefix or `{param}` template, matched on the raw path): 429/503 with
 //! `Retry-After`, any status, latency, and a dropped connection (before or after the change is
-//! applied), as in the Covata fake.
+//! applied): the vocabulary of [`super::fake::Fault`], shared with the other fakes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
-use axum::Router;
-
-use super::killable::{ConnHandle, KillListener};
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use super::fake::prelude::*;
+pub use super::fake::{Fault, PathMatch};
+use super::fake::{TokenRefused, Tokens, basic_credentials, form_fields};
 
 /// The OAuth client id the tests configure.
 pub const CLIENT_ID: &str = "vk-dirsync-app";
@@ -142,74 +131,6 @@ pub fn users_prefix() -> String {
     format!("/api/{TENANT}/{}/identity/users", ORG.replace(' ', "%20"))
 }
 
-/// Which request paths a fault applies to (matched against the raw, still-encoded path).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMatch {
-    Exact(String),
-    Prefix(String),
-    /// Same number of segments; a `{..}` segment matches any one segment.
-    Template(String),
-}
-
-impl PathMatch {
-    pub fn exact(path: &str) -> PathMatch {
-        PathMatch::Exact(path.to_owned())
-    }
-
-    pub fn prefix(path: &str) -> PathMatch {
-        PathMatch::Prefix(path.to_owned())
-    }
-
-    pub fn template(path: &str) -> PathMatch {
-        PathMatch::Template(path.to_owned())
-    }
-
-    fn matches(&self, path: &str) -> bool {
-        match self {
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
-            PathMatch::Template(t) => {
-                let want: Vec<&str> = t.split('/').collect();
-                let got: Vec<&str> = path.split('/').collect();
-                want.len() == got.len()
-                    && want.iter().zip(&got).all(|(w, g)| {
-                        (w.starts_with('{') && w.ends_with('}') && !g.is_empty()) || w == g
-                    })
-            }
-        }
-    }
-}
-
-impl From<&str> for PathMatch {
-    fn from(path: &str) -> PathMatch {
-        PathMatch::exact(path)
-    }
-}
-
-/// What an injected fault does to a matching request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// 429 with `Retry-After` if given (sent verbatim). Nothing is applied.
-    Status429 { retry_after: Option<String> },
-    /// 503 with `Retry-After` if given. Nothing is applied.
-    Status503 { retry_after: Option<String> },
-    /// This status with a JSON error body. Nothing is applied.
-    Status(u16),
-    /// Wait, then handle the request normally.
-    Latency(Duration),
-    /// Close the connection without any response. Nothing is applied.
-    Drop,
-    /// Handle the request (the change takes effect), then close the connection.
-    DropAfterApply,
-}
-
-struct FaultRule {
-    method: String,
-    path: PathMatch,
-    fault: Fault,
-    remaining: usize,
-}
-
 /// The fixed-window limiter of one client.
 struct Limiter {
     limit: usize,
@@ -247,14 +168,13 @@ struct Inner {
     by_key: HashMap<String, u64>,
     next_seq: u64,
     /// Access token → (client id, expiry).
-    tokens: HashMap<String, (String, Instant)>,
+    tokens: Tokens<String>,
     token_ttl: Duration,
     /// Requests to the token endpoint, refused ones included.
     token_requests: usize,
     grants: usize,
     requests: Vec<RecordedRequest>,
-    faults: Vec<FaultRule>,
-    latency: Duration,
+    faults: Faults,
     /// `None`: no limit.
     limit: Option<(usize, Duration)>,
     limiters: HashMap<String, Limiter>,
@@ -262,12 +182,6 @@ struct Inner {
 }
 
 type Shared = Arc<Mutex<Inner>>;
-
-fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
-    shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 impl Inner {
     fn seq_of(&self, id_or_key: &str) -> Option<u64> {
@@ -314,122 +228,53 @@ impl Inner {
     /// The client id of a valid bearer token.
     fn check_bearer(&self, headers: &HeaderMap) -> Result<String, ApiError> {
         let invalid = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
-        let value = headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| invalid("a bearer token is required"))?
-            .to_str()
-            .unwrap_or("");
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(invalid("expected a Bearer token")),
-        };
-        match self.tokens.get(token) {
-            Some((client, expiry)) if Instant::now() < *expiry => Ok(client.clone()),
-            Some(_) => Err(invalid("the access token expired")),
-            None => Err(invalid("invalid access token")),
-        }
-    }
-
-    fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
-        let rule = self.faults.iter_mut().find(|r| {
-            r.remaining > 0
-                && (r.method == "*" || r.method.eq_ignore_ascii_case(method))
-                && r.path.matches(path)
-        })?;
-        rule.remaining -= 1;
-        let fault = rule.fault.clone();
-        self.faults.retain(|r| r.remaining > 0);
-        Some(fault)
+        self.tokens.check(headers).map_err(|refused| match refused {
+            TokenRefused::Missing => invalid("a bearer token is required"),
+            TokenRefused::NotBearer => invalid("expected a Bearer token"),
+            TokenRefused::Expired => invalid("the access token expired"),
+            TokenRefused::Unknown => invalid("invalid access token"),
+        })
     }
 }
 
 /// The running fake. Dropping it stops the server.
-pub struct FakeValuekeep {
-    base_url: String,
-    shared: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for FakeValuekeep {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            // The server thread may already be gone.
-            let _ = shutdown.send(());
-        }
-    }
-}
+pub struct FakeValuekeep(Running<Inner>);
 
 impl FakeValuekeep {
     /// Starts the fake on `127.0.0.1:<free port>` with the default limiter (60 per minute).
     pub async fn start() -> FakeValuekeep {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fake Valuekeep: bind");
-        listener
-            .set_nonblocking(true)
-            .expect("fake Valuekeep: set_nonblocking");
-        let addr = listener.local_addr().expect("fake Valuekeep: local_addr");
-        let base_url = format!("http://{addr}");
-        let shared: Shared = Arc::new(Mutex::new(Inner {
-            base_url: base_url.clone(),
+        let listener = Listener::bind("Valuekeep");
+        let inner = Inner {
+            base_url: format!("http://{}", listener.addr()),
             users: BTreeMap::new(),
             by_id: HashMap::new(),
             by_key: HashMap::new(),
             next_seq: 0,
-            tokens: HashMap::new(),
+            tokens: Tokens::default(),
             token_ttl: TOKEN_TTL,
             token_requests: 0,
             grants: 0,
             requests: Vec::new(),
-            faults: Vec::new(),
-            latency: Duration::ZERO,
+            faults: Faults::default(),
             limit: Some((DEFAULT_LIMIT, DEFAULT_WINDOW)),
             limiters: HashMap::new(),
             rate_limited: 0,
-        }));
-        let app = router(shared.clone());
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name(format!("fake-valuekeep-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("fake Valuekeep: runtime");
-                runtime.block_on(async move {
-                    let listener = KillListener {
-                        inner: TcpListener::from_std(listener).expect("fake Valuekeep: listener"),
-                    };
-                    let server = axum::serve(
-                        listener,
-                        app.into_make_service_with_connect_info::<ConnHandle>(),
-                    );
-                    tokio::select! {
-                        result = std::future::IntoFuture::into_future(server) => {
-                            result.expect("fake Valuekeep: server");
-                        }
-                        _ = stopped => {}
-                    }
-                });
-            })
-            .expect("fake Valuekeep: thread");
-        FakeValuekeep {
-            base_url,
-            shared,
-            shutdown: Some(shutdown),
-        }
+        };
+        FakeValuekeep(Running::serve(listener, inner, router))
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash): the API host (and the identity server).
     pub fn base_url(&self) -> String {
-        self.base_url.clone()
+        self.0.url()
     }
 
     /// The token endpoint's URL.
     pub fn token_url(&self) -> String {
-        format!("{}{TOKEN_PATH}", self.base_url)
+        format!("{}{TOKEN_PATH}", self.0.url())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.shared)
+        self.0.lock()
     }
 
     /// Every user, in creation order.
@@ -499,10 +344,7 @@ impl FakeValuekeep {
 
     /// Every access token issued so far stops working now.
     pub fn expire_all_tokens(&self) {
-        let now = Instant::now();
-        for (_, expiry) in self.lock().tokens.values_mut() {
-            *expiry = now;
-        }
+        self.lock().tokens.expire_all();
     }
 
     /// The limiter: `limit` API requests per `window` per client (`None`: unlimited).
@@ -519,34 +361,22 @@ impl FakeValuekeep {
 
     /// A delay added to every request before it is handled.
     pub fn set_latency(&self, latency: Duration) {
-        self.lock().latency = latency;
+        self.lock().faults.latency = latency;
     }
 
     /// Applies `fault` to the next `times` requests whose method is `method` (`"*"`: any) and
     /// whose raw path matches `path`. The rule injected first fires first.
     pub fn inject(&self, method: &str, path: impl Into<PathMatch>, fault: Fault, times: usize) {
-        if let Fault::Status(code) = fault {
-            assert!(
-                StatusCode::from_u16(code).is_ok(),
-                "fake Valuekeep: invalid status {code}"
-            );
-        }
-        self.lock().faults.push(FaultRule {
-            method: method.to_owned(),
-            path: path.into(),
-            fault,
-            remaining: times,
-        });
+        self.lock()
+            .faults
+            .inject("Valuekeep", method, path.into(), fault, times);
     }
 
     /// How many fault firings are still pending.
     pub fn pending_faults(&self) -> usize {
-        self.lock().faults.iter().map(|r| r.remaining).sum()
+        self.lock().faults.pending()
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Connections that a fault can break.
 
 // ---------------------------------------------------------------------------------------------
 // Errors.
@@ -635,33 +465,27 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Response {
-    let conn = request
-        .extensions()
-        .get::<ConnectInfo<ConnHandle>>()
-        .map(|info| info.0.clone());
-    let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(body) => body,
-        Err(e) => return ApiError::bad_request(format!("unreadable body: {e}")).into_response(),
+    let incoming = match Incoming::read(request, MAX_BODY).await {
+        Ok(incoming) => incoming,
+        Err(e) => return ApiError::bad_request(e).into_response(),
     };
-    let method = parts.method.as_str().to_owned();
-    let path = parts.uri.path().to_owned();
-    let api = path.starts_with("/api/");
+    let conn = incoming.conn.clone();
+    let api = incoming.path.starts_with("/api/");
     let (auth, latency, fault, index) = {
         let mut inner = lock(&shared);
-        let auth = inner.check_bearer(&parts.headers);
+        let auth = inner.check_bearer(&incoming.parts.headers);
         inner.requests.push(RecordedRequest {
-            method: method.clone(),
-            path: path.clone(),
-            query: parts.uri.query().map(str::to_owned),
-            body: String::from_utf8_lossy(&body).into_owned(),
-            content_type: content_type(&parts.headers).map(str::to_owned),
+            method: incoming.method.clone(),
+            path: incoming.path.clone(),
+            query: incoming.parts.uri.query().map(str::to_owned),
+            body: incoming.body_text(),
+            content_type: content_type(&incoming.parts.headers).map(str::to_owned),
             authorized: auth.is_ok(),
             status: 0,
         });
         let index = inner.requests.len() - 1;
-        let fault = inner.take_fault(&method, &path);
-        (auth, inner.latency, fault, index)
+        let fault = inner.faults.take(&incoming.method, &incoming.path);
+        (auth, inner.faults.latency, fault, index)
     };
     let record = |status: StatusCode| {
         if let Some(r) = lock(&shared).requests.get_mut(index) {
@@ -671,41 +495,16 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let kill = || {
-        conn.as_ref()
-            .expect("fake Valuekeep: the connection handle is always set")
-            .kill();
-    };
-    let early = match &fault {
-        Some(Fault::Status429 { retry_after }) => Some(fault_status(
-            StatusCode::TOO_MANY_REQUESTS,
-            retry_after.as_deref(),
-        )),
-        Some(Fault::Status503 { retry_after }) => Some(fault_status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            retry_after.as_deref(),
-        )),
-        Some(Fault::Status(code)) => Some(fault_status(
-            StatusCode::from_u16(*code).expect("checked by inject"),
-            None,
-        )),
-        Some(Fault::Latency(delay)) => {
-            tokio::time::sleep(*delay).await;
-            None
+    match before_handler(fault.as_ref(), conn.as_ref(), fault_status).await {
+        Before::Answer(response) => {
+            record(response.status());
+            return response;
         }
-        Some(Fault::Drop) => {
-            kill();
-            // Never written: the connection fails first.
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-        Some(Fault::DropAfterApply) | None => None,
-    };
-    if let Some(response) = early {
-        record(response.status());
-        return response;
+        Before::Dropped(response) => return response,
+        Before::Proceed => {}
     }
     let response = if !api {
-        next.run(Request::from_parts(parts, Body::from(body))).await
+        next.run(incoming.into_request()).await
     } else {
         match auth {
             Err(e) => e.into_response(),
@@ -733,7 +532,7 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
                     }
                 };
                 match waited {
-                    Ok(()) => next.run(Request::from_parts(parts, Body::from(body))).await,
+                    Ok(()) => next.run(incoming.into_request()).await,
                     Err(secs) => {
                         fault_status(StatusCode::TOO_MANY_REQUESTS, Some(&secs.to_string()))
                     }
@@ -741,8 +540,7 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
             }
         }
     };
-    if fault == Some(Fault::DropAfterApply) {
-        kill();
+    if after_handler(fault.as_ref(), conn.as_ref()).await {
         return response;
     }
     record(response.status());
@@ -751,32 +549,11 @@ async fn front(State(shared): State<Shared>, request: Request, next: Next) -> Re
 
 fn fault_status(status: StatusCode, retry_after: Option<&str>) -> Response {
     let body = json!({"message": format!("{status}")});
-    let mut response = (status, axum::Json(body)).into_response();
-    if let Some(retry_after) = retry_after {
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_str(retry_after).expect("fake Valuekeep: Retry-After header value"),
-        );
-    }
-    response
+    with_retry_after((status, axum::Json(body)).into_response(), retry_after)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Request helpers.
-
-fn content_type(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::CONTENT_TYPE)?.to_str().ok()
-}
-
-fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
-    content_type(headers).is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .eq_ignore_ascii_case(expected)
-    })
-}
 
 /// The body as JSON (`Content-Type: application/json` required).
 fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
@@ -901,41 +678,6 @@ fn user_json(u: &FakeUser) -> Value {
     })
 }
 
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(base64_decode(encoded.trim())?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    Some((id.to_owned(), secret.to_owned()))
-}
-
 type ScopePath = Result<Path<(String, String)>, PathRejection>;
 type KeyPath = Result<Path<(String, String, String)>, PathRejection>;
 type AttributePath = Result<Path<(String, String, String, String)>, PathRejection>;
@@ -969,19 +711,16 @@ async fn token(
             "the body must be application/x-www-form-urlencoded",
         ));
     }
-    let mut form = HashMap::new();
-    for (key, value) in url::form_urlencoded::parse(&body) {
-        if form
-            .insert(key.clone().into_owned(), value.into_owned())
-            .is_some()
-        {
+    let form = match form_fields(&body) {
+        Ok(form) => form,
+        Err(key) => {
             return Ok(oauth(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 &format!("parameter {key} given more than once"),
             ));
         }
-    }
+    };
     let in_form = match (form.get("client_id"), form.get("client_secret")) {
         (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
         _ => None,
@@ -1035,12 +774,9 @@ async fn token(
             "the scope must be application",
         ));
     }
-    let access = uuid::Uuid::new_v4().simple().to_string();
     let mut inner = lock(&shared);
     let ttl = inner.token_ttl;
-    inner
-        .tokens
-        .insert(access.clone(), (client.0, Instant::now() + ttl));
+    let access = inner.tokens.issue(client.0, ttl);
     inner.grants += 1;
     drop(inner);
     let mut response = axum::Json(json!({
