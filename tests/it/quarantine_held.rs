@@ -4,20 +4,19 @@
 //! a user one target cannot map (a required field empty) is quarantined for every target and
 //! counts toward the quarantine limits.
 
-use std::path::PathBuf;
-use std::process::Output;
-
 use crate::support::cmd::{code, out, stdout};
-use crate::support::covata::{self, FakeCovata};
+use crate::support::covata::FakeCovata;
+use crate::support::env::{
+    Backend, SecretStyle, TestEnv, on_both_backends, suite_env, target_table,
+};
 use crate::support::primavera::{self, FakePrimavera};
 
 const HEADER: &str = "id,email,first,last,status\n";
 
-struct Env {
-    dir: tempfile::TempDir,
+suite_env!(Env {
     covata: FakeCovata,
     p6: FakePrimavera,
-}
+});
 
 /// The CSV row of user `i` (line `i + 1` of the file).
 fn row(i: usize) -> String {
@@ -30,92 +29,44 @@ fn rows(range: std::ops::RangeInclusive<usize>) -> String {
 
 impl Env {
     /// Syncs users 1..=20 to both targets.
-    async fn first_sync(postgres: bool) -> Env {
+    async fn first_sync(backend: Backend) -> Env {
         let env = Env {
-            dir: tempfile::tempdir().unwrap(),
+            env: TestEnv::new(backend).await,
             covata: FakeCovata::start().await,
             p6: FakePrimavera::start().await,
         };
-        let state = if postgres {
-            format!("database_url = \"{}\"", crate::support::pg::pg_url().await)
-        } else {
-            "path = \"state.db\"".to_string()
-        };
-        let dir = env.dir.path();
-        std::fs::write(dir.join("covata-secret"), covata::CLIENT_SECRET).unwrap();
-        std::fs::write(dir.join("p6-password"), primavera::PASSWORD).unwrap();
-        let config = format!(
-            r#"
-[state]
-{state}
-
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-given_name = "first"
-family_name = "last"
-enabled = "status"
-
-[safety]
-max_disable_percent = 100
-
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{covata}"
-username = "{c_user}"
-password = "{c_password}"
-client_id = "{c_client}"
-client_secret_file = "covata-secret"
-max_backoff = "1s"
-
-[[target]]
-name = "p6"
-kind = "primavera"
-base_url = "{p6}"
-username = "{p_user}"
-password_file = "p6-password"
-max_backoff = "1s"
-job_poll_interval = "50ms"
-default_roles = ["PrimaveraViewer"]
-[target.fields]
-loginId = "{{email | lower}}"
-emailAddress = "{{email}}"
-firstName = "{{given_name}}"
-lastName = "{{family_name}}"
-organization = "sfo"
-"#,
-            covata = env.covata.base_url(),
-            c_user = covata::USERNAME,
-            c_password = covata::PASSWORD,
-            c_client = covata::CLIENT_ID,
-            p6 = env.p6.base_url(),
-            p_user = primavera::USERNAME,
-        );
-        std::fs::write(env.config_path(), config).unwrap();
+        std::fs::write(env.path("p6-password"), primavera::PASSWORD).unwrap();
+        env.config()
+            .csv_columns(
+                "key = \"id\"\ngiven_name = \"first\"\nfamily_name = \"last\"\nenabled = \"status\"\n",
+            )
+            .raw("[safety]\nmax_disable_percent = 100")
+            .covata(&env.covata.base_url(), SecretStyle::File, "max_backoff = \"1s\"")
+            .raw(&target_table(
+                "p6",
+                "primavera",
+                &[
+                    ("base_url", &env.p6.base_url()),
+                    ("username", primavera::USERNAME),
+                    ("password_file", "p6-password"),
+                    ("max_backoff", "1s"),
+                    ("job_poll_interval", "50ms"),
+                ],
+                "default_roles = [\"PrimaveraViewer\"]\n[target.fields]\n\
+                 loginId = \"{email | lower}\"\nemailAddress = \"{email}\"\n\
+                 firstName = \"{given_name}\"\nlastName = \"{family_name}\"\n\
+                 organization = \"sfo\"",
+            ))
+            .write();
         env.write_csv(&rows(1..=20));
-        let o = env.run(&["sync"]);
-        assert_eq!(code(&o), 0, "{}", out(&o));
+        env.run_code(&["sync"], 0);
         assert_eq!(env.covata.users().len(), 20);
         assert_eq!(env.p6.users().len(), 20);
         env
     }
 
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("dirsync.toml")
-    }
-
     fn write_csv(&self, body: &str) {
-        std::fs::write(self.dir.path().join("users.csv"), format!("{HEADER}{body}")).unwrap();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        crate::support::cmd::dirsync(&self.config_path(), args)
-            .output()
-            .unwrap()
+        self.write_users_csv(HEADER, body);
     }
 
     /// User `i` on both targets: (Covata enabled, Covata last name, Primavera enabled).
@@ -137,8 +88,8 @@ organization = "sfo"
 /// joins: user 3's accounts are found by the email and left exactly as they are on both
 /// targets, the leaver is disabled, the joiner created, exit 7; the report names the line and
 /// why the account is left alone. Fixed, the row is planned normally again.
-async fn blanked_key_keeps_its_accounts(postgres: bool) {
-    let env = Env::first_sync(postgres).await;
+async fn blanked_key_keeps_its_accounts(backend: Backend) {
+    let env = Env::first_sync(backend).await;
     let csv = format!(
         "{},user3@example.com,First3,Changed,active\n{}{}",
         rows(1..=2),
@@ -178,21 +129,17 @@ async fn blanked_key_keeps_its_accounts(postgres: bool) {
     assert_eq!(env.remote(3), (true, Some("Last3".into()), true));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn blanked_key_keeps_its_accounts_sqlite() {
-    blanked_key_keeps_its_accounts(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn blanked_key_keeps_its_accounts_postgres() {
-    blanked_key_keeps_its_accounts(true).await;
-}
+on_both_backends!(
+    blanked_key_keeps_its_accounts_sqlite,
+    blanked_key_keeps_its_accounts_postgres,
+    blanked_key_keeps_its_accounts
+);
 
 /// Row 3 loses both key and email and user 20 leaves: nothing tells whose row 3 is, so no
 /// account is disabled as missing this run (user 20's neither), and the report says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_row_without_key_or_email_holds_every_missing_account() {
-    let env = Env::first_sync(false).await;
+    let env = Env::first_sync(Backend::Sqlite).await;
     env.write_csv(&format!(
         "{},,First3,Last3,active\n{}",
         rows(1..=2),
@@ -219,8 +166,8 @@ async fn a_row_without_key_or_email_holds_every_missing_account() {
 /// User 3's first name goes empty (Primavera requires it) and the last name changes: user 3
 /// is quarantined for every target, so Covata's account is not updated either; three such
 /// users of 20 are over `max_quarantined_percent`: blocked, nothing applied.
-async fn unmappable_user_is_quarantined_everywhere(postgres: bool) {
-    let env = Env::first_sync(postgres).await;
+async fn unmappable_user_is_quarantined_everywhere(backend: Backend) {
+    let env = Env::first_sync(backend).await;
     env.write_csv(&format!(
         "{}E00003,user3@example.com,,Changed,active\n{}",
         rows(1..=2),
@@ -265,12 +212,8 @@ async fn unmappable_user_is_quarantined_everywhere(postgres: bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unmappable_user_is_quarantined_everywhere_sqlite() {
-    unmappable_user_is_quarantined_everywhere(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn unmappable_user_is_quarantined_everywhere_postgres() {
-    unmappable_user_is_quarantined_everywhere(true).await;
-}
+on_both_backends!(
+    unmappable_user_is_quarantined_everywhere_sqlite,
+    unmappable_user_is_quarantined_everywhere_postgres,
+    unmappable_user_is_quarantined_everywhere
+);
