@@ -94,10 +94,9 @@ pub fn record_run(status: RunStatus, plan: Option<&RunPlan>, seconds: f64) {
         };
         let owned = (t.plan.owned + done("create")).saturating_sub(done("delete"));
         s.owned.insert(t.name.clone(), owned);
-        let complete = t
-            .applied
-            .as_ref()
-            .is_some_and(|a| a.failed == 0 && a.interrupted == 0 && !a.stopped && a.fatal.is_none());
+        let complete = t.applied.as_ref().is_some_and(|a| {
+            a.failed == 0 && a.interrupted == 0 && !a.stopped && a.fatal.is_none()
+        });
         if complete {
             s.target_last_success.insert(t.name.clone(), now);
         }

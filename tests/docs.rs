@@ -111,18 +111,11 @@ client_secret = "s"
                     for (k, v) in [
                         ("url", "ldap://localhost"),
                         ("base_dn", "dc=example,dc=com"),
-                        ("anonymous", ""),
                     ] {
-                        let bound = l.contains_key("bind_dn");
-                        if !l.contains_key(k) {
-                            if k == "anonymous" {
-                                if !bound {
-                                    l.insert(k.into(), true.into());
-                                }
-                            } else {
-                                l.insert(k.into(), v.into());
-                            }
-                        }
+                        l.entry(k).or_insert_with(|| v.into());
+                    }
+                    if !l.contains_key("bind_dn") {
+                        l.entry("anonymous").or_insert(true.into());
                     }
                 }
             }
@@ -171,7 +164,10 @@ fn check_offline(block: &Block, table: toml::Table) -> Result<(), String> {
         .and_then(|s| s.get("csv"))
         .and_then(|c| c.as_table())
     {
-        let path = csv.get("path").and_then(|p| p.as_str()).unwrap_or("users.csv");
+        let path = csv
+            .get("path")
+            .and_then(|p| p.as_str())
+            .unwrap_or("users.csv");
         let path = dir.path().join(Path::new(path).file_name().unwrap());
         std::fs::write(path, "id,email\n1,a@example.com\n").unwrap();
         if let Some(toml::Value::Table(t)) = v.get_mut("source").and_then(|s| s.get_mut("csv")) {
@@ -224,11 +220,7 @@ fn toml_examples_parse_and_pass_check_offline() {
             let table: toml::Table = match toml::from_str(&b.text) {
                 Ok(t) => t,
                 Err(e) => {
-                    problems.push(format!(
-                        "{}:{}: not TOML: {e}",
-                        b.page.display(),
-                        b.line
-                    ));
+                    problems.push(format!("{}:{}: not TOML: {e}", b.page.display(), b.line));
                     continue;
                 }
             };
@@ -366,7 +358,12 @@ fn shell_examples_name_real_subcommands_and_flags() {
         {
             for args in commands(&b) {
                 count += 1;
-                let at = format!("{}:{}: dirsync {}", b.page.display(), b.line, args.join(" "));
+                let at = format!(
+                    "{}:{}: dirsync {}",
+                    b.page.display(),
+                    b.line,
+                    args.join(" ")
+                );
                 let mut path: Vec<String> = Vec::new();
                 let mut helps = vec![top.clone()];
                 for (i, a) in args.iter().enumerate() {
@@ -388,7 +385,8 @@ fn shell_examples_name_real_subcommands_and_flags() {
                     } else if path.is_empty() {
                         // The first word that is no flag must be a subcommand, unless it is the
                         // value of a global option (`--config PATH`).
-                        let value = i > 0 && args[i - 1].starts_with("--") && !args[i - 1].contains('=');
+                        let value =
+                            i > 0 && args[i - 1].starts_with("--") && !args[i - 1].contains('=');
                         if !value {
                             problems.push(format!("{at}: unknown subcommand {a}"));
                             break;
@@ -434,7 +432,12 @@ fn anchors(file: &Path) -> BTreeSet<String> {
 #[test]
 fn relative_links_and_anchors_resolve() {
     let mut files: Vec<PathBuf> = pages();
-    for extra in ["RELIABILITY.md", "ARCHITECTURE.md", "BENCHMARKS.md", "contrib/monitoring/README.md"] {
+    for extra in [
+        "RELIABILITY.md",
+        "ARCHITECTURE.md",
+        "BENCHMARKS.md",
+        "contrib/monitoring/README.md",
+    ] {
         files.push(PathBuf::from(extra));
     }
     let mut problems = Vec::new();
@@ -450,7 +453,9 @@ fn relative_links_and_anchors_resolve() {
                 continue;
             }
             for part in line.split("](").skip(1) {
-                let Some(link) = part.split(')').next() else { continue };
+                let Some(link) = part.split(')').next() else {
+                    continue;
+                };
                 if link.contains("://") || link.starts_with("mailto:") {
                     continue;
                 }

@@ -62,7 +62,9 @@ fn dashboard_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
 fn rule_exprs(doc: &yaml_rust2::Yaml) -> (Vec<String>, usize) {
     let mut exprs = Vec::new();
     let mut alerts = 0;
-    let groups = doc["groups"].as_vec().expect("alert rules: `groups` is a list");
+    let groups = doc["groups"]
+        .as_vec()
+        .expect("alert rules: `groups` is a list");
     for g in groups {
         assert!(g["name"].as_str().is_some(), "a rule group without a name");
         for r in g["rules"].as_vec().expect("a group's `rules` is a list") {
