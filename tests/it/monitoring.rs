@@ -82,7 +82,28 @@ fn rule_exprs(doc: &yaml_rust2::Yaml) -> (Vec<String>, usize) {
 /// lists of `by` / `without` / `on` / `ignoring` / `group_left` / `group_right`, that are not
 /// function calls, keywords or Grafana variables (`$job`).
 fn metric_names(expr: &str) -> BTreeSet<String> {
-    const KEYWORDS: &[&str] = &["and", "or", "unless", "bool", "offset", "inf", "nan"];
+    // Operators, and the aggregations (`sum by (x) (…)`: not followed by `(` at once).
+    const KEYWORDS: &[&str] = &[
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+    ];
     const LABEL_LISTS: &[&str] = &[
         "by",
         "without",
