@@ -44,7 +44,7 @@ pub use crate::report::EXIT_INTERRUPTED;
 #[derive(Debug, Parser)]
 #[command(
     name = "dirsync",
-    version,
+    version = crate::build_info::VERSION_LINE,
     about = "Keep SaaS user accounts in line with your directory (LDAP or a CSV export).",
     long_about = "dirsync reads users from a source of truth (a CSV export, LDAP), compares them \
 with what it last applied (kept in a state store: SQLite by default, Postgres in production) and \

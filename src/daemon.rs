@@ -359,8 +359,28 @@ fn spawn_watchdog(mut stop: watch::Receiver<bool>) {
     });
 }
 
-fn router(d: Arc<Daemon>) -> axum::Router {
+/// What `/readyz` answers: the store answers and the last `unready_after_failures` runs did
+/// not all fail. `/metrics` carries the same as `dirsync_ready`.
+async fn readiness(d: &Daemon) -> (axum::http::StatusCode, String) {
     use axum::http::StatusCode;
+    if let Err(e) = d.store.list_runs(1).await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("state store unreachable: {e}\n"),
+        );
+    }
+    let limit = d.config.read().await.http.unready_after_failures;
+    let failures = d.failures_in_row.load(Ordering::SeqCst);
+    if failures >= limit {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the last {failures} runs failed\n"),
+        );
+    }
+    (StatusCode::OK, "ready\n".to_string())
+}
+
+fn router(d: Arc<Daemon>) -> axum::Router {
     use axum::routing::get;
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -370,36 +390,27 @@ fn router(d: Arc<Daemon>) -> axum::Router {
                 let d = Arc::clone(&d);
                 move || {
                     let d = Arc::clone(&d);
-                    async move {
-                        if let Err(e) = d.store.list_runs(1).await {
-                            return (
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                format!("state store unreachable: {e}\n"),
-                            );
-                        }
-                        let limit = d.config.read().await.http.unready_after_failures;
-                        let failures = d.failures_in_row.load(Ordering::SeqCst);
-                        if failures >= limit {
-                            return (
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                format!("the last {failures} runs failed\n"),
-                            );
-                        }
-                        (StatusCode::OK, "ready\n".to_string())
-                    }
+                    async move { readiness(&d).await }
                 }
             }),
         )
         .route(
             "/metrics",
-            get(|| async {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    crate::metrics::render(),
-                )
+            get({
+                let d = Arc::clone(&d);
+                move || {
+                    let d = Arc::clone(&d);
+                    async move {
+                        let ready = readiness(&d).await.0.is_success();
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            crate::metrics::render() + &crate::metrics::render_ready(ready),
+                        )
+                    }
+                }
             }),
         )
 }

@@ -16,11 +16,12 @@
 //! - [`drift`]: `dirsync drift` and `sync --refresh`: remote accounts vs what was recorded.
 //! - [`schedule`]: cron expressions (crontab's meaning) and next run times.
 //! - [`daemon`]: `dirsync run`: schedule, signals, systemd notifications, the HTTP listener.
-//! - [`metrics`]: counters for `/metrics`.
+//! - [`metrics`]: counters for `/metrics`. [`build_info`]: version, commit, build date.
 //! - [`notify`]: `[[notify]]` run notifications (signed webhook, SMTP e-mail).
 //! - [`cli`]: commands and exit codes. [`telemetry`]: logging.
 
 pub mod adopt;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod connector;

@@ -1,5 +1,6 @@
 //! Process-wide counters for the daemon's `/metrics` (Prometheus text format): runs, operations,
-//! run durations, source size, last success, HTTP retries and throttling per target.
+//! run durations, source size, last success, HTTP retries and throttling per target, accounts
+//! owned and last success per target, and the build (`dirsync_build_info`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -29,6 +30,10 @@ struct State {
     auth_failures: BTreeMap<String, u64>,
     /// notification kind (`webhook`, `email`) → failed deliveries
     notifications_failed: BTreeMap<&'static str, u64>,
+    /// target → accounts dirsync owns there after the last run
+    owned: BTreeMap<String, u64>,
+    /// target → end of the last run that applied everything it planned for the target
+    target_last_success: BTreeMap<String, i64>,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| Mutex::new(State::default()));
@@ -69,12 +74,33 @@ pub fn record_run(status: RunStatus, plan: Option<&RunPlan>, seconds: f64) {
     }
     s.duration_sum += seconds;
     s.duration_count += 1;
+    let now = chrono::Utc::now().timestamp();
     if matches!(status, RunStatus::Succeeded) {
-        s.last_success = Some(chrono::Utc::now().timestamp());
+        s.last_success = Some(now);
     }
     let Some(plan) = plan else { return };
     s.source_users = Some(plan.source.users);
     s.source_quarantined = Some(plan.source.quarantined.len() as u64);
+    for t in &plan.targets {
+        if t.error.is_some() || t.skipped.is_some() || t.verdict.is_blocked() {
+            continue;
+        }
+        // Owned after the run: owned before it, plus the creates, minus the deletes applied.
+        let done = |kind: &str| {
+            t.applied
+                .as_ref()
+                .and_then(|a| a.by_kind.get(kind))
+                .map_or(0, |c| c.succeeded)
+        };
+        let owned = (t.plan.owned + done("create")).saturating_sub(done("delete"));
+        s.owned.insert(t.name.clone(), owned);
+        let complete = t.applied.as_ref().is_some_and(|a| {
+            a.failed == 0 && a.interrupted == 0 && !a.stopped && a.fatal.is_none()
+        });
+        if complete {
+            s.target_last_success.insert(t.name.clone(), now);
+        }
+    }
     for t in &plan.targets {
         let Some(a) = &t.applied else { continue };
         for (kind, c) in &a.by_kind {
@@ -103,6 +129,13 @@ fn label(v: &str) -> String {
 pub fn render() -> String {
     let s = state();
     let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# HELP dirsync_build_info The running build: version, git commit, build date (UTC).\n# TYPE dirsync_build_info gauge\ndirsync_build_info{{version=\"{}\",commit=\"{}\",build_date=\"{}\"}} 1",
+        label(crate::build_info::VERSION),
+        label(crate::build_info::COMMIT),
+        label(crate::build_info::BUILD_DATE)
+    );
     let _ = writeln!(
         o,
         "# HELP dirsync_runs_total Runs by final status.\n# TYPE dirsync_runs_total counter"
@@ -197,6 +230,28 @@ pub fn render() -> String {
     }
     let _ = writeln!(
         o,
+        "# HELP dirsync_target_owned_accounts Accounts dirsync owns on the target after the last run.\n# TYPE dirsync_target_owned_accounts gauge"
+    );
+    for (target, n) in &s.owned {
+        let _ = writeln!(
+            o,
+            "dirsync_target_owned_accounts{{target=\"{}\"}} {n}",
+            label(target)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP dirsync_target_last_success_timestamp_seconds End of the last run that applied every planned operation of the target.\n# TYPE dirsync_target_last_success_timestamp_seconds gauge"
+    );
+    for (target, t) in &s.target_last_success {
+        let _ = writeln!(
+            o,
+            "dirsync_target_last_success_timestamp_seconds{{target=\"{}\"}} {t}",
+            label(target)
+        );
+    }
+    let _ = writeln!(
+        o,
         "# HELP dirsync_notifications_failed_total Notifications not delivered, by kind.\n# TYPE dirsync_notifications_failed_total counter"
     );
     for kind in ["webhook", "email"] {
@@ -207,4 +262,12 @@ pub fn render() -> String {
         );
     }
     o
+}
+
+/// `dirsync_ready`: 1 when `/readyz` would answer 200 (the daemon computes it per scrape).
+pub fn render_ready(ready: bool) -> String {
+    format!(
+        "# HELP dirsync_ready 1 when /readyz answers 200: the state store answers and the last runs did not all fail.\n# TYPE dirsync_ready gauge\ndirsync_ready {}\n",
+        u8::from(ready)
+    )
 }

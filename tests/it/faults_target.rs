@@ -1,7 +1,7 @@
 //! The target answering 429, 500 / 503 or too slowly for a stretch of consecutive requests,
 //! during syncs of a few hundred operations (300 creates; then 100 renames and 20 leavers).
 //!
-//! What must hold: the HTTP layer absorbs what its retry policy covers (README, "HTTP
+//! What must hold: the HTTP layer absorbs what its retry policy covers (docs/applying.md, "HTTP
 //! behaviour": 429 and 503 retried for every request after `Retry-After`; other 5xx and request
 //! timeouts only for idempotent requests; at most `max_retries` retries) and the run reports
 //! every operation it could not apply (exit 4, each failure with the target's answer); the

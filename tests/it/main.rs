@@ -16,6 +16,7 @@ mod hostile;
 mod ldap_hostile;
 mod ldap_prefilter;
 mod ldap_source;
+mod monitoring;
 mod notify;
 mod primavera;
 mod quarantine;
