@@ -2,7 +2,6 @@
 //! metrics that match the runs, SIGHUP reloads, SIGTERM mid-run with nothing lost, and two
 //! instances that never apply a target at the same time. Also the store's target locks.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,11 +18,7 @@ fn users(n: usize) -> String {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::support::child::free_port().unwrap()
 }
 
 crate::support::env::suite_env!(Env {
@@ -78,19 +73,7 @@ impl Env {
     }
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        use std::io::Write;
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
-        let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-        Some((status, body))
+        crate::support::cmd::http_get(self.port, path)
     }
 
     /// The value of a metric line (exact name with labels), if present.

@@ -94,13 +94,7 @@ async fn covata_tokens_expiring_in_a_deep_queue() {
     fake.set_latency(Duration::from_millis(5));
     let config =
         faultrun::write_config_with(dir.path(), &fake, "path = \"state.db\"", COVATA_QUEUE);
-    std::fs::write(
-        dir.path().join("users.csv"),
-        faultrun::csv(N, false, usize::MAX),
-    )
-    .unwrap();
-    let o = run_bounded(&config, &["sync"], RUN_LIMIT * 3);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    sync_users(dir.path(), &config, N);
     let held: BTreeSet<String> = fake.users().into_iter().map(|u| u.email).collect();
     assert_eq!(held, emails(N));
     assert_eq!(fake.users().len(), N);
@@ -113,6 +107,13 @@ async fn covata_tokens_expiring_in_a_deep_queue() {
     eprintln!("covata: {N} creates, {logins} logins, {refreshes} refreshes, {refused} answers 401");
     assert!(refused <= 4, "{refused} answers were 401");
     assert_eq!(fake.create_attempts(), N, "one create per user");
+}
+
+/// Writes `n` users into `users.csv` and syncs them: exit 0.
+fn sync_users(dir: &Path, config: &Path, n: usize) {
+    std::fs::write(dir.join("users.csv"), faultrun::csv(n, false, usize::MAX)).unwrap();
+    let o = run_bounded(config, &["sync"], RUN_LIMIT * 3);
+    assert_eq!(code(&o), 0, "{}", out(&o));
 }
 
 fn valuekeep_config(dir: &Path, fake: &FakeValuekeep, secret: &str, http: &str) -> PathBuf {
@@ -146,13 +147,7 @@ async fn valuekeep_tokens_expiring_in_a_deep_queue() {
         valuekeep::CLIENT_SECRET,
         "concurrency = 4\nrequests_per_second = 500\nmax_backoff = \"1s\"",
     );
-    std::fs::write(
-        dir.path().join("users.csv"),
-        faultrun::csv(N, false, usize::MAX),
-    )
-    .unwrap();
-    let o = run_bounded(&config, &["sync"], RUN_LIMIT * 3);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    sync_users(dir.path(), &config, N);
     let held: BTreeSet<String> = fake.users().into_iter().map(|u| u.user_key).collect();
     assert_eq!(held, emails(N));
     assert!(

@@ -3,12 +3,11 @@
 //! after a run against the fake Covata (with the per-target gauges and `dirsync_build_info`).
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::covata::{self, FakeCovata};
+use crate::support::covata::FakeCovata;
 
 /// Metrics Prometheus itself adds to every scrape job (the kit uses `up`).
 const PROMETHEUS_METRICS: &[&str] = &["up"];
@@ -20,26 +19,7 @@ fn kit(file: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
+    crate::support::child::free_port().unwrap()
 }
 
 /// The PromQL expressions of the dashboard's panels (every `expr` anywhere in the JSON).
@@ -238,50 +218,19 @@ async fn the_kit_uses_only_metrics_dirsync_exports() {
     }
 
     // A real daemon, one run against the fake Covata, then a scrape.
-    let dir = tempfile::tempdir().unwrap();
+    let env = crate::support::env::TestEnv::new(crate::support::env::Backend::Sqlite).await;
     let fake = FakeCovata::start().await;
     let port = free_port();
-    std::fs::write(
-        dir.path().join("users.csv"),
-        "id,email\nE1,one@example.com\nE2,two@example.com\n",
-    )
-    .unwrap();
-    let config = dir.path().join("dirsync.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[state]
-path = "state.db"
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-[schedule]
-interval = "1h"
-run_on_start = true
-[http]
-listen = "127.0.0.1:{port}"
-[[target]]
-name = "covata"
-kind = "covata"
-base_url = "{base}"
-username = "{u}"
-password = "{p}"
-client_id = "{ci}"
-client_secret = "{cs}"
-"#,
-            base = fake.base_url(),
-            u = covata::USERNAME,
-            p = covata::PASSWORD,
-            ci = covata::CLIENT_ID,
-            cs = covata::CLIENT_SECRET,
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("daemon.log");
+    env.write_users_csv("id,email\n", "E1,one@example.com\nE2,two@example.com\n");
+    let config = env
+        .config()
+        .csv_columns("key = \"id\"")
+        .raw(&format!(
+            "[schedule]\ninterval = \"1h\"\nrun_on_start = true\n[http]\nlisten = \"127.0.0.1:{port}\""
+        ))
+        .covata(&fake.base_url(), crate::support::env::SecretStyle::Inline, "")
+        .write();
+    let log = env.path("daemon.log");
     let mut child = crate::support::cmd::dirsync(&config, &["run", "--allow-root"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -289,7 +238,7 @@ client_secret = "{cs}"
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let body = loop {
-        if let Some((200, body)) = get(port, "/metrics")
+        if let Some((200, body)) = crate::support::cmd::http_get(port, "/metrics")
             && body.contains("dirsync_target_last_success_timestamp_seconds{target=\"covata\"}")
         {
             break body;

@@ -4,7 +4,7 @@
 //! a user one target cannot map (a required field empty) is quarantined for every target and
 //! counts toward the quarantine limits.
 
-use crate::support::cmd::{code, out, stdout};
+use crate::support::cmd::{out, stdout};
 use crate::support::covata::FakeCovata;
 use crate::support::env::{
     Backend, SecretStyle, TestEnv, on_both_backends, suite_env, target_table,
@@ -82,6 +82,16 @@ impl Env {
             .unwrap_or_else(|| panic!("{email} not on Primavera"));
         (c.enabled, c.last_name, !p.disabled)
     }
+
+    /// User `i`'s accounts are exactly as the first sync left them, on both targets.
+    #[track_caller]
+    fn assert_untouched(&self, i: usize) {
+        assert_eq!(
+            self.remote(i),
+            (true, Some(format!("Last{i}")), true),
+            "user {i}"
+        );
+    }
 }
 
 /// Row 3's key is blanked (its email kept) and its last name changed, user 20 leaves, user 21
@@ -97,8 +107,7 @@ async fn blanked_key_keeps_its_accounts(backend: Backend) {
         row(21)
     );
     env.write_csv(&csv);
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 7, "{}", out(&o));
+    let o = env.run_code(&["sync"], 7);
     let report = stdout(&o);
     assert!(
         report.lines().any(|l| l.contains("? quarantined")
@@ -111,11 +120,7 @@ async fn blanked_key_keeps_its_accounts(backend: Backend) {
             && report.contains("has no key, and its email \"user3@example.com\" is this account's"),
         "{report}"
     );
-    assert_eq!(
-        env.remote(3),
-        (true, Some("Last3".into()), true),
-        "untouched"
-    );
+    env.assert_untouched(3);
     assert!(
         !env.remote(20).0 && !env.remote(20).2,
         "the leaver is disabled"
@@ -123,10 +128,9 @@ async fn blanked_key_keeps_its_accounts(backend: Backend) {
     assert_eq!(env.remote(21), (true, Some("Last21".into()), true));
 
     env.write_csv(&format!("{}{}", rows(1..=19), row(21)));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync"], 0);
     assert!(!stdout(&o).contains("quarantined"), "{}", out(&o));
-    assert_eq!(env.remote(3), (true, Some("Last3".into()), true));
+    env.assert_untouched(3);
 }
 
 on_both_backends!(
@@ -145,21 +149,15 @@ async fn a_row_without_key_or_email_holds_every_missing_account() {
         rows(1..=2),
         rows(4..=19)
     ));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 7, "{}", out(&o));
+    let o = env.run_code(&["sync"], 7);
     let report = stdout(&o);
     assert!(report.contains("has neither key nor email"), "{report}");
     for i in [3, 20] {
-        assert_eq!(
-            env.remote(i),
-            (true, Some(format!("Last{i}")), true),
-            "user {i}"
-        );
+        env.assert_untouched(i);
     }
     // The leaver is disabled once the row is fixed.
     env.write_csv(&rows(1..=19));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = env.run_code(&["sync"], 0);
     assert!(!env.remote(20).0 && !env.remote(20).2, "{}", out(&o));
 }
 
@@ -173,8 +171,7 @@ async fn unmappable_user_is_quarantined_everywhere(backend: Backend) {
         rows(1..=2),
         rows(4..=20)
     ));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 7, "{}", out(&o));
+    let o = env.run_code(&["sync"], 7);
     let line = stdout(&o)
         .lines()
         .find(|l| l.contains("? quarantined"))
@@ -184,11 +181,7 @@ async fn unmappable_user_is_quarantined_everywhere(backend: Backend) {
         line.contains("E00003") && line.contains("target p6: field firstName is empty"),
         "{line}"
     );
-    assert_eq!(
-        env.remote(3),
-        (true, Some("Last3".into()), true),
-        "untouched"
-    );
+    env.assert_untouched(3);
 
     env.write_csv(&format!(
         "{}E00003,user3@example.com,,Changed,active\nE00004,user4@example.com,,L,active\n\
@@ -196,19 +189,14 @@ async fn unmappable_user_is_quarantined_everywhere(backend: Backend) {
         rows(1..=2),
         rows(6..=20)
     ));
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 3, "{}", out(&o));
+    let o = env.run_code(&["sync"], 3);
     assert!(
         stdout(&o).contains("max_quarantined_percent"),
         "{}",
         out(&o)
     );
     for i in 3..=5 {
-        assert_eq!(
-            env.remote(i),
-            (true, Some(format!("Last{i}")), true),
-            "user {i}"
-        );
+        env.assert_untouched(i);
     }
 }
 

@@ -37,6 +37,15 @@ impl Env {
             .unwrap()
     }
 
+    /// Syncs, changes the CSV ([`changed_csv`]) and saves the plan (exit 2).
+    fn sync_then_save_a_plan(&self) {
+        let o = self.run(&["sync"]);
+        assert_eq!(code(&o), 0, "{}", out(&o));
+        self.write_csv(&changed_csv());
+        let o = self.run(&["plan", "--out", &self.plan_file()]);
+        assert_eq!(code(&o), 2, "{}", out(&o));
+    }
+
     fn plan_file(&self) -> String {
         self.path("plan.json").display().to_string()
     }
@@ -128,12 +137,7 @@ fn changed_csv() -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn saved_plan_applies_exactly_its_operations_postgres() {
     let env = Env::new(true, 5).await;
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    env.write_csv(&changed_csv());
-
-    let o = env.run(&["plan", "--out", &env.plan_file()]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    env.sync_then_save_a_plan();
     let file = env.read_plan();
     assert_eq!(file["schema"], "dirsync.report");
     assert_eq!(file["version"], 1);
@@ -274,11 +278,7 @@ async fn store_change_between_plan_and_apply_refuses_and_user_sync_touches_one_u
 #[tokio::test(flavor = "multi_thread")]
 async fn source_change_and_old_plans_are_refused() {
     let env = Env::new(false, 5).await;
-    let o = env.run(&["sync"]);
-    assert_eq!(code(&o), 0, "{}", out(&o));
-    env.write_csv(&changed_csv());
-    let o = env.run(&["plan", "--out", &env.plan_file()]);
-    assert_eq!(code(&o), 2, "{}", out(&o));
+    env.sync_then_save_a_plan();
 
     // The source changes after the plan: refused.
     env.write_csv(&changed_csv().replace("First6,Last6", "First6,Other"));
