@@ -32,14 +32,10 @@ macro_rules! outln {
     }};
 }
 
-/// Exit code: an error (bad config, unreadable source, store failure).
-pub const EXIT_ERROR: u8 = 1;
-/// Exit code: every selected target was skipped because another dirsync instance is applying
-/// it (`sync`, `run --once`).
-pub const EXIT_SKIPPED: u8 = 5;
-/// Exit code: a shutdown request (SIGTERM / SIGINT) stopped the run; what was not sent is
-/// left for the next run.
-pub use crate::report::EXIT_INTERRUPTED;
+/// Exit codes: an error (1); every selected target skipped because another instance applies
+/// it (5); a shutdown request stopped the run (6). Defined with the other exit codes in
+/// `report`.
+pub use crate::report::{EXIT_ERROR, EXIT_INTERRUPTED, EXIT_SKIPPED};
 
 #[derive(Debug, Parser)]
 #[command(

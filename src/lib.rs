@@ -31,6 +31,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod outcome;
 pub mod plan;
 pub mod report;
 pub mod run;

@@ -5,9 +5,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
-use crate::run::RunPlan;
-use crate::store::RunStatus;
-
 /// Upper bounds (seconds) of the run duration histogram.
 const DURATION_BUCKETS: [f64; 9] = [0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
 
@@ -58,10 +55,21 @@ pub fn record_notification_failed(kind: &'static str) {
     *state().notifications_failed.entry(kind).or_default() += 1;
 }
 
-/// Counts a finished run (planned and applied by the daemon).
-pub fn record_run(status: RunStatus, plan: Option<&RunPlan>, seconds: f64) {
+/// What a finished run adds to the counters besides its status and duration (see
+/// `outcome::RunPlan::counts`).
+#[derive(Debug, Clone, Default)]
+pub struct RunCounts {
+    pub source_users: u64,
+    pub source_quarantined: u64,
+    /// (target, operation kind, outcome: `succeeded` / `failed` / `skipped`, count > 0)
+    pub operations: Vec<(String, String, &'static str, u64)>,
+}
+
+/// Counts a finished run (planned and applied by the daemon); `status` is the run's status
+/// as stored (`RunStatus::as_str`).
+pub fn record_run(status: &'static str, counts: Option<RunCounts>, seconds: f64) {
     let mut s = state();
-    *s.runs.entry(status.as_str()).or_default() += 1;
+    *s.runs.entry(status).or_default() += 1;
     for (i, b) in DURATION_BUCKETS.iter().enumerate() {
         if seconds <= *b {
             s.duration_buckets[i] += 1;
@@ -69,27 +77,14 @@ pub fn record_run(status: RunStatus, plan: Option<&RunPlan>, seconds: f64) {
     }
     s.duration_sum += seconds;
     s.duration_count += 1;
-    if matches!(status, RunStatus::Succeeded) {
+    if status == "succeeded" {
         s.last_success = Some(chrono::Utc::now().timestamp());
     }
-    let Some(plan) = plan else { return };
-    s.source_users = Some(plan.source.users);
-    s.source_quarantined = Some(plan.source.quarantined.len() as u64);
-    for t in &plan.targets {
-        let Some(a) = &t.applied else { continue };
-        for (kind, c) in &a.by_kind {
-            for (outcome, n) in [
-                ("succeeded", c.succeeded),
-                ("failed", c.failed),
-                ("skipped", c.skipped),
-            ] {
-                if n > 0 {
-                    *s.operations
-                        .entry((t.name.clone(), kind.clone(), outcome))
-                        .or_default() += n;
-                }
-            }
-        }
+    let Some(counts) = counts else { return };
+    s.source_users = Some(counts.source_users);
+    s.source_quarantined = Some(counts.source_quarantined);
+    for (target, kind, outcome, n) in counts.operations {
+        *s.operations.entry((target, kind, outcome)).or_default() += n;
     }
 }
 

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, TargetConfig};
 use crate::mapping::Account;
 use crate::model::Snapshot;
+use crate::outcome::RunPlan;
 use crate::plan::{BlockReason, Op, Summary, TargetPlan, Verdict};
 use crate::report::{self, Format};
-use crate::run::{RunError, RunPlan, map_users};
 use crate::store::{Store, StoreError};
 
 /// The `kind` marker of a plan file.
@@ -104,7 +104,7 @@ pub async fn fingerprint(
         h.update(line.as_bytes());
     }
     let accounts_hash = format!("{:032x}", h.digest128());
-    let (desired, invalid) = map_users(target, snapshot);
+    let (desired, invalid) = crate::mapping::map_all(&target.mapping, snapshot);
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     for a in &desired {
         h.update(format!("{}\u{1f}{}\u{1f}{}\u{1e}", a.key, a.hash, a.enabled).as_bytes());
@@ -400,6 +400,17 @@ fn verdict(v: &serde_json::Value, force: bool) -> Verdict {
     }
 }
 
+/// Why a saved plan is not applied to a target (`RunError::StalePlan` / `RunError::Store` in
+/// a run).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The plan no longer matches the state or the source; nothing was sent.
+    #[error("{0}")]
+    Stale(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// A target's saved plan and verdict, after checking (under the target's lock) that the state
 /// and the source are still what the plan was computed from.
 pub async fn checked_target(
@@ -408,12 +419,12 @@ pub async fn checked_target(
     target: &TargetConfig,
     snapshot: &Snapshot,
     force: bool,
-) -> Result<(TargetPlan, Verdict), RunError> {
+) -> Result<(TargetPlan, Verdict), CheckError> {
     let (Some(t), Some(then)) = (
         saved.target(&target.name),
         saved.saved.fingerprints.get(&target.name),
     ) else {
-        return Err(RunError::StalePlan(format!(
+        return Err(CheckError::Stale(format!(
             "target {:?} is not in the saved plan",
             target.name
         )));
@@ -421,7 +432,7 @@ pub async fn checked_target(
     let now = fingerprint(store, target, snapshot).await?;
     let why = now.differences(then, &target.name);
     if !why.is_empty() {
-        return Err(RunError::StalePlan(format!(
+        return Err(CheckError::Stale(format!(
             "the saved plan no longer applies; nothing was sent: {}",
             why.join("; ")
         )));

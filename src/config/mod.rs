@@ -5,6 +5,7 @@
 //! types the rest of dirsync uses (secrets read from `*_file`, templates parsed, paths resolved
 //! against the config file's directory).
 
+pub mod notify;
 pub mod perms;
 mod raw;
 mod validate;
@@ -24,6 +25,7 @@ use crate::source::csv::CsvSettings;
 use crate::source::ldap::LdapSettings;
 use crate::store::StoreLocation;
 
+pub use crate::schedule::ScheduleConfig;
 pub use raw::RawConfig;
 
 /// The default config path.
@@ -51,7 +53,7 @@ pub struct Config {
     pub http: HttpListenConfig,
     pub targets: Vec<TargetConfig>,
     /// `[[notify]]`: run notifications.
-    pub notify: Vec<crate::notify::NotifyConfig>,
+    pub notify: Vec<notify::NotifyConfig>,
 }
 
 /// `[daemon]`: how `dirsync run` behaves.
@@ -100,16 +102,6 @@ impl SourceConfig {
             SourceConfig::Ldap(l) => l.extra.keys().cloned().collect(),
         }
     }
-}
-
-/// `[schedule]`: when the daemon runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleConfig {
-    /// A cron expression with crontab's meaning (see `crate::schedule`).
-    pub cron: Option<crate::schedule::Cron>,
-    pub interval: Option<Duration>,
-    pub jitter: Duration,
-    pub run_on_start: bool,
 }
 
 /// Connection settings of a target. Only the ones its kind uses are set. The secrets are

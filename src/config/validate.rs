@@ -348,8 +348,8 @@ fn notify_entry(
     at: &str,
     base: &Path,
     pr: &mut Problems,
-) -> Option<crate::notify::NotifyConfig> {
-    use crate::notify::{
+) -> Option<super::notify::NotifyConfig> {
+    use super::notify::{
         Channel, EmailSettings, NotifyConfig, NotifyOn, StartTls, WebhookSettings,
     };
     let key = |k: &str| format!("{at}.{k}");
@@ -385,7 +385,7 @@ fn notify_entry(
         }
     };
     let timeout = match raw.timeout.as_deref() {
-        None => crate::notify::DEFAULT_TIMEOUT,
+        None => super::notify::DEFAULT_TIMEOUT,
         Some(v) => match duration(v, &key("timeout"), pr) {
             Some(d) if d.is_zero() => {
                 pr.push(key("timeout"), "must be more than 0s");
