@@ -99,7 +99,7 @@ pub async fn adopt(
         .filter(|r| r.owned)
         .filter_map(|r| r.remote_id.as_deref())
         .collect();
-    let (desired, _) = crate::run::map_users(target, snapshot);
+    let (desired, _) = crate::mapping::map_all(&target.mapping, snapshot);
     let value_of = |key: &str| -> Option<String> {
         match match_on {
             MatchOn::Email => snapshot.get(key).map(|u| email_fold(&u.email)),

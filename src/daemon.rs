@@ -177,7 +177,7 @@ pub async fn run(
                     Ok(s) => s,
                     Err(_) => {
                         warn!("shutdown timeout reached: stopping; unfinished operations stay journaled for the next start");
-                        RunEnd { status: None, code: crate::cli::EXIT_INTERRUPTED }
+                        RunEnd { status: None, code: crate::report::EXIT_INTERRUPTED }
                     }
                 }
             }
@@ -212,7 +212,7 @@ struct RunEnd {
 async fn one_run(d: &Daemon) -> RunEnd {
     let failed = RunEnd {
         status: Some(RunStatus::Failed),
-        code: crate::cli::EXIT_ERROR,
+        code: crate::report::EXIT_ERROR,
     };
     let config = d.config.read().await.clone();
     let started = Instant::now();
@@ -256,21 +256,21 @@ async fn one_run(d: &Daemon) -> RunEnd {
     match result {
         Ok(plan) => {
             let status = plan.status();
-            crate::metrics::record_run(status, Some(&plan), seconds);
+            crate::metrics::record_run(status.as_str(), Some(plan.counts()), seconds);
             if status == RunStatus::Failed {
                 d.failures_in_row.fetch_add(1, Ordering::SeqCst);
             } else {
                 d.failures_in_row.store(0, Ordering::SeqCst);
             }
             let code = if status == RunStatus::Interrupted {
-                crate::cli::EXIT_INTERRUPTED
+                crate::report::EXIT_INTERRUPTED
             } else {
                 crate::report::PlanStatus::of(&plan).exit_code()
             };
             RunEnd {
                 status: Some(status),
                 code: if unusable {
-                    crate::cli::EXIT_ERROR
+                    crate::report::EXIT_ERROR
                 } else {
                     code
                 },
@@ -278,7 +278,7 @@ async fn one_run(d: &Daemon) -> RunEnd {
         }
         Err(e) => {
             error!(error = %e, "run failed");
-            crate::metrics::record_run(RunStatus::Failed, None, seconds);
+            crate::metrics::record_run(RunStatus::Failed.as_str(), None, seconds);
             d.failures_in_row.fetch_add(1, Ordering::SeqCst);
             failed
         }

@@ -21,6 +21,7 @@ use crate::config::TargetConfig;
 use crate::connector::{Connector, OpError, RemoteAccount, TargetKind};
 use crate::mapping::{TargetMapping, content_hash};
 use crate::model::Snapshot;
+pub use crate::outcome::RefreshSummary;
 use crate::plan::{DiffInput, Op, PlanSettings, TargetPlan, diff, triage};
 use crate::report::Format;
 use crate::store::{AccountRecord, AccountState, RecordedAccount, Store, StoreError};
@@ -299,24 +300,6 @@ pub async fn detect(
     info!(target = %target.name, remote = d.remote_accounts, changed = d.changed.len(),
           deleted = d.deleted.len(), unowned = d.unowned.len(), "drift checked");
     Ok(d)
-}
-
-/// What `sync --refresh` found and planned on one target (the `refresh` object of the
-/// target in the JSON report).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RefreshSummary {
-    /// Accounts the target listed.
-    pub remote_accounts: u64,
-    /// Keys of owned accounts changed by hand (planned against the target's state).
-    pub drifted: Vec<String>,
-    /// Operations planned on those accounts: corrections back to the source of truth.
-    pub corrected_drift: u64,
-    /// Keys of owned accounts the target no longer has.
-    pub deleted_remotely: Vec<String>,
-    /// Of those, the keys planned for re-creation (`recreate_deleted = true`).
-    pub recreated: Vec<String>,
-    /// Remote accounts dirsync does not own (left alone).
-    pub unowned: u64,
 }
 
 /// Removes the operations of these keys from a plan (and from its counts).

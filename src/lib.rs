@@ -11,14 +11,22 @@
 //! - [`connector`]: the connectors: what each vendor's accounts look like and how to change them.
 //! - [`engine`]: applies a plan through a connector; the journal and crash reconciliation.
 //! - [`run`]: one run from source to judged plans, recorded in the store.
-//! - [`report`]: text / Markdown / JSON rendering of plans and run history.
+//! - [`outcome`]: the outcome of a run as plain data (what reports, notifications, metrics show).
+//! - [`report`]: text / Markdown / JSON rendering of plans and run history; exit codes.
 //! - [`adopt`]: taking over existing remote accounts.
 //! - [`drift`]: `dirsync drift` and `sync --refresh`: remote accounts vs what was recorded.
 //! - [`schedule`]: cron expressions (crontab's meaning) and next run times.
 //! - [`daemon`]: `dirsync run`: schedule, signals, systemd notifications, the HTTP listener.
 //! - [`metrics`]: counters for `/metrics`. [`build_info`]: version, commit, build date.
 //! - [`notify`]: `[[notify]]` run notifications (signed webhook, SMTP e-mail).
-//! - [`cli`]: commands and exit codes. [`telemetry`]: logging.
+//! - [`saved_plan`]: the plan file of `plan --out` / `apply`, and one-user scoping.
+//! - [`cli`]: commands, one file per family, and the `Session` each opens. [`telemetry`]:
+//!   logging.
+//!
+//! Layers (ARCHITECTURE.md, "Layers"; checked by `tests/layers.rs`): core (model, secret,
+//! mapping, plan, schedule, metrics, telemetry) < io (source, store, connector) < settings
+//! (config, outcome) < render (report, notify) < steps (engine, drift, adopt, saved_plan) < run
+//! < front (cli, daemon). No module imports a higher layer.
 
 pub mod adopt;
 pub mod build_info;
@@ -28,15 +36,14 @@ pub mod connector;
 pub mod daemon;
 pub mod drift;
 pub mod engine;
-pub mod generate;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod outcome;
 pub mod plan;
 pub mod report;
 pub mod run;
-/// Saved plans (`plan --out`, `apply FILE`) and one-user runs (`sync --user`).
 pub mod saved_plan;
 pub mod schedule;
 pub mod secret;

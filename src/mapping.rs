@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{USER_FIELDS, User};
@@ -563,6 +564,67 @@ pub fn content_hash(
         }
     }
     ContentHash::from_u128(xxhash_rust::xxh3::xxh3_128(&buf))
+}
+
+/// Maps every user of the snapshot for one target: the accounts (sorted by key) and the users
+/// that cannot be mapped, with why (for adoption, saved plans and tests; the planner maps
+/// lazily).
+pub fn map_all(
+    mapping: &TargetMapping,
+    snapshot: &crate::model::Snapshot,
+) -> (Vec<Account>, Vec<(String, String)>) {
+    let mut desired = Vec::with_capacity(snapshot.len());
+    let mut invalid = Vec::new();
+    for u in snapshot.users() {
+        match mapping.map(u) {
+            Mapped::Account(a) => desired.push(a),
+            Mapped::Filtered => {}
+            Mapped::Invalid(why) => invalid.push((u.key.clone(), why)),
+        }
+    }
+    (desired, invalid)
+}
+
+// What the store recorded and what a target lists: the accounts plans are made against.
+
+/// One recorded account, light form: what the planner needs for every account on every run.
+/// The applied attributes ([`AccountState`]) are loaded only for accounts whose hash differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedAccount {
+    pub key: String,
+    pub remote_id: Option<String>,
+    pub login: Option<String>,
+    /// Content hash of the last applied mapped account (see `mapping::Account::hash`).
+    pub hash: ContentHash,
+    pub enabled: bool,
+    /// dirsync created or adopted it. Accounts with `owned = false` are never changed.
+    pub owned: bool,
+    pub adopted: bool,
+    /// When dirsync last disabled it (start of the `delete_after` grace period).
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+/// The last applied attributes of an account: target field name → value, and its roles.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AccountState {
+    pub fields: BTreeMap<String, String>,
+    pub roles: BTreeSet<String>,
+    /// Target-side groups, for targets that have them (Valuekeep).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub groups: BTreeSet<String>,
+}
+
+/// One account as the target reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteAccount {
+    pub remote_id: String,
+    /// The login or email the target shows (what adoption matches on).
+    pub login: Option<String>,
+    pub email: Option<String>,
+    /// Target field name → value, in the same names as the mapping's fields.
+    pub fields: BTreeMap<String, String>,
+    pub roles: BTreeSet<String>,
+    pub enabled: bool,
 }
 
 #[cfg(test)]

@@ -6,9 +6,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
-use crate::run::RunPlan;
-use crate::store::RunStatus;
-
 /// Upper bounds (seconds) of the run duration histogram.
 const DURATION_BUCKETS: [f64; 9] = [0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
 
@@ -63,10 +60,25 @@ pub fn record_notification_failed(kind: &'static str) {
     *state().notifications_failed.entry(kind).or_default() += 1;
 }
 
-/// Counts a finished run (planned and applied by the daemon).
-pub fn record_run(status: RunStatus, plan: Option<&RunPlan>, seconds: f64) {
+/// What a finished run adds to the counters besides its status and duration (see
+/// `outcome::RunPlan::counts`).
+#[derive(Debug, Clone, Default)]
+pub struct RunCounts {
+    pub source_users: u64,
+    pub source_quarantined: u64,
+    /// (target, operation kind, outcome: `succeeded` / `failed` / `skipped`, count > 0)
+    pub operations: Vec<(String, String, &'static str, u64)>,
+    /// (target, accounts dirsync owns there after the run), for targets that were applied.
+    pub owned: Vec<(String, u64)>,
+    /// Targets whose plan was applied completely (nothing failed, interrupted or stopped).
+    pub complete: Vec<String>,
+}
+
+/// Counts a finished run (planned and applied by the daemon); `status` is the run's status
+/// as stored (`RunStatus::as_str`).
+pub fn record_run(status: &'static str, counts: Option<RunCounts>, seconds: f64) {
     let mut s = state();
-    *s.runs.entry(status.as_str()).or_default() += 1;
+    *s.runs.entry(status).or_default() += 1;
     for (i, b) in DURATION_BUCKETS.iter().enumerate() {
         if seconds <= *b {
             s.duration_buckets[i] += 1;
@@ -75,47 +87,20 @@ pub fn record_run(status: RunStatus, plan: Option<&RunPlan>, seconds: f64) {
     s.duration_sum += seconds;
     s.duration_count += 1;
     let now = chrono::Utc::now().timestamp();
-    if matches!(status, RunStatus::Succeeded) {
+    if status == "succeeded" {
         s.last_success = Some(now);
     }
-    let Some(plan) = plan else { return };
-    s.source_users = Some(plan.source.users);
-    s.source_quarantined = Some(plan.source.quarantined.len() as u64);
-    for t in &plan.targets {
-        if t.error.is_some() || t.skipped.is_some() || t.verdict.is_blocked() {
-            continue;
-        }
-        // Owned after the run: owned before it, plus the creates, minus the deletes applied.
-        let done = |kind: &str| {
-            t.applied
-                .as_ref()
-                .and_then(|a| a.by_kind.get(kind))
-                .map_or(0, |c| c.succeeded)
-        };
-        let owned = (t.plan.owned + done("create")).saturating_sub(done("delete"));
-        s.owned.insert(t.name.clone(), owned);
-        let complete = t.applied.as_ref().is_some_and(|a| {
-            a.failed == 0 && a.interrupted == 0 && !a.stopped && a.fatal.is_none()
-        });
-        if complete {
-            s.target_last_success.insert(t.name.clone(), now);
-        }
+    let Some(counts) = counts else { return };
+    s.source_users = Some(counts.source_users);
+    s.source_quarantined = Some(counts.source_quarantined);
+    for (target, owned) in counts.owned {
+        s.owned.insert(target, owned);
     }
-    for t in &plan.targets {
-        let Some(a) = &t.applied else { continue };
-        for (kind, c) in &a.by_kind {
-            for (outcome, n) in [
-                ("succeeded", c.succeeded),
-                ("failed", c.failed),
-                ("skipped", c.skipped),
-            ] {
-                if n > 0 {
-                    *s.operations
-                        .entry((t.name.clone(), kind.clone(), outcome))
-                        .or_default() += n;
-                }
-            }
-        }
+    for target in counts.complete {
+        s.target_last_success.insert(target, now);
+    }
+    for (target, kind, outcome, n) in counts.operations {
+        *s.operations.entry((target, kind, outcome)).or_default() += n;
     }
 }
 

@@ -13,12 +13,14 @@
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
-use serde::Serialize;
 use tracing::{debug, warn};
 
-use crate::run::RunPlan;
+pub use crate::config::notify::{
+    Channel, DEFAULT_TIMEOUT, EmailSettings, NotifyConfig, NotifyOn, StartTls, WebhookSettings,
+};
+use crate::outcome::{RunPlan, SourceSummary};
 use crate::secret::Secret;
-use crate::store::RunStatus;
+use crate::store::{RunStatus, Trigger};
 
 /// The `schema` field of webhook payloads.
 pub const PAYLOAD_SCHEMA: &str = "dirsync.notification";
@@ -28,121 +30,8 @@ pub const PAYLOAD_VERSION: u32 = 1;
 pub const SIGNATURE_HEADER: &str = "X-Dirsync-Signature";
 /// Webhook attempts (the first and two retries).
 pub const WEBHOOK_ATTEMPTS: u32 = 3;
-/// The default time bound of one entry, all attempts included.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reports longer than this (bytes) are cut in notifications.
 const REPORT_MAX: usize = 256 * 1024;
-
-/// When an entry notifies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NotifyOn {
-    Failed,
-    Partial,
-    Blocked,
-    /// Any run that planned or applied changes.
-    Changes,
-    /// Every run, dry runs included.
-    Always,
-}
-
-impl NotifyOn {
-    pub const ALL: [NotifyOn; 5] = [
-        NotifyOn::Failed,
-        NotifyOn::Partial,
-        NotifyOn::Blocked,
-        NotifyOn::Changes,
-        NotifyOn::Always,
-    ];
-    /// `on` when not set.
-    pub const DEFAULT: [NotifyOn; 3] = [NotifyOn::Failed, NotifyOn::Partial, NotifyOn::Blocked];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotifyOn::Failed => "failed",
-            NotifyOn::Partial => "partial",
-            NotifyOn::Blocked => "blocked",
-            NotifyOn::Changes => "changes",
-            NotifyOn::Always => "always",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        NotifyOn::ALL.into_iter().find(|o| o.as_str() == s.trim())
-    }
-}
-
-/// One validated `[[notify]]` entry.
-#[derive(Debug, Clone)]
-pub struct NotifyConfig {
-    /// Non-empty.
-    pub on: Vec<NotifyOn>,
-    /// Time bound of the whole delivery (all attempts).
-    pub timeout: Duration,
-    pub channel: Channel,
-}
-
-/// Where a notification goes.
-#[derive(Debug, Clone)]
-pub enum Channel {
-    Webhook(WebhookSettings),
-    Email(EmailSettings),
-}
-
-impl Channel {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Channel::Webhook(_) => "webhook",
-            Channel::Email(_) => "email",
-        }
-    }
-}
-
-/// `kind = "webhook"`.
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    pub url: url::Url,
-    /// Signs the body (`X-Dirsync-Signature: sha256=<hex>`).
-    pub hmac_secret: Option<Secret>,
-}
-
-/// `starttls` of an e-mail entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartTls {
-    /// STARTTLS or no mail (the default).
-    Required,
-    /// STARTTLS when the server offers it, else plain text.
-    Opportunistic,
-    /// Plain text: only for local relays and tests.
-    None,
-}
-
-impl StartTls {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim() {
-            "required" => Some(StartTls::Required),
-            "opportunistic" => Some(StartTls::Opportunistic),
-            "none" => Some(StartTls::None),
-            _ => None,
-        }
-    }
-}
-
-/// `kind = "email"`.
-#[derive(Debug, Clone)]
-pub struct EmailSettings {
-    pub host: String,
-    /// Default 587 (25 with `starttls = "none"`).
-    pub port: u16,
-    pub starttls: StartTls,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub from: lettre::message::Mailbox,
-    /// Non-empty.
-    pub to: Vec<lettre::message::Mailbox>,
-    /// Default `[dirsync]`.
-    pub subject_prefix: String,
-}
 
 /// Whether an entry with `on` notifies a run that ended with `status`.
 pub fn wants(on: &[NotifyOn], plan: &RunPlan, status: RunStatus) -> bool {
@@ -297,7 +186,8 @@ pub async fn notify_run(
 pub async fn notify_source_failure(
     entries: &[NotifyConfig],
     source_kind: &'static str,
-    opts: &crate::run::RunOptions,
+    trigger: Trigger,
+    force: bool,
     dry_run: bool,
     error: &str,
 ) {
@@ -306,12 +196,12 @@ pub async fn notify_source_failure(
     }
     let plan = RunPlan {
         run_id: 0,
-        trigger: opts.trigger,
+        trigger,
         dry_run,
-        forced: opts.force,
+        forced: force,
         generated_at: chrono::Utc::now(),
         store: String::new(),
-        source: crate::run::SourceSummary {
+        source: SourceSummary {
             kind: source_kind,
             users: 0,
             last_applied_users: None,
@@ -530,8 +420,7 @@ async fn send_email(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{SourceSummary, TargetOutcome};
-    use crate::store::Trigger;
+    use crate::outcome::{SourceSummary, TargetOutcome};
 
     fn plan(dry_run: bool, blocked: bool) -> RunPlan {
         let verdict = if blocked {

@@ -23,8 +23,8 @@ use std::io;
 
 use serde::Serialize;
 
+use crate::outcome::{RunPlan, TargetOutcome};
 use crate::plan::{DeleteReason, DisableReason, Op, PlannedOp, Verdict};
-use crate::run::{RunPlan, TargetOutcome};
 use crate::store::{OperationRecord, RunRecord};
 
 /// The version of the JSON report schema.
@@ -65,6 +65,12 @@ pub const EXIT_QUARANTINED: u8 = 7;
 /// Exit code of a run a shutdown request stopped with operations left for the next run.
 pub const EXIT_INTERRUPTED: u8 = 6;
 
+/// Exit code: an error (bad config, unreadable source, store failure).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: every selected target was skipped because another dirsync instance is applying
+/// it (`sync`, `run --once`).
+pub const EXIT_SKIPPED: u8 = 5;
+
 impl PlanStatus {
     pub fn of(plan: &RunPlan) -> PlanStatus {
         if plan.targets.iter().any(|t| t.error.is_some()) {
@@ -98,7 +104,7 @@ impl PlanStatus {
     /// interrupted by a shutdown request, 7 applied but source records were quarantined.
     pub fn exit_code(self) -> u8 {
         match self {
-            PlanStatus::Skipped => crate::cli::EXIT_SKIPPED,
+            PlanStatus::Skipped => EXIT_SKIPPED,
             PlanStatus::Failed => 1,
             PlanStatus::NoChanges | PlanStatus::Applied => 0,
             PlanStatus::ChangesPending => 2,

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, SourceConfig, TargetConfig};
-use crate::connector::{Connector, TargetKind};
-use crate::engine::{self, ApplySummary, EngineError, RecoverySummary};
-use crate::mapping::{Account, Mapped};
+use crate::connector::Connector;
+use crate::engine::{self, EngineError};
+use crate::mapping::Account;
 use crate::model::Snapshot;
+pub use crate::outcome::{Estimate, RunPlan, SourceSummary, TargetOutcome};
 use crate::plan::held::Keyless;
 use crate::plan::policy::{judge_plan, judge_source};
 use crate::plan::{
@@ -58,6 +58,15 @@ pub enum RunError {
     PartialSnapshot(String),
 }
 
+impl From<crate::saved_plan::CheckError> for RunError {
+    fn from(e: crate::saved_plan::CheckError) -> Self {
+        match e {
+            crate::saved_plan::CheckError::Stale(why) => RunError::StalePlan(why),
+            crate::saved_plan::CheckError::Store(e) => RunError::Store(e),
+        }
+    }
+}
+
 impl RunError {
     /// Failures that concern one target only (it could not be reached or reconciled): the run
     /// goes on with the other targets.
@@ -100,85 +109,12 @@ pub struct RunOptions {
     pub refresh: bool,
 }
 
-/// The source read, as the report shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceSummary {
-    pub kind: &'static str,
-    pub users: u64,
-    /// Source users of the last run that applied changes.
-    pub last_applied_users: Option<u64>,
-    /// Rules the source read broke (they block every target).
-    pub blocked_by: Vec<BlockReason>,
-    /// Records the source set aside: nothing is planned under their keys on any target.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub quarantined: Vec<crate::model::Quarantined>,
-}
-
-/// One target's judged plan.
-#[derive(Debug, Clone, Serialize)]
-pub struct TargetOutcome {
-    pub name: String,
-    pub kind: TargetKind,
-    pub verdict: Verdict,
-    #[serde(flatten)]
-    pub plan: TargetPlan,
-    /// What reconciling an interrupted earlier run did (apply mode only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recovered: Option<RecoverySummary>,
-    /// What applying the plan did (absent in dry runs and for blocked targets).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub applied: Option<ApplySummary>,
-    /// How long applying takes on a rate-limited target (`requests_per_second` set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub estimate: Option<Estimate>,
-    /// Why the target was not planned or applied in this run (another instance holds it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub skipped: Option<String>,
-    /// `sync --refresh`: the drift found and the corrections planned.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh: Option<crate::drift::RefreshSummary>,
-    /// Why this target failed in this run (it was not reachable, or could not be reconciled).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// A dry run on first contact could not list the target's existing accounts: its creates
-    /// may meet accounts that already exist (`sync` checks again and fails the target).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub existing_unchecked: Option<String>,
-}
-
-impl TargetOutcome {
-    /// The outcome of a target that failed before its plan could be applied.
-    pub fn failed(t: &TargetConfig, error: String) -> TargetOutcome {
-        TargetOutcome {
-            name: t.name.clone(),
-            kind: t.kind,
-            verdict: Verdict::Allowed,
-            plan: TargetPlan::default(),
-            recovered: None,
-            applied: None,
-            estimate: None,
-            skipped: None,
-            refresh: None,
-            error: Some(error),
-            existing_unchecked: None,
-        }
-    }
-}
-
 /// How this instance names itself to the others (locks, logs): host and process id.
 pub fn instance_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
     format!("{host}:{}", std::process::id())
-}
-
-/// The expected cost of applying a plan on a paced target.
-#[derive(Debug, Clone, Serialize)]
-pub struct Estimate {
-    pub requests: u64,
-    pub requests_per_second: f64,
-    pub seconds: u64,
 }
 
 /// Requests a plan needs and, with the target's pacing, the time they take. Bulk-capable
@@ -213,74 +149,6 @@ pub fn estimate(
         requests_per_second: rps,
         seconds: (requests as f64 / rps).ceil() as u64,
     })
-}
-
-/// The result of planning a run: what the reports render.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunPlan {
-    pub run_id: i64,
-    pub trigger: Trigger,
-    /// Planned only: nothing was sent.
-    pub dry_run: bool,
-    pub forced: bool,
-    pub generated_at: DateTime<Utc>,
-    /// The state store used (`StoreLocation::describe`: SQLite path or Postgres host/db).
-    pub store: String,
-    pub source: SourceSummary,
-    pub targets: Vec<TargetOutcome>,
-}
-
-impl RunPlan {
-    pub fn blocked(&self) -> bool {
-        self.targets.iter().any(|t| t.verdict.is_blocked())
-    }
-
-    pub fn changes(&self) -> u64 {
-        self.targets.iter().map(|t| t.plan.summary.changes()).sum()
-    }
-
-    /// Operations applied and failed, over all targets.
-    pub fn applied_failed(&self) -> (u64, u64) {
-        self.targets
-            .iter()
-            .filter_map(|t| t.applied.as_ref())
-            .fold((0, 0), |(a, f), s| (a + s.applied, f + s.failed))
-    }
-
-    /// Whether a shutdown request left operations of some target unsent.
-    pub fn interrupted(&self) -> bool {
-        self.targets
-            .iter()
-            .any(|t| t.applied.as_ref().is_some_and(|a| a.stopped))
-    }
-
-    /// Operations left for the next run (shutdown, target-fatal errors), over all targets.
-    pub fn left(&self) -> u64 {
-        self.targets
-            .iter()
-            .filter_map(|t| t.applied.as_ref())
-            .map(|a| a.interrupted)
-            .sum()
-    }
-
-    /// How the run ended: failed if a target failed, interrupted if a shutdown left operations
-    /// unsent, blocked if any target was blocked, partial if any operation failed or (applying)
-    /// source records were quarantined.
-    pub fn status(&self) -> RunStatus {
-        if self.targets.iter().any(|t| t.error.is_some()) {
-            RunStatus::Failed
-        } else if self.interrupted() {
-            RunStatus::Interrupted
-        } else if self.blocked() {
-            RunStatus::Blocked
-        } else if self.applied_failed().1 > 0
-            || (!self.dry_run && !self.source.quarantined.is_empty())
-        {
-            RunStatus::Partial
-        } else {
-            RunStatus::Succeeded
-        }
-    }
 }
 
 /// Reads the configured source completely.
@@ -329,16 +197,7 @@ pub fn map_users(
     target: &TargetConfig,
     snapshot: &Snapshot,
 ) -> (Vec<Account>, Vec<(String, String)>) {
-    let mut desired = Vec::with_capacity(snapshot.len());
-    let mut invalid = Vec::new();
-    for u in snapshot.users() {
-        match target.mapping.map(u) {
-            Mapped::Account(a) => desired.push(a),
-            Mapped::Filtered => {}
-            Mapped::Invalid(why) => invalid.push((u.key.clone(), why)),
-        }
-    }
-    (desired, invalid)
+    crate::mapping::map_all(&target.mapping, snapshot)
 }
 
 /// Plans one target against the store: light rows for every account, stored attributes only
@@ -538,7 +397,8 @@ pub async fn execute_scoped(
                 crate::notify::notify_source_failure(
                     &config.notify,
                     config.source.kind(),
-                    opts,
+                    opts.trigger,
+                    opts.force,
                     connectors.is_none(),
                     &e.to_string(),
                 )

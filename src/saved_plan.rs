@@ -1,5 +1,6 @@
-//! Saved plans (`dirsync plan --out FILE`, `dirsync apply FILE`) and one-user runs
-//! (`dirsync sync --user KEY`).
+//! Saved plans (`dirsync plan --out FILE`, `dirsync apply FILE`): the plan file, its
+//! fingerprints and staleness checks, and one-user scoping (`sync --user`). The commands
+//! themselves are in `cli::plan`.
 //!
 //! A plan file is the JSON report (schema `dirsync.report`, version 1) with two more top-level
 //! fields: `"kind": "plan"` and `"saved"`:
@@ -23,9 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, TargetConfig};
 use crate::mapping::Account;
 use crate::model::Snapshot;
+use crate::outcome::RunPlan;
 use crate::plan::{BlockReason, Op, Summary, TargetPlan, Verdict};
 use crate::report::{self, Format};
-use crate::run::{RunError, RunPlan, map_users};
 use crate::store::{Store, StoreError};
 
 /// The `kind` marker of a plan file.
@@ -104,7 +105,7 @@ pub async fn fingerprint(
         h.update(line.as_bytes());
     }
     let accounts_hash = format!("{:032x}", h.digest128());
-    let (desired, invalid) = map_users(target, snapshot);
+    let (desired, invalid) = crate::mapping::map_all(&target.mapping, snapshot);
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     for a in &desired {
         h.update(format!("{}\u{1f}{}\u{1f}{}\u{1e}", a.key, a.hash, a.enabled).as_bytes());
@@ -400,6 +401,17 @@ fn verdict(v: &serde_json::Value, force: bool) -> Verdict {
     }
 }
 
+/// Why a saved plan is not applied to a target (`RunError::StalePlan` / `RunError::Store` in
+/// a run).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The plan no longer matches the state or the source; nothing was sent.
+    #[error("{0}")]
+    Stale(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// A target's saved plan and verdict, after checking (under the target's lock) that the state
 /// and the source are still what the plan was computed from.
 pub async fn checked_target(
@@ -408,12 +420,12 @@ pub async fn checked_target(
     target: &TargetConfig,
     snapshot: &Snapshot,
     force: bool,
-) -> Result<(TargetPlan, Verdict), RunError> {
+) -> Result<(TargetPlan, Verdict), CheckError> {
     let (Some(t), Some(then)) = (
         saved.target(&target.name),
         saved.saved.fingerprints.get(&target.name),
     ) else {
-        return Err(RunError::StalePlan(format!(
+        return Err(CheckError::Stale(format!(
             "target {:?} is not in the saved plan",
             target.name
         )));
@@ -421,7 +433,7 @@ pub async fn checked_target(
     let now = fingerprint(store, target, snapshot).await?;
     let why = now.differences(then, &target.name);
     if !why.is_empty() {
-        return Err(RunError::StalePlan(format!(
+        return Err(CheckError::Stale(format!(
             "the saved plan no longer applies; nothing was sent: {}",
             why.join("; ")
         )));
@@ -459,260 +471,6 @@ pub fn only_user(mut plan: TargetPlan, key: &str) -> TargetPlan {
     plan.problems.retain(|p| p.key == key);
     plan.summary = recount(&Summary::default(), &plan.ops);
     plan
-}
-
-/// Refusal message of `dirsync apply`.
-fn refusal(why: &[String]) -> String {
-    format!(
-        "the saved plan cannot be applied; nothing was sent:\n  - {}\nMake a new plan with \
-         `dirsync plan --out FILE`.",
-        why.join("\n  - ")
-    )
-}
-
-/// `dirsync plan --out FILE` (and `sync --dry-run --out FILE`): the dry run, saved with the
-/// fingerprints of what it was computed from. The report is printed as usual.
-pub async fn cli_plan(config: &Config, args: &crate::cli::PlanArgs, out: &Path, force: bool) -> u8 {
-    use crate::cli::fail;
-    let targets = match crate::run::select_targets(config, &args.targets) {
-        Ok(t) => t,
-        Err(e) => return fail(e),
-    };
-    let store = match crate::cli::open_store(config, config.state.auto_migrate).await {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let snapshot = match crate::run::read_source(&config.source).await {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    // The fingerprint is taken before planning: a change in between makes `apply` refuse
-    // (never the reverse).
-    let mut fingerprints = BTreeMap::new();
-    for t in &targets {
-        match fingerprint(store.as_ref(), t, &snapshot).await {
-            Ok(f) => {
-                fingerprints.insert(t.name.clone(), f);
-            }
-            Err(e) => return fail(e),
-        }
-    }
-    let opts = crate::run::RunOptions {
-        trigger: crate::store::Trigger::DryRun,
-        targets: args.targets.clone(),
-        force,
-        now: Utc::now(),
-        stop: Default::default(),
-        refresh: false,
-    };
-    let scope = crate::run::Scope::All;
-    let plan = match crate::run::execute_scoped(
-        config,
-        store.as_ref(),
-        &opts,
-        None,
-        Some(snapshot),
-        &scope,
-    )
-    .await
-    {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
-    for (name, f) in &fingerprints {
-        if f.unfinished > 0 {
-            eprintln!(
-                "warning: target {name:?} has {} operation(s) left unfinished by an interrupted \
-                 run; `dirsync apply` will refuse this plan until a `dirsync sync` reconciles \
-                 them (then plan again)",
-                f.unfinished
-            );
-        }
-    }
-    if let Err(e) = write(out, &plan, config, fingerprints) {
-        return fail(e);
-    }
-    eprintln!(
-        "plan saved to {}; review it, then apply it with `dirsync apply {}` (within {})",
-        out.display(),
-        out.display(),
-        humantime::format_duration(config.safety.max_plan_age)
-    );
-    crate::cli::print_report(&plan, args.format, true)
-}
-
-/// `dirsync apply FILE`: checks the plan against the configuration, the state and the source,
-/// then applies exactly its operations. Refusals send nothing.
-pub async fn cli_apply(config: &Config, args: &crate::cli::ApplyArgs) -> u8 {
-    use crate::cli::fail;
-    let saved = match read(&args.file) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
-    let why = saved.check_static(config, Utc::now());
-    if !why.is_empty() {
-        return fail(refusal(&why));
-    }
-    let names = saved.target_names();
-    let targets = match crate::run::select_targets(config, &names) {
-        Ok(t) => t,
-        Err(e) => return fail(e),
-    };
-    let store = match crate::cli::open_store(config, config.state.auto_migrate).await {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let snapshot = match crate::run::read_source(&config.source).await {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    match saved.check_state(config, store.as_ref(), &snapshot).await {
-        Ok(why) if !why.is_empty() => return fail(refusal(&why)),
-        Ok(_) => {}
-        Err(e) => return fail(e),
-    }
-    let blocked = saved.blocked();
-    if !blocked.is_empty() && !args.force {
-        eprintln!(
-            "error: the saved plan was blocked by the safety policy; nothing was sent. Review \
-             it and apply with --force to override:"
-        );
-        for (target, reasons) in &blocked {
-            for r in reasons {
-                eprintln!("  - target {target:?}: {}", r.message);
-            }
-        }
-        return report::PlanStatus::Blocked.exit_code();
-    }
-    let connectors: crate::run::Connectors = match crate::connector::connect_all(targets) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    if let Err(e) = crate::cli::stop_on_signals(std::sync::Arc::clone(&stop)) {
-        return fail(format!("cannot install the SIGTERM / SIGINT handlers: {e}"));
-    }
-    let opts = crate::run::RunOptions {
-        trigger: crate::store::Trigger::Apply,
-        targets: names,
-        force: args.force,
-        now: Utc::now(),
-        stop,
-        refresh: false,
-    };
-    let scope = crate::run::Scope::Saved(std::sync::Arc::new(saved));
-    match crate::run::execute_scoped(
-        config,
-        store.as_ref(),
-        &opts,
-        Some(&connectors),
-        Some(snapshot),
-        &scope,
-    )
-    .await
-    {
-        Ok(plan) => crate::cli::print_report(&plan, args.format, false),
-        Err(e) => fail(e),
-    }
-}
-
-/// `dirsync sync --user KEY [--target NAME] [--dry-run]`: one user's operations, journaled and
-/// locked like any run, recorded with trigger `user`.
-pub async fn cli_sync_user(config: &Config, args: &crate::cli::SyncArgs) -> u8 {
-    use crate::cli::fail;
-    let Some(key) = args.user.clone() else {
-        return fail("--user needs a source key");
-    };
-    if args.plan.out.is_some() {
-        return fail("--out cannot be combined with --user");
-    }
-    let targets = match crate::run::select_targets(config, &args.plan.targets) {
-        Ok(t) => t,
-        Err(e) => return fail(e),
-    };
-    let connectors: crate::run::Connectors = if args.dry_run {
-        crate::run::Connectors::new()
-    } else {
-        match crate::connector::connect_all(targets.iter().copied()) {
-            Ok(c) => c,
-            Err(e) => return fail(e),
-        }
-    };
-    let store = match crate::cli::open_store(config, config.state.auto_migrate).await {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let snapshot = match crate::run::read_source(&config.source).await {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    if snapshot.is_quarantined(&key) {
-        let why: Vec<String> = snapshot
-            .quarantined_for(&key)
-            .map(|q| {
-                format!(
-                    "{} {}: {} (value {})",
-                    q.location, q.field, q.problem, q.value
-                )
-            })
-            .collect();
-        return fail(format!(
-            "the source record of user {key:?} is quarantined, so nothing is planned for it and \
-             its accounts are left as they are until the source is fixed: {}",
-            why.join("; ")
-        ));
-    }
-    let mut known = snapshot.get(&key).is_some();
-    for t in &targets {
-        if known {
-            break;
-        }
-        match store.load_accounts(&t.name).await {
-            Ok(rows) => known = rows.iter().any(|r| r.key == key),
-            Err(e) => return fail(e),
-        }
-    }
-    if !known {
-        let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-        return fail(format!(
-            "no user with key {key:?} in the source, nor recorded for target(s) {}",
-            names.join(", ")
-        ));
-    }
-    // A dry run sends nothing; applying, a shutdown request stops dispatch (exit 6).
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    if !args.dry_run
-        && let Err(e) = crate::cli::stop_on_signals(std::sync::Arc::clone(&stop))
-    {
-        return fail(format!("cannot install the SIGTERM / SIGINT handlers: {e}"));
-    }
-    let opts = crate::run::RunOptions {
-        trigger: if args.dry_run {
-            crate::store::Trigger::DryRun
-        } else {
-            crate::store::Trigger::User
-        },
-        targets: args.plan.targets.clone(),
-        force: args.force,
-        now: Utc::now(),
-        stop,
-        refresh: false,
-    };
-    let scope = crate::run::Scope::User(key);
-    let connectors = (!args.dry_run).then_some(&connectors);
-    match crate::run::execute_scoped(
-        config,
-        store.as_ref(),
-        &opts,
-        connectors,
-        Some(snapshot),
-        &scope,
-    )
-    .await
-    {
-        Ok(plan) => crate::cli::print_report(&plan, args.plan.format, args.dry_run),
-        Err(e) => fail(e),
-    }
 }
 
 #[cfg(test)]

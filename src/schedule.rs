@@ -17,7 +17,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
 
-use crate::config::ScheduleConfig;
+/// `[schedule]`: when the daemon runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleConfig {
+    /// A cron expression with crontab's meaning (see the module documentation).
+    pub cron: Option<Cron>,
+    pub interval: Option<Duration>,
+    pub jitter: Duration,
+    pub run_on_start: bool,
+}
 
 /// A parsed cron expression (see the module documentation for its meaning).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 //! directory). Target settings are the connector's types ([`TargetConfig`]); each vendor's
 //! keys are checked by its folder under `crate::connector`.
 
+pub mod notify;
 pub mod perms;
 mod raw;
 mod validate;
@@ -21,6 +22,7 @@ pub use crate::connector::{HttpSettings, TargetConfig};
 use crate::plan::SafetySettings;
 use crate::store::StoreLocation;
 
+pub use crate::schedule::ScheduleConfig;
 pub use crate::source::SourceConfig;
 pub use raw::RawConfig;
 
@@ -49,7 +51,7 @@ pub struct Config {
     pub http: HttpListenConfig,
     pub targets: Vec<TargetConfig>,
     /// `[[notify]]`: run notifications.
-    pub notify: Vec<crate::notify::NotifyConfig>,
+    pub notify: Vec<notify::NotifyConfig>,
 }
 
 /// `[daemon]`: how `dirsync run` behaves.
@@ -73,16 +75,6 @@ pub struct StateConfig {
     pub location: StoreLocation,
     /// Apply pending migrations when dirsync starts (default true).
     pub auto_migrate: bool,
-}
-
-/// `[schedule]`: when the daemon runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleConfig {
-    /// A cron expression with crontab's meaning (see `crate::schedule`).
-    pub cron: Option<crate::schedule::Cron>,
-    pub interval: Option<Duration>,
-    pub jitter: Duration,
-    pub run_on_start: bool,
 }
 
 /// One configuration problem: where (a key path such as `target[1].base_url`, or an

@@ -1,11 +1,10 @@
 //! The `Connector` trait: what the apply engine asks of a vendor API. The engine never matches
 //! on vendor names; it reads [`Capabilities`] and calls these methods.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde::Serialize;
 
 use crate::mapping::Account;
+pub use crate::mapping::RemoteAccount;
 use crate::plan::FieldChange;
 
 /// How a target sets roles.
@@ -33,19 +32,6 @@ pub struct Capabilities {
     /// returned (job-based APIs). After an interruption, reconciliation keeps looking for a
     /// `sent` create for up to this long before it is declared not applied (and re-planned).
     pub settle_time: Option<std::time::Duration>,
-}
-
-/// One account as the target reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RemoteAccount {
-    pub remote_id: String,
-    /// The login or email the target shows (what adoption matches on).
-    pub login: Option<String>,
-    pub email: Option<String>,
-    /// Target field name → value, in the same names as the mapping's fields.
-    pub fields: BTreeMap<String, String>,
-    pub roles: BTreeSet<String>,
-    pub enabled: bool,
 }
 
 /// Why one operation failed. Messages carry the target's words (the response body, truncated)

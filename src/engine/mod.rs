@@ -26,11 +26,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::config::TargetConfig;
 use crate::connector::Connector;
+pub use crate::outcome::{ApplySummary, Failure, KindCounts, RecoverySummary};
 use crate::plan::{Op, TargetPlan};
 use crate::store::{AccountRecord, Store, StoreError};
 use marker::Marker;
@@ -65,59 +65,6 @@ pub enum EngineError {
     /// `OpError::is_target_fatal`) before anything was sent to it.
     #[error("target {target:?}: {message}; nothing was sent")]
     TargetFatal { target: String, message: String },
-}
-
-/// One failed operation, for the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Failure {
-    pub key: String,
-    pub op: &'static str,
-    pub error: String,
-}
-
-/// Outcomes of one kind of operation.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct KindCounts {
-    pub succeeded: u64,
-    pub failed: u64,
-    pub skipped: u64,
-}
-
-/// What applying one target did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ApplySummary {
-    /// Outcomes per operation kind (`create`, `update`, ...).
-    pub by_kind: std::collections::BTreeMap<String, KindCounts>,
-    /// Operations left for the next run: never sent because a shutdown was requested or a
-    /// target-fatal error stopped dispatch (left `pending`, or put back as skipped "not sent"),
-    /// plus requests still in flight when the shutdown grace ran out (left `sent`, reconciled
-    /// by the next run).
-    pub interrupted: u64,
-    /// A shutdown request stopped this apply before every operation was sent.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub stopped: bool,
-    /// The target-fatal error (credentials refused, host unreachable) that stopped dispatch to
-    /// this target; its unsent operations are left for the next run, not failed one by one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fatal: Option<String>,
-    pub applied: u64,
-    pub failed: u64,
-    /// Operations not sent because an earlier operation of the same account failed.
-    pub skipped: u64,
-    pub failures: Vec<Failure>,
-    /// Partial successes and other remarks the target made (e.g. "created, but ...").
-    pub notes: Vec<Failure>,
-}
-
-/// What [`recover`] found and did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RecoverySummary {
-    /// `pending` operations of earlier runs, never sent: marked skipped (the new plan redoes them).
-    pub superseded: u64,
-    /// `sent` creates the target has: recorded as succeeded (the account is owned).
-    pub confirmed: u64,
-    /// `sent` operations that did not take effect or cannot be known: failed, re-planned.
-    pub replanned: u64,
 }
 
 /// [`apply_with`] with the [`DEFAULT_GRACE`] for requests in flight at a shutdown.

@@ -14,9 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     DeleteReason, DisableReason, FieldChange, Op, PlannedOp, Summary, TargetPlan, UserProblem,
 };
-use crate::mapping::{Account, Mapped, TargetMapping};
+use crate::mapping::{Account, AccountState, Mapped, RecordedAccount, TargetMapping};
 use crate::model::User;
-use crate::store::{AccountState, RecordedAccount};
 
 /// What happens to an owned account whose user left the source (or this target's scope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::connector::RemoteAccount;
 use crate::mapping::Account;
+use crate::mapping::RemoteAccount;
 use crate::model::email_fold;
 use crate::plan::{Op, PlannedOp, TargetPlan};
 

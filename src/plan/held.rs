@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use crate::mapping::TargetMapping;
+use crate::mapping::{AccountState, RecordedAccount};
 use crate::model::{Quarantined, User, email_fold};
-use crate::store::{AccountState, RecordedAccount};
 
 use super::prefilter::Settled;
 

@@ -12,9 +12,8 @@
 //! and planned as usual. The planner's result is the same as with the whole source (a property
 //! test checks it).
 
-use crate::mapping::{Mapped, TargetMapping};
+use crate::mapping::{Mapped, RecordedAccount, TargetMapping};
 use crate::model::User;
-use crate::store::RecordedAccount;
 
 /// What the prefilter settled on one target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,11 +1,12 @@
 //! The state store: what dirsync has applied (`accounts`), its run history (`runs`) and the
 //! operation journal (`operations`), behind one [`Store`] trait with Postgres and SQLite backends.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::mapping::{AccountState, RecordedAccount};
 use crate::secret::Secret;
 
 pub mod bounded;
@@ -52,33 +53,6 @@ pub enum StoreError {
         context: String,
         message: String,
     },
-}
-
-/// One recorded account, light form: what the planner needs for every account on every run.
-/// The applied attributes ([`AccountState`]) are loaded only for accounts whose hash differs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedAccount {
-    pub key: String,
-    pub remote_id: Option<String>,
-    pub login: Option<String>,
-    /// Content hash of the last applied mapped account (see `mapping::Account::hash`).
-    pub hash: crate::mapping::ContentHash,
-    pub enabled: bool,
-    /// dirsync created or adopted it. Accounts with `owned = false` are never changed.
-    pub owned: bool,
-    pub adopted: bool,
-    /// When dirsync last disabled it (start of the `delete_after` grace period).
-    pub disabled_at: Option<DateTime<Utc>>,
-}
-
-/// The last applied attributes of an account: target field name → value, and its roles.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct AccountState {
-    pub fields: BTreeMap<String, String>,
-    pub roles: BTreeSet<String>,
-    /// Target-side groups, for targets that have them (Valuekeep).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub groups: BTreeSet<String>,
 }
 
 /// The `roles` column's JSON: an array of roles, or `{"roles": [...], "groups": [...]}` when the
@@ -633,6 +607,7 @@ pub async fn open(location: &StoreLocation, migrate: bool) -> Result<Box<dyn Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn memberships_round_trip_in_both_forms() {

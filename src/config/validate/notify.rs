@@ -7,8 +7,8 @@ pub(super) fn notify_entry(
     at: &str,
     base: &Path,
     pr: &mut Problems,
-) -> Option<crate::notify::NotifyConfig> {
-    use crate::notify::{
+) -> Option<crate::config::notify::NotifyConfig> {
+    use crate::config::notify::{
         Channel, EmailSettings, NotifyConfig, NotifyOn, StartTls, WebhookSettings,
     };
     let key = |k: &str| format!("{at}.{k}");
@@ -44,7 +44,7 @@ pub(super) fn notify_entry(
         }
     };
     let timeout = match raw.timeout.as_deref() {
-        None => crate::notify::DEFAULT_TIMEOUT,
+        None => crate::config::notify::DEFAULT_TIMEOUT,
         Some(v) => match duration(v, &key("timeout"), pr) {
             Some(d) if d.is_zero() => {
                 pr.push(key("timeout"), "must be more than 0s");

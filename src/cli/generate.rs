@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::cli::Cli;
+use super::Cli;
 
 /// The configuration's page, written by hand (it documents the file, not the command line).
-const CONFIG_PAGE: &str = include_str!("../man/dirsync.toml.5");
+const CONFIG_PAGE: &str = include_str!("../../man/dirsync.toml.5");
 
 /// The command as the generated files describe it: the package version only, so that the
 /// files do not change with every commit.
