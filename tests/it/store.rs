@@ -1331,3 +1331,71 @@ async fn prune_runs_keeps_what_is_still_needed(fx: &Fixture) {
     assert_eq!(store.last_good_source_count().await.unwrap(), Some(95));
     assert_eq!(store.load_accounts("covata").await.unwrap(), accounts);
 }
+
+/// On a SQLite database with incremental auto-vacuum, pruning gives the freed pages back.
+#[tokio::test]
+async fn sqlite_prune_vacuums_when_auto_vacuum_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("dirsync.db"))
+        .await
+        .unwrap();
+    // The file exists already (WAL mode is set at open): the change takes a VACUUM.
+    // Both on one connection: the pragma waits there for the VACUUM.
+    let mut conn = store.pool().acquire().await.unwrap();
+    for pragma in ["PRAGMA auto_vacuum = INCREMENTAL", "VACUUM"] {
+        sqlx::query(pragma).execute(&mut *conn).await.unwrap();
+    }
+    drop(conn);
+    store.migrate().await.unwrap();
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, 2);
+    let id = store
+        .begin_run(&new_run(Trigger::Schedule, 1))
+        .await
+        .unwrap();
+    store
+        .finish_run(id, &finish(RunStatus::Failed, None))
+        .await
+        .unwrap();
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(4000));
+    for i in 0..200 {
+        sqlx::query(
+            "INSERT INTO operations (run_id, target, source_key, kind, payload, status) \
+             VALUES (?1, 'covata', ?2, 'create', ?3, 'succeeded')",
+        )
+        .bind(id)
+        .bind(format!("k{i}"))
+        .bind(&big)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    let pages = |store: &SqliteStore| {
+        let pool = store.pool().clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("PRAGMA page_count")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    let before = pages(&store).await;
+    let pruned = store.prune_runs(ts(0) + Duration::days(1)).await.unwrap();
+    assert_eq!(
+        pruned,
+        PruneSummary {
+            runs: 1,
+            operations: 200
+        }
+    );
+    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(free, 0);
+    assert!(pages(&store).await < before / 2);
+}
