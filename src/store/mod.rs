@@ -675,6 +675,23 @@ mod tests {
     }
 
     #[test]
+    fn prune_before_subtracts_and_never_goes_before_1970() {
+        let now = DateTime::parse_from_rfc3339("2026-12-03T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(
+            prune_before(now, 90 * day),
+            now - chrono::TimeDelta::days(90)
+        );
+        assert_eq!(prune_before(now, 30_000 * day), DateTime::UNIX_EPOCH);
+        assert_eq!(
+            prune_before(now, std::time::Duration::MAX),
+            DateTime::UNIX_EPOCH
+        );
+    }
+
+    #[test]
     fn coalesce_folds_changes_per_key() {
         let rec = |key: &str| AccountRecord {
             account: RecordedAccount {
