@@ -144,6 +144,8 @@ pub async fn run(
     // `run --once`: the run's exit code, exactly as `sync` would give it.
     let mut once_code = 0;
     let mut stop_rx = stop_rx;
+    // When the run history was last pruned (`[state] keep_runs`): at most once an hour.
+    let mut last_prune: Option<Instant> = None;
     loop {
         let (schedule, run_on_start, shutdown_timeout) = {
             let c = daemon.config.read().await;
@@ -183,6 +185,10 @@ pub async fn run(
             }
         };
         once_code = ended.code;
+        if !*stop_rx.borrow() && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(Instant::now());
+            prune(&daemon).await;
+        }
         if let Some(status) = ended.status {
             notify(&[sd_notify::NotifyState::Status(&format!(
                 "last run {} at {}",
@@ -197,6 +203,31 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Stopping]);
     info!("dirsync daemon stopped");
     Ok(if opts.once { once_code } else { 0 })
+}
+
+/// How often the daemon prunes the run history, at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes the runs older than `[state] keep_runs` after a run. A failure is a warning: it
+/// never fails the run (the next prune, an hour later, tries again).
+async fn prune(d: &Daemon) {
+    let keep = d.config.read().await.state.keep_runs;
+    let before = crate::store::prune_before(Utc::now(), keep);
+    let before_text = before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match d.store.prune_runs(before).await {
+        Ok(pruned) => info!(
+            runs = pruned.runs,
+            journal_rows = pruned.operations,
+            before = %before_text,
+            "pruned the run history"
+        ),
+        Err(e) => warn!(
+            error = %e,
+            before = %before_text,
+            keep = %humantime::format_duration(keep),
+            "could not prune the run history (state.keep_runs); the run is not affected"
+        ),
+    }
 }
 
 /// How one scheduled run ended: its status (for STATUS=; none when it never started or was cut

@@ -40,6 +40,9 @@ _dirsync() {
             dirsync,plan)
                 cmd="dirsync__subcmd__plan"
                 ;;
+            dirsync,prune)
+                cmd="dirsync__subcmd__prune"
+                ;;
             dirsync,run)
                 cmd="dirsync__subcmd__run"
                 ;;
@@ -73,6 +76,9 @@ _dirsync() {
             dirsync__subcmd__help,plan)
                 cmd="dirsync__subcmd__help__subcmd__plan"
                 ;;
+            dirsync__subcmd__help,prune)
+                cmd="dirsync__subcmd__help__subcmd__prune"
+                ;;
             dirsync__subcmd__help,run)
                 cmd="dirsync__subcmd__help__subcmd__run"
                 ;;
@@ -104,7 +110,7 @@ _dirsync() {
 
     case "${cmd}" in
         dirsync)
-            opts="-c -v -h -V --config --log-format --verbose --help --version run plan sync check adopt drift apply migrate runs generate help"
+            opts="-c -v -h -V --config --log-format --verbose --help --version run plan sync check adopt drift apply migrate runs prune generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -304,7 +310,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__help)
-            opts="run plan sync check adopt drift apply migrate runs generate help"
+            opts="run plan sync check adopt drift apply migrate runs prune generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -429,6 +435,20 @@ _dirsync() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        dirsync__subcmd__help__subcmd__prune)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         dirsync__subcmd__help__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -535,6 +555,36 @@ _dirsync() {
                     return 0
                     ;;
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dirsync__subcmd__prune)
+            opts="-c -v -h --keep --config --log-format --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --keep)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

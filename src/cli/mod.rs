@@ -131,6 +131,13 @@ pub enum Command {
     Migrate,
     /// List recent runs, or show one.
     Runs(RunsArgs),
+    /// Delete runs (and their journal rows) that finished longer ago than [state] keep_runs
+    /// (default 90d). Runs still needed are kept: a running run, one with operations not yet
+    /// confirmed, and the last good run the safety policy compares against. Accounts are never
+    /// touched.
+    ///
+    /// Exit code 0: pruned (or nothing to prune); 1: error.
+    Prune(PruneArgs),
     /// Write the man pages or the shell completions into a directory (for packagers).
     #[command(hide = true)]
     Generate(GenerateArgs),
@@ -254,6 +261,14 @@ pub struct RunsArgs {
     pub format: Format,
 }
 
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Keep runs that finished within this duration instead of [state] keep_runs (at least
+    /// 1d; e.g. 30d).
+    #[arg(long, value_name = "DURATION")]
+    pub keep: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
     /// Show one run: its summary per target and its journaled operations.
@@ -349,6 +364,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Check(args) => check::check(&config, args.offline).await,
         Command::Migrate => runs::migrate(&config).await,
         Command::Runs(args) => runs::runs(&config, args).await,
+        Command::Prune(args) => runs::prune(&config, &args).await,
     }
 }
 

@@ -25,6 +25,7 @@ use crate::store::StoreLocation;
 pub use crate::schedule::ScheduleConfig;
 pub use crate::source::SourceConfig;
 pub use raw::RawConfig;
+pub use validate::{DEFAULT_KEEP_RUNS, parse_keep_runs};
 
 /// The default config path.
 pub const DEFAULT_PATH: &str = "/etc/dirsync/dirsync.toml";
@@ -75,6 +76,9 @@ pub struct StateConfig {
     pub location: StoreLocation,
     /// Apply pending migrations when dirsync starts (default true).
     pub auto_migrate: bool,
+    /// `keep_runs`: runs (and their journal rows) that finished longer ago than this are pruned
+    /// (default 90 days, at least 1 day).
+    pub keep_runs: Duration,
 }
 
 /// One configuration problem: where (a key path such as `target[1].base_url`, or an

@@ -72,6 +72,7 @@ pub struct RawState {
     pub auto_migrate: Option<bool>,
     pub max_connections: Option<u32>,
     pub timeout: Option<String>,
+    pub keep_runs: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -84,6 +84,22 @@ fn problems(r: Result<Config, ConfigError>) -> Vec<String> {
 }
 
 #[test]
+fn state_keep_runs_defaults_to_90_days() {
+    let c = Dir::new(GOOD).load(&[]).unwrap();
+    assert_eq!(
+        c.state.keep_runs,
+        std::time::Duration::from_secs(90 * 24 * 3600)
+    );
+    let c = Dir::new(&format!("{GOOD}\n[state]\nkeep_runs = \"30d\"\n"))
+        .load(&[])
+        .unwrap();
+    assert_eq!(
+        c.state.keep_runs,
+        std::time::Duration::from_secs(30 * 24 * 3600)
+    );
+}
+
+#[test]
 fn good_config_loads_with_defaults() {
     let d = Dir::new(GOOD);
     let c = d.load(&[]).unwrap();
@@ -250,6 +266,16 @@ fn bad_configs_report_every_problem_with_its_key() {
             "state timeout not a duration",
             &format!("{GOOD}\n[state]\ndatabase_url = \"postgres://localhost/d\"\ntimeout = \"soon\"\n"),
             &["state.timeout: invalid duration"],
+        ),
+        (
+            "state keep_runs under a day",
+            &format!("{GOOD}\n[state]\nkeep_runs = \"12h\"\n"),
+            &["state.keep_runs: \"12h\" is less than 1 day"],
+        ),
+        (
+            "state keep_runs not a duration",
+            &format!("{GOOD}\n[state]\nkeep_runs = \"off\"\n"),
+            &["state.keep_runs: invalid duration \"off\""],
         ),
         (
             "no source, no target",

@@ -14,7 +14,7 @@ use super::{
     AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OperationRecord, RecordedAccount,
     RunFinish, RunRecord, Store, StoreError, TargetLock,
 };
-use crate::store::AccountChange;
+use crate::store::{AccountChange, PruneSummary};
 
 /// A store whose every call is bounded by `limit`.
 pub struct Bounded<S> {
@@ -126,6 +126,13 @@ impl<S: Store> Store for Bounded<S> {
             self.inner.last_good_source_count(),
         )
         .await
+    }
+
+    async fn prune_runs(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<PruneSummary, StoreError> {
+        self.call("prune runs", self.inner.prune_runs(before)).await
     }
 
     async fn begin_run(&self, run: &NewRun) -> Result<i64, StoreError> {

@@ -95,6 +95,41 @@ pub struct AccountRecord {
     pub last_seen_run: Option<i64>,
 }
 
+/// What [`Store::prune_runs`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PruneSummary {
+    /// Runs deleted.
+    pub runs: u64,
+    /// Their journal rows (`operations`) deleted with them.
+    pub operations: u64,
+}
+
+/// Which runs [`Store::prune_runs`] may delete, the same text on both backends (the cut-off
+/// is bound as parameter 1): finished (an interrupted run without an end time counts from its
+/// start) before the cut-off, not `running`, without a `pending` or `sent` operation (crash
+/// reconciliation reads them), and not the run [`Store::last_good_source_count`] reads.
+pub(crate) const PRUNABLE_RUNS: &str = "\
+SELECT r.id FROM runs r \
+WHERE r.status <> 'running' \
+  AND COALESCE(r.finished_at, r.started_at) < $1 \
+  AND NOT EXISTS (SELECT 1 FROM operations o \
+                  WHERE o.run_id = r.id AND o.status IN ('pending', 'sent')) \
+  AND r.id <> COALESCE((SELECT g.id FROM runs g \
+                        WHERE g.trigger <> 'dry_run' AND g.status IN ('succeeded', 'partial') \
+                          AND g.source_count IS NOT NULL \
+                        ORDER BY g.id DESC LIMIT 1), -1) \
+ORDER BY r.id";
+
+/// The cut-off of a retention of `keep` at `now`: runs that finished before it are pruned.
+/// Never earlier than 1970 (a retention too long to subtract keeps everything).
+pub fn prune_before(now: DateTime<Utc>, keep: std::time::Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(keep)
+        .ok()
+        .and_then(|keep| now.checked_sub_signed(keep))
+        .filter(|t| *t > DateTime::UNIX_EPOCH)
+        .unwrap_or(DateTime::UNIX_EPOCH)
+}
+
 /// What started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -420,6 +455,10 @@ pub trait Store: Send + Sync {
     /// Source user count of the last run that applied changes and ended succeeded or partial
     /// (dry runs and blocked runs are not a baseline).
     async fn last_good_source_count(&self) -> Result<Option<u64>, StoreError>;
+    /// Deletes the runs that finished before `before` with their journal rows, in one
+    /// transaction, except those [`PRUNABLE_RUNS`] keeps. Never touches `accounts`. SQLite then
+    /// runs `PRAGMA incremental_vacuum` when the database has auto-vacuum on.
+    async fn prune_runs(&self, before: DateTime<Utc>) -> Result<PruneSummary, StoreError>;
     /// Records a run as `running`; returns its id. The run's lease is taken before the row is
     /// visible to anyone else and held until [`Store::finish_run`] (or until the process ends):
     /// Postgres, a session advisory lock on a connection of its own; SQLite, an open file
@@ -633,6 +672,23 @@ mod tests {
         );
         assert!(parse_memberships("{\"nope\": 1}").is_err());
         assert!(parse_memberships("not json").is_err());
+    }
+
+    #[test]
+    fn prune_before_subtracts_and_never_goes_before_1970() {
+        let now = DateTime::parse_from_rfc3339("2026-12-03T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(
+            prune_before(now, 90 * day),
+            now - chrono::TimeDelta::days(90)
+        );
+        assert_eq!(prune_before(now, 30_000 * day), DateTime::UNIX_EPOCH);
+        assert_eq!(
+            prune_before(now, std::time::Duration::MAX),
+            DateTime::UNIX_EPOCH
+        );
     }
 
     #[test]

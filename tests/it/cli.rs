@@ -455,6 +455,68 @@ E6,f@example.com,F,G,maybe,staff
     assert!(store.load_accounts("covata-test").await.unwrap().is_empty());
 }
 
+/// `dirsync prune --keep 1d` deletes a run that finished 30 days ago (and keeps the last good
+/// run, recent here); a bad `--keep` is an error naming it.
+async fn prune(backend: Backend) {
+    let env = Env::new(backend, USERS).await;
+    env.simulate_apply().await;
+    let store = env.store().await;
+    let now = chrono::Utc::now();
+    let old = store
+        .begin_run(&NewRun {
+            trigger: Trigger::Schedule,
+            started_at: now - chrono::Duration::days(31),
+            targets: vec!["covata-test".into()],
+            forced: false,
+        })
+        .await
+        .unwrap();
+    store
+        .finish_run(
+            old,
+            &RunFinish {
+                status: RunStatus::Failed,
+                finished_at: now - chrono::Duration::days(30),
+                source_count: None,
+                planned: 0,
+                applied: 0,
+                failed: 0,
+                error: Some("source unreadable".into()),
+                summary: serde_json::Value::Null,
+            },
+        )
+        .await
+        .unwrap();
+    drop(store);
+
+    let out = env.run_code(&["prune", "--keep", "1d"], 0);
+    assert!(
+        stdout(&out).contains("pruned 1 runs and 0 journal rows finished before "),
+        "{}",
+        stdout(&out)
+    );
+    let store = env.store().await;
+    assert!(store.get_run(old).await.unwrap().is_none());
+    assert_eq!(store.list_runs(10).await.unwrap().len(), 1);
+    assert_eq!(store.load_accounts("covata-test").await.unwrap().len(), 4);
+    drop(store);
+    // The configured retention (default 90d): nothing more to prune.
+    let out = env.run_code(&["prune"], 0);
+    assert!(
+        stdout(&out).contains("pruned 0 runs and 0 journal rows"),
+        "{}",
+        stdout(&out)
+    );
+
+    for bad in ["1h", "soon"] {
+        let out = env.run_code(&["prune", "--keep", bad], 1);
+        assert!(stderr(&out).contains("--keep"), "{}", stderr(&out));
+        assert!(stderr(&out).contains(bad), "{}", stderr(&out));
+    }
+}
+
+crate::support::env::on_both_backends!(prune_sqlite, prune_postgres, prune);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn target_selection_and_migrate_and_check() {
     let env = Env::new(Backend::Sqlite, USERS).await;

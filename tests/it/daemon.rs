@@ -400,3 +400,47 @@ async fn target_locks_exclude_other_instances() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(p2.try_lock_target("t3", "b").await.unwrap().is_some());
 }
+
+/// After its run the daemon prunes runs older than `[state] keep_runs`; the run itself stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_prunes_old_runs_after_a_run() {
+    let env = Env::new(&users(3), "1h", "").await;
+    let store = env.store().await;
+    let now = chrono::Utc::now();
+    let old = store
+        .begin_run(&dirsync::store::NewRun {
+            trigger: dirsync::store::Trigger::Schedule,
+            started_at: now - chrono::Duration::days(100),
+            targets: vec!["covata".into()],
+            forced: false,
+        })
+        .await
+        .unwrap();
+    store
+        .finish_run(
+            old,
+            &dirsync::store::RunFinish {
+                status: dirsync::store::RunStatus::Failed,
+                finished_at: now - chrono::Duration::days(100),
+                source_count: None,
+                planned: 0,
+                applied: 0,
+                failed: 0,
+                error: None,
+                summary: serde_json::Value::Null,
+            },
+        )
+        .await
+        .unwrap();
+    let o = env
+        .command(&["run", "--once", "--allow-root"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("pruned the run history"), "{stderr}");
+    assert!(store.get_run(old).await.unwrap().is_none());
+    let runs = store.list_runs(10).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(store.load_accounts("covata").await.unwrap().len(), 3);
+}

@@ -9,7 +9,7 @@ use dirsync::store::postgres::PgStore;
 use dirsync::store::sqlite::SqliteStore;
 use dirsync::store::{
     AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OpStatus,
-    RecordedAccount, RunFinish, RunStatus, Store, StoreError, Trigger,
+    PruneSummary, RecordedAccount, RunFinish, RunStatus, Store, StoreError, Trigger,
 };
 
 use crate::support::pg::pg_url;
@@ -181,6 +181,7 @@ on_both_backends!(
     journal_keeps_input_order_across_batches,
     record_outcomes_folds_changes_per_key,
     record_outcomes_rewrites_existing_rows,
+    prune_runs_keeps_what_is_still_needed,
 );
 
 fn ts(micros: i64) -> DateTime<Utc> {
@@ -1221,4 +1222,180 @@ async fn record_outcomes_rewrites_existing_rows(fx: &Fixture) {
             .unwrap();
         assert_eq!(check, "ok");
     }
+}
+
+/// `prune_runs` deletes old finished runs with their journal rows, and keeps a running run, a
+/// run with a `pending` or `sent` operation, the last good run (however old), every recent run
+/// and every account row.
+async fn prune_runs_keeps_what_is_still_needed(fx: &Fixture) {
+    let store = fx.store();
+    let day = |d: i64| ts(0) + Duration::days(d);
+    // A run started a day before `finished` and ended then (`None`: still running).
+    let run = |trigger, status: Option<RunStatus>, count, finished: i64| async move {
+        let id = store
+            .begin_run(&NewRun {
+                trigger,
+                started_at: day(finished - 1),
+                targets: strings(&["covata"]),
+                forced: false,
+            })
+            .await
+            .unwrap();
+        if let Some(status) = status {
+            let mut end = finish(status, count);
+            end.finished_at = day(finished);
+            store.finish_run(id, &end).await.unwrap();
+        }
+        id
+    };
+    let old_good = run(
+        Trigger::Schedule,
+        Some(RunStatus::Succeeded),
+        Some(100),
+        -40,
+    )
+    .await;
+    let old_dry = run(Trigger::DryRun, Some(RunStatus::Succeeded), Some(7), -35).await;
+    let last_good = run(Trigger::Manual, Some(RunStatus::Partial), Some(90), -30).await;
+    let old_sent = run(Trigger::Schedule, Some(RunStatus::Failed), None, -25).await;
+    let old_pending = run(Trigger::Schedule, Some(RunStatus::Blocked), Some(5), -24).await;
+    let running = run(Trigger::Schedule, None, None, -20).await;
+    let recent = run(Trigger::Schedule, Some(RunStatus::Failed), Some(3), -1).await;
+    for (run_id, key, status) in [
+        (old_good, "a", "succeeded"),
+        (old_good, "b", "failed"),
+        (old_dry, "c", "skipped"),
+        (last_good, "d", "succeeded"),
+        (old_sent, "e", "sent"),
+        (old_sent, "f", "succeeded"),
+        (old_pending, "g", "pending"),
+        (recent, "h", "succeeded"),
+    ] {
+        fx.insert_operation(run_id, key, "create", status, "{}")
+            .await
+            .unwrap();
+    }
+    store
+        .upsert_accounts("covata", &[record("a", "1"), record("b", "2")])
+        .await
+        .unwrap();
+    let accounts = store.load_accounts("covata").await.unwrap();
+    assert_eq!(store.last_good_source_count().await.unwrap(), Some(90));
+
+    let pruned = store.prune_runs(day(-10)).await.unwrap();
+    assert_eq!(
+        pruned,
+        PruneSummary {
+            runs: 2,
+            operations: 3
+        }
+    );
+    let left: Vec<i64> = store
+        .list_runs(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, [recent, running, old_pending, old_sent, last_good]);
+    assert!(store.run_operations(old_good).await.unwrap().is_empty());
+    assert_eq!(store.run_operations(old_sent).await.unwrap().len(), 2);
+    assert_eq!(store.run_operations(old_pending).await.unwrap().len(), 1);
+    assert_eq!(store.run_operations(last_good).await.unwrap().len(), 1);
+    assert_eq!(store.run_operations(recent).await.unwrap().len(), 1);
+    assert_eq!(store.last_good_source_count().await.unwrap(), Some(90));
+    assert_eq!(store.load_accounts("covata").await.unwrap(), accounts);
+    assert_eq!(
+        store.unfinished_operations("covata").await.unwrap().len(),
+        2
+    );
+
+    // Nothing more to prune at the same cut-off.
+    assert_eq!(
+        store.prune_runs(day(-10)).await.unwrap(),
+        PruneSummary::default()
+    );
+    // A newer good run: the old one is no longer the baseline and goes.
+    let newer_good = run(Trigger::Schedule, Some(RunStatus::Succeeded), Some(95), -15).await;
+    assert_eq!(store.last_good_source_count().await.unwrap(), Some(95));
+    let pruned = store.prune_runs(day(-10)).await.unwrap();
+    assert_eq!(
+        pruned,
+        PruneSummary {
+            runs: 1,
+            operations: 1
+        }
+    );
+    assert!(store.get_run(last_good).await.unwrap().is_none());
+    assert!(store.get_run(newer_good).await.unwrap().is_some());
+    assert_eq!(store.last_good_source_count().await.unwrap(), Some(95));
+    assert_eq!(store.load_accounts("covata").await.unwrap(), accounts);
+}
+
+/// On a SQLite database with incremental auto-vacuum, pruning gives the freed pages back.
+#[tokio::test]
+async fn sqlite_prune_vacuums_when_auto_vacuum_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("dirsync.db"))
+        .await
+        .unwrap();
+    // The file exists already (WAL mode is set at open): the change takes a VACUUM.
+    // Both on one connection: the pragma waits there for the VACUUM.
+    let mut conn = store.pool().acquire().await.unwrap();
+    for pragma in ["PRAGMA auto_vacuum = INCREMENTAL", "VACUUM"] {
+        sqlx::query(pragma).execute(&mut *conn).await.unwrap();
+    }
+    drop(conn);
+    store.migrate().await.unwrap();
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, 2);
+    let id = store
+        .begin_run(&new_run(Trigger::Schedule, 1))
+        .await
+        .unwrap();
+    store
+        .finish_run(id, &finish(RunStatus::Failed, None))
+        .await
+        .unwrap();
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(4000));
+    for i in 0..200 {
+        sqlx::query(
+            "INSERT INTO operations (run_id, target, source_key, kind, payload, status) \
+             VALUES (?1, 'covata', ?2, 'create', ?3, 'succeeded')",
+        )
+        .bind(id)
+        .bind(format!("k{i}"))
+        .bind(&big)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    let pages = |store: &SqliteStore| {
+        let pool = store.pool().clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("PRAGMA page_count")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    let before = pages(&store).await;
+    let pruned = store.prune_runs(ts(0) + Duration::days(1)).await.unwrap();
+    assert_eq!(
+        pruned,
+        PruneSummary {
+            runs: 1,
+            operations: 200
+        }
+    );
+    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(free, 0);
+    assert!(pages(&store).await < before / 2);
 }

@@ -307,6 +307,13 @@ fn state(raw: RawState, base: &Path, pr: &mut Problems) -> Option<StateConfig> {
             None => Duration::from_secs(120),
         },
     };
+    let keep_runs = match raw.keep_runs.as_deref() {
+        None => DEFAULT_KEEP_RUNS,
+        Some(v) => parse_keep_runs(v).unwrap_or_else(|message| {
+            pr.push("state.keep_runs", message);
+            DEFAULT_KEEP_RUNS
+        }),
+    };
     let location = match url {
         Some(url) => {
             if raw.path.is_some() {
@@ -341,7 +348,24 @@ fn state(raw: RawState, base: &Path, pr: &mut Problems) -> Option<StateConfig> {
     Some(StateConfig {
         location,
         auto_migrate: raw.auto_migrate.unwrap_or(true),
+        keep_runs,
     })
+}
+
+/// `[state] keep_runs` when unset: 90 days.
+pub const DEFAULT_KEEP_RUNS: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// A run retention (`state.keep_runs`, `dirsync prune --keep`): a duration of at least one
+/// day. The error names neither key (the caller does).
+pub fn parse_keep_runs(v: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(v.trim())
+        .map_err(|e| format!("invalid duration {v:?}: {e} (examples: 90d, 30d, 1d)"))?;
+    if d < Duration::from_secs(24 * 3600) {
+        return Err(format!(
+            "{v:?} is less than 1 day (runs are kept at least a day; e.g. 90d)"
+        ));
+    }
+    Ok(d)
 }
 
 /// The installed layout's state file, the same for the service and an admin shell:

@@ -18,12 +18,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Row};
+use sqlx::{AssertSqlSafe, Connection, Row};
 
 use super::rows::{self, last_wins, to_i64};
 use super::{
     AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OperationRecord,
-    RecordedAccount, RunFinish, RunRecord, Store, StoreError, TargetLock, coalesce,
+    PRUNABLE_RUNS, PruneSummary, RecordedAccount, RunFinish, RunRecord, Store, StoreError,
+    TargetLock, coalesce,
 };
 use crate::secret::Secret;
 
@@ -323,6 +324,42 @@ impl Store for PgStore {
         count
             .map(|n| to_u64(n, "source_count", context))
             .transpose()
+    }
+
+    async fn prune_runs(&self, before: DateTime<Utc>) -> Result<PruneSummary, StoreError> {
+        let context = format!(
+            "prune runs finished before {}",
+            before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_error(context.clone()))?;
+        // The runs are locked as they are chosen: the deletes below take exactly these.
+        let ids: Vec<i64> =
+            sqlx::query_scalar(AssertSqlSafe(format!("{PRUNABLE_RUNS} FOR UPDATE OF r")))
+                .bind(before)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(query_error(context.clone()))?;
+        if ids.is_empty() {
+            return Ok(PruneSummary::default());
+        }
+        let operations = sqlx::query("DELETE FROM operations WHERE run_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(context.clone()))?
+            .rows_affected();
+        let runs = sqlx::query("DELETE FROM runs WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error(context.clone()))?
+            .rows_affected();
+        tx.commit().await.map_err(query_error(context))?;
+        Ok(PruneSummary { runs, operations })
     }
 
     async fn begin_run(&self, run: &NewRun) -> Result<i64, StoreError> {

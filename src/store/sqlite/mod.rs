@@ -28,8 +28,8 @@ use sqlx::{AssertSqlSafe, Row};
 use super::rows::{self, last_wins, to_i64};
 use super::{
     AccountChange, AccountRecord, AccountState, LOCK_LEASE, NewOperation, NewRun, OpOutcome,
-    OperationRecord, RecordedAccount, RunFinish, RunRecord, Store, StoreError, TargetLock,
-    coalesce,
+    OperationRecord, PRUNABLE_RUNS, PruneSummary, RecordedAccount, RunFinish, RunRecord, Store,
+    StoreError, TargetLock, coalesce,
 };
 
 use decode::*;
@@ -284,6 +284,48 @@ impl Store for SqliteStore {
         count
             .map(|n| to_u64(n, "source_count", context))
             .transpose()
+    }
+
+    async fn prune_runs(&self, before: chrono::DateTime<Utc>) -> Result<PruneSummary, StoreError> {
+        let context = format!("prune runs finished before {}", format_ts(&before));
+        let cutoff = format_ts(&before);
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(self.loc.err(context.clone()))?;
+        // A write first, so the transaction holds the write lock from its first statement:
+        // both deletes then see the same prunable runs.
+        let operations = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM operations WHERE run_id IN ({PRUNABLE_RUNS})"
+        )))
+        .bind(&cutoff)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.loc.err(context.clone()))?
+        .rows_affected();
+        let runs = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM runs WHERE id IN ({PRUNABLE_RUNS})"
+        )))
+        .bind(&cutoff)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.loc.err(context.clone()))?
+        .rows_affected();
+        tx.commit().await.map_err(self.loc.err(context.clone()))?;
+        // Free pages go back to the file system only where auto-vacuum is on (never VACUUM:
+        // it rewrites the whole file).
+        let auto_vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.loc.err(context.clone()))?;
+        if runs > 0 && auto_vacuum != 0 {
+            sqlx::query("PRAGMA incremental_vacuum")
+                .execute(&self.pool)
+                .await
+                .map_err(self.loc.err(context))?;
+        }
+        Ok(PruneSummary { runs, operations })
     }
 
     async fn begin_run(&self, run: &NewRun) -> Result<i64, StoreError> {
