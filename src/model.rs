@@ -284,23 +284,12 @@ impl Snapshot {
     /// Adds the records the source set aside. They count in [`Self::len`] (the source holds
     /// them); a user whose key is quarantined is taken out of the users, so that nothing is
     /// planned for that key.
-    pub fn with_quarantined(mut self, quarantined: Vec<Quarantined>) -> Self {
-        let mut keys: Vec<String> = quarantined.iter().filter_map(|q| q.key.clone()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let before = self.users.len();
-        self.users
-            .retain(|u| keys.binary_search_by(|k| k.as_str().cmp(&u.key)).is_err());
-        let taken = before - self.users.len();
-        self.total = self.total - taken.min(self.total) + quarantined.len();
-        self.quarantined = quarantined;
-        self.quarantined_keys = keys;
-        self
+    pub fn with_quarantined(self, quarantined: Vec<Quarantined>) -> Self {
+        self.quarantine_more(quarantined)
     }
 
-    /// Adds more records set aside, found after the read (users a target cannot map): each is
-    /// under the key of a user of the snapshot, who leaves the users; [`Self::len`] is
-    /// unchanged.
+    /// Adds more records set aside, found after the read (users a target cannot map): a user
+    /// under a quarantined key leaves the users; [`Self::len`] counts each record once.
     pub fn quarantine_more(mut self, more: Vec<Quarantined>) -> Self {
         let mut keys: Vec<String> = more.iter().filter_map(|q| q.key.clone()).collect();
         keys.sort_unstable();
