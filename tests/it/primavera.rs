@@ -466,7 +466,7 @@ async fn job_timeout_fails_clearly_and_the_next_run_waits_for_the_running_job() 
     env.fake.set_job_delay(Duration::from_millis(50));
     let o = env.run_code(&["sync"], 0);
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("2 create(s) confirmed on the target"),
+        String::from_utf8_lossy(&o.stdout).contains("2 creates confirmed on the target"),
         "{}",
         out(&o)
     );

@@ -2,6 +2,7 @@
 
 pub mod child;
 pub mod cmd;
+pub mod demo;
 pub mod covata;
 pub mod env;
 pub mod fake;
