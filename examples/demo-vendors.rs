@@ -28,7 +28,8 @@ mod valuekeep;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: demo-vendors [--covata-port N] [--primavera-port N] [--valuekeep-port N]
+const USAGE: &str =
+    "usage: demo-vendors [--covata-port N] [--primavera-port N] [--valuekeep-port N]
 (defaults 18461, 18462, 18463: the ports config/demo.toml names)";
 
 fn ports() -> Result<[u16; 3], String> {

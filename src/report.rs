@@ -762,7 +762,12 @@ fn md_create(account: &crate::mapping::Account) -> String {
     if !account.groups.is_empty() {
         parts.push(format!(
             "groups: {}",
-            md(&account.groups.iter().cloned().collect::<Vec<_>>().join(", "))
+            md(&account
+                .groups
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "))
         ));
     }
     if !account.enabled {

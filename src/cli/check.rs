@@ -51,7 +51,10 @@ pub(super) async fn check(config: &Config, offline: bool) -> u8 {
     } else {
         match run::read_source(&config.source).await {
             Ok(s) if s.quarantined().is_empty() => {
-                outln!("source: OK, {}", crate::report::plural(s.len() as u64, "user"))
+                outln!(
+                    "source: OK, {}",
+                    crate::report::plural(s.len() as u64, "user")
+                )
             }
             Ok(s) => {
                 outln!(

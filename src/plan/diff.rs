@@ -602,7 +602,11 @@ mod tests {
             } else {
                 vec![]
             };
-            let q = if *quarantined { vec!["k1".to_string()] } else { vec![] };
+            let q = if *quarantined {
+                vec!["k1".to_string()]
+            } else {
+                vec![]
+            };
             let p = run_q(&m, &[u], &recs, &settings(OnMissing::Disable), &q);
             let got: Vec<SkipReason> = p.skipped_users.iter().map(|s| s.reason.clone()).collect();
             assert_eq!(got, want.iter().cloned().collect::<Vec<_>>(), "{case}");
@@ -614,7 +618,10 @@ mod tests {
             scope(Some("contractors")).to_string(),
             "scope: excluded group contractors"
         );
-        assert_eq!(SkipReason::SourceDisabled.to_string(), "disabled in the source");
+        assert_eq!(
+            SkipReason::SourceDisabled.to_string(),
+            "disabled in the source"
+        );
         assert_eq!(SkipReason::Quarantined.to_string(), "quarantined");
     }
 

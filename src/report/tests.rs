@@ -214,15 +214,28 @@ fn plurals_in_the_closing_line() {
 fn skipped_users_beyond_the_shown_count_are_counted() {
     let mut p = plan(true);
     p.targets[0].plan.skipped_users = (0..skipped::SHOWN + 3)
-        .map(|i| crate::plan::SkippedUser::new(&format!("K{i:03}"), crate::plan::SkipReason::SourceDisabled))
+        .map(|i| {
+            crate::plan::SkippedUser::new(
+                &format!("K{i:03}"),
+                crate::plan::SkipReason::SourceDisabled,
+            )
+        })
         .collect();
     let got = render(&p, Format::Text, true);
-    assert_eq!(got.matches("(disabled in the source)").count(), skipped::SHOWN, "{got}");
+    assert_eq!(
+        got.matches("(disabled in the source)").count(),
+        skipped::SHOWN,
+        "{got}"
+    );
     assert!(
-        got.contains("  - skipped  and 3 more (disabled in the source; --format json lists them all)"),
+        got.contains(
+            "  - skipped  and 3 more (disabled in the source; --format json lists them all)"
+        ),
         "{got}"
     );
     let json = render(&p, Format::Json, true);
-    assert_eq!(json.matches("\"source_disabled\"").count(), skipped::SHOWN + 3);
+    assert_eq!(
+        json.matches("\"source_disabled\"").count(),
+        skipped::SHOWN + 3
+    );
 }
-

@@ -30,7 +30,12 @@ pub fn duration(d: Duration) -> String {
     if secs == 0 && d.subsec_nanos() > 0 {
         secs = 1;
     }
-    let units: [(u64, &str); 4] = [(86_400, "day"), (3_600, "hour"), (60, "minute"), (1, "second")];
+    let units: [(u64, &str); 4] = [
+        (86_400, "day"),
+        (3_600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ];
     let mut parts = Vec::new();
     for (size, name) in units {
         let n = secs / size;

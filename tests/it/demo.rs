@@ -116,7 +116,10 @@ fn the_readme_demo_runs_against_the_demo_vendors() {
         text.contains("  - skipped  E1005  (scope: excluded group contractors)"),
         "{text}"
     );
-    assert!(text.contains("  - skipped  E1006  (disabled in the source)"), "{text}");
+    assert!(
+        text.contains("  - skipped  E1006  (disabled in the source)"),
+        "{text}"
+    );
 
     // The plan after the CSV change: exactly the README's three changes on each target.
     assert_eq!(code(plan), 2, "{}", out(plan));
@@ -211,11 +214,36 @@ fn the_readme_demo_runs_against_the_demo_vendors() {
     assert_eq!(
         primavera,
         [
-            ("ada.lovelace@example.com".into(), "King".into(), s(&["PrimaveraAdmin"]), false),
-            ("grace.hopper@example.com".into(), "Hopper".into(), s(&["PrimaveraAdmin"]), false),
-            ("ken.thompson@example.com".into(), "Thompson".into(), s(&["PrimaveraViewer"]), false),
-            ("linus.torvalds@example.com".into(), "Torvalds".into(), s(&["PrimaveraViewer"]), true),
-            ("margaret.hamilton@example.com".into(), "Hamilton".into(), s(&["PrimaveraViewer"]), false),
+            (
+                "ada.lovelace@example.com".into(),
+                "King".into(),
+                s(&["PrimaveraAdmin"]),
+                false
+            ),
+            (
+                "grace.hopper@example.com".into(),
+                "Hopper".into(),
+                s(&["PrimaveraAdmin"]),
+                false
+            ),
+            (
+                "ken.thompson@example.com".into(),
+                "Thompson".into(),
+                s(&["PrimaveraViewer"]),
+                false
+            ),
+            (
+                "linus.torvalds@example.com".into(),
+                "Torvalds".into(),
+                s(&["PrimaveraViewer"]),
+                true
+            ),
+            (
+                "margaret.hamilton@example.com".into(),
+                "Hamilton".into(),
+                s(&["PrimaveraViewer"]),
+                false
+            ),
         ]
     );
     let mut valuekeep: Vec<(String, String, Vec<String>, bool)> = vendors
@@ -230,9 +258,24 @@ fn the_readme_demo_runs_against_the_demo_vendors() {
         [
             ("E1001".into(), "Ada King".into(), s(&["ADMIN"]), true),
             ("E1002".into(), "Grace Hopper".into(), s(&["ADMIN"]), true),
-            ("E1003".into(), "Linus Torvalds".into(), s(&["REQUESTER"]), false),
-            ("E1004".into(), "Margaret Hamilton".into(), s(&["REQUESTER"]), true),
-            ("E1005".into(), "Ken Thompson".into(), s(&["REQUESTER"]), true),
+            (
+                "E1003".into(),
+                "Linus Torvalds".into(),
+                s(&["REQUESTER"]),
+                false
+            ),
+            (
+                "E1004".into(),
+                "Margaret Hamilton".into(),
+                s(&["REQUESTER"]),
+                true
+            ),
+            (
+                "E1005".into(),
+                "Ken Thompson".into(),
+                s(&["REQUESTER"]),
+                true
+            ),
         ]
     );
 }

@@ -635,7 +635,10 @@ async fn find_runs_filters_by_trigger_status_and_since(fx: &Fixture) {
     for (trigger, minute, status) in runs {
         let id = store.begin_run(&new_run(trigger, minute)).await.unwrap();
         if let Some(status) = status {
-            store.finish_run(id, &finish(status, Some(5))).await.unwrap();
+            store
+                .finish_run(id, &finish(status, Some(5)))
+                .await
+                .unwrap();
         }
         ids.push(id);
     }

@@ -2,8 +2,8 @@
 
 pub mod child;
 pub mod cmd;
-pub mod demo;
 pub mod covata;
+pub mod demo;
 pub mod env;
 pub mod fake;
 pub mod faultrun;
