@@ -253,6 +253,7 @@ fn disable_reason(r: DisableReason) -> &'static str {
     match r {
         DisableReason::SourceDisabled => "disabled in the source",
         DisableReason::MissingFromSource => "no longer in the source",
+        DisableReason::OutOfScope => "no longer in this target's scope",
     }
 }
 

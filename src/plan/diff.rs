@@ -215,7 +215,7 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
             {
                 s.unchanged += 1;
             } else if r.owned {
-                missing(r, settings, s, ops);
+                missing(r, DisableReason::MissingFromSource, settings, s, ops);
             } else {
                 s.not_owned += 1;
             }
@@ -246,7 +246,7 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
             let d = match mapping.map(u) {
                 Mapped::Account(d) => d,
                 Mapped::Filtered => {
-                    missing(r, settings, s, ops);
+                    missing(r, DisableReason::OutOfScope, settings, s, ops);
                     return;
                 }
                 Mapped::Invalid(why) => {
@@ -341,6 +341,7 @@ fn existing(
 
 fn missing(
     r: &RecordedAccount,
+    why: DisableReason,
     settings: &PlanSettings,
     s: &mut Summary,
     ops: &mut Vec<PlannedOp>,
@@ -360,9 +361,7 @@ fn missing(
         }
         OnMissing::Disable | OnMissing::DisableThenDelete if r.enabled => {
             s.disable += 1;
-            ops.push(op(Op::Disable {
-                reason: DisableReason::MissingFromSource,
-            }));
+            ops.push(op(Op::Disable { reason: why }));
         }
         OnMissing::Disable => s.unchanged += 1,
         OnMissing::DisableThenDelete => {
@@ -614,6 +613,23 @@ mod tests {
             assert_eq!(p.summary.out_of_scope, *out, "{case}: out_of_scope");
             assert_eq!(p.summary.skipped, *skipped, "{case}: skipped");
         }
+        // An owned account whose user left the scope is disabled as out of scope.
+        let mut m = mapping();
+        m.filter.exclude_groups = vec!["contractors".into()];
+        let u = user("k1", "k1@x.com", "K", &["contractors"], true);
+        let recs = vec![rec(
+            &mapping(),
+            &user("k1", "k1@x.com", "K", &[], true),
+            true,
+            true,
+        )];
+        let p = run(&m, &[u], &recs, &settings(OnMissing::Disable));
+        assert_eq!(
+            p.ops.iter().map(|o| o.op.clone()).collect::<Vec<_>>(),
+            [Op::Disable {
+                reason: DisableReason::OutOfScope
+            }]
+        );
         assert_eq!(
             scope(Some("contractors")).to_string(),
             "scope: excluded group contractors"

@@ -29,8 +29,11 @@ pub struct FieldChange {
 pub enum DisableReason {
     /// The source marks the user disabled.
     SourceDisabled,
-    /// The user is no longer in the source (or no longer in this target's scope).
+    /// The user is no longer in the source.
     MissingFromSource,
+    /// The user is still in the source, but this target's `include_groups` /
+    /// `exclude_groups` no longer admit it.
+    OutOfScope,
 }
 
 /// Why an account is deleted.

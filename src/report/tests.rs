@@ -239,3 +239,67 @@ fn skipped_users_beyond_the_shown_count_are_counted() {
         skipped::SHOWN + 3
     );
 }
+
+fn run(id: i64, trigger: Trigger, status: crate::store::RunStatus) -> RunRecord {
+    let started =
+        chrono::Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap() + chrono::Duration::minutes(id);
+    RunRecord {
+        id,
+        trigger,
+        status,
+        started_at: started,
+        finished_at: Some(started + chrono::Duration::milliseconds(1500)),
+        targets: vec!["covata-prod".into()],
+        forced: false,
+        source_count: Some(6),
+        planned: 3,
+        applied: if trigger == Trigger::DryRun { 0 } else { 3 },
+        failed: 0,
+        error: None,
+        summary: serde_json::json!({}),
+    }
+}
+
+#[test]
+fn runs_list_dry_runs_in_a_section_of_their_own() {
+    use crate::store::RunStatus;
+    let runs = [
+        run(4, Trigger::Schedule, RunStatus::Succeeded),
+        run(3, Trigger::DryRun, RunStatus::Succeeded),
+        run(2, Trigger::Manual, RunStatus::Failed),
+    ];
+    let got = render_runs("sqlite /tmp/x.db", &runs, Format::Text);
+    let want = "\
+store: sqlite /tmp/x.db
+
+Runs (sync, the daemon, apply):
+    id  started (UTC)         trigger    status          took     users   planned   applied  failed  targets
+     4  2026-12-01 09:04:00   schedule   succeeded       1.5s         6         3         3       0  covata-prod
+     2  2026-12-01 09:02:00   manual     failed          1.5s         6         3         3       0  covata-prod
+
+Dry runs (plan: nothing was sent):
+    id  started (UTC)         trigger    status          took     users   planned   applied  failed  targets
+     3  2026-12-01 09:03:00   dry_run    succeeded       1.5s         6         3         0       0  covata-prod
+";
+    assert_eq!(got, want, "got:\n{got}");
+    // Only dry runs: their section alone.
+    let got = render_runs("s", &runs[1..2], Format::Text);
+    assert!(got.contains("Dry runs (plan: nothing was sent):"), "{got}");
+    assert!(!got.contains("Runs (sync"), "{got}");
+    // Markdown: two headed tables; JSON: one list, each run marked.
+    let got = render_runs("s", &runs, Format::Markdown);
+    assert!(
+        got.contains("## Runs (sync, the daemon, apply)\n\n| id |")
+            && got.contains("## Dry runs (plan: nothing was sent)\n\n| id |"),
+        "{got}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&render_runs("s", &runs, Format::Json)).unwrap();
+    let marks: Vec<(i64, bool)> = json["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_i64().unwrap(), r["dry_run"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(marks, [(4, false), (3, true), (2, false)]);
+}

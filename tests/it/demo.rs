@@ -166,6 +166,88 @@ fn the_readme_demo_runs_against_the_demo_vendors() {
     assert_eq!(real.matches(" manual ").count(), 2, "{text}");
     assert_eq!(dry.matches(" dry_run ").count(), 1, "{text}");
 
+    // The filters on the same history (not in the README).
+    let o = dirsync(
+        d,
+        &vendors,
+        &[
+            "runs",
+            "--config",
+            "config/demo.toml",
+            "--trigger",
+            "dry_run",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dry: Vec<(String, bool)> = json["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["trigger"].as_str().unwrap().to_string(),
+                r["dry_run"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(dry, [("dry_run".to_string(), true)]);
+    let o = dirsync(
+        d,
+        &vendors,
+        &[
+            "runs",
+            "--config",
+            "config/demo.toml",
+            "--status",
+            "failed,blocked",
+            "--since",
+            "1d",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(
+        stdout(&o).contains("No runs match the filters"),
+        "{}",
+        out(&o)
+    );
+    let o = dirsync(
+        d,
+        &vendors,
+        &[
+            "runs",
+            "--config",
+            "config/demo.toml",
+            "--trigger",
+            "manual",
+            "-n",
+            "1",
+            "--since",
+            "2000-01-01",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(stdout(&o).matches(" manual ").count(), 1, "{}", out(&o));
+    let o = dirsync(
+        d,
+        &vendors,
+        &[
+            "runs",
+            "--config",
+            "config/demo.toml",
+            "--since",
+            "last tuesday",
+        ],
+    );
+    assert_eq!(code(&o), 1, "{}", out(&o));
+    assert!(
+        crate::support::cmd::stderr(&o).contains("--since: \"last tuesday\" is neither a duration"),
+        "{}",
+        out(&o)
+    );
+
     // What the stand-ins hold at the end.
     let mut covata: Vec<(String, Option<String>, Vec<String>, bool)> = vendors
         .covata
