@@ -79,6 +79,12 @@ fn the_readme_demo_runs_against_the_demo_vendors() {
             // The stand-ins: started above, on free ports.
             ["cargo", "run", "--example", "demo-vendors", ..] => {}
             ["mkdir", "-p", path] => std::fs::create_dir_all(d.join(path)).unwrap(),
+            ["chmod", mode, path] => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = u32::from_str_radix(mode, 8).unwrap();
+                std::fs::set_permissions(d.join(path), std::fs::Permissions::from_mode(mode))
+                    .unwrap();
+            }
             ["cp", from, to] => {
                 let mut to = d.join(to);
                 if to.is_dir() {
@@ -111,6 +117,12 @@ fn the_readme_demo_runs_against_the_demo_vendors() {
 
     // The first sync creates everyone in scope and enabled; it lists who it skipped.
     assert_eq!(code(first_sync), 0, "{}", out(first_sync));
+    // The README's chmod keeps the secrets warning away.
+    assert!(
+        !crate::support::cmd::stderr(first_sync).contains("holds secrets"),
+        "{}",
+        out(first_sync)
+    );
     let text = stdout(first_sync);
     assert!(
         text.contains("  - skipped  E1005  (scope: excluded group contractors)"),
