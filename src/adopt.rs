@@ -11,7 +11,7 @@ use crate::config::TargetConfig;
 use crate::connector::{Connector, OpError, RemoteAccount};
 use crate::mapping::content_hash;
 use crate::model::{Snapshot, email_fold};
-use crate::report::Format;
+use crate::report::{Format, plural};
 use crate::store::{AccountRecord, AccountState, RecordedAccount, Store, StoreError};
 
 /// What remote accounts are matched on.
@@ -245,17 +245,17 @@ pub fn render(r: &AdoptResult, format: Format) -> String {
     let verb = if r.dry_run { "would adopt" } else { "adopted" };
     let _ = writeln!(
         o,
-        "target {}: {verb} {} account(s) (matched on {}); {} already managed; {} remote account(s) not matched (left alone, not owned); {} source user(s) without an account; {} conflict(s)",
+        "target {}: {verb} {} (matched on {}); {} already managed; {} not matched (left alone, not owned); {} without an account; {}",
         r.target,
-        r.adopted.len(),
+        plural(r.adopted.len() as u64, "account"),
         match r.matched_on {
             MatchOn::Email => "email",
             MatchOn::Login => "login",
         },
         r.already_owned,
-        r.unmatched_remote.len(),
-        r.unmatched_source.len(),
-        r.conflicts.len()
+        plural(r.unmatched_remote.len() as u64, "remote account"),
+        plural(r.unmatched_source.len() as u64, "source user"),
+        plural(r.conflicts.len() as u64, "conflict")
     );
     let line = |o: &mut String, mark: &str, e: &Entry| {
         let _ = writeln!(

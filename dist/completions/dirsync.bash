@@ -634,7 +634,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__runs)
-            opts="-n -f -c -v -h --limit --format --config --log-format --verbose --help show help"
+            opts="-n -f -c -v -h --limit --trigger --status --since --format --config --log-format --verbose --help show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -645,6 +645,18 @@ _dirsync() {
                     return 0
                     ;;
                 -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "schedule manual dry_run apply user" -- "${cur}"))
+                    return 0
+                    ;;
+                --status)
+                    COMPREPLY=($(compgen -W "running succeeded partial failed blocked interrupted" -- "${cur}"))
+                    return 0
+                    ;;
+                --since)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -38,7 +38,7 @@ complete -c dirsync -n "__fish_dirsync_needs_command" -f -a "adopt" -d 'Take ove
 complete -c dirsync -n "__fish_dirsync_needs_command" -f -a "drift" -d 'Compare each target\'s accounts with what dirsync recorded: owned accounts changed by hand (fields, roles, enabled), owned accounts deleted remotely, and accounts dirsync does not own. Reads only: changes nothing on the targets or in the store'
 complete -c dirsync -n "__fish_dirsync_needs_command" -f -a "apply" -d 'Apply a plan saved with `dirsync plan --out FILE`: exactly its operations, or nothing if the state, the source or the configuration changed since (or it is older than safety.max_plan_age)'
 complete -c dirsync -n "__fish_dirsync_needs_command" -f -a "migrate" -d 'Apply the state store\'s schema migrations'
-complete -c dirsync -n "__fish_dirsync_needs_command" -f -a "runs" -d 'List recent runs, or show one'
+complete -c dirsync -n "__fish_dirsync_needs_command" -f -a "runs" -d 'List recent runs (real runs first, then dry runs in a section of their own), or show one'
 complete -c dirsync -n "__fish_dirsync_needs_command" -f -a "prune" -d 'Delete runs (and their journal rows) that finished longer ago than [state] keep_runs (default 90d). Runs still needed are kept: a running run, one with operations not yet confirmed, and the last good run the safety policy compares against. Accounts are never touched'
 complete -c dirsync -n "__fish_dirsync_needs_command" -f -a "generate" -d 'Write the man pages or the shell completions into a directory (for packagers)'
 complete -c dirsync -n "__fish_dirsync_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -114,7 +114,19 @@ complete -c dirsync -n "__fish_dirsync_using_subcommand migrate" -l log-format -
 json\t''"
 complete -c dirsync -n "__fish_dirsync_using_subcommand migrate" -s v -l verbose -d 'More log detail: -v debug, -vv trace. `DIRSYNC_LOG` (e.g. `dirsync=debug`) overrides'
 complete -c dirsync -n "__fish_dirsync_using_subcommand migrate" -s h -l help -d 'Print help'
-complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -s n -l limit -d 'How many runs to list' -r
+complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -s n -l limit -d 'How many runs to list (of those the filters select; dry runs included)' -r
+complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -l trigger -d 'Only runs of these triggers (repeat or separate with commas): schedule (the daemon), manual (`sync`), dry_run (`plan`), apply (`apply FILE`), user (`sync --user`)' -r -f -a "schedule\t''
+manual\t''
+dry_run\t''
+apply\t'`dirsync apply FILE`: a saved plan applied'
+user\t'`dirsync sync --user KEY`: one user\'s operations'"
+complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -l status -d 'Only runs with these statuses (repeat or separate with commas)' -r -f -a "running\t''
+succeeded\t''
+partial\t''
+failed\t''
+blocked\t''
+interrupted\t'Stopped before it finished: a shutdown (SIGTERM) during the run, or a process that died while the run was `running` (found at the next start, its lock no longer held)'"
+complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -l since -d 'Only runs started within this duration (7d, 12h) or since this date (2026-12-01, midnight UTC) or time (2026-12-01T08:00:00Z)' -r
 complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -s f -l format -d 'Output format' -r -f -a "text\t''
 json\t''
 markdown\t''"
@@ -122,7 +134,7 @@ complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_see
 complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -l log-format -d 'Log format on stderr' -r -f -a "text\t''
 json\t''"
 complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -s v -l verbose -d 'More log detail: -v debug, -vv trace. `DIRSYNC_LOG` (e.g. `dirsync=debug`) overrides'
-complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -s h -l help -d 'Print help'
+complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -f -a "show" -d 'Show one run: its summary per target and its journaled operations'
 complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and __fish_seen_subcommand_from show" -s f -l format -d 'Output format' -r -f -a "text\t''
@@ -154,7 +166,7 @@ complete -c dirsync -n "__fish_dirsync_using_subcommand help; and not __fish_see
 complete -c dirsync -n "__fish_dirsync_using_subcommand help; and not __fish_seen_subcommand_from run plan sync check adopt drift apply migrate runs prune generate help" -f -a "drift" -d 'Compare each target\'s accounts with what dirsync recorded: owned accounts changed by hand (fields, roles, enabled), owned accounts deleted remotely, and accounts dirsync does not own. Reads only: changes nothing on the targets or in the store'
 complete -c dirsync -n "__fish_dirsync_using_subcommand help; and not __fish_seen_subcommand_from run plan sync check adopt drift apply migrate runs prune generate help" -f -a "apply" -d 'Apply a plan saved with `dirsync plan --out FILE`: exactly its operations, or nothing if the state, the source or the configuration changed since (or it is older than safety.max_plan_age)'
 complete -c dirsync -n "__fish_dirsync_using_subcommand help; and not __fish_seen_subcommand_from run plan sync check adopt drift apply migrate runs prune generate help" -f -a "migrate" -d 'Apply the state store\'s schema migrations'
-complete -c dirsync -n "__fish_dirsync_using_subcommand help; and not __fish_seen_subcommand_from run plan sync check adopt drift apply migrate runs prune generate help" -f -a "runs" -d 'List recent runs, or show one'
+complete -c dirsync -n "__fish_dirsync_using_subcommand help; and not __fish_seen_subcommand_from run plan sync check adopt drift apply migrate runs prune generate help" -f -a "runs" -d 'List recent runs (real runs first, then dry runs in a section of their own), or show one'
 complete -c dirsync -n "__fish_dirsync_using_subcommand help; and not __fish_seen_subcommand_from run plan sync check adopt drift apply migrate runs prune generate help" -f -a "prune" -d 'Delete runs (and their journal rows) that finished longer ago than [state] keep_runs (default 90d). Runs still needed are kept: a running run, one with operations not yet confirmed, and the last good run the safety policy compares against. Accounts are never touched'
 complete -c dirsync -n "__fish_dirsync_using_subcommand help; and not __fish_seen_subcommand_from run plan sync check adopt drift apply migrate runs prune generate help" -f -a "generate" -d 'Write the man pages or the shell completions into a directory (for packagers)'
 complete -c dirsync -n "__fish_dirsync_using_subcommand help; and not __fish_seen_subcommand_from run plan sync check adopt drift apply migrate runs prune generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

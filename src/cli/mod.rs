@@ -129,7 +129,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Apply the state store's schema migrations.
     Migrate,
-    /// List recent runs, or show one.
+    /// List recent runs (real runs first, then dry runs in a section of their own), or show
+    /// one.
     Runs(RunsArgs),
     /// Delete runs (and their journal rows) that finished longer ago than [state] keep_runs
     /// (default 90d). Runs still needed are kept: a running run, one with operations not yet
@@ -253,9 +254,20 @@ pub struct CheckArgs {
 pub struct RunsArgs {
     #[command(subcommand)]
     pub command: Option<RunsCommand>,
-    /// How many runs to list.
+    /// How many runs to list (of those the filters select; dry runs included).
     #[arg(short = 'n', long, default_value_t = 20)]
     pub limit: u32,
+    /// Only runs of these triggers (repeat or separate with commas): schedule (the daemon),
+    /// manual (`sync`), dry_run (`plan`), apply (`apply FILE`), user (`sync --user`).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "TRIGGER")]
+    pub trigger: Vec<crate::store::Trigger>,
+    /// Only runs with these statuses (repeat or separate with commas).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "STATUS")]
+    pub status: Vec<crate::store::RunStatus>,
+    /// Only runs started within this duration (7d, 12h) or since this date (2026-12-01,
+    /// midnight UTC) or time (2026-12-01T08:00:00Z).
+    #[arg(long, value_name = "DURATION|DATE")]
+    pub since: Option<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "text")]
     pub format: Format,

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use chrono::Utc;
 
 use crate::config::Config;
-use crate::report::PlanStatus;
+use crate::report::{self, PlanStatus};
 use crate::run::{self, RunOptions, Scope};
 use crate::saved_plan::{self, fingerprint};
 use crate::store::Trigger;
@@ -116,10 +116,10 @@ async fn plan_out(config: &Config, args: &PlanArgs, out: &Path, force: bool) -> 
     for (name, f) in &fingerprints {
         if f.unfinished > 0 {
             eprintln!(
-                "warning: target {name:?} has {} operation(s) left unfinished by an interrupted \
-                 run; `dirsync apply` will refuse this plan until a `dirsync sync` reconciles \
-                 them (then plan again)",
-                f.unfinished
+                "warning: target {name:?} has {} left unfinished by an interrupted run; \
+                 `dirsync apply` will refuse this plan until a `dirsync sync` reconciles them \
+                 (then plan again)",
+                report::plural(f.unfinished, "operation")
             );
         }
     }
@@ -130,7 +130,7 @@ async fn plan_out(config: &Config, args: &PlanArgs, out: &Path, force: bool) -> 
         "plan saved to {}; review it, then apply it with `dirsync apply {}` (within {})",
         out.display(),
         out.display(),
-        humantime::format_duration(config.safety.max_plan_age)
+        report::words::duration(config.safety.max_plan_age)
     );
     print_report(&plan, args.format, true)
 }

@@ -4,6 +4,7 @@ mod cli;
 mod covata_fake;
 mod csv_source;
 mod daemon;
+mod demo;
 mod drift;
 mod faults;
 mod faults_state;
