@@ -186,10 +186,19 @@ pub async fn apply_with(
     .run(tx);
     let (done_tx, done_rx) = tokio::sync::mpsc::channel::<Done>(window * 2);
     let workers = ctx.run_workers(&units, rx, done_tx, concurrency, grace, &interrupted);
-    let writer = writer::write_outcomes(store, target, run_id, done_rx, &mut summary);
+    // Progress: operations settled (applied, failed, skipped or put back) of the plan's.
+    let task = crate::progress::start(
+        &target.name,
+        crate::progress::Phase::Apply,
+        Some(plan.ops.len() as u64),
+        target.http.requests_per_second,
+    );
+    let writer = writer::write_outcomes(store, target, run_id, done_rx, &mut summary, &task);
     let (m, (), w) = tokio::join!(marker, workers, writer);
     m?;
     w?;
+    task.set(plan.ops.len() as u64, summary.failed);
+    drop(task);
     summary.interrupted += interrupted.load(Ordering::SeqCst);
     summary.fatal = fatal.get().cloned();
     summary.stopped =
