@@ -209,7 +209,8 @@ mod tests {
     fn figures_table() {
         let s = Duration::from_secs;
         // (done, total, elapsed, pace) → (rate, eta)
-        let cases: &[(u64, Option<u64>, Duration, Option<f64>, f64, Option<u64>)] = &[
+        type Case = (u64, Option<u64>, Duration, Option<f64>, f64, Option<u64>);
+        let cases: &[Case] = &[
             // Nothing done yet: the pacing gives the rate and the ETA.
             (0, Some(100), s(0), Some(5.0), 5.0, Some(20)),
             // Unpaced and nothing done: no rate, no ETA.
@@ -217,8 +218,22 @@ mod tests {
             // Measured after a second: 50 in 10 s = 5/s, 50 left = 10 s.
             (50, Some(100), s(10), Some(1.0), 5.0, Some(10)),
             // Under a second: still the pacing; without pacing, the measured rate.
-            (10, Some(100), Duration::from_millis(500), Some(2.0), 2.0, Some(45)),
-            (10, Some(100), Duration::from_millis(500), None, 20.0, Some(5)),
+            (
+                10,
+                Some(100),
+                Duration::from_millis(500),
+                Some(2.0),
+                2.0,
+                Some(45),
+            ),
+            (
+                10,
+                Some(100),
+                Duration::from_millis(500),
+                None,
+                20.0,
+                Some(5),
+            ),
             // Done: ETA 0.
             (100, Some(100), s(20), None, 5.0, Some(0)),
             // Unknown total (a read): a rate, no ETA.

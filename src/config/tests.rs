@@ -414,9 +414,8 @@ fn env_var_problems_name_the_variable() {
     let d = Dir::new(GOOD);
     let got = problems(d.load(&[("DIRSYNC_SAFETY__MAX_DELETEZ", "10")]));
     assert!(
-        got.iter().any(|g| g.starts_with(
-            "DIRSYNC_SAFETY__MAX_DELETEZ: unknown key safety.max_deletez"
-        )),
+        got.iter()
+            .any(|g| g.starts_with("DIRSYNC_SAFETY__MAX_DELETEZ: unknown key safety.max_deletez")),
         "{got:?}"
     );
     // Deeper than the schema: serde reports the first unknown part, the variable is named.
@@ -428,9 +427,8 @@ fn env_var_problems_name_the_variable() {
     );
     let got = problems(d.load(&[("DIRSYNC_TARGET__COVATA_PROD__PASSWROD", "x")]));
     assert!(
-        got.iter().any(|g| g.starts_with(
-            "DIRSYNC_TARGET__COVATA_PROD__PASSWROD: unknown key target[0].passwrod"
-        )),
+        got.iter().any(|g| g
+            .starts_with("DIRSYNC_TARGET__COVATA_PROD__PASSWROD: unknown key target[0].passwrod")),
         "{got:?}"
     );
     // A wrong value names the variable and the key, never only the key.
