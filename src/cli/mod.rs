@@ -75,11 +75,14 @@ On a terminal (standard input and error both terminals), `sync` first shows the 
 terminal (scripts, timers, the service) it is never asked. A blocked plan still needs --force.
 
 Exit codes:
-  0  applied, or nothing to do       4  some operations failed
-  1  error, or a target failed       5  skipped: another instance applies every target
-  2  not applied: the question was   6  interrupted (SIGTERM / SIGINT)
-     not answered `yes` (or --dry-run: changes pending)
-  3  blocked by the safety policy    7  applied, but source records were quarantined
+  0  applied, or nothing to do
+  1  error, or a target failed (the other targets were still applied)
+  2  not applied: the question was not answered `yes` (with --dry-run: changes pending)
+  3  blocked by the safety policy
+  4  some operations failed
+  5  skipped: another instance is applying every selected target
+  6  interrupted (SIGTERM / SIGINT)
+  7  applied, but source records were quarantined
 
 Example:
   dirsync sync --yes --target covata-prod";
