@@ -219,6 +219,19 @@ async fn sync_asks_on_a_terminal_only() {
     let o = env.run_code(&["sync"], 0);
     assert!(!out(&o).contains(QUESTION), "{}", out(&o));
     assert_eq!(env.emails().len(), 6);
+
+    // `sync --user KEY` asks about that user's operations only.
+    env.write_csv(&user_rows(1..=8, |_| false));
+    env.fake.clear_requests();
+    let o = on_terminal(&env, &["sync", "--user", "E00007"], "no\n");
+    assert_eq!(code(&o), 2, "{}", out(&o));
+    assert!(stdout(&o).contains("E00007"), "{}", out(&o));
+    assert!(!stdout(&o).contains("E00008"), "{}", out(&o));
+    assert_only_reads(&env);
+    let o = on_terminal(&env, &["sync", "--user", "E00007"], "yes\n");
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(env.fake.user_by_email("user7@example.com").is_some());
+    assert!(env.fake.user_by_email("user8@example.com").is_none());
 }
 
 /// A blocked plan is shown on a terminal and not applied, without a question: it still needs
