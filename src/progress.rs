@@ -42,7 +42,7 @@ impl Phase {
             Phase::Read => "read",
             Phase::Recover => "looked up",
             Phase::Apply => "applied",
-            Phase::Adopt => "matched",
+            Phase::Adopt => "compared",
         }
     }
 }

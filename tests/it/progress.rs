@@ -129,6 +129,27 @@ async fn progress_events_and_systemd_status_without_a_terminal() {
         statuses.iter().any(|s| s.contains("covata: 10/10 applied")),
         "{statuses:?}"
     );
+
+    // The service (`run --once` here) reports through the same observer: its status shows
+    // the run's progress, then the run's result.
+    env.write_csv(&user_rows(1..=35, |_| false));
+    let o = env
+        .command(&["run", "--once", "--allow-root"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("DIRSYNC_PROGRESS_INTERVAL_MS", "50")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(env.emails().len(), 35);
+    assert!(!progress_events(&stderr(&o)).is_empty(), "{}", out(&o));
+    let mut statuses = Vec::new();
+    while let Ok(n) = socket.recv(&mut buf) {
+        statuses.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let progress_at = statuses
+        .iter()
+        .position(|s| s.contains("STATUS=covata: 5/5 applied"));
+    assert!(progress_at.is_some(), "{statuses:?}");
 }
 
 /// `dirsync <args>` on a pseudo-terminal (standard input, output and error), with `input`
