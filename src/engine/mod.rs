@@ -197,9 +197,13 @@ pub async fn apply_with(
     let (m, (), w) = tokio::join!(marker, workers, writer);
     m?;
     w?;
-    task.set(plan.ops.len() as u64, summary.failed);
-    drop(task);
     summary.interrupted += interrupted.load(Ordering::SeqCst);
+    // Every operation is settled now, or counted as left for the next run.
+    task.set(
+        summary.applied + summary.failed + summary.skipped + summary.interrupted,
+        summary.failed,
+    );
+    drop(task);
     summary.fatal = fatal.get().cloned();
     summary.stopped =
         summary.interrupted > 0 && summary.fatal.is_none() && stop.load(Ordering::SeqCst);
