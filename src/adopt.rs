@@ -84,6 +84,8 @@ pub async fn adopt(
     match_on: MatchOn,
     dry_run: bool,
 ) -> Result<AdoptResult, AdoptError> {
+    // Progress: the listing (its length is known once it is in), then the matching.
+    let task = crate::progress::start(&target.name, crate::progress::Phase::Adopt, None, None);
     let remote = connector
         .list_accounts()
         .await
@@ -91,6 +93,7 @@ pub async fn adopt(
             target: target.name.clone(),
             source,
         })?;
+    task.set_total(remote.len() as u64);
     let recorded = store.load_accounts(&target.name).await?;
     let by_key: HashMap<&str, &RecordedAccount> =
         recorded.iter().map(|r| (r.key.as_str(), r)).collect();
@@ -148,6 +151,7 @@ pub async fn adopt(
         .map(|f| f.name.as_str())
         .collect();
     for r in &remote {
+        task.advance(1);
         if owned_remote.contains(r.remote_id.as_str()) {
             result.already_owned += 1;
             continue;

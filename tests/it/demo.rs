@@ -103,9 +103,9 @@ fn the_readme_demo_runs_against_the_demo_vendors() {
     assert_eq!(
         steps,
         [
-            "cargo run -- sync --config config/demo.toml",
+            "cargo run -- sync --yes --config config/demo.toml",
             "cargo run -- plan --config config/demo.toml",
-            "cargo run -- sync --config config/demo.toml",
+            "cargo run -- sync --yes --config config/demo.toml",
             "cargo run -- runs --config config/demo.toml",
         ],
         "the README's demo commands changed: {commands:#?}"

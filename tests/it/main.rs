@@ -20,6 +20,7 @@ mod ldap_source;
 mod monitoring;
 mod notify;
 mod primavera;
+mod progress;
 mod quarantine;
 mod quarantine_held;
 mod saved_plan;
