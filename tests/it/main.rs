@@ -22,6 +22,7 @@ mod primavera;
 mod quarantine;
 mod quarantine_held;
 mod saved_plan;
+mod status_page;
 mod store;
 mod support;
 mod sync;
