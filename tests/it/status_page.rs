@@ -69,6 +69,9 @@ impl Env {
 
     /// Waits until the daemon's first run has finished (its row is no longer `running`).
     async fn wait_first_run(&self, daemon: &mut Child) {
+        // The listener answers once the daemon has opened (and migrated) the store: only then
+        // is it opened here (two first migrations at once would race).
+        self.wait_status("/healthz", 200, daemon).await;
         let store = self.store().await;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {

@@ -21,7 +21,7 @@ const INSTALL_HINT: &str = "install Debian's chromium and chromium-driver \
 (`apt-get install chromium chromium-driver`; .ci/run installs them)";
 
 /// The W3C key of an element reference in WebDriver answers.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52f-4a8e42c8c8b4";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// The first of `names` found as an executable on `PATH` (or in `/usr/bin`).
 fn find_exe(names: &[&str]) -> Option<PathBuf> {
@@ -205,7 +205,11 @@ impl Drop for Browser {
             None,
         );
         self.driver.stop(libc::SIGTERM, Duration::from_secs(10));
-        if !std::thread::panicking() {
+        // The driver's log is kept when the test fails; the browser profile never is.
+        if std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(self.dir.join("profile"));
+            eprintln!("chromedriver log: {}", self.log.display());
+        } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -231,12 +235,19 @@ fn request(
     s.write_all(head.as_bytes())
         .and_then(|()| s.write_all(body.as_bytes()))
         .map_err(|e| format!("send: {e}"))?;
+    // The driver may keep the connection open: read the head, then the body's length.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("an answer without a header end")?;
+    let mut buf = [0u8; 8192];
+    let split = loop {
+        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("the connection closed before the answer's head ended".into());
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut payload = raw[split + 4..].to_vec();
     let status: u16 = head
@@ -244,12 +255,36 @@ fn request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("no status in {head:?}"))?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if chunked {
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_ascii_lowercase())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        // Until the last (empty) chunk has arrived.
+        while !payload.ends_with(b"0\r\n\r\n") {
+            let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            payload.extend_from_slice(&buf[..n]);
+        }
         payload = dechunk(&payload)?;
+    } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        while payload.len() < len {
+            let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("the connection closed before the body ended".into());
+            }
+            payload.extend_from_slice(&buf[..n]);
+        }
+        payload.truncate(len);
+    } else {
+        s.read_to_end(&mut payload)
+            .map_err(|e| format!("read: {e}"))?;
     }
     let value = if payload.is_empty() {
         Value::Null
