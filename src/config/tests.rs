@@ -855,7 +855,12 @@ fn http_status_page_is_a_boolean_that_needs_a_listener() {
     assert!(!c.http.status_page);
     let on = format!("{GOOD}\n[http]\nlisten = \"127.0.0.1:9187\"\nstatus_page = true\n");
     assert!(Dir::new(&on).load(&[]).unwrap().http.status_page);
-    let got = problems(Dir::new(&format!("{GOOD}\n[http]\nlisten = \"127.0.0.1:9187\"\nstatus_page = \"yes\"\n")).load(&[]));
+    let got = problems(
+        Dir::new(&format!(
+            "{GOOD}\n[http]\nlisten = \"127.0.0.1:9187\"\nstatus_page = \"yes\"\n"
+        ))
+        .load(&[]),
+    );
     assert!(
         got.iter().any(|p| p.starts_with("http.status_page: ")),
         "{got:#?}"

@@ -445,17 +445,15 @@ fn runs_section(d: &StatusData) -> Section {
                 || "-".to_string(),
                 |f| {
                     let secs = (f - r.started_at).num_seconds().max(0);
-                    humantime::format_duration(std::time::Duration::from_secs(
-                        secs.unsigned_abs(),
-                    ))
-                    .to_string()
+                    humantime::format_duration(std::time::Duration::from_secs(secs.unsigned_abs()))
+                        .to_string()
                 },
             );
-            let _ = write!(
+            let _ = writeln!(
                 b,
                 "<tr><td class=\"n\">{}</td><td>{}{}</td><td><span class=\"{}\">{}</span></td>\
                  <td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-                 <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>\n",
+                 <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
                 r.id,
                 esc(r.trigger.as_str()),
                 if r.forced { ", forced" } else { "" },
@@ -511,10 +509,10 @@ fn changes_section(d: &StatusData) -> Section {
                      <th>Status</th><th>Error</th></tr></thead>\n<tbody>\n",
                 );
                 for (i, op) in c.ops.operations.iter().enumerate() {
-                    let _ = write!(
+                    let _ = writeln!(
                         b,
                         "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                         <td><span class=\"{}\">{}</span></td><td>{}</td></tr>\n",
+                         <td><span class=\"{}\">{}</span></td><td>{}</td></tr>",
                         first + i as u64 + 1,
                         esc(&op.target),
                         esc(&op.kind),
@@ -638,14 +636,23 @@ mod tests {
     fn every_value_is_escaped_and_no_script_or_payload_is_written() {
         let html = render(&data(2, 1, &["<script>alert(1)</script>", "a&b\"c'd\ne"]));
         assert!(!html.contains("<script"), "{html}");
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
         assert!(html.contains("a&amp;b&quot;c&#39;d\\ne"), "{html}");
-        assert!(html.contains("refused: &quot;x&quot; &amp; &lt;y&gt;"), "{html}");
+        assert!(
+            html.contains("refused: &quot;x&quot; &amp; &lt;y&gt;"),
+            "{html}"
+        );
         assert!(html.contains("&lt;b&gt;boom&lt;/b&gt;"), "{html}");
         assert!(html.contains("deletes &lt;over&gt; limit"), "{html}");
         assert!(!html.contains("never shown"), "payloads are not shown");
         // The figures.
-        assert!(html.contains("<span class=\"blocked\">blocked</span>"), "{html}");
+        assert!(
+            html.contains("<span class=\"blocked\">blocked</span>"),
+            "{html}"
+        );
         assert!(html.contains("create 2"), "{html}");
         assert!(html.contains("<td class=\"n\">7</td>"), "{html}");
         assert!(html.contains("2 changes; page 1 of 1."), "{html}");

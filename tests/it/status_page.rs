@@ -14,7 +14,8 @@ use crate::support::webdriver::Browser;
 
 /// A user whose key and name are markup: the page must show them as text.
 const SCRIPT_KEY: &str = "<script>alert(1)</script>";
-const SCRIPT_ROW: &str = "<script>alert(1)</script>,script@example.com,<b>Eve</b>,<i>x</i>,active,staff\n";
+const SCRIPT_ROW: &str =
+    "<script>alert(1)</script>,script@example.com,<b>Eve</b>,<i>x</i>,active,staff\n";
 
 crate::support::env::suite_env!(Env {
     fake: FakeCovata,
@@ -84,7 +85,10 @@ impl Env {
             }
             if Instant::now() > deadline || daemon.try_wait().unwrap().is_some() {
                 let _ = daemon.kill();
-                panic!("the daemon's first run did not finish; log:\n{}", self.log());
+                panic!(
+                    "the daemon's first run did not finish; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -144,7 +148,10 @@ async fn status_page_in_headless_chromium_shows_the_synced_daemon() {
     assert!(runs.contains("Recent runs"), "{runs}");
     let first_run = browser.text("#runs tbody tr");
     for want in ["1", "schedule", "succeeded"] {
-        assert!(first_run.contains(want), "{want} missing from {first_run:?}");
+        assert!(
+            first_run.contains(want),
+            "{want} missing from {first_run:?}"
+        );
     }
     // The target: its verdict and its counts (4 owned, none pending, none failed).
     let target = browser.text("#targets tbody tr");
@@ -157,7 +164,11 @@ async fn status_page_in_headless_chromium_shows_the_synced_daemon() {
     // The plan's changes: four creates, the script user's key shown as text.
     let changes: Vec<String> = browser.texts("#changes tbody tr");
     assert_eq!(changes.len(), 4, "{changes:#?}");
-    assert!(changes.iter().all(|r| r.contains("create") && r.contains("succeeded")));
+    assert!(
+        changes
+            .iter()
+            .all(|r| r.contains("create") && r.contains("succeeded"))
+    );
     for key in ["E00001", "E00002", "E00003", SCRIPT_KEY] {
         assert!(
             changes.iter().any(|r| r.contains(key)),
@@ -174,7 +185,9 @@ async fn status_page_in_headless_chromium_shows_the_synced_daemon() {
     browser.goto(&format!("http://127.0.0.1:{}/status?page=9", env.port));
     let console = browser.console();
     assert!(
-        console.iter().any(|(l, m)| l == "SEVERE" && m.contains("404")),
+        console
+            .iter()
+            .any(|(l, m)| l == "SEVERE" && m.contains("404")),
         "a 404 page logged no console error: {console:#?}"
     );
     drop(browser);
@@ -198,7 +211,10 @@ async fn escaped_paged_and_off_by_default(backend: Backend) {
 
     // Escaped: the markup of the script user's key is text.
     assert!(!page1.contains("<script"), "unescaped markup:\n{page1}");
-    assert!(!page1.contains("<b>Eve"), "the user's name is not shown:\n{page1}");
+    assert!(
+        !page1.contains("<b>Eve"),
+        "the user's name is not shown:\n{page1}"
+    );
     assert!(
         page1.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "{page1}"
@@ -217,13 +233,19 @@ async fn escaped_paged_and_off_by_default(backend: Backend) {
     assert_eq!(status, 200, "{page2}");
     assert!(page2.contains("page 2 of 2."), "{page2}");
     assert_eq!(change_rows(&page2), 21, "{page2}");
-    assert!(page2.contains("<td class=\"n\">121</td>"), "rows numbered on: {page2}");
+    assert!(
+        page2.contains("<td class=\"n\">121</td>"),
+        "rows numbered on: {page2}"
+    );
     let (status, body) = env.get("/status?page=3").unwrap();
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("there are 2 pages"), "{body}");
     let (status, body) = env.get("/status?page=%3Cx%3E").unwrap();
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("page: \"<x>\" is not a page number"), "{body}");
+    assert!(
+        body.contains("page: \"<x>\" is not a page number"),
+        "{body}"
+    );
     stop(daemon);
 }
 

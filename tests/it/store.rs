@@ -1485,10 +1485,7 @@ async fn status_page_counts_and_pages(fx: &Fixture) {
         .journal(run2, "primavera", &[new_op("a", "update")])
         .await
         .unwrap();
-    store
-        .begin_run(&new_run(Trigger::DryRun, 3))
-        .await
-        .unwrap();
+    store.begin_run(&new_run(Trigger::DryRun, 3)).await.unwrap();
     assert_eq!(store.last_journaled_run().await.unwrap(), Some(run2));
     assert_eq!(
         store.run_operations_page(run2, 0, 100).await.unwrap().total,
