@@ -661,6 +661,44 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_or_skipped_target_shows_why_and_the_last_apply_counts() {
+        let failed = serde_json::json!({"targets": [{
+            "name": "covata", "verdict": {"status": "allowed"},
+            "summary": {"create": 0}, "error": "covata: unreachable <host>",
+        }]});
+        let applied = serde_json::json!({"targets": [{
+            "name": "covata", "verdict": {"status": "allowed"},
+            "summary": {"update": 3}, "applied": {"applied": 1, "failed": 2},
+        }]});
+        let mut d = data(0, 1, &[]);
+        d.runs = vec![run(3, failed), run(2, applied)];
+        let html = render(&d);
+        assert!(
+            html.contains("<span class=\"failed\">failed</span> <small>(run 3, schedule)</small>"),
+            "{html}"
+        );
+        assert!(html.contains("covata: unreachable &lt;host&gt;"), "{html}");
+        assert!(html.contains("<td>no changes</td>"), "{html}");
+        // Failed in last apply: from run 2, the newest that applied something.
+        assert!(
+            html.contains("<td class=\"n\"><span class=\"failed\">2</span></td>"),
+            "{html}"
+        );
+        let skipped = serde_json::json!({"targets": [{
+            "name": "covata", "verdict": {"status": "allowed"},
+            "skipped": "another instance holds the target",
+        }]});
+        d.runs = vec![run(4, skipped)];
+        let html = render(&d);
+        assert!(
+            html.contains("<span class=\"skipped\">skipped</span>"),
+            "{html}"
+        );
+        assert!(html.contains("another instance holds the target"), "{html}");
+        assert!(html.contains("<td class=\"n\">-</td></tr>"), "{html}");
+    }
+
+    #[test]
     fn paging_links_and_page_numbers() {
         let html = render(&data(250, 2, &["k"]));
         assert!(html.contains("page 2 of 3."), "{html}");

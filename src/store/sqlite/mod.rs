@@ -459,10 +459,10 @@ impl Store for SqliteStore {
     async fn target_counts(&self, target: &str) -> Result<super::TargetCounts, StoreError> {
         let context = format!("count the accounts and unfinished operations of target {target:?}");
         let (owned, not_owned, unfinished): (i64, i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM accounts WHERE target = ?1 AND owned = 1), \
-                    (SELECT COUNT(*) FROM accounts WHERE target = ?1 AND owned = 0), \
+            "SELECT COUNT(*) FILTER (WHERE owned = 1), COUNT(*) FILTER (WHERE owned = 0), \
                     (SELECT COUNT(*) FROM operations \
-                     WHERE target = ?1 AND status IN ('pending', 'sent'))",
+                     WHERE target = ?1 AND status IN ('pending', 'sent')) \
+             FROM accounts WHERE target = ?1",
         )
         .bind(target)
         .fetch_one(&self.pool)
