@@ -103,6 +103,7 @@ pub async fn run(
     }
     let store = crate::store::open(&config.state.location, config.state.auto_migrate).await?;
     let listen = config.http.listen;
+    let status_page = config.http.status_page;
     let (stop_tx, stop_rx) = watch::channel(false);
     let daemon = Arc::new(Daemon {
         config: RwLock::new(config),
@@ -119,7 +120,7 @@ pub async fn run(
                     addr,
                     message: e.to_string(),
                 })?;
-        info!(%addr, "health and metrics listener started");
+        info!(%addr, status_page, "health and metrics listener started");
         let d = Arc::clone(&daemon);
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
