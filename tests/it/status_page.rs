@@ -52,12 +52,14 @@ impl Env {
     }
 
     /// `dirsync run`, its log in a file.
-    fn spawn_daemon(&self) -> Child {
-        self.command(&["run", "--allow-root"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path("daemon.log")).unwrap())
-            .spawn()
-            .unwrap()
+    fn spawn_daemon(&self) -> Daemon {
+        Daemon(
+            self.command(&["run", "--allow-root"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.path("daemon.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     fn log(&self) -> String {
@@ -116,7 +118,33 @@ impl Env {
     }
 }
 
-fn stop(mut daemon: Child) {
+/// A running daemon: killed if the test fails before [`stop`], so none outlives its test.
+struct Daemon(Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// SIGTERM, and the daemon exits.
+fn stop(mut daemon: Daemon) {
     // SAFETY: kill(2) on our own child's pid with a valid signal number.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     crate::support::cmd::wait_exit(&mut daemon, Duration::from_secs(30), "the daemon");
