@@ -1,6 +1,9 @@
 //! `dirsync run`: the long-lived service. Scheduled runs that never overlap, per-target leader
 //! locks (taken by each run), SIGTERM/SIGINT graceful shutdown, SIGHUP reload, systemd
-//! notifications (READY, STATUS, WATCHDOG), and the optional health/metrics listener.
+//! notifications (READY, STATUS, WATCHDOG), and the optional health/metrics listener (with the
+//! opt-in status page, [`status_page`]).
+
+pub mod status_page;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -100,6 +103,7 @@ pub async fn run(
     }
     let store = crate::store::open(&config.state.location, config.state.auto_migrate).await?;
     let listen = config.http.listen;
+    let status_page = config.http.status_page;
     let (stop_tx, stop_rx) = watch::channel(false);
     let daemon = Arc::new(Daemon {
         config: RwLock::new(config),
@@ -116,7 +120,7 @@ pub async fn run(
                     addr,
                     message: e.to_string(),
                 })?;
-        info!(%addr, "health and metrics listener started");
+        info!(%addr, status_page, "health and metrics listener started");
         let d = Arc::clone(&daemon);
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
@@ -403,10 +407,43 @@ async fn readiness(d: &Daemon) -> (axum::http::StatusCode, String) {
     (StatusCode::OK, "ready\n".to_string())
 }
 
+/// `GET /status`: the status page when `[http] status_page` is on (read at each request, so a
+/// SIGHUP reload turns it on or off), else 404 as for any unknown path.
+async fn status(d: &Daemon, query: Option<&str>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let config = d.config.read().await.clone();
+    if !config.http.status_page {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    }
+    let page = match status_page::page_of(query) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    match status_page::load(d.store.as_ref(), &config, page).await {
+        Ok(data) => status_page::response(&data),
+        Err(e) => {
+            if let status_page::PageError::Store(err) = &e {
+                warn!(error = %err, "status page: the state store did not answer");
+            }
+            e.into_response()
+        }
+    }
+}
+
 fn router(d: Arc<Daemon>) -> axum::Router {
     use axum::routing::get;
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/status",
+            get({
+                let d = Arc::clone(&d);
+                move |axum::extract::RawQuery(query): axum::extract::RawQuery| {
+                    let d = Arc::clone(&d);
+                    async move { status(&d, query.as_deref()).await }
+                }
+            }),
+        )
         .route(
             "/readyz",
             get({

@@ -854,6 +854,8 @@ pub fn run_summary(plan: &RunPlan) -> serde_json::Value {
             "summary": t.plan.summary,
             "recovered": t.recovered,
             "applied": t.applied,
+            "error": t.error,
+            "skipped": t.skipped,
         })).collect::<Vec<_>>(),
     })
 }

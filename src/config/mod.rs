@@ -69,6 +69,8 @@ pub struct HttpListenConfig {
     pub listen: Option<std::net::SocketAddr>,
     /// `/readyz` fails after this many failed runs in a row (default 3).
     pub unready_after_failures: u32,
+    /// `status_page`: serve the read-only HTML status page at `/status` (default false).
+    pub status_page: bool,
 }
 
 #[derive(Debug, Clone)]

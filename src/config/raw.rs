@@ -61,6 +61,7 @@ pub struct RawDaemon {
 pub struct RawHttp {
     pub listen: Option<String>,
     pub unready_after_failures: Option<u32>,
+    pub status_page: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

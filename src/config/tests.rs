@@ -909,3 +909,33 @@ fn source_timeout_table() {
         }
     }
 }
+
+/// `[http] status_page`: off by default, a boolean, and only with a listener to serve it on.
+#[test]
+fn http_status_page_is_a_boolean_that_needs_a_listener() {
+    let c = Dir::new(GOOD).load(&[]).unwrap();
+    assert!(!c.http.status_page);
+    let on = format!("{GOOD}\n[http]\nlisten = \"127.0.0.1:9187\"\nstatus_page = true\n");
+    assert!(Dir::new(&on).load(&[]).unwrap().http.status_page);
+    let got = problems(
+        Dir::new(&format!(
+            "{GOOD}\n[http]\nlisten = \"127.0.0.1:9187\"\nstatus_page = \"yes\"\n"
+        ))
+        .load(&[]),
+    );
+    assert!(
+        got.iter().any(|p| p.starts_with("http.status_page: ")),
+        "{got:#?}"
+    );
+    let got = problems(Dir::new(&format!("{GOOD}\n[http]\nstatus_page = true\n")).load(&[]));
+    assert!(
+        got.iter()
+            .any(|p| p.starts_with("http.status_page: ") && p.contains("http.listen")),
+        "{got:#?}"
+    );
+    // The environment spelling sets it too.
+    let c = Dir::new(&format!("{GOOD}\n[http]\nlisten = \"127.0.0.1:9187\"\n"))
+        .load(&[("DIRSYNC_HTTP__STATUS_PAGE", "true")])
+        .unwrap();
+    assert!(c.http.status_page);
+}

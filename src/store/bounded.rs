@@ -14,7 +14,7 @@ use super::{
     AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OperationRecord, RecordedAccount,
     RunFinish, RunRecord, Store, StoreError, TargetLock,
 };
-use crate::store::{AccountChange, PruneSummary};
+use crate::store::{AccountChange, OperationPage, PruneSummary, TargetCounts};
 
 /// A store whose every call is bounded by `limit`.
 pub struct Bounded<S> {
@@ -167,6 +167,29 @@ impl<S: Store> Store for Bounded<S> {
     async fn run_operations(&self, run_id: i64) -> Result<Vec<OperationRecord>, StoreError> {
         self.call("run operations", self.inner.run_operations(run_id))
             .await
+    }
+
+    async fn target_counts(&self, target: &str) -> Result<TargetCounts, StoreError> {
+        self.call("target counts", self.inner.target_counts(target))
+            .await
+    }
+
+    async fn last_journaled_run(&self) -> Result<Option<i64>, StoreError> {
+        self.call("last journaled run", self.inner.last_journaled_run())
+            .await
+    }
+
+    async fn run_operations_page(
+        &self,
+        run_id: i64,
+        offset: u64,
+        limit: u32,
+    ) -> Result<OperationPage, StoreError> {
+        self.call(
+            "run operations page",
+            self.inner.run_operations_page(run_id, offset, limit),
+        )
+        .await
     }
 
     async fn load_account_records(

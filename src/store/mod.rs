@@ -295,6 +295,26 @@ pub struct OperationRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A target's figures on the status page: its account rows and its unfinished journal rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TargetCounts {
+    /// Accounts dirsync owns on the target.
+    pub owned: u64,
+    /// Accounts recorded as not owned (a create met an existing account; `adopt` can take them).
+    pub not_owned: u64,
+    /// Journal rows left `pending` or `sent` by an interrupted run (the next run reconciles them).
+    pub unfinished: u64,
+}
+
+/// One page of a run's journal ([`Store::run_operations_page`]).
+#[derive(Debug, Clone, Default)]
+pub struct OperationPage {
+    /// Operations the run journaled in all.
+    pub total: u64,
+    /// This page's operations, in journal order.
+    pub operations: Vec<OperationRecord>,
+}
+
 /// An operation to journal (as `pending`).
 #[derive(Debug, Clone)]
 pub struct NewOperation {
@@ -566,6 +586,19 @@ pub trait Store: Send + Sync {
     /// operation is journaled for the target; with the account rows it is the state a saved
     /// plan is checked against (`dirsync apply`).
     async fn state_version(&self, target: &str) -> Result<i64, StoreError>;
+
+    /// The status page's figures of a target ([`TargetCounts`]), in one statement.
+    async fn target_counts(&self, target: &str) -> Result<TargetCounts, StoreError>;
+    /// The newest run that journaled operations (the last plan that was applied), if any.
+    async fn last_journaled_run(&self) -> Result<Option<i64>, StoreError>;
+    /// `limit` journaled operations of a run from `offset` on, in journal order, and how many
+    /// the run journaled in all.
+    async fn run_operations_page(
+        &self,
+        run_id: i64,
+        offset: u64,
+        limit: u32,
+    ) -> Result<OperationPage, StoreError>;
 
     #[doc(hidden)]
     fn pending_impl(&self, what: &str) -> StoreError {

@@ -24,6 +24,7 @@ mod progress;
 mod quarantine;
 mod quarantine_held;
 mod saved_plan;
+mod status_page;
 mod store;
 mod support;
 mod sync;

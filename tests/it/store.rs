@@ -9,7 +9,8 @@ use dirsync::store::postgres::PgStore;
 use dirsync::store::sqlite::SqliteStore;
 use dirsync::store::{
     AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OpStatus,
-    PruneSummary, RecordedAccount, RunFilter, RunFinish, RunStatus, Store, StoreError, Trigger,
+    PruneSummary, RecordedAccount, RunFilter, RunFinish, RunStatus, Store, StoreError,
+    TargetCounts, Trigger,
 };
 
 use crate::support::pg::pg_url;
@@ -172,6 +173,7 @@ on_both_backends!(
     record_outcomes_folds_changes_per_key,
     record_outcomes_rewrites_existing_rows,
     prune_runs_keeps_what_is_still_needed,
+    status_page_counts_and_pages,
 );
 
 fn ts(micros: i64) -> DateTime<Utc> {
@@ -1469,4 +1471,96 @@ async fn sqlite_prune_vacuums_when_auto_vacuum_is_on() {
         .unwrap();
     assert_eq!(free, 0);
     assert!(pages(&store).await < before / 2);
+}
+
+/// The status page's reads: a target's counts (owned, not owned, unfinished journal rows; other
+/// targets not counted), the newest run that journaled, and a run's journal page by page.
+async fn status_page_counts_and_pages(fx: &Fixture) {
+    let store = fx.store();
+    assert_eq!(
+        store.target_counts("covata").await.unwrap(),
+        TargetCounts::default()
+    );
+    assert_eq!(store.last_journaled_run().await.unwrap(), None);
+
+    let mut not_owned = record("c", "h");
+    not_owned.account.owned = false;
+    store
+        .upsert_accounts("covata", &[record("a", "h"), record("b", "h"), not_owned])
+        .await
+        .unwrap();
+    store
+        .upsert_accounts("primavera", &[record("a", "h")])
+        .await
+        .unwrap();
+    let run1 = store
+        .begin_run(&new_run(Trigger::Schedule, 1))
+        .await
+        .unwrap();
+    let ops: Vec<NewOperation> = ["k1", "k2", "k3", "k4", "k5"]
+        .iter()
+        .map(|k| new_op(k, "create"))
+        .collect();
+    let ids = store.journal(run1, "covata", &ops).await.unwrap();
+    store.mark_sent(&ids[..3]).await.unwrap();
+    store
+        .record_outcomes(
+            "covata",
+            &[
+                outcome(ids[1], OpStatus::Succeeded, None, Some("r1")),
+                outcome(ids[2], OpStatus::Failed, Some("refused"), None),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    // ids[0] sent, ids[3] and ids[4] pending.
+    assert_eq!(
+        store.target_counts("covata").await.unwrap(),
+        TargetCounts {
+            owned: 2,
+            not_owned: 1,
+            unfinished: 3
+        }
+    );
+    assert_eq!(
+        store.target_counts("primavera").await.unwrap(),
+        TargetCounts {
+            owned: 1,
+            not_owned: 0,
+            unfinished: 0
+        }
+    );
+    assert_eq!(store.last_journaled_run().await.unwrap(), Some(run1));
+
+    let page = store.run_operations_page(run1, 0, 2).await.unwrap();
+    assert_eq!(page.total, 5);
+    let got: Vec<i64> = page.operations.iter().map(|o| o.id).collect();
+    assert_eq!(got, ids[..2]);
+    let page = store.run_operations_page(run1, 4, 2).await.unwrap();
+    assert_eq!(page.total, 5);
+    assert_eq!(page.operations.len(), 1);
+    assert_eq!(page.operations[0].source_key, "k5");
+    let failed = store.run_operations_page(run1, 2, 1).await.unwrap();
+    assert_eq!(failed.operations[0].status, "failed");
+    assert_eq!(failed.operations[0].last_error.as_deref(), Some("refused"));
+    let past = store.run_operations_page(run1, 10, 2).await.unwrap();
+    assert_eq!((past.total, past.operations.len()), (5, 0));
+
+    // A newer run that journaled on another target is the newest journaled run; a run that
+    // journaled nothing is not.
+    let run2 = store
+        .begin_run(&new_run(Trigger::Schedule, 2))
+        .await
+        .unwrap();
+    store
+        .journal(run2, "primavera", &[new_op("a", "update")])
+        .await
+        .unwrap();
+    store.begin_run(&new_run(Trigger::DryRun, 3)).await.unwrap();
+    assert_eq!(store.last_journaled_run().await.unwrap(), Some(run2));
+    assert_eq!(
+        store.run_operations_page(run2, 0, 100).await.unwrap().total,
+        1
+    );
 }

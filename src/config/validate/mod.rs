@@ -155,7 +155,15 @@ pub fn validate(
     let http = HttpListenConfig {
         listen,
         unready_after_failures: raw.http.unready_after_failures.unwrap_or(3).max(1),
+        status_page: raw.http.status_page.unwrap_or(false),
     };
+    if http.status_page && raw.http.listen.is_none() {
+        pr.push(
+            "http.status_page",
+            "the status page is served on the [http] listener: set http.listen too \
+             (e.g. listen = \"127.0.0.1:9187\")",
+        );
+    }
     let extra = source
         .as_ref()
         .map(SourceConfig::extra_attributes)

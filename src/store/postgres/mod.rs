@@ -532,6 +532,64 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn target_counts(&self, target: &str) -> Result<super::TargetCounts, StoreError> {
+        let context = format!("count the accounts and unfinished operations of target {target:?}");
+        let (owned, not_owned, unfinished): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE owned), COUNT(*) FILTER (WHERE NOT owned), \
+                    (SELECT COUNT(*) FROM operations \
+                     WHERE target = $1 AND status IN ('pending', 'sent')) \
+             FROM accounts WHERE target = $1",
+        )
+        .bind(target)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error(context.clone()))?;
+        let count = |n, what| rows::to_u64(BACKEND, n, what, &context);
+        Ok(super::TargetCounts {
+            owned: count(owned, "owned accounts")?,
+            not_owned: count(not_owned, "not-owned accounts")?,
+            unfinished: count(unfinished, "unfinished operations")?,
+        })
+    }
+
+    async fn last_journaled_run(&self) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT MAX(run_id) FROM operations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error("find the last run that journaled operations"))
+    }
+
+    async fn run_operations_page(
+        &self,
+        run_id: i64,
+        offset: u64,
+        limit: u32,
+    ) -> Result<super::OperationPage, StoreError> {
+        let context = format!("list operations of run {run_id} from {offset}");
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM operations WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error(context.clone()))?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations WHERE run_id = $1 \
+             ORDER BY id LIMIT $2 OFFSET $3"
+        )))
+        .bind(run_id)
+        .bind(i64::from(limit))
+        .bind(rows::to_i64(offset))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(context.clone()))?;
+        Ok(super::OperationPage {
+            total: rows::to_u64(BACKEND, total, "operation count", &context)?,
+            operations: rows
+                .iter()
+                .map(|row| operation_from_row(row, &context))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
     async fn load_account_records(
         &self,
         target: &str,

@@ -14,3 +14,4 @@ pub mod primavera;
 pub mod slapd;
 pub mod smtp;
 pub mod valuekeep;
+pub mod webdriver;
