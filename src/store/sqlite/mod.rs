@@ -133,6 +133,37 @@ impl SqliteStore {
     }
 }
 
+/// How long `migrate` waits for another process's migration of the same file.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Takes an exclusive `flock` on the database file (independent of SQLite's own `fcntl`
+/// locks), waiting up to [`MIGRATION_LOCK_WAIT`]; the lock goes with the returned file.
+async fn lock_for_migration(path: &Path) -> Result<std::fs::File, StoreError> {
+    let err = |message: String| StoreError::Migrate {
+        backend: BACKEND,
+        message: format!("{}: {message}", path.display()),
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+    let deadline = tokio::time::Instant::now() + MIGRATION_LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(err(format!(
+                    "another process has been migrating this database for {}s",
+                    MIGRATION_LOCK_WAIT.as_secs()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(err(format!("cannot lock for the migration: {e}")));
+            }
+        }
+    }
+}
+
 fn corrupt(context: impl Into<String>, message: impl Into<String>) -> StoreError {
     rows::corrupt(BACKEND, context, message)
 }
@@ -148,6 +179,14 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
+        // sqlx takes no lock for SQLite migrations: two processes migrating a new database
+        // at once (a daemon and a `sync` started together) would both run the first
+        // migration, and one would fail. An exclusive lock on the file serialises them; the
+        // second then finds the migrations applied.
+        let _guard = match &self.loc.file {
+            Some(path) => Some(lock_for_migration(path).await?),
+            None => None,
+        };
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.pool)
             .await
@@ -918,6 +957,34 @@ mod tests {
         assert_eq!(parse_ts(&text), Ok(ts));
         // What the column defaults write (milliseconds) parses too.
         assert!(parse_ts("2026-11-25T09:01:02.123Z").is_ok());
+    }
+
+    /// Two stores migrating one new database file at once both succeed (the second waits
+    /// for the first and finds its migrations applied).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_migrations_of_a_new_file_both_succeed() {
+        for round in 0..10 {
+            let dir = match tempfile::tempdir() {
+                Ok(d) => d,
+                Err(e) => panic!("{e}"),
+            };
+            let path = dir.path().join("state.db");
+            let open = |p: std::path::PathBuf| async move {
+                let store = SqliteStore::open(&p).await?;
+                store.migrate().await
+            };
+            let (a, b) = tokio::join!(
+                tokio::spawn(open(path.clone())),
+                tokio::spawn(open(path.clone()))
+            );
+            for r in [a, b] {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => panic!("round {round}: {e}"),
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+            }
+        }
     }
 
     /// The `json_each` statements look rows up by key: a plan that scans `accounts` or
