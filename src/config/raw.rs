@@ -116,6 +116,9 @@ pub struct RawLdap {
     pub missing_email: Option<String>,
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
+    /// Live sync: `off`, `syncrepl`, `usn` (taken out before the source is validated).
+    pub live: Option<String>,
+    pub poll_interval: Option<String>,
 }
 
 /// One attribute name, or a list tried in order.
@@ -169,6 +172,9 @@ pub struct RawCsv {
     pub groups_separator: Option<String>,
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
+    /// Live sync: run when a new export lands (taken out before the source is validated).
+    pub watch: Option<bool>,
+    pub settle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +202,7 @@ pub struct RawSafety {
     pub max_quarantined: Option<u64>,
     pub max_quarantined_percent: Option<f64>,
     pub max_plan_age: Option<String>,
+    pub window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +211,7 @@ pub struct RawSchedule {
     pub interval: Option<String>,
     pub jitter: Option<String>,
     pub run_on_start: Option<bool>,
+    pub full_every: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -57,7 +57,10 @@
 mod conn;
 mod decode;
 mod groups;
+mod keyed;
 mod settings;
+pub mod syncrepl;
+pub mod usn;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -71,6 +74,7 @@ use crate::model::{Quarantined, Snapshot, User};
 use conn::{connect, paged_search};
 use decode::{Outcome, duplicates, entry_to_user, user_attributes, values};
 pub use decode::{dn_key, format_key, guid_string, shown};
+pub use keyed::{load_keys, only_keys};
 use groups::{group_index, group_problems, nest_member_of};
 pub use settings::{
     DisabledRule, GroupSearch, GroupSource, KeyFormat, LdapAttributes, LdapSettings, MissingEmail,

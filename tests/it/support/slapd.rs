@@ -2,7 +2,7 @@
 //!
 //! [`Slapd::start`] writes a `slapd.conf` in a temp dir (mdb backend, the memberof overlay,
 //! schema core / cosine / inetorgperson / nis plus a small test schema with `nsAccountLock`,
-//! `objectGUID` and `userAccountControl`), loads the given LDIF with `slapadd` (fast, no
+//! `objectGUID` and `userAccountControl`; the syncprov overlay for live sync), loads the given LDIF with `slapadd` (fast, no
 //! overlays: `memberOf` is only maintained for what is added later with [`Slapd::modify`]),
 //! and starts `slapd -d 0` on a free port of 127.0.0.1.
 //!
@@ -161,6 +161,7 @@ impl Slapd {
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
              moduleload memberof\n\
+             moduleload syncprov\n\
              pidfile {root}/slapd.pid\n\
              {tls_conf}\
              {limits}\n\
@@ -172,7 +173,10 @@ impl Slapd {
              maxsize 4294967296\n\
              dbnosync\n\
              index objectClass eq\n\
-             overlay memberof\n",
+             index entryCSN,entryUUID eq\n\
+             overlay memberof\n\
+             overlay syncprov\n\
+             syncprov-checkpoint 1 1\n",
             root = root.display()
         );
         let conf_path = root.join("slapd.conf");
