@@ -851,8 +851,15 @@ fn source_timeout_table() {
 #[test]
 fn live_keys_table() {
     use crate::config::live::LiveMode;
-    let ldap = "kind = \"ldap\"\n[source.ldap]\nurl = \"ldap://dir.example\"\nanonymous = true\n\
-                base_dn = \"dc=example\"\n";
+    let ldap_with = |live: &str| {
+        GOOD.replace(
+            "kind = \"csv\"\n",
+            &format!(
+                "kind = \"ldap\"\n[source.ldap]\nurl = \"ldap://dir.example\"\nanonymous = true\n\
+                 base_dn = \"dc=example\"\n{live}[source.ldap.extra]\ndepartment = \"department\"\n"
+            ),
+        )
+    };
     let csv_good = GOOD.replace("[source.csv]\n", "[source.csv]\nwatch = true\n");
     let cases: Vec<(String, Result<(LiveMode, Option<u64>, u64), &str>)> = vec![
         (GOOD.to_string(), Ok((LiveMode::Off, None, 3600))),
@@ -870,36 +877,27 @@ fn live_keys_table() {
             Err("source.csv.settle: only used with watch = true"),
         ),
         (
-            GOOD.replace("kind = \"csv\"\n", &format!("{ldap}live = \"syncrepl\"\n")),
+            ldap_with("live = \"syncrepl\"\n"),
             Ok((LiveMode::Syncrepl, None, 3600)),
         ),
         (
-            GOOD.replace("kind = \"csv\"\n", &format!("{ldap}live = \"usn\"\n")),
+            ldap_with("live = \"usn\"\n"),
             Ok((LiveMode::Usn { poll_interval: Duration::from_secs(15) }, None, 3600)),
         ),
         (
-            GOOD.replace(
-                "kind = \"csv\"\n",
-                &format!("{ldap}live = \"usn\"\npoll_interval = \"1m\"\n"),
-            ),
+            ldap_with("live = \"usn\"\npoll_interval = \"1m\"\n"),
             Ok((LiveMode::Usn { poll_interval: Duration::from_secs(60) }, None, 3600)),
         ),
         (
-            GOOD.replace("kind = \"csv\"\n", &format!("{ldap}live = \"push\"\n")),
+            ldap_with("live = \"push\"\n"),
             Err("source.ldap.live: unknown live mode \"push\" (off, syncrepl, usn)"),
         ),
         (
-            GOOD.replace(
-                "kind = \"csv\"\n",
-                &format!("{ldap}live = \"syncrepl\"\npoll_interval = \"5s\"\n"),
-            ),
+            ldap_with("live = \"syncrepl\"\npoll_interval = \"5s\"\n"),
             Err("source.ldap.poll_interval: only used with live = \"usn\""),
         ),
         (
-            GOOD.replace(
-                "kind = \"csv\"\n",
-                &format!("{ldap}live = \"usn\"\npoll_interval = \"0s\"\n"),
-            ),
+            ldap_with("live = \"usn\"\npoll_interval = \"0s\"\n"),
             Err("source.ldap.poll_interval: must be at least 1s"),
         ),
         (
