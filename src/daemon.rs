@@ -256,9 +256,7 @@ fn full_schedule(c: &Config) -> ScheduleConfig {
 }
 
 /// The next live event (never, without live sync); `None` when the stream ended.
-async fn next_live(
-    live: &mut Option<crate::live::Live>,
-) -> Option<crate::source::live::LiveEvent> {
+async fn next_live(live: &mut Option<crate::live::Live>) -> Option<crate::source::live::LiveEvent> {
     match live {
         Some(l) => l.next().await,
         None => std::future::pending().await,
@@ -285,7 +283,11 @@ async fn live_run(
         let c = d.config.read().await;
         live.scope(&batch, &c)
     };
-    info!(events = batch.events, full = batch.full.as_deref().unwrap_or(""), "live sync: run");
+    info!(
+        events = batch.events,
+        full = batch.full.as_deref().unwrap_or(""),
+        "live sync: run"
+    );
     let ended = guarded_run(d, Trigger::Live, scope, stop_rx, shutdown_timeout).await;
     if let Some(plan) = &ended.plan {
         live.after_live_run(&batch, plan);

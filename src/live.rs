@@ -120,7 +120,9 @@ impl LiveView {
             s.events
         );
         if let Some(h) = held(&self.holding).as_ref() {
-            line.push_str(&format!("; holding disables and deletes until the next full run: {h}"));
+            line.push_str(&format!(
+                "; holding disables and deletes until the next full run: {h}"
+            ));
         }
         line
     }
@@ -158,7 +160,10 @@ impl Live {
                     .live_cookie(&id)
                     .await
                     .map_err(|e| fail(format!("cannot read the stored position: {e}")))?;
-                info!(resume = cookie.is_some(), "live sync: starting the syncrepl stream");
+                info!(
+                    resume = cookie.is_some(),
+                    "live sync: starting the syncrepl stream"
+                );
                 crate::source::ldap::syncrepl::spawn(l.clone(), cookie, status.clone(), tx);
                 source_id = Some(id);
             }
@@ -195,7 +200,8 @@ impl Live {
 
     /// The live runs of the last `safety.window` (a restart does not reset the window).
     async fn seed(&mut self, config: &Config, store: &dyn Store) {
-        let since = Utc::now() - chrono::Duration::from_std(config.safety.window).unwrap_or_default();
+        let since =
+            Utc::now() - chrono::Duration::from_std(config.safety.window).unwrap_or_default();
         match store.list_runs(SEED_RUNS).await {
             Ok(runs) => {
                 for r in runs.iter().rev() {
@@ -207,7 +213,9 @@ impl Live {
                     }
                 }
             }
-            Err(e) => warn!(error = %e, "live sync: cannot read the recent live runs; the window starts empty"),
+            Err(e) => {
+                warn!(error = %e, "live sync: cannot read the recent live runs; the window starts empty")
+            }
         }
     }
 
@@ -235,7 +243,8 @@ impl Live {
 
     /// The scope of the live run of `batch`.
     pub fn scope(&mut self, batch: &Batch, config: &Config) -> Scope {
-        let since = Utc::now() - chrono::Duration::from_std(config.safety.window).unwrap_or_default();
+        let since =
+            Utc::now() - chrono::Duration::from_std(config.safety.window).unwrap_or_default();
         while self.window.front().is_some_and(|(at, _, _)| *at < since) {
             self.window.pop_front();
         }
@@ -284,7 +293,9 @@ impl Live {
     /// After a scheduled (full) run that was not blocked nor failed: it decided, the hold ends.
     pub fn after_full_run(&mut self, decided: bool) {
         if decided && held(&self.holding).take().is_some() {
-            info!("live sync: the full run decided; the stream no longer holds disables and deletes");
+            info!(
+                "live sync: the full run decided; the stream no longer holds disables and deletes"
+            );
         }
     }
 
@@ -300,7 +311,9 @@ impl Live {
     pub fn position_after_live_run(&mut self, ok: bool) -> Option<Option<Vec<u8>>> {
         if !ok {
             if !self.behind {
-                warn!("live sync: a live run failed; the stream position is kept where it was until the next full run");
+                warn!(
+                    "live sync: a live run failed; the stream position is kept where it was until the next full run"
+                );
             }
             self.behind = true;
         }
@@ -317,7 +330,11 @@ impl Live {
 
     /// After a full run that succeeded: `covered` (from [`Self::position_before_full_run`]) is
     /// where the stream may resume.
-    pub fn position_after_full_run(&mut self, ok: bool, covered: Option<Vec<u8>>) -> Option<Option<Vec<u8>>> {
+    pub fn position_after_full_run(
+        &mut self,
+        ok: bool,
+        covered: Option<Vec<u8>>,
+    ) -> Option<Option<Vec<u8>>> {
         if !ok || self.source_id.is_none() {
             return None;
         }
@@ -395,7 +412,13 @@ mod tests {
         ]});
         assert_eq!(
             applied_of_summary(&v),
-            [("a".to_string(), WindowCounts { disables: 3, deletes: 0 })]
+            [(
+                "a".to_string(),
+                WindowCounts {
+                    disables: 3,
+                    deletes: 0
+                }
+            )]
         );
     }
 
@@ -403,11 +426,18 @@ mod tests {
     fn batches_gather_keys_and_a_full_read_wins() {
         let mut b = Batch::default();
         let now = Instant::now();
-        b.add(LiveEvent::Changed { keys: vec!["b".into(), "a".into()], changed_at: None, received: now });
+        b.add(LiveEvent::Changed {
+            keys: vec!["b".into(), "a".into()],
+            changed_at: None,
+            received: now,
+        });
         b.add(LiveEvent::Cookie(vec![1]));
         assert_eq!(b.events, 2);
         assert!(b.full.is_none());
-        b.add(LiveEvent::Full { why: "x".into(), received: now });
+        b.add(LiveEvent::Full {
+            why: "x".into(),
+            received: now,
+        });
         assert_eq!(b.full.as_deref(), Some("x"));
         assert_eq!(b.cookie.as_deref(), Some(&[1u8][..]));
     }

@@ -655,19 +655,13 @@ async fn apply_locked(
                 Some(keys) => plan_keys(store, t, snapshot, keys, opts.now).await?,
                 None => match pre {
                     Some(p)
-                        if !recovered.as_ref().is_some_and(|r| {
-                            r.confirmed + r.replanned + r.superseded > 0
-                        }) && store.state_version(&t.name).await? == p.version =>
+                        if !recovered
+                            .as_ref()
+                            .is_some_and(|r| r.confirmed + r.replanned + r.superseded > 0)
+                            && store.state_version(&t.name).await? == p.version =>
                     {
-                        plan_recorded(
-                            store,
-                            t,
-                            snapshot,
-                            &p.recorded,
-                            Some(&p.settled),
-                            opts.now,
-                        )
-                        .await?
+                        plan_recorded(store, t, snapshot, &p.recorded, Some(&p.settled), opts.now)
+                            .await?
                     }
                     Some(_) => {
                         let whole = read_source(&config.source).await?;
@@ -683,7 +677,11 @@ async fn apply_locked(
             // run (or --force) to decide. The source's rules still block.
             let mut over = judge_plan(&config.safety, &plan);
             let earlier = live.window.get(&t.name).copied().unwrap_or_default();
-            over.extend(crate::plan::policy::judge_window(&config.safety, &plan, earlier));
+            over.extend(crate::plan::policy::judge_window(
+                &config.safety,
+                &plan,
+                earlier,
+            ));
             let mut reasons = source_reasons.to_vec();
             let destructive = plan.summary.disable + plan.summary.delete;
             if opts.force {

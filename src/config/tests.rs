@@ -865,12 +865,26 @@ fn live_keys_table() {
         (GOOD.to_string(), Ok((LiveMode::Off, None, 3600))),
         (
             csv_good.clone(),
-            Ok((LiveMode::CsvWatch { settle: Duration::from_secs(5) }, None, 3600)),
+            Ok((
+                LiveMode::CsvWatch {
+                    settle: Duration::from_secs(5),
+                },
+                None,
+                3600,
+            )),
         ),
         (
-            GOOD.replace("[source.csv]\n", "[source.csv]\nwatch = true\nsettle = \"2s\"\n")
-                + "[schedule]\nfull_every = \"2h\"\n[safety]\nwindow = \"30m\"\n",
-            Ok((LiveMode::CsvWatch { settle: Duration::from_secs(2) }, Some(7200), 1800)),
+            GOOD.replace(
+                "[source.csv]\n",
+                "[source.csv]\nwatch = true\nsettle = \"2s\"\n",
+            ) + "[schedule]\nfull_every = \"2h\"\n[safety]\nwindow = \"30m\"\n",
+            Ok((
+                LiveMode::CsvWatch {
+                    settle: Duration::from_secs(2),
+                },
+                Some(7200),
+                1800,
+            )),
         ),
         (
             GOOD.replace("[source.csv]\n", "[source.csv]\nsettle = \"2s\"\n"),
@@ -882,11 +896,23 @@ fn live_keys_table() {
         ),
         (
             ldap_with("live = \"usn\"\n"),
-            Ok((LiveMode::Usn { poll_interval: Duration::from_secs(15) }, None, 3600)),
+            Ok((
+                LiveMode::Usn {
+                    poll_interval: Duration::from_secs(15),
+                },
+                None,
+                3600,
+            )),
         ),
         (
             ldap_with("live = \"usn\"\npoll_interval = \"1m\"\n"),
-            Ok((LiveMode::Usn { poll_interval: Duration::from_secs(60) }, None, 3600)),
+            Ok((
+                LiveMode::Usn {
+                    poll_interval: Duration::from_secs(60),
+                },
+                None,
+                3600,
+            )),
         ),
         (
             ldap_with("live = \"push\"\n"),
@@ -923,7 +949,11 @@ fn live_keys_table() {
             Ok((mode, full_every, window)) => {
                 let c = r.unwrap_or_else(|e| panic!("{e}\n{text}"));
                 assert_eq!(c.live.mode, mode, "{text}");
-                assert_eq!(c.live.full_every, full_every.map(Duration::from_secs), "{text}");
+                assert_eq!(
+                    c.live.full_every,
+                    full_every.map(Duration::from_secs),
+                    "{text}"
+                );
                 assert_eq!(c.safety.window, Duration::from_secs(window), "{text}");
             }
             Err(w) => {

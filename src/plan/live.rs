@@ -61,8 +61,18 @@ mod tests {
             owned: 10,
             ops: vec![
                 op("a", Op::Enable),
-                op("b", Op::Disable { reason: DisableReason::MissingFromSource }),
-                op("c", Op::Disable { reason: DisableReason::SourceDisabled }),
+                op(
+                    "b",
+                    Op::Disable {
+                        reason: DisableReason::MissingFromSource,
+                    },
+                ),
+                op(
+                    "c",
+                    Op::Disable {
+                        reason: DisableReason::SourceDisabled,
+                    },
+                ),
             ],
             problems: vec![],
             existing: vec![],

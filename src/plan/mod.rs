@@ -3,8 +3,8 @@
 
 pub mod diff;
 pub mod existing;
-pub mod live;
 pub mod held;
+pub mod live;
 pub mod policy;
 pub mod prefilter;
 

@@ -278,24 +278,32 @@ pub fn judge_window(
     let window = humantime::format_duration(settings.window).to_string();
     let owned = plan.owned;
     let mut reasons = Vec::new();
-    let mut check = |rule: &'static str, what: &str, before: u64, now: u64, limit: u64, how: String| {
-        let actual = before + now;
-        if now > 0 && actual > limit {
-            reasons.push(BlockReason {
-                rule,
-                limit,
-                actual,
-                message: format!(
-                    "{actual} {what} within safety.window = {window} ({before} applied by live \
+    let mut check =
+        |rule: &'static str, what: &str, before: u64, now: u64, limit: u64, how: String| {
+            let actual = before + now;
+            if now > 0 && actual > limit {
+                reasons.push(BlockReason {
+                    rule,
+                    limit,
+                    actual,
+                    message: format!(
+                        "{actual} {what} within safety.window = {window} ({before} applied by live \
                      runs, {now} planned now), over {how} (limit {limit}); held until the next \
                      full run or --force"
-                ),
-            });
-        }
-    };
+                    ),
+                });
+            }
+        };
     let (disables, deletes) = (plan.summary.disable, plan.summary.delete);
     if let Some(limit) = settings.max_disables {
-        check("max_disables", "disables", earlier.disables, disables, limit, format!("max_disables = {limit}"));
+        check(
+            "max_disables",
+            "disables",
+            earlier.disables,
+            disables,
+            limit,
+            format!("max_disables = {limit}"),
+        );
     }
     check(
         "max_disable_percent",
@@ -303,10 +311,20 @@ pub fn judge_window(
         earlier.disables,
         disables,
         percent_limit(owned, settings.max_disable_percent, settings.percent_floor),
-        format!("max_disable_percent = {}% of {owned} owned accounts", settings.max_disable_percent),
+        format!(
+            "max_disable_percent = {}% of {owned} owned accounts",
+            settings.max_disable_percent
+        ),
     );
     if let Some(limit) = settings.max_deletes {
-        check("max_deletes", "deletes", earlier.deletes, deletes, limit, format!("max_deletes = {limit}"));
+        check(
+            "max_deletes",
+            "deletes",
+            earlier.deletes,
+            deletes,
+            limit,
+            format!("max_deletes = {limit}"),
+        );
     }
     check(
         "max_delete_percent",
@@ -314,7 +332,10 @@ pub fn judge_window(
         earlier.deletes,
         deletes,
         percent_limit(owned, settings.max_delete_percent, settings.percent_floor),
-        format!("max_delete_percent = {}% of {owned} owned accounts", settings.max_delete_percent),
+        format!(
+            "max_delete_percent = {}% of {owned} owned accounts",
+            settings.max_delete_percent
+        ),
     );
     reasons
 }
@@ -333,17 +354,45 @@ mod tests {
         // 1000 owned: 10 % is 100, so max_disables = 5 is the limit that counts.
         let none = WindowCounts::default();
         assert!(judge_window(&s, &plan(1000, 1, 0), none).is_empty());
-        let four = WindowCounts { disables: 4, deletes: 0 };
+        let four = WindowCounts {
+            disables: 4,
+            deletes: 0,
+        };
         assert!(judge_window(&s, &plan(1000, 1, 0), four).is_empty());
-        let five = WindowCounts { disables: 5, deletes: 0 };
-        assert_eq!(rules(&judge_window(&s, &plan(1000, 1, 0), five)), ["max_disables"]);
+        let five = WindowCounts {
+            disables: 5,
+            deletes: 0,
+        };
+        assert_eq!(
+            rules(&judge_window(&s, &plan(1000, 1, 0), five)),
+            ["max_disables"]
+        );
         // Nothing destructive planned: never blocked, whatever the window holds.
-        assert!(judge_window(&s, &plan(1000, 0, 0), WindowCounts { disables: 99, deletes: 99 }).is_empty());
+        assert!(
+            judge_window(
+                &s,
+                &plan(1000, 0, 0),
+                WindowCounts {
+                    disables: 99,
+                    deletes: 99
+                }
+            )
+            .is_empty()
+        );
         // Percentages over the window too: 20 owned, floor 2.
         let d = SafetySettings::default();
-        let two = WindowCounts { disables: 2, deletes: 0 };
-        assert_eq!(rules(&judge_window(&d, &plan(20, 1, 0), two)), ["max_disable_percent"]);
-        let deletes = WindowCounts { disables: 0, deletes: 50 };
+        let two = WindowCounts {
+            disables: 2,
+            deletes: 0,
+        };
+        assert_eq!(
+            rules(&judge_window(&d, &plan(20, 1, 0), two)),
+            ["max_disable_percent"]
+        );
+        let deletes = WindowCounts {
+            disables: 0,
+            deletes: 50,
+        };
         assert_eq!(
             rules(&judge_window(&d, &plan(100_000, 0, 1), deletes)),
             ["max_deletes"]

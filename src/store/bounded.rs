@@ -254,8 +254,11 @@ impl<S: Store> Store for Bounded<S> {
         source: &str,
         cookie: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        self.call("save live cookie", self.inner.save_live_cookie(source, cookie))
-            .await
+        self.call(
+            "save live cookie",
+            self.inner.save_live_cookie(source, cookie),
+        )
+        .await
     }
 }
 

@@ -85,7 +85,8 @@ impl Daemon {
         let Daemon { mut child, log } = self;
         // SAFETY: kill(2) on our own child's pid with SIGTERM.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let code = crate::support::cmd::wait_exit(&mut child, Duration::from_secs(60), "the daemon");
+        let code =
+            crate::support::cmd::wait_exit(&mut child, Duration::from_secs(60), "the daemon");
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert_eq!(code, 0, "daemon exit code; log:\n{text}");
         text
@@ -120,7 +121,10 @@ async fn live_runs(store: &dyn Store) -> usize {
 async fn csv_watch_export_renamed_into_place_triggers_exactly_one_run() {
     let env = Env::new(Backend::Sqlite, &user_rows(1..=5, |_| false), "").await;
     let d = env.spawn_daemon();
-    wait_for("the first (full) run", &d.log, || env.fake.users().len() == 5).await;
+    wait_for("the first (full) run", &d.log, || {
+        env.fake.users().len() == 5
+    })
+    .await;
     let store = env.store().await;
     assert_eq!(live_runs(store.as_ref()).await, 0);
     // A leaver (5) and a joiner (6), in one export renamed into place.
@@ -136,7 +140,8 @@ async fn csv_watch_export_renamed_into_place_triggers_exactly_one_run() {
     // The directory changes, the export does not: no run.
     std::fs::write(env.path("unrelated.txt"), "x").unwrap();
     wait_for("/readyz to show the watch", &d.log, || {
-        env.readyz().contains("live watch: watching (1 events received)")
+        env.readyz()
+            .contains("live watch: watching (1 events received)")
     })
     .await;
     let runs = store.list_runs(100).await.unwrap();
@@ -150,9 +155,17 @@ async fn csv_watch_export_renamed_into_place_triggers_exactly_one_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn live_disables_over_the_window_are_held_and_creates_go_on() {
     // 100 owned accounts; at most 2 disables per run and per window.
-    let env = Env::new(Backend::Sqlite, &user_rows(1..=100, |_| false), "max_disables = 2").await;
+    let env = Env::new(
+        Backend::Sqlite,
+        &user_rows(1..=100, |_| false),
+        "max_disables = 2",
+    )
+    .await;
     let d = env.spawn_daemon();
-    wait_for("the first (full) run", &d.log, || env.fake.users().len() == 100).await;
+    wait_for("the first (full) run", &d.log, || {
+        env.fake.users().len() == 100
+    })
+    .await;
     // Two leavers: within the limit, applied.
     env.write_csv(&user_rows(3..=100, |_| false));
     wait_for("two disables", &d.log, || {

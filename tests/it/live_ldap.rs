@@ -109,7 +109,8 @@ impl Daemon {
         let Daemon { mut child, log } = self;
         // SAFETY: kill(2) on our own child's pid with SIGTERM.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let code = crate::support::cmd::wait_exit(&mut child, Duration::from_secs(60), "the daemon");
+        let code =
+            crate::support::cmd::wait_exit(&mut child, Duration::from_secs(60), "the daemon");
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert_eq!(code, 0, "daemon exit code; log:\n{text}");
         text
@@ -144,13 +145,18 @@ async fn syncrepl_disable_delete_and_group_changes_reach_the_target_and_a_restar
     let env = Env::new(None, "run_on_start = true", "").await;
     let d = env.spawn_daemon("first");
     wait_for("the first full run", &d, || env.fake.users().len() == 48).await;
-    wait_for("the stream", &d, || env.readyz().contains("live syncrepl: streaming")).await;
+    wait_for("the stream", &d, || {
+        env.readyz().contains("live syncrepl: streaming")
+    })
+    .await;
     // A disable in the directory: the next (live) run disables the account.
-    env.server.modify(&lock(&format!("uid=fry,ou=crew,{PEOPLE}")));
+    env.server
+        .modify(&lock(&format!("uid=fry,ou=crew,{PEOPLE}")));
     wait_for("fry disabled", &d, || env.enabled(FRY) == Some(false)).await;
     // A deleted entry: its account is disabled (on_missing = disable).
-    env.server
-        .modify(&format!("dn: uid=leela,ou=crew,{PEOPLE}\nchangetype: delete\n"));
+    env.server.modify(&format!(
+        "dn: uid=leela,ou=crew,{PEOPLE}\nchangetype: delete\n"
+    ));
     wait_for("leela disabled", &d, || env.enabled(LEELA) == Some(false)).await;
     // A group change becomes a role change (memberOf on the member's entry).
     assert!(!env.roles(BENDER).contains(&"ROLE_SYSTEM_ADMIN".to_string()));
@@ -177,7 +183,8 @@ async fn syncrepl_disable_delete_and_group_changes_reach_the_target_and_a_restar
     // While the daemon is down: a disable. The restart resumes from the stored cookie (no
     // run at start, no full read) and applies it.
     let before = runs(store.as_ref()).await.len();
-    env.server.modify(&lock(&format!("uid=bender,ou=crew,{PEOPLE}")));
+    env.server
+        .modify(&lock(&format!("uid=bender,ou=crew,{PEOPLE}")));
     let text = std::fs::read_to_string(env.config_path()).unwrap();
     std::fs::write(
         env.config_path(),
@@ -194,7 +201,10 @@ async fn syncrepl_disable_delete_and_group_changes_reach_the_target_and_a_restar
     assert!(!new.is_empty());
     for r in &new {
         assert_eq!(r.trigger, Trigger::Live, "{r:#?}");
-        assert_eq!(r.source_count, None, "a full read after the restart: {r:#?}");
+        assert_eq!(
+            r.source_count, None,
+            "a full read after the restart: {r:#?}"
+        );
     }
     let log = d.stop();
     assert!(log.contains("resume=true"), "{log}");
@@ -211,7 +221,10 @@ async fn syncrepl_refused_cookie_falls_back_to_a_full_read() {
         env.server.url()
     );
     store
-        .save_live_cookie(&id, Some(b"rid=000,csn=19700101000000.000000Z#000000#000#000000"))
+        .save_live_cookie(
+            &id,
+            Some(b"rid=000,csn=19700101000000.000000Z#000000#000#000000"),
+        )
         .await
         .unwrap();
     let d = env.spawn_daemon("daemon");
@@ -247,7 +260,10 @@ async fn syncrepl_mass_deletion_streamed_one_by_one_is_stopped_by_the_window() {
     .await;
     let d = env.spawn_daemon("daemon");
     wait_for("the first full run", &d, || env.fake.users().len() == 250).await;
-    wait_for("the stream", &d, || env.readyz().contains("live syncrepl: streaming")).await;
+    wait_for("the stream", &d, || {
+        env.readyz().contains("live syncrepl: streaming")
+    })
+    .await;
     // 200 deletions, one ldapmodify record each: 200 separate events.
     let deletes: String = (1..=200)
         .map(|i| format!("dn: uid=u{i:04},{PEOPLE}\nchangetype: delete\n\n"))
@@ -257,7 +273,10 @@ async fn syncrepl_mass_deletion_streamed_one_by_one_is_stopped_by_the_window() {
         env.metric("dirsync_live_events_applied_total") >= 200.0
     })
     .await;
-    wait_for("the hold", &d, || env.readyz().contains("holding disables and deletes")).await;
+    wait_for("the hold", &d, || {
+        env.readyz().contains("holding disables and deletes")
+    })
+    .await;
     // Nothing beyond the window's limit was disabled.
     let disabled = env.disabled_count();
     assert!(disabled <= 20, "{disabled} disabled");
@@ -270,9 +289,15 @@ async fn syncrepl_directory_going_away_changes_nothing() {
     let env = Env::new(None, "run_on_start = true", "").await;
     let d = env.spawn_daemon("daemon");
     wait_for("the first full run", &d, || env.fake.users().len() == 48).await;
-    wait_for("the stream", &d, || env.readyz().contains("live syncrepl: streaming")).await;
+    wait_for("the stream", &d, || {
+        env.readyz().contains("live syncrepl: streaming")
+    })
+    .await;
     env.server.stop();
-    wait_for("the stream to notice", &d, || env.readyz().contains("reconnecting")).await;
+    wait_for("the stream to notice", &d, || {
+        env.readyz().contains("reconnecting")
+    })
+    .await;
     assert_eq!(env.disabled_count(), 0);
     let log = d.stop();
     assert!(log.contains("nothing is disabled for it"), "{log}");

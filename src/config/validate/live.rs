@@ -29,10 +29,7 @@ pub(super) fn live(
         match live.as_deref().map(str::trim) {
             None | Some("off") => {
                 if poll.is_some() {
-                    pr.push(
-                        "source.ldap.poll_interval",
-                        "only used with live = \"usn\"",
-                    );
+                    pr.push("source.ldap.poll_interval", "only used with live = \"usn\"");
                 }
             }
             Some("syncrepl") => {
@@ -63,7 +60,10 @@ pub(super) fn live(
     }
     if let Some(c) = csv {
         let watch = c.watch.take().unwrap_or(false);
-        let settle = c.settle.take().and_then(|s| duration(&s, "source.csv.settle", pr));
+        let settle = c
+            .settle
+            .take()
+            .and_then(|s| duration(&s, "source.csv.settle", pr));
         if settle.is_some() && !watch {
             pr.push("source.csv.settle", "only used with watch = true");
         }

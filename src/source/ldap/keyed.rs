@@ -130,9 +130,16 @@ mod tests {
         assert_eq!(key_filter(&s, &many), None);
         s.attributes.key = "objectGUID".into();
         let f = key_filter(&s, &["01020304-0506-0708-090a-0b0c0d0e0f10".into()]).unwrap();
-        assert!(f.contains("(objectGUID=\\04\\03\\02\\01\\06\\05\\08\\07\\09\\0a"), "{f}");
+        assert!(
+            f.contains("(objectGUID=\\04\\03\\02\\01\\06\\05\\08\\07\\09\\0a"),
+            "{f}"
+        );
         assert_eq!(key_filter(&s, &["not-a-guid".into()]), None);
         s.key_format = KeyFormat::Hex;
-        assert!(key_filter(&s, &["0aff".into()]).unwrap().contains("=\\0a\\ff)"));
+        assert!(
+            key_filter(&s, &["0aff".into()])
+                .unwrap()
+                .contains("=\\0a\\ff)")
+        );
     }
 }

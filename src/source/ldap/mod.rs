@@ -74,8 +74,8 @@ use crate::model::{Quarantined, Snapshot, User};
 use conn::{connect, paged_search};
 use decode::{Outcome, duplicates, entry_to_user, user_attributes, values};
 pub use decode::{dn_key, format_key, guid_string, shown};
-pub use keyed::{load_keys, only_keys};
 use groups::{group_index, group_problems, nest_member_of};
+pub use keyed::{load_keys, only_keys};
 pub use settings::{
     DisabledRule, GroupSearch, GroupSource, KeyFormat, LdapAttributes, LdapSettings, MissingEmail,
     SearchScope, ServerType,

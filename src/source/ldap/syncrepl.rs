@@ -38,12 +38,26 @@ pub fn spawn(
     status: LiveStatus,
     tx: mpsc::Sender<LiveEvent>,
 ) {
-    if let GroupSource::Search(g) = &settings.groups {
+    // Group changes: a second stream over the groups. With memberOf, OpenLDAP's memberof
+    // overlay keeps `memberOf` locally on every replica and does not replicate it, so the
+    // user entries do not change when a group does: the groups of the directory's suffix
+    // are followed instead.
+    let groups = match &settings.groups {
+        GroupSource::Search(g) => Some((g.base_dn.clone(), g.filter.clone(), g.scope)),
+        GroupSource::MemberOf { .. } => Some((
+            suffix(&settings.base_dn),
+            "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))"
+                .to_string(),
+            super::SearchScope::Sub,
+        )),
+        GroupSource::None => None,
+    };
+    if let Some((base, filter, scope)) = groups {
         let groups = Stream {
             settings: settings.clone(),
-            base: g.base_dn.clone(),
-            filter: g.filter.clone(),
-            scope: g.scope,
+            base,
+            filter,
+            scope,
             groups: true,
             status: status.clone(),
             tx: tx.clone(),
@@ -119,7 +133,10 @@ impl Stream {
     }
 
     fn cookie(&self) -> Option<Vec<u8>> {
-        self.cookie.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.cookie
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set_cookie(&self, c: Option<Vec<u8>>) {
@@ -133,7 +150,8 @@ impl Stream {
             Ok(l) => l,
             Err(e) => return End::Failed(e),
         };
-        self.status.set(if resuming { "resuming" } else { "refreshing" });
+        self.status
+            .set(if resuming { "resuming" } else { "refreshing" });
         let key_attr = self.settings.attributes.key.clone();
         let mut attrs = vec![key_attr.clone(), "modifyTimestamp".to_string()];
         if self.groups {
@@ -217,7 +235,12 @@ impl Stream {
                 if done && refreshing {
                     refreshing = false;
                     if !self
-                        .refresh_done(full_after_refresh, first, &mut pending_keys, changed_at.take())
+                        .refresh_done(
+                            full_after_refresh,
+                            first,
+                            &mut pending_keys,
+                            changed_at.take(),
+                        )
                         .await
                     {
                         return End::Closed;
@@ -250,11 +273,12 @@ impl Stream {
             };
             if self.groups {
                 if !refreshing || resuming {
-                    if !self.send(LiveEvent::Full {
-                        why: format!("group {} changed", entry.dn),
-                        received: Instant::now(),
-                    })
-                    .await
+                    if !self
+                        .send(LiveEvent::Full {
+                            why: format!("group {} changed", entry.dn),
+                            received: Instant::now(),
+                        })
+                        .await
                     {
                         return End::Closed;
                     }
@@ -416,17 +440,40 @@ impl Stream {
             let first = v.first()?;
             return format_key(first.as_bytes(), a, self.settings.key_format).ok();
         }
-        let (_, v) = e.bin_attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(a))?;
+        let (_, v) = e
+            .bin_attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(a))?;
         format_key(v.first()?, a, self.settings.key_format).ok()
     }
 
     /// The key of a deleted entry: its entryUUID when that is the key, else as seen before.
     fn deleted_key(&self, uuid: &[u8], seen: &HashMap<Vec<u8>, String>) -> Option<String> {
-        if self.settings.attributes.key.eq_ignore_ascii_case("entryUUID") {
+        if self
+            .settings
+            .attributes
+            .key
+            .eq_ignore_ascii_case("entryUUID")
+        {
             let b: [u8; 16] = uuid.try_into().ok()?;
             return Some(uuid::Uuid::from_bytes(b).hyphenated().to_string());
         }
         seen.get(uuid).cloned()
+    }
+}
+
+/// The `dc=` components that end a DN (the directory's naming context for most layouts), or
+/// the DN itself when it has none.
+fn suffix(dn: &str) -> String {
+    let parts: Vec<&str> = dn.split(',').map(str::trim).collect();
+    let start = parts
+        .iter()
+        .rposition(|p| !p.to_ascii_lowercase().starts_with("dc="))
+        .map_or(0, |i| i + 1);
+    if start >= parts.len() {
+        dn.to_string()
+    } else {
+        parts[start..].join(",")
     }
 }
 
@@ -467,6 +514,13 @@ fn min_time(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suffixes_are_the_trailing_dc_components() {
+        assert_eq!(suffix("ou=people,dc=example,dc=com"), "dc=example,dc=com");
+        assert_eq!(suffix("dc=example,dc=com"), "dc=example,dc=com");
+        assert_eq!(suffix("o=corp"), "o=corp");
+    }
 
     #[test]
     fn generalized_times_parse() {

@@ -59,7 +59,11 @@ pub struct UsnPosition {
 impl UsnPosition {
     /// As stored (the state store's live cookie).
     pub fn encode(&self) -> Vec<u8> {
-        format!("usn1\n{}\n{}\n{}", self.server, self.invocation_id, self.usn).into_bytes()
+        format!(
+            "usn1\n{}\n{}\n{}",
+            self.server, self.invocation_id, self.usn
+        )
+        .into_bytes()
     }
 
     pub fn decode(b: &[u8]) -> Option<UsnPosition> {
@@ -239,7 +243,12 @@ impl AdDirectory<'_> {
         let (entries, r) = res.success().map_err(|e| match e {
             ldap3::LdapError::LdapResult { result } => (
                 result.rc,
-                format!("{} ({}){}", rc_name(result.rc), result.rc, text(&result.text)),
+                format!(
+                    "{} ({}){}",
+                    rc_name(result.rc),
+                    result.rc,
+                    text(&result.text)
+                ),
             ),
             e => (0, describe(&e)),
         })?;
@@ -287,7 +296,9 @@ impl UsnDirectory for AdDirectory<'_> {
         let root = root.first().ok_or("rootDSE: no entry")?;
         let usn = first(root, "highestCommittedUSN")
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or("rootDSE: no highestCommittedUSN (is this an Active Directory domain controller?)")?;
+            .ok_or(
+                "rootDSE: no highestCommittedUSN (is this an Active Directory domain controller?)",
+            )?;
         let server = first(root, "dnsHostName")
             .unwrap_or(&self.settings.url)
             .to_string();
@@ -295,7 +306,12 @@ impl UsnDirectory for AdDirectory<'_> {
         let invocation_id = match service {
             Some(dn) => {
                 let e = self
-                    .search(&dn, Scope::Base, "(objectClass=*)", vec!["invocationId".into()])
+                    .search(
+                        &dn,
+                        Scope::Base,
+                        "(objectClass=*)",
+                        vec!["invocationId".into()],
+                    )
                     .await
                     .map_err(|(_, m)| format!("{dn}: invocationId: {m}"))?;
                 e.first()
@@ -445,7 +461,10 @@ mod tests {
         let mut p = UsnPoller::default();
         // No position: a full read, then the position.
         let e = p.poll(&mut dir).await.unwrap();
-        assert_eq!(kinds(&e), ["full: no stored USN position for dc1", "at dc1 aa 100"]);
+        assert_eq!(
+            kinds(&e),
+            ["full: no stored USN position for dc1", "at dc1 aa 100"]
+        );
         // Nothing committed since: nothing asked, nothing sent.
         assert!(p.poll(&mut dir).await.unwrap().is_empty());
         assert!(dir.asked_from.is_empty());
@@ -457,10 +476,18 @@ mod tests {
         assert_eq!(dir.asked_from, [101]);
         // Another DC: its USNs mean nothing here.
         let e = p.poll(&mut dir).await.unwrap();
-        assert!(kinds(&e)[0].starts_with("full: the domain controller changed (dc1 → dc2)"), "{:?}", kinds(&e));
+        assert!(
+            kinds(&e)[0].starts_with("full: the domain controller changed (dc1 → dc2)"),
+            "{:?}",
+            kinds(&e)
+        );
         // The same DC restored (new invocationId): a full read too.
         let e = p.poll(&mut dir).await.unwrap();
-        assert!(kinds(&e)[0].contains("invocationId of dc2 changed"), "{:?}", kinds(&e));
+        assert!(
+            kinds(&e)[0].contains("invocationId of dc2 changed"),
+            "{:?}",
+            kinds(&e)
+        );
         assert_eq!(p.position.as_ref().unwrap().usn, 10);
     }
 
