@@ -230,11 +230,8 @@ impl Live {
         let mut batch = Batch::default();
         batch.add(first);
         let until = tokio::time::Instant::now() + GATHER;
-        loop {
-            match tokio::time::timeout_at(until, self.rx.recv()).await {
-                Ok(Some(e)) => batch.add(e),
-                Ok(None) | Err(_) => break,
-            }
+        while let Ok(Some(e)) = tokio::time::timeout_at(until, self.rx.recv()).await {
+            batch.add(e);
         }
         batch.keys.sort_unstable();
         batch.keys.dedup();

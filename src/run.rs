@@ -651,15 +651,15 @@ async fn apply_locked(
     let mut held = Vec::new();
     let (plan, verdict) = match scope {
         Scope::Live(live) => {
+            // As for a scheduled run: the prefilter's marks hold only against the accounts
+            // they were made with.
+            let touched = recovered
+                .as_ref()
+                .is_some_and(|r| r.confirmed + r.replanned + r.superseded > 0);
             let mut plan = match live.keys() {
                 Some(keys) => plan_keys(store, t, snapshot, keys, opts.now).await?,
                 None => match pre {
-                    Some(p)
-                        if !recovered
-                            .as_ref()
-                            .is_some_and(|r| r.confirmed + r.replanned + r.superseded > 0)
-                            && store.state_version(&t.name).await? == p.version =>
-                    {
+                    Some(p) if !touched && store.state_version(&t.name).await? == p.version => {
                         plan_recorded(store, t, snapshot, &p.recorded, Some(&p.settled), opts.now)
                             .await?
                     }

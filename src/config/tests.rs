@@ -861,7 +861,9 @@ fn live_keys_table() {
         )
     };
     let csv_good = GOOD.replace("[source.csv]\n", "[source.csv]\nwatch = true\n");
-    let cases: Vec<(String, Result<(LiveMode, Option<u64>, u64), &str>)> = vec![
+    // (config, Ok((mode, full_every seconds, window seconds)) or Err(problem prefix))
+    type Want = Result<(LiveMode, Option<u64>, u64), &'static str>;
+    let cases: Vec<(String, Want)> = vec![
         (GOOD.to_string(), Ok((LiveMode::Off, None, 3600))),
         (
             csv_good.clone(),

@@ -272,16 +272,15 @@ impl Stream {
                 }
             };
             if self.groups {
-                if !refreshing || resuming {
-                    if !self
+                if (!refreshing || resuming)
+                    && !self
                         .send(LiveEvent::Full {
                             why: format!("group {} changed", entry.dn),
                             received: Instant::now(),
                         })
                         .await
-                    {
-                        return End::Closed;
-                    }
+                {
+                    return End::Closed;
                 }
                 continue;
             }
