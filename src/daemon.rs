@@ -218,6 +218,9 @@ pub async fn run(
                 Some(RunStatus::Succeeded | RunStatus::Partial)
             );
             l.after_full_run(decided);
+            if let Some(plan) = &ended.plan {
+                l.note_owned(plan);
+            }
             if let Some(p) = l.position_after_full_run(decided, covered) {
                 l.store_position(daemon.store.as_ref(), p).await;
             }

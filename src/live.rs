@@ -92,6 +92,8 @@ pub struct Live {
     latest: Option<Vec<u8>>,
     /// A live run failed: positions are stored again only after a full run covered it.
     behind: bool,
+    /// Per target: the accounts dirsync owns after the last run (the percentages' base).
+    owned: HashMap<String, u64>,
 }
 
 type Holding = Arc<std::sync::Mutex<Option<String>>>;
@@ -193,6 +195,7 @@ impl Live {
             source_id,
             latest: None,
             behind: false,
+            owned: HashMap::new(),
         };
         live.seed(config, store).await;
         Ok(Some(live))
@@ -255,12 +258,21 @@ impl Live {
             keys: batch.full.is_none().then(|| batch.keys.clone()),
             window,
             holding: held(&self.holding).is_some(),
+            owned: self.owned.clone(),
         }))
+    }
+
+    /// After any run that was recorded: the accounts owned per target.
+    pub fn note_owned(&mut self, plan: &RunPlan) {
+        for (target, n) in plan.counts().owned {
+            self.owned.insert(target, n);
+        }
     }
 
     /// After a live run: what it disabled and deleted joins the window, a hold starts when it
     /// went over, and the lag and applied events are counted.
     pub fn after_live_run(&mut self, batch: &Batch, plan: &RunPlan) {
+        self.note_owned(plan);
         let now = Utc::now();
         for t in &plan.targets {
             let done = |kind: &str| {

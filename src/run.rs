@@ -108,6 +108,9 @@ pub struct LiveScope {
     /// The stream already went over the window: every disable and delete is held until the
     /// next full run.
     pub holding: bool,
+    /// Per target: the accounts dirsync owns (the base of the percentages), as the last run
+    /// left them; a target missing here is counted from the store.
+    pub owned: HashMap<String, u64>,
 }
 
 impl LiveScope {
@@ -657,7 +660,10 @@ async fn apply_locked(
                 .as_ref()
                 .is_some_and(|r| r.confirmed + r.replanned + r.superseded > 0);
             let mut plan = match live.keys() {
-                Some(keys) => plan_keys(store, t, snapshot, keys, opts.now).await?,
+                Some(keys) => {
+                    let owned = live.owned.get(&t.name).copied();
+                    plan_keys(store, t, snapshot, keys, owned, opts.now).await?
+                }
                 None => match pre {
                     Some(p) if !touched && store.state_version(&t.name).await? == p.version => {
                         plan_recorded(store, t, snapshot, &p.recorded, Some(&p.settled), opts.now)
@@ -848,20 +854,35 @@ async fn apply_locked(
 }
 
 /// Plans one target for the changed users only: the users read (`snapshot`, those of `keys`
-/// the source still returns) against the recorded accounts of those keys. A key the source no
-/// longer returns is planned as gone; no other account is looked at. The percentages keep the
-/// whole target's owned count as their base.
+/// the source still returns) against the recorded accounts of those keys (fetched by key: the
+/// cost of a live run grows with the change, not with the target). A key the source no longer
+/// returns is planned as gone; no other account is looked at. The percentages keep the whole
+/// target's owned count as their base (`owned`, else counted from the store).
 async fn plan_keys(
     store: &dyn Store,
     t: &TargetConfig,
     snapshot: &Snapshot,
     keys: &[String],
+    owned: Option<u64>,
     now: DateTime<Utc>,
 ) -> Result<TargetPlan, RunError> {
-    let all = store.load_accounts(&t.name).await?;
-    let owned = all.iter().filter(|r| r.owned).count() as u64;
-    let recorded = crate::plan::live::recorded_of(&all, keys);
-    drop(all);
+    let mut recorded: Vec<RecordedAccount> = store
+        .load_account_records(&t.name, keys)
+        .await?
+        .into_iter()
+        .map(|r| r.account)
+        .collect();
+    recorded.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    recorded.dedup_by(|a, b| a.key == b.key);
+    let owned = match owned {
+        Some(n) => n,
+        None => store
+            .load_accounts(&t.name)
+            .await?
+            .iter()
+            .filter(|r| r.owned)
+            .count() as u64,
+    };
     let mut plan = plan_recorded(store, t, snapshot, &recorded, None, now).await?;
     plan.owned = owned;
     Ok(plan)

@@ -176,7 +176,8 @@ impl Slapd {
              index entryCSN,entryUUID eq\n\
              overlay memberof\n\
              overlay syncprov\n\
-             syncprov-checkpoint 1 1\n",
+             syncprov-checkpoint 1 1\n\
+             syncprov-sessionlog 1000\n",
             root = root.display()
         );
         let conf_path = root.join("slapd.conf");
