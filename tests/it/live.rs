@@ -107,13 +107,14 @@ async fn wait_for(what: &str, log: &PathBuf, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Live runs recorded as finished.
 async fn live_runs(store: &dyn Store) -> usize {
     store
         .list_runs(100)
         .await
         .unwrap()
         .iter()
-        .filter(|r| r.trigger == Trigger::Live)
+        .filter(|r| r.trigger == Trigger::Live && r.finished_at.is_some())
         .count()
 }
 
@@ -182,6 +183,10 @@ async fn live_disables_over_the_window_are_held_and_creates_go_on() {
     .await;
     assert_eq!(env.enabled(3), Some(true), "the held disable was sent");
     let store = env.store().await;
+    wait_for("the live runs' rows", &d.log, || {
+        futures::executor::block_on(live_runs(store.as_ref())) >= 2
+    })
+    .await;
     let runs = store.list_runs(100).await.unwrap();
     let last = runs
         .iter()
