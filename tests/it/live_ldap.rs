@@ -150,14 +150,19 @@ async fn syncrepl_disable_delete_and_group_changes_reach_the_target_and_a_restar
     })
     .await;
     // A disable in the directory: the next (live) run disables the account.
+    let t = Instant::now();
     env.server
         .modify(&lock(&format!("uid=fry,ou=crew,{PEOPLE}")));
     wait_for("fry disabled", &d, || env.enabled(FRY) == Some(false)).await;
+    // Measured, not asserted: from ldapmodify to the fake's answer.
+    eprintln!("time to revoke (disable): {:?}", t.elapsed());
+    let t = Instant::now();
     // A deleted entry: its account is disabled (on_missing = disable).
     env.server.modify(&format!(
         "dn: uid=leela,ou=crew,{PEOPLE}\nchangetype: delete\n"
     ));
     wait_for("leela disabled", &d, || env.enabled(LEELA) == Some(false)).await;
+    eprintln!("time to revoke (delete): {:?}", t.elapsed());
     // A group change becomes a role change (memberOf on the member's entry).
     assert!(!env.roles(BENDER).contains(&"ROLE_SYSTEM_ADMIN".to_string()));
     env.server.modify(&format!(
