@@ -1,10 +1,11 @@
 //! A real, ephemeral OpenLDAP server (`slapd`) per test.
 //!
 //! [`Slapd::start`] writes a `slapd.conf` in a temp dir (mdb backend, the memberof overlay,
-//! schema core / cosine / inetorgperson / nis plus a small test schema with `nsAccountLock`,
-//! `objectGUID` and `userAccountControl`; the syncprov overlay for live sync), loads the given LDIF with `slapadd` (fast, no
-//! overlays: `memberOf` is only maintained for what is added later with [`Slapd::modify`]),
-//! and starts `slapd -d 0` on a free port of 127.0.0.1.
+//! the syncprov overlay with a session log for live sync, schema core / cosine /
+//! inetorgperson / nis plus a small test schema with `nsAccountLock`, `objectGUID` and
+//! `userAccountControl`), loads the given LDIF with `slapadd` (fast, no overlays: `memberOf`
+//! is only maintained for what is added later with [`Slapd::modify`]), and starts
+//! `slapd -d 0` on a free port of 127.0.0.1.
 //!
 //! As root, `slapadd` and `slapd` run as the `openldap` system user (or `nobody`). The server
 //! is spawned by a keeper thread that lives as long as the server, with
