@@ -30,6 +30,8 @@ pub enum DaemonError {
     Store(#[from] crate::store::StoreError),
     #[error("http.listen {addr}: cannot listen: {message}")]
     Listen { addr: SocketAddr, message: String },
+    #[error(transparent)]
+    Live(#[from] crate::live::LiveError),
 }
 
 /// Options of `dirsync run`.
@@ -88,6 +90,8 @@ struct Daemon {
     store: Box<dyn Store>,
     stop: Arc<AtomicBool>,
     failures_in_row: AtomicU32,
+    /// Live sync's state for `/readyz` (none when live sync is off).
+    live: std::sync::OnceLock<crate::live::LiveView>,
 }
 
 /// Runs the daemon until SIGTERM / SIGINT (or one run with `once`). Returns the exit code.
@@ -111,7 +115,19 @@ pub async fn run(
         store,
         stop: Arc::new(AtomicBool::new(false)),
         failures_in_row: AtomicU32::new(0),
+        live: std::sync::OnceLock::new(),
     });
+    // Live sync (not with --once): the source's change stream, started before the first run
+    // so that nothing changed during it is missed.
+    let mut live = if opts.once {
+        None
+    } else {
+        let c = daemon.config.read().await.clone();
+        crate::live::Live::start(&c, daemon.store.as_ref()).await?
+    };
+    if let Some(l) = &live {
+        let _ = daemon.live.set(l.view());
+    }
     if let Some(addr) = listen {
         let listener =
             tokio::net::TcpListener::bind(addr)
@@ -154,7 +170,7 @@ pub async fn run(
         let (schedule, run_on_start, shutdown_timeout) = {
             let c = daemon.config.read().await;
             (
-                c.schedule.clone(),
+                full_schedule(&c),
                 c.schedule.run_on_start,
                 c.daemon.shutdown_timeout,
             )
@@ -163,9 +179,27 @@ pub async fn run(
             let at = next_run(&schedule, last_start);
             let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             info!(next_run = %at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "waiting for the next scheduled run");
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop_rx.wait_for(|s| *s) => {}
+            let event = tokio::select! {
+                _ = tokio::time::sleep(wait) => None,
+                e = next_live(&mut live) => Some(e),
+                _ = stop_rx.wait_for(|s| *s) => None,
+            };
+            match (event, &mut live) {
+                (Some(Some(first_event)), Some(l)) => {
+                    // A live run between the scheduled ones (the schedule stays as it was).
+                    let batch = l.gather(first_event).await;
+                    if *stop_rx.borrow() {
+                        break;
+                    }
+                    live_run(&daemon, l, batch, &mut stop_rx, shutdown_timeout).await;
+                    continue;
+                }
+                (Some(None), _) => {
+                    error!("live sync: the change stream ended; scheduled runs continue");
+                    live = None;
+                    continue;
+                }
+                _ => {}
             }
         }
         first = false;
@@ -173,21 +207,28 @@ pub async fn run(
             break;
         }
         last_start = Utc::now();
-        let run = one_run(&daemon);
-        tokio::pin!(run);
-        let ended = tokio::select! {
-            s = &mut run => s,
-            _ = stop_rx.wait_for(|s| *s) => {
-                info!(timeout_s = shutdown_timeout.as_secs(), "shutdown requested: letting requests in flight finish");
-                match tokio::time::timeout(shutdown_timeout, &mut run).await {
-                    Ok(s) => s,
-                    Err(_) => {
-                        warn!("shutdown timeout reached: stopping; unfinished operations stay journaled for the next start");
-                        RunEnd { status: None, code: crate::report::EXIT_INTERRUPTED }
-                    }
-                }
+        let covered = live.as_ref().and_then(|l| l.position_before_full_run());
+        let ended = guarded_run(
+            &daemon,
+            Trigger::Schedule,
+            run::Scope::All,
+            &mut stop_rx,
+            shutdown_timeout,
+        )
+        .await;
+        if let Some(l) = &mut live {
+            let decided = matches!(
+                ended.status,
+                Some(RunStatus::Succeeded | RunStatus::Partial)
+            );
+            l.after_full_run(decided);
+            if let Some(plan) = &ended.plan {
+                l.note_owned(plan);
             }
-        };
+            if let Some(p) = l.position_after_full_run(decided, covered) {
+                l.store_position(daemon.store.as_ref(), p).await;
+            }
+        }
         once_code = ended.code;
         if !*stop_rx.borrow() && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(Instant::now());
@@ -207,6 +248,90 @@ pub async fn run(
     notify(&[sd_notify::NotifyState::Stopping]);
     info!("dirsync daemon stopped");
     Ok(if opts.once { once_code } else { 0 })
+}
+
+/// The schedule of full runs: `[schedule] full_every` while live sync is on, else the schedule.
+fn full_schedule(c: &Config) -> ScheduleConfig {
+    match c.live.full_every {
+        Some(every) if c.live.mode.is_on() => ScheduleConfig {
+            cron: None,
+            interval: Some(every),
+            ..c.schedule.clone()
+        },
+        _ => c.schedule.clone(),
+    }
+}
+
+/// The next live event (never, without live sync); `None` when the stream ended.
+async fn next_live(live: &mut Option<crate::live::Live>) -> Option<crate::source::live::LiveEvent> {
+    match live {
+        Some(l) => l.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One live run of the gathered events.
+async fn live_run(
+    d: &Daemon,
+    live: &mut crate::live::Live,
+    batch: crate::live::Batch,
+    stop_rx: &mut watch::Receiver<bool>,
+    shutdown_timeout: Duration,
+) {
+    live.note_position(&batch);
+    if batch.events == 0 && batch.full.is_none() {
+        // Only a new position: nothing to run.
+        if let Some(p) = live.position_after_live_run(true) {
+            live.store_position(d.store.as_ref(), p).await;
+        }
+        return;
+    }
+    let scope = {
+        let c = d.config.read().await;
+        live.scope(&batch, &c)
+    };
+    info!(
+        events = batch.events,
+        full = batch.full.as_deref().unwrap_or(""),
+        "live sync: run"
+    );
+    let ended = guarded_run(d, Trigger::Live, scope, stop_rx, shutdown_timeout).await;
+    if let Some(plan) = &ended.plan {
+        live.after_live_run(&batch, plan);
+    }
+    let ok = ended.plan.is_some()
+        && !matches!(
+            ended.status,
+            None | Some(RunStatus::Failed | RunStatus::Interrupted)
+        );
+    if let Some(p) = live.position_after_live_run(ok) {
+        live.store_position(d.store.as_ref(), p).await;
+    }
+}
+
+/// One run that a shutdown request lets finish within `shutdown_timeout`.
+async fn guarded_run(
+    d: &Daemon,
+    trigger: Trigger,
+    scope: run::Scope,
+    stop_rx: &mut watch::Receiver<bool>,
+    shutdown_timeout: Duration,
+) -> RunEnd {
+    let run = one_run(d, trigger, scope);
+    tokio::pin!(run);
+    tokio::select! {
+        s = &mut run => s,
+        _ = stop_rx.wait_for(|s| *s) => {
+            info!(timeout_s = shutdown_timeout.as_secs(), "shutdown requested: letting requests in flight finish");
+            match tokio::time::timeout(shutdown_timeout, &mut run).await {
+                Ok(s) => s,
+                Err(_) => {
+                    warn!("shutdown timeout reached: stopping; unfinished operations stay journaled for the next start");
+                    RunEnd { status: None, code: crate::report::EXIT_INTERRUPTED, plan: None }
+                }
+            }
+        }
+    }
 }
 
 /// How often the daemon prunes the run history, at most.
@@ -239,16 +364,20 @@ async fn prune(d: &Daemon) {
 struct RunEnd {
     status: Option<RunStatus>,
     code: u8,
+    /// The run's outcome, when it was recorded.
+    plan: Option<run::RunPlan>,
 }
 
 /// One scheduled run of every enabled target. Errors are logged and counted (the daemon goes
 /// on); the status is returned for STATUS= and the metrics, with the exit code of the run as
 /// `sync` computes it (a target whose client cannot be built makes it 1, as it does `sync`).
-async fn one_run(d: &Daemon) -> RunEnd {
-    let failed = RunEnd {
+async fn one_run(d: &Daemon, trigger: Trigger, scope: run::Scope) -> RunEnd {
+    let failed = || RunEnd {
         status: Some(RunStatus::Failed),
         code: crate::report::EXIT_ERROR,
+        plan: None,
     };
+    let keyed = matches!(&scope, run::Scope::Live(l) if l.keys.is_some());
     let config = d.config.read().await.clone();
     let started = Instant::now();
     // Runs of other processes (a killed `sync`, a crashed instance) found before each run.
@@ -257,7 +386,7 @@ async fn one_run(d: &Daemon) -> RunEnd {
         Ok(t) => t,
         Err(e) => {
             error!(error = %e, "no target to run");
-            return failed;
+            return failed();
         }
     };
     let (built, not_built) = crate::connector::connect_each(targets);
@@ -268,22 +397,32 @@ async fn one_run(d: &Daemon) -> RunEnd {
     let names: Vec<String> = built.iter().map(|(name, _)| name.clone()).collect();
     let connectors: Connectors = built.into_iter().collect();
     if names.is_empty() {
-        return failed;
+        return failed();
     }
     let opts = RunOptions {
-        trigger: Trigger::Schedule,
+        trigger,
         targets: names,
         force: false,
         now: Utc::now(),
         stop: Arc::clone(&d.stop),
         refresh: false,
     };
-    let result = run::execute(&config, d.store.as_ref(), &opts, Some(&connectors)).await;
+    let result = run::execute_scoped(
+        &config,
+        d.store.as_ref(),
+        &opts,
+        Some(&connectors),
+        None,
+        &scope,
+    )
+    .await;
     let seconds = started.elapsed().as_secs_f64();
     match result {
         Ok(plan) => {
             let status = plan.status();
-            crate::metrics::record_run(status.as_str(), Some(plan.counts()), seconds);
+            let mut counts = plan.counts();
+            counts.source_partial = keyed;
+            crate::metrics::record_run(status.as_str(), Some(counts), seconds);
             if status == RunStatus::Failed {
                 d.failures_in_row.fetch_add(1, Ordering::SeqCst);
             } else {
@@ -301,13 +440,14 @@ async fn one_run(d: &Daemon) -> RunEnd {
                 } else {
                     code
                 },
+                plan: Some(plan),
             }
         }
         Err(e) => {
             error!(error = %e, "run failed");
             crate::metrics::record_run(RunStatus::Failed.as_str(), None, seconds);
             d.failures_in_row.fetch_add(1, Ordering::SeqCst);
-            failed
+            failed()
         }
     }
 }
@@ -404,7 +544,10 @@ async fn readiness(d: &Daemon) -> (axum::http::StatusCode, String) {
             format!("the last {failures} runs failed\n"),
         );
     }
-    (StatusCode::OK, "ready\n".to_string())
+    match d.live.get() {
+        Some(live) => (StatusCode::OK, format!("ready\n{}\n", live.describe())),
+        None => (StatusCode::OK, "ready\n".to_string()),
+    }
 }
 
 /// `GET /status`: the status page when `[http] status_page` is on (read at each request, so a

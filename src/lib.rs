@@ -37,6 +37,7 @@ pub mod connector;
 pub mod daemon;
 pub mod drift;
 pub mod engine;
+pub mod live;
 pub mod mapping;
 pub mod metrics;
 pub mod model;

@@ -31,6 +31,12 @@ struct State {
     owned: BTreeMap<String, u64>,
     /// target → end of the last run that applied everything it planned for the target
     target_last_success: BTreeMap<String, i64>,
+    /// Live sync: change events received from the source, and applied by a live run.
+    live_received: u64,
+    live_applied: u64,
+    /// Seconds from the last applied change (its timestamp in the directory, else its
+    /// receipt) to the targets' answer.
+    live_lag: Option<f64>,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| Mutex::new(State::default()));
@@ -64,6 +70,9 @@ pub fn record_notification_failed(kind: &'static str) {
 /// `outcome::RunPlan::counts`).
 #[derive(Debug, Clone, Default)]
 pub struct RunCounts {
+    /// The source was read only in part (a live run of the changed users): its counts are not
+    /// the source's size.
+    pub source_partial: bool,
     pub source_users: u64,
     pub source_quarantined: u64,
     /// (target, operation kind, outcome: `succeeded` / `failed` / `skipped`, count > 0)
@@ -91,8 +100,10 @@ pub fn record_run(status: &'static str, counts: Option<RunCounts>, seconds: f64)
         s.last_success = Some(now);
     }
     let Some(counts) = counts else { return };
-    s.source_users = Some(counts.source_users);
-    s.source_quarantined = Some(counts.source_quarantined);
+    if !counts.source_partial {
+        s.source_users = Some(counts.source_users);
+        s.source_quarantined = Some(counts.source_quarantined);
+    }
     for (target, owned) in counts.owned {
         s.owned.insert(target, owned);
     }
@@ -102,6 +113,19 @@ pub fn record_run(status: &'static str, counts: Option<RunCounts>, seconds: f64)
     for (target, kind, outcome, n) in counts.operations {
         *s.operations.entry((target, kind, outcome)).or_default() += n;
     }
+}
+
+/// Live sync: `n` change events received from the source.
+pub fn record_live_received(n: u64) {
+    state().live_received += n;
+}
+
+/// Live sync: a live run applied `n` events; `lag` seconds from the oldest change among them to
+/// the targets' answer.
+pub fn record_live_applied(n: u64, lag: f64) {
+    let mut s = state();
+    s.live_applied += n;
+    s.live_lag = Some(lag.max(0.0));
 }
 
 fn label(v: &str) -> String {
@@ -244,6 +268,22 @@ pub fn render() -> String {
             o,
             "dirsync_notifications_failed_total{{kind=\"{kind}\"}} {}",
             s.notifications_failed.get(kind).copied().unwrap_or(0)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP dirsync_live_events_received_total Live sync: change events received from the source.\n# TYPE dirsync_live_events_received_total counter\ndirsync_live_events_received_total {}",
+        s.live_received
+    );
+    let _ = writeln!(
+        o,
+        "# HELP dirsync_live_events_applied_total Live sync: change events a live run applied.\n# TYPE dirsync_live_events_applied_total counter\ndirsync_live_events_applied_total {}",
+        s.live_applied
+    );
+    if let Some(lag) = s.live_lag {
+        let _ = writeln!(
+            o,
+            "# HELP dirsync_live_lag_seconds Live sync: from the last applied change in the directory (its timestamp, else its receipt) to the targets' answer.\n# TYPE dirsync_live_lag_seconds gauge\ndirsync_live_lag_seconds {lag:.3}"
         );
     }
     o

@@ -465,6 +465,7 @@ mod tests {
                 refresh: None,
                 error: None,
                 existing_unchecked: None,
+                held: Vec::new(),
             }],
         }
     }

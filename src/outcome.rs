@@ -53,6 +53,10 @@ pub struct TargetOutcome {
     /// may meet accounts that already exist (`sync` checks again and fails the target).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub existing_unchecked: Option<String>,
+    /// Live sync: the window rules a live run went over; its disables and deletes were held
+    /// (reported as problems) for the next full run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<crate::plan::BlockReason>,
 }
 
 impl TargetOutcome {
@@ -70,6 +74,7 @@ impl TargetOutcome {
             refresh: None,
             error: Some(error),
             existing_unchecked: None,
+            held: Vec::new(),
         }
     }
 }
@@ -170,6 +175,7 @@ impl RunPlan {
             }
         }
         crate::metrics::RunCounts {
+            source_partial: false,
             source_users: self.source.users,
             source_quarantined: self.source.quarantined.len() as u64,
             operations,
@@ -186,7 +192,8 @@ impl RunPlan {
             RunStatus::Failed
         } else if self.interrupted() {
             RunStatus::Interrupted
-        } else if self.blocked() {
+        } else if self.blocked() || self.targets.iter().any(|t| !t.held.is_empty()) {
+            // A live run that held disables or deletes (safety.window) is blocked in part.
             RunStatus::Blocked
         } else if self.applied_failed().1 > 0
             || (!self.dry_run && !self.source.quarantined.is_empty())

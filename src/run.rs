@@ -91,6 +91,32 @@ pub enum Scope {
     User(String),
     /// Exactly the operations of a saved plan (`dirsync apply`), checked under the lock.
     Saved(Arc<crate::saved_plan::SavedPlan>),
+    /// A live run (`dirsync run` with live sync): the changed users, or the whole source,
+    /// with the rolling window's safety.
+    Live(Arc<LiveScope>),
+}
+
+/// What a live run covers and what the live runs before it did.
+#[derive(Debug, Clone, Default)]
+pub struct LiveScope {
+    /// The source keys the events named, sorted and unique: only these users are read and
+    /// planned (a user among them the source no longer returns is gone). `None`: the whole
+    /// source is read and planned (a new CSV export, a refresh the directory asked for).
+    pub keys: Option<Vec<String>>,
+    /// Per target: the disables and deletes live runs applied within `safety.window`.
+    pub window: HashMap<String, crate::plan::WindowCounts>,
+    /// The stream already went over the window: every disable and delete is held until the
+    /// next full run.
+    pub holding: bool,
+    /// Per target: the accounts dirsync owns (the base of the percentages), as the last run
+    /// left them; a target missing here is counted from the store.
+    pub owned: HashMap<String, u64>,
+}
+
+impl LiveScope {
+    fn keys(&self) -> Option<&[String]> {
+        self.keys.as_deref()
+    }
 }
 
 /// What the caller asks of a run.
@@ -380,9 +406,20 @@ pub async fn execute_scoped(
     let targets = select_targets(config, &opts.targets)?;
     // A whole-source run (not one user, not a saved plan, not a refresh) reads the source
     // prefiltered against the recorded state.
-    let prefilter = matches!(scope, Scope::All) && !opts.refresh;
+    let live_keys = match scope {
+        Scope::Live(l) => l.keys(),
+        _ => None,
+    };
+    let prefilter = (matches!(scope, Scope::All) || matches!(scope, Scope::Live(_)))
+        && live_keys.is_none()
+        && !opts.refresh;
     let read = async {
-        if prefilter {
+        if let Some(keys) = live_keys {
+            Ok((
+                crate::source::load_keys(&config.source, keys).await?,
+                HashMap::new(),
+            ))
+        } else if prefilter {
             read_source_prefiltered(config, store, &targets).await
         } else {
             Ok((read_source(&config.source).await?, HashMap::new()))
@@ -414,7 +451,13 @@ pub async fn execute_scoped(
         last_good,
         quarantined: snapshot.quarantined().len() as u64,
     };
-    let source_reasons = judge_source(&config.safety, facts);
+    // A live run that read only the changed users knows nothing of the source's size: the
+    // source rules are the full runs' (and it never becomes their baseline).
+    let source_reasons = if live_keys.is_some() {
+        Vec::new()
+    } else {
+        judge_source(&config.safety, facts)
+    };
     let run_id = store
         .begin_run(&NewRun {
             trigger: opts.trigger,
@@ -482,7 +525,7 @@ pub async fn execute_scoped(
     let finish = RunFinish {
         status,
         finished_at: Utc::now(),
-        source_count: Some(facts.users),
+        source_count: live_keys.is_none().then_some(facts.users),
         planned: plan.changes(),
         applied,
         failed,
@@ -559,6 +602,7 @@ async fn run_target(
                     refresh: None,
                     error: None,
                     existing_unchecked: None,
+                    held: Vec::new(),
                 });
             }
         },
@@ -607,7 +651,69 @@ async fn apply_locked(
     };
     let mut refresh = None;
     let mut existing_unchecked = None;
+    let mut held = Vec::new();
     let (plan, verdict) = match scope {
+        Scope::Live(live) => {
+            // As for a scheduled run: the prefilter's marks hold only against the accounts
+            // they were made with.
+            let touched = recovered
+                .as_ref()
+                .is_some_and(|r| r.confirmed + r.replanned + r.superseded > 0);
+            let mut plan = match live.keys() {
+                Some(keys) => {
+                    let owned = live.owned.get(&t.name).copied();
+                    plan_keys(store, t, snapshot, keys, owned, opts.now).await?
+                }
+                None => match pre {
+                    Some(p) if !touched && store.state_version(&t.name).await? == p.version => {
+                        plan_recorded(store, t, snapshot, &p.recorded, Some(&p.settled), opts.now)
+                            .await?
+                    }
+                    Some(_) => {
+                        let whole = read_source(&config.source).await?;
+                        plan_target(store, t, &whole, opts.now).await?
+                    }
+                    None => plan_target(store, t, snapshot, opts.now).await?,
+                },
+            };
+            existing_unchecked =
+                hold_existing(store, t, &mut plan, connector.as_deref(), run_id).await?;
+            // A live stream over a destructive limit (of this run, or of the window) keeps
+            // creating and updating: only its disables and deletes are held, for the next full
+            // run (or --force) to decide. The source's rules still block.
+            let mut over = judge_plan(&config.safety, &plan);
+            let earlier = live.window.get(&t.name).copied().unwrap_or_default();
+            over.extend(crate::plan::policy::judge_window(
+                &config.safety,
+                &plan,
+                earlier,
+            ));
+            let mut reasons = source_reasons.to_vec();
+            let destructive = plan.summary.disable + plan.summary.delete;
+            if opts.force {
+                reasons.extend(over);
+            } else if destructive > 0 && (live.holding || !over.is_empty()) {
+                let why = match over.first() {
+                    Some(r) => r.message.clone(),
+                    None => "the live stream is held (safety.window); the next full run \
+                             or --force decides"
+                        .to_string(),
+                };
+                let n = crate::plan::live::hold_destructive(&mut plan, &why);
+                warn!(run_id, target = %t.name, held = n, "live sync: disables and deletes held (safety.window)");
+                held = if over.is_empty() {
+                    vec![BlockReason {
+                        rule: "window",
+                        limit: 0,
+                        actual: n,
+                        message: why,
+                    }]
+                } else {
+                    over
+                };
+            }
+            (plan, Verdict::from_reasons(reasons, opts.force))
+        }
         Scope::Saved(saved) => {
             crate::saved_plan::checked_target(saved, store, t, snapshot, opts.force).await?
         }
@@ -744,7 +850,43 @@ async fn apply_locked(
         refresh,
         error,
         existing_unchecked,
+        held,
     })
+}
+
+/// Plans one target for the changed users only: the users read (`snapshot`, those of `keys`
+/// the source still returns) against the recorded accounts of those keys (fetched by key: the
+/// cost of a live run grows with the change, not with the target). A key the source no longer
+/// returns is planned as gone; no other account is looked at. The percentages keep the whole
+/// target's owned count as their base (`owned`, else counted from the store).
+async fn plan_keys(
+    store: &dyn Store,
+    t: &TargetConfig,
+    snapshot: &Snapshot,
+    keys: &[String],
+    owned: Option<u64>,
+    now: DateTime<Utc>,
+) -> Result<TargetPlan, RunError> {
+    let mut recorded: Vec<RecordedAccount> = store
+        .load_account_records(&t.name, keys)
+        .await?
+        .into_iter()
+        .map(|r| r.account)
+        .collect();
+    recorded.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    recorded.dedup_by(|a, b| a.key == b.key);
+    let owned = match owned {
+        Some(n) => n,
+        None => store
+            .load_accounts(&t.name)
+            .await?
+            .iter()
+            .filter(|r| r.owned)
+            .count() as u64,
+    };
+    let mut plan = plan_recorded(store, t, snapshot, &recorded, None, now).await?;
+    plan.owned = owned;
+    Ok(plan)
 }
 
 /// How long a dry run waits for a target's account list on first contact.

@@ -36,7 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The steps of a run and the commands beside it.
     ("steps", &["engine", "drift", "adopt", "saved_plan"]),
     // One run, orchestrated.
-    ("run", &["run"]),
+    ("run", &["run", "live"]),
     // The front ends: the command line and the daemon.
     ("front", &["cli", "daemon"]),
 ];

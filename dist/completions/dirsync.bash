@@ -649,7 +649,7 @@ _dirsync() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "schedule manual dry_run apply user" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "schedule manual dry_run apply user live" -- "${cur}"))
                     return 0
                     ;;
                 --status)

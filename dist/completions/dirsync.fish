@@ -129,7 +129,8 @@ complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_see
 manual\t''
 dry_run\t''
 apply\t'`dirsync apply FILE`: a saved plan applied'
-user\t'`dirsync sync --user KEY`: one user\'s operations'"
+user\t'`dirsync sync --user KEY`: one user\'s operations'
+live\t'`dirsync run` with live sync: a run started by source changes'"
 complete -c dirsync -n "__fish_dirsync_using_subcommand runs; and not __fish_seen_subcommand_from show help" -l status -d 'Only runs with these statuses (repeat or separate with commas)' -r -f -a "running\t''
 succeeded\t''
 partial\t''

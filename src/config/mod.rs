@@ -6,6 +6,7 @@
 //! directory). Target settings are the connector's types ([`TargetConfig`]); each vendor's
 //! keys are checked by its folder under `crate::connector`.
 
+pub mod live;
 pub mod notify;
 pub mod perms;
 mod raw;
@@ -53,6 +54,8 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     /// `[[notify]]`: run notifications.
     pub notify: Vec<notify::NotifyConfig>,
+    /// Live sync (`[source.ldap] live`, `[source.csv] watch`, `[schedule] full_every`).
+    pub live: live::LiveConfig,
 }
 
 /// `[daemon]`: how `dirsync run` behaves.

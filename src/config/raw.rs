@@ -117,6 +117,9 @@ pub struct RawLdap {
     pub missing_email: Option<String>,
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
+    /// Live sync: `off`, `syncrepl`, `usn` (taken out before the source is validated).
+    pub live: Option<String>,
+    pub poll_interval: Option<String>,
 }
 
 /// One attribute name, or a list tried in order.
@@ -170,6 +173,9 @@ pub struct RawCsv {
     pub groups_separator: Option<String>,
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
+    /// Live sync: run when a new export lands (taken out before the source is validated).
+    pub watch: Option<bool>,
+    pub settle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +203,7 @@ pub struct RawSafety {
     pub max_quarantined: Option<u64>,
     pub max_quarantined_percent: Option<f64>,
     pub max_plan_age: Option<String>,
+    pub window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +212,7 @@ pub struct RawSchedule {
     pub interval: Option<String>,
     pub jitter: Option<String>,
     pub run_on_start: Option<bool>,
+    pub full_every: Option<String>,
 }
 
 /// `[[target]]`: the keys every target has; the rest are the vendor's, handed to its

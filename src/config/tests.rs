@@ -939,3 +939,126 @@ fn http_status_page_is_a_boolean_that_needs_a_listener() {
         .unwrap();
     assert!(c.http.status_page);
 }
+
+#[test]
+fn live_keys_table() {
+    use crate::config::live::LiveMode;
+    let ldap_with = |live: &str| {
+        GOOD.replace(
+            "kind = \"csv\"\n",
+            &format!(
+                "kind = \"ldap\"\n[source.ldap]\nurl = \"ldap://dir.example\"\nanonymous = true\n\
+                 base_dn = \"dc=example\"\n{live}[source.ldap.extra]\ndepartment = \"department\"\n"
+            ),
+        )
+    };
+    let csv_good = GOOD.replace("[source.csv]\n", "[source.csv]\nwatch = true\n");
+    // (config, Ok((mode, full_every seconds, window seconds)) or Err(problem prefix))
+    type Want = Result<(LiveMode, Option<u64>, u64), &'static str>;
+    let cases: Vec<(String, Want)> = vec![
+        (GOOD.to_string(), Ok((LiveMode::Off, None, 3600))),
+        (
+            csv_good.clone(),
+            Ok((
+                LiveMode::CsvWatch {
+                    settle: Duration::from_secs(5),
+                },
+                None,
+                3600,
+            )),
+        ),
+        (
+            GOOD.replace(
+                "[source.csv]\n",
+                "[source.csv]\nwatch = true\nsettle = \"2s\"\n",
+            ) + "[schedule]\nfull_every = \"2h\"\n[safety]\nwindow = \"30m\"\n",
+            Ok((
+                LiveMode::CsvWatch {
+                    settle: Duration::from_secs(2),
+                },
+                Some(7200),
+                1800,
+            )),
+        ),
+        (
+            GOOD.replace("[source.csv]\n", "[source.csv]\nsettle = \"2s\"\n"),
+            Err("source.csv.settle: only used with watch = true"),
+        ),
+        (
+            ldap_with("live = \"syncrepl\"\n"),
+            Ok((LiveMode::Syncrepl, None, 3600)),
+        ),
+        (
+            ldap_with("live = \"usn\"\n"),
+            Ok((
+                LiveMode::Usn {
+                    poll_interval: Duration::from_secs(15),
+                },
+                None,
+                3600,
+            )),
+        ),
+        (
+            ldap_with("live = \"usn\"\npoll_interval = \"1m\"\n"),
+            Ok((
+                LiveMode::Usn {
+                    poll_interval: Duration::from_secs(60),
+                },
+                None,
+                3600,
+            )),
+        ),
+        (
+            ldap_with("live = \"push\"\n"),
+            Err("source.ldap.live: unknown live mode \"push\" (off, syncrepl, usn)"),
+        ),
+        (
+            ldap_with("live = \"syncrepl\"\npoll_interval = \"5s\"\n"),
+            Err("source.ldap.poll_interval: only used with live = \"usn\""),
+        ),
+        (
+            ldap_with("live = \"usn\"\npoll_interval = \"0s\"\n"),
+            Err("source.ldap.poll_interval: must be at least 1s"),
+        ),
+        (
+            GOOD.to_string() + "[schedule]\nfull_every = \"1h\"\n",
+            Err("schedule.full_every: only used with live sync"),
+        ),
+        (
+            csv_good.clone() + "[schedule]\nfull_every = \"10s\"\n",
+            Err("schedule.full_every: must be at least 1m"),
+        ),
+        (
+            GOOD.to_string() + "[safety]\nwindow = \"5s\"\n",
+            Err("safety.window: must be at least 1m"),
+        ),
+        (
+            GOOD.to_string() + "[safety]\nwindow = \"soon\"\n",
+            Err("safety.window: invalid duration"),
+        ),
+    ];
+    for (text, want) in cases {
+        let r = Dir::new(&text).load(&[]);
+        match want {
+            Ok((mode, full_every, window)) => {
+                let c = r.unwrap_or_else(|e| panic!("{e}\n{text}"));
+                assert_eq!(c.live.mode, mode, "{text}");
+                assert_eq!(
+                    c.live.full_every,
+                    full_every.map(Duration::from_secs),
+                    "{text}"
+                );
+                assert_eq!(c.safety.window, Duration::from_secs(window), "{text}");
+            }
+            Err(w) => {
+                let got = problems(r);
+                assert!(got.iter().any(|g| g.starts_with(w)), "{text}: {got:#?}");
+            }
+        }
+    }
+    // The environment sets them too.
+    let c = Dir::new(GOOD)
+        .load(&[("DIRSYNC_SOURCE__CSV__WATCH", "true")])
+        .unwrap();
+    assert!(c.live.mode.is_on());
+}

@@ -4,6 +4,7 @@
 pub mod diff;
 pub mod existing;
 pub mod held;
+pub mod live;
 pub mod policy;
 pub mod prefilter;
 
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::mapping::Account;
 
 pub use diff::{DiffInput, OnMissing, PlanSettings, Triage, diff, triage};
-pub use policy::{BlockReason, SafetySettings, SourceFacts, Verdict};
+pub use policy::{BlockReason, SafetySettings, SourceFacts, Verdict, WindowCounts};
 pub use prefilter::{Prefilter, PrefilterTarget, Settled};
 
 /// One field that changes: before → after (`None` = absent).

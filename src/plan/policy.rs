@@ -35,6 +35,9 @@ pub struct SafetySettings {
     pub max_quarantined_percent: f64,
     /// `dirsync apply` refuses saved plans older than this (default 24h).
     pub max_plan_age: std::time::Duration,
+    /// Live sync: the destructive limits also apply to the disables and deletes of the live
+    /// runs within this rolling window (default 1h), see [`judge_window`].
+    pub window: std::time::Duration,
 }
 
 impl Default for SafetySettings {
@@ -50,6 +53,7 @@ impl Default for SafetySettings {
             max_quarantined: 50,
             max_quarantined_percent: 5.0,
             max_plan_age: std::time::Duration::from_secs(24 * 3600),
+            window: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -256,10 +260,146 @@ pub fn judge_plan(settings: &SafetySettings, plan: &TargetPlan) -> Vec<BlockReas
     reasons
 }
 
+/// Disables and deletes live runs applied to one target within the rolling window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowCounts {
+    pub disables: u64,
+    pub deletes: u64,
+}
+
+/// Live sync's safety over time: the destructive limits of [`judge_plan`] applied to what the
+/// live runs of the last `safety.window` already did plus what this plan adds, so that a mass
+/// deletion arriving as many small events is stopped like one big run.
+pub fn judge_window(
+    settings: &SafetySettings,
+    plan: &TargetPlan,
+    earlier: WindowCounts,
+) -> Vec<BlockReason> {
+    let window = humantime::format_duration(settings.window).to_string();
+    let owned = plan.owned;
+    let mut reasons = Vec::new();
+    let mut check =
+        |rule: &'static str, what: &str, before: u64, now: u64, limit: u64, how: String| {
+            let actual = before + now;
+            if now > 0 && actual > limit {
+                reasons.push(BlockReason {
+                    rule,
+                    limit,
+                    actual,
+                    message: format!(
+                        "{actual} {what} within safety.window = {window} ({before} applied by live \
+                     runs, {now} planned now), over {how} (limit {limit}); held until the next \
+                     full run or --force"
+                    ),
+                });
+            }
+        };
+    let (disables, deletes) = (plan.summary.disable, plan.summary.delete);
+    if let Some(limit) = settings.max_disables {
+        check(
+            "max_disables",
+            "disables",
+            earlier.disables,
+            disables,
+            limit,
+            format!("max_disables = {limit}"),
+        );
+    }
+    check(
+        "max_disable_percent",
+        "disables",
+        earlier.disables,
+        disables,
+        percent_limit(owned, settings.max_disable_percent, settings.percent_floor),
+        format!(
+            "max_disable_percent = {}% of {owned} owned accounts",
+            settings.max_disable_percent
+        ),
+    );
+    if let Some(limit) = settings.max_deletes {
+        check(
+            "max_deletes",
+            "deletes",
+            earlier.deletes,
+            deletes,
+            limit,
+            format!("max_deletes = {limit}"),
+        );
+    }
+    check(
+        "max_delete_percent",
+        "deletes",
+        earlier.deletes,
+        deletes,
+        percent_limit(owned, settings.max_delete_percent, settings.percent_floor),
+        format!(
+            "max_delete_percent = {}% of {owned} owned accounts",
+            settings.max_delete_percent
+        ),
+    );
+    reasons
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::plan::Summary;
+
+    #[test]
+    fn window_adds_what_live_runs_did() {
+        let s = SafetySettings {
+            max_disables: Some(5),
+            ..SafetySettings::default()
+        };
+        // 1000 owned: 10 % is 100, so max_disables = 5 is the limit that counts.
+        let none = WindowCounts::default();
+        assert!(judge_window(&s, &plan(1000, 1, 0), none).is_empty());
+        let four = WindowCounts {
+            disables: 4,
+            deletes: 0,
+        };
+        assert!(judge_window(&s, &plan(1000, 1, 0), four).is_empty());
+        let five = WindowCounts {
+            disables: 5,
+            deletes: 0,
+        };
+        assert_eq!(
+            rules(&judge_window(&s, &plan(1000, 1, 0), five)),
+            ["max_disables"]
+        );
+        // Nothing destructive planned: never blocked, whatever the window holds.
+        assert!(
+            judge_window(
+                &s,
+                &plan(1000, 0, 0),
+                WindowCounts {
+                    disables: 99,
+                    deletes: 99
+                }
+            )
+            .is_empty()
+        );
+        // Percentages over the window too: 20 owned, floor 2.
+        let d = SafetySettings::default();
+        let two = WindowCounts {
+            disables: 2,
+            deletes: 0,
+        };
+        assert_eq!(
+            rules(&judge_window(&d, &plan(20, 1, 0), two)),
+            ["max_disable_percent"]
+        );
+        let deletes = WindowCounts {
+            disables: 0,
+            deletes: 50,
+        };
+        assert_eq!(
+            rules(&judge_window(&d, &plan(100_000, 0, 1), deletes)),
+            ["max_deletes"]
+        );
+        let msg = &judge_window(&s, &plan(1000, 1, 0), five)[0].message;
+        assert!(msg.contains("within safety.window = 1h"), "{msg}");
+    }
 
     fn plan(owned: u64, disable: u64, delete: u64) -> TargetPlan {
         TargetPlan {

@@ -114,6 +114,7 @@ fn plan(dry_run: bool) -> RunPlan {
             refresh: None,
             error: None,
             existing_unchecked: None,
+            held: Vec::new(),
         }],
     }
 }

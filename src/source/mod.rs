@@ -4,6 +4,7 @@
 
 pub mod csv;
 pub mod ldap;
+pub mod live;
 mod rules;
 
 use crate::model::Snapshot;
@@ -111,6 +112,16 @@ pub async fn load(
         (SourceConfig::Ldap(settings), Some(prefilter)) => {
             Ok(ldap::load_filtered(settings, &mut |u| prefilter.keep(u)).await?)
         }
+    }
+}
+
+/// Reads only the users of `keys` (sorted, unique) for a live run: the LDAP search narrowed to
+/// them, or the whole CSV file kept to them. A key the source does not return is gone; a read
+/// that fails is an error, never an empty answer.
+pub async fn load_keys(source: &SourceConfig, keys: &[String]) -> Result<Snapshot, SourceError> {
+    match source {
+        SourceConfig::Csv(_) => Ok(ldap::only_keys(load(source, None).await?, keys)),
+        SourceConfig::Ldap(settings) => Ok(ldap::load_keys(settings, keys).await?),
     }
 }
 

@@ -270,6 +270,23 @@ impl<S: Store> Store for Bounded<S> {
         self.call("state version", self.inner.state_version(target))
             .await
     }
+
+    async fn live_cookie(&self, source: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.call("live cookie", self.inner.live_cookie(source))
+            .await
+    }
+
+    async fn save_live_cookie(
+        &self,
+        source: &str,
+        cookie: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        self.call(
+            "save live cookie",
+            self.inner.save_live_cookie(source, cookie),
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -142,6 +142,8 @@ pub enum Trigger {
     Apply,
     /// `dirsync sync --user KEY`: one user's operations.
     User,
+    /// `dirsync run` with live sync: a run started by source changes.
+    Live,
 }
 
 impl Trigger {
@@ -152,6 +154,7 @@ impl Trigger {
             Trigger::DryRun => "dry_run",
             Trigger::Apply => "apply",
             Trigger::User => "user",
+            Trigger::Live => "live",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -161,6 +164,7 @@ impl Trigger {
             "dry_run" => Trigger::DryRun,
             "apply" => Trigger::Apply,
             "user" => Trigger::User,
+            "live" => Trigger::Live,
             _ => return None,
         })
     }
@@ -599,6 +603,23 @@ pub trait Store: Send + Sync {
         offset: u64,
         limit: u32,
     ) -> Result<OperationPage, StoreError>;
+
+    /// Live sync: the stored position of a source's change stream (`None`: start over).
+    async fn live_cookie(&self, source: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = source;
+        Err(self.pending_impl("live_cookie"))
+    }
+
+    /// Live sync: stores the position of a source's change stream (`None`: forget it, the next
+    /// start reads everything).
+    async fn save_live_cookie(
+        &self,
+        source: &str,
+        cookie: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let _ = (source, cookie);
+        Err(self.pending_impl("save_live_cookie"))
+    }
 
     #[doc(hidden)]
     fn pending_impl(&self, what: &str) -> StoreError {

@@ -17,6 +17,8 @@ mod hostile;
 mod ldap_hostile;
 mod ldap_prefilter;
 mod ldap_source;
+mod live;
+mod live_ldap;
 mod monitoring;
 mod notify;
 mod primavera;

@@ -2,6 +2,7 @@
 //! so one `dirsync check` shows everything that is wrong. This file: the whole config, `[state]`,
 //! `[safety]`, `[schedule]` and the shared helpers; one file per larger section.
 
+mod live;
 mod notify;
 mod source;
 mod target;
@@ -81,6 +82,8 @@ pub fn validate(
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<Config> {
     let mut pr = Problems(problems, credentials_dir);
+    let mut raw = raw;
+    let live = live::live(raw.source.as_mut(), &mut raw.schedule, &mut pr);
     let state = state(raw.state, base, &mut pr);
     let source = match raw.source {
         None => {
@@ -219,6 +222,7 @@ pub fn validate(
         http,
         targets,
         notify,
+        live,
     })
 }
 
@@ -371,6 +375,17 @@ fn safety(raw: RawSafety, pr: &mut Problems) -> SafetySettings {
         max_plan_age: match &raw.max_plan_age {
             Some(v) => duration(v, "safety.max_plan_age", pr).unwrap_or(d.max_plan_age),
             None => d.max_plan_age,
+        },
+        window: match &raw.window {
+            Some(v) => match duration(v, "safety.window", pr) {
+                Some(w) if w < Duration::from_secs(60) => {
+                    pr.push("safety.window", "must be at least 1m");
+                    d.window
+                }
+                Some(w) => w,
+                None => d.window,
+            },
+            None => d.window,
         },
     }
 }

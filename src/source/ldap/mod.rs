@@ -57,7 +57,10 @@
 mod conn;
 mod decode;
 mod groups;
+mod keyed;
 mod settings;
+pub mod syncrepl;
+pub mod usn;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -72,6 +75,7 @@ use conn::{connect, paged_search};
 use decode::{Outcome, duplicates, entry_to_user, user_attributes, values};
 pub use decode::{dn_key, format_key, guid_string, shown};
 use groups::{group_index, group_problems, nest_member_of};
+pub use keyed::{load_keys, only_keys};
 pub use settings::{
     DisabledRule, GroupSearch, GroupSource, KeyFormat, LdapAttributes, LdapSettings, MissingEmail,
     SearchScope, ServerType,

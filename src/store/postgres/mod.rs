@@ -802,6 +802,37 @@ impl Store for PgStore {
             .map_err(query_error(context))
     }
 
+    async fn live_cookie(&self, source: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let context = format!("read the live sync position of source {source:?}");
+        sqlx::query_scalar::<_, Vec<u8>>("SELECT cookie FROM live_cookies WHERE source = $1")
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error(context))
+    }
+
+    async fn save_live_cookie(
+        &self,
+        source: &str,
+        cookie: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let context = format!("store the live sync position of source {source:?}");
+        let q = match cookie {
+            Some(c) => sqlx::query(
+                "INSERT INTO live_cookies (source, cookie, updated_at) VALUES ($1, $2, now()) \
+                 ON CONFLICT (source) DO UPDATE SET cookie = EXCLUDED.cookie, \
+                 updated_at = EXCLUDED.updated_at",
+            )
+            .bind(source)
+            .bind(c),
+            None => sqlx::query("DELETE FROM live_cookies WHERE source = $1").bind(source),
+        };
+        q.execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(query_error(context))
+    }
+
     async fn unfinished_operations(
         &self,
         target: &str,

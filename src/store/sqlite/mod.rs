@@ -850,6 +850,38 @@ impl Store for SqliteStore {
             .map_err(self.loc.err(context))
     }
 
+    async fn live_cookie(&self, source: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let context = format!("read the live sync position of source {source:?}");
+        sqlx::query_scalar::<_, Vec<u8>>("SELECT cookie FROM live_cookies WHERE source = ?")
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.loc.err(context))
+    }
+
+    async fn save_live_cookie(
+        &self,
+        source: &str,
+        cookie: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let context = format!("store the live sync position of source {source:?}");
+        let q = match cookie {
+            Some(c) => sqlx::query(
+                "INSERT INTO live_cookies (source, cookie, updated_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (source) DO UPDATE SET cookie = excluded.cookie, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(source)
+            .bind(c)
+            .bind(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+            None => sqlx::query("DELETE FROM live_cookies WHERE source = ?").bind(source),
+        };
+        q.execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(self.loc.err(context))
+    }
+
     async fn unfinished_operations(
         &self,
         target: &str,

@@ -1,10 +1,11 @@
 //! A real, ephemeral OpenLDAP server (`slapd`) per test.
 //!
 //! [`Slapd::start`] writes a `slapd.conf` in a temp dir (mdb backend, the memberof overlay,
-//! schema core / cosine / inetorgperson / nis plus a small test schema with `nsAccountLock`,
-//! `objectGUID` and `userAccountControl`), loads the given LDIF with `slapadd` (fast, no
-//! overlays: `memberOf` is only maintained for what is added later with [`Slapd::modify`]),
-//! and starts `slapd -d 0` on a free port of 127.0.0.1.
+//! the syncprov overlay with a session log for live sync, schema core / cosine /
+//! inetorgperson / nis plus a small test schema with `nsAccountLock`, `objectGUID` and
+//! `userAccountControl`), loads the given LDIF with `slapadd` (fast, no overlays: `memberOf`
+//! is only maintained for what is added later with [`Slapd::modify`]), and starts
+//! `slapd -d 0` on a free port of 127.0.0.1.
 //!
 //! As root, `slapadd` and `slapd` run as the `openldap` system user (or `nobody`). The server
 //! is spawned by a keeper thread that lives as long as the server, with
@@ -161,6 +162,7 @@ impl Slapd {
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
              moduleload memberof\n\
+             moduleload syncprov\n\
              pidfile {root}/slapd.pid\n\
              {tls_conf}\
              {limits}\n\
@@ -172,7 +174,11 @@ impl Slapd {
              maxsize 4294967296\n\
              dbnosync\n\
              index objectClass eq\n\
-             overlay memberof\n",
+             index entryCSN,entryUUID eq\n\
+             overlay memberof\n\
+             overlay syncprov\n\
+             syncprov-checkpoint 1 1\n\
+             syncprov-sessionlog 1000\n",
             root = root.display()
         );
         let conf_path = root.join("slapd.conf");
