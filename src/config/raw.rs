@@ -254,6 +254,11 @@ pub struct RawTarget {
     pub recreate_deleted: Option<bool>,
     pub job_timeout: Option<String>,
     pub job_poll_interval: Option<String>,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    pub token_credential: Option<String>,
+    pub roles_as: Option<String>,
+    pub create_groups: Option<bool>,
 }
 
 /// `[[target.groups]]`: a source group → target-side groups.

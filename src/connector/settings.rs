@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use super::covata::settings::CovataSettings;
 use super::primavera::settings::PrimaveraSettings;
+use super::scim::settings::ScimSettings;
 use super::valuekeep::settings::ValuekeepSettings;
-use super::{Credential, TargetKind, VendorSpec, covata, primavera, valuekeep};
+use super::{Credential, TargetKind, VendorSpec, covata, primavera, scim, valuekeep};
 use crate::mapping::TargetMapping;
 use crate::plan::OnMissing;
 use crate::secret::SecretRef;
@@ -76,6 +77,7 @@ pub enum VendorSettings {
     Covata(CovataSettings),
     Primavera(PrimaveraSettings),
     Valuekeep(ValuekeepSettings),
+    Scim(ScimSettings),
 }
 
 impl VendorSettings {
@@ -84,6 +86,7 @@ impl VendorSettings {
             VendorSettings::Covata(_) => TargetKind::Covata,
             VendorSettings::Primavera(_) => TargetKind::Primavera,
             VendorSettings::Valuekeep(_) => TargetKind::Valuekeep,
+            VendorSettings::Scim(_) => TargetKind::Scim,
         }
     }
 
@@ -105,6 +108,7 @@ impl VendorSettings {
                 TargetKind::Covata => covata::settings::keys_set(&keys),
                 TargetKind::Primavera => primavera::settings::keys_set(&keys),
                 TargetKind::Valuekeep => valuekeep::settings::keys_set(&keys),
+                TargetKind::Scim => scim::settings::keys_set(&keys),
             };
             for key in set {
                 pr.push(
@@ -125,6 +129,7 @@ impl VendorSettings {
             TargetKind::Valuekeep => {
                 VendorSettings::Valuekeep(valuekeep::settings::validate(keys, at, pr)?)
             }
+            TargetKind::Scim => VendorSettings::Scim(scim::settings::validate(keys, at, pr)?),
         })
     }
 }
@@ -158,6 +163,12 @@ pub struct RawVendorKeys {
     pub set_status: Option<bool>,
     pub job_timeout: Option<String>,
     pub job_poll_interval: Option<String>,
+    /// A bearer token (SCIM).
+    pub token: Option<SecretRef>,
+    /// `token_file` or `token_credential` was given.
+    pub token_given_otherwise: bool,
+    pub roles_as: Option<String>,
+    pub create_groups: Option<bool>,
 }
 
 /// The credentials of a target once checked against its vendor's spec: the ones the vendor

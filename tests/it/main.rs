@@ -22,6 +22,8 @@ mod primavera;
 mod quarantine;
 mod quarantine_held;
 mod saved_plan;
+mod scim;
+mod scim_fake;
 mod store;
 mod support;
 mod sync;
