@@ -96,8 +96,20 @@ async fn etags_required_and_role_deltas() {
     env.fake.clear_exchanges();
     let o = env.run_code(&["sync"], 0);
     let writes = env.writes();
-    let group_patches: Vec<&Exchange> = writes.iter().filter(|e| e.path.contains("/Groups/")).collect();
+    // Every group PATCH carries only the delta; the server's 428 (If-Match required) made the
+    // first one of the run be sent again with the version.
+    let group_patches: Vec<&Exchange> = writes
+        .iter()
+        .filter(|e| e.path.contains("/Groups/") && e.status == 204)
+        .collect();
     assert_eq!(group_patches.len(), 2, "{writes:#?}\n{}", out(&o));
+    assert!(group_patches.iter().all(|e| e.if_match.is_some()));
+    assert!(
+        writes
+            .iter()
+            .filter(|e| e.path.contains("/Groups/"))
+            .all(|e| e.json()["Operations"].as_array().unwrap().len() == 1)
+    );
     let add = group_patches.iter().find(|e| e.path.ends_with(&admins_group)).unwrap();
     assert_eq!(
         add.json()["Operations"],

@@ -4,6 +4,8 @@
 //! the group read and `PUT` back with the member added or removed.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 
@@ -11,10 +13,21 @@ use super::{Kind, ScimConnector, filter, op_error, wire};
 use crate::connector::api::OpError;
 use crate::connector::http::Method;
 
-/// displayName (lower case) → the group's id (`None`: not on the server).
+/// displayName (lower case) → the group's id (`None`: not on the server); whether the server
+/// demands `If-Match` on group writes, and then one lock per group (its writes one at a time,
+/// each with the version the previous one returned, so concurrent deltas never race into 412s).
 #[derive(Default)]
 pub(super) struct GroupCache {
     ids: tokio::sync::Mutex<HashMap<String, Option<String>>>,
+    need_etag: AtomicBool,
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl GroupCache {
+    fn lock_of(&self, gid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(gid.to_string()).or_default().clone()
+    }
 }
 
 fn display_name(g: &Value) -> Option<&str> {
@@ -116,7 +129,20 @@ impl ScimConnector {
             } else {
                 json!({ "op": "remove", "path": format!("members[value eq {}]", filter::quote(user)) })
             };
-            return self.patch(Kind::Groups, gid, vec![op], false).await;
+            // Membership deltas commute: no If-Match unless the server demands it (428).
+            if !self.groups.need_etag.load(Ordering::Relaxed) {
+                match self.patch(Kind::Groups, gid, vec![op.clone()], false).await {
+                    Err(OpError::Rejected { status: 428, .. }) => {
+                        tracing::info!(target = %self.http.target(), group_id = %gid,
+                            "the server requires If-Match on groups: their writes go one at a time");
+                        self.groups.need_etag.store(true, Ordering::Relaxed);
+                    }
+                    other => return other,
+                }
+            }
+            let lock = self.groups.lock_of(gid);
+            let _one_at_a_time = lock.lock().await;
+            return self.patch(Kind::Groups, gid, vec![op], true).await;
         }
         // No PATCH: the whole group, read and written back.
         let etag = self.features().await?.etag;

@@ -247,8 +247,9 @@ impl ScimConnector {
         }
     }
 
-    /// `PATCH /{kind}/{id}` with `ops`. With ETags, `If-Match` (when `if_match`, or when the
-    /// server answers 428); a 412 re-reads the version once and sends again.
+    /// `PATCH /{kind}/{id}` with `ops`. With ETags and `if_match`: `If-Match` with the version
+    /// last seen (read first when unknown); a 412 (or 428) re-reads it once and sends again.
+    /// Without `if_match` a 428 is the error (`Rejected` 428) for the caller to handle.
     async fn patch(
         &self,
         kind: Kind,
@@ -281,7 +282,7 @@ impl ScimConnector {
                     self.remember_version(kind, id, wire::version(&resp));
                     return Ok(());
                 }
-                Err(e) if attempt == 0 && etag && matches!(e.status(), Some(412 | 428)) => {
+                Err(e) if attempt == 0 && etag && if_match && matches!(e.status(), Some(412 | 428)) => {
                     tracing::info!(target = %self.http.target(), remote_id = %id, status = e.status().unwrap_or(0),
                         "the resource's version changed (or is required): reading it again");
                     version = self.fresh_version(kind, id).await?;
