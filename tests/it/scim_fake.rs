@@ -51,11 +51,18 @@ roles = ["admins"]
 
     /// The writes of the exchange log.
     fn writes(&self) -> Vec<Exchange> {
-        self.fake.exchanges().into_iter().filter(Exchange::is_write).collect()
+        self.fake
+            .exchanges()
+            .into_iter()
+            .filter(Exchange::is_write)
+            .collect()
     }
 
     fn id_of(&self, user_name: &str) -> String {
-        self.fake.users()[user_name]["id"].as_str().unwrap().to_string()
+        self.fake.users()[user_name]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -110,12 +117,18 @@ async fn etags_required_and_role_deltas() {
             .filter(|e| e.path.contains("/Groups/"))
             .all(|e| e.json()["Operations"].as_array().unwrap().len() == 1)
     );
-    let add = group_patches.iter().find(|e| e.path.ends_with(&admins_group)).unwrap();
+    let add = group_patches
+        .iter()
+        .find(|e| e.path.ends_with(&admins_group))
+        .unwrap();
     assert_eq!(
         add.json()["Operations"],
         json!([{"op": "add", "path": "members", "value": [{"value": u2}]}])
     );
-    let remove = group_patches.iter().find(|e| e.path.ends_with(&users_group)).unwrap();
+    let remove = group_patches
+        .iter()
+        .find(|e| e.path.ends_with(&users_group))
+        .unwrap();
     assert_eq!(
         remove.json()["Operations"],
         json!([{"op": "remove", "path": format!("members[value eq \"{u2}\"]")}])
@@ -123,7 +136,10 @@ async fn etags_required_and_role_deltas() {
     assert_eq!(env.fake.group_members("admins"), vec![u2.clone()]);
     assert_eq!(env.fake.group_members("users").len(), 2);
     // The user PATCHes: If-Match each time; the 412 was followed by a read and one resend.
-    let user_patches: Vec<&Exchange> = writes.iter().filter(|e| e.path.contains("/Users/")).collect();
+    let user_patches: Vec<&Exchange> = writes
+        .iter()
+        .filter(|e| e.path.contains("/Users/"))
+        .collect();
     assert_eq!(user_patches.len(), 2, "{user_patches:#?}");
     assert!(user_patches.iter().all(|e| e.if_match.is_some()));
     assert_eq!(user_patches[0].status, 412);
@@ -139,7 +155,11 @@ async fn etags_required_and_role_deltas() {
         env.fake.users()["user1@example.com"]["name"]["familyName"],
         "Renamed1"
     );
-    assert!(writes.iter().all(|e| e.content_type.as_deref() == Some("application/scim+json")));
+    assert!(
+        writes
+            .iter()
+            .all(|e| e.content_type.as_deref() == Some("application/scim+json"))
+    );
 }
 
 /// A server without PATCH: updates and disables are GET + PUT of the whole user, keeping the
@@ -155,7 +175,10 @@ async fn no_patch_server_gets_put_and_200_creates() {
     let o = env.run_code(&["sync"], 0);
     let users = env.fake.users();
     assert_eq!(users.len(), 2, "{}", out(&o));
-    assert_eq!(users["user1@example.com"]["entitlements"], json!([{"value": "users"}]));
+    assert_eq!(
+        users["user1@example.com"]["entitlements"],
+        json!([{"value": "users"}])
+    );
     let store = env.store().await;
     let rows_now = store.load_accounts("app").await.unwrap();
     assert!(rows_now.iter().all(|r| r.owned && r.remote_id.is_some()));
@@ -171,7 +194,11 @@ async fn no_patch_server_gets_put_and_200_creates() {
     env.fake.clear_exchanges();
     let o = env.run_code(&["sync"], 0);
     let writes = env.writes();
-    assert!(writes.iter().all(|e| e.method == "PUT"), "{writes:#?}\n{}", out(&o));
+    assert!(
+        writes.iter().all(|e| e.method == "PUT"),
+        "{writes:#?}\n{}",
+        out(&o)
+    );
     assert_eq!(writes.len(), 2);
     let users = env.fake.users();
     let u1 = &users["user1@example.com"];
@@ -181,7 +208,8 @@ async fn no_patch_server_gets_put_and_200_creates() {
     assert_eq!(users["user2@example.com"]["active"], false);
 }
 
-/// Bulk with maxOperations = 10: 25 disables go in 3 Bulk requests of at most 10.
+/// Bulk with maxOperations = 10: 25 disables go in 3 Bulk requests of at most 10, and each
+/// operation's own status is its result.
 #[tokio::test(flavor = "multi_thread")]
 async fn bulk_respects_max_operations() {
     let strict = Strictness {
@@ -191,13 +219,33 @@ async fn bulk_respects_max_operations() {
     let env = Env::new(strict, &rows(30), "").await;
     env.fake.add_group("users", &[]);
     env.run_code(&["sync"], 0);
-    env.write_csv(&rows(5));
+    let disabled: String = rows(30)
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let l = if i >= 5 {
+                l.replace(",active,", ",disabled,")
+            } else {
+                l.to_string()
+            };
+            format!("{l}\n")
+        })
+        .collect();
+    env.write_csv(&disabled);
     env.fake.clear_exchanges();
     let o = env.run_code(&["sync"], 0);
     let writes = env.writes();
-    assert!(writes.iter().all(|e| e.path.ends_with("/Bulk")), "{writes:#?}\n{}", out(&o));
+    assert!(
+        writes.iter().all(|e| e.path.ends_with("/Bulk")),
+        "{writes:#?}\n{}",
+        out(&o)
+    );
     assert_eq!(writes.len(), 3);
-    assert!(writes.iter().all(|e| e.json()["Operations"].as_array().unwrap().len() <= 10));
+    assert!(
+        writes
+            .iter()
+            .all(|e| e.json()["Operations"].as_array().unwrap().len() <= 10)
+    );
     let users = env.fake.users();
     let inactive = users.values().filter(|u| u["active"] == false).count();
     assert_eq!(inactive, 25);
@@ -208,7 +256,14 @@ async fn bulk_respects_max_operations() {
 async fn pagination_and_429() {
     let env = Env::new(Strictness::default(), &rows(120), "").await;
     env.fake.add_group("users", &[]);
-    env.fake.inject("POST", "/scim/v2/Users", Fault::Status429 { retry_after: Some("1".into()) }, 2);
+    env.fake.inject(
+        "POST",
+        "/scim/v2/Users",
+        Fault::Status429 {
+            retry_after: Some("1".into()),
+        },
+        2,
+    );
     env.run_code(&["sync"], 0);
     assert_eq!(env.fake.users().len(), 120);
     env.fake.clear_exchanges();
@@ -222,7 +277,10 @@ async fn pagination_and_429() {
         .filter(|q| !q.contains("filter"))
         .collect();
     assert_eq!(starts.len(), 3, "{starts:?}");
-    for (q, want) in starts.iter().zip(["startIndex=1&", "startIndex=51&", "startIndex=101&"]) {
+    for (q, want) in starts
+        .iter()
+        .zip(["startIndex=1&", "startIndex=51&", "startIndex=101&"])
+    {
         assert!(q.contains(want), "{q}");
     }
 }

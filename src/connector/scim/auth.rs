@@ -50,7 +50,9 @@ impl TokenFetcher for ClientCredentials {
         if let Some(s) = &self.scope {
             form.push(("scope".to_string(), Secret::new(s.clone())));
         }
-        let req = Request::post(self.token_url.clone()).form(form).token_grant();
+        let req = Request::post(self.token_url.clone())
+            .form(form)
+            .token_grant();
         let resp = match self.http.send(req).await {
             Ok(r) => r,
             Err(HttpError::Status { status, .. }) if matches!(status, 400 | 401 | 403) => {

@@ -16,7 +16,9 @@ const ENVELOPE: usize = 128;
 pub(super) fn operation(action: StatusAction, item: &StatusItem, n: usize) -> Value {
     let path = format!("/Users/{}", path_segment(&item.remote_id));
     match action {
-        StatusAction::Delete => json!({ "method": "DELETE", "path": path, "bulkId": n.to_string() }),
+        StatusAction::Delete => {
+            json!({ "method": "DELETE", "path": path, "bulkId": n.to_string() })
+        }
         StatusAction::Enable | StatusAction::Disable => json!({
             "method": "PATCH",
             "path": path,
@@ -53,7 +55,10 @@ pub(super) fn batches(sizes: &[usize], limits: BulkLimits) -> Vec<std::ops::Rang
 fn outcome(action: StatusAction, op: &Value) -> Result<(), OpError> {
     let status = op
         .get("status")
-        .and_then(|s| s.as_u64().or_else(|| s.as_str().and_then(|t| t.trim().parse().ok())))
+        .and_then(|s| {
+            s.as_u64()
+                .or_else(|| s.as_str().and_then(|t| t.trim().parse().ok()))
+        })
         .and_then(|s| u16::try_from(s).ok())
         .unwrap_or(0);
     let detail = op
@@ -61,9 +66,12 @@ fn outcome(action: StatusAction, op: &Value) -> Result<(), OpError> {
         .and_then(wire::scim_error_body)
         .map(|e| e.to_string())
         .unwrap_or_default();
-    let message = format!("Bulk {}: HTTP {status} {detail}", op.get("method").and_then(Value::as_str).unwrap_or(""))
-        .trim_end()
-        .to_string();
+    let message = format!(
+        "Bulk {}: HTTP {status} {detail}",
+        op.get("method").and_then(Value::as_str).unwrap_or("")
+    )
+    .trim_end()
+    .to_string();
     match status {
         200..=299 => Ok(()),
         404 if action == StatusAction::Delete => Ok(()),
@@ -174,8 +182,14 @@ mod tests {
         let op = |s: &str| json!({"method": "DELETE", "status": s});
         assert!(outcome(StatusAction::Delete, &op("204")).is_ok());
         assert!(outcome(StatusAction::Delete, &op("404")).is_ok());
-        assert!(matches!(outcome(StatusAction::Disable, &op("404")), Err(OpError::NotFound { .. })));
-        assert!(matches!(outcome(StatusAction::Disable, &op("503")), Err(OpError::Unavailable { .. })));
+        assert!(matches!(
+            outcome(StatusAction::Disable, &op("404")),
+            Err(OpError::NotFound { .. })
+        ));
+        assert!(matches!(
+            outcome(StatusAction::Disable, &op("503")),
+            Err(OpError::Unavailable { .. })
+        ));
         let e = outcome(
             StatusAction::Disable,
             &json!({"status": 400, "response": {"scimType": "invalidValue", "detail": "no"}}),

@@ -85,7 +85,9 @@ pub fn parse(body: &Value) -> Result<Features, String> {
         patch: supported(body, "patch").is_some(),
         bulk,
         filter: filter.is_some(),
-        filter_max_results: filter.and_then(|f| number(f, "maxResults")).filter(|n| *n > 0),
+        filter_max_results: filter
+            .and_then(|f| number(f, "maxResults"))
+            .filter(|n| *n > 0),
         etag: supported(body, "etag").is_some(),
         sort: supported(body, "sort").is_some(),
         assumed: false,

@@ -26,7 +26,10 @@ mod tests {
             ("tab\tnew\nline", r#"userName eq "tab\tnew\nline""#),
             ("\u{1}", r#"userName eq "\u0001""#),
             ("ünï cödé", r#"userName eq "ünï cödé""#),
-            (r#"x" or userName pr or "y"#, r#"userName eq "x\" or userName pr or \"y""#),
+            (
+                r#"x" or userName pr or "y"#,
+                r#"userName eq "x\" or userName pr or \"y""#,
+            ),
             ("", r#"userName eq """#),
         ] {
             assert_eq!(eq("userName", value), want, "{value:?}");

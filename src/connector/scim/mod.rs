@@ -282,7 +282,12 @@ impl ScimConnector {
                     self.remember_version(kind, id, wire::version(&resp));
                     return Ok(());
                 }
-                Err(e) if attempt == 0 && etag && if_match && matches!(e.status(), Some(412 | 428)) => {
+                Err(e)
+                    if attempt == 0
+                        && etag
+                        && if_match
+                        && matches!(e.status(), Some(412 | 428)) =>
+                {
                     tracing::info!(target = %self.http.target(), remote_id = %id, status = e.status().unwrap_or(0),
                         "the resource's version changed (or is required): reading it again");
                     version = self.fresh_version(kind, id).await?;
@@ -297,7 +302,11 @@ impl ScimConnector {
 
     /// `GET` + `PUT` of a user with `edit` applied to the resource as read (servers without
     /// PATCH); with ETags, `If-Match`, and a 412 reads and edits once more.
-    async fn put_user(&self, id: &str, edit: &(dyn Fn(&Value) -> Value + Sync)) -> Result<(), OpError> {
+    async fn put_user(
+        &self,
+        id: &str,
+        edit: &(dyn Fn(&Value) -> Value + Sync),
+    ) -> Result<(), OpError> {
         let etag = self.features().await?.etag;
         let what = format!("PUT Users {id}");
         for attempt in 0..2 {
@@ -412,7 +421,12 @@ impl ScimConnector {
     }
 
     /// `GET /{kind}?filter=...` (one page: look-ups match few resources).
-    async fn filtered(&self, kind: &str, filter: &str, extra: &[(&str, &str)]) -> Result<Vec<Value>, OpError> {
+    async fn filtered(
+        &self,
+        kind: &str,
+        filter: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Vec<Value>, OpError> {
         let mut req = self
             .request(Method::GET, self.url(kind, None)?)
             .query("filter", filter);
@@ -479,11 +493,7 @@ impl Connector for ScimConnector {
 
     async fn create(&self, account: &Account) -> Result<Created, OpError> {
         self.features().await?;
-        let login = account
-            .fields
-            .get("userName")
-            .cloned()
-            .unwrap_or_default();
+        let login = account.fields.get("userName").cloned().unwrap_or_default();
         // Groups first: a missing group fails the create before the user exists.
         let mut group_ids = Vec::new();
         if self.roles_as == RolesAs::Groups {
@@ -493,17 +503,21 @@ impl Connector for ScimConnector {
         }
         let body = wire::user_body(account, &self.fields, self.roles_as);
         let req = self.request_json(Method::POST, self.url("Users", None)?, body);
-        let resp = self
-            .send(req, &format!("creating {login}"))
-            .await?;
+        let resp = self.send(req, &format!("creating {login}")).await?;
         let created: Value = resp.json()?;
         let Some(id) = created
             .get("id")
-            .and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string())))
+            .and_then(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_u64().map(|n| n.to_string()))
+            })
             .filter(|s| !s.is_empty())
         else {
             return Err(OpError::Unavailable {
-                message: format!("the user {login} was probably created, but the answer names no id"),
+                message: format!(
+                    "the user {login} was probably created, but the answer names no id"
+                ),
             });
         };
         self.remember_version(Kind::Users, &id, wire::version(&resp));
@@ -599,7 +613,9 @@ impl Connector for ScimConnector {
             Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
         };
         match features.bulk {
-            Some(limits) if items.len() > 1 && (features.patch || action == StatusAction::Delete) => {
+            Some(limits)
+                if items.len() > 1 && (features.patch || action == StatusAction::Delete) =>
+            {
                 self.status_bulk(action, items, limits).await
             }
             _ => futures::future::join_all(items.iter().map(|i| self.status_one(action, i))).await,
@@ -665,11 +681,9 @@ impl Connector for ScimConnector {
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(resources.len());
         for r in &resources {
-            let a = self
-                .account_of(r)
-                .map_err(|m| OpError::Unavailable {
-                    message: format!("listing Users: {m}"),
-                })?;
+            let a = self.account_of(r).map_err(|m| OpError::Unavailable {
+                message: format!("listing Users: {m}"),
+            })?;
             if seen.insert(a.remote_id.clone()) {
                 out.push(a);
             }

@@ -10,7 +10,13 @@
 use serde_json::{Map, Value};
 
 /// Multi-valued attributes whose entries carry a `type` (RFC 7643 section 4.1.2).
-pub const TYPED: &[&str] = &["emails", "phoneNumbers", "ims", "photos", "x509Certificates"];
+pub const TYPED: &[&str] = &[
+    "emails",
+    "phoneNumbers",
+    "ims",
+    "photos",
+    "x509Certificates",
+];
 
 /// A parsed attribute path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,9 +47,7 @@ fn attr_name_ok(s: &str) -> bool {
 pub fn parse_path(name: &str) -> Result<AttrPath, String> {
     let (schema, rest) = if name.len() > 4 && name[..4].eq_ignore_ascii_case("urn:") {
         match name.rsplit_once(':') {
-            Some((urn, attr)) if !attr.is_empty() && urn.len() > 4 => {
-                (Some(urn.to_string()), attr)
-            }
+            Some((urn, attr)) if !attr.is_empty() && urn.len() > 4 => (Some(urn.to_string()), attr),
             _ => {
                 return Err(format!(
                     "{name:?}: an extension path is the schema URN, ':' and the attribute \
@@ -89,8 +93,11 @@ fn unreachable_path(name: &str) -> Result<AttrPath, String> {
 /// The value of `key` in `obj`, matched case-insensitively (SCIM attribute names are).
 fn get_ci<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
     let map = obj.as_object()?;
-    map.get(key)
-        .or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+    map.get(key).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
 }
 
 /// The key `key` of `map` as the map spells it (or `key` when absent).
@@ -137,9 +144,10 @@ pub fn read(resource: &Value, path: &AttrPath) -> Option<String> {
         AttrPath::Sub { schema, attr, sub } => {
             text(get_ci(get_ci(container(resource, schema)?, attr)?, sub)?)
         }
-        AttrPath::Typed { attr, kind } => {
-            text(get_ci(typed_entry(get_ci(resource, attr)?, kind)?, "value")?)
-        }
+        AttrPath::Typed { attr, kind } => text(get_ci(
+            typed_entry(get_ci(resource, attr)?, kind)?,
+            "value",
+        )?),
     }
 }
 
@@ -300,7 +308,10 @@ mod tests {
         let p = |s: &str| parse_path(s).unwrap();
         assert_eq!(read(&r, &p("name.givenName")).as_deref(), Some("A"));
         assert_eq!(read(&r, &p("emails.work")).as_deref(), Some("w@x"));
-        assert_eq!(read(&r, &p(&format!("{ENT}:employeeNumber"))).as_deref(), Some("7"));
+        assert_eq!(
+            read(&r, &p(&format!("{ENT}:employeeNumber"))).as_deref(),
+            Some("7")
+        );
         assert_eq!(read(&r, &p("emails.other")), None);
         let m = r.as_object_mut().unwrap();
         write(m, &p("name.givenName"), Some("B"));

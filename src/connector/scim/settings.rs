@@ -213,7 +213,12 @@ pub static SPEC: VendorSpec = VendorSpec {
     fields: &[
         field("userName", FieldKind::Text, true, Some("{email}")),
         field("externalId", FieldKind::Text, false, Some("{key}")),
-        field("name.givenName", FieldKind::Text, false, Some("{given_name}")),
+        field(
+            "name.givenName",
+            FieldKind::Text,
+            false,
+            Some("{given_name}"),
+        ),
         field(
             "name.familyName",
             FieldKind::Text,
@@ -312,7 +317,11 @@ mod tests {
             ..Default::default()
         };
         assert!(validate(both, "target[0]", &mut pr).is_none());
-        assert!(pr.0.iter().any(|(_, m)| m.contains("not both")), "{:?}", pr.0);
+        assert!(
+            pr.0.iter().any(|(_, m)| m.contains("not both")),
+            "{:?}",
+            pr.0
+        );
 
         let mut pr = Sink::default();
         let oauth = RawVendorKeys {

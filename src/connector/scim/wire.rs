@@ -81,10 +81,9 @@ fn typed_entries(account: &Account, fields: &FieldPaths, attr: &str) -> Vec<(Str
         .list
         .iter()
         .filter_map(|(name, p)| match p {
-            AttrPath::Typed { attr: a, kind } if a == attr => account
-                .fields
-                .get(name)
-                .map(|v| (kind.clone(), v.clone())),
+            AttrPath::Typed { attr: a, kind } if a == attr => {
+                account.fields.get(name).map(|v| (kind.clone(), v.clone()))
+            }
             _ => None,
         })
         .collect();
@@ -113,7 +112,12 @@ fn typed_list(entries: &[(String, String)]) -> Value {
 pub fn user_body(account: &Account, fields: &FieldPaths, roles_as: RolesAs) -> Value {
     let mut m = Map::new();
     let mut schemas = vec![Value::String(USER_SCHEMA.into())];
-    schemas.extend(fields.extensions().into_iter().map(|s| Value::String(s.into())));
+    schemas.extend(
+        fields
+            .extensions()
+            .into_iter()
+            .map(|s| Value::String(s.into())),
+    );
     m.insert("schemas".into(), Value::Array(schemas));
     let mut typed_done = BTreeSet::new();
     for (name, p) in &fields.list {
@@ -194,7 +198,9 @@ pub fn patch_ops(
                 if entries.is_empty() {
                     ops.push(json!({ "op": "remove", "path": attr }));
                 } else {
-                    ops.push(json!({ "op": "replace", "path": attr, "value": typed_list(&entries) }));
+                    ops.push(
+                        json!({ "op": "replace", "path": attr, "value": typed_list(&entries) }),
+                    );
                 }
             }
             p => match &c.after {
@@ -455,7 +461,11 @@ mod tests {
                 "roles": [{"value": "r1"}],
             })
         );
-        assert!(user_body(&a, &fields(), RolesAs::Groups).get("roles").is_none());
+        assert!(
+            user_body(&a, &fields(), RolesAs::Groups)
+                .get("roles")
+                .is_none()
+        );
     }
 
     #[test]
@@ -492,7 +502,11 @@ mod tests {
                 json!([{"op": "remove", "path": "phoneNumbers"}]),
             ),
             (
-                vec![change(&format!("{ENT}:employeeNumber"), Some("1"), Some("2"))],
+                vec![change(
+                    &format!("{ENT}:employeeNumber"),
+                    Some("1"),
+                    Some("2"),
+                )],
                 json!([{"op": "replace", "path": format!("{ENT}:employeeNumber"), "value": "2"}]),
             ),
         ] {
@@ -510,9 +524,18 @@ mod tests {
             "emails": [{"value": "amy@x", "type": "work", "primary": true},
                        {"value": "other@x", "type": "other"}],
         });
-        let desired = account(&[("userName", "amy@x"), ("name.givenName", "Amelia"), ("emails.work", "amy@x")]);
+        let desired = account(&[
+            ("userName", "amy@x"),
+            ("name.givenName", "Amelia"),
+            ("emails.work", "amy@x"),
+        ]);
         let roles: BTreeSet<String> = ["a".to_string()].into();
-        let put = merged_resource(&current, &desired, &fields(), Some(("entitlements", &roles)));
+        let put = merged_resource(
+            &current,
+            &desired,
+            &fields(),
+            Some(("entitlements", &roles)),
+        );
         assert_eq!(
             put,
             json!({

@@ -71,9 +71,14 @@ impl Scim2Server {
                 log: log.clone(),
                 kept,
             };
-            let ready = server.kept.wait_ready(WHAT, &log, start, Duration::from_secs(60), || {
-                matches!(server.request("GET", "/ServiceProviderConfig", None), Ok((200, _)))
-            });
+            let ready = server
+                .kept
+                .wait_ready(WHAT, &log, start, Duration::from_secs(60), || {
+                    matches!(
+                        server.request("GET", "/ServiceProviderConfig", None),
+                        Ok((200, _))
+                    )
+                });
             match ready {
                 Ok(()) => return Ok(server),
                 Err(e) if e.contains("Address already in use") => last = e,

@@ -87,7 +87,12 @@ fn scim_error(status: u16, scim_type: Option<&str>, detail: &str) -> Response {
         body["scimType"] = json!(t);
     }
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (code, [(header::CONTENT_TYPE, "application/scim+json")], body.to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/scim+json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn fault_status(status: StatusCode, retry_after: Option<&str>) -> Response {
@@ -196,7 +201,11 @@ fn etag_of(inner: &Inner, id: &str) -> String {
 
 fn json_response(status: u16, inner: &Inner, id: Option<&str>, body: Value) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    let mut resp = (code, [(header::CONTENT_TYPE, "application/scim+json")], body.to_string())
+    let mut resp = (
+        code,
+        [(header::CONTENT_TYPE, "application/scim+json")],
+        body.to_string(),
+    )
         .into_response();
     if let Some(id) = id
         && let Ok(v) = HeaderValue::from_str(&etag_of(inner, id))
@@ -257,7 +266,10 @@ fn apply_patch(r: &mut Value, body: &Value) -> Result<(), Response> {
         .ok_or_else(|| scim_error(400, Some("invalidSyntax"), "no Operations"))?;
     for op in ops {
         let path = op["path"].as_str().unwrap_or("");
-        match (op["op"].as_str().unwrap_or("").to_lowercase().as_str(), path) {
+        match (
+            op["op"].as_str().unwrap_or("").to_lowercase().as_str(),
+            path,
+        ) {
             ("add", "members") => {
                 let mut members = r["members"].as_array().cloned().unwrap_or_default();
                 for m in op["value"].as_array().cloned().unwrap_or_default() {
@@ -279,12 +291,20 @@ fn apply_patch(r: &mut Value, body: &Value) -> Result<(), Response> {
                 }
             }
             ("replace", "") | ("add", "") => {
-                return Err(scim_error(400, Some("noTarget"), "path-less operations are not supported"));
+                return Err(scim_error(
+                    400,
+                    Some("noTarget"),
+                    "path-less operations are not supported",
+                ));
             }
             ("replace", p) => set_path(r, p, Some(op["value"].clone())),
             ("remove", p) => set_path(r, p, None),
             (other, _) => {
-                return Err(scim_error(400, Some("invalidSyntax"), &format!("op {other}")));
+                return Err(scim_error(
+                    400,
+                    Some("invalidSyntax"),
+                    &format!("op {other}"),
+                ));
             }
         }
     }
@@ -349,7 +369,14 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let mut inner = lock(&shared);
-        dispatch(&mut inner, &incoming.method, &path, query.as_deref(), &body, if_match.as_deref())
+        dispatch(
+            &mut inner,
+            &incoming.method,
+            &path,
+            query.as_deref(),
+            &body,
+            if_match.as_deref(),
+        )
     };
     if after_handler(fault.as_ref(), conn.as_ref()).await {
         return response;
@@ -365,7 +392,11 @@ fn check_if_match(inner: &Inner, id: &str, if_match: Option<&str>) -> Result<(),
     match if_match {
         None => Err(scim_error(428, None, "If-Match required")),
         Some(v) if v == etag_of(inner, id) => Ok(()),
-        Some(_) => Err(scim_error(412, None, "Failed to update. Resource has changed on the server")),
+        Some(_) => Err(scim_error(
+            412,
+            None,
+            "Failed to update. Resource has changed on the server",
+        )),
     }
 }
 
@@ -385,17 +416,24 @@ fn dispatch(
     match (method, segs.as_slice()) {
         ("GET", ["ServiceProviderConfig"]) => {
             let bulk = match inner.strict.bulk_max_operations {
-                Some(n) => json!({"supported": true, "maxOperations": n, "maxPayloadSize": 1_048_576}),
+                Some(n) => {
+                    json!({"supported": true, "maxOperations": n, "maxPayloadSize": 1_048_576})
+                }
                 None => json!({"supported": false}),
             };
-            json_response(200, inner, None, json!({
-                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-                "patch": {"supported": inner.strict.patch},
-                "bulk": bulk,
-                "filter": {"supported": true, "maxResults": 200},
-                "etag": {"supported": true},
-                "sort": {"supported": false},
-            }))
+            json_response(
+                200,
+                inner,
+                None,
+                json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+                    "patch": {"supported": inner.strict.patch},
+                    "bulk": bulk,
+                    "filter": {"supported": true, "maxResults": 200},
+                    "etag": {"supported": true},
+                    "sort": {"supported": false},
+                }),
+            )
         }
         ("GET", [kind @ ("Users" | "Groups")]) => {
             let q = query_map(query);
@@ -411,7 +449,11 @@ fn dispatch(
                 };
                 all.retain(|r| r[attr].as_str().is_some_and(|x| x.eq_ignore_ascii_case(&v)));
             }
-            let start: usize = q.get("startIndex").and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
+            let start: usize = q
+                .get("startIndex")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1)
+                .max(1);
             let count: usize = q.get("count").and_then(|s| s.parse().ok()).unwrap_or(100);
             let count = count.min(inner.strict.page_size);
             let page: Vec<Value> = all
@@ -420,29 +462,54 @@ fn dispatch(
                 .take(count)
                 .map(|r| with_meta(inner, r["id"].as_str().unwrap_or(""), (*r).clone()))
                 .collect();
-            json_response(200, inner, None, json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-                "totalResults": all.len(), "startIndex": start, "itemsPerPage": page.len(),
-                "Resources": page,
-            }))
+            json_response(
+                200,
+                inner,
+                None,
+                json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                    "totalResults": all.len(), "startIndex": start, "itemsPerPage": page.len(),
+                    "Resources": page,
+                }),
+            )
         }
         ("GET", [kind @ ("Users" | "Groups"), id]) => {
-            let store = if *kind == "Users" { &inner.users } else { &inner.groups };
+            let store = if *kind == "Users" {
+                &inner.users
+            } else {
+                &inner.groups
+            };
             match store.get(*id) {
                 Some(r) => json_response(200, inner, Some(id), with_meta(inner, id, r.clone())),
                 None => scim_error(404, None, "no such resource"),
             }
         }
         ("POST", [kind @ ("Users" | "Groups")]) => {
-            let attr = if *kind == "Users" { "userName" } else { "displayName" };
+            let attr = if *kind == "Users" {
+                "userName"
+            } else {
+                "displayName"
+            };
             let Some(name) = body[attr].as_str().filter(|s| !s.is_empty()) else {
                 return scim_error(400, Some("invalidValue"), &format!("{attr} is required"));
             };
-            let store = if *kind == "Users" { &inner.users } else { &inner.groups };
-            if store.values().any(|r| r[attr].as_str().is_some_and(|x| x.eq_ignore_ascii_case(name))) {
+            let store = if *kind == "Users" {
+                &inner.users
+            } else {
+                &inner.groups
+            };
+            if store.values().any(|r| {
+                r[attr]
+                    .as_str()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(name))
+            }) {
                 return scim_error(409, Some("uniqueness"), &format!("{attr} {name} is taken"));
             }
-            let id = format!("{}{}", if *kind == "Users" { "u" } else { "g" }, inner.next_id);
+            let id = format!(
+                "{}{}",
+                if *kind == "Users" { "u" } else { "g" },
+                inner.next_id
+            );
             inner.next_id += 1;
             let mut r = body.clone();
             r["id"] = json!(id);
@@ -452,7 +519,11 @@ fn dispatch(
             } else {
                 inner.groups.insert(id.clone(), r.clone());
             }
-            let status = if *kind == "Users" { inner.strict.create_status } else { 201 };
+            let status = if *kind == "Users" {
+                inner.strict.create_status
+            } else {
+                201
+            };
             json_response(status, inner, Some(&id), with_meta(inner, &id, r))
         }
         ("PATCH" | "PUT", [kind @ ("Users" | "Groups"), id]) => {
@@ -470,7 +541,11 @@ fn dispatch(
             if let Err(r) = check_if_match(inner, id, if_match) {
                 return r;
             }
-            let store = if *kind == "Users" { &mut inner.users } else { &mut inner.groups };
+            let store = if *kind == "Users" {
+                &mut inner.users
+            } else {
+                &mut inner.groups
+            };
             let Some(r) = store.get_mut(*id) else {
                 return scim_error(404, None, "no such resource");
             };
@@ -522,7 +597,8 @@ fn dispatch(
                 inner.strict.etag_required = saved && version.is_some();
                 let r = dispatch(inner, m, p, None, &op["data"], version.as_deref());
                 inner.strict.etag_required = saved;
-                let mut a = json!({"method": m, "location": p, "status": r.status().as_u16().to_string()});
+                let mut a =
+                    json!({"method": m, "location": p, "status": r.status().as_u16().to_string()});
                 if let Some(b) = op.get("bulkId") {
                     a["bulkId"] = b.clone();
                 }
@@ -531,10 +607,15 @@ fn dispatch(
                 }
                 answers.push(a);
             }
-            json_response(200, inner, None, json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkResponse"],
-                "Operations": answers,
-            }))
+            json_response(
+                200,
+                inner,
+                None,
+                json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkResponse"],
+                    "Operations": answers,
+                }),
+            )
         }
         _ => scim_error(404, None, &format!("no route {method} {path}")),
     }
