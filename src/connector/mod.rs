@@ -115,6 +115,10 @@ impl Credential {
     }
 }
 
+/// A vendor's check of a free-form field name: how its values compare, or why the name is
+/// refused.
+pub type FieldCheck = fn(&str) -> Result<FieldKind, String>;
+
 /// What dirsync knows about one vendor's accounts.
 #[derive(Debug)]
 pub struct VendorSpec {
@@ -123,7 +127,7 @@ pub struct VendorSpec {
     /// names are free-form (any attribute path of a generic protocol): a name not in `fields`
     /// is accepted when `check` accepts it (giving how its values compare), optional and
     /// without a default.
-    pub free_fields: Option<fn(&str) -> Result<FieldKind, String>>,
+    pub free_fields: Option<FieldCheck>,
     /// The field that identifies an account to people and for adoption.
     pub login_field: &'static str,
     /// Roles the vendor documents; `None` when roles are per tenant.

@@ -260,10 +260,10 @@ fn set_path(r: &mut Value, path: &str, value: Option<Value>) {
 }
 
 /// Applies a PatchOp body; `Err`: the SCIM error.
-fn apply_patch(r: &mut Value, body: &Value) -> Result<(), Response> {
+fn apply_patch(r: &mut Value, body: &Value) -> Result<(), Box<Response>> {
     let ops = body["Operations"]
         .as_array()
-        .ok_or_else(|| scim_error(400, Some("invalidSyntax"), "no Operations"))?;
+        .ok_or_else(|| Box::new(scim_error(400, Some("invalidSyntax"), "no Operations")))?;
     for op in ops {
         let path = op["path"].as_str().unwrap_or("");
         match (
@@ -285,26 +285,26 @@ fn apply_patch(r: &mut Value, body: &Value) -> Result<(), Response> {
                     .and_then(|p| p.strip_suffix(']'))
                     .unwrap_or("");
                 let id = eq_filter(inner, "value")
-                    .ok_or_else(|| scim_error(400, Some("invalidFilter"), p))?;
+                    .ok_or_else(|| Box::new(scim_error(400, Some("invalidFilter"), p)))?;
                 if let Some(members) = r["members"].as_array_mut() {
                     members.retain(|m| m["value"] != id.as_str());
                 }
             }
             ("replace", "") | ("add", "") => {
-                return Err(scim_error(
+                return Err(Box::new(scim_error(
                     400,
                     Some("noTarget"),
                     "path-less operations are not supported",
-                ));
+                )));
             }
             ("replace", p) => set_path(r, p, Some(op["value"].clone())),
             ("remove", p) => set_path(r, p, None),
             (other, _) => {
-                return Err(scim_error(
+                return Err(Box::new(scim_error(
                     400,
                     Some("invalidSyntax"),
                     &format!("op {other}"),
-                ));
+                )));
             }
         }
     }
@@ -385,18 +385,18 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
     response
 }
 
-fn check_if_match(inner: &Inner, id: &str, if_match: Option<&str>) -> Result<(), Response> {
+fn check_if_match(inner: &Inner, id: &str, if_match: Option<&str>) -> Result<(), Box<Response>> {
     if !inner.strict.etag_required {
         return Ok(());
     }
     match if_match {
-        None => Err(scim_error(428, None, "If-Match required")),
+        None => Err(Box::new(scim_error(428, None, "If-Match required"))),
         Some(v) if v == etag_of(inner, id) => Ok(()),
-        Some(_) => Err(scim_error(
+        Some(_) => Err(Box::new(scim_error(
             412,
             None,
             "Failed to update. Resource has changed on the server",
-        )),
+        ))),
     }
 }
 
@@ -539,7 +539,7 @@ fn dispatch(
                 return scim_error(404, None, "no such resource");
             }
             if let Err(r) = check_if_match(inner, id, if_match) {
-                return r;
+                return *r;
             }
             let store = if *kind == "Users" {
                 &mut inner.users
@@ -551,7 +551,7 @@ fn dispatch(
             };
             if method == "PATCH" {
                 if let Err(e) = apply_patch(r, body) {
-                    return e;
+                    return *e;
                 }
             } else {
                 let mut new = body.clone();
@@ -573,7 +573,7 @@ fn dispatch(
                 return scim_error(404, None, "no such user");
             }
             if let Err(r) = check_if_match(inner, id, if_match) {
-                return r;
+                return *r;
             }
             inner.users.remove(*id);
             StatusCode::NO_CONTENT.into_response()
