@@ -256,21 +256,13 @@ async fn one_run(d: &Daemon) -> RunEnd {
             return failed;
         }
     };
-    let mut connectors = Connectors::new();
-    let mut names = Vec::new();
-    let mut unusable = false;
-    for t in targets {
-        match crate::connector::connect(t) {
-            Ok(c) => {
-                connectors.insert(t.name.clone(), c);
-                names.push(t.name.clone());
-            }
-            Err(e) => {
-                error!(target = %t.name, error = %e, "target skipped");
-                unusable = true;
-            }
-        }
+    let (built, not_built) = crate::connector::connect_each(targets);
+    for e in &not_built {
+        error!(target = %e.target, error = %e, "target skipped");
     }
+    let unusable = !not_built.is_empty();
+    let names: Vec<String> = built.iter().map(|(name, _)| name.clone()).collect();
+    let connectors: Connectors = built.into_iter().collect();
     if names.is_empty() {
         return failed;
     }

@@ -42,6 +42,7 @@ pub mod model;
 pub mod notify;
 pub mod outcome;
 pub mod plan;
+pub mod problems;
 pub mod report;
 pub mod run;
 pub mod saved_plan;

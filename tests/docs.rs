@@ -75,22 +75,9 @@ fn blocks(page: &Path) -> Vec<Block> {
 fn complete(mut t: toml::Table) -> toml::Table {
     let base: toml::Table = toml::from_str(
         r#"
-[state]
-path = "state.db"
-[source]
-kind = "csv"
-[source.csv]
-path = "users.csv"
-[source.csv.columns]
-key = "id"
-[[target]]
-name = "docs"
-kind = "covata"
-base_url = "https://covata.example.com"
-username = "u"
-password = "p"
-client_id = "c"
-client_secret = "s"
+state = { path = "state.db" }
+source = { kind = "csv", csv = { path = "users.csv", columns = { key = "id" } } }
+target = [{ name = "docs", kind = "covata", base_url = "https://covata.example.com", username = "u", password = "p", client_id = "c", client_secret = "s" }]
 "#,
     )
     .unwrap();

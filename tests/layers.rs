@@ -16,6 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "model",
             "secret",
+            "problems",
             "mapping",
             "plan",
             "schedule",

@@ -66,10 +66,8 @@ pub(super) async fn store_only(config: &Config, migrate: bool) -> Result<Box<dyn
 }
 
 fn connect_all(targets: &[&TargetConfig], connectors: &mut Connectors) -> Result<(), u8> {
-    for t in targets {
-        let c = connect(t).map_err(fail)?;
-        connectors.insert(t.name.clone(), c);
-    }
+    let built: Connectors = crate::connector::connect_all(targets.iter().copied()).map_err(fail)?;
+    connectors.extend(built);
     Ok(())
 }
 

@@ -206,24 +206,14 @@ pub struct RawSchedule {
     pub run_on_start: Option<bool>,
 }
 
+/// `[[target]]`: the keys every target has; the rest are the vendor's, handed to its
+/// settings (`connector::settings::VendorSettings::validate`), which reports unknown ones.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawTarget {
     pub name: Option<String>,
     pub kind: Option<String>,
     pub enabled: Option<bool>,
     pub base_url: Option<String>,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub password_file: Option<PathBuf>,
-    pub password_credential: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
-    pub client_secret_file: Option<PathBuf>,
-    pub client_secret_credential: Option<String>,
-    pub token_url: Option<String>,
-    pub scope: Option<String>,
-    pub tenant_key: Option<String>,
-    pub org_key: Option<String>,
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
     #[serde(default)]
@@ -245,20 +235,11 @@ pub struct RawTarget {
     pub max_retries: Option<u32>,
     pub max_backoff: Option<String>,
     pub batch_size: Option<usize>,
-    pub expire_sessions_on_disable: Option<bool>,
-    pub bulk_import_min: Option<usize>,
-    pub import_batch_size: Option<usize>,
-    pub send_invitation: Option<bool>,
-    pub set_status: Option<bool>,
     pub allow_insecure_http: Option<bool>,
     pub recreate_deleted: Option<bool>,
-    pub job_timeout: Option<String>,
-    pub job_poll_interval: Option<String>,
-    pub token: Option<Secret>,
-    pub token_file: Option<PathBuf>,
-    pub token_credential: Option<String>,
-    pub roles_as: Option<String>,
-    pub create_groups: Option<bool>,
+    /// Every other key: the vendor's.
+    #[serde(flatten)]
+    pub vendor: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `[[target.groups]]`: a source group → target-side groups.

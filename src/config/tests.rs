@@ -216,6 +216,27 @@ fn bad_configs_report_every_problem_with_its_key() {
             &["target[1].username: not a setting of kind valuekeep"],
         ),
         (
+            "a vendor key of another vendor names its owner",
+            &GOOD.replace(
+                "org_key = \"o\"",
+                "org_key = \"o\"\njob_timeout = \"5m\"\nexpire_sessions_on_disable = false",
+            ),
+            &[
+                "target[1].job_timeout: not a setting of kind valuekeep (only of primavera)",
+                "target[1].expire_sessions_on_disable: not a setting of kind valuekeep (only of covata)",
+            ],
+        ),
+        (
+            "a vendor key of the wrong type names the key",
+            &GOOD.replace("org_key = \"o\"", "org_key = \"o\"\nsend_invitation = \"yes\""),
+            &["target[1].send_invitation: invalid type: string \"yes\", expected a boolean"],
+        ),
+        (
+            "an unknown vendor key is unknown",
+            &GOOD.replace("org_key = \"o\"", "org_key = \"o\"\norg_keyy = \"o\""),
+            &["target[1].org_keyy: unknown key"],
+        ),
+        (
             "template errors",
             &GOOD
                 .replace("({department})", "({dept})")

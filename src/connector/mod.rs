@@ -76,45 +76,6 @@ pub struct FieldSpec {
     pub default_template: Option<&'static str>,
 }
 
-/// Credential settings of a target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credential {
-    Username,
-    Password,
-    ClientId,
-    ClientSecret,
-    TokenUrl,
-    Scope,
-    TenantKey,
-    OrgKey,
-}
-
-impl Credential {
-    pub const ALL: [Credential; 8] = [
-        Credential::Username,
-        Credential::Password,
-        Credential::ClientId,
-        Credential::ClientSecret,
-        Credential::TokenUrl,
-        Credential::Scope,
-        Credential::TenantKey,
-        Credential::OrgKey,
-    ];
-
-    pub fn key(self) -> &'static str {
-        match self {
-            Credential::Username => "username",
-            Credential::Password => "password",
-            Credential::ClientId => "client_id",
-            Credential::ClientSecret => "client_secret",
-            Credential::TokenUrl => "token_url",
-            Credential::Scope => "scope",
-            Credential::TenantKey => "tenant_key",
-            Credential::OrgKey => "org_key",
-        }
-    }
-}
-
 /// A vendor's check of a free-form field name: how its values compare, or why the name is
 /// refused.
 pub type FieldCheck = fn(&str) -> Result<FieldKind, String>;
@@ -140,12 +101,6 @@ pub struct VendorSpec {
     pub supports_groups: bool,
     /// Requests per second when the config sets none (the vendor's documented rate limit).
     pub default_requests_per_second: Option<f64>,
-    /// Settings this vendor needs.
-    pub required_credentials: &'static [Credential],
-    /// Settings this vendor accepts but does not need.
-    pub optional_credentials: &'static [Credential],
-    /// Defaults for optional settings.
-    pub credential_defaults: &'static [(Credential, &'static str)],
 }
 
 impl VendorSpec {
@@ -227,4 +182,24 @@ where
         .into_iter()
         .map(|t| Ok((t.name.clone(), connect(t)?)))
         .collect()
+}
+
+/// A target's name and its connector.
+pub type NamedConnector = (String, Arc<dyn Connector>);
+
+/// Builds the connector of each of `targets` ([`connect`]): those that could be built, keyed
+/// by target name, and the errors of the others (the daemon runs the first and reports the
+/// second; the command line stops at the first error with [`connect_all`]).
+pub fn connect_each<'a>(
+    targets: impl IntoIterator<Item = &'a TargetConfig>,
+) -> (Vec<NamedConnector>, Vec<ConnectError>) {
+    let mut built = Vec::new();
+    let mut failed = Vec::new();
+    for t in targets {
+        match connect(t) {
+            Ok(c) => built.push((t.name.clone(), c)),
+            Err(e) => failed.push(e),
+        }
+    }
+    (built, failed)
 }

@@ -1,20 +1,27 @@
 //! A target's validated settings: the part every vendor shares ([`TargetConfig`],
-//! [`HttpSettings`]) and the typed vendor part ([`VendorSettings`]), with the checks they
-//! share (target URLs, durations, credentials against the vendor's [`VendorSpec`]).
+//! [`HttpSettings`]) and the typed vendor part ([`VendorSettings`]).
 //!
-//! The TOML is flat (`config::raw`); `config` hands a target's vendor keys over as
-//! [`RawVendorKeys`] and each vendor folder's `settings.rs` turns them into its own type.
+//! The TOML of a target is flat: `config` validates the common keys and hands the rest over
+//! as [`VendorKeys`]; each vendor folder's `settings.rs` declares its own keys (a `Deserialize`
+//! struct), checks them with the helpers of [`VendorContext`] and builds its own type. A key
+//! no vendor declares is unknown; a key of another vendor is "not a setting of kind ...".
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::de::DeserializeOwned;
 
 use super::covata::settings::CovataSettings;
 use super::primavera::settings::PrimaveraSettings;
 use super::scim::settings::ScimSettings;
 use super::valuekeep::settings::ValuekeepSettings;
-use super::{Credential, TargetKind, VendorSpec, covata, primavera, scim, valuekeep};
+use super::{TargetKind, covata, primavera, scim, valuekeep};
 use crate::mapping::TargetMapping;
 use crate::plan::OnMissing;
-use crate::secret::SecretRef;
+pub use crate::problems::{
+    ProblemSink, duration, http_url, is_loopback_host, refuse_clear_text, secret_ref,
+};
+use crate::secret::{Secret, SecretRef};
 
 /// HTTP behaviour of a target's client.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,256 +97,245 @@ impl VendorSettings {
         }
     }
 
-    /// Validates the vendor keys of a target of `kind` (at `at`, e.g. `target[0]`): keys of
-    /// other vendors are reported, then `kind`'s own validation runs. `None` when a problem
-    /// was pushed.
+    /// Validates the vendor keys of a target of `cx.kind`: each key must be one of the
+    /// vendor's own (a key of another vendor, or of none, is reported), then the vendor's
+    /// validation runs. `None` when a problem was pushed.
     pub fn validate(
-        kind: TargetKind,
-        keys: RawVendorKeys,
-        at: &str,
+        keys: VendorKeys,
+        cx: &VendorContext<'_>,
         pr: &mut dyn ProblemSink,
     ) -> Option<VendorSettings> {
-        // Settings that belong to one vendor only.
-        for owner in TargetKind::ALL {
-            if owner == kind {
-                continue;
+        Some(match cx.kind {
+            TargetKind::Covata => {
+                VendorSettings::Covata(covata::settings::validate(cx.keys(keys, pr)?, cx, pr)?)
             }
-            let set = match owner {
-                TargetKind::Covata => covata::settings::keys_set(&keys),
-                TargetKind::Primavera => primavera::settings::keys_set(&keys),
-                TargetKind::Valuekeep => valuekeep::settings::keys_set(&keys),
-                TargetKind::Scim => scim::settings::keys_set(&keys),
-            };
-            for key in set {
-                pr.push(
-                    format!("{at}.{key}"),
-                    format!(
-                        "not a setting of kind {} (only of {})",
-                        kind.as_str(),
-                        owner.as_str()
-                    ),
-                );
+            TargetKind::Primavera => VendorSettings::Primavera(primavera::settings::validate(
+                cx.keys(keys, pr)?,
+                cx,
+                pr,
+            )?),
+            TargetKind::Valuekeep => VendorSettings::Valuekeep(valuekeep::settings::validate(
+                cx.keys(keys, pr)?,
+                cx,
+                pr,
+            )?),
+            TargetKind::Scim => {
+                VendorSettings::Scim(scim::settings::validate(cx.keys(keys, pr)?, cx, pr)?)
             }
-        }
-        Some(match kind {
-            TargetKind::Covata => VendorSettings::Covata(covata::settings::validate(keys, at, pr)?),
-            TargetKind::Primavera => {
-                VendorSettings::Primavera(primavera::settings::validate(keys, at, pr)?)
-            }
-            TargetKind::Valuekeep => {
-                VendorSettings::Valuekeep(valuekeep::settings::validate(keys, at, pr)?)
-            }
-            TargetKind::Scim => VendorSettings::Scim(scim::settings::validate(keys, at, pr)?),
         })
     }
 }
 
-/// Where validation reports a problem: the key path (`target[1].base_url`) and what is wrong.
-pub trait ProblemSink {
-    fn push(&mut self, key: String, message: String);
+/// The keys each vendor declares (its settings struct's fields), for reporting a key set on
+/// a target of another kind.
+fn declared_keys(kind: TargetKind) -> &'static [&'static str] {
+    match kind {
+        TargetKind::Covata => field_names::<covata::settings::CovataKeys>(),
+        TargetKind::Primavera => field_names::<primavera::settings::PrimaveraKeys>(),
+        TargetKind::Valuekeep => field_names::<valuekeep::settings::ValuekeepKeys>(),
+        TargetKind::Scim => field_names::<scim::settings::ScimKeys>(),
+    }
 }
 
-/// A target's vendor keys as written (flat in the TOML: `config::raw::RawTarget`), with the
-/// secrets already turned into references (their three forms checked by `config`).
-#[derive(Debug, Default)]
-pub struct RawVendorKeys {
-    pub username: Option<String>,
-    pub password: Option<SecretRef>,
-    /// `password_file` or `password_credential` was given (if given wrongly, already reported).
-    pub password_given_otherwise: bool,
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretRef>,
-    /// `client_secret_file` or `client_secret_credential` was given.
-    pub client_secret_given_otherwise: bool,
-    pub token_url: Option<String>,
-    pub scope: Option<String>,
-    pub tenant_key: Option<String>,
-    pub org_key: Option<String>,
+/// A target's keys that are not common to every target, as written (after the environment
+/// overrides), for its vendor to take.
+pub type VendorKeys = serde_json::Map<String, serde_json::Value>;
+
+/// What a vendor's validation knows besides its keys: where the target is in the file, its
+/// kind, the config file's directory and whether clear-text HTTP was allowed for it.
+#[derive(Debug, Clone, Copy)]
+pub struct VendorContext<'a> {
+    /// The target's key path, e.g. `target[0]`.
+    pub at: &'a str,
+    pub kind: TargetKind,
+    /// The config file's directory (relative secret files).
+    pub base: &'a Path,
+    /// `allow_insecure_http` of the target.
     pub allow_insecure_http: bool,
-    pub expire_sessions_on_disable: Option<bool>,
-    pub bulk_import_min: Option<usize>,
-    pub import_batch_size: Option<usize>,
-    pub send_invitation: Option<bool>,
-    pub set_status: Option<bool>,
-    pub job_timeout: Option<String>,
-    pub job_poll_interval: Option<String>,
-    /// A bearer token (SCIM).
-    pub token: Option<SecretRef>,
-    /// `token_file` or `token_credential` was given.
-    pub token_given_otherwise: bool,
-    pub roles_as: Option<String>,
-    pub create_groups: Option<bool>,
 }
 
-/// The credentials of a target once checked against its vendor's spec: the ones the vendor
-/// needs are set unless a problem was pushed; the vendor takes those it has.
-#[derive(Debug, Default)]
-pub(crate) struct CheckedCredentials {
-    pub username: Option<String>,
-    pub password: Option<SecretRef>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretRef>,
-    pub token_url: Option<url::Url>,
-    pub scope: Option<String>,
-    pub tenant_key: Option<String>,
-    pub org_key: Option<String>,
-}
+impl VendorContext<'_> {
+    /// The key path of one of the target's keys: `target[0].username`.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.at)
+    }
 
-/// Credentials: the ones `kind` needs must be set; others must not be. Then the defaults of
-/// the optional ones (`token_url` checked as a target URL).
-pub(crate) fn check_credentials(
-    kind: TargetKind,
-    spec: &VendorSpec,
-    raw: RawVendorKeys,
-    at: &str,
-    pr: &mut dyn ProblemSink,
-) -> CheckedCredentials {
-    let mut creds = CheckedCredentials {
-        username: raw.username,
-        password: raw.password,
-        client_id: raw.client_id,
-        client_secret: raw.client_secret,
-        token_url: None,
-        scope: raw.scope,
-        tenant_key: raw.tenant_key,
-        org_key: raw.org_key,
-    };
-    let token_url_raw = raw.token_url;
-    let is_set = |c: Credential, creds: &CheckedCredentials| match c {
-        Credential::Username => creds.username.is_some(),
-        Credential::Password => creds.password.is_some(),
-        Credential::ClientId => creds.client_id.is_some(),
-        Credential::ClientSecret => creds.client_secret.is_some(),
-        Credential::TokenUrl => token_url_raw.is_some(),
-        Credential::Scope => creds.scope.is_some(),
-        Credential::TenantKey => creds.tenant_key.is_some(),
-        Credential::OrgKey => creds.org_key.is_some(),
-    };
-    let secret_key_was_given = |c: Credential| match c {
-        // A secret set in a wrong way was already reported.
-        Credential::Password => raw.password_given_otherwise,
-        Credential::ClientSecret => raw.client_secret_given_otherwise,
-        _ => false,
-    };
-    for c in Credential::ALL {
-        let needed = spec.required_credentials.contains(&c);
-        let allowed = needed || spec.optional_credentials.contains(&c);
-        let set = is_set(c, &creds);
-        if needed && !set && !secret_key_was_given(c) {
-            let hint = match c {
-                Credential::Password | Credential::ClientSecret => {
-                    format!(" (set {0}, {0}_file or {0}_credential)", c.key())
-                }
-                _ => String::new(),
+    /// Deserialises the vendor's keys into its settings struct `T`: a key `T` does not have
+    /// is reported (naming the vendor that has it, if any), and so is a value of the wrong
+    /// type. `None` when the keys could not be read at all.
+    pub fn keys<T: DeserializeOwned>(
+        &self,
+        keys: VendorKeys,
+        pr: &mut dyn ProblemSink,
+    ) -> Option<T> {
+        let mut unknown = Vec::new();
+        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let de = serde_ignored::Deserializer::new(serde_json::Value::Object(keys), &mut on_unknown);
+        let result: Result<T, _> = serde_path_to_error::deserialize(de);
+        for key in unknown {
+            let top = key.split('.').next().unwrap_or(&key);
+            let owners: Vec<TargetKind> = TargetKind::ALL
+                .into_iter()
+                .filter(|k| *k != self.kind && declared_keys(*k).contains(&top))
+                .collect();
+            let message = match owners.as_slice() {
+                [] => "unknown key (check the spelling; see config/example.toml)".to_string(),
+                [owner] => format!(
+                    "not a setting of kind {} (only of {})",
+                    self.kind.as_str(),
+                    owner.as_str()
+                ),
+                _ => format!("not a setting of kind {}", self.kind.as_str()),
             };
-            pr.push(
-                format!("{at}.{}", c.key()),
-                format!("required for kind {}{hint}", kind.as_str()),
-            );
+            pr.push(self.key(&key), message);
         }
-        if !allowed && (set || secret_key_was_given(c)) {
-            pr.push(
-                format!("{at}.{}", c.key()),
-                format!("not a setting of kind {}", kind.as_str()),
-            );
-        }
-    }
-    for (c, default) in spec.credential_defaults {
-        match c {
-            Credential::TokenUrl => {
-                let v = token_url_raw.as_deref().unwrap_or(default);
-                let key = format!("{at}.token_url");
-                creds.token_url = http_url(v, &key, pr)
-                    .filter(|u| !refuse_clear_text(u, &key, raw.allow_insecure_http, at, pr));
+        match result {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let path = e.path().to_string();
+                pr.push(self.key(&path), e.into_inner().to_string());
+                None
             }
-            Credential::Scope => {
-                creds.scope.get_or_insert_with(|| (*default).to_string());
-            }
-            _ => {}
         }
     }
-    creds
-}
 
-/// A duration setting (`15m`, `1h 30m`); the problem names the key.
-pub fn duration(v: &str, key: &str, pr: &mut dyn ProblemSink) -> Option<Duration> {
-    match humantime::parse_duration(v.trim()) {
-        Ok(d) => Some(d),
-        Err(e) => {
+    /// A setting the vendor needs: reported as missing when `None`.
+    pub fn required<T>(&self, key: &str, v: Option<T>, pr: &mut dyn ProblemSink) -> Option<T> {
+        if v.is_none() {
             pr.push(
-                key.to_string(),
-                format!("invalid duration {v:?}: {e} (examples: 15m, 1h 30m, 30d)"),
+                self.key(key),
+                format!("required for kind {}", self.kind.as_str()),
             );
-            None
         }
+        v
     }
-}
 
-/// An absolute `http(s)://` URL with a host, no query, fragment or credentials.
-pub fn http_url(v: &str, key: &str, pr: &mut dyn ProblemSink) -> Option<url::Url> {
-    let mut push = |m: String| pr.push(key.to_string(), m);
-    match url::Url::parse(v.trim()) {
-        Ok(u) if u.scheme() != "http" && u.scheme() != "https" => {
-            push(format!(
-                "scheme {:?} not allowed (use https://)",
-                u.scheme()
-            ));
-            None
-        }
-        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
-            push("URL has no host".into());
-            None
-        }
-        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
-            push("URL must not have a query or fragment".into());
-            None
-        }
-        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
-            push("URL must not carry credentials; use the username/password settings".into());
-            None
-        }
-        Ok(u) => Some(u),
-        Err(url::ParseError::RelativeUrlWithoutBase) => {
-            push(format!(
-                "relative URL not allowed: {v:?} (write https://host/...)"
-            ));
-            None
-        }
-        Err(e) => {
-            push(format!("invalid URL {v:?}: {e}"));
-            None
-        }
-    }
-}
-
-/// True for `localhost`, 127.0.0.0/8 and `::1`: clear-text HTTP there never leaves the host.
-pub fn is_loopback_host(u: &url::Url) -> bool {
-    match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
-/// A target URL every request to which carries credentials: `http://` only to a loopback host
-/// or with `allow_insecure_http = true`. True when refused (and reported).
-pub fn refuse_clear_text(
-    u: &url::Url,
-    key: &str,
-    allow: bool,
-    at: &str,
-    pr: &mut dyn ProblemSink,
-) -> bool {
-    if u.scheme() == "http" && !allow && !is_loopback_host(u) {
-        pr.push(
-            key.to_string(),
-            format!(
-                "http:// sends the credentials and every account in clear text: use https:// \
-                 (or set {at}.allow_insecure_http = true on a network you trust)"
-            ),
+    /// A secret given inline, as `<key>_file` or as `<key>_credential` (at most one), left
+    /// unread; `None` (and reported) when none is given or given wrongly.
+    pub fn required_secret(
+        &self,
+        key: &str,
+        inline: Option<Secret>,
+        file: Option<PathBuf>,
+        credential: Option<String>,
+        pr: &mut dyn ProblemSink,
+    ) -> Option<SecretRef> {
+        let given = inline.is_some() || file.is_some() || credential.is_some();
+        let r = secret_ref(
+            inline,
+            file.as_ref(),
+            credential.as_ref(),
+            self.base,
+            &self.key(key),
+            pr,
         );
-        return true;
+        if !given {
+            pr.push(
+                self.key(key),
+                format!(
+                    "required for kind {} (set {key}, {key}_file or {key}_credential)",
+                    self.kind.as_str()
+                ),
+            );
+        }
+        r
     }
-    false
+
+    /// A duration setting with its default.
+    pub fn duration(
+        &self,
+        key: &str,
+        v: Option<&str>,
+        default: Duration,
+        pr: &mut dyn ProblemSink,
+    ) -> Option<Duration> {
+        match v {
+            Some(v) => duration(v, &self.key(key), pr),
+            None => Some(default),
+        }
+    }
+
+    /// A URL every request to which carries credentials (a token endpoint), with its default:
+    /// an absolute `http(s)://` URL, clear text only to loopback or when allowed.
+    pub fn credential_url(
+        &self,
+        key: &str,
+        v: Option<&str>,
+        default: &str,
+        pr: &mut dyn ProblemSink,
+    ) -> Option<url::Url> {
+        let k = self.key(key);
+        http_url(v.unwrap_or(default), &k, pr)
+            .filter(|u| !refuse_clear_text(u, &k, self.allow_insecure_http, self.at, pr))
+    }
+}
+
+/// The field names of a `Deserialize` struct (serde's `deserialize_struct` hands them to the
+/// deserializer: this one records them and stops).
+pub fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Names(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field names recorded")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for &mut Names {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut names = Names(None);
+    // The error is the expected way out: the names were recorded before it.
+    let _ = T::deserialize(&mut names);
+    names.0.unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_lists_a_structs_keys() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct K {
+            username: Option<String>,
+            job_timeout: Option<String>,
+        }
+        assert_eq!(field_names::<K>(), &["username", "job_timeout"]);
+        assert_eq!(
+            declared_keys(TargetKind::Primavera),
+            &[
+                "username",
+                "password",
+                "password_file",
+                "password_credential",
+                "job_timeout",
+                "job_poll_interval"
+            ]
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! the exact plan lines they give, the safety policy, bad input, run history. Store-touching
 //! scenarios run against both SQLite and a real Postgres.
 
-use crate::support::cmd::{code, stderr, stdout};
+use crate::support::cmd::{assert_has, code, stderr, stdout};
 use std::path::Path;
 use std::process::Command;
 
@@ -233,11 +233,7 @@ E5,erin@example.com,Erin,Stone,disabled,staff
     let newest_id = store.list_runs(1).await.unwrap()[0].id.to_string();
     let out = env.run(&["runs", "show", &newest_id]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("target covata-test (covata): allowed"),
-        "{}",
-        stdout(&out)
-    );
+    assert_has(&stdout(&out), "target covata-test (covata): allowed");
     let out = env.run(&["runs", "show", "999999"]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("no run with id 999999"));
@@ -261,11 +257,7 @@ async fn safety(backend: Backend) {
     assert!(text.contains("BLOCKED"), "{text}");
     assert!(text.contains("max_source_drop_percent"), "{text}");
     assert!(text.contains("max_disable_percent"), "{text}");
-    assert!(
-        stderr(&out).contains("blocked by safety policy"),
-        "{}",
-        stderr(&out)
-    );
+    assert_has(&stderr(&out), "blocked by safety policy");
     let out = env.run(&["plan", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "blocked");
@@ -279,17 +271,13 @@ async fn safety(backend: Backend) {
     // --force shows the plan as forced (still a dry run: exit 2).
     let out = env.run(&["sync", "--dry-run", "--force"]);
     assert_eq!(code(&out), 2, "{}", stdout(&out));
-    assert!(stdout(&out).contains("FORCED"), "{}", stdout(&out));
+    assert_has(&stdout(&out), "FORCED");
 
     // A header-only file is a snapshot of 0 users: blocked, not "disable everyone".
     env.write_csv("");
     let out = env.run(&["plan"]);
     assert_eq!(code(&out), 3, "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("min_source_users"),
-        "{}",
-        stdout(&out)
-    );
+    assert_has(&stdout(&out), "min_source_users");
 
     // A run that stays under the limits is allowed: 3 gone of 30 = 10 %.
     let fine: String = many.lines().take(27).map(|l| format!("{l}\n")).collect();
@@ -359,7 +347,7 @@ async fn bad_input_is_an_error_and_writes_nothing() {
         assert!(!stderr(&out).contains("client-secret-value"));
         let out = env.run(&["check", "--offline"]);
         assert_eq!(code(&out), 1);
-        assert!(stderr(&out).contains(want), "{}", stderr(&out));
+        assert_has(&stderr(&out), want);
         assert!(!db.exists(), "config error must not create the store");
     }
     std::fs::write(env.config_path(), &good).unwrap();
@@ -373,22 +361,14 @@ async fn bad_input_is_an_error_and_writes_nothing() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 1);
-    assert!(
-        stderr(&out).contains("/nonexistent/dirsync.toml: cannot read"),
-        "{}",
-        stderr(&out)
-    );
+    assert_has(&stderr(&out), "/nonexistent/dirsync.toml: cannot read");
     let out = Command::new(env!("CARGO_BIN_EXE_dirsync"))
         .args(["plan", "--config"])
         .arg(env.dir.path())
         .output()
         .unwrap();
     assert_eq!(code(&out), 1);
-    assert!(
-        stderr(&out).contains("not a regular file"),
-        "{}",
-        stderr(&out)
-    );
+    assert_has(&stderr(&out), "not a regular file");
 
     // Malformed CSV with a file-level problem (a row with too few fields): every problem
     // named with file and line; exit 1; no run, no account.
@@ -420,20 +400,20 @@ E6,f@example.com,F,G,maybe,staff
     .unwrap();
     let out = env.run(&["plan"]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("email"), "{}", stderr(&out));
+    assert_has(&stderr(&out), "email");
 
     // The source file missing, or a directory.
     std::fs::remove_file(env.dir.path().join("users.csv")).unwrap();
     let out = env.run(&["plan"]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("users.csv"), "{}", stderr(&out));
+    assert_has(&stderr(&out), "users.csv");
     std::fs::create_dir(env.dir.path().join("users.csv")).unwrap();
     let out = env.run(&["plan"]);
     assert_eq!(code(&out), 1);
     assert!(store.list_runs(10).await.unwrap().is_empty());
     let out = env.run(&["check"]);
     assert_eq!(code(&out), 1);
-    assert!(stdout(&out).contains("source: FAILED"), "{}", stdout(&out));
+    assert_has(&stdout(&out), "source: FAILED");
 
     std::fs::remove_dir(env.dir.path().join("users.csv")).unwrap();
     // The same record-level problems alone quarantine their records: every one named with
@@ -490,10 +470,9 @@ async fn prune(backend: Backend) {
     drop(store);
 
     let out = env.run_code(&["prune", "--keep", "1d"], 0);
-    assert!(
-        stdout(&out).contains("pruned 1 runs and 0 journal rows finished before "),
-        "{}",
-        stdout(&out)
+    assert_has(
+        &stdout(&out),
+        "pruned 1 runs and 0 journal rows finished before ",
     );
     let store = env.store().await;
     assert!(store.get_run(old).await.unwrap().is_none());
@@ -502,16 +481,12 @@ async fn prune(backend: Backend) {
     drop(store);
     // The configured retention (default 90d): nothing more to prune.
     let out = env.run_code(&["prune"], 0);
-    assert!(
-        stdout(&out).contains("pruned 0 runs and 0 journal rows"),
-        "{}",
-        stdout(&out)
-    );
+    assert_has(&stdout(&out), "pruned 0 runs and 0 journal rows");
 
     for bad in ["1h", "soon"] {
         let out = env.run_code(&["prune", "--keep", bad], 1);
-        assert!(stderr(&out).contains("--keep"), "{}", stderr(&out));
-        assert!(stderr(&out).contains(bad), "{}", stderr(&out));
+        assert_has(&stderr(&out), "--keep");
+        assert_has(&stderr(&out), bad);
     }
 }
 
@@ -532,17 +507,9 @@ async fn target_selection_and_migrate_and_check() {
     // says the target cannot be reached (exit 1).
     let out = env.run(&["check"]);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("state store: OK"), "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("source: OK, 5 users"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        stdout(&out).contains("target covata-test: FAILED"),
-        "{}",
-        stdout(&out)
-    );
+    assert_has(&stdout(&out), "state store: OK");
+    assert_has(&stdout(&out), "source: OK, 5 users");
+    assert_has(&stdout(&out), "target covata-test: FAILED");
     assert!(!stdout(&out).contains("password-value"));
 }
 

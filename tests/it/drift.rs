@@ -1,7 +1,7 @@
 //! `dirsync drift` and `dirsync sync --refresh` against the fake Covata server and a real
 //! store: hand edits in the fake are reported (with GET requests only) and corrected.
 
-use crate::support::cmd::{out, stdout};
+use crate::support::cmd::{assert_has, out, stderr, stdout};
 use std::process::Output;
 
 use serde_json::Value;
@@ -228,17 +228,9 @@ crate::support::env::on_both_backends!(
 async fn refresh_conflicts_with_dry_run_and_recreate_deleted_must_be_a_bool() {
     let env = Env::new(Backend::Sqlite, &users(2)).await;
     let o = env.run_code(&["sync", "--refresh", "--dry-run"], 2);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("--refresh"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stderr(&o), "--refresh");
     env.write_config("recreate_deleted = \"yes\"");
     let o = env.run_code(&["drift"], 1);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("recreate_deleted"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stderr(&o), "recreate_deleted");
     assert!(env.fake.requests().is_empty());
 }

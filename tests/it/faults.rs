@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::cmd::{code, code as code_of, dirsync, out, store};
+use crate::support::cmd::{assert_has, code, code as code_of, dirsync, out, stderr, store};
 use crate::support::covata::FakeCovata;
 use crate::support::env::{ConfigText, SecretStyle};
 
@@ -230,11 +230,7 @@ async fn csv_changed_during_the_read_is_refused() {
     }
     let o = child.wait_with_output().unwrap();
     assert_eq!(code(&o), 1, "{}", out(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("changed while it was being read"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stderr(&o), "changed while it was being read");
     let s = store(&config).await;
     assert!(
         s.list_runs(10).await.unwrap().is_empty(),

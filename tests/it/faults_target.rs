@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::cmd::{code, out, stderr};
+use crate::support::cmd::{code, out, stderr, str_fields};
 use crate::support::covata::{Exchange, FakeCovata, Fault, PathMatch};
 use crate::support::faultrun::{
     RUN_LIMIT, assert_converged, assert_store_agrees, assert_store_agrees_on, creates, csv,
@@ -99,17 +99,9 @@ impl Faulted {
         )
     }
     fn failures(&self) -> Vec<(String, String, String)> {
-        self.applied()["failures"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                (
-                    f["key"].as_str().unwrap().to_string(),
-                    f["op"].as_str().unwrap().to_string(),
-                    f["error"].as_str().unwrap().to_string(),
-                )
-            })
+        str_fields(&self.applied()["failures"], ["key", "op", "error"])
+            .into_iter()
+            .map(|[key, op, error]| (key, op, error))
             .collect()
     }
 }

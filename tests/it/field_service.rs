@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Datelike, Timelike, Utc, Weekday};
 use dirsync::store::{RunStatus, Store};
 
-use crate::support::cmd::{code, dirsync, out, stdout, store};
+use crate::support::cmd::{assert_has, code, dirsync, out, stderr, stdout, store};
 use crate::support::covata::{FakeCovata, Fault, PathMatch};
 use crate::support::faultrun::{csv, run_bounded, write_config_with};
 
@@ -499,9 +499,5 @@ fn check_offline_prints_the_next_three_run_times() {
     let config = check_config(dir.path(), "cron = \"0 3 * * 8\"");
     let o = dirsync(&config, &["check", "--offline"]).output().unwrap();
     assert_eq!(code(&o), 1, "{}", out(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("schedule.cron"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stderr(&o), "schedule.cron");
 }

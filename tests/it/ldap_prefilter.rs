@@ -20,7 +20,7 @@ use dirsync::source::ldap::{
     self, DisabledRule, GroupSearch, GroupSource, LdapSettings, MissingEmail,
 };
 
-use crate::support::cmd::out;
+use crate::support::cmd::{out, str_fields};
 use crate::support::covata::{FakeCovata, FakeUser};
 use crate::support::env::{Backend, TestEnv};
 use crate::support::ldap_fixture::{
@@ -249,16 +249,9 @@ fn summary(report: &Value) -> &Value {
 
 /// `(op, email-or-key label)` of every planned operation, sorted.
 fn ops(report: &Value) -> Vec<(String, String)> {
-    let mut ops: Vec<(String, String)> = report["targets"][0]["ops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            (
-                o["op"].as_str().unwrap().to_string(),
-                o["label"].as_str().unwrap_or_default().to_string(),
-            )
-        })
+    let mut ops: Vec<(String, String)> = str_fields(&report["targets"][0]["ops"], ["op", "label"])
+        .into_iter()
+        .map(|[op, label]| (op, label))
         .collect();
     ops.sort();
     ops

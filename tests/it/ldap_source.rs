@@ -5,7 +5,7 @@
 //! The 100k-entry benchmark is ignored by default:
 //! `cargo test --release --test it ldap_bench -- --ignored --nocapture`.
 
-use crate::support::cmd::out;
+use crate::support::cmd::{assert_has, out, stderr};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -694,11 +694,7 @@ async fn ldap_cli_plan_and_sync_follow_the_directory() {
     env.server.stop();
     let o = env.run(&["sync"]);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("source"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stderr(&o), "source");
     assert_eq!(
         fake.users().iter().filter(|u| u.enabled).count(),
         enabled_before
@@ -838,11 +834,7 @@ async fn ldap_cli_sync_fails_when_slapd_dies_mid_search() {
     write(&url);
     let o = tokio::task::spawn_blocking(run).await.unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("incomplete"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stderr(&o), "incomplete");
     assert_eq!(fake.users().iter().filter(|u| u.enabled).count(), 3000);
 }
 

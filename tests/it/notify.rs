@@ -1,7 +1,7 @@
 //! `[[notify]]`: a blocked run posts a signed webhook and sends an e-mail; `on` filtering;
 //! webhook retries; a dead webhook never changes a run's exit code; config errors.
 
-use crate::support::cmd::{code, out};
+use crate::support::cmd::{assert_has, code, out, stderr};
 use std::collections::VecDeque;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
@@ -304,11 +304,7 @@ username = "mailer"
     // `dirsync check` shows the same.
     let o = env.run(&["check", "--offline"]).await;
     assert_eq!(code(&o), 1, "{}", out(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("notify[1].on[1]"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stderr(&o), "notify[1].on[1]");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,7 +2,7 @@
 //! modifications and deletions, batched change-status, per-user job failures, one job at a
 //! time, and a kill during a running job.
 
-use crate::support::cmd::out;
+use crate::support::cmd::{assert_has, stdout};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -378,11 +378,7 @@ async fn change_status_errors_fail_the_batch_and_the_next_run_retries() {
     env.fake
         .inject("PUT", "/user/change-status", Fault::Status(400), 1);
     let o = env.run_code(&["sync"], 4);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("injected fault"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stdout(&o), "injected fault");
     assert!(env.fake.users().iter().all(|u| !u.disabled));
     // A job refused with 500: the creates of a new user fail with the body kept.
     env.write_csv(&format!(
@@ -465,22 +461,14 @@ async fn job_timeout_fails_clearly_and_the_next_run_waits_for_the_running_job() 
     assert!(env.fake.job_running());
     env.fake.set_job_delay(Duration::from_millis(50));
     let o = env.run_code(&["sync"], 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("2 create(s) confirmed on the target"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stdout(&o), "2 create(s) confirmed on the target");
     assert_eq!(env.fake.users().len(), 2);
     let store = env.store().await;
     let rows = store.load_accounts("p6").await.unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.owned), "{rows:?}");
     let o = env.run_code(&["sync"], 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("Nothing to do"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stdout(&o), "Nothing to do");
     assert_eq!(env.fake.users().len(), 2);
 }
 

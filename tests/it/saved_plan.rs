@@ -166,11 +166,7 @@ async fn saved_plan_applies_exactly_its_operations_postgres() {
     assert_eq!(report["trigger"], "apply");
     assert_eq!(plan_ops(&report), ops);
     assert_eq!(
-        env.fake
-            .user_by_email("user1@example.com")
-            .unwrap()
-            .last_name
-            .as_deref(),
+        last_name(&env, "user1@example.com").as_deref(),
         Some("Renamed")
     );
     assert!(!env.fake.user_by_email("user3@example.com").unwrap().enabled);
@@ -240,11 +236,7 @@ async fn store_change_between_plan_and_apply_refuses_and_user_sync_touches_one_u
         Some("Renamed")
     );
     assert_eq!(
-        env.fake
-            .user_by_email("user1@example.com")
-            .unwrap()
-            .last_name
-            .as_deref(),
+        last_name(&env, "user1@example.com").as_deref(),
         Some("Last1")
     );
     let store = env.store().await;
@@ -382,4 +374,9 @@ async fn user_sync_disables_a_leaver_and_rejects_unknown_keys() {
         .map(|(_, k, _, _)| k)
         .collect();
     assert_eq!(pending, vec!["E00004".to_string()]);
+}
+
+/// The last name the fake holds for the account with `email`.
+fn last_name(env: &Env, email: &str) -> Option<String> {
+    env.fake.user_by_email(email).unwrap().last_name
 }

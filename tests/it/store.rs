@@ -14,6 +14,25 @@ use dirsync::store::{
 
 use crate::support::pg::pg_url;
 
+/// One query on the fixture's database: `$sqlite` SQL on SQLite, `$pg` on Postgres (the query
+/// types differ, so the body is expanded once per backend).
+macro_rules! per_backend {
+    ($fx:expr, $ctor:path, $sqlite:expr, $pg:expr, |$q:ident, $pool:ident| $body:expr) => {
+        match $fx {
+            Fixture::Sqlite { store, .. } => {
+                let $q = $ctor($sqlite);
+                let $pool = store.pool();
+                $body
+            }
+            Fixture::Postgres { store } => {
+                let $q = $ctor($pg);
+                let $pool = store.pool();
+                $body
+            }
+        }
+    };
+}
+
 /// A migrated store of one backend, with raw access for what the trait does not expose.
 enum Fixture {
     Sqlite {
@@ -53,55 +72,34 @@ impl Fixture {
 
     /// `(created_at, updated_at)` of an account row, as the database prints them.
     async fn stamps(&self, target: &str, key: &str) -> (String, String) {
-        match self {
-            Fixture::Sqlite { store, .. } => sqlx::query_as(
-                "SELECT created_at, updated_at FROM accounts \
-                 WHERE target = ?1 AND source_key = ?2",
-            )
-            .bind(target)
-            .bind(key)
-            .fetch_one(store.pool())
-            .await
-            .unwrap(),
-            Fixture::Postgres { store } => sqlx::query_as(
-                "SELECT created_at::text, updated_at::text FROM accounts \
-                 WHERE target = $1 AND source_key = $2",
-            )
-            .bind(target)
-            .bind(key)
-            .fetch_one(store.pool())
-            .await
-            .unwrap(),
-        }
+        per_backend!(
+            self,
+            sqlx::query_as,
+            "SELECT created_at, updated_at FROM accounts WHERE target = ?1 AND source_key = ?2",
+            "SELECT created_at::text, updated_at::text FROM accounts \
+             WHERE target = $1 AND source_key = $2",
+            |q, pool| q.bind(target).bind(key).fetch_one(pool).await.unwrap()
+        )
     }
 
     /// Overwrites the attributes column of a row with `json` (valid JSON of the wrong shape on
     /// Postgres, whose JSONB column cannot hold invalid JSON; `raw` text on SQLite).
     async fn corrupt_attributes(&self, target: &str, key: &str) {
-        match self {
-            Fixture::Sqlite { store, .. } => {
-                sqlx::query(
-                    "UPDATE accounts SET attributes = '{\"mail\": \"a' \
-                     WHERE target = ?1 AND source_key = ?2",
-                )
+        per_backend!(
+            self,
+            sqlx::query,
+            "UPDATE accounts SET attributes = '{\"mail\": \"a' \
+             WHERE target = ?1 AND source_key = ?2",
+            "UPDATE accounts SET attributes = '[1, 2]'::jsonb \
+             WHERE target = $1 AND source_key = $2",
+            |q, pool| q
                 .bind(target)
                 .bind(key)
-                .execute(store.pool())
+                .execute(pool)
                 .await
-                .unwrap();
-            }
-            Fixture::Postgres { store } => {
-                sqlx::query(
-                    "UPDATE accounts SET attributes = '[1, 2]'::jsonb \
-                     WHERE target = $1 AND source_key = $2",
-                )
-                .bind(target)
-                .bind(key)
-                .execute(store.pool())
-                .await
-                .unwrap();
-            }
-        }
+                .map(drop)
+                .unwrap()
+        )
     }
 
     /// Journals an operation the way the engine will. Returns the database's error, if any.
@@ -113,34 +111,25 @@ impl Fixture {
         status: &str,
         payload: &str,
     ) -> Result<(), sqlx::Error> {
-        match self {
-            Fixture::Sqlite { store, .. } => sqlx::query(
-                "INSERT INTO operations (run_id, target, source_key, kind, payload, status, \
-                 attempts, last_error, remote_id) VALUES (?1, 'covata', ?2, ?3, ?4, ?5, 2, \
-                 'HTTP 503', 'r-1')",
-            )
-            .bind(run_id)
-            .bind(key)
-            .bind(kind)
-            .bind(payload)
-            .bind(status)
-            .execute(store.pool())
-            .await
-            .map(drop),
-            Fixture::Postgres { store } => sqlx::query(
-                "INSERT INTO operations (run_id, target, source_key, kind, payload, status, \
-                 attempts, last_error, remote_id) VALUES ($1, 'covata', $2, $3, $4::jsonb, $5, \
-                 2, 'HTTP 503', 'r-1')",
-            )
-            .bind(run_id)
-            .bind(key)
-            .bind(kind)
-            .bind(payload)
-            .bind(status)
-            .execute(store.pool())
-            .await
-            .map(drop),
-        }
+        per_backend!(
+            self,
+            sqlx::query,
+            "INSERT INTO operations (run_id, target, source_key, kind, payload, status, \
+             attempts, last_error, remote_id) VALUES (?1, 'covata', ?2, ?3, ?4, ?5, 2, \
+             'HTTP 503', 'r-1')",
+            "INSERT INTO operations (run_id, target, source_key, kind, payload, status, \
+             attempts, last_error, remote_id) VALUES ($1, 'covata', $2, $3, $4::jsonb, $5, \
+             2, 'HTTP 503', 'r-1')",
+            |q, pool| q
+                .bind(run_id)
+                .bind(key)
+                .bind(kind)
+                .bind(payload)
+                .bind(status)
+                .execute(pool)
+                .await
+                .map(drop)
+        )
     }
 }
 

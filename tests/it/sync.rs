@@ -2,7 +2,7 @@
 //! fake ends up holding, what the journal and the account rows say, and what happens under
 //! faults and kills.
 
-use crate::support::cmd::{code, out, stderr, stdout};
+use crate::support::cmd::{assert_has, code, out, stderr, stdout, str_fields};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -34,11 +34,7 @@ async fn full_lifecycle(backend: Backend) {
 
     // First sync: everyone created with the right roles.
     let o = env.run_code(&["sync"], 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("Applied 5 changes."),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stdout(&o), "Applied 5 changes.");
     let fake_users = env.fake.users();
     assert_eq!(fake_users.len(), 5);
     let alice = env.fake.user_by_email("user1@example.com").unwrap();
@@ -344,28 +340,16 @@ async fn conflict_without_adoption_then_adopt() {
     assert!(!row.owned);
     // The next plan reports it instead of creating again.
     let o = env.run_code(&["plan"], 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("dirsync adopt"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stdout(&o), "dirsync adopt");
 
     // Adopt: dry run records nothing; then for real.
     env.fake.clear_requests();
     let o = env.run_code(&["adopt", "--target", "covata", "--dry-run"], 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("would adopt 1"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stdout(&o), "would adopt 1");
     let row = crate::support::cmd::recorded(&*store, "covata", "E00002").await;
     assert!(!row.owned);
     let o = env.run_code(&["adopt", "--target", "covata"], 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("adopted 1"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stdout(&o), "adopted 1");
     // Adoption changed nothing remotely: only listing calls.
     assert!(
         env.fake.api_requests().iter().all(|(m, _)| m == "GET"),
@@ -602,16 +586,9 @@ async fn existing_tenant_is_not_sent_creates() {
     let t = &report["targets"][0];
     assert_eq!(t["summary"]["create"], 4, "{t}");
     assert_eq!(t["summary"]["exists_unowned"], 2, "{t}");
-    let held: Vec<(String, String)> = t["existing"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["key"].as_str().unwrap().to_string(),
-                e["remote_id"].as_str().unwrap().to_string(),
-            )
-        })
+    let held: Vec<(String, String)> = str_fields(&t["existing"], ["key", "remote_id"])
+        .into_iter()
+        .map(|[key, remote_id]| (key, remote_id))
         .collect();
     assert_eq!(
         held,
@@ -715,11 +692,7 @@ async fn first_contact_without_a_listing_sends_nothing() {
     assert_eq!(env.fake.create_attempts(), 0);
     assert_eq!(env.fake.users().len(), 1);
     let o = env.run_code(&["plan"], 2);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("existing accounts not checked"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stdout(&o), "existing accounts not checked");
     // The target answers again: the next sync holds user2 back and creates the others.
     env.fake.clear_faults();
     env.run_code(&["sync"], 0);

@@ -2,7 +2,7 @@
 //! is sent (one call per changed attribute, role deltas, per-user status calls), what the fake
 //! ends up holding, pacing and 429s, and OData paging.
 
-use crate::support::cmd::{code, out};
+use crate::support::cmd::{assert_has, code, out, stdout};
 use std::time::{Duration, Instant};
 
 use crate::support::env::Backend;
@@ -413,11 +413,7 @@ async fn adoption_pages_over_250_users() {
     env.fake
         .insert_user(FakeUser::new("stranger", "Some One", &[]));
     let o = env.run_code(&["adopt", "--target", "vk", "--match", "login"], 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("adopted 260"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stdout(&o), "adopted 260");
     let lists: Vec<_> = env
         .fake
         .requests()
@@ -466,11 +462,7 @@ async fn duplicate_user_key_is_a_conflict_then_adopted() {
         .insert_user(FakeUser::new("u2", "Hand Made", &["PLANNER"]));
     env.write_csv(&all);
     let o = env.run_code(&["sync"], 4);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("conflict"),
-        "{}",
-        out(&o)
-    );
+    assert_has(&stdout(&o), "conflict");
     assert_eq!(env.fake.user(&hand).unwrap().name, "Hand Made");
     env.run_code(&["adopt", "--target", "vk", "--match", "login"], 0);
     env.fake.clear_requests();

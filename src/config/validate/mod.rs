@@ -21,11 +21,12 @@ use super::{
 };
 use crate::connector::TargetKind;
 use crate::connector::settings::{
-    self, ProblemSink, RawVendorKeys, VendorSettings, http_url, refuse_clear_text,
+    self, ProblemSink, VendorContext, VendorSettings, http_url, refuse_clear_text,
 };
 use crate::mapping::{FieldMapping, RoleRule, TargetMapping, Template, UserFilter};
 use crate::plan::{OnMissing, SafetySettings};
-use crate::secret::{Secret, SecretRef, SecretSource};
+use crate::problems::{resolve, secret_ref};
+use crate::secret::Secret;
 use crate::source::csv::{CsvColumns, CsvSettings};
 use crate::store::StoreLocation;
 
@@ -46,75 +47,6 @@ impl ProblemSink for Problems<'_> {
     fn push(&mut self, key: String, message: String) {
         Problems::push(self, key, message);
     }
-}
-
-/// Resolves a path from the config against the config file's directory.
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
-/// A secret given inline, as `<key>_file` or as `<key>_credential` (at most one), left unread:
-/// the command that needs it resolves it ([`SecretRef::resolve`]), so `plan` never reads a
-/// target's password file. `None` when none of the three is set.
-fn secret_ref(
-    inline: Option<Secret>,
-    file: Option<&PathBuf>,
-    credential: Option<&String>,
-    base: &Path,
-    key: &str,
-    pr: &mut Problems,
-) -> Option<SecretRef> {
-    let given = [inline.is_some(), file.is_some(), credential.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if given > 1 {
-        pr.push(
-            key,
-            format!("set only one of {key}, {key}_file and {key}_credential"),
-        );
-        return None;
-    }
-    if let Some(s) = inline {
-        if s.is_empty() {
-            pr.push(key, "empty: remove it or set a secret");
-            return None;
-        }
-        return Some(SecretRef {
-            key: key.to_string(),
-            source: SecretSource::Inline(s),
-        });
-    }
-    if let Some(f) = file {
-        if f.as_os_str().is_empty() {
-            pr.push(format!("{key}_file"), "empty path");
-            return None;
-        }
-        return Some(SecretRef {
-            key: format!("{key}_file"),
-            source: SecretSource::File(resolve(base, f)),
-        });
-    }
-    let name = credential?;
-    let k = format!("{key}_credential");
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        pr.push(
-            k,
-            format!(
-                "{name:?} is not a credential name (the name given to LoadCredential=, \
-                 without '/')"
-            ),
-        );
-        return None;
-    }
-    Some(SecretRef {
-        key: k,
-        source: SecretSource::Credential(name.clone()),
-    })
 }
 
 /// Like [`secret_ref`], read now: for the secrets every command using them needs at once

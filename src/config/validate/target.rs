@@ -58,30 +58,6 @@ pub(super) fn target(
             None
         }
     };
-    let password = secret_ref(
-        raw.password,
-        raw.password_file.as_ref(),
-        raw.password_credential.as_ref(),
-        base,
-        &format!("{at}.password"),
-        pr,
-    );
-    let client_secret = secret_ref(
-        raw.client_secret,
-        raw.client_secret_file.as_ref(),
-        raw.client_secret_credential.as_ref(),
-        base,
-        &format!("{at}.client_secret"),
-        pr,
-    );
-    let token = secret_ref(
-        raw.token,
-        raw.token_file.as_ref(),
-        raw.token_credential.as_ref(),
-        base,
-        &format!("{at}.token"),
-        pr,
-    );
     let on_missing = match raw.on_missing.as_deref() {
         None | Some("disable") => Some(OnMissing::Disable),
         Some("delete") => Some(OnMissing::Delete),
@@ -110,34 +86,13 @@ pub(super) fn target(
     }
     let kind = kind?;
     let vendor = VendorSettings::validate(
-        kind,
-        RawVendorKeys {
-            password_given_otherwise: raw.password_file.is_some()
-                || raw.password_credential.is_some(),
-            client_secret_given_otherwise: raw.client_secret_file.is_some()
-                || raw.client_secret_credential.is_some(),
-            username: raw.username,
-            password,
-            client_id: raw.client_id,
-            client_secret,
-            token_url: raw.token_url,
-            scope: raw.scope,
-            tenant_key: raw.tenant_key,
-            org_key: raw.org_key,
+        raw.vendor,
+        &VendorContext {
+            at,
+            kind,
+            base,
             allow_insecure_http,
-            expire_sessions_on_disable: raw.expire_sessions_on_disable,
-            bulk_import_min: raw.bulk_import_min,
-            import_batch_size: raw.import_batch_size,
-            send_invitation: raw.send_invitation,
-            set_status: raw.set_status,
-            job_timeout: raw.job_timeout,
-            job_poll_interval: raw.job_poll_interval,
-            token_given_otherwise: raw.token_file.is_some() || raw.token_credential.is_some(),
-            token,
-            roles_as: raw.roles_as,
-            create_groups: raw.create_groups,
         },
-        at,
         pr,
     );
     let mapping = mapping(

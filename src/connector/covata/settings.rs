@@ -1,10 +1,14 @@
 //! Covata's settings: its credentials (password grant + client credentials), session expiry,
 //! the bulk import thresholds, their validation and Covata's [`VendorSpec`].
 
-use crate::connector::settings::{ProblemSink, RawVendorKeys, check_credentials};
-use crate::connector::{Credential, TargetKind, VendorSpec, field};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::connector::settings::{ProblemSink, VendorContext};
+use crate::connector::{VendorSpec, field};
 use crate::mapping::FieldKind;
-use crate::secret::SecretRef;
+use crate::secret::{Secret, SecretRef};
 
 /// `import_batch_size`: the default, and the most accounts one import file may hold.
 pub const DEFAULT_IMPORT_BATCH: usize = 1000;
@@ -26,30 +30,31 @@ pub struct CovataSettings {
     pub import_batch_size: usize,
 }
 
-/// Covata's own keys that are set (reported when the target is of another kind).
-pub(crate) fn keys_set(k: &RawVendorKeys) -> Vec<&'static str> {
-    [
-        (
-            "expire_sessions_on_disable",
-            k.expire_sessions_on_disable.is_some(),
-        ),
-        ("bulk_import_min", k.bulk_import_min.is_some()),
-        ("import_batch_size", k.import_batch_size.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(key, set)| set.then_some(key))
-    .collect()
+/// A Covata target's own keys, as written.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct CovataKeys {
+    username: Option<String>,
+    password: Option<Secret>,
+    password_file: Option<PathBuf>,
+    password_credential: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    client_secret_file: Option<PathBuf>,
+    client_secret_credential: Option<String>,
+    expire_sessions_on_disable: Option<bool>,
+    bulk_import_min: Option<usize>,
+    import_batch_size: Option<usize>,
 }
 
-/// Checks a Covata target's keys (at `at`, e.g. `target[0]`).
+/// Checks a Covata target's keys.
 pub(crate) fn validate(
-    raw: RawVendorKeys,
-    at: &str,
+    raw: CovataKeys,
+    cx: &VendorContext<'_>,
     pr: &mut dyn ProblemSink,
 ) -> Option<CovataSettings> {
     if raw.bulk_import_min == Some(0) {
         pr.push(
-            format!("{at}.bulk_import_min"),
+            cx.key("bulk_import_min"),
             "must be at least 1 (leave it unset to never import)".into(),
         );
     }
@@ -57,22 +62,34 @@ pub(crate) fn validate(
         && !(1..=MAX_IMPORT_BATCH).contains(&n)
     {
         pr.push(
-            format!("{at}.import_batch_size"),
+            cx.key("import_batch_size"),
             format!("must be between 1 and {MAX_IMPORT_BATCH} (got {n})"),
         );
     }
-    let expire_sessions_on_disable = raw.expire_sessions_on_disable.unwrap_or(true);
-    let bulk_import_min = raw.bulk_import_min;
-    let import_batch_size = raw.import_batch_size.unwrap_or(DEFAULT_IMPORT_BATCH);
-    let c = check_credentials(TargetKind::Covata, &SPEC, raw, at, pr);
+    let username = cx.required("username", raw.username, pr);
+    let password = cx.required_secret(
+        "password",
+        raw.password,
+        raw.password_file,
+        raw.password_credential,
+        pr,
+    );
+    let client_id = cx.required("client_id", raw.client_id, pr);
+    let client_secret = cx.required_secret(
+        "client_secret",
+        raw.client_secret,
+        raw.client_secret_file,
+        raw.client_secret_credential,
+        pr,
+    );
     Some(CovataSettings {
-        username: c.username?,
-        password: c.password?,
-        client_id: c.client_id?,
-        client_secret: c.client_secret?,
-        expire_sessions_on_disable,
-        bulk_import_min,
-        import_batch_size,
+        username: username?,
+        password: password?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        expire_sessions_on_disable: raw.expire_sessions_on_disable.unwrap_or(true),
+        bulk_import_min: raw.bulk_import_min,
+        import_batch_size: raw.import_batch_size.unwrap_or(DEFAULT_IMPORT_BATCH),
     })
 }
 
@@ -99,12 +116,4 @@ pub static SPEC: VendorSpec = VendorSpec {
     roles_required: true,
     supports_groups: false,
     default_requests_per_second: None,
-    required_credentials: &[
-        Credential::Username,
-        Credential::Password,
-        Credential::ClientId,
-        Credential::ClientSecret,
-    ],
-    optional_credentials: &[],
-    credential_defaults: &[],
 };

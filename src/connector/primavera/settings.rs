@@ -3,10 +3,14 @@
 
 use std::time::Duration;
 
-use crate::connector::settings::{ProblemSink, RawVendorKeys, check_credentials, duration};
-use crate::connector::{Credential, TargetKind, VendorSpec, field};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::connector::settings::{ProblemSink, VendorContext};
+use crate::connector::{VendorSpec, field};
 use crate::mapping::FieldKind;
-use crate::secret::SecretRef;
+use crate::secret::{Secret, SecretRef};
 
 /// A Primavera target's own settings.
 #[derive(Debug, Clone)]
@@ -19,35 +23,46 @@ pub struct PrimaveraSettings {
     pub job_poll_interval: Duration,
 }
 
-/// Primavera's own keys that are set (reported when the target is of another kind).
-pub(crate) fn keys_set(k: &RawVendorKeys) -> Vec<&'static str> {
-    [
-        ("job_timeout", k.job_timeout.is_some()),
-        ("job_poll_interval", k.job_poll_interval.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(key, set)| set.then_some(key))
-    .collect()
+/// A Primavera target's own keys, as written.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PrimaveraKeys {
+    username: Option<String>,
+    password: Option<Secret>,
+    password_file: Option<PathBuf>,
+    password_credential: Option<String>,
+    job_timeout: Option<String>,
+    job_poll_interval: Option<String>,
 }
 
-/// Checks a Primavera target's keys (at `at`, e.g. `target[0]`).
+/// Checks a Primavera target's keys.
 pub(crate) fn validate(
-    raw: RawVendorKeys,
-    at: &str,
+    raw: PrimaveraKeys,
+    cx: &VendorContext<'_>,
     pr: &mut dyn ProblemSink,
 ) -> Option<PrimaveraSettings> {
-    let job_timeout = match raw.job_timeout.as_deref() {
-        Some(v) => duration(v, &format!("{at}.job_timeout"), pr),
-        None => Some(Duration::from_secs(600)),
-    };
-    let job_poll_interval = match raw.job_poll_interval.as_deref() {
-        Some(v) => duration(v, &format!("{at}.job_poll_interval"), pr),
-        None => Some(Duration::from_secs(1)),
-    };
-    let c = check_credentials(TargetKind::Primavera, &SPEC, raw, at, pr);
+    let job_timeout = cx.duration(
+        "job_timeout",
+        raw.job_timeout.as_deref(),
+        Duration::from_secs(600),
+        pr,
+    );
+    let job_poll_interval = cx.duration(
+        "job_poll_interval",
+        raw.job_poll_interval.as_deref(),
+        Duration::from_secs(1),
+        pr,
+    );
+    let username = cx.required("username", raw.username, pr);
+    let password = cx.required_secret(
+        "password",
+        raw.password,
+        raw.password_file,
+        raw.password_credential,
+        pr,
+    );
     Some(PrimaveraSettings {
-        username: c.username?,
-        password: c.password?,
+        username: username?,
+        password: password?,
         job_timeout: job_timeout?,
         job_poll_interval: job_poll_interval?,
     })
@@ -74,7 +89,4 @@ pub static SPEC: VendorSpec = VendorSpec {
     roles_required: false,
     supports_groups: false,
     default_requests_per_second: None,
-    required_credentials: &[Credential::Username, Credential::Password],
-    optional_credentials: &[],
-    credential_defaults: &[],
 };

@@ -3,12 +3,14 @@
 //! validation, the attribute paths `[target.fields]` may name ([`field_kind`]) and the
 //! [`VendorSpec`].
 
-use crate::connector::settings::{
-    ProblemSink, RawVendorKeys, check_credentials, http_url, refuse_clear_text,
-};
-use crate::connector::{Credential, TargetKind, VendorSpec, field};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::connector::settings::{ProblemSink, VendorContext, secret_ref};
+use crate::connector::{VendorSpec, field};
 use crate::mapping::FieldKind;
-use crate::secret::SecretRef;
+use crate::secret::{Secret, SecretRef};
 
 use super::paths::{AttrPath, parse_path};
 
@@ -58,22 +60,26 @@ pub struct ScimSettings {
     pub create_groups: bool,
 }
 
-/// The SCIM target's own keys that are set (reported when the target is of another kind).
-pub(crate) fn keys_set(k: &RawVendorKeys) -> Vec<&'static str> {
-    [
-        ("token", k.token.is_some() || k.token_given_otherwise),
-        ("roles_as", k.roles_as.is_some()),
-        ("create_groups", k.create_groups.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(key, set)| set.then_some(key))
-    .collect()
+/// A SCIM target's own keys, as written.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ScimKeys {
+    token: Option<Secret>,
+    token_file: Option<PathBuf>,
+    token_credential: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    client_secret_file: Option<PathBuf>,
+    client_secret_credential: Option<String>,
+    scope: Option<String>,
+    roles_as: Option<String>,
+    create_groups: Option<bool>,
 }
 
-/// Checks a SCIM target's keys (at `at`, e.g. `target[0]`).
+/// Checks a SCIM target's keys: a bearer token, or OAuth2 client credentials (not both).
 pub(crate) fn validate(
-    raw: RawVendorKeys,
-    at: &str,
+    raw: ScimKeys,
+    cx: &VendorContext<'_>,
     pr: &mut dyn ProblemSink,
 ) -> Option<ScimSettings> {
     let roles_as = match raw.roles_as.as_deref() {
@@ -82,7 +88,7 @@ pub(crate) fn validate(
         Some("entitlements") => Some(RolesAs::Entitlements),
         Some(other) => {
             pr.push(
-                format!("{at}.roles_as"),
+                cx.key("roles_as"),
                 format!("unknown value {other:?} (groups, roles, entitlements)"),
             );
             None
@@ -91,25 +97,21 @@ pub(crate) fn validate(
     let create_groups = raw.create_groups.unwrap_or(false);
     if create_groups && roles_as.is_some_and(|r| r != RolesAs::Groups) {
         pr.push(
-            format!("{at}.create_groups"),
+            cx.key("create_groups"),
             "only used with roles_as = \"groups\"".to_string(),
         );
     }
-    let token = raw.token.clone();
-    let token_given = token.is_some() || raw.token_given_otherwise;
-    let token_url_raw = raw.token_url.clone();
-    let allow_insecure_http = raw.allow_insecure_http;
-    let oauth_given = raw.token_url.is_some()
-        || raw.client_id.is_some()
-        || raw.client_secret.is_some()
-        || raw.client_secret_given_otherwise
-        || raw.scope.is_some();
-    let client_secret_given_otherwise = raw.client_secret_given_otherwise;
-    let c = check_credentials(TargetKind::Scim, &SPEC, raw, at, pr);
+    let token_given =
+        raw.token.is_some() || raw.token_file.is_some() || raw.token_credential.is_some();
+    let secret_given = raw.client_secret.is_some()
+        || raw.client_secret_file.is_some()
+        || raw.client_secret_credential.is_some();
+    let oauth_given =
+        raw.token_url.is_some() || raw.client_id.is_some() || secret_given || raw.scope.is_some();
     let auth = match (token_given, oauth_given) {
         (true, true) => {
             pr.push(
-                format!("{at}.token"),
+                cx.key("token"),
                 "set either token (token_file, token_credential) or the OAuth2 client \
                  credentials (token_url, client_id, client_secret), not both"
                     .to_string(),
@@ -118,46 +120,50 @@ pub(crate) fn validate(
         }
         (false, false) => {
             pr.push(
-                format!("{at}.token"),
+                cx.key("token"),
                 "required for kind scim (set token, token_file or token_credential; or \
                  token_url, client_id and client_secret for OAuth2 client credentials)"
                     .to_string(),
             );
             None
         }
-        // Set in a wrong way: already reported.
-        (true, false) => token.map(ScimAuth::Static),
+        (true, false) => secret_ref(
+            raw.token,
+            raw.token_file.as_ref(),
+            raw.token_credential.as_ref(),
+            cx.base,
+            &cx.key("token"),
+            pr,
+        )
+        .map(ScimAuth::Static),
         (false, true) => {
-            let key = format!("{at}.token_url");
-            let token_url = match token_url_raw.as_deref() {
-                Some(u) => http_url(u, &key, pr)
-                    .filter(|u| !refuse_clear_text(u, &key, allow_insecure_http, at, pr)),
+            let token_url = match raw.token_url.as_deref() {
+                Some(u) => cx.credential_url("token_url", Some(u), u, pr),
                 None => {
-                    pr.push(key, "required with client_id and client_secret".to_string());
+                    pr.push(
+                        cx.key("token_url"),
+                        "required with client_id and client_secret".to_string(),
+                    );
                     None
                 }
             };
-            if c.client_id.is_none() {
-                pr.push(
-                    format!("{at}.client_id"),
-                    "required with token_url".to_string(),
-                );
+            if raw.client_id.is_none() {
+                pr.push(cx.key("client_id"), "required with token_url".to_string());
             }
-            if c.client_secret.is_none() && !client_secret_given_otherwise {
-                pr.push(
-                    format!("{at}.client_secret"),
-                    "required with token_url (set client_secret, client_secret_file or \
-                     client_secret_credential)"
-                        .to_string(),
-                );
-            }
-            match (token_url, c.client_id, c.client_secret) {
+            let client_secret = cx.required_secret(
+                "client_secret",
+                raw.client_secret,
+                raw.client_secret_file,
+                raw.client_secret_credential,
+                pr,
+            );
+            match (token_url, raw.client_id, client_secret) {
                 (Some(token_url), Some(client_id), Some(client_secret)) => {
                     Some(ScimAuth::ClientCredentials {
                         token_url,
                         client_id,
                         client_secret,
-                        scope: c.scope,
+                        scope: raw.scope,
                     })
                 }
                 _ => None,
@@ -240,14 +246,6 @@ pub static SPEC: VendorSpec = VendorSpec {
     roles_required: false,
     supports_groups: false,
     default_requests_per_second: None,
-    required_credentials: &[],
-    optional_credentials: &[
-        Credential::ClientId,
-        Credential::ClientSecret,
-        Credential::TokenUrl,
-        Credential::Scope,
-    ],
-    credential_defaults: &[],
 };
 
 #[cfg(test)]
@@ -290,62 +288,53 @@ mod tests {
         }
     }
 
+    fn run(keys: serde_json::Value) -> (Option<ScimSettings>, Vec<(String, String)>) {
+        let mut pr = Sink::default();
+        let cx = VendorContext {
+            at: "target[0]",
+            kind: crate::connector::TargetKind::Scim,
+            base: std::path::Path::new("/etc/dirsync"),
+            allow_insecure_http: false,
+        };
+        let keys = match keys {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        let s = cx
+            .keys::<ScimKeys>(keys, &mut pr)
+            .and_then(|k| validate(k, &cx, &mut pr));
+        (s, pr.0)
+    }
+
     #[test]
     fn auth_is_a_token_or_client_credentials() {
-        let mut pr = Sink::default();
-        let s = validate(
-            RawVendorKeys {
-                token: Some(SecretRef::inline("target[0].token", "t")),
-                ..Default::default()
-            },
-            "target[0]",
-            &mut pr,
-        )
-        .unwrap();
-        assert!(pr.0.is_empty(), "{:?}", pr.0);
+        let (s, pr) = run(serde_json::json!({"token_file": "wiki-token"}));
+        assert!(pr.is_empty(), "{pr:?}");
+        let s = s.unwrap();
         assert!(matches!(s.auth, ScimAuth::Static(_)));
         assert_eq!(s.roles_as, RolesAs::Groups);
 
-        let mut pr = Sink::default();
-        assert!(validate(RawVendorKeys::default(), "target[0]", &mut pr).is_none());
-        assert_eq!(pr.0[0].0, "target[0].token");
+        let (s, pr) = run(serde_json::json!({}));
+        assert!(s.is_none());
+        assert_eq!(pr[0].0, "target[0].token");
 
-        let mut pr = Sink::default();
-        let both = RawVendorKeys {
-            token: Some(SecretRef::inline("target[0].token", "t")),
-            client_id: Some("c".into()),
-            ..Default::default()
-        };
-        assert!(validate(both, "target[0]", &mut pr).is_none());
-        assert!(
-            pr.0.iter().any(|(_, m)| m.contains("not both")),
-            "{:?}",
-            pr.0
-        );
+        let (s, pr) = run(serde_json::json!({"token": "t", "client_id": "c"}));
+        assert!(s.is_none());
+        assert!(pr.iter().any(|(_, m)| m.contains("not both")), "{pr:?}");
 
-        let mut pr = Sink::default();
-        let oauth = RawVendorKeys {
-            client_id: Some("c".into()),
-            client_secret: Some(SecretRef::inline("target[0].client_secret", "s")),
-            token_url: Some("https://idp.example/token".into()),
-            roles_as: Some("entitlements".into()),
-            ..Default::default()
-        };
-        let s = validate(oauth, "target[0]", &mut pr).unwrap();
-        assert!(pr.0.is_empty(), "{:?}", pr.0);
+        let (s, pr) = run(serde_json::json!({
+            "client_id": "c", "client_secret": "s",
+            "token_url": "https://idp.example/token", "roles_as": "entitlements",
+        }));
+        assert!(pr.is_empty(), "{pr:?}");
+        let s = s.unwrap();
         assert!(matches!(s.auth, ScimAuth::ClientCredentials { .. }));
         assert_eq!(s.roles_as, RolesAs::Entitlements);
 
-        let mut pr = Sink::default();
-        let half = RawVendorKeys {
-            client_id: Some("c".into()),
-            roles_as: Some("teams".into()),
-            ..Default::default()
-        };
-        assert!(validate(half, "target[0]", &mut pr).is_none());
-        let keys: Vec<&str> = pr.0.iter().map(|(k, _)| k.as_str()).collect();
-        assert!(keys.contains(&"target[0].token_url"), "{keys:?}");
-        assert!(keys.contains(&"target[0].client_secret"), "{keys:?}");
-        assert!(keys.contains(&"target[0].roles_as"), "{keys:?}");
+        let (s, pr) =
+            run(serde_json::json!({"client_id": "c", "roles_as": "teams", "tenant_key": "x"}));
+        assert!(s.is_none());
+        let keys: Vec<&str> = pr.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(keys.contains(&"target[0].tenant_key"), "{keys:?}");
     }
 }

@@ -1,10 +1,14 @@
 //! Valuekeep's settings: its client credentials, tenant and organization keys, token URL and
 //! scope, the invitation and status options, their validation and Valuekeep's [`VendorSpec`].
 
-use crate::connector::settings::{ProblemSink, RawVendorKeys, check_credentials};
-use crate::connector::{Credential, TargetKind, VendorSpec, field};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::connector::settings::{ProblemSink, VendorContext};
+use crate::connector::{VendorSpec, field};
 use crate::mapping::FieldKind;
-use crate::secret::SecretRef;
+use crate::secret::{Secret, SecretRef};
 
 /// A Valuekeep target's own settings.
 #[derive(Debug, Clone)]
@@ -25,35 +29,50 @@ pub struct ValuekeepSettings {
     pub set_status: bool,
 }
 
-/// Valuekeep's own keys that are set (reported when the target is of another kind).
-pub(crate) fn keys_set(k: &RawVendorKeys) -> Vec<&'static str> {
-    [
-        ("send_invitation", k.send_invitation.is_some()),
-        ("set_status", k.set_status.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(key, set)| set.then_some(key))
-    .collect()
+/// The token endpoint when `token_url` is not set: Primavera BSS's identity server.
+pub const DEFAULT_TOKEN_URL: &str = "https://identity.primaverabss.com/connect/token";
+
+/// A Valuekeep target's own keys, as written.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ValuekeepKeys {
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    client_secret_file: Option<PathBuf>,
+    client_secret_credential: Option<String>,
+    token_url: Option<String>,
+    scope: Option<String>,
+    tenant_key: Option<String>,
+    org_key: Option<String>,
+    send_invitation: Option<bool>,
+    set_status: Option<bool>,
 }
 
-/// Checks a Valuekeep target's keys (at `at`, e.g. `target[0]`).
+/// Checks a Valuekeep target's keys.
 pub(crate) fn validate(
-    raw: RawVendorKeys,
-    at: &str,
+    raw: ValuekeepKeys,
+    cx: &VendorContext<'_>,
     pr: &mut dyn ProblemSink,
 ) -> Option<ValuekeepSettings> {
-    let send_invitation = raw.send_invitation.unwrap_or(false);
-    let set_status = raw.set_status.unwrap_or(false);
-    let c = check_credentials(TargetKind::Valuekeep, &SPEC, raw, at, pr);
+    let client_id = cx.required("client_id", raw.client_id, pr);
+    let client_secret = cx.required_secret(
+        "client_secret",
+        raw.client_secret,
+        raw.client_secret_file,
+        raw.client_secret_credential,
+        pr,
+    );
+    let tenant_key = cx.required("tenant_key", raw.tenant_key, pr);
+    let org_key = cx.required("org_key", raw.org_key, pr);
+    let token_url = cx.credential_url("token_url", raw.token_url.as_deref(), DEFAULT_TOKEN_URL, pr);
     Some(ValuekeepSettings {
-        client_id: c.client_id?,
-        client_secret: c.client_secret?,
-        tenant_key: c.tenant_key?,
-        org_key: c.org_key?,
-        token_url: c.token_url?,
-        scope: c.scope?,
-        send_invitation,
-        set_status,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        tenant_key: tenant_key?,
+        org_key: org_key?,
+        token_url: token_url?,
+        scope: raw.scope.unwrap_or_else(|| "application".to_string()),
+        send_invitation: raw.send_invitation.unwrap_or(false),
+        set_status: raw.set_status.unwrap_or(false),
     })
 }
 
@@ -78,18 +97,4 @@ pub static SPEC: VendorSpec = VendorSpec {
     supports_groups: true,
     // The API allows 60 requests a minute per client: pace at that by default.
     default_requests_per_second: Some(1.0),
-    required_credentials: &[
-        Credential::ClientId,
-        Credential::ClientSecret,
-        Credential::TenantKey,
-        Credential::OrgKey,
-    ],
-    optional_credentials: &[Credential::TokenUrl, Credential::Scope],
-    credential_defaults: &[
-        (
-            Credential::TokenUrl,
-            "https://identity.primaverabss.com/connect/token",
-        ),
-        (Credential::Scope, "application"),
-    ],
 };

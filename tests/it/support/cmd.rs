@@ -50,6 +50,23 @@ pub async fn nothing_unfinished(store: &dyn Store, target: &str) -> bool {
         .is_empty()
 }
 
+/// Each object of the JSON array `v` as the string values of `fields` ("" where a field is
+/// missing or not a string).
+pub fn str_fields<const N: usize>(v: &serde_json::Value, fields: [&str; N]) -> Vec<[String; N]> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a JSON array: {v}"))
+        .iter()
+        .map(|o| fields.map(|f| o[f].as_str().unwrap_or_default().to_string()))
+        .collect()
+}
+
+/// Asserts that `text` (a command's stdout, stderr or `out`) contains `needle`, printing the
+/// text when it does not.
+#[track_caller]
+pub fn assert_has(text: &str, needle: &str) {
+    assert!(text.contains(needle), "expected {needle:?} in:\n{text}");
+}
+
 /// Exit code, stdout and stderr, for assertion messages.
 pub fn out(o: &Output) -> String {
     format!(
