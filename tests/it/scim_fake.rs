@@ -284,3 +284,43 @@ async fn pagination_and_429() {
         assert!(q.contains(want), "{q}");
     }
 }
+
+/// Bad SCIM settings are config errors naming the key: an attribute path that is not one, a
+/// reserved attribute, a token together with client credentials, another vendor's key.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_settings_name_their_keys() {
+    let env = TestEnv::new(Backend::Sqlite).await;
+    env.write_users_csv(HEADER, &rows(1));
+    env.config()
+        .csv("email = \"email\"")
+        .raw(
+            r#"
+[[target]]
+name = "app"
+kind = "scim"
+base_url = "https://scim.example.com/v2"
+token = "t"
+client_id = "c"
+tenant_key = "x"
+roles_as = "teams"
+[target.fields]
+"a.b.c" = "{key}"
+active = "true"
+"phoneNumbers.mobile" = "{mobile}"
+"#,
+        )
+        .write();
+    let o = env.run(&["check", "--offline"]);
+    let text = out(&o);
+    assert_eq!(crate::support::cmd::code(&o), 1, "{text}");
+    for needle in [
+        "target[0].fields.a.b.c",
+        "target[0].fields.active",
+        "target[0].token",
+        "target[0].tenant_key: not a setting of kind scim (only of valuekeep)",
+        "target[0].roles_as",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    assert!(!text.contains("phoneNumbers"), "{text}");
+}
