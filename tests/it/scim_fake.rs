@@ -324,3 +324,64 @@ active = "true"
     }
     assert!(!text.contains("phoneNumbers"), "{text}");
 }
+
+/// OAuth2 client credentials instead of a static token; `check` reports the server's features
+/// and the groups the mapping names that the server lacks (create_groups = false).
+#[tokio::test(flavor = "multi_thread")]
+async fn client_credentials_and_check() {
+    let fake = FakeScim::start(Strictness {
+        bulk_max_operations: Some(10),
+        ..Strictness::default()
+    })
+    .await;
+    let env = TestEnv::new(Backend::Sqlite).await;
+    env.write_users_csv(HEADER, &rows(2));
+    let write = |secret: &str| {
+        env.config()
+            .csv("email = \"email\"")
+            .raw(&format!(
+                r#"
+[[target]]
+name = "app"
+kind = "scim"
+base_url = "{}"
+token_url = "{}"
+client_id = "app"
+client_secret = "{secret}"
+default_roles = ["users"]
+"#,
+                fake.base_url(),
+                fake.token_url()
+            ))
+            .write();
+    };
+    write("app-secret");
+    let o = env.run_code(&["check"], 1);
+    let text = out(&o);
+    assert!(
+        text.contains("target app: server supports: PATCH yes, Bulk yes (at most 10 operations"),
+        "{text}"
+    );
+    assert!(
+        text.contains("roles unknown to the target: users"),
+        "{text}"
+    );
+    fake.add_group("users", &[]);
+    env.run_code(&["check"], 0);
+    env.run_code(&["sync"], 0);
+    assert_eq!(fake.users().len(), 2);
+    assert_eq!(fake.group_members("users").len(), 2);
+
+    // Refused client credentials: the target fails, nothing is sent to it.
+    write("wrong");
+    env.write_users_csv(HEADER, &rows(3));
+    fake.clear_exchanges();
+    let o = env.run_code(&["sync"], 1);
+    assert!(
+        out(&o).contains("refused the client credentials"),
+        "{}",
+        out(&o)
+    );
+    assert!(fake.exchanges().iter().all(|e| e.path == "/token"));
+    assert_eq!(fake.users().len(), 2);
+}

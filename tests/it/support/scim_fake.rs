@@ -115,6 +115,11 @@ impl FakeScim {
         }))
     }
 
+    /// The OAuth2 token endpoint (client `app`, secret `app-secret`).
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.0.url())
+    }
+
     /// The SCIM base (`http://127.0.0.1:PORT/scim/v2`).
     pub fn base_url(&self) -> String {
         format!("{}/scim/v2", self.0.url())
@@ -355,7 +360,26 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         == Some(format!("Bearer {TOKEN}").as_str());
-    let response = if !authorized {
+    let response = if incoming.path == "/token" {
+        // An OAuth2 token endpoint: client credentials `app` / `app-secret` get the token.
+        let form: BTreeMap<String, String> = url::form_urlencoded::parse(&incoming.body)
+            .into_owned()
+            .collect();
+        let ok = form.get("grant_type").map(String::as_str) == Some("client_credentials")
+            && form.get("client_id").map(String::as_str) == Some("app")
+            && form.get("client_secret").map(String::as_str) == Some("app-secret");
+        if ok {
+            let body = json!({"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600});
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
+        } else {
+            (StatusCode::UNAUTHORIZED, "invalid_client").into_response()
+        }
+    } else if !authorized {
         scim_error(401, None, "bad token")
     } else {
         let body: Value = serde_json::from_slice(&incoming.body).unwrap_or(Value::Null);
