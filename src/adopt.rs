@@ -11,7 +11,7 @@ use crate::config::TargetConfig;
 use crate::connector::{Connector, OpError, RemoteAccount};
 use crate::mapping::content_hash;
 use crate::model::{Snapshot, email_fold};
-use crate::report::Format;
+use crate::report::{Format, plural};
 use crate::store::{AccountRecord, AccountState, RecordedAccount, Store, StoreError};
 
 /// What remote accounts are matched on.
@@ -84,6 +84,8 @@ pub async fn adopt(
     match_on: MatchOn,
     dry_run: bool,
 ) -> Result<AdoptResult, AdoptError> {
+    // Progress: the listing (its length is known once it is in), then the matching.
+    let task = crate::progress::start(&target.name, crate::progress::Phase::Adopt, None, None);
     let remote = connector
         .list_accounts()
         .await
@@ -91,6 +93,7 @@ pub async fn adopt(
             target: target.name.clone(),
             source,
         })?;
+    task.set_total(remote.len() as u64);
     let recorded = store.load_accounts(&target.name).await?;
     let by_key: HashMap<&str, &RecordedAccount> =
         recorded.iter().map(|r| (r.key.as_str(), r)).collect();
@@ -148,6 +151,7 @@ pub async fn adopt(
         .map(|f| f.name.as_str())
         .collect();
     for r in &remote {
+        task.advance(1);
         if owned_remote.contains(r.remote_id.as_str()) {
             result.already_owned += 1;
             continue;
@@ -245,17 +249,17 @@ pub fn render(r: &AdoptResult, format: Format) -> String {
     let verb = if r.dry_run { "would adopt" } else { "adopted" };
     let _ = writeln!(
         o,
-        "target {}: {verb} {} account(s) (matched on {}); {} already managed; {} remote account(s) not matched (left alone, not owned); {} source user(s) without an account; {} conflict(s)",
+        "target {}: {verb} {} (matched on {}); {} already managed; {} not matched (left alone, not owned); {} without an account; {}",
         r.target,
-        r.adopted.len(),
+        plural(r.adopted.len() as u64, "account"),
         match r.matched_on {
             MatchOn::Email => "email",
             MatchOn::Login => "login",
         },
         r.already_owned,
-        r.unmatched_remote.len(),
-        r.unmatched_source.len(),
-        r.conflicts.len()
+        plural(r.unmatched_remote.len() as u64, "remote account"),
+        plural(r.unmatched_source.len() as u64, "source user"),
+        plural(r.conflicts.len() as u64, "conflict")
     );
     let line = |o: &mut String, mark: &str, e: &Entry| {
         let _ = writeln!(

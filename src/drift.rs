@@ -468,10 +468,10 @@ fn changed_lines(c: &ChangedAccount) -> Vec<String> {
 
 fn headline(t: &TargetDrift) -> String {
     format!(
-        "target {} ({}): {} remote account(s), {} owned; {} changed by hand, {} deleted remotely, {} not owned by dirsync",
+        "target {} ({}): {}, {} owned; {} changed by hand, {} deleted remotely, {} not owned by dirsync",
         t.name,
         t.kind.as_str(),
-        t.remote_accounts,
+        crate::report::plural(t.remote_accounts, "remote account"),
         t.owned,
         t.changed.len(),
         t.deleted.len(),
@@ -551,8 +551,8 @@ fn render_markdown(r: &DriftReport) -> String {
         let _ = writeln!(o, "## Target `{}` ({})\n", t.name, t.kind.as_str());
         let _ = writeln!(
             o,
-            "{} remote account(s), {} owned: **{}** changed by hand, **{}** deleted remotely, **{}** not owned by dirsync.\n",
-            t.remote_accounts,
+            "{}, {} owned: **{}** changed by hand, **{}** deleted remotely, **{}** not owned by dirsync.\n",
+            crate::report::plural(t.remote_accounts, "remote account"),
             t.owned,
             t.changed.len(),
             t.deleted.len(),

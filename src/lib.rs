@@ -17,6 +17,7 @@
 //! - [`drift`]: `dirsync drift` and `sync --refresh`: remote accounts vs what was recorded.
 //! - [`schedule`]: cron expressions (crontab's meaning) and next run times.
 //! - [`daemon`]: `dirsync run`: schedule, signals, systemd notifications, the HTTP listener.
+//! - [`progress`]: counters of the long steps, rendered by the front.
 //! - [`metrics`]: counters for `/metrics`. [`build_info`]: version, commit, build date.
 //! - [`notify`]: `[[notify]]` run notifications (signed webhook, SMTP e-mail).
 //! - [`saved_plan`]: the plan file of `plan --out` / `apply`, and one-user scoping.
@@ -24,7 +25,7 @@
 //!   logging.
 //!
 //! Layers (ARCHITECTURE.md, "Layers"; checked by `tests/layers.rs`): core (model, secret,
-//! mapping, plan, schedule, metrics, telemetry) < io (source, store, connector) < settings
+//! mapping, plan, schedule, metrics, telemetry, progress) < io (source, store, connector) < settings
 //! (config, outcome) < render (report, notify) < steps (engine, drift, adopt, saved_plan) < run
 //! < front (cli, daemon). No module imports a higher layer.
 
@@ -43,6 +44,7 @@ pub mod notify;
 pub mod outcome;
 pub mod plan;
 pub mod problems;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod saved_plan;

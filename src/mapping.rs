@@ -314,19 +314,49 @@ pub struct UserFilter {
     pub exclude_groups: Vec<String>,
 }
 
+/// Why a target's filters leave a user out of its scope.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum OutOfScope {
+    /// The user is in this `exclude_groups` entry.
+    ExcludedGroup { group: String },
+    /// `include_groups` is set and the user is in none of them.
+    NotIncluded,
+}
+
+impl std::fmt::Display for OutOfScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutOfScope::ExcludedGroup { group } => write!(f, "excluded group {group}"),
+            OutOfScope::NotIncluded => f.write_str("in none of the included groups"),
+        }
+    }
+}
+
 impl UserFilter {
     pub fn admits(&self, user: &User) -> bool {
-        let in_any = |list: &[String]| {
-            list.iter().any(|g| {
-                let rule = RoleRule {
-                    group: g.clone(),
-                    roles: Vec::new(),
-                };
-                user.groups.iter().any(|ug| rule.matches(ug))
-            })
+        self.out_of_scope(user).is_none()
+    }
+
+    /// Why the user is out of scope (the first excluded group it is in, else not in any
+    /// included group), or `None` when the target receives it.
+    pub fn out_of_scope(&self, user: &User) -> Option<OutOfScope> {
+        let matches = |g: &String| {
+            let rule = RoleRule {
+                group: g.clone(),
+                roles: Vec::new(),
+            };
+            user.groups.iter().any(|ug| rule.matches(ug))
         };
-        (self.include_groups.is_empty() || in_any(&self.include_groups))
-            && !in_any(&self.exclude_groups)
+        if let Some(group) = self.exclude_groups.iter().find(|g| matches(g)) {
+            return Some(OutOfScope::ExcludedGroup {
+                group: group.clone(),
+            });
+        }
+        if !self.include_groups.is_empty() && !self.include_groups.iter().any(matches) {
+            return Some(OutOfScope::NotIncluded);
+        }
+        None
     }
 }
 

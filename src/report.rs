@@ -10,7 +10,10 @@
 //!    "targets": [ { "name", "kind", "verdict": { "status": "allowed" | "blocked" | "forced",
 //!      "reasons"? }, "owned", "summary": { "create", "update", "set_roles", "enable",
 //!      "disable", "delete", "unchanged", "not_owned", "skipped", "exists_unowned",
-//!      "quarantined"? (owned accounts left alone: their source record is quarantined) },
+//!      "quarantined"? (owned accounts left alone: their source record is quarantined),
+//!      "out_of_scope" (source users the target's filters leave out, with no account) },
+//!      "skipped_users"?: [ { "key", "reason": "scope" | "source_disabled" | "quarantined",
+//!        "scope"?: { "rule": "excluded_group" | "not_included", "group"? } } ],
 //!      "ops": [ { "key", "label", "remote_id", "op", ...op fields } ],
 //!      "problems": [ { "key", "message" } ],
 //!      "existing"?: [ { "key", "login", "remote_id" } ], "existing_unchecked"?: "why" } ] }`
@@ -22,6 +25,11 @@ use std::fmt::Write as _;
 use std::io;
 
 use serde::Serialize;
+
+pub mod skipped;
+pub mod words;
+
+pub use words::{count, plural};
 
 use crate::outcome::{RunPlan, TargetOutcome};
 use crate::plan::{DeleteReason, DisableReason, Op, PlannedOp, Verdict};
@@ -245,6 +253,7 @@ fn disable_reason(r: DisableReason) -> &'static str {
     match r {
         DisableReason::SourceDisabled => "disabled in the source",
         DisableReason::MissingFromSource => "no longer in the source",
+        DisableReason::OutOfScope => "no longer in this target's scope",
     }
 }
 
@@ -258,30 +267,41 @@ fn delete_reason(r: DeleteReason) -> &'static str {
 fn summary_line(t: &TargetOutcome) -> String {
     let s = &t.plan.summary;
     let groups = if s.set_groups > 0 {
-        format!(", {} group change", s.set_groups)
+        format!(", {}", plural(s.set_groups, "group change"))
     } else {
         String::new()
     };
     let mut exists = if s.exists_unowned > 0 {
-        format!(", {} exist not owned", s.exists_unowned)
+        format!(", {} not owned", count(s.exists_unowned, "exists", "exist"))
     } else {
         String::new()
     };
     if s.quarantined > 0 {
         let _ = write!(exists, ", {} quarantined", s.quarantined);
     }
+    if s.out_of_scope > 0 {
+        let _ = write!(exists, ", {} outside the target's scope", s.out_of_scope);
+    }
     format!(
-        "{} create, {} update, {} role change{groups}, {} enable, {} disable, {} delete; {} unchanged, {} not owned, {} skipped{exists}",
-        s.create,
-        s.update,
-        s.set_roles,
-        s.enable,
-        s.disable,
-        s.delete,
+        "{}, {}, {}{groups}, {}, {}, {}; {} unchanged, {} not owned, {} skipped{exists}",
+        plural(s.create, "create"),
+        plural(s.update, "update"),
+        plural(s.set_roles, "role change"),
+        plural(s.enable, "enable"),
+        plural(s.disable, "disable"),
+        plural(s.delete, "delete"),
         s.unchanged,
         s.not_owned,
         s.skipped
     )
+}
+
+/// "(the last run that applied changes read 120)" after the source's user count.
+fn last_applied_text(plan: &RunPlan) -> String {
+    plan.source
+        .last_applied_users
+        .map(|n| format!(" (the last run that applied changes read {n})"))
+        .unwrap_or_default()
 }
 
 fn verdict_line(v: &Verdict) -> &'static str {
@@ -303,15 +323,12 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
     let status = PlanStatus::of(plan);
     let _ = writeln!(
         o,
-        "dirsync {} — run {}, source {}: {} users{}",
+        "dirsync {} — run {}, source {}: {}{}",
         if dry_run { "plan (dry run)" } else { "sync" },
         plan.run_id,
         plan.source.kind,
-        plan.source.users,
-        plan.source
-            .last_applied_users
-            .map(|n| format!(" (last applied run: {n})"))
-            .unwrap_or_default()
+        plural(plan.source.users, "user"),
+        last_applied_text(plan)
     );
     if !plan.store.is_empty() {
         let _ = writeln!(o, "state store: {}", plan.store);
@@ -319,8 +336,8 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
     if !plan.source.quarantined.is_empty() {
         let _ = writeln!(
             o,
-            "{} source record(s) quarantined: their accounts are left as they are on every target until the record is fixed",
-            plan.source.quarantined.len()
+            "{} quarantined: their accounts are left as they are on every target until the record is fixed",
+            plural(plan.source.quarantined.len() as u64, "source record")
         );
         for q in &plan.source.quarantined {
             let _ = writeln!(
@@ -360,9 +377,9 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
         {
             let _ = writeln!(
                 o,
-                "  expected duration: about {} ({} requests at {}/s)",
-                humantime::format_duration(std::time::Duration::from_secs(e.seconds)),
-                e.requests,
+                "  expected duration: about {} ({} at {}/s)",
+                words::duration(std::time::Duration::from_secs(e.seconds)),
+                plural(e.requests, "request"),
                 e.requests_per_second
             );
         }
@@ -375,22 +392,25 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
         for p in &t.plan.problems {
             let _ = writeln!(o, "  ? {}: {}", show(&p.key), p.message);
         }
+        write_text_skipped(o, t);
         write_text_existing(o, t);
         if let Some(r) = &t.recovered
             && r.superseded + r.confirmed + r.replanned > 0
         {
             let _ = writeln!(
                 o,
-                "  recovered an interrupted run: {} create(s) confirmed on the target, {} re-planned, {} never sent",
-                r.confirmed, r.replanned, r.superseded
+                "  recovered an interrupted run: {} confirmed on the target, {} re-planned, {} never sent",
+                plural(r.confirmed, "create"),
+                r.replanned,
+                r.superseded
             );
         }
         if let Some(r) = &t.refresh {
             let _ = writeln!(
                 o,
-                "  refresh: {} accounts changed by hand ({} corrections planned), {} deleted remotely ({} re-created), {} not owned",
-                r.drifted.len(),
-                r.corrected_drift,
+                "  refresh: {} changed by hand ({} planned), {} deleted remotely ({} re-created), {} not owned",
+                plural(r.drifted.len() as u64, "account"),
+                plural(r.corrected_drift, "correction"),
                 r.deleted_remotely.len(),
                 r.recreated.len(),
                 r.unowned
@@ -419,25 +439,29 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
         "{}",
         match status {
             PlanStatus::NoChanges => "Nothing to do.".to_string(),
-            PlanStatus::ChangesPending => format!("{} changes pending.", plan.changes()),
+            PlanStatus::ChangesPending => format!("{} pending.", changes(plan.changes())),
             PlanStatus::Blocked => format!(
-                "Blocked by the safety policy ({} changes planned). Check the source; re-run with --force to apply anyway.",
-                plan.changes()
+                "Blocked by the safety policy ({} planned). Check the source; re-run with --force to apply anyway.",
+                changes(plan.changes())
             ),
-            PlanStatus::Applied => format!("Applied {} changes.", plan.applied_failed().0),
+            PlanStatus::Applied => format!("Applied {}.", changes(plan.applied_failed().0)),
             PlanStatus::Partial => {
                 let (a, f) = plan.applied_failed();
-                format!("Applied {a} changes; {f} failed (they are retried on the next run).")
+                format!(
+                    "Applied {}; {f} failed (they are retried on the next run).",
+                    changes(a)
+                )
             }
             PlanStatus::Quarantined => format!(
-                "Applied {} changes; {} source record(s) quarantined, their accounts left as they are: fix the source.",
-                plan.applied_failed().0,
-                plan.source.quarantined.len()
+                "Applied {}; {} quarantined, their accounts left as they are: fix the source.",
+                changes(plan.applied_failed().0),
+                plural(plan.source.quarantined.len() as u64, "source record")
             ),
             PlanStatus::Interrupted => {
                 let (a, f) = plan.applied_failed();
                 format!(
-                    "Interrupted: applied {a} changes, {f} failed, {} left for the next run.",
+                    "Interrupted: applied {}, {f} failed, {} left for the next run.",
+                    changes(a),
                     plan.left()
                 )
             }
@@ -450,8 +474,9 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
                     .map(|t| t.name.as_str())
                     .collect();
                 format!(
-                    "Failed: {} could not be synced; applied {a} changes elsewhere, {f} failed.",
-                    failed.join(", ")
+                    "Failed: {} could not be synced; applied {} elsewhere, {f} failed.",
+                    failed.join(", "),
+                    changes(a)
                 )
             }
             PlanStatus::Skipped => "Skipped: another dirsync instance is applying every selected \
@@ -459,6 +484,26 @@ fn write_text(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
                 .to_string(),
         }
     );
+}
+
+fn changes(n: u64) -> String {
+    plural(n, "change")
+}
+
+/// Every skipped user with the reason ([`skipped::SHOWN`] per reason, then a count).
+fn write_text_skipped(o: &mut Out<'_>, t: &TargetOutcome) {
+    for g in skipped::groups(&t.plan) {
+        for s in &g.shown {
+            let _ = writeln!(o, "  - skipped  {}  ({})", show(&s.key), g.reason);
+        }
+        if g.more > 0 {
+            let _ = writeln!(
+                o,
+                "  - skipped  and {} more ({}; --format json lists them all)",
+                g.more, g.reason
+            );
+        }
+    }
 }
 
 /// First contact: creates held back because the account exists, or why that was not checked.
@@ -474,10 +519,12 @@ fn write_text_existing(o: &mut Out<'_>, t: &TargetOutcome) {
     }
     let _ = writeln!(
         o,
-        "  {} account{} already exist{} on the target, not owned by dirsync: not created; run `dirsync adopt {}` first",
-        t.plan.existing.len(),
-        if t.plan.existing.len() == 1 { "" } else { "s" },
-        if t.plan.existing.len() == 1 { "s" } else { "" },
+        "  {} on the target, not owned by dirsync: not created; run `dirsync adopt {}` first",
+        count(
+            t.plan.existing.len() as u64,
+            "account already exists",
+            "accounts already exist"
+        ),
         t.name
     );
     for e in &t.plan.existing {
@@ -567,15 +614,12 @@ fn md(v: &str) -> String {
 fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
     let _ = writeln!(
         o,
-        "# dirsync {} — run {}\n\nSource **{}**: {} users.{}\n",
+        "# dirsync {} — run {}\n\nSource **{}**: {}{}.\n",
         if dry_run { "plan (dry run)" } else { "run" },
         plan.run_id,
         plan.source.kind,
-        plan.source.users,
-        plan.source
-            .last_applied_users
-            .map(|n| format!(" Last applied run: {n}."))
-            .unwrap_or_default()
+        plural(plan.source.users, "user"),
+        last_applied_text(plan)
     );
     if !plan.store.is_empty() {
         let _ = writeln!(o, "State store: `{}`.\n", plan.store);
@@ -583,8 +627,8 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
     if !plan.source.quarantined.is_empty() {
         let _ = writeln!(
             o,
-            "**{} source record(s) quarantined**: their accounts are left as they are on every target until the record is fixed.\n",
-            plan.source.quarantined.len()
+            "**{} quarantined**: their accounts are left as they are on every target until the record is fixed.\n",
+            plural(plan.source.quarantined.len() as u64, "source record")
         );
         for q in &plan.source.quarantined {
             let _ = writeln!(
@@ -611,7 +655,7 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
         }
         let _ = writeln!(
             o,
-            "| create | update | roles | groups | enable | disable | delete | unchanged | not owned | skipped |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| create | update | roles | groups | enable | disable | delete | unchanged | not owned | skipped | outside scope |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             s.create,
             s.update,
             s.set_roles,
@@ -621,16 +665,14 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
             s.delete,
             s.unchanged,
             s.not_owned,
-            s.skipped
+            s.skipped,
+            s.out_of_scope
         );
         if !t.plan.ops.is_empty() {
             let _ = writeln!(o, "| op | key | account | details |\n|---|---|---|---|");
             for op in &t.plan.ops {
                 let details = match &op.op {
-                    Op::Create { account } => format!(
-                        "roles: {}",
-                        md(&account.roles.iter().cloned().collect::<Vec<_>>().join(", "))
-                    ),
+                    Op::Create { account } => md_create(account),
                     Op::Update { changes, .. } => changes
                         .iter()
                         .map(|c| {
@@ -664,6 +706,7 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
             }
             let _ = writeln!(o);
         }
+        write_markdown_skipped(o, t);
         if let Some(a) = &t.applied {
             let _ = writeln!(
                 o,
@@ -711,6 +754,55 @@ fn write_markdown(o: &mut Out<'_>, plan: &RunPlan, dry_run: bool) {
     }
 }
 
+/// A create's details cell: roles, groups, disabled, then every field (as the text report).
+fn md_create(account: &crate::mapping::Account) -> String {
+    let mut parts = vec![format!(
+        "roles: {}",
+        md(&account.roles.iter().cloned().collect::<Vec<_>>().join(", "))
+    )];
+    if !account.groups.is_empty() {
+        parts.push(format!(
+            "groups: {}",
+            md(&account
+                .groups
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "))
+        ));
+    }
+    if !account.enabled {
+        parts.push("(disabled)".into());
+    }
+    for (k, v) in &account.fields {
+        parts.push(format!("{}: {}", md(k), md(&show(v))));
+    }
+    parts.join("<br>")
+}
+
+/// The skipped users, grouped by reason ([`skipped::SHOWN`] per reason, then a count).
+fn write_markdown_skipped(o: &mut Out<'_>, t: &TargetOutcome) {
+    let groups = skipped::groups(&t.plan);
+    if groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "Skipped ({}):\n",
+        plural(t.plan.skipped_users.len() as u64, "user")
+    );
+    for g in groups {
+        let keys: Vec<String> = g.shown.iter().map(|s| md(&s.key)).collect();
+        let more = if g.more > 0 {
+            format!(" and {} more", g.more)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(o, "- {}: {}{more}", md(&g.reason), keys.join(", "));
+    }
+    let _ = writeln!(o);
+}
+
 fn duration_text(r: &RunRecord) -> String {
     match r.finished_at {
         Some(f) => {
@@ -721,17 +813,31 @@ fn duration_text(r: &RunRecord) -> String {
     }
 }
 
-/// `dirsync runs`: recent runs, newest first.
-/// `dirsync runs`: the run history of `store` (as `StoreLocation::describe` names it).
+/// `dirsync runs`: the run history of `store` (as `StoreLocation::describe` names it), newest
+/// first: runs that applied (or tried to) first, then dry runs (`dirsync plan`) in a section
+/// of their own. JSON keeps one `runs` list, each run with `"dry_run"`.
 pub fn render_runs(store: &str, runs: &[RunRecord], format: Format) -> String {
+    let is_dry = |r: &RunRecord| r.trigger == crate::store::Trigger::DryRun;
     match format {
-        Format::Json => serde_json::to_string_pretty(&serde_json::json!({
-            "schema": "dirsync.runs",
-            "version": SCHEMA_VERSION,
-            "store": store,
-            "runs": runs,
-        }))
-        .unwrap_or_default(),
+        Format::Json => {
+            let runs: Vec<serde_json::Value> = runs
+                .iter()
+                .map(|r| {
+                    let mut v = serde_json::to_value(r).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("dry_run".into(), is_dry(r).into());
+                    }
+                    v
+                })
+                .collect();
+            serde_json::to_string_pretty(&serde_json::json!({
+                "schema": "dirsync.runs",
+                "version": SCHEMA_VERSION,
+                "store": store,
+                "runs": runs,
+            }))
+            .unwrap_or_default()
+        }
         Format::Text | Format::Markdown => {
             let md = format == Format::Markdown;
             let mut o = String::new();
@@ -740,63 +846,95 @@ pub fn render_runs(store: &str, runs: &[RunRecord], format: Format) -> String {
                 o.push_str("No runs recorded yet.\n");
                 return o;
             }
-            if md {
-                o.push_str("| id | started | trigger | status | took | source users | planned | applied | failed | targets |\n|---:|---|---|---|---:|---:|---:|---:|---:|---|\n");
-            } else {
-                let _ = writeln!(
-                    o,
-                    "{:>6}  {:<20}  {:<9}  {:<11}  {:>7}  {:>8}  {:>8}  {:>8}  {:>6}  targets",
-                    "id",
-                    "started (UTC)",
-                    "trigger",
-                    "status",
-                    "took",
-                    "users",
-                    "planned",
-                    "applied",
-                    "failed"
-                );
-            }
-            for r in runs {
-                let started = r.started_at.format("%Y-%m-%d %H:%M:%S").to_string();
-                let users = r.source_count.map_or("-".into(), |n| n.to_string());
-                let targets = r.targets.join(",");
-                let forced = if r.forced { " (forced)" } else { "" };
-                if md {
-                    let _ = writeln!(
-                        o,
-                        "| {} | {} | {} | {}{} | {} | {} | {} | {} | {} | {} |",
-                        r.id,
-                        started,
-                        r.trigger.as_str(),
-                        r.status.as_str(),
-                        forced,
-                        duration_text(r),
-                        users,
-                        r.planned,
-                        r.applied,
-                        r.failed,
-                        md_cell(&targets)
-                    );
-                } else {
-                    let _ = writeln!(
-                        o,
-                        "{:>6}  {:<20}  {:<9}  {:<11}  {:>7}  {:>8}  {:>8}  {:>8}  {:>6}  {}{}",
-                        r.id,
-                        started,
-                        r.trigger.as_str(),
-                        r.status.as_str(),
-                        duration_text(r),
-                        users,
-                        r.planned,
-                        r.applied,
-                        r.failed,
-                        targets,
-                        forced
-                    );
+            let (dry, real): (Vec<&RunRecord>, Vec<&RunRecord>) =
+                runs.iter().partition(|r| is_dry(r));
+            let sections = [
+                (
+                    real,
+                    "Runs (sync, the daemon, apply):",
+                    "## Runs (sync, the daemon, apply)",
+                ),
+                (
+                    dry,
+                    "Dry runs (plan: nothing was sent):",
+                    "## Dry runs (plan: nothing was sent)",
+                ),
+            ];
+            let mut first = true;
+            for (list, text_title, md_title) in sections {
+                if list.is_empty() {
+                    continue;
                 }
+                if !first {
+                    o.push('\n');
+                }
+                first = false;
+                let _ = writeln!(o, "{}", if md { md_title } else { text_title });
+                if md {
+                    o.push('\n');
+                }
+                write_runs_table(&mut o, &list, md);
             }
             o
+        }
+    }
+}
+
+fn write_runs_table(o: &mut String, runs: &[&RunRecord], md: bool) {
+    if md {
+        o.push_str("| id | started | trigger | status | took | source users | planned | applied | failed | targets |\n|---:|---|---|---|---:|---:|---:|---:|---:|---|\n");
+    } else {
+        let _ = writeln!(
+            o,
+            "{:>6}  {:<20}  {:<9}  {:<11}  {:>7}  {:>8}  {:>8}  {:>8}  {:>6}  targets",
+            "id",
+            "started (UTC)",
+            "trigger",
+            "status",
+            "took",
+            "users",
+            "planned",
+            "applied",
+            "failed"
+        );
+    }
+    for r in runs {
+        let started = r.started_at.format("%Y-%m-%d %H:%M:%S").to_string();
+        let users = r.source_count.map_or("-".into(), |n| n.to_string());
+        let targets = r.targets.join(",");
+        let forced = if r.forced { " (forced)" } else { "" };
+        if md {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {}{} | {} | {} | {} | {} | {} | {} |",
+                r.id,
+                started,
+                r.trigger.as_str(),
+                r.status.as_str(),
+                forced,
+                duration_text(r),
+                users,
+                r.planned,
+                r.applied,
+                r.failed,
+                md_cell(&targets)
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "{:>6}  {:<20}  {:<9}  {:<11}  {:>7}  {:>8}  {:>8}  {:>8}  {:>6}  {}{}",
+                r.id,
+                started,
+                r.trigger.as_str(),
+                r.status.as_str(),
+                duration_text(r),
+                users,
+                r.planned,
+                r.applied,
+                r.failed,
+                targets,
+                forced
+            );
         }
     }
 }
@@ -932,3 +1070,6 @@ pub fn render_run(run: &RunRecord, ops: &[OperationRecord], format: Format) -> S
     }
     o
 }
+
+#[cfg(test)]
+mod tests;

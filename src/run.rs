@@ -713,8 +713,9 @@ async fn apply_locked(
                     .await?;
                     if let Some(fatal) = &summary.fatal {
                         error = Some(format!(
-                            "target {:?}: {fatal}; sending stopped, {} operation(s) left for the next run",
-                            t.name, summary.interrupted
+                            "target {:?}: {fatal}; sending stopped, {} left for the next run",
+                            t.name,
+                            crate::report::plural(summary.interrupted, "operation")
                         ));
                     }
                     Some(summary)

@@ -66,9 +66,9 @@ impl Fingerprint {
         }
         if self.unfinished > 0 {
             d.push(format!(
-                "target {target:?}: {} operation(s) are left unfinished by an interrupted run \
+                "target {target:?}: {} left unfinished by an interrupted run \
                  (run `dirsync sync` to reconcile them)",
-                self.unfinished
+                crate::report::count(self.unfinished, "operation is", "operations are")
             ));
         }
         if self.desired_hash != then.desired_hash {
@@ -294,10 +294,10 @@ impl SavedPlan {
         if age.to_std().is_ok_and(|a| a > max) {
             why.push(format!(
                 "the plan is {} old, older than safety.max_plan_age ({}); make a new one",
-                humantime::format_duration(std::time::Duration::from_secs(
+                crate::report::words::duration(std::time::Duration::from_secs(
                     age.num_seconds().max(0) as u64
                 )),
-                humantime::format_duration(max)
+                crate::report::words::duration(max)
             ));
         }
         let here = config_id(&config.path);
@@ -469,6 +469,7 @@ pub fn recount(summary: &Summary, plan_ops: &[crate::plan::PlannedOp]) -> Summar
 pub fn only_user(mut plan: TargetPlan, key: &str) -> TargetPlan {
     plan.ops.retain(|o| o.key == key);
     plan.problems.retain(|p| p.key == key);
+    plan.skipped_users.retain(|s| s.key == key);
     plan.summary = recount(&Summary::default(), &plan.ops);
     plan
 }
@@ -514,6 +515,7 @@ mod tests {
             ],
             problems: vec![],
             existing: vec![],
+            skipped_users: vec![],
         };
         let one = only_user(plan, "E2");
         assert_eq!(one.ops.len(), 2);

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "metrics",
             "telemetry",
             "build_info",
+            "progress",
         ],
     ),
     // The outside world, beside each other: the source read, the state store, the vendor APIs.

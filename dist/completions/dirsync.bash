@@ -110,7 +110,7 @@ _dirsync() {
 
     case "${cmd}" in
         dirsync)
-            opts="-c -v -h -V --config --log-format --verbose --help --version run plan sync check adopt drift apply migrate runs prune generate help"
+            opts="-c -v -q -h -V --config --log-format --verbose --quiet --help --version run plan sync check adopt drift apply migrate runs prune generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -136,7 +136,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__adopt)
-            opts="-t -f -c -v -h --target --match --dry-run --format --config --log-format --verbose --help"
+            opts="-t -f -c -v -q -h --target --match --dry-run --format --config --log-format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -182,7 +182,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__apply)
-            opts="-f -c -v -h --force --format --config --log-format --verbose --help"
+            opts="-f -c -v -q -h --force --format --config --log-format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -216,7 +216,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__check)
-            opts="-c -v -h --offline --config --log-format --verbose --help"
+            opts="-c -v -q -h --offline --config --log-format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -242,7 +242,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__drift)
-            opts="-t -f -c -v -h --target --format --config --log-format --verbose --help"
+            opts="-t -f -c -v -q -h --target --format --config --log-format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -284,7 +284,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__generate)
-            opts="-c -v -h --config --log-format --verbose --help man completions"
+            opts="-c -v -q -h --config --log-format --verbose --quiet --help man completions"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -506,7 +506,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__migrate)
-            opts="-c -v -h --config --log-format --verbose --help"
+            opts="-c -v -q -h --config --log-format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -532,7 +532,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__plan)
-            opts="-t -f -c -v -h --target --format --out --config --log-format --verbose --help"
+            opts="-t -f -c -v -q -h --target --format --out --config --log-format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -578,7 +578,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__prune)
-            opts="-c -v -h --keep --config --log-format --verbose --help"
+            opts="-c -v -q -h --keep --config --log-format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -608,7 +608,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__run)
-            opts="-c -v -h --once --allow-root --config --log-format --verbose --help"
+            opts="-c -v -q -h --once --allow-root --config --log-format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -634,7 +634,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__runs)
-            opts="-n -f -c -v -h --limit --format --config --log-format --verbose --help show help"
+            opts="-n -f -c -v -q -h --limit --trigger --status --since --format --config --log-format --verbose --quiet --help show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -645,6 +645,18 @@ _dirsync() {
                     return 0
                     ;;
                 -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "schedule manual dry_run apply user" -- "${cur}"))
+                    return 0
+                    ;;
+                --status)
+                    COMPREPLY=($(compgen -W "running succeeded partial failed blocked interrupted" -- "${cur}"))
+                    return 0
+                    ;;
+                --since)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -718,7 +730,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__runs__subcmd__show)
-            opts="-f -c -v -h --format --config --log-format --verbose --help"
+            opts="-f -c -v -q -h --format --config --log-format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -752,7 +764,7 @@ _dirsync() {
             return 0
             ;;
         dirsync__subcmd__sync)
-            opts="-t -f -c -v -h --dry-run --force --refresh --user --target --format --out --config --log-format --verbose --help"
+            opts="-y -t -f -c -v -q -h --dry-run --force --yes --refresh --user --target --format --out --config --log-format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

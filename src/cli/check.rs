@@ -50,12 +50,17 @@ pub(super) async fn check(config: &Config, offline: bool) -> u8 {
         failed |= !check_ldap(l).await;
     } else {
         match run::read_source(&config.source).await {
-            Ok(s) if s.quarantined().is_empty() => outln!("source: OK, {} users", s.len()),
+            Ok(s) if s.quarantined().is_empty() => {
+                outln!(
+                    "source: OK, {}",
+                    crate::report::plural(s.len() as u64, "user")
+                )
+            }
             Ok(s) => {
                 outln!(
-                    "source: OK, {} users, {} record(s) quarantined (a sync leaves their accounts as they are):",
-                    s.users().len(),
-                    s.quarantined().len()
+                    "source: OK, {}, {} quarantined (a sync leaves their accounts as they are):",
+                    crate::report::plural(s.users().len() as u64, "user"),
+                    crate::report::plural(s.quarantined().len() as u64, "record")
                 );
                 for q in s.quarantined() {
                     outln!(

@@ -40,11 +40,117 @@ pub use crate::report::{EXIT_ERROR, EXIT_INTERRUPTED, EXIT_SKIPPED};
 /// Exit code of `dirsync drift` when drift was found.
 pub const EXIT_DRIFT: u8 = 2;
 
+/// The end of each command's `--help`: its exit codes and one example (also in the man pages).
+mod help {
+    pub const DIRSYNC: &str = "\
+Exit codes:
+  0  success, nothing to do          4  applied, some operations failed
+  1  error (or a target failed)      5  skipped: another instance applies every target
+  2  changes pending / drift found   6  interrupted (SIGTERM / SIGINT)
+  3  blocked by the safety policy    7  applied, but source records were quarantined
+
+Example:
+  dirsync plan                       # what a sync would change; changes nothing";
+    pub const RUN: &str = "\
+Exit codes:
+  without --once: 0 stopped by SIGTERM / SIGINT; 1 cannot start (config, store, listener)
+  with --once, the run's code, as `sync`:
+  0  applied or nothing to do        4  some operations failed
+  1  error, or a target failed       5  skipped: another instance applies every target
+  3  blocked by the safety policy    6  interrupted
+                                     7  applied, but source records were quarantined
+
+Example:
+  dirsync run --once --config /etc/dirsync/dirsync.toml";
+    pub const PLAN: &str = "\
+Exit codes:
+  0  nothing to do    2  changes pending
+  1  error            3  blocked by the safety policy
+
+Example:
+  dirsync plan --target covata-prod --out plan.json";
+    pub const SYNC: &str = "\
+On a terminal (standard input and error both terminals), `sync` first shows the plan and asks
+`Apply these changes? (yes/no)`: only `yes` applies. --yes skips the question; without a
+terminal (scripts, timers, the service) it is never asked. A blocked plan still needs --force.
+
+Exit codes:
+  0  applied, or nothing to do
+  1  error, or a target failed (the other targets were still applied)
+  2  not applied: the question was not answered `yes` (with --dry-run: changes pending)
+  3  blocked by the safety policy
+  4  some operations failed
+  5  skipped: another instance is applying every selected target
+  6  interrupted (SIGTERM / SIGINT)
+  7  applied, but source records were quarantined
+
+Example:
+  dirsync sync --yes --target covata-prod";
+    pub const CHECK: &str = "\
+Exit codes:
+  0  the configuration is valid (and, without --offline, everything was reached)
+  1  a problem was found (each one is listed)
+
+Example:
+  dirsync check --offline --config /etc/dirsync/dirsync.toml";
+    pub const ADOPT: &str = "\
+It asks no question: it sends nothing to the target. See what it would record with --dry-run.
+
+Exit codes:
+  0  adopted (or, with --dry-run, shown)
+  1  error
+
+Example:
+  dirsync adopt --target covata-prod --match email --dry-run";
+    pub const DRIFT: &str = "\
+Exit codes:
+  0  no drift    1  error    2  drift found
+
+Example:
+  dirsync drift --target covata-prod --format json";
+    pub const APPLY: &str = "\
+It asks no question: the saved plan is the one that was reviewed.
+
+Exit codes:
+  0  applied                         4  some operations failed
+  1  refused or error (nothing sent) 6  interrupted (SIGTERM / SIGINT)
+  3  blocked (without --force)       7  applied, but source records were quarantined
+
+Example:
+  dirsync plan --out plan.json && dirsync apply plan.json";
+    pub const MIGRATE: &str = "\
+Exit codes:
+  0  the schema is current    1  error
+
+Example:
+  dirsync migrate --config /etc/dirsync/dirsync.toml";
+    pub const RUNS: &str = "\
+Exit codes:
+  0  listed    1  error (or no such run)
+
+Example:
+  dirsync runs -n 5 && dirsync runs show 42 --format markdown";
+    pub const RUNS_SHOW: &str = "\
+Exit codes:
+  0  shown    1  error, or no such run
+
+Example:
+  dirsync runs show 42 --format markdown";
+    pub const PRUNE: &str = "\
+Exit codes:
+  0  pruned (or nothing to prune)    1  error
+
+Example:
+  dirsync prune --keep 30d";
+}
+
 mod adopt;
 mod check;
+mod confirm;
 mod drift;
 pub mod generate;
 mod plan;
+mod progress;
 mod runs;
 mod session;
 
@@ -60,7 +166,8 @@ plans the creates, updates, role changes, disables and deletes each target appli
 success, 1 error (or a target failed), 2 changes pending, 3 blocked by the safety policy, 4 \
 applied with failures, 5 skipped (another instance is applying every selected target), 6 \
 interrupted, 7 applied but source records quarantined. `dirsync run --once` exits with its \
-run's code, as `sync` would."
+run's code, as `sync` would.",
+    after_help = help::DIRSYNC
 )]
 pub struct Cli {
     /// Configuration file.
@@ -84,6 +191,9 @@ pub struct Cli {
     /// More log detail: -v debug, -vv trace. `DIRSYNC_LOG` (e.g. `dirsync=debug`) overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// No progress display and no progress log events (reports and errors still print).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -92,51 +202,46 @@ pub struct Cli {
 pub enum Command {
     /// Run as a service: scheduled syncs per [schedule] until SIGTERM (see systemd/).
     ///
-    /// With --once: one run, then exit with its code, as `sync` would (0 ok, 1 error or a
-    /// failed target, 3 blocked, 4 some operations failed, 5 skipped: another instance is
-    /// applying every target, 6 interrupted).
+    /// With --once: one run, then exit with its code, as `sync` would.
+    #[command(after_help = help::RUN)]
     Run(RunArgs),
     /// Show what a sync would change, without changing anything (a dry run).
-    ///
-    /// Exit code 0: nothing to do; 2: changes pending; 3: blocked by the safety policy.
+    #[command(after_help = help::PLAN)]
     Plan(PlanArgs),
     /// Bring the targets in line with the source. With --dry-run, the same as `plan`.
-    ///
-    /// Exit code 0: applied (or nothing to do); 1: error or a target failed; 3: blocked by the
-    /// safety policy; 4: some operations failed; 5: skipped, another dirsync instance is
-    /// applying every selected target; 6: interrupted; 7: applied, but source records were
-    /// quarantined (left as they are; listed in the report).
+    #[command(after_help = help::SYNC)]
     Sync(SyncArgs),
     /// Validate the configuration and show the schedule's next three run times; without
     /// --offline also open the state store, read the source, and reach each enabled target
     /// (authenticate, one read, role names).
+    #[command(after_help = help::CHECK)]
     Check(CheckArgs),
     /// Take over existing accounts of a target: match them to source users and record them as
     /// managed by dirsync. Changes nothing on the target.
+    #[command(after_help = help::ADOPT)]
     Adopt(AdoptArgs),
     /// Compare each target's accounts with what dirsync recorded: owned accounts changed by
     /// hand (fields, roles, enabled), owned accounts deleted remotely, and accounts dirsync does
     /// not own. Reads only: changes nothing on the targets or in the store.
-    ///
-    /// Exit code 0: no drift; 2: drift found; 1: error.
+    #[command(after_help = help::DRIFT)]
     Drift(DriftArgs),
     /// Apply a plan saved with `dirsync plan --out FILE`: exactly its operations, or nothing
     /// if the state, the source or the configuration changed since (or it is older than
     /// safety.max_plan_age).
-    ///
-    /// Exit code 0: applied; 1: refused or error (nothing sent); 3: blocked (without
-    /// --force); 4: some operations failed.
+    #[command(after_help = help::APPLY)]
     Apply(ApplyArgs),
     /// Apply the state store's schema migrations.
+    #[command(after_help = help::MIGRATE)]
     Migrate,
-    /// List recent runs, or show one.
+    /// List recent runs (real runs first, then dry runs in a section of their own), or show
+    /// one.
+    #[command(after_help = help::RUNS)]
     Runs(RunsArgs),
     /// Delete runs (and their journal rows) that finished longer ago than [state] keep_runs
     /// (default 90d). Runs still needed are kept: a running run, one with operations not yet
     /// confirmed, and the last good run the safety policy compares against. Accounts are never
     /// touched.
-    ///
-    /// Exit code 0: pruned (or nothing to prune); 1: error.
+    #[command(after_help = help::PRUNE)]
     Prune(PruneArgs),
     /// Write the man pages or the shell completions into a directory (for packagers).
     #[command(hide = true)]
@@ -203,6 +308,10 @@ pub struct SyncArgs {
     /// Apply even if the safety policy blocks the plan (recorded on the run).
     #[arg(long)]
     pub force: bool,
+    /// Apply without showing the plan and asking first (the question is asked only on a
+    /// terminal).
+    #[arg(short, long, conflicts_with = "dry_run")]
+    pub yes: bool,
     /// Plan against the accounts as each target lists them (not as recorded), so changes
     /// made by hand to owned accounts are corrected back to the source.
     #[arg(long, conflicts_with = "dry_run")]
@@ -253,9 +362,20 @@ pub struct CheckArgs {
 pub struct RunsArgs {
     #[command(subcommand)]
     pub command: Option<RunsCommand>,
-    /// How many runs to list.
+    /// How many runs to list (of those the filters select; dry runs included).
     #[arg(short = 'n', long, default_value_t = 20)]
     pub limit: u32,
+    /// Only runs of these triggers (repeat or separate with commas): schedule (the daemon),
+    /// manual (`sync`), dry_run (`plan`), apply (`apply FILE`), user (`sync --user`).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "TRIGGER")]
+    pub trigger: Vec<crate::store::Trigger>,
+    /// Only runs with these statuses (repeat or separate with commas).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "STATUS")]
+    pub status: Vec<crate::store::RunStatus>,
+    /// Only runs started within this duration (7d, 12h) or since this date (2026-12-01,
+    /// midnight UTC) or time (2026-12-01T08:00:00Z).
+    #[arg(long, value_name = "DURATION|DATE")]
+    pub since: Option<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "text")]
     pub format: Format,
@@ -272,6 +392,7 @@ pub struct PruneArgs {
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
     /// Show one run: its summary per target and its journaled operations.
+    #[command(after_help = help::RUNS_SHOW)]
     Show {
         /// The run id (from `dirsync runs`).
         id: i64,
@@ -289,6 +410,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(generate(args));
     }
     telemetry::init(cli.log_format, cli.verbose);
+    progress::install(cli.quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

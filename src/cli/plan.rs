@@ -9,11 +9,12 @@ use std::sync::atomic::AtomicBool;
 use chrono::Utc;
 
 use crate::config::Config;
-use crate::report::PlanStatus;
+use crate::report::{self, PlanStatus};
 use crate::run::{self, RunOptions, Scope};
 use crate::saved_plan::{self, fingerprint};
 use crate::store::Trigger;
 
+use super::confirm::{self, Decision};
 use super::session::Session;
 use super::{ApplyArgs, PlanArgs, SyncArgs, fail, print_report, stop_on_signals};
 
@@ -50,6 +51,13 @@ pub(super) async fn sync(config: &Config, args: &SyncArgs) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
+    // On a terminal: the plan, then the question (before the signal handlers: Ctrl-C at the
+    // question ends the process, nothing sent).
+    if confirm::asks(args)
+        && let Decision::Stop(code) = confirm::confirm(config, &session, args).await
+    {
+        return code;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     if let Err(e) = stop_on_signals(Arc::clone(&stop)) {
         return fail(format!("cannot install the SIGTERM / SIGINT handlers: {e}"));
@@ -116,10 +124,10 @@ async fn plan_out(config: &Config, args: &PlanArgs, out: &Path, force: bool) -> 
     for (name, f) in &fingerprints {
         if f.unfinished > 0 {
             eprintln!(
-                "warning: target {name:?} has {} operation(s) left unfinished by an interrupted \
-                 run; `dirsync apply` will refuse this plan until a `dirsync sync` reconciles \
-                 them (then plan again)",
-                f.unfinished
+                "warning: target {name:?} has {} left unfinished by an interrupted run; \
+                 `dirsync apply` will refuse this plan until a `dirsync sync` reconciles them \
+                 (then plan again)",
+                report::plural(f.unfinished, "operation")
             );
         }
     }
@@ -130,7 +138,7 @@ async fn plan_out(config: &Config, args: &PlanArgs, out: &Path, force: bool) -> 
         "plan saved to {}; review it, then apply it with `dirsync apply {}` (within {})",
         out.display(),
         out.display(),
-        humantime::format_duration(config.safety.max_plan_age)
+        report::words::duration(config.safety.max_plan_age)
     );
     print_report(&plan, args.format, true)
 }
@@ -263,6 +271,26 @@ pub(super) async fn sync_user(config: &Config, args: &SyncArgs) -> u8 {
             names.join(", ")
         ));
     }
+    let scope = Scope::User(key);
+    // On a terminal: this user's plan, then the question.
+    if confirm::asks(args) {
+        let preview = run::execute_scoped(
+            config,
+            session.store(),
+            &confirm::preview_options(args),
+            None,
+            Some(snapshot.clone()),
+            &scope,
+        )
+        .await;
+        let decision = match preview {
+            Ok(p) => confirm::confirm_plan(&p, args).await,
+            Err(e) => Decision::Stop(fail(e)),
+        };
+        if let Decision::Stop(code) = decision {
+            return code;
+        }
+    }
     // A dry run sends nothing; applying, a shutdown request stops dispatch (exit 6).
     let stop = Arc::new(AtomicBool::new(false));
     if !args.dry_run
@@ -282,7 +310,6 @@ pub(super) async fn sync_user(config: &Config, args: &SyncArgs) -> u8 {
         stop,
         refresh: false,
     };
-    let scope = Scope::User(key);
     let connectors = (!args.dry_run).then_some(&session.connectors);
     match run::execute_scoped(
         config,

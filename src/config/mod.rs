@@ -167,7 +167,8 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Co
             format!("cannot read: {e}"),
         ));
     }
-    let overlay = raw::env_overlay(env);
+    let mut origins = raw::EnvOrigins::new();
+    let overlay = raw::env_overlay(env, &mut origins);
     let figment = Figment::new()
         .merge(Toml::file(path))
         .merge(Serialized::defaults(overlay));
@@ -184,13 +185,14 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Co
                 message: err.kind.to_string(),
             });
         }
+        raw::name_env_vars(&mut problems, &origins);
         ConfigError {
             path: path.to_path_buf(),
             problems,
         }
     })?;
     let mut problems = Vec::new();
-    raw::apply_target_env(&mut value, env, &mut problems);
+    raw::apply_target_env(&mut value, env, &mut problems, &mut origins);
     let raw = raw::parse(value, &mut problems);
     let base_dir = path
         .parent()
@@ -202,6 +204,7 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Co
         .map(|(_, v)| std::ffi::OsString::from(v));
     let config = raw
         .and_then(|raw| validate::validate(raw, path, &base_dir, credentials_dir, &mut problems));
+    raw::name_env_vars(&mut problems, &origins);
     match config {
         Some(c) if problems.is_empty() => Ok(c),
         _ => Err(ConfigError {

@@ -340,7 +340,7 @@ fn env_value(v: &str) -> serde_json::Value {
 /// The section overrides from the environment, as a nested object:
 /// `DIRSYNC_SAFETY__MAX_DELETES=10` → `{"safety": {"max_deletes": 10}}`. Only variables whose
 /// first part names a section are configuration (`DIRSYNC_CONFIG` and friends are not).
-pub fn env_overlay(env: &[(String, String)]) -> serde_json::Value {
+pub fn env_overlay(env: &[(String, String)], origins: &mut EnvOrigins) -> serde_json::Value {
     let mut root = serde_json::Map::new();
     for (k, v) in env {
         let Some(rest) = k
@@ -357,6 +357,7 @@ pub fn env_overlay(env: &[(String, String)]) -> serde_json::Value {
         {
             continue;
         }
+        origins.insert(parts.join("."), k.clone());
         let mut value = env_value(v);
         for p in parts[1..].iter().rev() {
             let mut m = serde_json::Map::new();
@@ -385,12 +386,39 @@ fn merge_into(
     }
 }
 
+/// Which environment variable set which key: the key path as problems name it
+/// (`safety.max_deletes`, `target[0].password`) → the variable (`DIRSYNC_SAFETY__MAX_DELETES`).
+pub type EnvOrigins = std::collections::BTreeMap<String, String>;
+
+/// Names the environment variable in every problem about a key it set (or about a part of
+/// the value it set: `DIRSYNC_SAFETY__A__B` sets `safety.a`, which serde reports): the problem
+/// becomes `DIRSYNC_SAFETY__MAX_DELETEZ: unknown key safety.max_deletez (...)`, since the
+/// operator looking for `safety.max_deletez` in the file would not find it there.
+pub fn name_env_vars(problems: &mut [ConfigProblem], origins: &EnvOrigins) {
+    for p in problems {
+        let var = origins.get(&p.key).or_else(|| {
+            origins
+                .range(p.key.clone()..)
+                .take_while(|(path, _)| path.starts_with(&p.key))
+                .find(|(path, _)| path.as_bytes().get(p.key.len()) == Some(&b'.'))
+                .map(|(_, var)| var)
+        });
+        let Some(var) = var else { continue };
+        let path = std::mem::replace(&mut p.key, var.clone());
+        p.message = match p.message.strip_prefix("unknown key") {
+            Some(rest) => format!("unknown key {path}{rest}"),
+            None => format!("{path}: {}", p.message),
+        };
+    }
+}
+
 /// Applies `DIRSYNC_TARGET__<NAME>__<KEY>=value` to the target whose name matches `<NAME>`
 /// (see [`env_name`]). Keys are the target's top-level keys (`PASSWORD`, `BASE_URL`, ...).
 pub fn apply_target_env(
     value: &mut serde_json::Value,
     env: &[(String, String)],
     problems: &mut Vec<ConfigProblem>,
+    origins: &mut EnvOrigins,
 ) {
     let prefix = format!("{}TARGET__", super::ENV_PREFIX);
     for (k, v) in env {
@@ -412,15 +440,17 @@ pub fn apply_target_env(
             .get_mut("target")
             .and_then(serde_json::Value::as_array_mut);
         let found = targets.and_then(|ts| {
-            ts.iter_mut().find(|t| {
+            ts.iter_mut().enumerate().find(|(_, t)| {
                 t.get("name")
                     .and_then(serde_json::Value::as_str)
                     .is_some_and(|n| env_name(n) == name.to_ascii_uppercase())
             })
         });
-        match found.and_then(serde_json::Value::as_object_mut) {
-            Some(obj) => {
-                obj.insert(key.to_ascii_lowercase(), env_value(v));
+        match found.and_then(|(i, t)| Some((i, t.as_object_mut()?))) {
+            Some((i, obj)) => {
+                let key = key.to_ascii_lowercase();
+                origins.insert(format!("target[{i}].{key}"), k.clone());
+                obj.insert(key, env_value(v));
             }
             None => problems.push(ConfigProblem {
                 key: k.clone(),

@@ -428,6 +428,47 @@ fn env_for_unknown_target_is_a_problem() {
     );
 }
 
+/// A variable that sets an unknown key (or a wrong value) is named as the variable: the key
+/// it sets is in no file the operator could search.
+#[test]
+fn env_var_problems_name_the_variable() {
+    let d = Dir::new(GOOD);
+    let got = problems(d.load(&[("DIRSYNC_SAFETY__MAX_DELETEZ", "10")]));
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("DIRSYNC_SAFETY__MAX_DELETEZ: unknown key safety.max_deletez")),
+        "{got:?}"
+    );
+    // Deeper than the schema: serde reports the first unknown part, the variable is named.
+    let got = problems(d.load(&[("DIRSYNC_SAFETY__NOPE__DEEPER", "1")]));
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("DIRSYNC_SAFETY__NOPE__DEEPER: unknown key safety.nope")),
+        "{got:?}"
+    );
+    let got = problems(d.load(&[("DIRSYNC_TARGET__COVATA_PROD__PASSWROD", "x")]));
+    assert!(
+        got.iter().any(|g| g
+            .starts_with("DIRSYNC_TARGET__COVATA_PROD__PASSWROD: unknown key target[0].passwrod")),
+        "{got:?}"
+    );
+    // A wrong value names the variable and the key, never only the key.
+    let got = problems(d.load(&[("DIRSYNC_SAFETY__MAX_DELETES", "many")]));
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("DIRSYNC_SAFETY__MAX_DELETES: safety.max_deletes: ")),
+        "{got:?}"
+    );
+    // A key of the file keeps its path.
+    let d = Dir::new(&format!("{GOOD}\n[safety]\nmax_deletez = 1\n"));
+    let got = problems(d.load(&[]));
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("safety.max_deletez: unknown key")),
+        "{got:?}"
+    );
+}
+
 #[test]
 fn ldap_config_loads_with_defaults_per_server_type() {
     use crate::source::ldap::{GroupSource, KeyFormat, MissingEmail, SearchScope};

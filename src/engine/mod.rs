@@ -186,11 +186,24 @@ pub async fn apply_with(
     .run(tx);
     let (done_tx, done_rx) = tokio::sync::mpsc::channel::<Done>(window * 2);
     let workers = ctx.run_workers(&units, rx, done_tx, concurrency, grace, &interrupted);
-    let writer = writer::write_outcomes(store, target, run_id, done_rx, &mut summary);
+    // Progress: operations settled (applied, failed, skipped or put back) of the plan's.
+    let task = crate::progress::start(
+        &target.name,
+        crate::progress::Phase::Apply,
+        Some(plan.ops.len() as u64),
+        target.http.requests_per_second,
+    );
+    let writer = writer::write_outcomes(store, target, run_id, done_rx, &mut summary, &task);
     let (m, (), w) = tokio::join!(marker, workers, writer);
     m?;
     w?;
     summary.interrupted += interrupted.load(Ordering::SeqCst);
+    // Every operation is settled now, or counted as left for the next run.
+    task.set(
+        summary.applied + summary.failed + summary.skipped + summary.interrupted,
+        summary.failed,
+    );
+    drop(task);
     summary.fatal = fatal.get().cloned();
     summary.stopped =
         summary.interrupted > 0 && summary.fatal.is_none() && stop.load(Ordering::SeqCst);

@@ -109,6 +109,13 @@ pub async fn recover(
     };
     let mut delay = Duration::from_millis(250);
     let mut rounds = 0u32;
+    // Progress: sent creates looked up (in this round) of those left unfinished.
+    let task = crate::progress::start(
+        &target.name,
+        crate::progress::Phase::Recover,
+        Some(creates.len() as u64),
+        None,
+    );
     while !creates.is_empty() {
         rounds += 1;
         let mut missing: Vec<SentCreate> = Vec::new();
@@ -145,6 +152,7 @@ pub async fn recover(
             }
             record_confirmed(store, target, run_id, &confirmed).await?;
             summary.confirmed += confirmed.len() as u64;
+            task.set(summary.confirmed + missing.len() as u64, 0);
             if !confirmed.is_empty() {
                 debug!(run_id, target = %target.name, confirmed = summary.confirmed, "sent creates confirmed on the target");
             }
@@ -170,6 +178,7 @@ pub async fn recover(
         })
         .collect();
     summary.replanned += not_applied.len() as u64;
+    drop(task);
     if !not_applied.is_empty() {
         store
             .record_outcomes(&target.name, &not_applied, &[])

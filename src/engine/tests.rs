@@ -686,3 +686,83 @@ fn the_writer_gathers_counts_per_kind() {
     assert_eq!((create.succeeded, create.failed, create.skipped), (2, 0, 1));
     assert_eq!(summary.by_kind["update"].failed, 1);
 }
+
+/// The last figures of every finished progress task of this process (the observer a test
+/// installs; the front installs its renderer the same way).
+static FINISHED: Mutex<Vec<crate::progress::Figures>> = Mutex::new(Vec::new());
+
+struct Recorder;
+
+impl crate::progress::Observer for Recorder {
+    fn started(&self, _task: std::sync::Arc<crate::progress::TaskState>) {}
+    fn finished(&self, task: &std::sync::Arc<crate::progress::TaskState>) {
+        FINISHED.lock().unwrap().push(task.figures());
+    }
+}
+
+fn finished(name: &str) -> Vec<(crate::progress::Phase, u64, Option<u64>, u64)> {
+    FINISHED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|f| f.name == name)
+        .map(|f| (f.phase, f.done, f.total, f.failed))
+        .collect()
+}
+
+/// Applying and reconciling report their progress: one task each, ending with every operation
+/// (or sent create) counted, failures apart.
+#[tokio::test]
+async fn apply_and_recover_report_progress() {
+    use crate::progress::Phase;
+    crate::progress::install(Box::new(Recorder));
+    let mut env = env().await;
+    // A name of its own: the other tests of this process apply to "mem".
+    env.target.name = "progress-apply".into();
+    let connector = MemConnector {
+        conflicts: ["c@x.com".to_string()].into(),
+        ..Default::default()
+    };
+    let create = |k: &str| {
+        op(
+            k,
+            None,
+            Op::Create {
+                account: account(k),
+            },
+        )
+    };
+    let summary = env
+        .apply(&connector, vec![create("c"), create("d"), create("e")])
+        .await;
+    assert_eq!((summary.applied, summary.failed), (2, 1));
+    assert_eq!(
+        finished("progress-apply"),
+        vec![(Phase::Apply, 3, Some(3), 1)]
+    );
+
+    env.target.name = "progress-recover".into();
+    let new_ops: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|k| crate::store::NewOperation {
+            source_key: k.to_string(),
+            kind: "create".into(),
+            payload: marker::payload(&create(k)),
+        })
+        .collect();
+    let ids = env
+        .store
+        .journal(env.run_id, &env.target.name, &new_ops)
+        .await
+        .unwrap();
+    env.store.mark_sent(&ids).await.unwrap();
+    connector.create(&account("a")).await.unwrap();
+    let summary = recover(&env.store, &connector, &env.target, env.run_id)
+        .await
+        .unwrap();
+    assert_eq!((summary.confirmed, summary.replanned), (1, 1));
+    assert_eq!(
+        finished("progress-recover"),
+        vec![(Phase::Recover, 2, Some(2), 0)]
+    );
+}

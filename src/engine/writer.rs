@@ -64,6 +64,7 @@ pub(super) async fn write_outcomes(
     run_id: i64,
     done_rx: Receiver<Done>,
     summary: &mut ApplySummary,
+    progress: &crate::progress::Task,
 ) -> Result<(), StoreError> {
     // Own the receiver: when the writer stops on a store error, the receiver must be
     // dropped with it, so that the workers' sends fail and the whole pipeline unwinds
@@ -115,6 +116,10 @@ pub(super) async fn write_outcomes(
             next = done_rx.recv(), if receive => match next {
                 Some(d) => {
                     gather(summary, &mut batch, d);
+                    progress.set(
+                        summary.applied + summary.failed + summary.skipped + summary.interrupted,
+                        summary.failed,
+                    );
                     since.get_or_insert_with(std::time::Instant::now);
                 }
                 None => closed = true,

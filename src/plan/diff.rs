@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DeleteReason, DisableReason, FieldChange, Op, PlannedOp, Summary, TargetPlan, UserProblem,
+    DeleteReason, DisableReason, FieldChange, Op, PlannedOp, SkipReason, SkippedUser, Summary,
+    TargetPlan, UserProblem,
 };
 use crate::mapping::{Account, AccountState, Mapped, RecordedAccount, TargetMapping};
 use crate::model::User;
@@ -150,11 +151,13 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
         ops: Vec::new(),
         problems: Vec::new(),
         existing: Vec::new(),
+        skipped_users: Vec::new(),
     };
     let mapping = input.mapping;
     let s = &mut plan.summary;
     let ops = &mut plan.ops;
     let problems = &mut plan.problems;
+    let skipped = &mut plan.skipped_users;
     let mut invalid = |key: &str, why: String, s: &mut Summary| {
         s.skipped += 1;
         problems.push(UserProblem {
@@ -172,8 +175,11 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
 
     merge(input.users, input.recorded, |side| match side {
         // A quarantined key is never planned: not created, changed or missing.
-        Side::User(u) if quarantined(&u.key) => {}
+        Side::User(u) if quarantined(&u.key) => {
+            skipped.push(SkippedUser::new(&u.key, SkipReason::Quarantined));
+        }
         Side::Recorded(_, r) | Side::Both(_, _, r) if quarantined(&r.key) => {
+            skipped.push(SkippedUser::new(&r.key, SkipReason::Quarantined));
             if r.owned {
                 s.quarantined += 1;
             } else {
@@ -190,8 +196,16 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
                     op: Op::Create { account: d },
                 });
             }
-            Mapped::Account(_) => s.skipped += 1,
-            Mapped::Filtered => {}
+            Mapped::Account(_) => {
+                s.skipped += 1;
+                skipped.push(SkippedUser::new(&u.key, SkipReason::SourceDisabled));
+            }
+            Mapped::Filtered => {
+                s.out_of_scope += 1;
+                if let Some(scope) = mapping.filter.out_of_scope(u) {
+                    skipped.push(SkippedUser::new(&u.key, SkipReason::Scope { scope }));
+                }
+            }
             Mapped::Invalid(why) => invalid(&u.key, why, s),
         },
         Side::Recorded(j, r) => {
@@ -201,7 +215,7 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
             {
                 s.unchanged += 1;
             } else if r.owned {
-                missing(r, settings, s, ops);
+                missing(r, DisableReason::MissingFromSource, settings, s, ops);
             } else {
                 s.not_owned += 1;
             }
@@ -232,7 +246,7 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
             let d = match mapping.map(u) {
                 Mapped::Account(d) => d,
                 Mapped::Filtered => {
-                    missing(r, settings, s, ops);
+                    missing(r, DisableReason::OutOfScope, settings, s, ops);
                     return;
                 }
                 Mapped::Invalid(why) => {
@@ -245,6 +259,12 @@ pub fn diff(input: DiffInput<'_>, settings: &PlanSettings) -> TargetPlan {
     });
     if let Some(st) = input.settled {
         plan.summary.skipped += st.skipped;
+        plan.summary.out_of_scope += st.out_of_scope;
+        if !st.users.is_empty() {
+            plan.skipped_users.extend(st.users.iter().cloned());
+            // The prefilter saw its users in source order; the rest came in key order.
+            plan.skipped_users.sort_unstable();
+        }
     }
     plan
 }
@@ -321,6 +341,7 @@ fn existing(
 
 fn missing(
     r: &RecordedAccount,
+    why: DisableReason,
     settings: &PlanSettings,
     s: &mut Summary,
     ops: &mut Vec<PlannedOp>,
@@ -340,9 +361,7 @@ fn missing(
         }
         OnMissing::Disable | OnMissing::DisableThenDelete if r.enabled => {
             s.disable += 1;
-            ops.push(op(Op::Disable {
-                reason: DisableReason::MissingFromSource,
-            }));
+            ops.push(op(Op::Disable { reason: why }));
         }
         OnMissing::Disable => s.unchanged += 1,
         OnMissing::DisableThenDelete => {
@@ -525,6 +544,101 @@ mod tests {
 
     fn kinds(p: &TargetPlan) -> Vec<(String, &'static str)> {
         p.ops.iter().map(|o| (o.key.clone(), o.op.kind())).collect()
+    }
+
+    /// Every source user that gets no operation is listed with why; out-of-scope users are
+    /// counted apart from `skipped`.
+    #[test]
+    fn skipped_users_carry_their_reason() {
+        use crate::mapping::OutOfScope;
+        use crate::plan::SkipReason;
+        let scope = |rule: Option<&str>| SkipReason::Scope {
+            scope: match rule {
+                Some(g) => OutOfScope::ExcludedGroup { group: g.into() },
+                None => OutOfScope::NotIncluded,
+            },
+        };
+        // (case, include, exclude, user groups, enabled, recorded, quarantined, want skip
+        //  reason, want out_of_scope, want skipped count)
+        type Case<'a> = (
+            &'a str,
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            bool,
+            bool,
+            bool,
+            Option<SkipReason>,
+            u64,
+            u64,
+        );
+        #[rustfmt::skip]
+        let cases: &[Case<'_>] = &[
+            ("in scope, enabled: created", &[], &["contractors"], &["staff"], true, false, false, None, 0, 0),
+            ("excluded group", &[], &["contractors"], &["staff", "contractors"], true, false, false, Some(scope(Some("contractors"))), 1, 0),
+            ("first excluded group named", &[], &["temps", "contractors"], &["contractors", "temps"], true, false, false, Some(scope(Some("temps"))), 1, 0),
+            ("not in an included group", &["staff"], &[], &["sales"], true, false, false, Some(scope(None)), 1, 0),
+            ("out of scope and disabled: scope wins", &["staff"], &[], &[], false, false, false, Some(scope(None)), 1, 0),
+            ("disabled in the source, never created", &[], &[], &["staff"], false, false, false, Some(SkipReason::SourceDisabled), 0, 1),
+            ("disabled with an owned account: a disable, not a skip", &[], &[], &["staff"], false, true, false, None, 0, 0),
+            ("out of scope with an owned account: a disable, not a skip", &[], &["contractors"], &["contractors"], true, true, false, None, 0, 0),
+            ("quarantined, no account", &[], &[], &["staff"], true, false, true, Some(SkipReason::Quarantined), 0, 0),
+            ("quarantined, owned account", &[], &[], &["staff"], true, true, true, Some(SkipReason::Quarantined), 0, 0),
+        ];
+        for (case, include, exclude, groups, enabled, recorded, quarantined, want, out, skipped) in
+            cases
+        {
+            let mut m = mapping();
+            m.filter.include_groups = include.iter().map(|g| g.to_string()).collect();
+            m.filter.exclude_groups = exclude.iter().map(|g| g.to_string()).collect();
+            let u = user("k1", "k1@x.com", "K", groups, *enabled);
+            let recs = if *recorded {
+                let mut plain = mapping();
+                plain.filter = Default::default();
+                let mut on = u.clone();
+                on.enabled = true;
+                vec![rec(&plain, &on, true, true)]
+            } else {
+                vec![]
+            };
+            let q = if *quarantined {
+                vec!["k1".to_string()]
+            } else {
+                vec![]
+            };
+            let p = run_q(&m, &[u], &recs, &settings(OnMissing::Disable), &q);
+            let got: Vec<SkipReason> = p.skipped_users.iter().map(|s| s.reason.clone()).collect();
+            assert_eq!(got, want.iter().cloned().collect::<Vec<_>>(), "{case}");
+            assert!(p.skipped_users.iter().all(|s| s.key == "k1"), "{case}");
+            assert_eq!(p.summary.out_of_scope, *out, "{case}: out_of_scope");
+            assert_eq!(p.summary.skipped, *skipped, "{case}: skipped");
+        }
+        // An owned account whose user left the scope is disabled as out of scope.
+        let mut m = mapping();
+        m.filter.exclude_groups = vec!["contractors".into()];
+        let u = user("k1", "k1@x.com", "K", &["contractors"], true);
+        let recs = vec![rec(
+            &mapping(),
+            &user("k1", "k1@x.com", "K", &[], true),
+            true,
+            true,
+        )];
+        let p = run(&m, &[u], &recs, &settings(OnMissing::Disable));
+        assert_eq!(
+            p.ops.iter().map(|o| o.op.clone()).collect::<Vec<_>>(),
+            [Op::Disable {
+                reason: DisableReason::OutOfScope
+            }]
+        );
+        assert_eq!(
+            scope(Some("contractors")).to_string(),
+            "scope: excluded group contractors"
+        );
+        assert_eq!(
+            SkipReason::SourceDisabled.to_string(),
+            "disabled in the source"
+        );
+        assert_eq!(SkipReason::Quarantined.to_string(), "quarantined");
     }
 
     #[test]

@@ -136,6 +136,7 @@ mod tests {
             ops,
             problems: Vec::new(),
             existing: Vec::new(),
+            skipped_users: Vec::new(),
         }
     }
 

@@ -251,7 +251,7 @@ mod tests {
         let k = Keyless::new(&[keyless(None, 3)]);
         let settled = Settled {
             seen: vec![false, true, false, false, false],
-            skipped: 0,
+            ..Settled::default()
         };
         let cands = k.candidates(&users, &recorded, &quarantined_keys, Some(&settled));
         let keys: Vec<&str> = cands.iter().map(|r| r.key.as_str()).collect();

@@ -29,8 +29,11 @@ pub struct FieldChange {
 pub enum DisableReason {
     /// The source marks the user disabled.
     SourceDisabled,
-    /// The user is no longer in the source (or no longer in this target's scope).
+    /// The user is no longer in the source.
     MissingFromSource,
+    /// The user is still in the source, but this target's `include_groups` /
+    /// `exclude_groups` no longer admit it.
+    OutOfScope,
 }
 
 /// Why an account is deleted.
@@ -134,6 +137,9 @@ pub struct Summary {
     /// left exactly as they are.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub quarantined: u64,
+    /// Source users this target's filters leave out (no account, not counted `skipped`).
+    #[serde(default)]
+    pub out_of_scope: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -150,6 +156,47 @@ impl Summary {
             + self.enable
             + self.disable
             + self.delete
+    }
+}
+
+/// Why a source user gets no operation on this target (reports list every one).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The target's `include_groups` / `exclude_groups` leave the user out, and it has no
+    /// account there (an owned account of a user out of scope is handled as missing).
+    Scope { scope: crate::mapping::OutOfScope },
+    /// Disabled in the source and never created on this target.
+    SourceDisabled,
+    /// The source record is quarantined: its account (if any) is left as it is.
+    Quarantined,
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::Scope { scope } => write!(f, "scope: {scope}"),
+            SkipReason::SourceDisabled => f.write_str("disabled in the source"),
+            SkipReason::Quarantined => f.write_str("quarantined"),
+        }
+    }
+}
+
+/// A source user skipped on this target, and why. Users that cannot be mapped are
+/// [`UserProblem`]s instead (with the problem as the reason).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SkippedUser {
+    pub key: String,
+    #[serde(flatten)]
+    pub reason: SkipReason,
+}
+
+impl SkippedUser {
+    pub fn new(key: &str, reason: SkipReason) -> SkippedUser {
+        SkippedUser {
+            key: key.to_string(),
+            reason,
+        }
     }
 }
 
@@ -172,4 +219,8 @@ pub struct TargetPlan {
     /// ([`existing::hold_existing`]): "exists, not owned: adopt first".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub existing: Vec<existing::ExistingAccount>,
+    /// Every source user skipped on this target with the reason, sorted by key: out of scope,
+    /// disabled in the source (never created), quarantined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_users: Vec<SkippedUser>,
 }

@@ -272,6 +272,7 @@ mod tests {
             ops: vec![],
             problems: vec![],
             existing: vec![],
+            skipped_users: vec![],
         }
     }
 

@@ -12,6 +12,7 @@
 //! and planned as usual. The planner's result is the same as with the whole source (a property
 //! test checks it).
 
+use super::{SkipReason, SkippedUser};
 use crate::mapping::{Mapped, RecordedAccount, TargetMapping};
 use crate::model::User;
 
@@ -24,6 +25,11 @@ pub struct Settled {
     /// Dropped users that are disabled in the source and have no account (the plan's
     /// `skipped` count).
     pub skipped: u64,
+    /// Dropped users out of the target's scope, with no account (the plan's `out_of_scope`).
+    pub out_of_scope: u64,
+    /// The dropped users skipped or out of scope, with the reason (the plan's
+    /// `skipped_users`), in source order.
+    pub users: Vec<SkippedUser>,
 }
 
 /// One target: its mapping, its recorded accounts (sorted by key, as the store returns them)
@@ -42,7 +48,7 @@ pub struct PrefilterTarget {
 enum Mark {
     Seen(usize),
     Skipped,
-    Nothing,
+    OutOfScope,
 }
 
 /// The prefilter over all targets of a run.
@@ -64,7 +70,7 @@ impl Prefilter {
                 .map(|(mapping, recorded)| PrefilterTarget {
                     settled: Settled {
                         seen: vec![false; recorded.len()],
-                        skipped: 0,
+                        ..Settled::default()
                     },
                     mapping,
                     recorded,
@@ -102,8 +108,20 @@ impl Prefilter {
         for (t, &m) in self.targets.iter_mut().zip(marks.iter()) {
             match m {
                 Mark::Seen(i) => t.settled.seen[i] = true,
-                Mark::Skipped => t.settled.skipped += 1,
-                Mark::Nothing => {}
+                Mark::Skipped => {
+                    t.settled.skipped += 1;
+                    t.settled
+                        .users
+                        .push(SkippedUser::new(&user.key, SkipReason::SourceDisabled));
+                }
+                Mark::OutOfScope => {
+                    t.settled.out_of_scope += 1;
+                    if let Some(scope) = t.mapping.filter.out_of_scope(user) {
+                        t.settled
+                            .users
+                            .push(SkippedUser::new(&user.key, SkipReason::Scope { scope }));
+                    }
+                }
             }
         }
         self.dropped += 1;
@@ -119,7 +137,7 @@ fn settle(t: &PrefilterTarget, user: &User, found: Result<usize, usize>) -> Opti
             let r = &t.recorded[i];
             (r.owned && a.hash == r.hash && user.enabled == r.enabled).then_some(Mark::Seen(i))
         }
-        (Err(_), Mapped::Filtered) => Some(Mark::Nothing),
+        (Err(_), Mapped::Filtered) => Some(Mark::OutOfScope),
         (Err(_), Mapped::Account(a)) if !a.enabled => Some(Mark::Skipped),
         _ => None,
     }

@@ -148,6 +148,10 @@ impl<S: Store> Store for Bounded<S> {
         self.call("list runs", self.inner.list_runs(limit)).await
     }
 
+    async fn find_runs(&self, filter: &super::RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        self.call("list runs", self.inner.find_runs(filter)).await
+    }
+
     async fn interrupt_abandoned_runs(&self) -> Result<Vec<i64>, StoreError> {
         self.call(
             "mark abandoned runs interrupted",

@@ -131,11 +131,12 @@ pub fn prune_before(now: DateTime<Utc>, keep: std::time::Duration) -> DateTime<U
 }
 
 /// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     Schedule,
     Manual,
+    #[value(name = "dry_run", alias = "dry-run")]
     DryRun,
     /// `dirsync apply FILE`: a saved plan applied.
     Apply,
@@ -166,7 +167,7 @@ impl Trigger {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Running,
@@ -244,6 +245,38 @@ pub struct RunRecord {
     pub failed: u64,
     pub error: Option<String>,
     pub summary: serde_json::Value,
+}
+
+/// Which runs `dirsync runs` lists: newest first, at most `limit`, of these triggers and
+/// statuses (empty: any), started at or after `since`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub limit: u32,
+    pub triggers: Vec<Trigger>,
+    pub statuses: Vec<RunStatus>,
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl RunFilter {
+    /// The newest `limit` runs, any trigger and status.
+    pub fn newest(limit: u32) -> RunFilter {
+        RunFilter {
+            limit,
+            ..RunFilter::default()
+        }
+    }
+
+    /// The triggers as stored, as one JSON array (`[]`: any).
+    pub fn triggers_json(&self) -> String {
+        let v: Vec<&str> = self.triggers.iter().map(|t| t.as_str()).collect();
+        serde_json::Value::from(v).to_string()
+    }
+
+    /// The statuses as stored, as one JSON array (`[]`: any).
+    pub fn statuses_json(&self) -> String {
+        let v: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
+        serde_json::Value::from(v).to_string()
+    }
 }
 
 /// One journaled operation as `runs show` lists it.
@@ -472,6 +505,8 @@ pub trait Store: Send + Sync {
     async fn interrupt_abandoned_runs(&self) -> Result<Vec<i64>, StoreError>;
     /// The most recent runs, newest first.
     async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
+    /// The runs `filter` selects, newest first (one query).
+    async fn find_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
     async fn get_run(&self, id: i64) -> Result<Option<RunRecord>, StoreError>;
     /// Journaled operations of a run, in journal order.
     async fn run_operations(&self, run_id: i64) -> Result<Vec<OperationRecord>, StoreError>;

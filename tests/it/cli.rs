@@ -147,7 +147,7 @@ async fn lifecycle(backend: Backend) {
         ],
         "{text}"
     );
-    assert!(text.contains("4 create, 0 update"), "{text}");
+    assert!(text.contains("4 creates, 0 updates"), "{text}");
     assert!(text.contains("1 skipped"), "{text}");
 
     // The dry run recorded a run row and no account.
@@ -472,7 +472,7 @@ async fn prune(backend: Backend) {
     let out = env.run_code(&["prune", "--keep", "1d"], 0);
     assert_has(
         &stdout(&out),
-        "pruned 1 runs and 0 journal rows finished before ",
+        "pruned 1 run and 0 journal rows finished before ",
     );
     let store = env.store().await;
     assert!(store.get_run(old).await.unwrap().is_none());

@@ -86,7 +86,7 @@ async fn drift_and_refresh(backend: Backend) {
     let text = stdout(&o);
     assert!(
         text.contains(
-            "target covata (covata): 5 remote account(s), 5 owned; 2 changed by hand, 1 deleted remotely, 1 not owned by dirsync"
+            "target covata (covata): 5 remote accounts, 5 owned; 2 changed by hand, 1 deleted remotely, 1 not owned by dirsync"
         ),
         "{}",
         out(&o)

@@ -461,7 +461,7 @@ async fn job_timeout_fails_clearly_and_the_next_run_waits_for_the_running_job() 
     assert!(env.fake.job_running());
     env.fake.set_job_delay(Duration::from_millis(50));
     let o = env.run_code(&["sync"], 0);
-    assert_has(&stdout(&o), "2 create(s) confirmed on the target");
+    assert_has(&stdout(&o), "2 creates confirmed on the target");
     assert_eq!(env.fake.users().len(), 2);
     let store = env.store().await;
     let rows = store.load_accounts("p6").await.unwrap();

@@ -73,7 +73,7 @@ async fn bad_row_is_quarantined_and_the_rest_synced(backend: Backend) {
     let o = env.run(&["check"]);
     let checked = stdout(&o);
     assert!(
-        checked.contains("source: OK, 20 users, 1 record(s) quarantined")
+        checked.contains("source: OK, 20 users, 1 record quarantined")
             && checked.contains("users.csv:4"),
         "{}",
         out(&o)

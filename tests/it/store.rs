@@ -9,7 +9,7 @@ use dirsync::store::postgres::PgStore;
 use dirsync::store::sqlite::SqliteStore;
 use dirsync::store::{
     AccountChange, AccountRecord, AccountState, NewOperation, NewRun, OpOutcome, OpStatus,
-    PruneSummary, RecordedAccount, RunFinish, RunStatus, Store, StoreError, Trigger,
+    PruneSummary, RecordedAccount, RunFilter, RunFinish, RunStatus, Store, StoreError, Trigger,
 };
 
 use crate::support::pg::pg_url;
@@ -162,6 +162,7 @@ on_both_backends!(
     targets_are_isolated,
     duplicate_keys_in_one_upsert_last_wins,
     runs_begin_finish_list_get,
+    find_runs_filters_by_trigger_status_and_since,
     last_good_source_count_ignores_dry_blocked_failed_running,
     run_operations_in_journal_order,
     corrupt_json_is_reported_with_its_key,
@@ -606,6 +607,87 @@ async fn runs_begin_finish_list_get(fx: &Fixture) {
         matches!(missing, Err(StoreError::Query { .. })),
         "{missing:?}"
     );
+}
+
+async fn find_runs_filters_by_trigger_status_and_since(fx: &Fixture) {
+    let store = fx.store();
+    // (trigger, minute started, status; None = still running)
+    let runs = [
+        (Trigger::Schedule, 1, Some(RunStatus::Succeeded)),
+        (Trigger::DryRun, 2, Some(RunStatus::Succeeded)),
+        (Trigger::Manual, 3, Some(RunStatus::Failed)),
+        (Trigger::Schedule, 4, Some(RunStatus::Blocked)),
+        (Trigger::DryRun, 5, Some(RunStatus::Blocked)),
+        (Trigger::Apply, 6, None),
+    ];
+    let mut ids = Vec::new();
+    for (trigger, minute, status) in runs {
+        let id = store.begin_run(&new_run(trigger, minute)).await.unwrap();
+        if let Some(status) = status {
+            store
+                .finish_run(id, &finish(status, Some(5)))
+                .await
+                .unwrap();
+        }
+        ids.push(id);
+    }
+    let found = |filter: RunFilter| async move {
+        store
+            .find_runs(&filter)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    let pick = |which: &[usize]| which.iter().rev().map(|&i| ids[i]).collect::<Vec<_>>();
+    let all = RunFilter::newest(100);
+    assert_eq!(found(all.clone()).await, pick(&[0, 1, 2, 3, 4, 5]));
+    assert_eq!(found(RunFilter::newest(2)).await, pick(&[4, 5]));
+    let schedule = RunFilter {
+        triggers: vec![Trigger::Schedule],
+        ..all.clone()
+    };
+    assert_eq!(found(schedule).await, pick(&[0, 3]));
+    let real = RunFilter {
+        triggers: vec![Trigger::Schedule, Trigger::Manual, Trigger::Apply],
+        ..all.clone()
+    };
+    assert_eq!(found(real).await, pick(&[0, 2, 3, 5]));
+    let blocked = RunFilter {
+        statuses: vec![RunStatus::Blocked],
+        ..all.clone()
+    };
+    assert_eq!(found(blocked).await, pick(&[3, 4]));
+    let running_or_failed = RunFilter {
+        statuses: vec![RunStatus::Running, RunStatus::Failed],
+        ..all.clone()
+    };
+    assert_eq!(found(running_or_failed).await, pick(&[2, 5]));
+    // Since: started at or after minute 3 (inclusive, to the microsecond).
+    let since = RunFilter {
+        since: Some(ts(3 * 60_000_000)),
+        ..all.clone()
+    };
+    assert_eq!(found(since).await, pick(&[2, 3, 4, 5]));
+    let since_later = RunFilter {
+        since: Some(ts(3 * 60_000_000 + 1)),
+        ..all.clone()
+    };
+    assert_eq!(found(since_later).await, pick(&[3, 4, 5]));
+    // All three together, and the limit after them.
+    let combined = RunFilter {
+        limit: 1,
+        triggers: vec![Trigger::Schedule, Trigger::DryRun],
+        statuses: vec![RunStatus::Blocked, RunStatus::Succeeded],
+        since: Some(ts(2 * 60_000_000)),
+    };
+    assert_eq!(found(combined).await, pick(&[4]));
+    let nothing = RunFilter {
+        triggers: vec![Trigger::User],
+        ..all
+    };
+    assert!(found(nothing).await.is_empty());
 }
 
 async fn last_good_source_count_ignores_dry_blocked_failed_running(fx: &Fixture) {

@@ -383,7 +383,7 @@ async fn plan_reports_the_expected_duration() {
     assert_eq!(code(&o), 2, "{}", out(&o));
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
-        text.contains("expected duration: about 8m 20s (500 requests at 1/s)"),
+        text.contains("expected duration: about 8 minutes 20 seconds (500 requests at 1/s)"),
         "{text}"
     );
     // A dry run on first contact only reads (one listing); it changes nothing.

@@ -109,7 +109,10 @@ pub(super) fn read<R: Read>(
     let mut total = 0usize;
     let mut fold_buf: Vec<u8> = Vec::new();
 
+    // Progress: records read (the total is not known before the end).
+    let task = crate::progress::start("source", crate::progress::Phase::Read, None, None);
     while let Some(line) = next(&mut rdr, &mut rec)? {
+        task.advance(1);
         if rec.len() != width {
             problems.push(CsvProblem::at(
                 line,

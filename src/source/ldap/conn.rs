@@ -129,6 +129,8 @@ pub(super) async fn paged_search(
 ) -> Result<(), String> {
     let mut cookie: Vec<u8> = Vec::new();
     let mut pages = 0u64;
+    // Progress: entries read (the total is not known before the end).
+    let task = crate::progress::start("source", crate::progress::Phase::Read, None, None);
     loop {
         pages += 1;
         if s.page_size > 0 {
@@ -155,7 +157,10 @@ pub(super) async fn paged_search(
                 Ok(Some(re)) if re.is_ref() => refs.extend(ldap3::parse_refs(re.0)),
                 Ok(Some(re)) if re.is_intermediate() => {}
                 Ok(Some(re)) => match search_entry(re.0) {
-                    Ok(e) => on_entry(e),
+                    Ok(e) => {
+                        task.advance(1);
+                        on_entry(e)
+                    }
                     Err(m) => {
                         let _ = stream.finish().await;
                         return Err(format!("{}: {m}{INCOMPLETE}", at()));

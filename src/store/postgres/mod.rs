@@ -482,6 +482,30 @@ impl Store for PgStore {
         rows.iter().map(|row| run_from_row(row, context)).collect()
     }
 
+    async fn find_runs(
+        &self,
+        filter: &crate::store::RunFilter,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let context = "list runs";
+        let triggers: Vec<&str> = filter.triggers.iter().map(|t| t.as_str()).collect();
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs \
+             WHERE ($1::timestamptz IS NULL OR started_at >= $1) \
+               AND (cardinality($2::text[]) = 0 OR trigger = ANY($2)) \
+               AND (cardinality($3::text[]) = 0 OR status = ANY($3)) \
+             ORDER BY id DESC LIMIT $4"
+        )))
+        .bind(filter.since)
+        .bind(&triggers)
+        .bind(&statuses)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error(context))?;
+        rows.iter().map(|row| run_from_row(row, context)).collect()
+    }
+
     async fn get_run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
         let context = format!("read run {id}");
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -430,6 +430,30 @@ impl Store for SqliteStore {
         rows.iter().map(|row| run_from_row(row, context)).collect()
     }
 
+    async fn find_runs(
+        &self,
+        filter: &crate::store::RunFilter,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let context = "list runs";
+        // Fixed text: the trigger and status lists are JSON arrays expanded by json_each;
+        // stored timestamps are RFC 3339 UTC text of one width, so they compare as text.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs \
+             WHERE (?1 IS NULL OR started_at >= ?1) \
+               AND (?2 = '[]' OR trigger IN (SELECT value FROM json_each(?2))) \
+               AND (?3 = '[]' OR status IN (SELECT value FROM json_each(?3))) \
+             ORDER BY id DESC LIMIT ?4"
+        )))
+        .bind(filter.since.as_ref().map(format_ts))
+        .bind(filter.triggers_json())
+        .bind(filter.statuses_json())
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.loc.err(context))?;
+        rows.iter().map(|row| run_from_row(row, context)).collect()
+    }
+
     async fn get_run(&self, id: i64) -> Result<Option<RunRecord>, StoreError> {
         let context = format!("read run {id}");
         let row = sqlx::query(AssertSqlSafe(format!(

@@ -8,11 +8,15 @@ use std::time::{Duration, Instant};
 use dirsync::store::{RecordedAccount, Store};
 
 /// `dirsync <args> --config <config>`, with the test process's own `DIRSYNC_*` and systemd
-/// variables removed (a test's environment must not leak into the binary's configuration) and
-/// colours off.
+/// variables removed (a test's environment must not leak into the binary's configuration),
+/// colours off, and no standard input (run from a terminal, `sync` would otherwise ask before
+/// applying).
 pub fn dirsync(config: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dirsync"));
-    cmd.args(args).arg("--config").arg(config);
+    cmd.args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null());
     for (k, _) in std::env::vars() {
         if k.starts_with("DIRSYNC_") || k == "NOTIFY_SOCKET" || k == "WATCHDOG_USEC" {
             cmd.env_remove(k);

@@ -292,11 +292,12 @@ pub struct FakeCovata(Running<Inner>);
 impl FakeCovata {
     /// Starts the fake on `127.0.0.1:<free port>`.
     pub async fn start() -> FakeCovata {
-        FakeCovata(Running::serve(
-            Listener::bind("Covata"),
-            Inner::new(),
-            router,
-        ))
+        FakeCovata::start_on(Listener::bind("Covata"))
+    }
+
+    /// Starts the fake on `listener` ([`Listener::bind_port`]).
+    pub fn start_on(listener: Listener) -> FakeCovata {
+        FakeCovata(Running::serve(listener, Inner::new(), router))
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash); the API is under `/api/...`.

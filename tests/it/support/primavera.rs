@@ -545,11 +545,12 @@ pub struct FakePrimavera(Running<Inner>);
 impl FakePrimavera {
     /// Starts the fake on `127.0.0.1:<free port>`.
     pub async fn start() -> FakePrimavera {
-        FakePrimavera(Running::serve(
-            Listener::bind("Primavera"),
-            Inner::new(),
-            router,
-        ))
+        FakePrimavera::start_on(Listener::bind("Primavera"))
+    }
+
+    /// Starts the fake on `listener` ([`Listener::bind_port`]).
+    pub fn start_on(listener: Listener) -> FakePrimavera {
+        FakePrimavera(Running::serve(listener, Inner::new(), router))
     }
 
     /// `http://127.0.0.1:PORT/cloudapi/restapi`.

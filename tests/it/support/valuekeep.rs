@@ -243,7 +243,11 @@ pub struct FakeValuekeep(Running<Inner>);
 impl FakeValuekeep {
     /// Starts the fake on `127.0.0.1:<free port>` with the default limiter (60 per minute).
     pub async fn start() -> FakeValuekeep {
-        let listener = Listener::bind("Valuekeep");
+        FakeValuekeep::start_on(Listener::bind("Valuekeep"))
+    }
+
+    /// Starts the fake on `listener` ([`Listener::bind_port`]), with the default limiter.
+    pub fn start_on(listener: Listener) -> FakeValuekeep {
         let inner = Inner {
             base_url: format!("http://{}", listener.addr()),
             users: BTreeMap::new(),

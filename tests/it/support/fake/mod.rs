@@ -64,8 +64,13 @@ pub struct Listener {
 impl Listener {
     /// Binds `127.0.0.1:<free port>`; `name` names the fake in thread names and panics.
     pub fn bind(name: &'static str) -> Listener {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("fake {name}: bind: {e}"));
+        Listener::bind_port(name, 0)
+    }
+
+    /// Binds `127.0.0.1:port` (0: a free port), as `examples/demo-vendors.rs` does.
+    pub fn bind_port(name: &'static str, port: u16) -> Listener {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("fake {name}: bind 127.0.0.1:{port}: {e}"));
         listener
             .set_nonblocking(true)
             .unwrap_or_else(|e| panic!("fake {name}: set_nonblocking: {e}"));
