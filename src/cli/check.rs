@@ -143,6 +143,14 @@ async fn check_target(t: &crate::config::TargetConfig) -> bool {
         outln!("target {}: FAILED: {e}", t.name);
         return false;
     }
+    match connector.describe().await {
+        Ok(Some(line)) => outln!("target {}: {line}", t.name),
+        Ok(None) => {}
+        Err(e) => {
+            outln!("target {}: FAILED: {e}", t.name);
+            return false;
+        }
+    }
     let mut roles: Vec<String> = t.mapping.default_roles.clone();
     for r in &t.mapping.role_rules {
         roles.extend(r.roles.iter().cloned());

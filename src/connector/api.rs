@@ -228,6 +228,12 @@ pub trait Connector: Send + Sync {
         self.probe().await
     }
 
+    /// `dirsync check`: what the target's server says it supports, in one line (`None`:
+    /// nothing to say beyond the probe).
+    async fn describe(&self) -> Result<Option<String>, OpError> {
+        Ok(None)
+    }
+
     /// `dirsync check`: which of these role names the target does not know, where the target
     /// can list its roles (`None`: it cannot tell).
     async fn unknown_roles(&self, roles: &[String]) -> Result<Option<Vec<String>>, OpError> {

@@ -12,6 +12,7 @@ pub mod api;
 pub mod covata;
 pub mod http;
 pub mod primavera;
+pub mod scim;
 pub mod settings;
 pub mod valuekeep;
 
@@ -28,13 +29,15 @@ pub enum TargetKind {
     Covata,
     Primavera,
     Valuekeep,
+    Scim,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 3] = [
+    pub const ALL: [TargetKind; 4] = [
         TargetKind::Covata,
         TargetKind::Primavera,
         TargetKind::Valuekeep,
+        TargetKind::Scim,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +45,7 @@ impl TargetKind {
             TargetKind::Covata => "covata",
             TargetKind::Primavera => "primavera",
             TargetKind::Valuekeep => "valuekeep",
+            TargetKind::Scim => "scim",
         }
     }
 
@@ -55,6 +59,7 @@ impl TargetKind {
             TargetKind::Covata => &covata::settings::SPEC,
             TargetKind::Primavera => &primavera::settings::SPEC,
             TargetKind::Valuekeep => &valuekeep::settings::SPEC,
+            TargetKind::Scim => &scim::settings::SPEC,
         }
     }
 }
@@ -71,10 +76,19 @@ pub struct FieldSpec {
     pub default_template: Option<&'static str>,
 }
 
+/// A vendor's check of a free-form field name: how its values compare, or why the name is
+/// refused.
+pub type FieldCheck = fn(&str) -> Result<FieldKind, String>;
+
 /// What dirsync knows about one vendor's accounts.
 #[derive(Debug)]
 pub struct VendorSpec {
     pub fields: &'static [FieldSpec],
+    /// `None`: `[target.fields]` may name only `fields`. `Some(check)`: the vendor's field
+    /// names are free-form (any attribute path of a generic protocol): a name not in `fields`
+    /// is accepted when `check` accepts it (giving how its values compare), optional and
+    /// without a default.
+    pub free_fields: Option<FieldCheck>,
     /// The field that identifies an account to people and for adoption.
     pub login_field: &'static str,
     /// Roles the vendor documents; `None` when roles are per tenant.
@@ -152,6 +166,7 @@ pub fn connect(target: &TargetConfig) -> Result<Arc<dyn Connector>, ConnectError
         VendorSettings::Valuekeep(s) => {
             Arc::new(valuekeep::ValuekeepConnector::new(target, s).map_err(err)?)
         }
+        VendorSettings::Scim(s) => Arc::new(scim::ScimConnector::new(target, s).map_err(err)?),
     })
 }
 

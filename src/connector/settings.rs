@@ -13,8 +13,9 @@ use serde::de::DeserializeOwned;
 
 use super::covata::settings::CovataSettings;
 use super::primavera::settings::PrimaveraSettings;
+use super::scim::settings::ScimSettings;
 use super::valuekeep::settings::ValuekeepSettings;
-use super::{TargetKind, covata, primavera, valuekeep};
+use super::{TargetKind, covata, primavera, scim, valuekeep};
 use crate::mapping::TargetMapping;
 use crate::plan::OnMissing;
 pub use crate::problems::{
@@ -83,6 +84,7 @@ pub enum VendorSettings {
     Covata(CovataSettings),
     Primavera(PrimaveraSettings),
     Valuekeep(ValuekeepSettings),
+    Scim(ScimSettings),
 }
 
 impl VendorSettings {
@@ -91,6 +93,7 @@ impl VendorSettings {
             VendorSettings::Covata(_) => TargetKind::Covata,
             VendorSettings::Primavera(_) => TargetKind::Primavera,
             VendorSettings::Valuekeep(_) => TargetKind::Valuekeep,
+            VendorSettings::Scim(_) => TargetKind::Scim,
         }
     }
 
@@ -116,6 +119,9 @@ impl VendorSettings {
                 cx,
                 pr,
             )?),
+            TargetKind::Scim => {
+                VendorSettings::Scim(scim::settings::validate(cx.keys(keys, pr)?, cx, pr)?)
+            }
         })
     }
 }
@@ -127,6 +133,7 @@ fn declared_keys(kind: TargetKind) -> &'static [&'static str] {
         TargetKind::Covata => field_names::<covata::settings::CovataKeys>(),
         TargetKind::Primavera => field_names::<primavera::settings::PrimaveraKeys>(),
         TargetKind::Valuekeep => field_names::<valuekeep::settings::ValuekeepKeys>(),
+        TargetKind::Scim => field_names::<scim::settings::ScimKeys>(),
     }
 }
 

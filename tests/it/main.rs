@@ -26,6 +26,8 @@ mod progress;
 mod quarantine;
 mod quarantine_held;
 mod saved_plan;
+mod scim;
+mod scim_fake;
 mod status_page;
 mod store;
 mod support;

@@ -36,14 +36,14 @@ pub(super) fn target(
         Some(k) => TargetKind::parse(k).or_else(|| {
             pr.push(
                 format!("{at}.kind"),
-                format!("unknown kind {k:?} (known: covata, primavera, valuekeep)"),
+                format!("unknown kind {k:?} (known: covata, primavera, valuekeep, scim)"),
             );
             None
         }),
         None => {
             pr.push(
                 format!("{at}.kind"),
-                "missing (covata, primavera or valuekeep)",
+                "missing (covata, primavera, valuekeep or scim)",
             );
             None
         }
@@ -190,7 +190,20 @@ pub(super) fn mapping(
 ) -> Option<TargetMapping> {
     let spec = kind.spec();
     let mut ok = true;
-    for name in fields.keys() {
+    let mut free = Vec::new();
+    for (name, src) in fields {
+        if spec.field(name).is_none()
+            && let Some(check) = spec.free_fields
+        {
+            match check(name) {
+                Ok(kind) => free.push((name, kind, src)),
+                Err(e) => {
+                    pr.push(format!("{at}.fields.{name}"), e);
+                    ok = false;
+                }
+            }
+            continue;
+        }
         if spec.field(name).is_none() {
             let known: Vec<&str> = spec.fields.iter().map(|f| f.name).collect();
             pr.push(
@@ -230,6 +243,20 @@ pub(super) fn mapping(
             }),
             Err(e) => {
                 pr.push(key, e);
+                ok = false;
+            }
+        }
+    }
+    for (name, kind, src) in free {
+        match Template::parse(src).and_then(|t| t.check_fields(extra).map(|()| t)) {
+            Ok(t) => out.push(FieldMapping {
+                name: name.clone(),
+                kind,
+                required: false,
+                template: t,
+            }),
+            Err(e) => {
+                pr.push(format!("{at}.fields.{name}"), e);
                 ok = false;
             }
         }

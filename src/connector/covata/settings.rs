@@ -103,6 +103,7 @@ pub static SPEC: VendorSpec = VendorSpec {
         field("mobileNumber", FieldKind::Text, false, Some("{mobile}")),
         field("planId", FieldKind::Text, false, None),
     ],
+    free_fields: None,
     login_field: "email",
     known_roles: Some(&[
         "ROLE_SYSTEM_ADMIN",

@@ -33,6 +33,8 @@ pub struct Request {
     pub(super) sensitive: bool,
     /// A token endpoint call ([`Request::token_grant`]).
     pub(super) grant: bool,
+    /// Extra headers ([`Request::header`]).
+    pub(super) headers: Vec<(&'static str, String)>,
 }
 
 impl fmt::Debug for Request {
@@ -60,6 +62,7 @@ impl Request {
             idempotent,
             sensitive: false,
             grant: false,
+            headers: Vec::new(),
         }
     }
 
@@ -82,6 +85,14 @@ impl Request {
     /// Adds a query parameter (form-encoded). Queries never appear in logs or errors.
     pub fn query(mut self, key: &str, value: &str) -> Request {
         self.url.query_pairs_mut().append_pair(key, value);
+        self
+    }
+
+    /// An extra header (`If-Match`, a vendor's media type). Never one carrying a secret:
+    /// credentials go through [`Request::bearer`] or [`Request::basic_auth`]. A
+    /// `Content-Type` given here wins over the body's default.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Request {
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -175,6 +186,9 @@ impl Request {
         token: Option<&Secret>,
     ) -> Result<reqwest::RequestBuilder, reqwest::Error> {
         let mut b = client.request(self.method.clone(), self.url.clone());
+        for (name, value) in &self.headers {
+            b = b.header(*name, value.as_str());
+        }
         b = match &self.auth {
             Auth::None => b,
             Auth::Basic { user, password } => b.basic_auth(user, Some(password.expose())),

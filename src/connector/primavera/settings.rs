@@ -82,6 +82,7 @@ pub static SPEC: VendorSpec = VendorSpec {
         field("organization", FieldKind::Text, true, None),
         field("userType", FieldKind::Text, false, None),
     ],
+    free_fields: None,
     login_field: "loginId",
     known_roles: None,
     default_roles: &[],

@@ -89,6 +89,7 @@ pub static SPEC: VendorSpec = VendorSpec {
         field("email", FieldKind::Email, false, Some("{email}")),
         field("isTechnician", FieldKind::Bool, true, Some("false")),
     ],
+    free_fields: None,
     login_field: "userKey",
     known_roles: None,
     default_roles: &[],

@@ -11,6 +11,8 @@ pub mod killable;
 pub mod ldap_fixture;
 pub mod pg;
 pub mod primavera;
+pub mod scim;
+pub mod scim_fake;
 pub mod slapd;
 pub mod smtp;
 pub mod valuekeep;
