@@ -2,13 +2,13 @@
 //! metrics that match the runs, SIGHUP reloads, SIGTERM mid-run with nothing lost, and two
 //! instances that never apply a target at the same time. Also the store's target locks.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dirsync::store::Store;
 
 use crate::support::covata::FakeCovata;
+use crate::support::daemon::Daemon;
 use crate::support::env::{Backend, SecretStyle, TestEnv};
 
 use crate::support::env::{USERS_HEADER as HEADER, user_rows};
@@ -58,14 +58,7 @@ impl Env {
 
     /// Starts `dirsync run`; its log goes to a file (a pipe nobody reads could fill up).
     fn spawn_daemon(&self) -> Daemon {
-        let log = self.dir.path().join(format!("daemon-{}.log", free_port()));
-        let child = self
-            .command(&["run", "--allow-root"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
+        self.spawn_daemon_logged(&format!("daemon-{}", free_port()))
     }
 
     async fn store(&self) -> Box<dyn Store> {
@@ -92,23 +85,6 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-fn signal(d: &Daemon, sig: i32) {
-    // SAFETY: kill(2) on our own child's pid with a valid signal number.
-    let rc = unsafe { libc::kill(d.child.id() as i32, sig) };
-    assert_eq!(rc, 0, "kill failed");
-}
-
-fn finish(d: Daemon, timeout: Duration) -> (i32, String) {
-    let Daemon { mut child, log } = d;
-    let code = crate::support::cmd::wait_exit(&mut child, timeout, "the daemon");
-    (code, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -160,7 +136,7 @@ async fn daemon_runs_on_schedule_serves_metrics_reloads_and_stops() {
         good.replace("[schedule]", "[schedule]\nbogus_key = 1"),
     )
     .unwrap();
-    signal(&child, libc::SIGHUP);
+    child.signal(libc::SIGHUP);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // SIGHUP with a valid change: admins get a role.
     std::fs::write(
@@ -168,7 +144,7 @@ async fn daemon_runs_on_schedule_serves_metrics_reloads_and_stops() {
         format!("{good}\n[[target.roles]]\ngroup = \"staff\"\nroles = [\"ROLE_ORIGINATOR\"]\n"),
     )
     .unwrap();
-    signal(&child, libc::SIGHUP);
+    child.signal(libc::SIGHUP);
     wait_for("the reloaded role rule", Duration::from_secs(20), || {
         env.fake
             .users()
@@ -186,8 +162,8 @@ async fn daemon_runs_on_schedule_serves_metrics_reloads_and_stops() {
                 .unwrap_or(0.0)
         })
         .sum();
-    signal(&child, libc::SIGTERM);
-    let (code, stderr) = finish(child, Duration::from_secs(20));
+    child.signal(libc::SIGTERM);
+    let (code, stderr) = child.finish(Duration::from_secs(20));
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("configuration reload rejected"), "{stderr}");
     assert!(stderr.contains("bogus_key"), "{stderr}");
@@ -224,8 +200,8 @@ async fn sigterm_mid_run_loses_nothing() {
         env.fake.users().len() >= 6
     })
     .await;
-    signal(&child, libc::SIGTERM);
-    let (code, stderr) = finish(child, Duration::from_secs(20));
+    child.signal(libc::SIGTERM);
+    let (code, stderr) = child.finish(Duration::from_secs(20));
     assert_eq!(code, 0, "{stderr}");
     let done = env.fake.users().len();
     assert!(done < 60, "the run finished before the signal ({done})");
@@ -256,7 +232,9 @@ async fn sigterm_mid_run_loses_nothing() {
 async fn two_instances_never_apply_a_target_at_once() {
     let env = Env::new(&users(300), "1s", "").await;
     env.write_config("1s", "", "concurrency = 4");
-    env.fake.set_latency(Duration::from_millis(5));
+    // Slow enough that the first run (300 creates, 4 at a time) takes seconds: the second
+    // instance is started while the first applies, so the two meet at the target's lock.
+    env.fake.set_latency(Duration::from_millis(50));
     let a = env.spawn_daemon();
     // The second instance needs its own listener port.
     let second = tempfile::NamedTempFile::new().unwrap();
@@ -271,6 +249,12 @@ async fn two_instances_never_apply_a_target_at_once() {
             &format!("path = {:?}", env.dir.path().join("users.csv")),
         );
     std::fs::write(second.path(), text).unwrap();
+    wait_for(
+        "the first instance to apply",
+        Duration::from_secs(60),
+        || !env.fake.users().is_empty(),
+    )
+    .await;
     let log_b = env.dir.path().join("daemon-b.log");
     let b = Daemon {
         child: Command::new(env!("CARGO_BIN_EXE_dirsync"))
@@ -311,10 +295,10 @@ async fn two_instances_never_apply_a_target_at_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    signal(&a, libc::SIGTERM);
-    signal(&b, libc::SIGTERM);
-    let (ca, ea) = finish(a, Duration::from_secs(30));
-    let (cb, eb) = finish(b, Duration::from_secs(30));
+    a.signal(libc::SIGTERM);
+    b.signal(libc::SIGTERM);
+    let (ca, ea) = a.finish(Duration::from_secs(30));
+    let (cb, eb) = b.finish(Duration::from_secs(30));
     assert_eq!((ca, cb), (0, 0), "{ea}\n{eb}");
     // Nobody created twice, nothing conflicting.
     assert_eq!(env.fake.users().len(), 300);

@@ -2,12 +2,12 @@
 //! stream of disables over the rolling window is held while creates still go through.
 
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use dirsync::store::{Store, Trigger};
 
 use crate::support::covata::FakeCovata;
+use crate::support::daemon::Daemon;
 use crate::support::env::{Backend, SecretStyle, TestEnv};
 use crate::support::env::{USERS_HEADER as HEADER, user_rows};
 
@@ -48,14 +48,7 @@ impl Env {
     }
 
     fn spawn_daemon(&self) -> Daemon {
-        let log = self.dir.path().join("daemon.log");
-        let child = self
-            .command(&["run", "--allow-root"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
+        self.spawn_daemon_logged("daemon")
     }
 
     async fn store(&self) -> Box<dyn Store> {
@@ -63,33 +56,13 @@ impl Env {
     }
 
     fn readyz(&self) -> String {
-        crate::support::cmd::http_get(self.port, "/readyz")
-            .map(|(_, b)| b)
-            .unwrap_or_default()
+        TestEnv::readyz(self, self.port)
     }
 
     fn enabled(&self, n: usize) -> Option<bool> {
         self.fake
             .user_by_email(&format!("user{n}@example.com"))
             .map(|u| u.enabled)
-    }
-}
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn stop(self) -> String {
-        let Daemon { mut child, log } = self;
-        // SAFETY: kill(2) on our own child's pid with SIGTERM.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let code =
-            crate::support::cmd::wait_exit(&mut child, Duration::from_secs(60), "the daemon");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert_eq!(code, 0, "daemon exit code; log:\n{text}");
-        text
     }
 }
 

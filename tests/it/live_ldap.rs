@@ -4,13 +4,12 @@
 //! entry by entry is stopped by the rolling window, and a directory that goes away changes
 //! nothing.
 
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use dirsync::store::{RunRecord, Store, Trigger};
 
 use crate::support::covata::FakeCovata;
+use crate::support::daemon::Daemon;
 use crate::support::env::{Backend, TestEnv};
 use crate::support::ldap_fixture::{PEOPLE, people_source_keys};
 use crate::support::slapd::{Slapd, SlapdOptions};
@@ -50,14 +49,7 @@ impl Env {
     }
 
     fn spawn_daemon(&self, name: &str) -> Daemon {
-        let log = self.dir.path().join(format!("{name}.log"));
-        let child = self
-            .command(&["run", "--allow-root"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
+        self.spawn_daemon_logged(name)
     }
 
     async fn store(&self) -> Box<dyn Store> {
@@ -65,9 +57,7 @@ impl Env {
     }
 
     fn readyz(&self) -> String {
-        crate::support::cmd::http_get(self.port, "/readyz")
-            .map(|(_, b)| b)
-            .unwrap_or_default()
+        TestEnv::readyz(self, self.port)
     }
 
     fn metric(&self, name: &str) -> f64 {
@@ -92,28 +82,6 @@ impl Env {
 
     fn disabled_count(&self) -> usize {
         self.fake.users().iter().filter(|u| !u.enabled).count()
-    }
-}
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stop(self) -> String {
-        let Daemon { mut child, log } = self;
-        // SAFETY: kill(2) on our own child's pid with SIGTERM.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let code =
-            crate::support::cmd::wait_exit(&mut child, Duration::from_secs(60), "the daemon");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert_eq!(code, 0, "daemon exit code; log:\n{text}");
-        text
     }
 }
 

@@ -36,28 +36,25 @@ impl Env {
     /// `wiki-admins`, everyone else `wiki-users`; `extra`: more target keys.
     fn write_config(&self, extra: &str) {
         std::fs::write(self.path("wiki-token"), format!("{TOKEN}\n")).unwrap();
+        let url = self.server.base_url();
+        let more = format!(
+            "create_groups = true\ndefault_roles = [\"wiki-users\"]\n{extra}\n\
+             [target.fields]\n\"{ENT}:employeeNumber\" = \"{{key}}\"\n\
+             [[target.roles]]\ngroup = \"admins\"\nroles = [\"wiki-admins\"]"
+        );
         self.config()
             .csv("email = \"email\"")
-            .raw("[safety]\nmax_disable_percent = 100\nmax_delete_percent = 100")
-            .raw(&format!(
-                r#"
-[[target]]
-name = "wiki"
-kind = "scim"
-base_url = "{}"
-token_file = "wiki-token"
-create_groups = true
-default_roles = ["wiki-users"]
-max_backoff = "1s"
-{extra}
-[target.fields]
-"{ENT}:employeeNumber" = "{{key}}"
-[[target.roles]]
-group = "admins"
-roles = ["wiki-admins"]
-"#,
-                self.server.base_url()
-            ))
+            .no_disable_limits()
+            .target(
+                "wiki",
+                "scim",
+                &[
+                    ("base_url", &url),
+                    ("token_file", "wiki-token"),
+                    ("max_backoff", "1s"),
+                ],
+                &more,
+            )
             .write();
     }
 

@@ -22,25 +22,19 @@ impl Env {
             env: TestEnv::new(Backend::Sqlite).await,
         };
         env.write_csv(csv);
+        let url = env.fake.base_url();
         env.config()
             .csv("email = \"email\"")
-            .raw("[safety]\nmax_disable_percent = 100\nmax_delete_percent = 100")
-            .raw(&format!(
-                r#"
-[[target]]
-name = "app"
-kind = "scim"
-base_url = "{}"
-token = "{TOKEN}"
-default_roles = ["users"]
-max_backoff = "1s"
-{extra}
-[[target.roles]]
-group = "admins"
-roles = ["admins"]
-"#,
-                env.fake.base_url()
-            ))
+            .no_disable_limits()
+            .target(
+                "app",
+                "scim",
+                &[("base_url", &url), ("token", TOKEN), ("max_backoff", "1s")],
+                &format!(
+                    "default_roles = [\"users\"]\n{extra}\n\
+                     [[target.roles]]\ngroup = \"admins\"\nroles = [\"admins\"]"
+                ),
+            )
             .write();
         env
     }
@@ -336,23 +330,17 @@ async fn client_credentials_and_check() {
     .await;
     let env = TestEnv::new(Backend::Sqlite).await;
     env.write_users_csv(HEADER, &rows(2));
+    let (url, token_url) = (fake.base_url(), fake.token_url());
     let write = |secret: &str| {
+        let keys = [
+            ("base_url", url.as_str()),
+            ("token_url", token_url.as_str()),
+            ("client_id", "app"),
+            ("client_secret", secret),
+        ];
         env.config()
             .csv("email = \"email\"")
-            .raw(&format!(
-                r#"
-[[target]]
-name = "app"
-kind = "scim"
-base_url = "{}"
-token_url = "{}"
-client_id = "app"
-client_secret = "{secret}"
-default_roles = ["users"]
-"#,
-                fake.base_url(),
-                fake.token_url()
-            ))
+            .target("app", "scim", &keys, "default_roles = [\"users\"]")
             .write();
     };
     write("app-secret");

@@ -265,6 +265,16 @@ bind_password_file = "bind-password"
         ))
     }
 
+    /// A `[[target]]` table ([`target_table`]).
+    pub fn target(self, name: &str, kind: &str, keys: &[(&str, &str)], more: &str) -> ConfigText {
+        self.raw(&target_table(name, kind, keys, more))
+    }
+
+    /// Safety limits that let a test disable and delete everything it set up.
+    pub fn no_disable_limits(self) -> ConfigText {
+        self.raw("[safety]\nmax_disable_percent = 100\nmax_delete_percent = 100")
+    }
+
     /// A `[[target.roles]]` rule of the last target: members of `group` get `roles`.
     pub fn role(self, group: &str, roles: &[&str]) -> ConfigText {
         let roles: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();

@@ -3,6 +3,7 @@
 pub mod child;
 pub mod cmd;
 pub mod covata;
+pub mod daemon;
 pub mod demo;
 pub mod env;
 pub mod fake;
