@@ -21,6 +21,15 @@ crate::support::env::suite_env!(Env {
 });
 
 impl Env {
+    /// Waits for the first full run (all 48 people on the target) and the live stream.
+    async fn wait_streaming(&self, d: &Daemon) {
+        wait_for("the first full run", d, || self.fake.users().len() == 48).await;
+        wait_for("the stream", d, || {
+            self.readyz().contains("live syncrepl: streaming")
+        })
+        .await;
+    }
+
     /// The Planet Express directory (48 users a sync creates), or `ldif` instead.
     async fn new(ldif: Option<&str>, schedule: &str, safety: &str) -> Env {
         let server = match ldif {
@@ -112,11 +121,7 @@ fn lock(dn: &str) -> String {
 async fn syncrepl_disable_delete_and_group_changes_reach_the_target_and_a_restart_resumes() {
     let env = Env::new(None, "run_on_start = true", "").await;
     let d = env.spawn_daemon("first");
-    wait_for("the first full run", &d, || env.fake.users().len() == 48).await;
-    wait_for("the stream", &d, || {
-        env.readyz().contains("live syncrepl: streaming")
-    })
-    .await;
+    env.wait_streaming(&d).await;
     // A disable in the directory: the next (live) run disables the account.
     let t = Instant::now();
     env.server
@@ -262,11 +267,7 @@ async fn syncrepl_mass_deletion_streamed_one_by_one_is_stopped_by_the_window() {
 async fn syncrepl_directory_going_away_changes_nothing() {
     let env = Env::new(None, "run_on_start = true", "").await;
     let d = env.spawn_daemon("daemon");
-    wait_for("the first full run", &d, || env.fake.users().len() == 48).await;
-    wait_for("the stream", &d, || {
-        env.readyz().contains("live syncrepl: streaming")
-    })
-    .await;
+    env.wait_streaming(&d).await;
     env.server.stop();
     wait_for("the stream to notice", &d, || {
         env.readyz().contains("reconnecting")

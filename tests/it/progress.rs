@@ -7,9 +7,9 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::support::cmd::{code, out, stderr, stdout};
+use crate::support::cmd::{assert_has, code, out, stderr, stdout};
 use crate::support::covata::FakeCovata;
-use crate::support::env::{Backend, USERS_HEADER as HEADER, user_rows};
+use crate::support::env::{Backend, TestEnv, USERS_HEADER as HEADER, user_rows};
 
 crate::support::env::env_with_fake!(Env, FakeCovata, HEADER, new);
 
@@ -51,13 +51,7 @@ async fn progress_events_and_systemd_status_without_a_terminal() {
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_nonblocking(true).unwrap();
 
-    let o = env
-        .command(&["sync"])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("DIRSYNC_PROGRESS_INTERVAL_MS", "50")
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = notified(&env, &["sync"], &socket_path, "50");
     assert_eq!(env.emails().len(), 20, "{}", out(&o));
     assert!(!stdout(&o).contains("progress"), "{}", out(&o));
     let events = progress_events(&stderr(&o));
@@ -111,13 +105,7 @@ async fn progress_events_and_systemd_status_without_a_terminal() {
 
     // --quiet: no progress events; the run and its report are unchanged.
     env.write_csv(&user_rows(1..=30, |_| false));
-    let o = env
-        .command(&["sync", "--quiet"])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("DIRSYNC_PROGRESS_INTERVAL_MS", "1")
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = notified(&env, &["sync", "--quiet"], &socket_path, "1");
     assert_eq!(env.emails().len(), 30);
     assert!(progress_events(&stderr(&o)).is_empty(), "{}", out(&o));
     assert!(stdout(&o).contains("Applied 10 changes."), "{}", out(&o));
@@ -133,13 +121,7 @@ async fn progress_events_and_systemd_status_without_a_terminal() {
     // The service (`run --once` here) reports through the same observer: its status shows
     // the run's progress, then the run's result.
     env.write_csv(&user_rows(1..=35, |_| false));
-    let o = env
-        .command(&["run", "--once", "--allow-root"])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("DIRSYNC_PROGRESS_INTERVAL_MS", "50")
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 0, "{}", out(&o));
+    let o = notified(&env, &["run", "--once", "--allow-root"], &socket_path, "50");
     assert_eq!(env.emails().len(), 35);
     assert!(!progress_events(&stderr(&o)).is_empty(), "{}", out(&o));
     let mut statuses = Vec::new();
@@ -334,12 +316,25 @@ async fn env_var_errors_name_the_variable() {
         .unwrap();
     assert_eq!(code(&o), 1, "{}", out(&o));
     let err = stderr(&o);
-    assert!(
-        err.contains("DIRSYNC_SAFETY__MAX_DELETEZ: unknown key safety.max_deletez"),
-        "{err}"
+    assert_has(
+        &err,
+        "DIRSYNC_SAFETY__MAX_DELETEZ: unknown key safety.max_deletez",
     );
-    assert!(
-        err.contains("DIRSYNC_TARGET__COVATA__PASWORD: unknown key target[0].pasword"),
-        "{err}"
+    assert_has(
+        &err,
+        "DIRSYNC_TARGET__COVATA__PASWORD: unknown key target[0].pasword",
     );
+}
+
+/// Runs `args` with `NOTIFY_SOCKET` at `socket` and progress events every `interval_ms`; the
+/// command must succeed.
+fn notified(env: &TestEnv, args: &[&str], socket: &std::path::Path, interval_ms: &str) -> Output {
+    let o = env
+        .command(args)
+        .env("NOTIFY_SOCKET", socket)
+        .env("DIRSYNC_PROGRESS_INTERVAL_MS", interval_ms)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    o
 }

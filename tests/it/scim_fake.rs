@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::support::cmd::out;
+use crate::support::cmd::{assert_has, out};
 use crate::support::env::{Backend, TestEnv, suite_env};
 use crate::support::fake::Fault;
 use crate::support::scim::TOKEN;
@@ -111,20 +111,20 @@ async fn etags_required_and_role_deltas() {
             .filter(|e| e.path.contains("/Groups/"))
             .all(|e| e.json()["Operations"].as_array().unwrap().len() == 1)
     );
-    let add = group_patches
-        .iter()
-        .find(|e| e.path.ends_with(&admins_group))
-        .unwrap();
+    let operations_on = |group: &str| {
+        group_patches
+            .iter()
+            .find(|e| e.path.ends_with(group))
+            .unwrap()
+            .json()["Operations"]
+            .clone()
+    };
     assert_eq!(
-        add.json()["Operations"],
+        operations_on(&admins_group),
         json!([{"op": "add", "path": "members", "value": [{"value": u2}]}])
     );
-    let remove = group_patches
-        .iter()
-        .find(|e| e.path.ends_with(&users_group))
-        .unwrap();
     assert_eq!(
-        remove.json()["Operations"],
+        operations_on(&users_group),
         json!([{"op": "remove", "path": format!("members[value eq \"{u2}\"]")}])
     );
     assert_eq!(env.fake.group_members("admins"), vec![u2.clone()]);
@@ -262,11 +262,11 @@ async fn pagination_and_429() {
     assert_eq!(env.fake.users().len(), 120);
     env.fake.clear_exchanges();
     env.run_code(&["drift"], 0);
-    let starts: Vec<String> = env
-        .fake
-        .exchanges()
+    let exchanges = env.fake.exchanges();
+    let listings = exchanges
         .iter()
-        .filter(|e| e.method == "GET" && e.path.ends_with("/Users"))
+        .filter(|e| e.method == "GET" && e.path.ends_with("/Users"));
+    let starts: Vec<String> = listings
         .filter_map(|e| e.query.clone())
         .filter(|q| !q.contains("filter"))
         .collect();
@@ -346,14 +346,11 @@ async fn client_credentials_and_check() {
     write("app-secret");
     let o = env.run_code(&["check"], 1);
     let text = out(&o);
-    assert!(
-        text.contains("target app: server supports: PATCH yes, Bulk yes (at most 10 operations"),
-        "{text}"
+    assert_has(
+        &text,
+        "target app: server supports: PATCH yes, Bulk yes (at most 10 operations",
     );
-    assert!(
-        text.contains("roles unknown to the target: users"),
-        "{text}"
-    );
+    assert_has(&text, "roles unknown to the target: users");
     fake.add_group("users", &[]);
     env.run_code(&["check"], 0);
     env.run_code(&["sync"], 0);
