@@ -95,7 +95,7 @@ impl Env {
 }
 
 /// Waits (polling, generous deadline) until `f` holds; the log helps when it never does.
-async fn wait_for(what: &str, d: &Daemon, mut f: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, d: &Daemon, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(90);
     while !f() {
         if Instant::now() > deadline {
@@ -105,7 +105,7 @@ async fn wait_for(what: &str, d: &Daemon, mut f: impl FnMut() -> bool) {
     }
 }
 
-async fn runs(store: &dyn Store) -> Vec<RunRecord> {
+pub(crate) async fn runs(store: &dyn Store) -> Vec<RunRecord> {
     store.list_runs(1000).await.unwrap()
 }
 

@@ -19,6 +19,7 @@ mod ldap_prefilter;
 mod ldap_source;
 mod live;
 mod live_ldap;
+mod live_usn;
 mod monitoring;
 mod notify;
 mod primavera;

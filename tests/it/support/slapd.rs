@@ -44,7 +44,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const WHAT: &str = "test slapd";
 
 /// Attributes that OpenLDAP lacks but the LDAP source handles: 389-DS's `nsAccountLock` and
-/// Active Directory's `objectGUID` (binary) and `userAccountControl`, on an auxiliary class.
+/// Active Directory's `objectGUID` (binary), `userAccountControl`, `uSNChanged` and
+/// `invocationId` (a string here), on an auxiliary class; and the rootDSE attributes the USN
+/// stream reads (`highestCommittedUSN`, `dnsHostName`, `dsServiceName`), for
+/// [`Slapd::start_with_root_dse`].
 const TEST_SCHEMA: &str = "\
 attributetype ( 2.16.840.1.113730.3.1.610 NAME 'nsAccountLock'
   EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
@@ -52,8 +55,19 @@ attributetype ( 1.2.840.113556.1.4.2 NAME 'objectGUID'
   EQUALITY octetStringMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.40 SINGLE-VALUE )
 attributetype ( 1.2.840.113556.1.4.8 NAME 'userAccountControl'
   EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.4203.666.11.99.2.1 NAME 'uSNChanged'
+  EQUALITY integerMatch ORDERING integerOrderingMatch
+  SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.4203.666.11.99.2.2 NAME 'invocationId'
+  EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.4203.666.11.99.2.3 NAME 'highestCommittedUSN'
+  EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.4203.666.11.99.2.4 NAME 'dnsHostName'
+  EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.4203.666.11.99.2.5 NAME 'dsServiceName'
+  EQUALITY distinguishedNameMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.12 SINGLE-VALUE )
 objectclass ( 1.3.6.1.4.1.4203.666.11.99.1 NAME 'dirsyncTestAccount' AUXILIARY
-  MAY ( nsAccountLock $ objectGUID $ userAccountControl ) )
+  MAY ( nsAccountLock $ objectGUID $ userAccountControl $ uSNChanged $ invocationId ) )
 ";
 
 /// How to configure the server.
@@ -102,13 +116,67 @@ pub struct Slapd {
 impl Slapd {
     /// Starts a server holding [`base_ldif`] followed by `ldif` (loaded with slapadd).
     pub fn start(options: SlapdOptions, ldif: &str) -> Slapd {
-        match Self::try_start(&options, ldif) {
+        match Self::try_start(&options, ldif, None) {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         }
     }
 
-    fn try_start(options: &SlapdOptions, ldif: &str) -> Result<Slapd, String> {
+    /// Like [`Slapd::start`], with user-defined rootDSE attributes (`rootDSE <file>` in
+    /// slapd.conf; `root_dse` is the file's LDIF, `dn:` first). slapd reads the file at start
+    /// only: [`Slapd::set_root_dse`] rewrites it and restarts the server on the same port.
+    /// This is how a test stands in for Active Directory's `highestCommittedUSN`.
+    pub fn start_with_root_dse(options: SlapdOptions, ldif: &str, root_dse: &str) -> Slapd {
+        match Self::try_start(&options, ldif, Some(root_dse)) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Rewrites the rootDSE file and restarts the server on the same port (the database is
+    /// kept; clients see their connections drop).
+    pub fn set_root_dse(&mut self, root_dse: &str) {
+        let file = self.root.join("rootdse.ldif");
+        assert!(
+            file.exists(),
+            "set_root_dse: started without a rootDSE file"
+        );
+        fs::write(&file, root_dse).expect("write rootdse.ldif");
+        self.stop();
+        let (slapd, _) = find_binaries().unwrap_or_else(|e| panic!("{e}"));
+        let user = server_user(WHAT, &["openldap", "nobody"]).unwrap_or_else(|e| panic!("{e}"));
+        let conf = self.root.join("slapd.conf");
+        let mut last = String::new();
+        // The port was just released; a few tries in case it lingers.
+        for _ in 0..50 {
+            match spawn(
+                &slapd,
+                &self.root,
+                &conf,
+                &self.log,
+                self.port,
+                self.tls_port,
+                user,
+            ) {
+                Ok(kept) => {
+                    self.kept = kept;
+                    return;
+                }
+                Err(e) if e.contains("Address already in use") => {
+                    last = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{last}");
+    }
+
+    fn try_start(
+        options: &SlapdOptions,
+        ldif: &str,
+        root_dse: Option<&str>,
+    ) -> Result<Slapd, String> {
         let (slapd, slapadd) = find_binaries()?;
         let user = server_user(WHAT, &["openldap", "nobody"])?;
         let io_err = |what: &str, e: io::Error| format!("test slapd: {what}: {e}");
@@ -153,6 +221,16 @@ impl Slapd {
         } else {
             String::new()
         };
+        let root_dse_conf = match root_dse {
+            Some(text) => {
+                let file = root.join("rootdse.ldif");
+                fs::write(&file, text)
+                    .map_err(|e| io_err("write rootdse.ldif", e))
+                    .map_err(cleanup)?;
+                format!("rootDSE {}\n", file.display())
+            }
+            None => String::new(),
+        };
         let conf = format!(
             "include /etc/ldap/schema/core.schema\n\
              include /etc/ldap/schema/cosine.schema\n\
@@ -165,6 +243,7 @@ impl Slapd {
              moduleload syncprov\n\
              pidfile {root}/slapd.pid\n\
              {tls_conf}\
+             {root_dse_conf}\
              {limits}\n\
              database mdb\n\
              suffix \"{SUFFIX}\"\n\
