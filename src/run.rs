@@ -308,7 +308,26 @@ async fn plan_recorded(
 pub struct PreTarget {
     pub recorded: Vec<RecordedAccount>,
     pub settled: Settled,
-    pub version: i64,
+    /// The state the recorded accounts were loaded at.
+    pub mark: StateMark,
+}
+
+/// Where a target's recorded state stood: its newest journaled operation and how many of its
+/// operations were unfinished. Another instance applying the target changes one or the other
+/// — it journals (the id grows) before it sends, and each outcome it records finishes an
+/// operation (the count falls while the id stays) — so accounts loaded at one mark are still
+/// current under the lock only if the mark there is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateMark {
+    journaled: i64,
+    unfinished: usize,
+}
+
+async fn state_mark(store: &dyn Store, target: &str) -> Result<StateMark, RunError> {
+    Ok(StateMark {
+        journaled: store.state_version(target).await?,
+        unfinished: store.unfinished_operations(target).await?.len(),
+    })
 }
 
 /// Reads the source for a whole-source run, prefiltered against the recorded accounts of every
@@ -323,7 +342,7 @@ async fn read_source_prefiltered(
     let mut sides = Vec::with_capacity(targets.len());
     let mut versions = Vec::with_capacity(targets.len());
     for t in targets {
-        versions.push(store.state_version(&t.name).await?);
+        versions.push(state_mark(store, &t.name).await?);
         sides.push((t.mapping.clone(), store.load_accounts(&t.name).await?));
     }
     let mut prefilter = Prefilter::new(sides);
@@ -341,13 +360,13 @@ async fn read_source_prefiltered(
         .iter()
         .zip(versions)
         .zip(prefilter.targets)
-        .map(|((t, version), side)| {
+        .map(|((t, mark), side)| {
             (
                 t.name.clone(),
                 PreTarget {
                     recorded: side.recorded,
                     settled: side.settled,
-                    version,
+                    mark,
                 },
             )
         })
@@ -665,7 +684,7 @@ async fn apply_locked(
                     plan_keys(store, t, snapshot, keys, owned, opts.now).await?
                 }
                 None => match pre {
-                    Some(p) if !touched && store.state_version(&t.name).await? == p.version => {
+                    Some(p) if !touched && state_mark(store, &t.name).await? == p.mark => {
                         plan_recorded(store, t, snapshot, &p.recorded, Some(&p.settled), opts.now)
                             .await?
                     }
@@ -742,12 +761,12 @@ async fn apply_locked(
                 _ => match pre {
                     Some(p) => {
                         // The marks hold only against the accounts they were made with: not
-                        // when reconciliation changed accounts, nor when anything was
-                        // journaled for the target since (another instance ran).
+                        // when reconciliation changed accounts, nor when another instance
+                        // journaled or finished anything for the target since.
                         let touched = recovered
                             .as_ref()
                             .is_some_and(|r| r.confirmed + r.replanned + r.superseded > 0);
-                        if !touched && store.state_version(&t.name).await? == p.version {
+                        if !touched && state_mark(store, &t.name).await? == p.mark {
                             plan_recorded(
                                 store,
                                 t,
@@ -1000,4 +1019,64 @@ pub fn run_summary(plan: &RunPlan) -> serde_json::Value {
             "skipped": t.skipped,
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{NewOperation, NewRun, OpOutcome, OpStatus};
+
+    /// Another instance finishing an operation it journaled earlier moves the mark though the
+    /// newest journaled id stays: accounts loaded before are then not trusted under the lock.
+    #[tokio::test]
+    async fn the_mark_moves_when_an_outcome_is_recorded() {
+        let store = match SqliteStore::open_memory().await {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        if let Err(e) = store.migrate().await {
+            panic!("{e}");
+        }
+        let run = NewRun {
+            trigger: Trigger::Schedule,
+            started_at: Utc::now(),
+            targets: vec!["covata".into()],
+            forced: false,
+        };
+        let Ok(run_id) = store.begin_run(&run).await else {
+            panic!("begin_run");
+        };
+        let op = |key: &str| NewOperation {
+            source_key: key.to_owned(),
+            kind: "create".to_owned(),
+            payload: match serde_json::value::to_raw_value(&serde_json::json!({"key": key})) {
+                Ok(p) => p,
+                Err(e) => panic!("{e}"),
+            },
+        };
+        let Ok(ids) = store.journal(run_id, "covata", &[op("a"), op("b")]).await else {
+            panic!("journal");
+        };
+        async fn mark(store: &SqliteStore) -> StateMark {
+            match state_mark(store, "covata").await {
+                Ok(m) => m,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let before = mark(&store).await;
+        assert_eq!(before, mark(&store).await, "nothing changed: same mark");
+        let done = OpOutcome {
+            id: ids[0],
+            status: OpStatus::Failed,
+            error: Some("HTTP 500".into()),
+            remote_id: None,
+        };
+        if let Err(e) = store.record_outcomes("covata", &[done], &[]).await {
+            panic!("{e}");
+        }
+        let after = mark(&store).await;
+        assert_eq!(after.journaled, before.journaled);
+        assert_ne!(after, before, "an outcome recorded: the mark moved");
+    }
 }
