@@ -82,11 +82,23 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await;
+        // Another process creating the same new file at this moment (switching it to WAL)
+        // makes the first connection fail with "database is locked" before the busy timeout
+        // applies: try again for a while.
+        let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+        let pool = loop {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.clone())
+                .await;
+            match pool {
+                Err(e) if is_locked(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other,
+            }
+        };
         let loc = Location {
             file: Some(Arc::from(path)),
         };
@@ -131,6 +143,11 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// SQLite's "database is locked" (SQLITE_BUSY, code 5).
+fn is_locked(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("5"))
 }
 
 /// How long `migrate` waits for another process's migration of the same file.
