@@ -187,6 +187,46 @@ impl TokenSource for CachedToken {
     }
 }
 
+impl HttpClient {
+    /// Sends an OAuth2 client-credentials token request and reads the answer: a refusal (400,
+    /// 401, 403) is an authentication error, and so is an answer without an `access_token`;
+    /// `expires_in` may be a number or a numeric string.
+    pub async fn client_credentials_token(&self, req: Request) -> Result<Token, HttpError> {
+        let resp = match self.send(req).await {
+            Ok(r) => r,
+            Err(HttpError::Status { status, .. }) if matches!(status, 400 | 401 | 403) => {
+                return Err(HttpError::Auth {
+                    target: self.target().to_string(),
+                    message: format!(
+                        "the token endpoint refused the client credentials (HTTP {status})"
+                    ),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let body: serde_json::Value = resp.json()?;
+        let Some(access) = body
+            .get("access_token")
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+        else {
+            return Err(HttpError::Auth {
+                target: self.target().to_string(),
+                message: "the token endpoint answered without an access_token".to_string(),
+            });
+        };
+        let expires_in = body.get("expires_in").and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        });
+        Ok(Token {
+            access_token: Secret::new(access),
+            refresh_token: None,
+            expires_in: expires_in.map(Duration::from_secs),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,6 @@
 //! Valuekeep's OAuth2 client-credentials grant (`POST token_url`). Bodies of this endpoint are
 //! never logged or kept.
 
-use std::time::Duration;
-
-use serde_json::Value;
 use url::Url;
 
 use crate::connector::http::{HttpClient, HttpError, Request, Token, TokenFetcher};
@@ -61,37 +58,6 @@ impl ValuekeepAuth {
 #[async_trait::async_trait]
 impl TokenFetcher for ValuekeepAuth {
     async fn fetch(&self, _previous: Option<&Token>) -> Result<Token, HttpError> {
-        let resp = match self.http.send(self.request()).await {
-            Ok(r) => r,
-            Err(HttpError::Status { status, .. }) if matches!(status, 400 | 401 | 403) => {
-                return Err(HttpError::Auth {
-                    target: self.http.target().to_string(),
-                    message: format!(
-                        "the token endpoint refused the client credentials (HTTP {status})"
-                    ),
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        let body: Value = resp.json()?;
-        let Some(access) = body
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-        else {
-            return Err(HttpError::Auth {
-                target: self.http.target().to_string(),
-                message: "the token endpoint answered without an access_token".to_string(),
-            });
-        };
-        let expires_in = body.get("expires_in").and_then(|v| {
-            v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-        });
-        Ok(Token {
-            access_token: Secret::new(access),
-            refresh_token: None,
-            expires_in: expires_in.map(Duration::from_secs),
-        })
+        self.http.client_credentials_token(self.request()).await
     }
 }
