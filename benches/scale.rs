@@ -698,11 +698,21 @@ fn summary_counts(report: &Path) -> HashMap<String, u64> {
     let head = String::from_utf8_lossy(&head[..n]);
     let line = head
         .lines()
-        .find(|l| l.starts_with("  ") && l.contains(" create, ") && l.contains(" unchanged"))
+        .find(|l| {
+            l.starts_with("  ")
+                && (l.contains(" create, ") || l.contains(" creates, "))
+                && l.contains(" unchanged")
+        })
         .unwrap_or_else(|| panic!("no summary line in the report:\n{head}"));
+    // The report says "1 create" but "0 creates": keys are the singular words.
     line.split([',', ';'])
         .filter_map(|part| {
             let (n, what) = part.trim().split_once(' ')?;
+            let what = match what {
+                "creates" | "updates" | "role changes" | "group changes" | "enables"
+                | "disables" | "deletes" => &what[..what.len() - 1],
+                w => w,
+            };
             Some((what.to_string(), n.parse().ok()?))
         })
         .collect()
